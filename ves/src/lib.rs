@@ -1,0 +1,1 @@
+//! Pure VES byte layouts (placeholder).
