@@ -1,0 +1,231 @@
+//! Reads over the signed log: a stream's range, its head, an entity's history.
+//!
+//! Every signed field comes back byte-identical to what was signed (the `created_at` string as sent,
+//! hashes and signature as `0x` hex), so a client can re-verify each signature.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+use ves::envelope::{Hex32, Sig64, VesEventEnvelope};
+
+use super::{ApiPath, ApiQuery, Auth, SharedState};
+use crate::error::{Error, Result};
+use crate::store::events::{StoredEvent, StreamKey};
+
+#[derive(Debug, Deserialize)]
+pub struct RangeQuery {
+    tenant_id: Uuid,
+    store_id: Uuid,
+    from: Option<i64>,
+    limit: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StreamQuery {
+    tenant_id: Uuid,
+    store_id: Uuid,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EntityQuery {
+    tenant_id: Uuid,
+    store_id: Uuid,
+    from: Option<i64>,
+    limit: Option<i64>,
+}
+
+fn bytes32(v: &Option<Vec<u8>>) -> Result<[u8; 32]> {
+    v.as_deref()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| Error::Internal("stored hash is not 32 bytes".into()))
+}
+
+/// The envelope as the client signed it.
+pub fn envelope_of(e: &StoredEvent) -> Result<VesEventEnvelope> {
+    let signature = e
+        .agent_signature
+        .as_deref()
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+        .ok_or_else(|| Error::Internal("stored signature is not 64 bytes".into()))?;
+    let payload_encrypted = match &e.payload_encrypted {
+        None => None,
+        Some(v) => Some(
+            serde_json::from_value(v.clone()).map_err(|err| Error::Internal(format!("stored encrypted payload: {err}")))?,
+        ),
+    };
+    Ok(VesEventEnvelope {
+        ves_version: e.ves_version.unwrap_or(1) as u32,
+        event_id: e.event_id,
+        tenant_id: e.tenant_id,
+        store_id: e.store_id,
+        source_agent_id: e.source_agent_id,
+        agent_key_id: e.agent_key_id.unwrap_or(0) as u32,
+        entity_type: e.entity_type.clone(),
+        entity_id: e.entity_id.clone(),
+        event_type: e.event_type.clone(),
+        created_at: e.created_at_str.clone().unwrap_or_default(),
+        payload_kind: e.payload_kind.unwrap_or(0) as u32,
+        payload: e.payload.clone(),
+        payload_encrypted,
+        payload_plain_hash: Hex32(bytes32(&e.payload_plain_hash)?),
+        payload_cipher_hash: Hex32(bytes32(&e.payload_cipher_hash)?),
+        agent_signature: Sig64(signature),
+        agent_signature_scheme: None,
+        command_id: e.command_id,
+        base_version: e.base_version.map(|v| v as u64),
+    })
+}
+
+/// A stored event as JSON: the signed envelope plus `sequence_number` and `sequenced_at`; unsigned
+/// legacy events in their legacy shape.
+pub fn event_json(e: &StoredEvent) -> Result<Value> {
+    let mut v = if e.signed {
+        serde_json::to_value(envelope_of(e)?).map_err(|err| Error::Internal(err.to_string()))?
+    } else {
+        json!({
+            "event_id": e.event_id,
+            "tenant_id": e.tenant_id,
+            "store_id": e.store_id,
+            "entity_type": e.entity_type,
+            "entity_id": e.entity_id,
+            "event_type": e.event_type,
+            "payload": e.payload,
+            "payload_hash": e.payload_hash.as_deref().map(hex::encode),
+            "created_at": e.created_at.to_rfc3339(),
+            "source_agent": e.source_agent_id,
+            "command_id": e.command_id,
+            "base_version": e.base_version,
+        })
+    };
+    v["sequence_number"] = json!(e.sequence_number);
+    v["sequenced_at"] = json!(e.sequenced_at.to_rfc3339());
+    Ok(v)
+}
+
+const DEFAULT_LIMIT: i64 = 100;
+const MAX_LIMIT: i64 = 1000;
+
+fn range(from: Option<i64>, limit: Option<i64>) -> Result<(i64, i64)> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if limit <= 0 {
+        return Err(Error::BadRequest("limit must be greater than 0".into()));
+    }
+    let from = from.unwrap_or(1);
+    if from < 0 {
+        return Err(Error::BadRequest("from must not be negative".into()));
+    }
+    Ok((from.max(1), limit.min(MAX_LIMIT)))
+}
+
+/// `GET /api/v1/ves/events`: `{"events","count","next_sequence","head_sequence","has_more"}`.
+pub async fn ves_events(
+    State(state): State<SharedState>,
+    caller: Auth,
+    ApiQuery(q): ApiQuery<RangeQuery>,
+) -> Result<Response> {
+    let stream = StreamKey { tenant_id: q.tenant_id, store_id: q.store_id };
+    caller.require_read(stream)?;
+    let (from, limit) = range(q.from, q.limit)?;
+    let head = state.store.head(stream).await?;
+    let events = state.store.read_range(stream, from, limit, head).await?;
+    let next = events.last().map_or(from, |e| e.sequence_number + 1);
+    let events = events.iter().map(event_json).collect::<Result<Vec<_>>>()?;
+    Ok(axum::Json(json!({
+        "events": events,
+        "count": events.len(),
+        "next_sequence": next,
+        "head_sequence": head,
+        "has_more": next <= head,
+    }))
+    .into_response())
+}
+
+/// `GET /api/v1/events`: the existing service's shape, `{"events":[{"envelope","sequenced_at"}],"count"}`.
+pub async fn events(
+    State(state): State<SharedState>,
+    caller: Auth,
+    ApiQuery(q): ApiQuery<RangeQuery>,
+) -> Result<Response> {
+    let stream = StreamKey { tenant_id: q.tenant_id, store_id: q.store_id };
+    caller.require_read(stream)?;
+    let (from, limit) = range(q.from, q.limit)?;
+    let head = state.store.head(stream).await?;
+    let events = state.store.read_range(stream, from, limit, head).await?;
+    let events = events
+        .iter()
+        .map(|e| Ok(json!({"envelope": event_json(e)?, "sequenced_at": e.sequenced_at.to_rfc3339()})))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(axum::Json(json!({"events": events, "count": events.len()})).into_response())
+}
+
+/// `GET /api/v1/head` and `GET /api/v1/ves/head`: `{"head_sequence": N}`.
+pub async fn head(
+    State(state): State<SharedState>,
+    caller: Auth,
+    ApiQuery(q): ApiQuery<StreamQuery>,
+) -> Result<Response> {
+    let stream = StreamKey { tenant_id: q.tenant_id, store_id: q.store_id };
+    caller.require_read(stream)?;
+    let head = state.store.head(stream).await?;
+    Ok(axum::Json(json!({"head_sequence": head, "tenant_id": q.tenant_id, "store_id": q.store_id})).into_response())
+}
+
+async fn entity_history(
+    state: &SharedState,
+    caller: &Auth,
+    entity_type: String,
+    entity_id: String,
+    q: EntityQuery,
+) -> Result<Value> {
+    let stream = StreamKey { tenant_id: q.tenant_id, store_id: q.store_id };
+    caller.require_read(stream)?;
+    if entity_type.is_empty() || entity_type.len() > 128 || entity_id.is_empty() || entity_id.len() > 512 {
+        return Err(Error::BadRequest("entity_type must be 1..128 bytes and entity_id 1..512 bytes".into()));
+    }
+    let offset = q.from.unwrap_or(0).max(0);
+    let limit = match q.limit {
+        None | Some(0) => 100,
+        Some(l) if l < 0 => return Err(Error::BadRequest("limit must not be negative".into())),
+        Some(l) => l.min(100),
+    };
+    let (events, total) = state.store.entity_history(stream, &entity_type, &entity_id, offset, limit).await?;
+    let count = events.len() as i64;
+    let events = events.iter().map(event_json).collect::<Result<Vec<_>>>()?;
+    Ok(json!({
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "events": events,
+        "count": count,
+        "total": total,
+        "has_more": offset + count < total,
+    }))
+}
+
+/// `GET /api/v1/ves/entities/{entity_type}/{entity_id}`.
+pub async fn ves_entity(
+    State(state): State<SharedState>,
+    caller: Auth,
+    ApiPath((entity_type, entity_id)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<EntityQuery>,
+) -> Result<Response> {
+    Ok(axum::Json(entity_history(&state, &caller, entity_type, entity_id, q).await?).into_response())
+}
+
+/// `GET /api/v1/entities/{entity_type}/{entity_id}`: events as `{"envelope","sequenced_at"}`.
+pub async fn entity(
+    State(state): State<SharedState>,
+    caller: Auth,
+    ApiPath((entity_type, entity_id)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<EntityQuery>,
+) -> Result<Response> {
+    let mut v = entity_history(&state, &caller, entity_type, entity_id, q).await?;
+    if let Some(events) = v["events"].as_array_mut() {
+        for e in events.iter_mut() {
+            let sequenced_at = e["sequenced_at"].clone();
+            *e = json!({"envelope": e.take(), "sequenced_at": sequenced_at});
+        }
+    }
+    Ok(axum::Json(v).into_response())
+}

@@ -1,0 +1,182 @@
+//! The HTTP surface: router, shared state, request plumbing (auth, metrics, timeouts, JSON errors).
+//! Handlers parse and authorise, call a domain service or the store, and shape the answer; they hold
+//! no business rules of their own.
+
+mod agent_keys;
+mod api_keys;
+mod events;
+mod health;
+mod ingest;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use serde::de::DeserializeOwned;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+use crate::auth::{Authenticator, Caller};
+use crate::config::Config;
+use crate::error::Error;
+use crate::ingest::Ingest;
+use crate::metrics::{HttpLabels, Metrics, RouteLabels};
+use crate::store::Store;
+
+/// Everything a handler may use.
+pub struct AppState {
+    pub config: Config,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub auth: Authenticator,
+    pub ingest: Ingest,
+    pub started: Instant,
+}
+
+pub type SharedState = Arc<AppState>;
+
+/// Builds the whole router.
+pub fn router(state: SharedState) -> Router {
+    let api = Router::new()
+        .route("/v1/ves/events/ingest", post(ingest::ingest_ves))
+        .route("/v1/ves/events", get(events::ves_events))
+        .route("/v1/ves/head", get(events::head))
+        .route("/v1/ves/entities/{entity_type}/{entity_id}", get(events::ves_entity))
+        .route("/v1/ves/sequencer", get(ingest::sequencer_info))
+        .route("/v1/events", get(events::events))
+        .route("/v1/head", get(events::head))
+        .route("/v1/entities/{entity_type}/{entity_id}", get(events::entity))
+        .route("/v1/agents/keys", post(agent_keys::register).get(agent_keys::list))
+        .route("/v1/agents/keys/{tenant_id}/{agent_id}/{key_id}/revoke", post(agent_keys::revoke))
+        .route("/v1/agents/keys/{tenant_id}/{agent_id}/{key_id}/rotate", post(agent_keys::rotate))
+        .route("/v1/admin/api-keys", post(api_keys::create).get(api_keys::list))
+        .route("/v1/admin/api-keys/{id}", axum::routing::delete(api_keys::revoke))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .route("/metrics", get(health::metrics))
+        .nest("/api", api)
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(state.config.max_body_size_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn not_found() -> Error {
+    Error::NotFound("No such route".into())
+}
+
+/// Resolves the credential and hands the [`Caller`] to the handler.
+async fn authenticate(State(state): State<SharedState>, mut req: Request, next: Next) -> Response {
+    match state.auth.authenticate(req.headers()).await {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Per-route counts and latencies, the request timeout and the response headers every answer carries.
+async fn observe(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let mut response = match tokio::time::timeout(state.config.request_timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => Error::Timeout.into_response(),
+    };
+    let status = response.status().as_u16();
+    state.metrics.http_requests.get_or_create(&HttpLabels { method: method.clone(), route: route.clone(), status }).inc();
+    state
+        .metrics
+        .http_latency
+        .get_or_create(&RouteLabels { method, route })
+        .observe(start.elapsed().as_secs_f64());
+    let headers = response.headers_mut();
+    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    headers.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `Json<T>` whose rejections are JSON errors (400 malformed, 415 content type, 413 too large,
+/// 422 wrong shape).
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> Error {
+    let status = rejection.status();
+    let message = rejection.body_text();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return Error::PayloadTooLarge(message);
+    }
+    Error::UnprocessableBody { status, message }
+}
+
+/// `Query<T>` with JSON errors.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|r: QueryRejection| Error::BadRequest(r.body_text()))
+    }
+}
+
+/// `Path<T>` with JSON errors.
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|r: PathRejection| Error::BadRequest(r.body_text()))
+    }
+}
+
+/// The authenticated caller, as handlers take it.
+pub type Auth = Extension<Caller>;

@@ -1,0 +1,35 @@
+//! The sequencer server. Configuration comes from the environment (see `sequencer::config`).
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let config = match sequencer::config::Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("stateset-sequencer: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    sequencer::telemetry::init(config.log_format);
+    if config.database_url.is_none()
+        && let Err(e) = sequencer::private_postgres::prepare_environment()
+    {
+        eprintln!("stateset-sequencer: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("stateset-sequencer: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(sequencer::server::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "stateset-sequencer failed");
+            eprintln!("stateset-sequencer: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

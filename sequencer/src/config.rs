@@ -1,0 +1,383 @@
+//! Every environment variable the sequencer reads, parsed once into [`Config`].
+//!
+//! Names follow the operations runbook and the existing StateSet Sequencer, so that deployments and
+//! runbooks written for it keep working. An invalid value stops start-up with an error naming the
+//! variable; the value itself is shown only for variables that are not secrets.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use base64::Engine;
+use ed25519_dalek::SigningKey;
+use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
+
+/// A configuration value that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The variable is set but its value does not parse or is out of range.
+    #[error("invalid value for {var}: {reason}")]
+    Invalid { var: &'static str, reason: String },
+    /// Two variables contradict each other, or a required one is missing.
+    #[error("{0}")]
+    Inconsistent(String),
+}
+
+/// How requests are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Every `/api` request needs a credential (the default).
+    Required,
+    /// Requests without a credential act as the bootstrap admin. Only for local development; needs
+    /// `ALLOW_AUTH_DISABLED=true`.
+    Disabled,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The sequencer's whole configuration.
+#[derive(Clone)]
+pub struct Config {
+    /// `DATABASE_URL`. When unset the sequencer starts a private, throw-away PostgreSQL.
+    pub database_url: Option<SecretString>,
+    pub host: IpAddr,
+    pub port: u16,
+    pub max_db_connections: u32,
+    pub min_db_connections: u32,
+    pub db_acquire_timeout: Duration,
+    pub db_migrate_on_startup: bool,
+    pub bootstrap_admin_api_key: Option<SecretString>,
+    pub auth_mode: AuthMode,
+    pub jwt: Option<JwtConfig>,
+    /// `VES_SEQUENCER_SIGNING_KEY`: the Ed25519 key that signs receipts (unsigned receipts without it).
+    pub sequencer_signing_key: Option<SigningKey>,
+    /// `VES_SEQUENCER_ID`: the id written into receipts (random per process when unset, as upstream).
+    pub sequencer_id: Uuid,
+    pub max_events_per_batch: usize,
+    pub max_body_size_bytes: usize,
+    pub max_event_payload_size: usize,
+    pub request_timeout: Duration,
+    /// `REQUIRE_SIGNED_EXECUTION_CONTROLS`: reject new `ves_version` 1 events.
+    pub require_signed_execution_controls: bool,
+    pub log_format: LogFormat,
+    /// `CACHE_AGENT_KEY_MAX` / `CACHE_AGENT_KEY_TTL_SECS`.
+    pub agent_key_cache: CacheConfig,
+    /// `CACHE_API_KEY_MAX` / `CACHE_API_KEY_TTL_SECS`.
+    pub api_key_cache: CacheConfig,
+    /// `INGEST_MAX_QUEUED_EVENTS`: events waiting for sequencing in this process before ingest answers
+    /// 503 with `Retry-After`.
+    pub ingest_max_queued_events: usize,
+    /// `INGEST_MAX_GROUP_EVENTS`: the most events one sequencing transaction takes from a stream's queue.
+    pub ingest_max_group_events: usize,
+}
+
+/// HS256 JWT validation settings (`JWT_SECRET`, `JWT_ISSUER`, `JWT_AUDIENCE`).
+#[derive(Clone)]
+pub struct JwtConfig {
+    pub secret: SecretString,
+    pub issuer: String,
+    pub audience: String,
+}
+
+/// Size and time-to-live of one in-memory cache.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheConfig {
+    pub max_entries: u64,
+    pub ttl: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    // NB: hand-written so that no secret (database password, keys) can reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("max_db_connections", &self.max_db_connections)
+            .field("min_db_connections", &self.min_db_connections)
+            .field("db_acquire_timeout", &self.db_acquire_timeout)
+            .field("db_migrate_on_startup", &self.db_migrate_on_startup)
+            .field("bootstrap_admin_api_key", &self.bootstrap_admin_api_key.as_ref().map(|_| "<set>"))
+            .field("auth_mode", &self.auth_mode)
+            .field("jwt", &self.jwt.as_ref().map(|_| "<set>"))
+            .field("sequencer_signing_key", &self.sequencer_signing_key.as_ref().map(|_| "<set>"))
+            .field("sequencer_id", &self.sequencer_id)
+            .field("max_events_per_batch", &self.max_events_per_batch)
+            .field("max_body_size_bytes", &self.max_body_size_bytes)
+            .field("max_event_payload_size", &self.max_event_payload_size)
+            .field("request_timeout", &self.request_timeout)
+            .field("require_signed_execution_controls", &self.require_signed_execution_controls)
+            .field("log_format", &self.log_format)
+            .field("ingest_max_queued_events", &self.ingest_max_queued_events)
+            .field("ingest_max_group_events", &self.ingest_max_group_events)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads typed values out of an environment map, naming the variable in every error.
+struct Env<'a>(&'a HashMap<String, String>);
+
+impl Env<'_> {
+    fn raw(&self, var: &str) -> Option<&str> {
+        self.0.get(var).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    fn parse<T>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: std::fmt::Display,
+    {
+        match self.raw(var) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|e| ConfigError::Invalid {
+                var,
+                reason: format!("{v:?} is not valid ({e})"),
+            }),
+        }
+    }
+
+    fn positive<T>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr + PartialOrd + Default + Copy,
+        T::Err: std::fmt::Display,
+    {
+        let v = self.parse(var, default)?;
+        if v <= T::default() {
+            return Err(ConfigError::Invalid { var, reason: "must be greater than 0".into() });
+        }
+        Ok(v)
+    }
+
+    fn flag(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.raw(var).map(str::to_ascii_lowercase).as_deref() {
+            None => Ok(default),
+            Some("1" | "true" | "yes" | "on") => Ok(true),
+            Some("0" | "false" | "no" | "off") => Ok(false),
+            Some(other) => Err(ConfigError::Invalid {
+                var,
+                reason: format!("{other:?} is not a boolean (use true or false)"),
+            }),
+        }
+    }
+
+    fn secret(&self, var: &str) -> Option<SecretString> {
+        self.raw(var).map(|v| SecretString::from(v.to_owned()))
+    }
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_map(&std::env::vars().collect())
+    }
+
+    /// Reads the configuration from an explicit map of variables (tests use this).
+    pub fn from_map(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let env = Env(vars);
+        let max_db_connections = env.positive("MAX_DB_CONNECTIONS", 10u32)?;
+        let min_db_connections = env.parse("MIN_DB_CONNECTIONS", 0u32)?;
+        if min_db_connections > max_db_connections {
+            return Err(ConfigError::Invalid {
+                var: "MIN_DB_CONNECTIONS",
+                reason: format!("{min_db_connections} is larger than MAX_DB_CONNECTIONS ({max_db_connections})"),
+            });
+        }
+
+        let bootstrap_admin_api_key = env.secret("BOOTSTRAP_ADMIN_API_KEY");
+        if let Some(key) = &bootstrap_admin_api_key {
+            let key = key.expose_secret();
+            if !key.starts_with("ss_") || key.len() < 20 {
+                return Err(ConfigError::Invalid {
+                    var: "BOOTSTRAP_ADMIN_API_KEY",
+                    reason: "must start with \"ss_\" and be at least 20 characters long (value not shown)".into(),
+                });
+            }
+        }
+
+        let auth_mode = match env.raw("AUTH_MODE").map(str::to_ascii_lowercase).as_deref() {
+            None | Some("required") => AuthMode::Required,
+            Some("disabled") => AuthMode::Disabled,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    var: "AUTH_MODE",
+                    reason: format!("{other:?} is not one of required, disabled"),
+                });
+            }
+        };
+        if auth_mode == AuthMode::Disabled && !env.flag("ALLOW_AUTH_DISABLED", false)? {
+            return Err(ConfigError::Inconsistent(
+                "AUTH_MODE=disabled lets anyone act as admin; set ALLOW_AUTH_DISABLED=true as well if you really mean it".into(),
+            ));
+        }
+
+        let jwt = env.secret("JWT_SECRET").map(|secret| JwtConfig {
+            secret,
+            issuer: env.raw("JWT_ISSUER").unwrap_or("stateset-sequencer").to_owned(),
+            audience: env.raw("JWT_AUDIENCE").unwrap_or("stateset-api").to_owned(),
+        });
+        if let Some(jwt) = &jwt
+            && jwt.secret.expose_secret().len() < 16
+        {
+            return Err(ConfigError::Invalid {
+                var: "JWT_SECRET",
+                reason: "must be at least 16 characters long (value not shown)".into(),
+            });
+        }
+
+        let sequencer_signing_key = match env.raw("VES_SEQUENCER_SIGNING_KEY") {
+            None => None,
+            Some(v) => Some(parse_signing_key(v).map_err(|reason| ConfigError::Invalid {
+                var: "VES_SEQUENCER_SIGNING_KEY",
+                reason: format!("{reason} (value not shown)"),
+            })?),
+        };
+
+        let log_format = match env.raw("LOG_FORMAT").map(str::to_ascii_lowercase).as_deref() {
+            None | Some("text" | "pretty" | "plain") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    var: "LOG_FORMAT",
+                    reason: format!("{other:?} is not one of text, json"),
+                });
+            }
+        };
+
+        if let Some(filter) = env.raw("RUST_LOG") {
+            tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| ConfigError::Invalid {
+                var: "RUST_LOG",
+                reason: format!("{filter:?} is not a valid log filter ({e})"),
+            })?;
+        }
+
+        Ok(Config {
+            database_url: env.secret("DATABASE_URL"),
+            host: env.parse("HOST", IpAddr::from([0, 0, 0, 0]))?,
+            port: env.parse("PORT", 8080u16)?,
+            max_db_connections,
+            min_db_connections,
+            db_acquire_timeout: Duration::from_millis(env.positive("DB_ACQUIRE_TIMEOUT_MS", 5_000u64)?),
+            db_migrate_on_startup: env.flag("DB_MIGRATE_ON_STARTUP", true)?,
+            bootstrap_admin_api_key,
+            auth_mode,
+            jwt,
+            sequencer_signing_key,
+            sequencer_id: env.parse("VES_SEQUENCER_ID", Uuid::new_v4())?,
+            max_events_per_batch: env.positive("MAX_EVENTS_PER_BATCH", 1_000usize)?,
+            max_body_size_bytes: env.positive("MAX_BODY_SIZE_BYTES", 10 * 1024 * 1024usize)?,
+            max_event_payload_size: env.positive("MAX_EVENT_PAYLOAD_SIZE", 1024 * 1024usize)?,
+            request_timeout: Duration::from_secs(env.positive("REQUEST_TIMEOUT_SECS", 30u64)?),
+            require_signed_execution_controls: env.flag("REQUIRE_SIGNED_EXECUTION_CONTROLS", false)?,
+            log_format,
+            agent_key_cache: CacheConfig {
+                max_entries: env.positive("CACHE_AGENT_KEY_MAX", 10_000u64)?,
+                ttl: Duration::from_secs(env.positive("CACHE_AGENT_KEY_TTL_SECS", 60u64)?),
+            },
+            api_key_cache: CacheConfig {
+                max_entries: env.positive("CACHE_API_KEY_MAX", 10_000u64)?,
+                ttl: Duration::from_secs(env.positive("CACHE_API_KEY_TTL_SECS", 30u64)?),
+            },
+            ingest_max_queued_events: env.positive("INGEST_MAX_QUEUED_EVENTS", 50_000usize)?,
+            ingest_max_group_events: env.positive("INGEST_MAX_GROUP_EVENTS", 2_000usize)?,
+        })
+    }
+}
+
+/// Parses a 32-byte Ed25519 seed given as 64 hex characters (optionally `0x`-prefixed) or base64.
+pub fn parse_signing_key(value: &str) -> Result<SigningKey, String> {
+    let hex_part = value.strip_prefix("0x").unwrap_or(value);
+    let bytes = if hex_part.len() == 64 && hex_part.bytes().all(|b| b.is_ascii_hexdigit()) {
+        hex::decode(hex_part).map_err(|e| e.to_string())?
+    } else {
+        base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(value))
+            .map_err(|_| "must be a 32-byte Ed25519 seed as 64 hex characters or base64".to_string())?
+    };
+    let seed: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| "must decode to exactly 32 bytes".to_string())?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_match_the_existing_service() {
+        let c = Config::from_map(&vars(&[])).unwrap();
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.max_db_connections, 10);
+        assert_eq!(c.max_events_per_batch, 1000);
+        assert_eq!(c.max_body_size_bytes, 10 * 1024 * 1024);
+        assert_eq!(c.max_event_payload_size, 1024 * 1024);
+        assert!(c.db_migrate_on_startup);
+        assert_eq!(c.auth_mode, AuthMode::Required);
+    }
+
+    #[test]
+    fn an_invalid_number_names_the_variable() {
+        let err = Config::from_map(&vars(&[("MAX_DB_CONNECTIONS", "lots")])).unwrap_err();
+        assert!(err.to_string().contains("MAX_DB_CONNECTIONS"), "{err}");
+        let err = Config::from_map(&vars(&[("PORT", "99999")])).unwrap_err();
+        assert!(err.to_string().contains("PORT"), "{err}");
+        let err = Config::from_map(&vars(&[("DB_MIGRATE_ON_STARTUP", "maybe")])).unwrap_err();
+        assert!(err.to_string().contains("DB_MIGRATE_ON_STARTUP"), "{err}");
+        let err = Config::from_map(&vars(&[("MAX_DB_CONNECTIONS", "0")])).unwrap_err();
+        assert!(err.to_string().contains("MAX_DB_CONNECTIONS"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_secret_is_named_but_never_shown() {
+        let err = Config::from_map(&vars(&[("BOOTSTRAP_ADMIN_API_KEY", "hunter2-not-a-key")])).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("BOOTSTRAP_ADMIN_API_KEY"));
+        assert!(!msg.contains("hunter2"));
+        let err = Config::from_map(&vars(&[("VES_SEQUENCER_SIGNING_KEY", "deadbeefsecret")])).unwrap_err();
+        assert!(err.to_string().contains("VES_SEQUENCER_SIGNING_KEY"));
+        assert!(!err.to_string().contains("deadbeefsecret"));
+    }
+
+    #[test]
+    fn debug_output_redacts_secrets() {
+        let c = Config::from_map(&vars(&[
+            ("DATABASE_URL", "postgres://u:topsecretpw@db/x"),
+            ("BOOTSTRAP_ADMIN_API_KEY", "ss_bootstrap_key_0123456789"),
+            ("JWT_SECRET", "jwt-secret-0123456789"),
+        ]))
+        .unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("topsecretpw") && !dbg.contains("ss_bootstrap") && !dbg.contains("jwt-secret"));
+    }
+
+    #[test]
+    fn auth_can_only_be_disabled_explicitly() {
+        assert!(Config::from_map(&vars(&[("AUTH_MODE", "disabled")])).is_err());
+        let c = Config::from_map(&vars(&[("AUTH_MODE", "disabled"), ("ALLOW_AUTH_DISABLED", "true")])).unwrap();
+        assert_eq!(c.auth_mode, AuthMode::Disabled);
+    }
+
+    #[test]
+    fn signing_key_accepts_hex_and_base64() {
+        let hex_seed = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+        let a = parse_signing_key(hex_seed).unwrap();
+        let b = parse_signing_key(&format!("0x{hex_seed}")).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(hex::decode(hex_seed).unwrap());
+        let c = parse_signing_key(&b64).unwrap();
+        assert_eq!(a.to_bytes(), b.to_bytes());
+        assert_eq!(a.to_bytes(), c.to_bytes());
+        assert!(parse_signing_key("abcd").is_err());
+    }
+}

@@ -1,0 +1,436 @@
+//! Signed VES ingest: the checks of ves-wire.md §1.5 and §3, in an order that keeps work out of any lock.
+//!
+//! 1. Whole-request checks (shape, scope, limits) fail the request with a 4xx and store nothing.
+//! 2. Per-event checks that need no database (version, structure, timestamps, payload and cipher
+//!    hashes), then the agent key (cached) and the Ed25519 signatures, verified in a batch on the
+//!    blocking pool. A failing event becomes a rejection inside a 200, as upstream.
+//! 3. Rejections a fix could cure are written to the dead-letter queue before anything is answered.
+//! 4. The rest go to the stream's group-commit [`Sequencer`].
+
+pub mod keys;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use ves::envelope::VesEventEnvelope;
+
+use crate::auth::Caller;
+use crate::error::{Error, Result};
+use crate::ingest::keys::AgentKeyCache;
+use crate::metrics::Metrics;
+use crate::sequencing::{Candidate, Outcome, Receipt, Sequencer, is_exact_replay};
+use crate::store::Store;
+use crate::store::dead_letters::NewDeadLetter;
+use crate::store::events::StreamKey;
+
+/// `POST /api/v1/ves/events/ingest` body (wrapper camelCase, envelopes snake_case).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestRequest {
+    pub agent_id: Uuid,
+    pub events: Vec<VesEventEnvelope>,
+}
+
+/// One refused event, keys snake_case as upstream.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Rejection {
+    pub event_id: Uuid,
+    pub reason: String,
+    pub message: String,
+}
+
+/// The ingest answer (ves-wire.md §1.5).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestResponse {
+    pub batch_id: Uuid,
+    pub events_accepted: u32,
+    pub events_rejected: u32,
+    pub sequence_start: Option<u64>,
+    pub sequence_end: Option<u64>,
+    pub head_sequence: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rejections: Vec<Rejection>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub receipts: Vec<Receipt>,
+}
+
+/// Limits that apply to a request as a whole.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestLimits {
+    pub max_events_per_batch: usize,
+    pub max_event_payload_size: usize,
+    pub require_signed_execution_controls: bool,
+}
+
+/// The ingest domain service.
+pub struct Ingest {
+    store: Store,
+    keys: AgentKeyCache,
+    sequencer: Arc<Sequencer>,
+    metrics: Arc<Metrics>,
+    limits: IngestLimits,
+}
+
+enum Verdict {
+    Valid(Candidate),
+    /// Refused before sequencing. `dead_letter`: a fix could make it acceptable.
+    Rejected { reason: String, message: String, dead_letter: bool },
+}
+
+fn rejected(reason: impl Into<String>, message: impl Into<String>, dead_letter: bool) -> Verdict {
+    Verdict::Rejected { reason: reason.into(), message: message.into(), dead_letter }
+}
+
+/// Batches above this size are verified on the blocking pool rather than inline.
+const INLINE_VERIFY_MAX: usize = 8;
+
+impl Ingest {
+    pub fn new(
+        store: Store,
+        keys: AgentKeyCache,
+        sequencer: Arc<Sequencer>,
+        metrics: Arc<Metrics>,
+        limits: IngestLimits,
+    ) -> Self {
+        Ingest { store, keys, sequencer, metrics, limits }
+    }
+
+    pub fn keys(&self) -> &AgentKeyCache {
+        &self.keys
+    }
+
+    pub fn sequencer(&self) -> &Arc<Sequencer> {
+        &self.sequencer
+    }
+
+    /// Checks that fail the whole request (ves-wire.md §1.5 handler order).
+    fn check_request(&self, caller: &Caller, req: &IngestRequest) -> Result<StreamKey> {
+        let first = req.events.first().ok_or_else(|| Error::BadRequest("events must not be empty".into()))?;
+        let stream = StreamKey { tenant_id: first.tenant_id, store_id: first.store_id };
+        if req.events.iter().any(|e| e.tenant_id != stream.tenant_id || e.store_id != stream.store_id) {
+            return Err(Error::BadRequest(
+                "All events in a batch must share the same tenantId and storeId".into(),
+            ));
+        }
+        if caller.agent_id.is_some_and(|a| a != req.agent_id) {
+            return Err(Error::Forbidden("Agent mismatch".into()));
+        }
+        if req.events.iter().any(|e| e.source_agent_id != req.agent_id) {
+            return Err(Error::BadRequest("event source_agent_id must match request agent_id".into()));
+        }
+        caller.require_write(stream)?;
+        let (n, max) = (req.events.len(), self.limits.max_events_per_batch);
+        if n > max {
+            return Err(Error::PayloadTooLarge(format!("Batch exceeds max_events_per_batch ({n} > {max})")));
+        }
+        for e in &req.events {
+            check_len("entity_type", &e.entity_type, 128)?;
+            check_len("entity_id", &e.entity_id, 512)?;
+            check_len("event_type", &e.event_type, 256)?;
+            let size = match (&e.payload, &e.payload_encrypted) {
+                (Some(p), _) => serde_json::to_vec(p).map(|v| v.len()).unwrap_or(usize::MAX),
+                (None, Some(p)) => serde_json::to_vec(p).map(|v| v.len()).unwrap_or(usize::MAX),
+                (None, None) => 0,
+            };
+            let max = self.limits.max_event_payload_size;
+            if size > max {
+                return Err(Error::PayloadTooLarge(format!(
+                    "Event {} payload exceeds max_event_payload_size ({size} > {max})",
+                    e.event_id
+                )));
+            }
+        }
+        Ok(stream)
+    }
+
+    /// Ingests a batch of signed events of one stream.
+    pub async fn ingest(&self, caller: &Caller, req: IngestRequest) -> Result<IngestResponse> {
+        let stream = self.check_request(caller, &req)?;
+        let envelopes: Vec<Arc<VesEventEnvelope>> = req.events.into_iter().map(Arc::new).collect();
+
+        // Per-event checks that need no database.
+        let mut seen_ids = HashSet::new();
+        let mut verdicts: Vec<Verdict> = envelopes
+            .iter()
+            .map(|e| {
+                if !seen_ids.insert(e.event_id) {
+                    return rejected("duplicate_event_id", format!("Event {} duplicated in batch", e.event_id), false);
+                }
+                self.validate(e)
+            })
+            .collect();
+
+        // Agent keys, then signatures.
+        let now = Utc::now();
+        let mut key_ids: Vec<(Uuid, Uuid, u32)> = verdicts
+            .iter()
+            .filter_map(|v| match v {
+                Verdict::Valid(c) => Some((c.envelope.tenant_id, c.envelope.source_agent_id, c.envelope.agent_key_id)),
+                _ => None,
+            })
+            .collect();
+        key_ids.sort_unstable();
+        key_ids.dedup();
+        let mut keys = HashMap::with_capacity(key_ids.len());
+        for id in key_ids {
+            keys.insert(id, self.keys.get(id.0, id.1, id.2).await?);
+        }
+        let mut to_verify = Vec::new();
+        for (i, v) in verdicts.iter_mut().enumerate() {
+            let Verdict::Valid(c) = v else { continue };
+            let e = &c.envelope;
+            match keys[&(e.tenant_id, e.source_agent_id, e.agent_key_id)].as_ref().map(|k| k.usable_at(now)) {
+                None => *v = rejected("agent_key_invalid: Agent key not found", "Agent key not found", true),
+                Some(Err(problem)) => {
+                    *v = rejected(format!("agent_key_invalid: {}", problem.message()), problem.message(), true)
+                }
+                Some(Ok(())) => {
+                    let key = keys[&(e.tenant_id, e.source_agent_id, e.agent_key_id)].as_ref().expect("present");
+                    to_verify.push((i, c.signing_hash, e.agent_signature.0, key.verifying_key));
+                }
+            }
+        }
+        for (i, ok) in verify_signatures(to_verify).await? {
+            if !ok {
+                verdicts[i] = rejected(
+                    "invalid_signature",
+                    "Agent signature verification failed: VerificationFailed",
+                    true,
+                );
+            }
+        }
+
+        // A command id may appear once per batch.
+        let mut seen_commands = HashSet::new();
+        for v in verdicts.iter_mut() {
+            if let Verdict::Valid(c) = v
+                && let Some(cmd) = c.envelope.command_id
+                && !seen_commands.insert(cmd)
+            {
+                *v = rejected("duplicate_command_id", format!("Command {cmd} duplicated in batch"), false);
+            }
+        }
+
+        // An event refused here may still be an exact replay of a stored event (e.g. its key was revoked
+        // after it was accepted): that answers with the original receipt, as upstream's first pass does.
+        let mut receipts_by_index: HashMap<usize, Receipt> = HashMap::new();
+        let refused: Vec<usize> = verdicts
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| matches!(v, Verdict::Rejected { dead_letter: true, .. }))
+            .map(|(i, _)| i)
+            .collect();
+        if !refused.is_empty() {
+            let ids: Vec<Uuid> = refused.iter().map(|&i| envelopes[i].event_id).collect();
+            let stored = self.store.find_by_event_ids(&ids).await?;
+            for &i in &refused {
+                let e = &envelopes[i];
+                let Some(s) = stored.iter().find(|s| s.event_id == e.event_id) else { continue };
+                let candidate = Candidate { envelope: e.clone(), signing_hash: e.signing_hash(), created_at: now };
+                if is_exact_replay(s, &candidate)
+                    && let Some(r) = crate::sequencing::receipt_of(s)
+                {
+                    receipts_by_index.insert(i, r);
+                } else {
+                    verdicts[i] = rejected("duplicate_event_id", "Event ID already exists with different contents", false);
+                }
+            }
+        }
+
+        // Dead letters are stored before anything is answered, so that nothing refused is lost.
+        let dead_letters: Vec<NewDeadLetter> = verdicts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| match v {
+                Verdict::Rejected { reason, message, dead_letter: true } if !receipts_by_index.contains_key(&i) => {
+                    let e = &envelopes[i];
+                    Some(NewDeadLetter {
+                        event_id: e.event_id,
+                        tenant_id: e.tenant_id,
+                        store_id: e.store_id,
+                        agent_id: Some(e.source_agent_id),
+                        event_type: Some(e.event_type.clone()),
+                        source: "ves",
+                        reason: reason.split(':').next().unwrap_or(reason).to_owned(),
+                        error_message: format!("{reason}: {message}"),
+                        payload: serde_json::to_value(e.as_ref()).unwrap_or_default(),
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        self.store.insert_dead_letters(&dead_letters).await?;
+        self.metrics.dead_letters_written.inc_by(dead_letters.len() as u64);
+
+        // Sequencing.
+        let (indices, candidates): (Vec<usize>, Vec<Candidate>) = verdicts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| match v {
+                Verdict::Valid(c) => Some((i, c.clone())),
+                _ => None,
+            })
+            .unzip();
+        let mut outcomes: HashMap<usize, Outcome> = HashMap::with_capacity(indices.len());
+        let head = if candidates.is_empty() {
+            self.store.head(stream).await?
+        } else {
+            let sequenced = self.sequencer.submit(stream, candidates).await?;
+            outcomes.extend(indices.into_iter().zip(sequenced.outcomes));
+            sequenced.head
+        };
+
+        let mut response = IngestResponse {
+            batch_id: Uuid::new_v4(),
+            events_accepted: 0,
+            events_rejected: 0,
+            sequence_start: None,
+            sequence_end: None,
+            head_sequence: head as u64,
+            rejections: Vec::new(),
+            receipts: Vec::new(),
+        };
+        for (i, v) in verdicts.into_iter().enumerate() {
+            let event_id = envelopes[i].event_id;
+            let outcome = match v {
+                Verdict::Valid(_) => outcomes.remove(&i).expect("every candidate has an outcome"),
+                Verdict::Rejected { .. } if receipts_by_index.contains_key(&i) => {
+                    Outcome::Replayed(receipts_by_index.remove(&i).expect("checked"))
+                }
+                Verdict::Rejected { reason, message, .. } => Outcome::Rejected { reason, message },
+            };
+            match outcome {
+                Outcome::Sequenced(r) => {
+                    response.events_accepted += 1;
+                    response.sequence_start.get_or_insert(r.sequence_number);
+                    response.sequence_end = Some(r.sequence_number);
+                    response.receipts.push(r);
+                }
+                Outcome::Replayed(r) => {
+                    self.metrics.events_replayed.inc();
+                    response.receipts.push(r);
+                }
+                Outcome::Rejected { reason, message } => {
+                    self.metrics.reject(&reason);
+                    response.rejections.push(Rejection { event_id, reason, message });
+                }
+            }
+        }
+        response.events_rejected = response.rejections.len() as u32;
+        Ok(response)
+    }
+
+    /// The per-event checks of ves-wire.md §3.1 pass 2 that need neither a key nor the database.
+    fn validate(&self, e: &Arc<VesEventEnvelope>) -> Verdict {
+        let schema = |field: &str, message: String| rejected(format!("schema_validation: {field}"), message, false);
+        match e.ves_version {
+            1 if self.limits.require_signed_execution_controls => {
+                return rejected(
+                    "unsupported_version",
+                    "ves_version 1 is not accepted: this sequencer requires signed execution controls (ves_version 2)",
+                    false,
+                );
+            }
+            1 | 2 => {}
+            v => return rejected("unsupported_version", format!("Expected VES version 1 or 2, got {v}"), false),
+        }
+        if let Some(scheme) = e.agent_signature_scheme
+            && !(0..=1).contains(&scheme)
+        {
+            return schema("agent_signature_scheme", format!("Unsupported agent signature scheme {scheme}"));
+        }
+        // NB: PostgreSQL text and jsonb cannot hold NUL; refusing it here keeps one event from failing
+        // the whole group transaction it would share with other requests.
+        for (field, value) in [
+            ("entity_type", &e.entity_type),
+            ("entity_id", &e.entity_id),
+            ("event_type", &e.event_type),
+            ("created_at", &e.created_at),
+        ] {
+            if value.contains('\0') {
+                return schema(field, format!("{field} must not contain NUL characters"));
+            }
+        }
+        let created_at = match DateTime::parse_from_rfc3339(&e.created_at) {
+            Ok(t) => t.with_timezone(&Utc),
+            Err(_) => return schema("created_at", format!("created_at is not an RFC 3339 timestamp: {:?}", e.created_at)),
+        };
+        match e.payload_kind {
+            0 => {
+                let Some(payload) = &e.payload else {
+                    return schema("payload", "payload is required when payload_kind is 0".into());
+                };
+                if e.payload_encrypted.is_some() {
+                    return schema("payload_encrypted", "payload_encrypted must be absent when payload_kind is 0".into());
+                }
+                if e.payload_cipher_hash.0 != [0u8; 32] {
+                    return schema("payload_cipher_hash", "payload_cipher_hash must be zero when payload_kind is 0".into());
+                }
+                if json_contains_nul(payload) {
+                    return schema("payload", "payload strings must not contain NUL characters".into());
+                }
+                if ves::hash::payload_plain_hash(payload) != e.payload_plain_hash.0 {
+                    return rejected("invalid_payload_hash", "Payload hash verification failed", false);
+                }
+            }
+            1 => {
+                if e.payload.is_some() {
+                    return schema("payload", "payload must be absent when payload_kind is 1".into());
+                }
+                let Some(encrypted) = &e.payload_encrypted else {
+                    return schema("payload_encrypted", "payload_encrypted is required when payload_kind is 1".into());
+                };
+                if let Err(field) = ves::cipher::validate_structure(encrypted) {
+                    return schema(&field, format!("{field} is invalid"));
+                }
+                let input = e.signing_input();
+                let aad = ves::cipher::payload_aad(&input);
+                match ves::cipher::cipher_hash(encrypted, &aad) {
+                    Ok(h) if h == e.payload_cipher_hash.0 => {}
+                    _ => return rejected("invalid_cipher_hash", "Cipher hash verification failed", false),
+                }
+            }
+            k => return schema("payload_kind", format!("payload_kind must be 0 or 1, got {k}")),
+        }
+        Verdict::Valid(Candidate { envelope: e.clone(), signing_hash: e.signing_hash(), created_at })
+    }
+}
+
+fn check_len(field: &str, value: &str, max: usize) -> Result<()> {
+    if value.is_empty() || value.len() > max {
+        return Err(Error::BadRequest(format!("{field} must be between 1 and {max} bytes (got {})", value.len())));
+    }
+    Ok(())
+}
+
+fn json_contains_nul(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(a) => a.iter().any(json_contains_nul),
+        serde_json::Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || json_contains_nul(v)),
+        _ => false,
+    }
+}
+
+/// Verifies signatures in one batch; large batches run on the blocking pool so that they do not
+/// stall the async workers.
+async fn verify_signatures(
+    items: Vec<(usize, [u8; 32], [u8; 64], ed25519_dalek::VerifyingKey)>,
+) -> Result<Vec<(usize, bool)>> {
+    fn run(items: &[(usize, [u8; 32], [u8; 64], ed25519_dalek::VerifyingKey)]) -> Vec<(usize, bool)> {
+        let batch: Vec<([u8; 32], [u8; 64], ed25519_dalek::VerifyingKey)> =
+            items.iter().map(|(_, h, s, k)| (*h, *s, *k)).collect();
+        let results = ves::verify::verify_batch(&batch);
+        items.iter().map(|(i, ..)| *i).zip(results).collect()
+    }
+    if items.len() <= INLINE_VERIFY_MAX {
+        return Ok(run(&items));
+    }
+    tokio::task::spawn_blocking(move || run(&items))
+        .await
+        .map_err(|e| Error::Internal(format!("signature verification task: {e}")))
+}

@@ -1,0 +1,260 @@
+//! Prometheus metrics: one typed struct, registered once; the hot path calls methods on fields and
+//! never looks series up by string.
+//!
+//! Names are the ones the runbook greps for (`db_pool`, `ratelimit`, `cache`, `circuit`) and SPEC §6.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+const LATENCY_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Labels of the per-route HTTP series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    /// The matched route template (e.g. `/api/v1/ves/proofs/{sequence_number}`), never the raw path.
+    pub route: String,
+    pub status: u16,
+}
+
+/// Labels of the per-route HTTP latency histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub method: String,
+    pub route: String,
+}
+
+/// Why an event was rejected (the part of the rejection reason before any `:`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+/// Which in-memory cache.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum CacheName {
+    AgentKey,
+    ApiKey,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub cache: CacheName,
+}
+
+/// Every series the sequencer exports.
+pub struct Metrics {
+    registry: Registry,
+    pub ingest_latency: Histogram,
+    pub events_rejected: Family<ReasonLabels, Counter>,
+    pub events_sequenced: Counter,
+    pub events_replayed: Counter,
+    pub sequencing_group_events: Histogram,
+    pub sequencing_transactions: Counter,
+    pub ingest_overloaded: Counter,
+    pub ingest_queued_events: Gauge,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_latency: Family<RouteLabels, Histogram>,
+    pub db_pool_size: Gauge,
+    pub db_pool_idle: Gauge,
+    pub db_pool_in_use: Gauge,
+    pub db_pool_waiting: Gauge,
+    pub db_pool_max: Gauge,
+    pub cache_hits: Family<CacheLabels, Counter>,
+    pub cache_misses: Family<CacheLabels, Counter>,
+    pub cache_size: Family<CacheLabels, Gauge>,
+    pub dead_letter_events: Gauge,
+    pub dead_letters_written: Counter,
+    /// Tasks waiting for a database connection right now (sampled into `db_pool_waiting`).
+    pub db_waiting: Arc<AtomicI64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sequencer");
+        let ingest_latency = Histogram::new(LATENCY_BUCKETS);
+        registry.register(
+            "ingest_latency_seconds",
+            "Time to answer an ingest request, from receipt to response",
+            ingest_latency.clone(),
+        );
+        let events_rejected = Family::<ReasonLabels, Counter>::default();
+        registry.register("events_rejected", "Events rejected by ingest, by reason", events_rejected.clone());
+        let events_sequenced = Counter::default();
+        registry.register("events_sequenced", "Events given a sequence number", events_sequenced.clone());
+        let events_replayed = Counter::default();
+        registry.register(
+            "events_replayed",
+            "Exact replays answered with their original receipt",
+            events_replayed.clone(),
+        );
+        let sequencing_group_events =
+            Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0]);
+        registry.register(
+            "sequencing_group_events",
+            "Events sequenced per transaction (group commit size)",
+            sequencing_group_events.clone(),
+        );
+        let sequencing_transactions = Counter::default();
+        registry.register(
+            "sequencing_transactions",
+            "Sequencing transactions committed",
+            sequencing_transactions.clone(),
+        );
+        let ingest_overloaded = Counter::default();
+        registry.register(
+            "ingest_overloaded",
+            "Ingest requests refused with 503 because the sequencing queue was full",
+            ingest_overloaded.clone(),
+        );
+        let ingest_queued_events = Gauge::default();
+        registry.register(
+            "ingest_queued_events",
+            "Events waiting for a sequencing transaction in this process",
+            ingest_queued_events.clone(),
+        );
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests by method, route and status", http_requests.clone());
+        let http_latency =
+            Family::<RouteLabels, Histogram>::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by method and route",
+            http_latency.clone(),
+        );
+        let db_pool_size = Gauge::default();
+        registry.register("db_pool_size", "Open database connections", db_pool_size.clone());
+        let db_pool_idle = Gauge::default();
+        registry.register("db_pool_idle", "Idle database connections", db_pool_idle.clone());
+        let db_pool_in_use = Gauge::default();
+        registry.register("db_pool_in_use", "Database connections in use", db_pool_in_use.clone());
+        let db_pool_waiting = Gauge::default();
+        registry.register("db_pool_waiting", "Tasks waiting for a database connection", db_pool_waiting.clone());
+        let db_pool_max = Gauge::default();
+        registry.register("db_pool_max", "MAX_DB_CONNECTIONS", db_pool_max.clone());
+        let cache_hits = Family::<CacheLabels, Counter>::default();
+        registry.register("cache_hits", "Cache hits by cache", cache_hits.clone());
+        let cache_misses = Family::<CacheLabels, Counter>::default();
+        registry.register("cache_misses", "Cache misses by cache", cache_misses.clone());
+        let cache_size = Family::<CacheLabels, Gauge>::default();
+        registry.register("cache_size", "Entries held by each cache", cache_size.clone());
+        let dead_letter_events = Gauge::default();
+        registry.register(
+            "dead_letter_events",
+            "Pending entries in the dead-letter queue (sampled)",
+            dead_letter_events.clone(),
+        );
+        let dead_letters_written = Counter::default();
+        registry.register(
+            "dead_letters_written",
+            "Rejected events written to the dead-letter queue",
+            dead_letters_written.clone(),
+        );
+        Metrics {
+            registry,
+            ingest_latency,
+            events_rejected,
+            events_sequenced,
+            events_replayed,
+            sequencing_group_events,
+            sequencing_transactions,
+            ingest_overloaded,
+            ingest_queued_events,
+            http_requests,
+            http_latency,
+            db_pool_size,
+            db_pool_idle,
+            db_pool_in_use,
+            db_pool_waiting,
+            db_pool_max,
+            cache_hits,
+            cache_misses,
+            cache_size,
+            dead_letter_events,
+            dead_letters_written,
+            db_waiting: Arc::new(AtomicI64::new(0)),
+        }
+    }
+
+    /// Counts one rejected event under the category of its reason string.
+    pub fn reject(&self, reason: &str) {
+        let category = reason.split(':').next().unwrap_or(reason).trim();
+        self.events_rejected.get_or_create(&ReasonLabels { reason: category.to_owned() }).inc();
+    }
+
+    /// Records a cache lookup.
+    pub fn cache_lookup(&self, cache: CacheName, hit: bool) {
+        let labels = CacheLabels { cache };
+        if hit {
+            self.cache_hits.get_or_create(&labels).inc();
+        } else {
+            self.cache_misses.get_or_create(&labels).inc();
+        }
+    }
+
+    /// Samples the pool figures and encodes every series in the Prometheus text format.
+    pub fn render(&self, pool: &sqlx::PgPool, max_connections: u32) -> String {
+        let size = i64::from(pool.size());
+        let idle = pool.num_idle() as i64;
+        self.db_pool_size.set(size);
+        self.db_pool_idle.set(idle);
+        self.db_pool_in_use.set((size - idle).max(0));
+        self.db_pool_waiting.set(self.db_waiting.load(Ordering::Relaxed).max(0));
+        self.db_pool_max.set(i64::from(max_connections));
+        let mut out = String::new();
+        // NB: encoding into a String cannot fail.
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("encode metrics");
+        out
+    }
+}
+
+/// Observes the elapsed time into a histogram when dropped (RAII timer).
+pub struct Timer<'a> {
+    histogram: &'a Histogram,
+    start: Instant,
+}
+
+impl<'a> Timer<'a> {
+    pub fn start(histogram: &'a Histogram) -> Self {
+        Timer { histogram, start: Instant::now() }
+    }
+}
+
+impl Drop for Timer<'_> {
+    fn drop(&mut self) {
+        self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejection_reasons_are_counted_by_category() {
+        let m = Metrics::new();
+        m.reject("agent_key_invalid: Agent key not found");
+        m.reject("agent_key_invalid: Agent key has been revoked");
+        m.reject("invalid_signature");
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &m.registry).unwrap();
+        assert!(out.contains("sequencer_events_rejected_total{reason=\"agent_key_invalid\"} 2"), "{out}");
+        assert!(out.contains("sequencer_events_rejected_total{reason=\"invalid_signature\"} 1"), "{out}");
+        assert!(out.contains("sequencer_ingest_latency_seconds_bucket"), "{out}");
+    }
+}

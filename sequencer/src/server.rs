@@ -1,0 +1,182 @@
+//! Start-up and shutdown: the database (private in the default set-up), migrations, the bootstrap
+//! admin key, the HTTP listener, and draining in-flight requests on SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use ed25519_dalek::SigningKey;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState, SharedState};
+use crate::auth::{Authenticator, generate_api_key, hash_api_key};
+use crate::config::{AuthMode, Config};
+use crate::error::{Error, Result};
+use crate::ingest::keys::AgentKeyCache;
+use crate::ingest::{Ingest, IngestLimits};
+use crate::metrics::Metrics;
+use crate::private_postgres::PrivatePostgres;
+use crate::sequencing::{ReceiptSigner, Sequencer};
+use crate::store::{PoolSettings, Store};
+
+/// Builds the shared state of a running sequencer.
+pub fn build_state(config: Config, store: Store, metrics: Arc<Metrics>) -> SharedState {
+    let signer = ReceiptSigner { sequencer_id: config.sequencer_id, key: config.sequencer_signing_key.clone() };
+    let sequencer = Sequencer::new(
+        store.clone(),
+        metrics.clone(),
+        signer,
+        config.ingest_max_queued_events,
+        config.ingest_max_group_events,
+    );
+    let keys = AgentKeyCache::new(store.clone(), config.agent_key_cache, metrics.clone());
+    let limits = IngestLimits {
+        max_events_per_batch: config.max_events_per_batch,
+        max_event_payload_size: config.max_event_payload_size,
+        require_signed_execution_controls: config.require_signed_execution_controls,
+    };
+    let ingest = Ingest::new(store.clone(), keys, sequencer, metrics.clone(), limits);
+    let auth = Authenticator::new(&config, store.clone(), metrics.clone());
+    Arc::new(AppState { config, store, metrics, auth, ingest, started: Instant::now() })
+}
+
+/// Opens the pool described by the configuration.
+pub fn open_store(config: &Config, metrics: &Metrics) -> Result<Store> {
+    let url = config
+        .database_url
+        .as_ref()
+        .ok_or_else(|| Error::Internal("DATABASE_URL is not set".into()))?;
+    Store::connect_lazy(
+        url.expose_secret(),
+        PoolSettings {
+            max_connections: config.max_db_connections,
+            min_connections: config.min_db_connections,
+            acquire_timeout: config.db_acquire_timeout,
+        },
+        metrics.db_waiting.clone(),
+    )
+}
+
+/// Migrations (when enabled), the bootstrap key, and a check that someone can authenticate. Retries
+/// while the database is still coming up.
+pub async fn prepare_database(config: &Config, store: &Store) -> Result<()> {
+    let retry = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(5))
+        .with_max_times(10);
+    let notify = |e: &Error, after: Duration| tracing::warn!(error = %e, retry_in = ?after, "database not ready yet");
+    if config.db_migrate_on_startup {
+        (|| store.migrate()).retry(retry).notify(notify).await?;
+        tracing::info!(schema_version = store.schema_version().await?, "migrations applied");
+    }
+    if let Some(key) = &config.bootstrap_admin_api_key {
+        let hash = hash_api_key(key.expose_secret());
+        (|| store.upsert_bootstrap_key(&hash)).retry(retry).notify(notify).await?;
+    }
+    if config.auth_mode == AuthMode::Required && config.bootstrap_admin_api_key.is_none() && config.jwt.is_none() {
+        let any = (|| store.any_active_api_key()).retry(retry).notify(notify).await?;
+        if !any {
+            return Err(Error::Internal(
+                "no way to authenticate: set BOOTSTRAP_ADMIN_API_KEY (ss_...) or JWT_SECRET, or create an API key first"
+                    .into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Waits for SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested; draining in-flight requests");
+}
+
+/// Serves on an already bound listener until `shutdown` completes, then drains in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: SharedState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+/// Runs the sequencer until SIGTERM.
+pub async fn run(mut config: Config) -> anyhow::Result<()> {
+    let mut private = None;
+    let mut generated_key_file = None;
+    if config.database_url.is_none() {
+        println!("DATABASE_URL is not set: starting a private PostgreSQL for this run (its data is discarded on exit)");
+        let pg = tokio::task::spawn_blocking(PrivatePostgres::start).await?.map_err(anyhow::Error::msg)?;
+        config.database_url = Some(SecretString::from(pg.url()));
+        config.db_migrate_on_startup = true;
+        if config.bootstrap_admin_api_key.is_none() && config.jwt.is_none() {
+            let key = generate_api_key(uuid::Uuid::nil());
+            let path = std::env::temp_dir().join(format!("stateset-sequencer-{}.admin-key", std::process::id()));
+            write_private_file(&path, &key)?;
+            config.bootstrap_admin_api_key = Some(SecretString::from(key));
+            generated_key_file = Some(path);
+        }
+        if config.sequencer_signing_key.is_none() {
+            let mut seed = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut seed);
+            config.sequencer_signing_key = Some(SigningKey::from_bytes(&seed));
+        }
+        private = Some(pg);
+    }
+    if config.sequencer_signing_key.is_none() {
+        tracing::warn!("VES_SEQUENCER_SIGNING_KEY is not set: receipts are unsigned (signatureAlg \"none\")");
+    }
+    tracing::info!(config = ?config, "starting stateset-sequencer {}", crate::VERSION);
+
+    let metrics = Arc::new(Metrics::new());
+    let store = open_store(&config, &metrics)?;
+    prepare_database(&config, &store).await?;
+    let addr = SocketAddr::new(config.host, config.port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (HOST/PORT): {e}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(%local, "listening on http://{local}");
+    if let Some(path) = &generated_key_file {
+        let shown = if local.ip().is_unspecified() { SocketAddr::new([127, 0, 0, 1].into(), local.port()) } else { local };
+        println!("stateset-sequencer is listening on http://{shown}");
+        println!("A bootstrap admin API key was generated for this run and written to {}", path.display());
+        println!("Try: curl -H \"Authorization: ApiKey $(cat {})\" http://{shown}/api/v1/admin/api-keys", path.display());
+    }
+    let state = build_state(config, store, metrics);
+    serve(listener, state, shutdown_signal()).await?;
+    if let Some(path) = generated_key_file {
+        let _ = std::fs::remove_file(path);
+    }
+    drop(private);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn write_private_file(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(path)?;
+    f.write_all(contents.as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! The dead-letter queue (`dead_letter_events`): events refused for a reason that a fix could remove.
+
+use sqlx::AssertSqlSafe;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{FromRow, PgConnection};
+use uuid::Uuid;
+
+use crate::error::Result;
+use crate::store::Store;
+
+/// One refused event to record.
+#[derive(Debug, Clone)]
+pub struct NewDeadLetter {
+    pub event_id: Uuid,
+    pub tenant_id: Uuid,
+    pub store_id: Uuid,
+    pub agent_id: Option<Uuid>,
+    pub event_type: Option<String>,
+    pub source: &'static str,
+    /// Machine-readable cause (the rejection reason up to its first `:`).
+    pub reason: String,
+    /// The full rejection reason and message.
+    pub error_message: String,
+    /// The envelope exactly as received.
+    pub payload: Value,
+}
+
+/// A stored dead letter.
+#[derive(Debug, Clone, FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub tenant_id: Uuid,
+    pub store_id: Uuid,
+    pub agent_id: Option<Uuid>,
+    pub event_type: Option<String>,
+    pub source: String,
+    pub reason: String,
+    pub error_message: String,
+    pub status: String,
+    pub retry_count: i32,
+    pub last_retry_at: Option<DateTime<Utc>>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub resolved_sequence_number: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub payload: Value,
+}
+
+/// Records refused events in one statement. An event refused again (a client retry) updates its
+/// entry: the latest envelope and reason win and `retry_count` counts the repeats.
+pub async fn insert_dead_letters(conn: &mut PgConnection, letters: &[NewDeadLetter]) -> Result<()> {
+    if letters.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = letters.iter().map(|_| Uuid::new_v4()).collect();
+    let event_ids: Vec<Uuid> = letters.iter().map(|l| l.event_id).collect();
+    let tenants: Vec<Uuid> = letters.iter().map(|l| l.tenant_id).collect();
+    let stores: Vec<Uuid> = letters.iter().map(|l| l.store_id).collect();
+    let agents: Vec<Option<Uuid>> = letters.iter().map(|l| l.agent_id).collect();
+    let event_types: Vec<Option<&str>> = letters.iter().map(|l| l.event_type.as_deref()).collect();
+    let sources: Vec<&str> = letters.iter().map(|l| l.source).collect();
+    let reasons: Vec<&str> = letters.iter().map(|l| l.reason.as_str()).collect();
+    let messages: Vec<&str> = letters.iter().map(|l| l.error_message.as_str()).collect();
+    let payloads: Vec<&Value> = letters.iter().map(|l| &l.payload).collect();
+    sqlx::query(
+        "INSERT INTO dead_letter_events (id, event_id, tenant_id, store_id, agent_id, event_type, source, reason, \
+           error_message, payload) \
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[], $7::text[], \
+           $8::text[], $9::text[], $10::jsonb[]) \
+         ON CONFLICT (event_id) DO UPDATE SET reason = EXCLUDED.reason, error_message = EXCLUDED.error_message, \
+           payload = EXCLUDED.payload, status = 'pending', resolved_at = NULL, resolved_sequence_number = NULL, \
+           retry_count = dead_letter_events.retry_count + 1, updated_at = NOW()",
+    )
+    .bind(&ids)
+    .bind(&event_ids)
+    .bind(&tenants)
+    .bind(&stores)
+    .bind(&agents)
+    .bind(&event_types)
+    .bind(&sources)
+    .bind(&reasons)
+    .bind(&messages)
+    .bind(&payloads)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+const COLUMNS: &str = "id, event_id, tenant_id, store_id, agent_id, event_type, source, reason, error_message, \
+                       status, retry_count, last_retry_at, resolved_at, resolved_sequence_number, created_at, \
+                       updated_at, payload";
+
+impl Store {
+    pub async fn insert_dead_letters(&self, letters: &[NewDeadLetter]) -> Result<()> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.pool().acquire().await?;
+        insert_dead_letters(&mut conn, letters).await
+    }
+
+    /// Dead letters of one event id (tests and the admin API).
+    pub async fn dead_letter_by_event_id(&self, event_id: Uuid) -> Result<Option<DeadLetter>> {
+        let sql = format!("SELECT {COLUMNS} FROM dead_letter_events WHERE event_id = $1");
+        Ok(sqlx::query_as(AssertSqlSafe(sql)).bind(event_id).fetch_optional(self.pool()).await?)
+    }
+
+    /// Pending entries in the queue.
+    pub async fn dead_letter_depth(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM dead_letter_events WHERE status = 'pending'")
+            .fetch_one(self.pool())
+            .await?)
+    }
+}

@@ -1,0 +1,379 @@
+//! The event log: sequencing writes (under the stream's counter row lock) and reads.
+
+use sqlx::AssertSqlSafe;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{FromRow, PgConnection};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// A stream: the unit of sequencing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamKey {
+    pub tenant_id: Uuid,
+    pub store_id: Uuid,
+}
+
+/// The stream's counter row, read under its lock.
+#[derive(Debug, Clone, Copy)]
+pub struct LockedStream {
+    pub head: i64,
+    pub paused: bool,
+}
+
+/// One signed event ready to be written, with its number already chosen.
+#[derive(Debug, Clone)]
+pub struct VesEventRow<'a> {
+    pub envelope: &'a ves::envelope::VesEventEnvelope,
+    pub created_at: DateTime<Utc>,
+    pub signing_hash: [u8; 32],
+    pub sequence_number: i64,
+    pub receipt_hash: [u8; 32],
+    pub sequencer_signature: Option<[u8; 64]>,
+}
+
+/// What the sequencer needs to know about an event that is already stored, to tell an exact replay
+/// from a conflicting reuse of its id.
+#[derive(Debug, Clone, FromRow)]
+pub struct ExistingEvent {
+    pub event_id: Uuid,
+    pub tenant_id: Uuid,
+    pub store_id: Uuid,
+    pub signed: bool,
+    pub sequence_number: i64,
+    pub sequenced_at: DateTime<Utc>,
+    pub command_id: Option<Uuid>,
+    pub base_version: Option<i64>,
+    pub payload_encrypted: Option<Value>,
+    pub event_signing_hash: Option<Vec<u8>>,
+    pub agent_signature: Option<Vec<u8>>,
+    pub receipt_hash: Option<Vec<u8>>,
+    pub sequencer_id: Option<Uuid>,
+    pub sequencer_signature: Option<Vec<u8>>,
+}
+
+/// A stored event as read back from the log.
+#[derive(Debug, Clone, FromRow)]
+pub struct StoredEvent {
+    pub tenant_id: Uuid,
+    pub store_id: Uuid,
+    pub sequence_number: i64,
+    pub event_id: Uuid,
+    pub signed: bool,
+    pub entity_type: String,
+    pub entity_id: String,
+    pub event_type: String,
+    pub created_at: DateTime<Utc>,
+    pub sequenced_at: DateTime<Utc>,
+    pub source_agent_id: Uuid,
+    pub command_id: Option<Uuid>,
+    pub base_version: Option<i64>,
+    pub payload: Option<Value>,
+    pub ves_version: Option<i32>,
+    pub agent_key_id: Option<i64>,
+    pub created_at_str: Option<String>,
+    pub payload_kind: Option<i16>,
+    pub payload_encrypted: Option<Value>,
+    pub payload_plain_hash: Option<Vec<u8>>,
+    pub payload_cipher_hash: Option<Vec<u8>>,
+    pub event_signing_hash: Option<Vec<u8>>,
+    pub agent_signature: Option<Vec<u8>>,
+    pub receipt_hash: Option<Vec<u8>>,
+    pub sequencer_id: Option<Uuid>,
+    pub sequencer_signature: Option<Vec<u8>>,
+    pub payload_hash: Option<Vec<u8>>,
+}
+
+const EVENT_COLUMNS: &str = "tenant_id, store_id, sequence_number, event_id, signed, entity_type, entity_id, \
+     event_type, created_at, sequenced_at, source_agent_id, command_id, base_version, payload, ves_version, \
+     agent_key_id, created_at_str, payload_kind, payload_encrypted, payload_plain_hash, payload_cipher_hash, \
+     event_signing_hash, agent_signature, receipt_hash, sequencer_id, sequencer_signature, payload_hash";
+
+const EXISTING_COLUMNS: &str = "event_id, tenant_id, store_id, signed, sequence_number, sequenced_at, command_id, \
+     base_version, payload_encrypted, event_signing_hash, agent_signature, receipt_hash, sequencer_id, \
+     sequencer_signature";
+
+/// Takes the stream's counter row lock (creating the row on first use) and returns its head.
+///
+/// Every writer of a stream, on any replica, goes through this lock before choosing a number, which is
+/// what makes sequence numbers gap-free and unique.
+pub async fn lock_stream(conn: &mut PgConnection, stream: StreamKey) -> Result<LockedStream> {
+    const SELECT: &str = "SELECT current_sequence, paused FROM sequence_counters \
+                          WHERE tenant_id = $1 AND store_id = $2 FOR UPDATE";
+    let row: Option<(i64, bool)> =
+        sqlx::query_as(SELECT).bind(stream.tenant_id).bind(stream.store_id).fetch_optional(&mut *conn).await?;
+    if let Some((head, paused)) = row {
+        return Ok(LockedStream { head, paused });
+    }
+    sqlx::query("INSERT INTO sequence_counters (tenant_id, store_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(stream.tenant_id)
+        .bind(stream.store_id)
+        .execute(&mut *conn)
+        .await?;
+    let (head, paused): (i64, bool) =
+        sqlx::query_as(SELECT).bind(stream.tenant_id).bind(stream.store_id).fetch_one(&mut *conn).await?;
+    Ok(LockedStream { head, paused })
+}
+
+/// Events (of any stream) with one of these ids.
+pub async fn find_by_event_ids(conn: &mut PgConnection, event_ids: &[Uuid]) -> Result<Vec<ExistingEvent>> {
+    if event_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!("SELECT {EXISTING_COLUMNS} FROM events WHERE event_id = ANY($1)");
+    Ok(sqlx::query_as(AssertSqlSafe(sql)).bind(event_ids).fetch_all(conn).await?)
+}
+
+/// Events of the stream carrying one of these command ids.
+pub async fn find_by_command_ids(
+    conn: &mut PgConnection,
+    stream: StreamKey,
+    command_ids: &[Uuid],
+) -> Result<Vec<ExistingEvent>> {
+    if command_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT {EXISTING_COLUMNS} FROM events WHERE tenant_id = $1 AND store_id = $2 AND command_id = ANY($3)"
+    );
+    Ok(sqlx::query_as(AssertSqlSafe(sql))
+        .bind(stream.tenant_id)
+        .bind(stream.store_id)
+        .bind(command_ids)
+        .fetch_all(conn)
+        .await?)
+}
+
+/// The current version (number of stored events) of each of these entities of the stream.
+pub async fn entity_versions(
+    conn: &mut PgConnection,
+    stream: StreamKey,
+    entities: &[(String, String)],
+) -> Result<Vec<(String, String, i64)>> {
+    if entities.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (types, ids): (Vec<&str>, Vec<&str>) = entities.iter().map(|(t, i)| (t.as_str(), i.as_str())).unzip();
+    Ok(sqlx::query_as(
+        "SELECT e.entity_type::text, e.entity_id::text, COUNT(*) FROM events e \
+         JOIN UNNEST($3::text[], $4::text[]) AS q(entity_type, entity_id) \
+           ON e.entity_type = q.entity_type AND e.entity_id = q.entity_id \
+         WHERE e.tenant_id = $1 AND e.store_id = $2 GROUP BY 1, 2",
+    )
+    .bind(stream.tenant_id)
+    .bind(stream.store_id)
+    .bind(types)
+    .bind(ids)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Inserts signed events and moves the stream's head to `new_head`, in one statement.
+///
+/// With `on_conflict_do_nothing`, rows that collide with a stored event (same id, command or number)
+/// are skipped and the head is left alone: the function then returns `false` and the caller must roll
+/// back and take the careful path. Otherwise any collision is an error.
+pub async fn insert_ves_events(
+    conn: &mut PgConnection,
+    stream: StreamKey,
+    rows: &[VesEventRow<'_>],
+    sequenced_at: DateTime<Utc>,
+    sequencer_id: Uuid,
+    new_head: i64,
+    on_conflict_do_nothing: bool,
+) -> Result<bool> {
+    let n = rows.len();
+    let mut seq = Vec::with_capacity(n);
+    let mut event_id = Vec::with_capacity(n);
+    let mut entity_type = Vec::with_capacity(n);
+    let mut entity_id = Vec::with_capacity(n);
+    let mut event_type = Vec::with_capacity(n);
+    let mut created_at = Vec::with_capacity(n);
+    let mut source_agent = Vec::with_capacity(n);
+    let mut command_id = Vec::with_capacity(n);
+    let mut base_version = Vec::with_capacity(n);
+    let mut payload = Vec::with_capacity(n);
+    let mut ves_version = Vec::with_capacity(n);
+    let mut agent_key_id = Vec::with_capacity(n);
+    let mut created_at_str = Vec::with_capacity(n);
+    let mut payload_kind = Vec::with_capacity(n);
+    let mut payload_encrypted = Vec::with_capacity(n);
+    let mut plain_hash = Vec::with_capacity(n);
+    let mut cipher_hash = Vec::with_capacity(n);
+    let mut signing_hash = Vec::with_capacity(n);
+    let mut signature = Vec::with_capacity(n);
+    let mut receipt_hash = Vec::with_capacity(n);
+    let mut sequencer_signature = Vec::with_capacity(n);
+    for r in rows {
+        let e = r.envelope;
+        seq.push(r.sequence_number);
+        event_id.push(e.event_id);
+        entity_type.push(e.entity_type.as_str());
+        entity_id.push(e.entity_id.as_str());
+        event_type.push(e.event_type.as_str());
+        created_at.push(r.created_at);
+        source_agent.push(e.source_agent_id);
+        command_id.push(e.command_id);
+        base_version.push(e.base_version.map(|v| v as i64));
+        payload.push(e.payload.clone());
+        ves_version.push(e.ves_version as i32);
+        agent_key_id.push(i64::from(e.agent_key_id));
+        created_at_str.push(e.created_at.as_str());
+        payload_kind.push(e.payload_kind as i16);
+        payload_encrypted.push(
+            e.payload_encrypted.as_ref().map(|p| serde_json::to_value(p).expect("encrypted payload serialises")),
+        );
+        plain_hash.push(e.payload_plain_hash.0.to_vec());
+        cipher_hash.push(e.payload_cipher_hash.0.to_vec());
+        signing_hash.push(r.signing_hash.to_vec());
+        signature.push(e.agent_signature.0.to_vec());
+        receipt_hash.push(r.receipt_hash.to_vec());
+        sequencer_signature.push(r.sequencer_signature.map(|s| s.to_vec()));
+    }
+    let conflict = if on_conflict_do_nothing { "ON CONFLICT DO NOTHING" } else { "" };
+    // NB: the data-modifying CTE always runs to completion; the UPDATE moves the head only when every
+    // row went in, so a skipped (conflicting) row can never leave a gap behind.
+    let sql = format!(
+        "WITH ins AS ( \
+           INSERT INTO ves_events (tenant_id, store_id, sequence_number, event_id, signed, entity_type, entity_id, \
+             event_type, created_at, sequenced_at, source_agent_id, command_id, base_version, payload, ves_version, \
+             agent_key_id, created_at_str, payload_kind, payload_encrypted, payload_plain_hash, payload_cipher_hash, \
+             event_signing_hash, agent_signature, receipt_hash, sequencer_id, sequencer_signature) \
+           SELECT $1, $2, u.seq, u.event_id, TRUE, u.entity_type, u.entity_id, u.event_type, u.created_at, $9, \
+             u.source_agent, u.command_id, u.base_version, u.payload, u.ves_version, u.agent_key_id, \
+             u.created_at_str, u.payload_kind, u.payload_encrypted, u.plain_hash, u.cipher_hash, u.signing_hash, \
+             u.signature, u.receipt_hash, $24, u.sequencer_signature \
+           FROM UNNEST($3::bigint[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::timestamptz[], \
+             $10::uuid[], $11::uuid[], $12::bigint[], $13::jsonb[], $14::int[], $15::bigint[], $16::text[], \
+             $17::smallint[], $18::jsonb[], $19::bytea[], $20::bytea[], $21::bytea[], $22::bytea[], $23::bytea[], \
+             $25::bytea[]) \
+             AS u(seq, event_id, entity_type, entity_id, event_type, created_at, source_agent, command_id, \
+               base_version, payload, ves_version, agent_key_id, created_at_str, payload_kind, payload_encrypted, \
+               plain_hash, cipher_hash, signing_hash, signature, receipt_hash, sequencer_signature) \
+           {conflict} RETURNING 1) \
+         UPDATE sequence_counters SET current_sequence = $26, updated_at = NOW() \
+         WHERE tenant_id = $1 AND store_id = $2 AND (SELECT COUNT(*) FROM ins) = $27 \
+         RETURNING current_sequence"
+    );
+    let updated: Option<i64> = sqlx::query_scalar(AssertSqlSafe(sql))
+        .bind(stream.tenant_id)
+        .bind(stream.store_id)
+        .bind(&seq)
+        .bind(&event_id)
+        .bind(&entity_type)
+        .bind(&entity_id)
+        .bind(&event_type)
+        .bind(&created_at)
+        .bind(sequenced_at)
+        .bind(&source_agent)
+        .bind(&command_id)
+        .bind(&base_version)
+        .bind(&payload)
+        .bind(&ves_version)
+        .bind(&agent_key_id)
+        .bind(&created_at_str)
+        .bind(&payload_kind)
+        .bind(&payload_encrypted)
+        .bind(&plain_hash)
+        .bind(&cipher_hash)
+        .bind(&signing_hash)
+        .bind(&signature)
+        .bind(&receipt_hash)
+        .bind(sequencer_id)
+        .bind(&sequencer_signature)
+        .bind(new_head)
+        .bind(n as i64)
+        .fetch_optional(conn)
+        .await?;
+    Ok(updated.is_some())
+}
+
+impl Store {
+    /// The head of a stream (0 for a stream that has never been written).
+    pub async fn head(&self, stream: StreamKey) -> Result<i64> {
+        let head: Option<i64> = sqlx::query_scalar(
+            "SELECT current_sequence FROM sequence_counters WHERE tenant_id = $1 AND store_id = $2",
+        )
+        .bind(stream.tenant_id)
+        .bind(stream.store_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(head.unwrap_or(0))
+    }
+
+    /// Events (of any stream) with one of these ids, outside any lock.
+    pub async fn find_by_event_ids(&self, event_ids: &[Uuid]) -> Result<Vec<ExistingEvent>> {
+        let mut conn = self.pool().acquire().await?;
+        find_by_event_ids(&mut conn, event_ids).await
+    }
+
+    /// Events `from..=to` of a stream, in order. Fails with [`Error::SequenceGap`] when a number in
+    /// the range up to the head is missing, so that a reader never silently skips an event.
+    pub async fn read_range(&self, stream: StreamKey, from: i64, limit: i64, head: i64) -> Result<Vec<StoredEvent>> {
+        let to = from.saturating_add(limit - 1).min(head);
+        if to < from {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 AND store_id = $2 \
+             AND sequence_number BETWEEN $3 AND $4 ORDER BY sequence_number"
+        );
+        let events: Vec<StoredEvent> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(stream.tenant_id)
+            .bind(stream.store_id)
+            .bind(from)
+            .bind(to)
+            .fetch_all(self.pool())
+            .await?;
+        let mut expected = from;
+        for e in &events {
+            if e.sequence_number != expected {
+                return Err(Error::SequenceGap(format!(
+                    "non-contiguous event sequence: expected {expected}, got {}",
+                    e.sequence_number
+                )));
+            }
+            expected += 1;
+        }
+        if expected != to + 1 {
+            return Err(Error::SequenceGap(format!("sequence gap in range {from}..={to}: missing {expected}")));
+        }
+        Ok(events)
+    }
+
+    /// An entity's history, oldest first: `limit` events after skipping `offset`, plus the total.
+    pub async fn entity_history(
+        &self,
+        stream: StreamKey,
+        entity_type: &str,
+        entity_id: &str,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<StoredEvent>, i64)> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 AND store_id = $2 \
+             AND entity_type = $3 AND entity_id = $4 ORDER BY sequence_number OFFSET $5 LIMIT $6"
+        );
+        let events = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(stream.tenant_id)
+            .bind(stream.store_id)
+            .bind(entity_type)
+            .bind(entity_id)
+            .bind(offset)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        let total: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM events WHERE tenant_id = $1 AND store_id = $2 AND entity_type = $3 AND entity_id = $4",
+        )
+        .bind(stream.tenant_id)
+        .bind(stream.store_id)
+        .bind(entity_type)
+        .bind(entity_id)
+        .fetch_one(self.pool())
+        .await?;
+        Ok((events, total))
+    }
+}

@@ -1,0 +1,112 @@
+//! PostgreSQL, and nothing else: the signed event log, stream counters, agent signing keys, API keys
+//! and the dead-letter queue. The store knows SQL and rows; it knows nothing of HTTP.
+
+pub mod api_keys;
+pub mod dead_letters;
+pub mod events;
+pub mod keys;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::error::Result;
+
+/// The migrations in the repository's top-level `migrations/` folder, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Pool settings taken from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    pub min_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+/// Handle to the database: a connection pool plus the count of tasks waiting for a connection.
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+    waiting: Arc<AtomicI64>,
+    max_connections: u32,
+}
+
+impl Store {
+    /// Opens a pool. Connections are made lazily, so a database that is down at start-up shows up as
+    /// `/ready` answering 503 rather than as a crash loop.
+    pub fn connect_lazy(url: &str, settings: PoolSettings, waiting: Arc<AtomicI64>) -> Result<Self> {
+        let options: PgConnectOptions = url.parse()?;
+        let options = options.application_name("stateset-sequencer");
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .min_connections(settings.min_connections)
+            .acquire_timeout(settings.acquire_timeout)
+            // NB: a connection that died while the database was down is noticed on checkout, so the
+            // pool recovers by itself once the database is back.
+            .test_before_acquire(true)
+            .connect_lazy_with(options);
+        Ok(Store { pool, waiting, max_connections: settings.max_connections })
+    }
+
+    /// Wraps an existing pool (tests, admin CLI).
+    pub fn from_pool(pool: PgPool) -> Self {
+        let max_connections = pool.options().get_max_connections();
+        Store { pool, waiting: Arc::new(AtomicI64::new(0)), max_connections }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn max_connections(&self) -> u32 {
+        self.max_connections
+    }
+
+    /// Applies every pending migration (idempotent; sqlx serialises concurrent runs with a lock).
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| crate::Error::Internal(format!("migration failed: {e}")))
+    }
+
+    /// The highest applied migration version (0 when none).
+    pub async fn schema_version(&self) -> Result<i64> {
+        let version: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success").fetch_one(&self.pool).await?;
+        Ok(version.unwrap_or(0))
+    }
+
+    /// Starts a transaction, counting the caller as waiting until it has a connection.
+    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
+        let _waiting = WaitGuard::new(&self.waiting);
+        Ok(self.pool.begin().await?)
+    }
+
+    /// One round trip to the database; used by `/ready`.
+    pub async fn ping(&self) -> Result<()> {
+        let _waiting = WaitGuard::new(&self.waiting);
+        let mut conn = self.pool.acquire().await?;
+        drop(_waiting);
+        sqlx::query("SELECT 1").execute(&mut *conn).await?;
+        Ok(())
+    }
+}
+
+struct WaitGuard<'a>(&'a AtomicI64);
+
+impl<'a> WaitGuard<'a> {
+    fn new(counter: &'a AtomicI64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        WaitGuard(counter)
+    }
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
