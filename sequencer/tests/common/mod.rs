@@ -1,0 +1,205 @@
+//! Shared helpers for the sequencer's integration tests: a signing agent, an HTTP client that speaks
+//! the API, and a way to run the real binaries.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use serde_json::{Value, json};
+use uuid::Uuid;
+use ves::envelope::{EventBuilder, VesEventEnvelope};
+
+#[allow(unused_imports)]
+pub use sequencer::testing::{ADMIN_KEY, SEQUENCER_SEED_HEX, TestDb, TestServer};
+
+/// The golden vectors, from the repository's copy.
+pub fn golden() -> Value {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/ves-golden.json"))
+        .expect("testdata/ves-golden.json");
+    serde_json::from_str(&text).expect("golden JSON")
+}
+
+/// A thin API client.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub key: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(base: impl Into<String>, key: impl Into<String>) -> Self {
+        Api { base: base.into(), key: key.into(), http: reqwest::Client::new() }
+    }
+
+    pub fn admin(server: &TestServer) -> Self {
+        Api::new(server.base_url.clone(), ADMIN_KEY)
+    }
+
+    pub fn with_key(&self, key: &str) -> Self {
+        Api { base: self.base.clone(), key: key.to_string(), http: self.http.clone() }
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("authorization", format!("ApiKey {}", self.key));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        self.send(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// Mints an API key and returns it.
+    pub async fn mint_key(&self, tenant_id: Uuid, store_ids: &[Uuid], permissions: &[&str]) -> String {
+        let (status, body) = self
+            .post(
+                "/api/v1/admin/api-keys",
+                json!({"tenantId": tenant_id, "storeIds": store_ids, "permissions": permissions}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["apiKey"].as_str().expect("apiKey").to_string()
+    }
+
+    /// Registers an agent's signing key.
+    pub async fn register_key(&self, agent: &Agent) {
+        let (status, body) = self
+            .post(
+                "/api/v1/agents/keys",
+                json!({
+                    "tenantId": agent.tenant_id,
+                    "agentId": agent.agent_id,
+                    "keyId": agent.key_id,
+                    "publicKey": format!("0x{}", hex::encode(agent.key.verifying_key().to_bytes())),
+                }),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// Ingests signed events for an agent.
+    pub async fn ingest(&self, agent_id: Uuid, events: &[VesEventEnvelope]) -> (u16, Value) {
+        self.post("/api/v1/ves/events/ingest", json!({"agentId": agent_id, "events": events})).await
+    }
+}
+
+/// An agent with a signing key, writing to one stream.
+#[derive(Clone)]
+pub struct Agent {
+    pub tenant_id: Uuid,
+    pub store_id: Uuid,
+    pub agent_id: Uuid,
+    pub key_id: u32,
+    pub key: SigningKey,
+}
+
+impl Agent {
+    pub fn new(tenant_id: Uuid, store_id: Uuid) -> Self {
+        let mut seed = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut seed);
+        Agent { tenant_id, store_id, agent_id: Uuid::new_v4(), key_id: 1, key: SigningKey::from_bytes(&seed) }
+    }
+
+    pub fn random() -> Self {
+        Agent::new(Uuid::new_v4(), Uuid::new_v4())
+    }
+
+    /// The golden vectors' agent.
+    pub fn golden() -> Self {
+        let g = golden();
+        let seed: [u8; 32] = hex::decode(g["agent_key"]["ed25519_seed"].as_str().unwrap()).unwrap().try_into().unwrap();
+        Agent {
+            tenant_id: Uuid::parse_str(g["agent_key"]["tenant_id"].as_str().unwrap()).unwrap(),
+            store_id: Uuid::parse_str("00000000-0000-0000-0000-000000000002").unwrap(),
+            agent_id: Uuid::parse_str(g["agent_key"]["agent_id"].as_str().unwrap()).unwrap(),
+            key_id: 1,
+            key: SigningKey::from_bytes(&seed),
+        }
+    }
+
+    pub fn builder(&self) -> EventBuilder {
+        EventBuilder::new(self.tenant_id, self.store_id, self.agent_id, self.key_id)
+            .entity("InventoryItem", "WIDGET-001")
+            .event_type("Adjusted")
+    }
+
+    /// A signed event with a small payload.
+    pub fn event(&self, n: u64) -> VesEventEnvelope {
+        self.builder().payload(json!({"delta": n})).sign(&self.key)
+    }
+}
+
+/// A `stateset-sequencer` process, killed on drop.
+pub struct SequencerProcess {
+    pub child: Child,
+    pub base_url: String,
+}
+
+impl SequencerProcess {
+    /// Starts the real binary on an ephemeral port and waits (by reading its log) until it listens.
+    pub fn spawn(database_url: &str, extra_env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stateset-sequencer"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", database_url)
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("BOOTSTRAP_ADMIN_API_KEY", ADMIN_KEY)
+            .env("VES_SEQUENCER_SIGNING_KEY", SEQUENCER_SEED_HEX)
+            .env("RUST_LOG", "info")
+            .envs(extra_env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn stateset-sequencer");
+        let base_url = wait_for_listening(&mut child, Duration::from_secs(60));
+        SequencerProcess { child, base_url }
+    }
+}
+
+/// Reads the child's stdout until it logs `listening on http://...`; keeps draining it afterwards.
+pub fn wait_for_listening(child: &mut Child, timeout: Duration) -> String {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !sent && let Some(i) = line.find("listening on http://") {
+                let url: String = line[i + "listening on ".len()..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && *c != '"')
+                    .collect();
+                let _ = tx.send(url);
+                sent = true;
+            }
+        }
+    });
+    rx.recv_timeout(timeout).expect("the sequencer did not start listening in time")
+}
+
+impl Drop for SequencerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

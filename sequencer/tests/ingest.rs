@@ -1,0 +1,390 @@
+//! Signed ingest over HTTP against a real PostgreSQL: golden vectors, receipts, idempotency,
+//! deduplication, optimistic concurrency, rejections and the dead-letter queue.
+
+mod common;
+
+use common::*;
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use serde_json::{Value, json};
+use uuid::Uuid;
+use ves::envelope::VesEventEnvelope;
+
+fn sequencer_public_key() -> VerifyingKey {
+    sequencer::config::parse_signing_key(SEQUENCER_SEED_HEX).unwrap().verifying_key()
+}
+
+fn golden_events(g: &Value, path: &[&str]) -> Vec<(VesEventEnvelope, Value)> {
+    let mut v = g;
+    for p in path {
+        v = &v[*p];
+    }
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (serde_json::from_value(e["envelope"].clone()).unwrap(), e.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn ingesting_the_golden_events_returns_the_golden_receipt_hashes() {
+    let server = TestServer::start().await;
+    let api = Api::admin(&server);
+    let agent = Agent::golden();
+    api.register_key(&agent).await;
+    let g = golden();
+    for (envelope, expected) in golden_events(&g, &["events"]) {
+        let (status, body) = api.ingest(agent.agent_id, std::slice::from_ref(&envelope)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["eventsAccepted"], 1, "{body}");
+        let receipt = &body["receipts"][0];
+        assert_eq!(receipt["sequenceNumber"], expected["sequence_number"]);
+        assert_eq!(receipt["receiptHash"], expected["receipt_hash"]);
+        assert_eq!(receipt["signatureAlg"], "ed25519");
+        // The sequencer's signature verifies over the receipt hash.
+        let hash = hex::decode(receipt["receiptHash"].as_str().unwrap()).unwrap();
+        let sig: [u8; 64] = hex::decode(receipt["sequencerSignature"].as_str().unwrap()).unwrap().try_into().unwrap();
+        sequencer_public_key().verify(&hash, &Signature::from_bytes(&sig)).expect("receipt signature verifies");
+    }
+    // The stored events read back byte-identical: the golden signing hashes and signatures still verify.
+    let (status, body) = api
+        .get(&format!("/api/v1/ves/events?tenant_id={}&store_id={}&from=1&limit=10", agent.tenant_id, agent.store_id))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["count"], 2);
+    assert_eq!(body["head_sequence"], 2);
+    assert_eq!(body["has_more"], false);
+    for (stored, (_, expected)) in body["events"].as_array().unwrap().iter().zip(golden_events(&g, &["events"])) {
+        let envelope: VesEventEnvelope = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(hex::encode(envelope.signing_hash()), expected["signing_hash"].as_str().unwrap());
+        assert!(envelope.verify_signature(&agent.key.verifying_key()));
+        assert_eq!(stored["created_at"], expected["envelope"]["created_at"]);
+        assert_eq!(stored["agent_signature"], expected["envelope"]["agent_signature"]);
+        assert_eq!(stored["payload_plain_hash"], expected["envelope"]["payload_plain_hash"]);
+        assert_eq!(stored["sequence_number"], expected["sequence_number"]);
+    }
+}
+
+#[tokio::test]
+async fn version_two_golden_events_are_accepted_with_receipts_over_their_signing_hash() {
+    let server = TestServer::start().await;
+    let api = Api::admin(&server);
+    let agent = Agent::golden();
+    api.register_key(&agent).await;
+    let g = golden();
+    let events = golden_events(&g, &["v2_signed_execution_controls", "events"]);
+    let envelopes: Vec<VesEventEnvelope> = events.iter().map(|(e, _)| e.clone()).collect();
+    let (status, body) = api.ingest(agent.agent_id, &envelopes).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["eventsAccepted"], 2, "{body}");
+    for (i, (envelope, expected)) in events.iter().enumerate() {
+        let signing_hash: [u8; 32] = hex::decode(expected["signing_hash"].as_str().unwrap()).unwrap().try_into().unwrap();
+        let want = ves::hash::receipt_hash(envelope.tenant_id, envelope.store_id, envelope.event_id, i as u64 + 1, &signing_hash);
+        assert_eq!(body["receipts"][i]["receiptHash"], hex::encode(want));
+    }
+}
+
+#[tokio::test]
+async fn replaying_an_identical_event_returns_its_original_receipt() {
+    let server = TestServer::start().await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    api.register_key(&agent).await;
+    let event = agent.event(1);
+    let (_, first) = api.ingest(agent.agent_id, std::slice::from_ref(&event)).await;
+    let (status, again) = api.ingest(agent.agent_id, std::slice::from_ref(&event)).await;
+    assert_eq!(status, 200);
+    assert_eq!(again["eventsAccepted"], 0);
+    assert_eq!(again["eventsRejected"], 0);
+    assert_eq!(again["receipts"][0], first["receipts"][0], "the original receipt, byte for byte");
+    assert_eq!(again["headSequence"], 1);
+}
+
+#[tokio::test]
+async fn reusing_an_event_id_with_different_contents_is_rejected() {
+    let server = TestServer::start().await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    api.register_key(&agent).await;
+    let event = agent.event(1);
+    api.ingest(agent.agent_id, std::slice::from_ref(&event)).await;
+    let other = agent.builder().event_id(event.event_id).payload(json!({"delta": 2})).sign(&agent.key);
+    let (_, body) = api.ingest(agent.agent_id, &[other]).await;
+    assert_eq!(body["eventsRejected"], 1, "{body}");
+    assert_eq!(body["rejections"][0]["reason"], "duplicate_event_id");
+}
+
+#[tokio::test]
+async fn a_command_id_is_processed_once_per_stream() {
+    let server = TestServer::start().await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    api.register_key(&agent).await;
+    let cmd = Uuid::new_v4();
+    let a = agent.builder().command_id(cmd).payload(json!({"n": 1})).sign(&agent.key);
+    let b = agent.builder().command_id(cmd).payload(json!({"n": 2})).sign(&agent.key);
+    let (_, first) = api.ingest(agent.agent_id, &[a]).await;
+    assert_eq!(first["eventsAccepted"], 1);
+    let (_, second) = api.ingest(agent.agent_id, &[b]).await;
+    assert_eq!(second["eventsAccepted"], 0);
+    assert_eq!(second["rejections"][0]["reason"], "duplicate_command_id", "{second}");
+    // Within one batch too.
+    let c = agent.builder().command_id(Uuid::new_v4()).payload(json!({"n": 3})).sign(&agent.key);
+    let mut d = c.clone();
+    d.event_id = Uuid::new_v4();
+    d.sign(&agent.key);
+    let (_, body) = api.ingest(agent.agent_id, &[c, d]).await;
+    assert_eq!(body["eventsAccepted"], 1, "{body}");
+    assert_eq!(body["rejections"][0]["reason"], "duplicate_command_id");
+}
+
+#[tokio::test]
+async fn base_version_is_optimistic_concurrency_per_entity_and_conflicts_are_dead_lettered() {
+    let server = TestServer::start().await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    api.register_key(&agent).await;
+    let v0 = agent.builder().base_version(0).payload(json!({"n": 0})).sign(&agent.key);
+    let v1 = agent.builder().base_version(1).payload(json!({"n": 1})).sign(&agent.key);
+    let (_, body) = api.ingest(agent.agent_id, &[v0, v1]).await;
+    assert_eq!(body["eventsAccepted"], 2, "later events of a batch see earlier bumps: {body}");
+    let stale = agent.builder().base_version(1).payload(json!({"n": 9})).sign(&agent.key);
+    let (_, body) = api.ingest(agent.agent_id, std::slice::from_ref(&stale)).await;
+    assert_eq!(body["rejections"][0]["reason"], "version_conflict: expected 1, actual 2", "{body}");
+    let letter = server.state.store.dead_letter_by_event_id(stale.event_id).await.unwrap().expect("dead letter");
+    assert_eq!(letter.reason, "version_conflict");
+    assert_eq!(letter.payload["event_id"], json!(stale.event_id));
+    // Another entity is unaffected.
+    let other = agent.builder().entity("InventoryItem", "OTHER").base_version(0).payload(json!({})).sign(&agent.key);
+    let (_, body) = api.ingest(agent.agent_id, &[other]).await;
+    assert_eq!(body["eventsAccepted"], 1, "{body}");
+}
+
+#[tokio::test]
+async fn fixable_rejections_are_dead_lettered_with_their_full_envelope() {
+    let server = TestServer::start().await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    // Unknown key.
+    let unknown = agent.event(1);
+    let (_, body) = api.ingest(agent.agent_id, std::slice::from_ref(&unknown)).await;
+    assert_eq!(body["rejections"][0]["reason"], "agent_key_invalid: Agent key not found", "{body}");
+    let letter = server.state.store.dead_letter_by_event_id(unknown.event_id).await.unwrap().expect("dead letter");
+    assert_eq!(letter.reason, "agent_key_invalid");
+    let stored: VesEventEnvelope = serde_json::from_value(letter.payload.clone()).unwrap();
+    assert_eq!(stored, unknown, "the envelope is kept as received");
+
+    // Bad signature.
+    api.register_key(&agent).await;
+    let mut forged = agent.event(2);
+    forged.agent_signature.0[0] ^= 1;
+    let (_, body) = api.ingest(agent.agent_id, std::slice::from_ref(&forged)).await;
+    assert_eq!(body["rejections"][0]["reason"], "invalid_signature", "{body}");
+    assert!(server.state.store.dead_letter_by_event_id(forged.event_id).await.unwrap().is_some());
+
+    // Revoked key.
+    let (status, _) = api
+        .post(
+            &format!("/api/v1/agents/keys/{}/{}/{}/revoke", agent.tenant_id, agent.agent_id, agent.key_id),
+            json!({"reason": "compromised"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let late = agent.event(3);
+    let (_, body) = api.ingest(agent.agent_id, std::slice::from_ref(&late)).await;
+    assert_eq!(body["rejections"][0]["reason"], "agent_key_invalid: Agent key has been revoked", "{body}");
+
+    // A payload hash mismatch cannot be fixed by an operator: rejected, not dead-lettered.
+    let mut tampered = agent.event(4);
+    tampered.payload = Some(json!({"delta": 999}));
+    let (_, body) = api.ingest(agent.agent_id, std::slice::from_ref(&tampered)).await;
+    assert_eq!(body["rejections"][0]["reason"], "invalid_payload_hash");
+    assert!(server.state.store.dead_letter_by_event_id(tampered.event_id).await.unwrap().is_none());
+    assert_eq!(server.state.store.dead_letter_depth().await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn an_expired_or_not_yet_valid_key_is_judged_at_server_time() {
+    let server = TestServer::start().await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    let pk = format!("0x{}", hex::encode(agent.key.verifying_key().to_bytes()));
+    for (key_id, from, to) in [(1, "2020-01-01T00:00:00Z", "2021-01-01T00:00:00Z"), (2, "2999-01-01T00:00:00Z", "2999-12-31T00:00:00Z")] {
+        let (status, body) = api
+            .post(
+                "/api/v1/agents/keys",
+                json!({"tenantId": agent.tenant_id, "agentId": agent.agent_id, "keyId": key_id, "publicKey": pk, "validFrom": from, "validTo": to}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // created_at inside the window does not help: the server's clock decides.
+    let mut a = Agent { key_id: 1, ..agent.clone() }.builder().created_at("2020-06-01T00:00:00Z").payload(json!({})).sign(&agent.key);
+    let (_, body) = api.ingest(agent.agent_id, std::slice::from_ref(&a)).await;
+    assert_eq!(body["rejections"][0]["reason"], "agent_key_invalid: Agent key has expired", "{body}");
+    a = Agent { key_id: 2, ..agent.clone() }.event(1);
+    let (_, body) = api.ingest(agent.agent_id, &[a]).await;
+    assert_eq!(body["rejections"][0]["reason"], "agent_key_invalid: Agent key is not yet valid", "{body}");
+}
+
+#[tokio::test]
+async fn an_exact_replay_keeps_its_receipt_even_after_the_key_is_revoked() {
+    let server = TestServer::start().await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    api.register_key(&agent).await;
+    let event = agent.event(1);
+    let (_, first) = api.ingest(agent.agent_id, std::slice::from_ref(&event)).await;
+    api.post(&format!("/api/v1/agents/keys/{}/{}/1/revoke", agent.tenant_id, agent.agent_id), json!({})).await;
+    let (_, again) = api.ingest(agent.agent_id, std::slice::from_ref(&event)).await;
+    assert_eq!(again["receipts"][0], first["receipts"][0], "{again}");
+    assert_eq!(server.state.store.dead_letter_depth().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_batch_is_partially_accepted_event_by_event() {
+    let server = TestServer::start().await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    api.register_key(&agent).await;
+    let good1 = agent.event(1);
+    let mut bad = agent.event(2);
+    bad.agent_signature.0[5] ^= 0x40;
+    let good2 = agent.event(3);
+    let (status, body) = api.ingest(agent.agent_id, &[good1.clone(), bad.clone(), good2.clone()]).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["eventsAccepted"], 2);
+    assert_eq!(body["eventsRejected"], 1);
+    assert_eq!(body["sequenceStart"], 1);
+    assert_eq!(body["sequenceEnd"], 2);
+    assert_eq!(body["headSequence"], 2);
+    assert_eq!(body["rejections"][0]["event_id"], json!(bad.event_id));
+    assert_eq!(body["receipts"][1]["eventId"], json!(good2.event_id));
+}
+
+#[tokio::test]
+async fn version_one_is_refused_when_signed_execution_controls_are_required() {
+    let server = TestServer::start_with(&[("REQUIRE_SIGNED_EXECUTION_CONTROLS", "true")]).await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    api.register_key(&agent).await;
+    let (_, body) = api.ingest(agent.agent_id, &[agent.event(1)]).await;
+    assert_eq!(body["rejections"][0]["reason"], "unsupported_version", "{body}");
+    let v2 = agent.builder().version(2).command_id(Uuid::new_v4()).payload(json!({})).sign(&agent.key);
+    let (_, body) = api.ingest(agent.agent_id, &[v2]).await;
+    assert_eq!(body["eventsAccepted"], 1, "{body}");
+}
+
+#[tokio::test]
+async fn an_encrypted_payload_is_checked_by_structure_and_cipher_hash() {
+    use ves::cipher::{Hpke, PayloadEncrypted, Recipient, base64url_encode};
+    let server = TestServer::start().await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    api.register_key(&agent).await;
+    let encrypted = PayloadEncrypted {
+        enc_version: 1,
+        aead: "AES-256-GCM".into(),
+        nonce_b64u: base64url_encode(&[7u8; 12]),
+        ciphertext_b64u: base64url_encode(&[2u8; 24]),
+        tag_b64u: base64url_encode(&[5u8; 16]),
+        hpke: Hpke { mode: "base".into(), kem: "X25519-HKDF-SHA256".into(), kdf: "HKDF-SHA256".into(), aead: "AES-256-GCM".into() },
+        recipients: vec![Recipient { recipient_kid: 1, enc_b64u: base64url_encode(&[3u8; 32]), ct_b64u: base64url_encode(&[4u8; 48]) }],
+    };
+    let mut event = agent.builder().payload(json!({"secret": true})).build_unsigned();
+    event.payload = None;
+    event.payload_kind = 1;
+    event.payload_plain_hash.0 = ves::hash::payload_plain_hash_salted(&[1u8; 16], &json!({"secret": true}));
+    let aad = ves::cipher::payload_aad(&event.signing_input());
+    event.payload_cipher_hash.0 = ves::cipher::cipher_hash(&encrypted, &aad).unwrap();
+    event.payload_encrypted = Some(encrypted.clone());
+    event.sign(&agent.key);
+    let (_, body) = api.ingest(agent.agent_id, std::slice::from_ref(&event)).await;
+    assert_eq!(body["eventsAccepted"], 1, "{body}");
+
+    let mut wrong_hash = event.clone();
+    wrong_hash.event_id = Uuid::new_v4();
+    wrong_hash.payload_cipher_hash.0[0] ^= 1;
+    wrong_hash.sign(&agent.key);
+    let mut bad_nonce = event.clone();
+    bad_nonce.event_id = Uuid::new_v4();
+    bad_nonce.payload_encrypted.as_mut().unwrap().nonce_b64u = base64url_encode(&[7u8; 11]);
+    bad_nonce.sign(&agent.key);
+    let (_, body) = api.ingest(agent.agent_id, &[wrong_hash, bad_nonce]).await;
+    assert_eq!(body["rejections"][0]["reason"], "invalid_cipher_hash", "{body}");
+    assert_eq!(body["rejections"][1]["reason"], "schema_validation: payload_encrypted.nonce_b64u", "{body}");
+    // It reads back with its encrypted payload intact.
+    let (_, read) = api
+        .get(&format!("/api/v1/ves/events?tenant_id={}&store_id={}", agent.tenant_id, agent.store_id))
+        .await;
+    let back: VesEventEnvelope = serde_json::from_value(read["events"][0].clone()).unwrap();
+    assert_eq!(back, event);
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_json_4xx_and_store_nothing() {
+    let server = TestServer::start_with(&[("MAX_EVENTS_PER_BATCH", "2"), ("MAX_EVENT_PAYLOAD_SIZE", "64")]).await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    api.register_key(&agent).await;
+    let other_stream = Agent { store_id: Uuid::new_v4(), ..agent.clone() };
+    let big = agent.builder().payload(json!({"blob": "x".repeat(100)})).sign(&agent.key);
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (json!({"agentId": agent.agent_id, "events": []}), 400, "events must not be empty"),
+        (json!({"agentId": agent.agent_id, "events": [agent.event(1), other_stream.event(2)]}), 400, "same tenantId and storeId"),
+        (json!({"agentId": Uuid::new_v4(), "events": [agent.event(1)]}), 400, "source_agent_id must match"),
+        (json!({"agentId": agent.agent_id, "events": [agent.event(1), agent.event(2), agent.event(3)]}), 413, "max_events_per_batch"),
+        (json!({"agentId": agent.agent_id, "events": [big]}), 413, "max_event_payload_size"),
+        (json!({"agentId": agent.agent_id, "events": [{"ves_version": 1}]}), 422, ""),
+        (json!({"agentId": "not-a-uuid", "events": []}), 422, ""),
+    ];
+    for (body, status, needle) in cases {
+        let (got, answer) = api.post("/api/v1/ves/events/ingest", body.clone()).await;
+        assert_eq!(got, status, "{body} -> {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_else(|| panic!("JSON error body: {answer}"));
+        assert!(message.contains(needle), "{message} should mention {needle}");
+        assert!(answer["error"]["code"].is_string());
+    }
+    // Malformed JSON.
+    let resp = reqwest::Client::new()
+        .post(server.url("/api/v1/ves/events/ingest"))
+        .header("authorization", format!("ApiKey {ADMIN_KEY}"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["error"]["message"].is_string());
+    let (_, head) = api.get(&format!("/api/v1/head?tenant_id={}&store_id={}", agent.tenant_id, agent.store_id)).await;
+    assert_eq!(head["head_sequence"], 0, "nothing was stored");
+}
+
+#[tokio::test]
+async fn entity_history_returns_the_entitys_events_in_order() {
+    let server = TestServer::start().await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    api.register_key(&agent).await;
+    let mut events = Vec::new();
+    for i in 0..5 {
+        let entity = if i % 2 == 0 { "A" } else { "B" };
+        events.push(agent.builder().entity("Order", entity).payload(json!({"i": i})).sign(&agent.key));
+    }
+    api.ingest(agent.agent_id, &events).await;
+    let q = format!("tenant_id={}&store_id={}", agent.tenant_id, agent.store_id);
+    let (status, body) = api.get(&format!("/api/v1/ves/entities/Order/A?{q}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["total"], 3);
+    let seqs: Vec<i64> = body["events"].as_array().unwrap().iter().map(|e| e["sequence_number"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, vec![1, 3, 5]);
+    let (_, body) = api.get(&format!("/api/v1/entities/Order/B?{q}&from=1&limit=1")).await;
+    assert_eq!(body["count"], 1);
+    assert_eq!(body["has_more"], false);
+    assert_eq!(body["events"][0]["envelope"]["sequence_number"], 4);
+    let (_, body) = api.get(&format!("/api/v1/events?{q}&from=2&limit=2")).await;
+    assert_eq!(body["count"], 2);
+    assert_eq!(body["events"][0]["envelope"]["sequence_number"], 2);
+    let (_, body) = api.get(&format!("/api/v1/ves/head?{q}")).await;
+    assert_eq!(body["head_sequence"], 5);
+}
