@@ -203,7 +203,8 @@ impl Authenticator {
     }
 
     /// Entries currently cached (for `/metrics`).
-    pub fn cache_size(&self) -> u64 {
+    pub async fn cache_size(&self) -> u64 {
+        self.cache.run_pending_tasks().await;
         self.cache.entry_count()
     }
 

@@ -40,10 +40,20 @@ pub struct ReasonLabels {
 }
 
 /// Which in-memory cache.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum CacheName {
     AgentKey,
     ApiKey,
+}
+
+impl EncodeLabelValue for CacheName {
+    fn encode(&self, encoder: &mut prometheus_client::encoding::LabelValueEncoder) -> std::fmt::Result {
+        use std::fmt::Write;
+        encoder.write_str(match self {
+            CacheName::AgentKey => "agent_key",
+            CacheName::ApiKey => "api_key",
+        })
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

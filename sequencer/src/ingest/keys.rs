@@ -74,7 +74,9 @@ impl AgentKeyCache {
         self.cache.invalidate(&(tenant_id, agent_id, key_id)).await;
     }
 
-    pub fn size(&self) -> u64 {
+    /// Entries held (after applying pending inserts and evictions, so the figure is current).
+    pub async fn size(&self) -> u64 {
+        self.cache.run_pending_tasks().await;
         self.cache.entry_count()
     }
 }
