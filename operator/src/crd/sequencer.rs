@@ -1,0 +1,597 @@
+//! `Sequencer`: one sequencer deployment, its database, keys, limits and anchoring.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{LocalObjectReference, SecretKeyRef, UUID_PATTERN};
+
+/// Image tag the operator deploys when `spec.image` is not set: the operator's own version.
+pub const DEFAULT_IMAGE: &str = concat!(
+    "ghcr.io/stateset/stateset-sequencer:",
+    env!("CARGO_PKG_VERSION")
+);
+
+/// Desired state of one StateSet sequencer: its pods, database, keys, limits and anchoring.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "sequencer.stateset.io",
+    version = "v1alpha1",
+    kind = "Sequencer",
+    namespaced,
+    shortname = "seq",
+    category = "stateset",
+    status = "SequencerStatus",
+    doc = "A StateSet verifiable event sequencer: a Deployment of sequencer pods on one PostgreSQL database, with migrations, keys, rate limits and L2 anchoring managed by the operator.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the desired spec is rolled out and serving"
+    ),
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        json_path = ".spec.replicas",
+        description = "Desired number of sequencer pods"
+    ),
+    printcolumn(
+        name = "Available",
+        type_ = "integer",
+        json_path = ".status.availableReplicas",
+        description = "Sequencer pods ready for at least minReadySeconds"
+    ),
+    printcolumn(
+        name = "Version",
+        type_ = "string",
+        json_path = ".status.version",
+        description = "Sequencer version reported by its admin API"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1,
+        description = "Reason of the Ready condition"
+    ),
+    printcolumn(
+        name = "Image",
+        type_ = "string",
+        json_path = ".status.currentImage",
+        priority = 1,
+        description = "Image the Deployment runs"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name.size() <= 47").message("metadata.name must be at most 47 characters, so that the names of the sequencer's migration Jobs fit in 63"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS-1035 label (lower-case letters, digits and '-', starting with a letter), because it names the sequencer's Service"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SequencerSpec {
+    /// Number of sequencer pods. Every replica serves ingest on the same database; sequencing stays gap-free across them. A PodDisruptionBudget is created when this is above 1.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+
+    /// Container image holding `stateset-sequencer` (the entrypoint) and `stateset-sequencer-admin`. Changing it rolls the pods, after the migration Job succeeds when `migrations.mode` is `Job`.
+    #[serde(default = "default_image")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+
+    /// When the kubelet pulls the image.
+    #[serde(default)]
+    pub image_pull_policy: ImagePullPolicy,
+
+    /// Secrets with credentials for pulling the image from a private registry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+
+    /// The PostgreSQL database holding the event log; all replicas share it.
+    pub database: DatabaseSpec,
+
+    /// How and when database migrations run.
+    #[serde(default)]
+    pub migrations: MigrationsSpec,
+
+    /// Credentials of the admin API, used by operators and by this operator to read status and run SequencerActions.
+    pub auth: AuthSpec,
+
+    /// Secret key holding the receipt signing key (64 hexadecimal characters). Every replica signs receipts with it, so it must be the same for all and survive restarts.
+    pub receipt_signing_key_secret: SecretKeyRef,
+
+    /// Ingest rate limits: a default for every tenant and overrides for some.
+    #[serde(default)]
+    pub rate_limits: RateLimitsSpec,
+
+    /// Anchoring of commitments on an L2 chain through the SET registry contract.
+    #[serde(default)]
+    pub anchoring: AnchoringSpec,
+
+    /// Size limits of ingest requests.
+    #[serde(default)]
+    pub ingest: IngestSpec,
+
+    /// Log format and filter of the sequencer pods.
+    #[serde(default)]
+    pub logging: LoggingSpec,
+
+    /// How often the operator reads the sequencer's admin status into this resource's status.
+    #[serde(default)]
+    pub monitoring: MonitoringSpec,
+
+    /// The Service in front of the sequencer pods.
+    #[serde(default)]
+    pub service: ServiceSpec,
+
+    /// CPU and memory requests and limits of the sequencer container (and of migration Jobs). When unset, requests of 100m CPU and 128Mi memory apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Where the sequencer pods (and migration Jobs) may be scheduled.
+    #[serde(default)]
+    pub scheduling: SchedulingSpec,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+fn default_image() -> String {
+    DEFAULT_IMAGE.to_string()
+}
+
+/// When the kubelet pulls the image.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ImagePullPolicy {
+    /// Pull only when the image is not on the node yet.
+    #[default]
+    IfNotPresent,
+    /// Pull on every container start.
+    Always,
+    /// Never pull; the image must be on the node.
+    Never,
+}
+
+impl ImagePullPolicy {
+    /// The Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImagePullPolicy::IfNotPresent => "IfNotPresent",
+            ImagePullPolicy::Always => "Always",
+            ImagePullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// The PostgreSQL database and the connection pool of each replica.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSpec {
+    /// Secret key holding the connection URL (`postgres://user:password@host:5432/database`), given to the pods as DATABASE_URL.
+    pub url_secret: SecretKeyRef,
+
+    /// Connection pool of each replica; the database must accept replicas × maxConnections connections (plus one for a migration Job).
+    #[serde(default)]
+    pub pool: PoolSpec,
+}
+
+/// Connection pool sizes of each replica.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("self.minConnections <= self.maxConnections").message("database.pool.minConnections must not exceed database.pool.maxConnections")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolSpec {
+    /// Most connections one replica opens (MAX_DB_CONNECTIONS).
+    #[serde(default = "default_max_connections")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_connections: u32,
+
+    /// Connections one replica keeps open when idle (MIN_DB_CONNECTIONS).
+    #[serde(default = "default_min_connections")]
+    #[schemars(range(max = 1000))]
+    pub min_connections: u32,
+
+    /// Milliseconds a request waits for a free connection before failing (DB_ACQUIRE_TIMEOUT_MS).
+    #[serde(default = "default_acquire_timeout_ms")]
+    #[schemars(range(min = 100, max = 600000))]
+    pub acquire_timeout_ms: u32,
+}
+
+fn default_max_connections() -> u32 {
+    20
+}
+fn default_min_connections() -> u32 {
+    2
+}
+fn default_acquire_timeout_ms() -> u32 {
+    5000
+}
+
+impl Default for PoolSpec {
+    fn default() -> Self {
+        Self {
+            max_connections: default_max_connections(),
+            min_connections: default_min_connections(),
+            acquire_timeout_ms: default_acquire_timeout_ms(),
+        }
+    }
+}
+
+/// How and when database migrations run.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationsSpec {
+    /// `Job` runs `stateset-sequencer-admin migrate` in a Job for every new image and rolls the pods only after it succeeds; `OnStartup` lets every pod migrate as it starts (DB_MIGRATE_ON_STARTUP=true); `Disabled` leaves the schema to you.
+    #[serde(default)]
+    pub mode: MigrationsMode,
+
+    /// Retries of a failing migration Job before it is declared failed.
+    #[serde(default = "default_backoff_limit")]
+    #[schemars(range(min = 0, max = 10))]
+    pub backoff_limit: i32,
+
+    /// Seconds a migration Job may run in total before it is stopped and declared failed.
+    #[serde(default = "default_migration_deadline")]
+    #[schemars(range(min = 30, max = 86400))]
+    pub active_deadline_seconds: i64,
+}
+
+fn default_backoff_limit() -> i32 {
+    2
+}
+fn default_migration_deadline() -> i64 {
+    600
+}
+
+impl Default for MigrationsSpec {
+    fn default() -> Self {
+        Self {
+            mode: MigrationsMode::default(),
+            backoff_limit: default_backoff_limit(),
+            active_deadline_seconds: default_migration_deadline(),
+        }
+    }
+}
+
+/// When database migrations run.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum MigrationsMode {
+    /// A Job migrates before each rollout of a new image; the old pods keep running if it fails.
+    #[default]
+    Job,
+    /// Each pod migrates as it starts (DB_MIGRATE_ON_STARTUP=true).
+    OnStartup,
+    /// Nobody migrates; the schema is managed outside the operator.
+    Disabled,
+}
+
+/// Credentials of the admin API.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Secret key holding the bootstrap admin API key (it starts with `ss_`), given to the pods as BOOTSTRAP_ADMIN_API_KEY. The operator reads it to call the admin API.
+    pub admin_api_key_secret: SecretKeyRef,
+}
+
+/// Ingest rate limits. Each replica enforces them on its own, so the ceiling across the cluster is replicas times the value.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitsSpec {
+    /// Requests per minute every tenant may make to one replica (RATE_LIMIT_PER_MINUTE). When unset the sequencer's built-in default applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub per_tenant_per_minute: Option<u32>,
+
+    /// Limits for particular tenants that replace perTenantPerMinute for them (RATE_LIMIT_TENANT_OVERRIDES), one entry per tenant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["tenantId"]))]
+    pub tenant_overrides: Vec<TenantRateLimit>,
+}
+
+/// The rate limit of one tenant.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantRateLimit {
+    /// UUID of the tenant.
+    #[schemars(pattern(UUID_PATTERN))]
+    pub tenant_id: String,
+
+    /// Requests per minute this tenant may make to one replica.
+    #[schemars(range(min = 1))]
+    pub per_minute: u32,
+}
+
+/// Anchoring of commitments on an L2 chain.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("!self.enabled || (has(self.rpcUrlSecret) && has(self.privateKeySecret))").message("anchoring.enabled requires anchoring.rpcUrlSecret and anchoring.privateKeySecret"),
+    validation = Rule::new("!self.enabled || (has(self.chainId) && has(self.registryAddress))").message("anchoring.enabled requires anchoring.chainId and anchoring.registryAddress")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AnchoringSpec {
+    /// Whether the sequencer anchors commitments on chain. Requires rpcUrlSecret, privateKeySecret, chainId and registryAddress.
+    #[serde(default)]
+    pub enabled: bool,
+
+    /// Secret key holding the L2 JSON-RPC URL (L2_RPC_URL); it is a Secret because such URLs often embed a provider token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpc_url_secret: Option<SecretKeyRef>,
+
+    /// Secret key holding the private key of the account that sends anchor transactions (SEQUENCER_PRIVATE_KEY).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key_secret: Option<SecretKeyRef>,
+
+    /// Chain id of the L2 network (L2_CHAIN_ID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub chain_id: Option<u64>,
+
+    /// Address of the SET registry contract, 0x followed by 40 hexadecimal digits (SET_REGISTRY_ADDRESS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern("^0x[0-9a-fA-F]{40}$"))]
+    pub registry_address: Option<String>,
+
+    /// Seconds between two anchoring rounds (ANCHOR_INTERVAL_SECS).
+    #[serde(default = "default_anchor_interval")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub interval_seconds: u32,
+}
+
+fn default_anchor_interval() -> u32 {
+    60
+}
+
+impl Default for AnchoringSpec {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            rpc_url_secret: None,
+            private_key_secret: None,
+            chain_id: None,
+            registry_address: None,
+            interval_seconds: default_anchor_interval(),
+        }
+    }
+}
+
+/// Size limits of ingest requests.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestSpec {
+    /// Most events one ingest request may carry (MAX_EVENTS_PER_BATCH). When unset the sequencer's default applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub max_events_per_batch: Option<u32>,
+
+    /// Largest request body in bytes (MAX_BODY_SIZE_BYTES). When unset the sequencer's default applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1024))]
+    pub max_body_size_bytes: Option<u64>,
+}
+
+/// Log format and filter of the sequencer pods.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoggingSpec {
+    /// `json` (one object per line, for log pipelines) or `text` (LOG_FORMAT).
+    #[serde(default)]
+    pub format: LogFormat,
+
+    /// A tracing filter such as `info` or `info,sequencer=debug` (RUST_LOG).
+    #[serde(default = "default_log_level")]
+    #[schemars(length(min = 1, max = 512))]
+    pub level: String,
+}
+
+fn default_log_level() -> String {
+    "info".to_string()
+}
+
+impl Default for LoggingSpec {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::default(),
+            level: default_log_level(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+impl LogFormat {
+    /// The value of LOG_FORMAT.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Json => "json",
+            LogFormat::Text => "text",
+        }
+    }
+}
+
+/// How the operator watches the sequencer.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoringSpec {
+    /// Seconds between two reads of the admin status (dead letters, circuit breaker, unanchored commitments) into status.
+    #[serde(default = "default_status_poll_seconds")]
+    #[schemars(range(min = 5, max = 3600))]
+    pub status_poll_seconds: u32,
+}
+
+fn default_status_poll_seconds() -> u32 {
+    30
+}
+
+impl Default for MonitoringSpec {
+    fn default() -> Self {
+        Self {
+            status_poll_seconds: default_status_poll_seconds(),
+        }
+    }
+}
+
+/// The Service in front of the sequencer pods.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// How the Service is exposed.
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+
+    /// Annotations added to the Service, e.g. for a cloud load balancer.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// How the Service is exposed.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ServiceType {
+    /// Reachable inside the cluster only.
+    #[default]
+    ClusterIP,
+    /// Also on a port of every node.
+    NodePort,
+    /// Also through a cloud load balancer.
+    LoadBalancer,
+}
+
+impl ServiceType {
+    /// The Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::ClusterIP => "ClusterIP",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// Where the sequencer pods may be scheduled.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulingSpec {
+    /// Node labels a node must have to run the pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+
+    /// Taints the pods tolerate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+
+    /// Node and pod affinity rules of the pods. When unset, the operator prefers spreading replicas over nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+
+    /// How the pods spread over topology domains such as zones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+
+    /// PriorityClass of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+}
+
+/// Observed state of a Sequencer, written only by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SequencerStatus {
+    /// The metadata.generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Ready, Progressing, Degraded, MigrationsApplied, AnchoringHealthy and DeadLettersPending, one of each.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// Sequencer pods of the Deployment, of any image.
+    #[serde(default)]
+    pub replicas: i32,
+
+    /// Sequencer pods passing their readiness probe.
+    #[serde(default)]
+    pub ready_replicas: i32,
+
+    /// Sequencer pods running the current pod template.
+    #[serde(default)]
+    pub updated_replicas: i32,
+
+    /// Sequencer pods available to serve.
+    #[serde(default)]
+    pub available_replicas: i32,
+
+    /// Label selector of the sequencer pods, for the scale subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+
+    /// Image the Deployment runs now; it lags spec.image while a migration Job runs or after one failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_image: Option<String>,
+
+    /// Sequencer version reported by the admin API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+
+    /// What the operator last read from the sequencer's admin status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<AdminStatusSummary>,
+}
+
+/// The figures the operator reads from the sequencer's admin status.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminStatusSummary {
+    /// Database schema version the sequencer reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<i64>,
+
+    /// Whether the sequencer reached its database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_connected: Option<bool>,
+
+    /// Dead-lettered events waiting for a fix and a replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letters_pending: Option<u64>,
+
+    /// State of the anchoring circuit breaker: closed, open or half_open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_state: Option<String>,
+
+    /// Commitments not anchored on chain yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unanchored_commitments: Option<u64>,
+
+    /// Streams whose ingestion is paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_streams: Option<u64>,
+}
+
+impl Sequencer {
+    /// The condition of type `type_`, if the status has one.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+    }
+}

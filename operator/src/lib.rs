@@ -1,0 +1,103 @@
+//! The Kubernetes operator of the StateSet sequencer.
+//!
+//! It owns two custom resources: [`Sequencer`](crd::Sequencer), one sequencer deployment with its
+//! database, keys and anchoring settings, and [`SequencerAction`](crd::SequencerAction), one runbook
+//! action (anchor retry, dead-letter replay, stream verification) run through a sequencer's admin API.
+//!
+//! Layout: `crd/` holds the API types (the CRDs are generated from them), `resources/` the pure
+//! builders of every object the operator applies, `conditions` the pure status computation,
+//! `admin` the typed client of the sequencer's admin API, `controller/` the two reconcilers.
+//! The operator never copies a secret value into a ConfigMap, status, event or log line.
+
+pub mod action_state;
+pub mod admin;
+pub mod conditions;
+pub mod controller;
+pub mod crd;
+pub mod labels;
+pub mod metrics;
+pub mod render;
+pub mod resources;
+pub mod run;
+pub mod server;
+pub mod telemetry;
+
+#[cfg(test)]
+pub mod fixtures;
+
+/// Everything that can make a reconcile (or the operator's start-up) fail.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A call to the Kubernetes API failed.
+    #[error("Kubernetes API call failed: {0}")]
+    Kube(#[source] kube::Error),
+
+    /// The custom resource cannot be turned into objects (a bug or a spec the schema should reject).
+    #[error("invalid {kind} {name}: {reason}")]
+    InvalidSpec {
+        kind: &'static str,
+        name: String,
+        reason: String,
+    },
+
+    /// A Secret the operator itself needs (the admin API key) is missing or incomplete.
+    #[error("Secret {namespace}/{name}: {reason}")]
+    Secret {
+        namespace: String,
+        name: String,
+        reason: String,
+    },
+
+    /// Serialising an object failed (a bug).
+    #[error("serialising {what} failed: {source}")]
+    Serialize {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// Reading or parsing a manifest for `render` failed.
+    #[error("{path}: {reason}")]
+    Manifest { path: String, reason: String },
+
+    /// Leader election failed.
+    #[error("leader election failed: {0}")]
+    LeaderElection(#[source] kube_lease_manager::LeaseManagerError),
+
+    /// This replica lost the leader lease; it exits so it restarts as a standby.
+    #[error("the leader lease was lost; exiting to restart as a standby")]
+    LostLease,
+
+    /// The operator's own HTTP endpoints (health, metrics) could not start.
+    #[error("serving health and metrics on {addr} failed: {source}")]
+    Serve {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<kube::Error> for Error {
+    fn from(error: kube::Error) -> Self {
+        Error::Kube(error)
+    }
+}
+
+impl Error {
+    /// A short, stable label for the failure metric (never contains object names or values).
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(status)) if status.code == 409 => "conflict",
+            Error::Kube(kube::Error::Api(status)) if status.code == 422 => "invalid",
+            Error::Kube(_) => "kube",
+            Error::InvalidSpec { .. } => "invalid_spec",
+            Error::Secret { .. } => "secret",
+            Error::Serialize { .. } => "serialize",
+            Error::Manifest { .. } => "manifest",
+            Error::LeaderElection(_) | Error::LostLease => "leader_election",
+            Error::Serve { .. } => "serve",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
