@@ -87,27 +87,24 @@ pub async fn prepare_database(config: &Config, store: &Store) -> Result<()> {
     Ok(())
 }
 
-/// Waits for SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called (not when the
+/// future is first polled), so a signal that arrives right after start-up is not lost.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
             }
-            Err(_) => std::future::pending::<()>().await,
+            _ => std::future::pending::<()>().await,
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        tracing::info!("shutdown requested; draining in-flight requests");
     }
-    tracing::info!("shutdown requested; draining in-flight requests");
 }
 
 /// Serves on an already bound listener until `shutdown` completes, then drains in-flight requests.
@@ -151,6 +148,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let store = open_store(&config, &metrics)?;
     prepare_database(&config, &store).await?;
+    let shutdown = shutdown_signal();
     let addr = SocketAddr::new(config.host, config.port);
     let listener = TcpListener::bind(addr)
         .await
@@ -164,7 +162,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         println!("Try: curl -H \"Authorization: ApiKey $(cat {})\" http://{shown}/api/v1/admin/api-keys", path.display());
     }
     let state = build_state(config, store, metrics);
-    serve(listener, state, shutdown_signal()).await?;
+    serve(listener, state, shutdown).await?;
     if let Some(path) = generated_key_file {
         let _ = std::fs::remove_file(path);
     }

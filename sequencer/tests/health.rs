@@ -24,13 +24,6 @@ async fn health_answers_without_the_database_and_ready_reports_the_pool() {
 #[tokio::test]
 async fn ready_is_a_json_503_when_the_database_is_unreachable() {
     // Port 1 on loopback refuses connections at once.
-    let db = TestDb::migrated().await;
-    let server = TestServer::start_on(
-        TestDb { url: db.url.clone(), name: String::new() },
-        &[("BOOTSTRAP_ADMIN_API_KEY", ADMIN_KEY)],
-    )
-    .await;
-    drop(server);
     let config = sequencer::config::Config::from_map(
         &[
             ("DATABASE_URL", "postgres://postgres@127.0.0.1:1/nowhere"),

@@ -154,47 +154,72 @@ impl Agent {
 pub struct SequencerProcess {
     pub child: Child,
     pub base_url: String,
+    pub log: LogLines,
 }
 
 impl SequencerProcess {
     /// Starts the real binary on an ephemeral port and waits (by reading its log) until it listens.
     pub fn spawn(database_url: &str, extra_env: &[(&str, &str)]) -> Self {
+        let mut env = vec![
+            ("DATABASE_URL", database_url),
+            ("BOOTSTRAP_ADMIN_API_KEY", ADMIN_KEY),
+            ("VES_SEQUENCER_SIGNING_KEY", SEQUENCER_SEED_HEX),
+        ];
+        env.extend_from_slice(extra_env);
+        Self::spawn_with_env(&env)
+    }
+
+    /// Starts the binary with only PATH, HOST=127.0.0.1, PORT=0 and `env` set.
+    pub fn spawn_with_env(env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_stateset-sequencer"));
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("DATABASE_URL", database_url)
             .env("HOST", "127.0.0.1")
             .env("PORT", "0")
-            .env("BOOTSTRAP_ADMIN_API_KEY", ADMIN_KEY)
-            .env("VES_SEQUENCER_SIGNING_KEY", SEQUENCER_SEED_HEX)
             .env("RUST_LOG", "info")
-            .envs(extra_env.iter().copied())
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn stateset-sequencer");
-        let base_url = wait_for_listening(&mut child, Duration::from_secs(60));
-        SequencerProcess { child, base_url }
+        let log = LogLines::follow(child.stdout.take().expect("piped stdout"));
+        let line = log.wait_for(|l| l.contains("listening on http://"), Duration::from_secs(90));
+        let i = line.find("listening on http://").expect("matched");
+        let base_url: String =
+            line[i + "listening on ".len()..].chars().take_while(|c| !c.is_whitespace() && *c != '"').collect();
+        SequencerProcess { child, base_url, log }
     }
 }
 
-/// Reads the child's stdout until it logs `listening on http://...`; keeps draining it afterwards.
-pub fn wait_for_listening(child: &mut Child, timeout: Duration) -> String {
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if !sent && let Some(i) = line.find("listening on http://") {
-                let url: String = line[i + "listening on ".len()..]
-                    .chars()
-                    .take_while(|c| !c.is_whitespace() && *c != '"')
-                    .collect();
-                let _ = tx.send(url);
-                sent = true;
+/// The lines a child process writes to stdout, as they come.
+pub struct LogLines {
+    rx: mpsc::Receiver<String>,
+}
+
+impl LogLines {
+    pub fn follow(stdout: std::process::ChildStdout) -> Self {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        LogLines { rx }
+    }
+
+    /// The next line matching `pred`; panics when none comes within `timeout`.
+    pub fn wait_for(&self, pred: impl Fn(&str) -> bool, timeout: Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) if pred(&line) => return line,
+                Ok(_) => continue,
+                Err(e) => panic!("expected log line did not appear: {e}"),
             }
         }
-    });
-    rx.recv_timeout(timeout).expect("the sequencer did not start listening in time")
+    }
 }
 
 impl Drop for SequencerProcess {
