@@ -58,3 +58,127 @@ pub fn render(manifest: &str, path: &str) -> Result<String> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    //! `render`, and the example manifests in `operator/examples/`.
+
+    use kube::core::cel::validate_cel;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::crd::SequencerAction;
+
+    const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+
+    fn examples() -> Vec<(String, String)> {
+        let mut files: Vec<_> = std::fs::read_dir(EXAMPLES)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+            .map(|path| (path.display().to_string(), std::fs::read_to_string(&path).unwrap()))
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// Fields of `given` that `parsed` dropped: a typo in an example would vanish silently.
+    fn dropped(given: &Value, parsed: &Value, path: &str, out: &mut Vec<String>) {
+        match (given, parsed) {
+            (Value::Object(given), Value::Object(parsed)) => {
+                for (key, value) in given {
+                    match parsed.get(key) {
+                        Some(kept) => dropped(value, kept, &format!("{path}.{key}"), out),
+                        None => out.push(format!("{path}.{key}")),
+                    }
+                }
+            }
+            (Value::Array(given), Value::Array(parsed)) => {
+                for (i, (g, p)) in given.iter().zip(parsed).enumerate() {
+                    dropped(g, p, &format!("{path}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn check<K>(path: &str, value: Value)
+    where
+        K: kube::CustomResourceExt + serde::Serialize + serde::de::DeserializeOwned,
+    {
+        let object: K = serde_json::from_value(value.clone()).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let mut lost = Vec::new();
+        dropped(&value, &serde_json::to_value(&object).unwrap(), "", &mut lost);
+        assert!(lost.is_empty(), "{path}: unknown fields {lost:?}");
+        if let Err(errors) = validate_cel(&object) {
+            panic!("{path}: rejected by the CRD's CEL rules: {errors:?}");
+        }
+    }
+
+    #[test]
+    fn every_example_manifest_is_a_valid_sequencer_or_action() {
+        let examples = examples();
+        assert!(examples.len() >= 4, "expected the example manifests in {EXAMPLES}");
+        let mut kinds = Vec::new();
+        for (path, text) in examples {
+            for document in yaml_serde::Deserializer::from_str(&text) {
+                let value = Value::deserialize(document).unwrap();
+                let kind = value["kind"].as_str().unwrap_or_default().to_string();
+                match kind.as_str() {
+                    "Sequencer" => check::<Sequencer>(&path, value),
+                    "SequencerAction" => check::<SequencerAction>(&path, value),
+                    other => panic!("{path}: unexpected kind {other:?}"),
+                }
+                kinds.push(kind);
+            }
+        }
+        assert!(kinds.iter().any(|k| k == "Sequencer"));
+        assert!(kinds.iter().any(|k| k == "SequencerAction"));
+    }
+
+    #[test]
+    fn rendering_the_example_lists_every_child_in_apply_order() {
+        let path = format!("{EXAMPLES}/sequencer.yaml");
+        let rendered = render(&std::fs::read_to_string(&path).unwrap(), &path).unwrap();
+        let kinds: Vec<String> = yaml_serde::Deserializer::from_str(&rendered)
+            .map(|d| Value::deserialize(d).unwrap())
+            .filter(|v| !v.is_null())
+            .map(|v| v["kind"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            kinds,
+            vec!["ServiceAccount", "ConfigMap", "Service", "PodDisruptionBudget", "Job", "Deployment"]
+        );
+        assert!(rendered.contains("namespace: payments"));
+    }
+
+    #[test]
+    fn rendering_fills_defaults_like_the_api_server_would() {
+        let manifest = r#"
+apiVersion: sequencer.stateset.io/v1alpha1
+kind: Sequencer
+metadata: {name: tiny}
+spec:
+  database: {urlSecret: {name: db, key: url}}
+  auth: {adminApiKeySecret: {name: admin, key: key}}
+  receiptSigningKeySecret: {name: signing, key: seed}
+"#;
+        let rendered = render(manifest, "inline").unwrap();
+        assert!(rendered.contains("MAX_DB_CONNECTIONS: '20'") || rendered.contains("MAX_DB_CONNECTIONS: \"20\""));
+        assert!(rendered.contains(crate::crd::DEFAULT_IMAGE));
+        assert!(!rendered.contains("kind: PodDisruptionBudget"));
+    }
+
+    #[test]
+    fn a_manifest_without_a_sequencer_is_an_error_naming_the_file() {
+        let error = render("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n", "cm.yaml").unwrap_err();
+        assert!(error.to_string().starts_with("cm.yaml: no Sequencer"), "{error}");
+    }
+
+    #[test]
+    fn an_invalid_sequencer_is_an_error_naming_the_document() {
+        let manifest = "apiVersion: sequencer.stateset.io/v1alpha1\nkind: Sequencer\nmetadata: {name: x}\nspec: {replicas: two}\n";
+        let error = render(manifest, "bad.yaml").unwrap_err();
+        assert!(error.to_string().contains("document 1: not a valid Sequencer"), "{error}");
+    }
+}

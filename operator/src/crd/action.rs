@@ -93,7 +93,7 @@ fn default_ttl_seconds() -> u32 {
 #[serde(rename_all = "camelCase")]
 pub struct AnchorRetry {
     /// UUID of the commitment batch to anchor.
-    #[schemars(pattern(UUID_PATTERN))]
+    #[schemars(pattern(UUID_PATTERN), length(max = 36))]
     pub batch_id: String,
 }
 
@@ -106,7 +106,7 @@ pub struct AnchorRetry {
 pub struct DeadLetterReplay {
     /// UUIDs of the dead letters to replay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 1000), inner(pattern(UUID_PATTERN)))]
+    #[schemars(length(min = 1, max = 1000), inner(pattern(UUID_PATTERN), length(max = 36)))]
     pub ids: Option<Vec<String>>,
 
     /// Replay every pending dead letter matching all the criteria given; an empty filter replays all of them.
@@ -120,12 +120,12 @@ pub struct DeadLetterReplay {
 pub struct DeadLetterFilter {
     /// Only dead letters of this tenant (UUID).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(UUID_PATTERN))]
+    #[schemars(pattern(UUID_PATTERN), length(max = 36))]
     pub tenant_id: Option<String>,
 
     /// Only dead letters of this store (UUID).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(UUID_PATTERN))]
+    #[schemars(pattern(UUID_PATTERN), length(max = 36))]
     pub store_id: Option<String>,
 
     /// Only dead letters rejected for this reason, such as invalid_signature.
@@ -139,11 +139,11 @@ pub struct DeadLetterFilter {
 #[serde(rename_all = "camelCase")]
 pub struct VerifyStream {
     /// Tenant UUID of the stream.
-    #[schemars(pattern(UUID_PATTERN))]
+    #[schemars(pattern(UUID_PATTERN), length(max = 36))]
     pub tenant_id: String,
 
     /// Store UUID of the stream.
-    #[schemars(pattern(UUID_PATTERN))]
+    #[schemars(pattern(UUID_PATTERN), length(max = 36))]
     pub store_id: String,
 }
 

@@ -14,7 +14,7 @@ use kube::CustomResourceExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Regular expression of a lower-case UUID in its canonical hyphenated form.
+/// Regular expression of a UUID in its canonical hyphenated form (36 characters).
 pub const UUID_PATTERN: &str =
     "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
 
@@ -65,3 +65,6 @@ pub struct LocalObjectReference {
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
 }
+
+#[cfg(test)]
+mod tests;

@@ -305,7 +305,7 @@ pub struct RateLimitsSpec {
 #[serde(rename_all = "camelCase")]
 pub struct TenantRateLimit {
     /// UUID of the tenant.
-    #[schemars(pattern(UUID_PATTERN))]
+    #[schemars(pattern(UUID_PATTERN), length(max = 36))]
     pub tenant_id: String,
 
     /// Requests per minute this tenant may make to one replica.

@@ -1,0 +1,233 @@
+//! The CRDs as the API server sees them: generated YAML in the repository, CEL rules, schema docs.
+
+use kube::CustomResourceExt;
+use kube::core::cel::{validate_cel, validate_cel_update};
+use serde_json::Value;
+
+use super::*;
+
+const CRDS_IN_REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/sequencer.stateset.io.yaml");
+const CRDS_IN_CHART: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../charts/sequencer-operator/crds/sequencer.stateset.io.yaml"
+);
+
+#[test]
+fn the_crds_in_the_repository_are_what_the_rust_types_generate() {
+    let generated = crds_yaml();
+    for path in [CRDS_IN_REPO, CRDS_IN_CHART] {
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "{path} is out of date with operator/src/crd/. Regenerate with:\n  \
+             cargo run -p sequencer-operator -- crd > crds/sequencer.stateset.io.yaml && \
+             cp crds/sequencer.stateset.io.yaml charts/sequencer-operator/crds/"
+        );
+    }
+}
+
+#[test]
+fn the_crds_name_the_group_version_kinds_and_short_name_of_the_api() {
+    let seq = Sequencer::crd();
+    assert_eq!(seq.spec.group, "sequencer.stateset.io");
+    assert_eq!(seq.spec.versions[0].name, "v1alpha1");
+    assert_eq!(seq.spec.names.kind, "Sequencer");
+    assert_eq!(seq.spec.names.short_names, Some(vec!["seq".to_string()]));
+    assert_eq!(SequencerAction::crd().spec.names.kind, "SequencerAction");
+}
+
+#[test]
+fn sequencers_print_ready_replicas_version_and_age() {
+    let columns: Vec<String> = Sequencer::crd().spec.versions[0]
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .filter(|c| c.priority.unwrap_or(0) == 0)
+        .map(|c| c.name.clone())
+        .collect();
+    assert_eq!(columns, vec!["Ready", "Replicas", "Available", "Version", "Age"]);
+}
+
+fn schema_of<K: CustomResourceExt>() -> Value {
+    serde_json::to_value(K::crd().spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap())
+        .unwrap()
+}
+
+/// Paths of schema properties without a description.
+fn undocumented(schema: &Value, path: &str, out: &mut Vec<String>) {
+    if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+        for (name, property) in properties {
+            let here = format!("{path}.{name}");
+            let is_metadata = path.is_empty() && ["metadata", "apiVersion", "kind"].contains(&name.as_str());
+            if !is_metadata && property.get("description").and_then(Value::as_str).unwrap_or("").is_empty() {
+                out.push(here.clone());
+            }
+            undocumented(property, &here, out);
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        undocumented(items, &format!("{path}[]"), out);
+    }
+    if let Some(values) = schema.get("additionalProperties").filter(|v| v.is_object()) {
+        undocumented(values, &format!("{path}{{}}"), out);
+    }
+}
+
+#[test]
+fn every_field_of_both_crds_has_a_description_for_kubectl_explain() {
+    let mut missing = Vec::new();
+    undocumented(&schema_of::<Sequencer>(), "", &mut missing);
+    undocumented(&schema_of::<SequencerAction>(), "", &mut missing);
+    assert!(missing.is_empty(), "fields without a description: {missing:#?}");
+}
+
+#[test]
+fn defaults_and_enums_live_in_the_schema() {
+    let schema = schema_of::<Sequencer>();
+    let spec = &schema["properties"]["spec"]["properties"];
+    assert_eq!(spec["replicas"]["default"], 1);
+    assert_eq!(spec["image"]["default"], DEFAULT_IMAGE);
+    assert_eq!(
+        spec["migrations"]["properties"]["mode"]["enum"],
+        serde_json::json!(["Job", "OnStartup", "Disabled"])
+    );
+    assert_eq!(spec["migrations"]["properties"]["mode"]["default"], "Job");
+    assert_eq!(spec["database"]["properties"]["pool"]["properties"]["maxConnections"]["default"], 20);
+    assert_eq!(spec["logging"]["properties"]["format"]["enum"], serde_json::json!(["json", "text"]));
+    let action = schema_of::<SequencerAction>();
+    assert_eq!(action["properties"]["spec"]["properties"]["deadlineSeconds"]["default"], 600);
+    assert_eq!(
+        action["properties"]["status"]["properties"]["phase"]["enum"],
+        serde_json::json!(["Pending", "Running", "Succeeded", "Failed"])
+    );
+}
+
+fn sequencer(spec: Value) -> Sequencer {
+    let mut base = serde_json::json!({
+        "database": {"urlSecret": {"name": "db", "key": "url"}},
+        "auth": {"adminApiKeySecret": {"name": "admin", "key": "key"}},
+        "receiptSigningKeySecret": {"name": "signing", "key": "seed"},
+    });
+    merge(&mut base, spec);
+    let mut seq = Sequencer::new("ledger", serde_json::from_value(base).unwrap());
+    seq.metadata.namespace = Some("payments".into());
+    seq
+}
+
+fn merge(base: &mut Value, overlay: Value) {
+    match (base, overlay) {
+        (Value::Object(base), Value::Object(overlay)) => {
+            for (k, v) in overlay {
+                merge(base.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (base, overlay) => *base = overlay,
+    }
+}
+
+fn rejection<K: CustomResourceExt + serde::Serialize>(object: &K) -> String {
+    match validate_cel(object) {
+        Ok(()) => String::new(),
+        Err(errors) => format!("{errors:?}"),
+    }
+}
+
+#[test]
+fn a_complete_sequencer_passes_every_cel_rule() {
+    assert_eq!(rejection(&sequencer(serde_json::json!({}))), "");
+    let anchored = sequencer(serde_json::json!({"anchoring": {
+        "enabled": true,
+        "rpcUrlSecret": {"name": "l2", "key": "url"},
+        "privateKeySecret": {"name": "l2", "key": "key"},
+        "chainId": 8453,
+        "registryAddress": "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+    }}));
+    assert_eq!(rejection(&anchored), "");
+}
+
+#[test]
+fn enabling_anchoring_without_its_secrets_is_rejected_with_a_human_message() {
+    let seq = sequencer(serde_json::json!({"anchoring": {
+        "enabled": true, "chainId": 8453, "registryAddress": "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+    }}));
+    assert!(
+        rejection(&seq).contains("anchoring.enabled requires anchoring.rpcUrlSecret and anchoring.privateKeySecret"),
+        "{}",
+        rejection(&seq)
+    );
+}
+
+#[test]
+fn enabling_anchoring_without_chain_and_registry_is_rejected() {
+    let seq = sequencer(serde_json::json!({"anchoring": {
+        "enabled": true,
+        "rpcUrlSecret": {"name": "l2", "key": "url"},
+        "privateKeySecret": {"name": "l2", "key": "key"}
+    }}));
+    assert!(rejection(&seq).contains("anchoring.enabled requires anchoring.chainId and anchoring.registryAddress"));
+}
+
+#[test]
+fn a_pool_whose_minimum_exceeds_its_maximum_is_rejected() {
+    let seq = sequencer(serde_json::json!({"database": {"pool": {"minConnections": 30, "maxConnections": 10}}}));
+    assert!(rejection(&seq).contains("minConnections must not exceed"), "{}", rejection(&seq));
+}
+
+#[test]
+fn a_sequencer_name_that_cannot_name_its_service_and_jobs_is_rejected() {
+    let mut long = sequencer(serde_json::json!({}));
+    long.metadata.name = Some("a".repeat(48));
+    assert!(rejection(&long).contains("at most 47 characters"), "{}", rejection(&long));
+    let mut dotted = sequencer(serde_json::json!({}));
+    dotted.metadata.name = Some("ledger.v2".into());
+    assert!(rejection(&dotted).contains("DNS-1035"), "{}", rejection(&dotted));
+}
+
+fn action(spec: Value) -> SequencerAction {
+    let mut base = serde_json::json!({"sequencerRef": {"name": "ledger"}});
+    merge(&mut base, spec);
+    let mut action = SequencerAction::new("act", serde_json::from_value(base).unwrap());
+    action.metadata.namespace = Some("payments".into());
+    action
+}
+
+const UUID: &str = "0b5f8a32-7c1e-4d52-9a61-3f0e8c2b7d41";
+
+#[test]
+fn an_action_must_name_exactly_one_operation() {
+    let none = action(serde_json::json!({}));
+    assert!(rejection(&none).contains("set exactly one of anchorRetry, deadLetterReplay or verifyStream"));
+    let two = action(serde_json::json!({
+        "anchorRetry": {"batchId": UUID},
+        "verifyStream": {"tenantId": UUID, "storeId": UUID}
+    }));
+    assert!(rejection(&two).contains("set exactly one"));
+    assert_eq!(rejection(&action(serde_json::json!({"anchorRetry": {"batchId": UUID}}))), "");
+}
+
+#[test]
+fn a_dead_letter_replay_takes_ids_or_a_filter_but_not_both() {
+    let both = action(serde_json::json!({"deadLetterReplay": {"ids": [UUID], "filter": {"reason": "x"}}}));
+    assert!(rejection(&both).contains("deadLetterReplay needs exactly one of ids or filter"));
+    let neither = action(serde_json::json!({"deadLetterReplay": {}}));
+    assert!(rejection(&neither).contains("deadLetterReplay needs exactly one of ids or filter"));
+    assert_eq!(rejection(&action(serde_json::json!({"deadLetterReplay": {"filter": {}}}))), "");
+}
+
+#[test]
+fn an_actions_spec_cannot_change_but_its_status_can() {
+    let before = action(serde_json::json!({"anchorRetry": {"batchId": UUID}}));
+    let mut edited = before.clone();
+    edited.spec.anchor_retry = Some(AnchorRetry {
+        batch_id: "1b5f8a32-7c1e-4d52-9a61-3f0e8c2b7d41".into(),
+    });
+    let error = validate_cel_update(&edited, &before).unwrap_err();
+    assert!(format!("{error:?}").contains("spec is immutable"), "{error:?}");
+
+    let mut progressed = before.clone();
+    progressed.status = Some(SequencerActionStatus {
+        phase: ActionPhase::Running,
+        ..Default::default()
+    });
+    assert!(validate_cel_update(&progressed, &before).is_ok());
+}
