@@ -136,10 +136,7 @@ impl Env<'_> {
     {
         match self.raw(var) {
             None => Ok(default),
-            Some(v) => v.parse().map_err(|e| ConfigError::Invalid {
-                var,
-                reason: format!("{v:?} is not valid ({e})"),
-            }),
+            Some(v) => v.parse().map_err(|e| ConfigError::Invalid { var, reason: format!("{v:?} is not valid ({e})") }),
         }
     }
 
@@ -160,10 +157,9 @@ impl Env<'_> {
             None => Ok(default),
             Some("1" | "true" | "yes" | "on") => Ok(true),
             Some("0" | "false" | "no" | "off") => Ok(false),
-            Some(other) => Err(ConfigError::Invalid {
-                var,
-                reason: format!("{other:?} is not a boolean (use true or false)"),
-            }),
+            Some(other) => {
+                Err(ConfigError::Invalid { var, reason: format!("{other:?} is not a boolean (use true or false)") })
+            }
         }
     }
 
@@ -301,9 +297,7 @@ pub fn parse_signing_key(value: &str) -> Result<SigningKey, String> {
             .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(value))
             .map_err(|_| "must be a 32-byte Ed25519 seed as 64 hex characters or base64".to_string())?
     };
-    let seed: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| "must decode to exactly 32 bytes".to_string())?;
+    let seed: [u8; 32] = bytes.try_into().map_err(|_| "must decode to exactly 32 bytes".to_string())?;
     Ok(SigningKey::from_bytes(&seed))
 }
 

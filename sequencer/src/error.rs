@@ -80,7 +80,9 @@ impl Error {
             Error::Conflict(m) => (S::CONFLICT, "ALREADY_EXISTS", 5004, m.clone(), None),
             Error::SequenceGap(m) => (S::CONFLICT, "SEQUENCE_GAP", 5005, m.clone(), None),
             Error::PayloadTooLarge(m) => (S::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", 3004, m.clone(), None),
-            Error::UnprocessableBody { status, message } => (*status, "INVALID_REQUEST_BODY", 3001, message.clone(), None),
+            Error::UnprocessableBody { status, message } => {
+                (*status, "INVALID_REQUEST_BODY", 3001, message.clone(), None)
+            }
             Error::RateLimited { retry_after_secs } => (
                 S::TOO_MANY_REQUESTS,
                 "RATE_LIMIT_EXCEEDED",

@@ -3,8 +3,8 @@
 //!
 //! Names are the ones the runbook greps for (`db_pool`, `ratelimit`, `cache`, `circuit`) and SPEC §6.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Instant;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -140,8 +140,7 @@ impl Metrics {
         );
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests by method, route and status", http_requests.clone());
-        let http_latency =
-            Family::<RouteLabels, Histogram>::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
+        let http_latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
         registry.register(
             "http_request_duration_seconds",
             "HTTP request latency by method and route",

@@ -39,7 +39,10 @@ pub fn find_server_binaries() -> Option<PathBuf> {
         )
     });
     candidates.into_iter().next().or_else(|| {
-        ["/usr/local/pgsql/bin", "/opt/homebrew/bin", "/usr/local/bin"].iter().map(PathBuf::from).find(|p| has_initdb(p))
+        ["/usr/local/pgsql/bin", "/opt/homebrew/bin", "/usr/local/bin"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| has_initdb(p))
     })
 }
 
@@ -100,16 +103,14 @@ impl PrivatePostgres {
         let bin = find_server_binaries().ok_or_else(|| INSTALL_HINT.to_string())?;
         let builder = pgtemp::PgTempDB::builder().with_bin_path(&bin).with_dbname("stateset_sequencer");
         // NB: pgtemp panics on failure; turn that into an error with its message.
-        std::panic::catch_unwind(move || builder.start())
-            .map(|db| PrivatePostgres { db })
-            .map_err(|panic| {
-                let msg = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown error".into());
-                format!("could not start a private PostgreSQL from {}: {msg}", bin.display())
-            })
+        std::panic::catch_unwind(move || builder.start()).map(|db| PrivatePostgres { db }).map_err(|panic| {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown error".into());
+            format!("could not start a private PostgreSQL from {}: {msg}", bin.display())
+        })
     }
 
     /// Connection URL of the private database.

@@ -44,10 +44,7 @@ pub fn build_state(config: Config, store: Store, metrics: Arc<Metrics>) -> Share
 
 /// Opens the pool described by the configuration.
 pub fn open_store(config: &Config, metrics: &Metrics) -> Result<Store> {
-    let url = config
-        .database_url
-        .as_ref()
-        .ok_or_else(|| Error::Internal("DATABASE_URL is not set".into()))?;
+    let url = config.database_url.as_ref().ok_or_else(|| Error::Internal("DATABASE_URL is not set".into()))?;
     Store::connect_lazy(
         url.expose_secret(),
         PoolSettings {
@@ -150,16 +147,19 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     prepare_database(&config, &store).await?;
     let shutdown = shutdown_signal();
     let addr = SocketAddr::new(config.host, config.port);
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (HOST/PORT): {e}"))?;
+    let listener =
+        TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr} (HOST/PORT): {e}"))?;
     let local = listener.local_addr()?;
     tracing::info!(%local, "listening on http://{local}");
     if let Some(path) = &generated_key_file {
-        let shown = if local.ip().is_unspecified() { SocketAddr::new([127, 0, 0, 1].into(), local.port()) } else { local };
+        let shown =
+            if local.ip().is_unspecified() { SocketAddr::new([127, 0, 0, 1].into(), local.port()) } else { local };
         println!("stateset-sequencer is listening on http://{shown}");
         println!("A bootstrap admin API key was generated for this run and written to {}", path.display());
-        println!("Try: curl -H \"Authorization: ApiKey $(cat {})\" http://{shown}/api/v1/admin/api-keys", path.display());
+        println!(
+            "Try: curl -H \"Authorization: ApiKey $(cat {})\" http://{shown}/api/v1/admin/api-keys",
+            path.display()
+        );
     }
     let state = build_state(config, store, metrics);
     serve(listener, state, shutdown).await?;

@@ -29,7 +29,10 @@ async fn malformed_keys_are_refused_with_a_400() {
     let agent = Agent::random();
     for (pk, needle) in [("zz", "hex"), ("abcd", "32 bytes")] {
         let (status, body) = api
-            .post("/api/v1/agents/keys", json!({"tenantId": agent.tenant_id, "agentId": agent.agent_id, "keyId": 1, "publicKey": pk}))
+            .post(
+                "/api/v1/agents/keys",
+                json!({"tenantId": agent.tenant_id, "agentId": agent.agent_id, "keyId": 1, "publicKey": pk}),
+            )
             .await;
         assert_eq!(status, 400, "{body}");
         assert!(body["error"]["message"].as_str().unwrap().contains(needle), "{body}");
@@ -57,7 +60,8 @@ async fn rotating_a_key_switches_verification_to_the_new_key() {
     assert_eq!(body["eventsAccepted"], 1, "{body}");
     let (_, body) = api.ingest(old.agent_id, &[old.event(3)]).await;
     assert_eq!(body["rejections"][0]["reason"], "agent_key_invalid: Agent key has expired", "{body}");
-    let (_, list) = api.get(&format!("/api/v1/agents/keys?tenant_id={}&agent_id={}", old.tenant_id, old.agent_id)).await;
+    let (_, list) =
+        api.get(&format!("/api/v1/agents/keys?tenant_id={}&agent_id={}", old.tenant_id, old.agent_id)).await;
     assert_eq!(list["count"], 2);
 }
 
@@ -73,6 +77,7 @@ async fn a_revoked_key_stays_listed_as_inactive() {
     let (_, list) = api.get(&format!("/api/v1/agents/keys?tenant_id={}", agent.tenant_id)).await;
     assert_eq!(list["keys"][0]["active"], false);
     assert_eq!(list["keys"][0]["revocationReason"], "laptop lost");
-    let (status, _) = api.post(&format!("/api/v1/agents/keys/{}/{}/7/revoke", agent.tenant_id, agent.agent_id), json!({})).await;
+    let (status, _) =
+        api.post(&format!("/api/v1/agents/keys/{}/{}/7/revoke", agent.tenant_id, agent.agent_id), json!({})).await;
     assert_eq!(status, 404);
 }

@@ -93,10 +93,8 @@ async fn api_keys_are_minted_once_listed_without_secrets_and_revoked_at_once() {
     assert_eq!(status, 200);
     assert_eq!(user.get(&path).await.0, 401);
     // Only the hash is stored.
-    let stored: Vec<String> = sqlx::query_scalar("SELECT key_hash FROM api_keys")
-        .fetch_all(server.state.store.pool())
-        .await
-        .unwrap();
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT key_hash FROM api_keys").fetch_all(server.state.store.pool()).await.unwrap();
     assert!(stored.iter().all(|h| h.len() == 64 && !h.contains("ss_")));
     assert!(stored.contains(&sequencer::auth::hash_api_key(&key)));
 }
@@ -108,13 +106,13 @@ async fn a_non_admin_key_cannot_reach_admin_routes_nor_mint_keys() {
     let tenant = Uuid::new_v4();
     let writer = admin.with_key(&admin.mint_key(tenant, &[], &["read", "write"]).await);
     assert_eq!(writer.get("/api/v1/admin/api-keys").await.0, 403);
-    let (status, _) = writer
-        .post("/api/v1/admin/api-keys", json!({"tenantId": tenant, "permissions": ["admin"]}))
-        .await;
+    let (status, _) =
+        writer.post("/api/v1/admin/api-keys", json!({"tenantId": tenant, "permissions": ["admin"]})).await;
     assert_eq!(status, 403);
     // A tenant admin can mint for its own tenant only.
     let tenant_admin = admin.with_key(&admin.mint_key(tenant, &[], &["admin"]).await);
-    let (status, _) = tenant_admin.post("/api/v1/admin/api-keys", json!({"tenantId": tenant, "permissions": ["read"]})).await;
+    let (status, _) =
+        tenant_admin.post("/api/v1/admin/api-keys", json!({"tenantId": tenant, "permissions": ["read"]})).await;
     assert_eq!(status, 201);
     let (status, _) =
         tenant_admin.post("/api/v1/admin/api-keys", json!({"tenantId": Uuid::new_v4(), "permissions": ["read"]})).await;
@@ -143,7 +141,11 @@ async fn a_credential_of_tenant_a_can_read_or_write_nothing_of_tenant_b() {
     let q = format!("tenant_id={}&store_id={}", b.tenant_id, b.store_id);
     let key_path = format!("/api/v1/agents/keys/{}/{}/{}", b.tenant_id, b.agent_id, b.key_id);
     let attempts: Vec<(reqwest::Method, String, Option<serde_json::Value>)> = vec![
-        (reqwest::Method::POST, "/api/v1/ves/events/ingest".into(), Some(json!({"agentId": b.agent_id, "events": [b.event(2)]}))),
+        (
+            reqwest::Method::POST,
+            "/api/v1/ves/events/ingest".into(),
+            Some(json!({"agentId": b.agent_id, "events": [b.event(2)]})),
+        ),
         (reqwest::Method::GET, format!("/api/v1/ves/events?{q}"), None),
         (reqwest::Method::GET, format!("/api/v1/ves/head?{q}"), None),
         (reqwest::Method::GET, format!("/api/v1/ves/entities/InventoryItem/WIDGET-001?{q}"), None),
@@ -163,7 +165,11 @@ async fn a_credential_of_tenant_a_can_read_or_write_nothing_of_tenant_b() {
             format!("{key_path}/rotate"),
             Some(json!({"newKeyId": 2, "publicKey": hex::encode(Agent::random().key.verifying_key().to_bytes())})),
         ),
-        (reqwest::Method::POST, "/api/v1/admin/api-keys".into(), Some(json!({"tenantId": b.tenant_id, "permissions": ["admin"]}))),
+        (
+            reqwest::Method::POST,
+            "/api/v1/admin/api-keys".into(),
+            Some(json!({"tenantId": b.tenant_id, "permissions": ["admin"]})),
+        ),
         (reqwest::Method::DELETE, format!("/api/v1/admin/api-keys/{b_key_id}"), None),
     ];
     for (method, path, body) in attempts {

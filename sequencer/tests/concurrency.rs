@@ -36,12 +36,13 @@ async fn check_streams(pool: &sqlx::PgPool, receipts: &[(Uuid, Uuid, Value)]) {
             assert_eq!(r["eventId"].as_str().unwrap(), event_id.to_string());
             assert_eq!(r["receiptHash"].as_str().unwrap(), hash);
         }
-        let head: i64 = sqlx::query_scalar("SELECT current_sequence FROM sequence_counters WHERE tenant_id = $1 AND store_id = $2")
-            .bind(tenant)
-            .bind(store)
-            .fetch_one(pool)
-            .await
-            .unwrap();
+        let head: i64 =
+            sqlx::query_scalar("SELECT current_sequence FROM sequence_counters WHERE tenant_id = $1 AND store_id = $2")
+                .bind(tenant)
+                .bind(store)
+                .fetch_one(pool)
+                .await
+                .unwrap();
         assert_eq!(head, receipts.len() as i64, "the head is the last number handed out");
     }
 }

@@ -18,11 +18,7 @@ fn golden_events(g: &Value, path: &[&str]) -> Vec<(VesEventEnvelope, Value)> {
     for p in path {
         v = &v[*p];
     }
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|e| (serde_json::from_value(e["envelope"].clone()).unwrap(), e.clone()))
-        .collect()
+    v.as_array().unwrap().iter().map(|e| (serde_json::from_value(e["envelope"].clone()).unwrap(), e.clone())).collect()
 }
 
 #[tokio::test]
@@ -77,8 +73,15 @@ async fn version_two_golden_events_are_accepted_with_receipts_over_their_signing
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["eventsAccepted"], 2, "{body}");
     for (i, (envelope, expected)) in events.iter().enumerate() {
-        let signing_hash: [u8; 32] = hex::decode(expected["signing_hash"].as_str().unwrap()).unwrap().try_into().unwrap();
-        let want = ves::hash::receipt_hash(envelope.tenant_id, envelope.store_id, envelope.event_id, i as u64 + 1, &signing_hash);
+        let signing_hash: [u8; 32] =
+            hex::decode(expected["signing_hash"].as_str().unwrap()).unwrap().try_into().unwrap();
+        let want = ves::hash::receipt_hash(
+            envelope.tenant_id,
+            envelope.store_id,
+            envelope.event_id,
+            i as u64 + 1,
+            &signing_hash,
+        );
         assert_eq!(body["receipts"][i]["receiptHash"], hex::encode(want));
     }
 }
@@ -208,7 +211,9 @@ async fn an_expired_or_not_yet_valid_key_is_judged_at_server_time() {
     let api = Api::admin(&server);
     let agent = Agent::random();
     let pk = format!("0x{}", hex::encode(agent.key.verifying_key().to_bytes()));
-    for (key_id, from, to) in [(1, "2020-01-01T00:00:00Z", "2021-01-01T00:00:00Z"), (2, "2999-01-01T00:00:00Z", "2999-12-31T00:00:00Z")] {
+    for (key_id, from, to) in
+        [(1, "2020-01-01T00:00:00Z", "2021-01-01T00:00:00Z"), (2, "2999-01-01T00:00:00Z", "2999-12-31T00:00:00Z")]
+    {
         let (status, body) = api
             .post(
                 "/api/v1/agents/keys",
@@ -218,7 +223,11 @@ async fn an_expired_or_not_yet_valid_key_is_judged_at_server_time() {
         assert_eq!(status, 200, "{body}");
     }
     // created_at inside the window does not help: the server's clock decides.
-    let mut a = Agent { key_id: 1, ..agent.clone() }.builder().created_at("2020-06-01T00:00:00Z").payload(json!({})).sign(&agent.key);
+    let mut a = Agent { key_id: 1, ..agent.clone() }
+        .builder()
+        .created_at("2020-06-01T00:00:00Z")
+        .payload(json!({}))
+        .sign(&agent.key);
     let (_, body) = api.ingest(agent.agent_id, std::slice::from_ref(&a)).await;
     assert_eq!(body["rejections"][0]["reason"], "agent_key_invalid: Agent key has expired", "{body}");
     a = Agent { key_id: 2, ..agent.clone() }.event(1);
@@ -287,8 +296,17 @@ async fn an_encrypted_payload_is_checked_by_structure_and_cipher_hash() {
         nonce_b64u: base64url_encode(&[7u8; 12]),
         ciphertext_b64u: base64url_encode(&[2u8; 24]),
         tag_b64u: base64url_encode(&[5u8; 16]),
-        hpke: Hpke { mode: "base".into(), kem: "X25519-HKDF-SHA256".into(), kdf: "HKDF-SHA256".into(), aead: "AES-256-GCM".into() },
-        recipients: vec![Recipient { recipient_kid: 1, enc_b64u: base64url_encode(&[3u8; 32]), ct_b64u: base64url_encode(&[4u8; 48]) }],
+        hpke: Hpke {
+            mode: "base".into(),
+            kem: "X25519-HKDF-SHA256".into(),
+            kdf: "HKDF-SHA256".into(),
+            aead: "AES-256-GCM".into(),
+        },
+        recipients: vec![Recipient {
+            recipient_kid: 1,
+            enc_b64u: base64url_encode(&[3u8; 32]),
+            ct_b64u: base64url_encode(&[4u8; 48]),
+        }],
     };
     let mut event = agent.builder().payload(json!({"secret": true})).build_unsigned();
     event.payload = None;
@@ -313,9 +331,8 @@ async fn an_encrypted_payload_is_checked_by_structure_and_cipher_hash() {
     assert_eq!(body["rejections"][0]["reason"], "invalid_cipher_hash", "{body}");
     assert_eq!(body["rejections"][1]["reason"], "schema_validation: payload_encrypted.nonce_b64u", "{body}");
     // It reads back with its encrypted payload intact.
-    let (_, read) = api
-        .get(&format!("/api/v1/ves/events?tenant_id={}&store_id={}", agent.tenant_id, agent.store_id))
-        .await;
+    let (_, read) =
+        api.get(&format!("/api/v1/ves/events?tenant_id={}&store_id={}", agent.tenant_id, agent.store_id)).await;
     let back: VesEventEnvelope = serde_json::from_value(read["events"][0].clone()).unwrap();
     assert_eq!(back, event);
 }
@@ -330,9 +347,17 @@ async fn bad_requests_get_a_json_4xx_and_store_nothing() {
     let big = agent.builder().payload(json!({"blob": "x".repeat(100)})).sign(&agent.key);
     let cases: Vec<(Value, u16, &str)> = vec![
         (json!({"agentId": agent.agent_id, "events": []}), 400, "events must not be empty"),
-        (json!({"agentId": agent.agent_id, "events": [agent.event(1), other_stream.event(2)]}), 400, "same tenantId and storeId"),
+        (
+            json!({"agentId": agent.agent_id, "events": [agent.event(1), other_stream.event(2)]}),
+            400,
+            "same tenantId and storeId",
+        ),
         (json!({"agentId": Uuid::new_v4(), "events": [agent.event(1)]}), 400, "source_agent_id must match"),
-        (json!({"agentId": agent.agent_id, "events": [agent.event(1), agent.event(2), agent.event(3)]}), 413, "max_events_per_batch"),
+        (
+            json!({"agentId": agent.agent_id, "events": [agent.event(1), agent.event(2), agent.event(3)]}),
+            413,
+            "max_events_per_batch",
+        ),
         (json!({"agentId": agent.agent_id, "events": [big]}), 413, "max_event_payload_size"),
         (json!({"agentId": agent.agent_id, "events": [{"ves_version": 1}]}), 422, ""),
         (json!({"agentId": "not-a-uuid", "events": []}), 422, ""),
@@ -376,7 +401,8 @@ async fn entity_history_returns_the_entitys_events_in_order() {
     let (status, body) = api.get(&format!("/api/v1/ves/entities/Order/A?{q}")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["total"], 3);
-    let seqs: Vec<i64> = body["events"].as_array().unwrap().iter().map(|e| e["sequence_number"].as_i64().unwrap()).collect();
+    let seqs: Vec<i64> =
+        body["events"].as_array().unwrap().iter().map(|e| e["sequence_number"].as_i64().unwrap()).collect();
     assert_eq!(seqs, vec![1, 3, 5]);
     let (_, body) = api.get(&format!("/api/v1/entities/Order/B?{q}&from=1&limit=1")).await;
     assert_eq!(body["count"], 1);

@@ -124,9 +124,8 @@ async fn the_runbook_sql_answers_its_questions_about_the_signed_log() {
     assert_eq!(gaps[0].get::<i64, _>("sequence_number"), 4);
     assert_eq!(gaps[0].get::<i64, _>("prev_seq"), 2);
     // A reader never silently skips the hole.
-    let (status, body) = api
-        .get(&format!("/api/v1/ves/events?tenant_id={}&store_id={}", agent.tenant_id, agent.store_id))
-        .await;
+    let (status, body) =
+        api.get(&format!("/api/v1/ves/events?tenant_id={}&store_id={}", agent.tenant_id, agent.store_id)).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "SEQUENCE_GAP");
     let _ = json!(null);

@@ -119,7 +119,11 @@ pub struct ListQuery {
 }
 
 /// `GET /api/v1/agents/keys?tenant_id=..[&agent_id=..]`.
-pub async fn list(State(state): State<SharedState>, caller: Auth, ApiQuery(q): ApiQuery<ListQuery>) -> Result<Response> {
+pub async fn list(
+    State(state): State<SharedState>,
+    caller: Auth,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Response> {
     if !(caller.can_read || caller.can_admin) {
         return Err(Error::Forbidden("Read permission required".into()));
     }

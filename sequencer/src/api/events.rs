@@ -52,7 +52,8 @@ pub fn envelope_of(e: &StoredEvent) -> Result<VesEventEnvelope> {
     let payload_encrypted = match &e.payload_encrypted {
         None => None,
         Some(v) => Some(
-            serde_json::from_value(v.clone()).map_err(|err| Error::Internal(format!("stored encrypted payload: {err}")))?,
+            serde_json::from_value(v.clone())
+                .map_err(|err| Error::Internal(format!("stored encrypted payload: {err}")))?,
         ),
     };
     Ok(VesEventEnvelope {

@@ -91,22 +91,19 @@ async fn authenticate(State(state): State<SharedState>, mut req: Request, next: 
 async fn observe(State(state): State<SharedState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
     let mut response = match tokio::time::timeout(state.config.request_timeout, next.run(req)).await {
         Ok(r) => r,
         Err(_) => Error::Timeout.into_response(),
     };
     let status = response.status().as_u16();
-    state.metrics.http_requests.get_or_create(&HttpLabels { method: method.clone(), route: route.clone(), status }).inc();
     state
         .metrics
-        .http_latency
-        .get_or_create(&RouteLabels { method, route })
-        .observe(start.elapsed().as_secs_f64());
+        .http_requests
+        .get_or_create(&HttpLabels { method: method.clone(), route: route.clone(), status })
+        .inc();
+    state.metrics.http_latency.get_or_create(&RouteLabels { method, route }).observe(start.elapsed().as_secs_f64());
     let headers = response.headers_mut();
     headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     headers.insert("x-frame-options", HeaderValue::from_static("DENY"));

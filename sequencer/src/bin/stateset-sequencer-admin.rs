@@ -9,7 +9,12 @@ use sequencer::admin;
 #[command(name = "stateset-sequencer-admin", version, about = "Administer a StateSet sequencer database")]
 struct Cli {
     /// PostgreSQL URL of the sequencer's database.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://localhost/stateset_sequencer", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://localhost/stateset_sequencer",
+        hide_env_values = true
+    )]
     database_url: String,
     #[command(subcommand)]
     command: Command,

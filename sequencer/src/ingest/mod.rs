@@ -78,7 +78,11 @@ pub struct Ingest {
 enum Verdict {
     Valid(Candidate),
     /// Refused before sequencing. `dead_letter`: a fix could make it acceptable.
-    Rejected { reason: String, message: String, dead_letter: bool },
+    Rejected {
+        reason: String,
+        message: String,
+        dead_letter: bool,
+    },
 }
 
 fn rejected(reason: impl Into<String>, message: impl Into<String>, dead_letter: bool) -> Verdict {
@@ -112,9 +116,7 @@ impl Ingest {
         let first = req.events.first().ok_or_else(|| Error::BadRequest("events must not be empty".into()))?;
         let stream = StreamKey { tenant_id: first.tenant_id, store_id: first.store_id };
         if req.events.iter().any(|e| e.tenant_id != stream.tenant_id || e.store_id != stream.store_id) {
-            return Err(Error::BadRequest(
-                "All events in a batch must share the same tenantId and storeId".into(),
-            ));
+            return Err(Error::BadRequest("All events in a batch must share the same tenantId and storeId".into()));
         }
         if caller.agent_id.is_some_and(|a| a != req.agent_id) {
             return Err(Error::Forbidden("Agent mismatch".into()));
@@ -196,11 +198,8 @@ impl Ingest {
         }
         for (i, ok) in verify_signatures(to_verify).await? {
             if !ok {
-                verdicts[i] = rejected(
-                    "invalid_signature",
-                    "Agent signature verification failed: VerificationFailed",
-                    true,
-                );
+                verdicts[i] =
+                    rejected("invalid_signature", "Agent signature verification failed: VerificationFailed", true);
             }
         }
 
@@ -236,7 +235,8 @@ impl Ingest {
                 {
                     receipts_by_index.insert(i, r);
                 } else {
-                    verdicts[i] = rejected("duplicate_event_id", "Event ID already exists with different contents", false);
+                    verdicts[i] =
+                        rejected("duplicate_event_id", "Event ID already exists with different contents", false);
                 }
             }
         }
@@ -357,7 +357,9 @@ impl Ingest {
         }
         let created_at = match DateTime::parse_from_rfc3339(&e.created_at) {
             Ok(t) => t.with_timezone(&Utc),
-            Err(_) => return schema("created_at", format!("created_at is not an RFC 3339 timestamp: {:?}", e.created_at)),
+            Err(_) => {
+                return schema("created_at", format!("created_at is not an RFC 3339 timestamp: {:?}", e.created_at));
+            }
         };
         match e.payload_kind {
             0 => {
@@ -365,10 +367,16 @@ impl Ingest {
                     return schema("payload", "payload is required when payload_kind is 0".into());
                 };
                 if e.payload_encrypted.is_some() {
-                    return schema("payload_encrypted", "payload_encrypted must be absent when payload_kind is 0".into());
+                    return schema(
+                        "payload_encrypted",
+                        "payload_encrypted must be absent when payload_kind is 0".into(),
+                    );
                 }
                 if e.payload_cipher_hash.0 != [0u8; 32] {
-                    return schema("payload_cipher_hash", "payload_cipher_hash must be zero when payload_kind is 0".into());
+                    return schema(
+                        "payload_cipher_hash",
+                        "payload_cipher_hash must be zero when payload_kind is 0".into(),
+                    );
                 }
                 if json_contains_nul(payload) {
                     return schema("payload", "payload strings must not contain NUL characters".into());

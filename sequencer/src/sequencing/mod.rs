@@ -359,7 +359,10 @@ impl Sequencer {
             } else if e.command_id.is_some_and(|cmd| stored_commands.contains(&cmd) || accepted_commands.contains(&cmd))
             {
                 let cmd = e.command_id.expect("checked");
-                Decision::Reject { reason: "duplicate_command_id".into(), message: format!("Command {cmd} already processed") }
+                Decision::Reject {
+                    reason: "duplicate_command_id".into(),
+                    message: format!("Command {cmd} already processed"),
+                }
             } else {
                 let key = (e.entity_type.as_str(), e.entity_id.as_str());
                 let actual = versions.get(&key).copied().unwrap_or(0);
@@ -494,7 +497,10 @@ enum Decision {
     Replay(Receipt),
     /// Identical to the accepted event at this index of the group.
     SameAs(usize),
-    Reject { reason: String, message: String },
+    Reject {
+        reason: String,
+        message: String,
+    },
 }
 
 fn reject(reason: &str, message: &str) -> Decision {

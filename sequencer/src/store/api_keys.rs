@@ -1,8 +1,8 @@
 //! API keys (`api_keys`), stored only as the hex SHA-256 of the key.
 
-use sqlx::AssertSqlSafe;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sqlx::AssertSqlSafe;
 use sqlx::FromRow;
 use uuid::Uuid;
 

@@ -1,9 +1,9 @@
 //! The dead-letter queue (`dead_letter_events`): events refused for a reason that a fix could remove.
 
-use sqlx::AssertSqlSafe;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
+use sqlx::AssertSqlSafe;
 use sqlx::{FromRow, PgConnection};
 use uuid::Uuid;
 

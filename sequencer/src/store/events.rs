@@ -1,8 +1,8 @@
 //! The event log: sequencing writes (under the stream's counter row lock) and reads.
 
-use sqlx::AssertSqlSafe;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use sqlx::AssertSqlSafe;
 use sqlx::{FromRow, PgConnection};
 use uuid::Uuid;
 
@@ -222,9 +222,8 @@ pub async fn insert_ves_events(
         agent_key_id.push(i64::from(e.agent_key_id));
         created_at_str.push(e.created_at.as_str());
         payload_kind.push(e.payload_kind as i16);
-        payload_encrypted.push(
-            e.payload_encrypted.as_ref().map(|p| serde_json::to_value(p).expect("encrypted payload serialises")),
-        );
+        payload_encrypted
+            .push(e.payload_encrypted.as_ref().map(|p| serde_json::to_value(p).expect("encrypted payload serialises")));
         plain_hash.push(e.payload_plain_hash.0.to_vec());
         cipher_hash.push(e.payload_cipher_hash.0.to_vec());
         signing_hash.push(r.signing_hash.to_vec());
@@ -293,13 +292,12 @@ pub async fn insert_ves_events(
 impl Store {
     /// The head of a stream (0 for a stream that has never been written).
     pub async fn head(&self, stream: StreamKey) -> Result<i64> {
-        let head: Option<i64> = sqlx::query_scalar(
-            "SELECT current_sequence FROM sequence_counters WHERE tenant_id = $1 AND store_id = $2",
-        )
-        .bind(stream.tenant_id)
-        .bind(stream.store_id)
-        .fetch_optional(self.pool())
-        .await?;
+        let head: Option<i64> =
+            sqlx::query_scalar("SELECT current_sequence FROM sequence_counters WHERE tenant_id = $1 AND store_id = $2")
+                .bind(stream.tenant_id)
+                .bind(stream.store_id)
+                .fetch_optional(self.pool())
+                .await?;
         Ok(head.unwrap_or(0))
     }
 

@@ -1,8 +1,8 @@
 //! Agent signing keys (`agent_keys`).
 
-use sqlx::AssertSqlSafe;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sqlx::AssertSqlSafe;
 use sqlx::FromRow;
 use uuid::Uuid;
 

@@ -67,10 +67,7 @@ impl Store {
 
     /// Applies every pending migration (idempotent; sqlx serialises concurrent runs with a lock).
     pub async fn migrate(&self) -> Result<()> {
-        MIGRATOR
-            .run(&self.pool)
-            .await
-            .map_err(|e| crate::Error::Internal(format!("migration failed: {e}")))
+        MIGRATOR.run(&self.pool).await.map_err(|e| crate::Error::Internal(format!("migration failed: {e}")))
     }
 
     /// The highest applied migration version (0 when none).
