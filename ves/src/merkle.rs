@@ -109,6 +109,13 @@ impl MerkleTree {
         &self.levels[0]
     }
 
+    /// Every level of real nodes: `levels()[0]` are the leaves, `levels()[h]` the nodes of height
+    /// `h` that cover at least one real leaf, the last level the root. Nodes a proof needs beyond a
+    /// level's end are all-padding subtrees ([`pad_root`]).
+    pub fn levels(&self) -> &[Vec<Hash32>] {
+        &self.levels
+    }
+
     /// [`tree_depth`] of the leaf count.
     pub fn depth(&self) -> u32 {
         (self.levels.len() - 1) as u32
@@ -163,7 +170,8 @@ static PAD_ROOTS: LazyLock<[Hash32; usize::BITS as usize]> = LazyLock::new(|| {
     roots
 });
 
-fn pad_root(height: u32) -> Hash32 {
+/// The root of an all-padding subtree of height `height` (`PAD_LEAF` for height 0).
+pub fn pad_root(height: u32) -> Hash32 {
     PAD_ROOTS[height as usize]
 }
 
