@@ -17,8 +17,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::admin::{AdminError, AnchorResponse, ReplayResponse, VerifyResponse};
 use crate::conditions::{Computed, ConditionType, Reason, Status, settle};
 use crate::crd::{
-    ActionPhase, ActionResult, AnchorResult, MAX_LISTED_IN_STATUS, RejectedDeadLetter,
-    ReplayResult, SequencerActionStatus, VerifyFinding, VerifyResult,
+    ActionPhase, ActionResult, AnchorResult, MAX_LISTED_IN_STATUS, RejectedDeadLetter, ReplayResult,
+    SequencerActionStatus, VerifyFinding, VerifyResult,
 };
 
 /// What happened to an action since its last status.
@@ -79,11 +79,7 @@ pub fn next(
 ) -> Result<SequencerActionStatus, Refused> {
     use ActionPhase::*;
     let phase = current.phase;
-    let refuse = |hint| Refused {
-        phase,
-        input: input.name(),
-        hint,
-    };
+    let refuse = |hint| Refused { phase, input: input.name(), hint };
     let mut status = current.clone();
     let (new_phase, reason, message) = match (phase, &input) {
         (Succeeded | Failed, _) => return Err(refuse(": a finished action never runs again")),
@@ -106,10 +102,7 @@ pub fn next(
         (Running, Input::TransientError { message }) => (
             Running,
             Reason::RetryingAfterError,
-            format!(
-                "attempt {} failed, retrying until the deadline: {message}",
-                status.attempts
-            ),
+            format!("attempt {} failed, retrying until the deadline: {message}", status.attempts),
         ),
         (Running, Input::Finished(outcome)) => {
             status.result = Some(outcome.result.clone());
@@ -118,15 +111,8 @@ pub fn next(
         }
         (Pending | Running, Input::Abort { reason, message }) => (Failed, *reason, message.clone()),
         (Pending | Running, Input::DeadlinePassed) => {
-            let last = current
-                .message
-                .as_deref()
-                .unwrap_or("nothing was attempted");
-            (
-                Failed,
-                Reason::DeadlineExceeded,
-                format!("the deadline passed before the action finished; last: {last}"),
-            )
+            let last = current.message.as_deref().unwrap_or("nothing was attempted");
+            (Failed, Reason::DeadlineExceeded, format!("the deadline passed before the action finished; last: {last}"))
         }
     };
     status.phase = new_phase;
@@ -135,12 +121,7 @@ pub fn next(
     if new_phase.is_terminal() {
         status.completion_time = Some(now.clone());
     }
-    status.conditions = settle(
-        &current.conditions,
-        conditions(new_phase, reason, &message),
-        generation,
-        now,
-    );
+    status.conditions = settle(&current.conditions, conditions(new_phase, reason, &message), generation, now);
     Ok(status)
 }
 
@@ -159,22 +140,18 @@ fn conditions(phase: ActionPhase, reason: Reason, message: &str) -> Vec<Computed
 /// The input an admin API error amounts to.
 pub fn input_for_error(error: &AdminError) -> Input {
     if error.is_transient() {
-        return Input::TransientError {
-            message: error.to_string(),
-        };
+        return Input::TransientError { message: error.to_string() };
     }
     let reason = match error {
         AdminError::Decode { .. } => Reason::UnreadableResponse,
-        AdminError::Api {
-            status: 401 | 403, ..
-        } => Reason::Unauthorized,
+        AdminError::Api { status: 401 | 403, .. } => Reason::Unauthorized,
         AdminError::Api { status: 404, .. } => Reason::NotFound,
         _ => Reason::RequestRejected,
     };
     let message = match reason {
-        Reason::UnreadableResponse => format!(
-            "{error}; the sequencer may have done the work, check its logs before creating a new action"
-        ),
+        Reason::UnreadableResponse => {
+            format!("{error}; the sequencer may have done the work, check its logs before creating a new action")
+        }
         _ => error.to_string(),
     };
     Input::Abort { reason, message }
@@ -183,42 +160,20 @@ pub fn input_for_error(error: &AdminError) -> Input {
 /// How an AnchorRetry ended.
 pub fn anchor_outcome(batch_id: &str, answer: AnchorResponse) -> Outcome {
     let result = ActionResult {
-        anchor: Some(AnchorResult {
-            status: answer.status.clone(),
-            chain_tx_hash: answer.chain_tx_hash.clone(),
-        }),
+        anchor: Some(AnchorResult { status: answer.status.clone(), chain_tx_hash: answer.chain_tx_hash.clone() }),
         ..Default::default()
     };
-    let tx = answer
-        .chain_tx_hash
-        .as_deref()
-        .map(|h| format!(" in transaction {h}"))
-        .unwrap_or_default();
+    let tx = answer.chain_tx_hash.as_deref().map(|h| format!(" in transaction {h}")).unwrap_or_default();
     let (succeeded, reason, message) = match answer.status.as_str() {
-        "anchored" => (
-            true,
-            Reason::Anchored,
-            format!("batch {batch_id} anchored{tx}"),
-        ),
-        "already_anchored" => (
-            true,
-            Reason::AlreadyAnchored,
-            format!("batch {batch_id} was already anchored{tx}"),
-        ),
+        "anchored" => (true, Reason::Anchored, format!("batch {batch_id} anchored{tx}")),
+        "already_anchored" => (true, Reason::AlreadyAnchored, format!("batch {batch_id} was already anchored{tx}")),
         other => (
             false,
             Reason::RequestRejected,
-            format!(
-                "the sequencer answered an unknown anchor status {other:?} for batch {batch_id}"
-            ),
+            format!("the sequencer answered an unknown anchor status {other:?} for batch {batch_id}"),
         ),
     };
-    Outcome {
-        succeeded,
-        reason,
-        message,
-        result,
-    }
+    Outcome { succeeded, reason, message, result }
 }
 
 /// How a DeadLetterReplay ended: it succeeds only if no selected dead letter was rejected again.
@@ -228,11 +183,7 @@ pub fn replay_outcome(answer: ReplayResponse) -> Outcome {
         .iter()
         .filter(|r| r.outcome != "sequenced")
         .take(MAX_LISTED_IN_STATUS)
-        .map(|r| RejectedDeadLetter {
-            id: r.id.clone(),
-            event_id: r.event_id.clone(),
-            reason: r.reason.clone(),
-        })
+        .map(|r| RejectedDeadLetter { id: r.id.clone(), event_id: r.event_id.clone(), reason: r.reason.clone() })
         .collect();
     let result = ActionResult {
         dead_letter_replay: Some(ReplayResult {
@@ -244,16 +195,10 @@ pub fn replay_outcome(answer: ReplayResponse) -> Outcome {
         ..Default::default()
     };
     let (succeeded, reason, message) = match (answer.attempted, answer.failed) {
-        (0, _) => (
-            true,
-            Reason::DeadLettersReplayed,
-            "no dead letter matched".to_string(),
-        ),
-        (attempted, 0) => (
-            true,
-            Reason::DeadLettersReplayed,
-            format!("{} of {attempted} dead letters sequenced", answer.succeeded),
-        ),
+        (0, _) => (true, Reason::DeadLettersReplayed, "no dead letter matched".to_string()),
+        (attempted, 0) => {
+            (true, Reason::DeadLettersReplayed, format!("{} of {attempted} dead letters sequenced", answer.succeeded))
+        }
         (attempted, failed) => (
             false,
             Reason::DeadLettersRejected,
@@ -263,12 +208,7 @@ pub fn replay_outcome(answer: ReplayResponse) -> Outcome {
             ),
         ),
     };
-    Outcome {
-        succeeded,
-        reason,
-        message,
-        result,
-    }
+    Outcome { succeeded, reason, message, result }
 }
 
 /// How a VerifyStream ended: any finding fails it, with the findings summarised.
@@ -281,42 +221,24 @@ pub fn verify_outcome(answer: VerifyResponse) -> Outcome {
         .findings
         .iter()
         .take(MAX_LISTED_IN_STATUS)
-        .map(|f| VerifyFinding {
-            kind: f.kind.clone(),
-            sequence_number: f.sequence_number,
-            detail: f.detail.clone(),
-        })
+        .map(|f| VerifyFinding { kind: f.kind.clone(), sequence_number: f.sequence_number, detail: f.detail.clone() })
         .collect();
     let consistent = answer.ok && answer.findings.is_empty();
     let message = if consistent {
-        format!(
-            "{} events in {} streams verified without findings",
-            answer.events_checked, answer.streams_checked
-        )
+        format!("{} events in {} streams verified without findings", answer.events_checked, answer.streams_checked)
     } else {
-        let mut message = format!(
-            "{} findings in {} events checked: ",
-            answer.findings.len(),
-            answer.events_checked
-        );
+        let mut message = format!("{} findings in {} events checked: ", answer.findings.len(), answer.events_checked);
         let counts: Vec<String> = by_kind.iter().map(|(k, n)| format!("{k}: {n}")).collect();
         message.push_str(&counts.join(", "));
         if let Some(first) = answer.findings.first() {
-            let at = first
-                .sequence_number
-                .map(|n| format!(" at sequence {n}"))
-                .unwrap_or_default();
+            let at = first.sequence_number.map(|n| format!(" at sequence {n}")).unwrap_or_default();
             let _ = write!(message, "; first: {}{at}: {}", first.kind, first.detail);
         }
         message
     };
     Outcome {
         succeeded: consistent,
-        reason: if consistent {
-            Reason::StreamConsistent
-        } else {
-            Reason::StreamInconsistent
-        },
+        reason: if consistent { Reason::StreamConsistent } else { Reason::StreamInconsistent },
         message,
         result: ActionResult {
             verify: Some(VerifyResult {
@@ -345,43 +267,24 @@ mod tests {
         next(status, input, Some(1), &at(t)).unwrap()
     }
 
-    fn condition<'a>(
-        status: &'a SequencerActionStatus,
-        type_: ConditionType,
-    ) -> (&'a str, &'a str) {
-        let c = status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == type_.as_str())
-            .unwrap();
+    fn condition<'a>(status: &'a SequencerActionStatus, type_: ConditionType) -> (&'a str, &'a str) {
+        let c = status.conditions.iter().find(|c| c.type_ == type_.as_str()).unwrap();
         (c.status.as_str(), c.reason.as_str())
     }
 
     fn succeeded() -> Outcome {
-        anchor_outcome(
-            "b",
-            AnchorResponse {
-                status: "anchored".into(),
-                ..Default::default()
-            },
-        )
+        anchor_outcome("b", AnchorResponse { status: "anchored".into(), ..Default::default() })
     }
 
     #[test]
     fn an_action_goes_pending_running_succeeded_and_records_when() {
         let pending = step(
             &SequencerActionStatus::default(),
-            Input::Wait {
-                reason: Reason::WaitingForSequencer,
-                message: "no ready replica".into(),
-            },
+            Input::Wait { reason: Reason::WaitingForSequencer, message: "no ready replica".into() },
             10,
         );
         assert_eq!(pending.phase, ActionPhase::Pending);
-        assert_eq!(
-            condition(&pending, ConditionType::Succeeded),
-            ("Unknown", "WaitingForSequencer")
-        );
+        assert_eq!(condition(&pending, ConditionType::Succeeded), ("Unknown", "WaitingForSequencer"));
 
         let running = step(&pending, Input::Attempt, 20);
         assert_eq!((running.phase, running.attempts), (ActionPhase::Running, 1));
@@ -390,14 +293,8 @@ mod tests {
         let done = step(&running, Input::Finished(succeeded()), 30);
         assert_eq!(done.phase, ActionPhase::Succeeded);
         assert_eq!(done.completion_time, Some(at(30)));
-        assert_eq!(
-            condition(&done, ConditionType::Succeeded),
-            ("True", "Anchored")
-        );
-        assert_eq!(
-            condition(&done, ConditionType::Complete),
-            ("True", "Anchored")
-        );
+        assert_eq!(condition(&done, ConditionType::Succeeded), ("True", "Anchored"));
+        assert_eq!(condition(&done, ConditionType::Complete), ("True", "Anchored"));
         assert_eq!(done.result.unwrap().anchor.unwrap().status, "anchored");
     }
 
@@ -405,13 +302,7 @@ mod tests {
     fn a_finished_action_refuses_every_input_so_it_never_runs_twice() {
         let running = step(&SequencerActionStatus::default(), Input::Attempt, 1);
         let done = step(&running, Input::Finished(succeeded()), 2);
-        for input in [
-            Input::Attempt,
-            Input::DeadlinePassed,
-            Input::TransientError {
-                message: "x".into(),
-            },
-        ] {
+        for input in [Input::Attempt, Input::DeadlinePassed, Input::TransientError { message: "x".into() }] {
             let refused = next(&done, input, Some(1), &at(3)).unwrap_err();
             assert_eq!(refused.phase, ActionPhase::Succeeded);
             assert!(refused.to_string().contains("never runs again"));
@@ -420,32 +311,18 @@ mod tests {
 
     #[test]
     fn a_pending_action_refuses_results_because_nothing_was_attempted() {
-        let refused = next(
-            &SequencerActionStatus::default(),
-            Input::Finished(succeeded()),
-            Some(1),
-            &at(1),
-        )
-        .unwrap_err();
+        let refused =
+            next(&SequencerActionStatus::default(), Input::Finished(succeeded()), Some(1), &at(1)).unwrap_err();
         assert_eq!(refused.input, "Finished");
     }
 
     #[test]
     fn transient_errors_keep_the_action_running_and_count_attempts() {
         let first = step(&SequencerActionStatus::default(), Input::Attempt, 1);
-        let failed = step(
-            &first,
-            Input::TransientError {
-                message: "503 circuit_open".into(),
-            },
-            2,
-        );
+        let failed = step(&first, Input::TransientError { message: "503 circuit_open".into() }, 2);
         let second = step(&failed, Input::Attempt, 3);
         assert_eq!(failed.phase, ActionPhase::Running);
-        assert_eq!(
-            condition(&failed, ConditionType::Succeeded),
-            ("Unknown", "RetryingAfterError")
-        );
+        assert_eq!(condition(&failed, ConditionType::Succeeded), ("Unknown", "RetryingAfterError"));
         assert_eq!(second.attempts, 2);
         assert_eq!(second.start_time, Some(at(1)));
     }
@@ -453,28 +330,16 @@ mod tests {
     #[test]
     fn a_passed_deadline_fails_the_action_and_keeps_the_last_message() {
         let first = step(&SequencerActionStatus::default(), Input::Attempt, 1);
-        let failed = step(
-            &first,
-            Input::TransientError {
-                message: "503 circuit_open".into(),
-            },
-            2,
-        );
+        let failed = step(&first, Input::TransientError { message: "503 circuit_open".into() }, 2);
         let dead = step(&failed, Input::DeadlinePassed, 3);
         assert_eq!(dead.phase, ActionPhase::Failed);
-        assert_eq!(
-            condition(&dead, ConditionType::Succeeded),
-            ("False", "DeadlineExceeded")
-        );
+        assert_eq!(condition(&dead, ConditionType::Succeeded), ("False", "DeadlineExceeded"));
         assert!(dead.message.unwrap().contains("circuit_open"));
     }
 
     #[test]
     fn the_succeeded_condition_keeps_its_transition_time_while_waiting() {
-        let wait = Input::Wait {
-            reason: Reason::WaitingForSequencer,
-            message: "x".into(),
-        };
+        let wait = Input::Wait { reason: Reason::WaitingForSequencer, message: "x".into() };
         let first = step(&SequencerActionStatus::default(), wait.clone(), 1);
         let second = step(&first, wait, 50);
         assert_eq!(first, second);
@@ -482,47 +347,13 @@ mod tests {
 
     #[test]
     fn client_errors_abort_with_a_reason_and_server_errors_are_retried() {
-        let api = |status| AdminError::Api {
-            status,
-            code: "c".into(),
-            message: "m".into(),
-        };
-        assert!(matches!(
-            input_for_error(&api(401)),
-            Input::Abort {
-                reason: Reason::Unauthorized,
-                ..
-            }
-        ));
-        assert!(matches!(
-            input_for_error(&api(404)),
-            Input::Abort {
-                reason: Reason::NotFound,
-                ..
-            }
-        ));
-        assert!(matches!(
-            input_for_error(&api(400)),
-            Input::Abort {
-                reason: Reason::RequestRejected,
-                ..
-            }
-        ));
-        assert!(matches!(
-            input_for_error(&api(503)),
-            Input::TransientError { .. }
-        ));
-        let decode = AdminError::Decode {
-            url: "u".into(),
-            message: "m".into(),
-        };
-        assert!(matches!(
-            input_for_error(&decode),
-            Input::Abort {
-                reason: Reason::UnreadableResponse,
-                ..
-            }
-        ));
+        let api = |status| AdminError::Api { status, code: "c".into(), message: "m".into() };
+        assert!(matches!(input_for_error(&api(401)), Input::Abort { reason: Reason::Unauthorized, .. }));
+        assert!(matches!(input_for_error(&api(404)), Input::Abort { reason: Reason::NotFound, .. }));
+        assert!(matches!(input_for_error(&api(400)), Input::Abort { reason: Reason::RequestRejected, .. }));
+        assert!(matches!(input_for_error(&api(503)), Input::TransientError { .. }));
+        let decode = AdminError::Decode { url: "u".into(), message: "m".into() };
+        assert!(matches!(input_for_error(&decode), Input::Abort { reason: Reason::UnreadableResponse, .. }));
     }
 
     #[test]
@@ -547,22 +378,14 @@ mod tests {
             succeeded: 1,
             failed: 2,
             results: vec![
-                ReplayItem {
-                    id: "a".into(),
-                    outcome: "sequenced".into(),
-                    ..Default::default()
-                },
+                ReplayItem { id: "a".into(), outcome: "sequenced".into(), ..Default::default() },
                 ReplayItem {
                     id: "b".into(),
                     outcome: "rejected".into(),
                     reason: Some("invalid_signature".into()),
                     ..Default::default()
                 },
-                ReplayItem {
-                    id: "c".into(),
-                    outcome: "rejected".into(),
-                    ..Default::default()
-                },
+                ReplayItem { id: "c".into(), outcome: "rejected".into(), ..Default::default() },
             ],
         };
         let outcome = replay_outcome(answer);
@@ -570,10 +393,7 @@ mod tests {
         assert_eq!(outcome.reason, Reason::DeadLettersRejected);
         let replay = outcome.result.dead_letter_replay.unwrap();
         assert_eq!(replay.rejected.len(), 2);
-        assert_eq!(
-            replay.rejected[0].reason.as_deref(),
-            Some("invalid_signature")
-        );
+        assert_eq!(replay.rejected[0].reason.as_deref(), Some("invalid_signature"));
     }
 
     #[test]
@@ -593,19 +413,10 @@ mod tests {
         };
         let mut findings: Vec<Finding> = (0..30).map(|n| finding("gap", n)).collect();
         findings.push(finding("bad_hash", 99));
-        let outcome = verify_outcome(VerifyResponse {
-            ok: false,
-            streams_checked: 1,
-            events_checked: 500,
-            findings,
-        });
+        let outcome = verify_outcome(VerifyResponse { ok: false, streams_checked: 1, events_checked: 500, findings });
         assert!(!outcome.succeeded);
         assert_eq!(outcome.reason, Reason::StreamInconsistent);
-        assert!(
-            outcome
-                .message
-                .starts_with("31 findings in 500 events checked: bad_hash: 1, gap: 30")
-        );
+        assert!(outcome.message.starts_with("31 findings in 500 events checked: bad_hash: 1, gap: 30"));
         let verify = outcome.result.verify.unwrap();
         assert_eq!(verify.findings.len(), MAX_LISTED_IN_STATUS);
         assert_eq!(verify.findings_by_kind["gap"], 30);
@@ -613,12 +424,8 @@ mod tests {
 
     #[test]
     fn a_clean_verification_succeeds() {
-        let outcome = verify_outcome(VerifyResponse {
-            ok: true,
-            streams_checked: 1,
-            events_checked: 10,
-            findings: vec![],
-        });
+        let outcome =
+            verify_outcome(VerifyResponse { ok: true, streams_checked: 1, events_checked: 10, findings: vec![] });
         assert!(outcome.succeeded);
         assert_eq!(outcome.reason, Reason::StreamConsistent);
     }

@@ -42,11 +42,7 @@ pub enum AdminError {
 
     /// The sequencer answered with an error status.
     #[error("admin API answered {status} {code}: {message}")]
-    Api {
-        status: u16,
-        code: String,
-        message: String,
-    },
+    Api { status: u16, code: String, message: String },
 
     /// The sequencer answered 2xx with a body the operator cannot read.
     #[error("admin API at {url} answered an unreadable body: {message}")]
@@ -210,11 +206,7 @@ pub struct AdminClient {
 impl AdminClient {
     /// A client of the sequencer at `base_url` (`http://host:port`, no trailing path) using `key`.
     pub fn new(http: reqwest::Client, base_url: impl Into<String>, key: ApiKey) -> Self {
-        Self {
-            http,
-            base_url: base_url.into().trim_end_matches('/').to_string(),
-            key,
-        }
+        Self { http, base_url: base_url.into().trim_end_matches('/').to_string(), key }
     }
 
     /// A shared HTTP client with the operator's connection timeout; request timeouts are per call.
@@ -228,29 +220,13 @@ impl AdminClient {
 
     /// Reads the admin status summary.
     pub async fn status(&self, timeout: Duration) -> Result<AdminStatus, AdminError> {
-        self.call(
-            reqwest::Method::GET,
-            "/api/v1/admin/status",
-            None::<&()>,
-            timeout,
-        )
-        .await
+        self.call(reqwest::Method::GET, "/api/v1/admin/status", None::<&()>, timeout).await
     }
 
     /// Re-sends the anchor transaction of batch `batch_id`.
-    pub async fn anchor_retry(
-        &self,
-        batch_id: &str,
-        timeout: Duration,
-    ) -> Result<AnchorResponse, AdminError> {
+    pub async fn anchor_retry(&self, batch_id: &str, timeout: Duration) -> Result<AnchorResponse, AdminError> {
         let body = serde_json::json!({ "batch_id": batch_id });
-        self.call(
-            reqwest::Method::POST,
-            "/api/v1/ves/anchor",
-            Some(&body),
-            timeout,
-        )
-        .await
+        self.call(reqwest::Method::POST, "/api/v1/ves/anchor", Some(&body), timeout).await
     }
 
     /// Replays the dead letters `selector` chooses.
@@ -259,13 +235,7 @@ impl AdminClient {
         selector: &ReplaySelector,
         timeout: Duration,
     ) -> Result<ReplayResponse, AdminError> {
-        self.call(
-            reqwest::Method::POST,
-            "/api/v1/admin/dead-letters/retry",
-            Some(selector),
-            timeout,
-        )
-        .await
+        self.call(reqwest::Method::POST, "/api/v1/admin/dead-letters/retry", Some(selector), timeout).await
     }
 
     /// Verifies the stream of `tenant_id` and `store_id`.
@@ -276,13 +246,7 @@ impl AdminClient {
         timeout: Duration,
     ) -> Result<VerifyResponse, AdminError> {
         let body = serde_json::json!({ "tenantId": tenant_id, "storeId": store_id });
-        self.call(
-            reqwest::Method::POST,
-            "/api/v1/admin/verify",
-            Some(&body),
-            timeout,
-        )
-        .await
+        self.call(reqwest::Method::POST, "/api/v1/admin/verify", Some(&body), timeout).await
     }
 
     async fn call<B: Serialize + ?Sized, T: serde::de::DeserializeOwned>(
@@ -312,26 +276,17 @@ impl AdminClient {
         let bytes = response.bytes().await.map_err(transport)?;
         if !status.is_success() {
             return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(body) => AdminError::Api {
-                    status: status.as_u16(),
-                    code: body.error.code,
-                    message: body.error.message,
-                },
+                Ok(body) => {
+                    AdminError::Api { status: status.as_u16(), code: body.error.code, message: body.error.message }
+                }
                 Err(_) => AdminError::Api {
                     status: status.as_u16(),
-                    code: status
-                        .canonical_reason()
-                        .unwrap_or("error")
-                        .to_lowercase()
-                        .replace(' ', "_"),
+                    code: status.canonical_reason().unwrap_or("error").to_lowercase().replace(' ', "_"),
                     message: quote_body(&bytes),
                 },
             });
         }
-        serde_json::from_slice(&bytes).map_err(|e| AdminError::Decode {
-            url: url.clone(),
-            message: e.to_string(),
-        })
+        serde_json::from_slice(&bytes).map_err(|e| AdminError::Decode { url: url.clone(), message: e.to_string() })
     }
 }
 
@@ -372,13 +327,8 @@ mod tests {
 
     impl Seen {
         fn record(&self, path: &str, headers: &HeaderMap, body: Value) {
-            let auth = headers
-                .get("authorization")
-                .map(|v| v.to_str().unwrap().to_string());
-            self.requests
-                .lock()
-                .unwrap()
-                .push((path.to_string(), auth, body));
+            let auth = headers.get("authorization").map(|v| v.to_str().unwrap().to_string());
+            self.requests.lock().unwrap().push((path.to_string(), auth, body));
         }
         fn all(&self) -> Vec<(String, Option<String>, Value)> {
             self.requests.lock().unwrap().clone()
@@ -421,10 +371,7 @@ mod tests {
         assert_eq!(status.version.as_deref(), Some("0.1.0"));
         assert_eq!(status.schema_version, Some(3));
         assert_eq!(status.dead_letters.as_ref().unwrap().pending, Some(5));
-        assert_eq!(
-            status.dead_letters.as_ref().unwrap().by_reason["invalid_signature"],
-            3
-        );
+        assert_eq!(status.dead_letters.as_ref().unwrap().by_reason["invalid_signature"], 3);
         let anchoring = status.anchoring.unwrap();
         assert_eq!(anchoring.circuit_state.as_deref(), Some("open"));
         assert_eq!(anchoring.oldest_unanchored_age_seconds, None);
@@ -433,10 +380,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_status_with_missing_sections_still_parses() {
-        let router = Router::new().route(
-            "/api/v1/admin/status",
-            get(|| async { Json(json!({"version": "0.2.0"})) }),
-        );
+        let router = Router::new().route("/api/v1/admin/status", get(|| async { Json(json!({"version": "0.2.0"})) }));
         let status = client(&serve(router).await).status(T).await.unwrap();
         assert_eq!(status.version.as_deref(), Some("0.2.0"));
         assert!(status.anchoring.is_none());
@@ -455,10 +399,7 @@ mod tests {
             )
             .with_state(seen.clone());
         let batch = "6f1c2a70-0000-4000-8000-000000000001";
-        let answer = client(&serve(router).await)
-            .anchor_retry(batch, T)
-            .await
-            .unwrap();
+        let answer = client(&serve(router).await).anchor_retry(batch, T).await.unwrap();
 
         assert_eq!(answer.status, "anchored");
         assert_eq!(answer.chain_tx_hash.as_deref(), Some("0xabc"));
@@ -482,30 +423,15 @@ mod tests {
             .with_state(seen.clone());
         let client = client(&serve(router).await);
 
-        let by_ids = client
-            .replay_dead_letters(&ReplaySelector::Ids(vec!["a".into(), "b".into()]), T)
-            .await
-            .unwrap();
-        let filter = ReplayFilter {
-            reason: Some("invalid_signature".into()),
-            ..Default::default()
-        };
-        client
-            .replay_dead_letters(&ReplaySelector::Filter(filter), T)
-            .await
-            .unwrap();
+        let by_ids = client.replay_dead_letters(&ReplaySelector::Ids(vec!["a".into(), "b".into()]), T).await.unwrap();
+        let filter = ReplayFilter { reason: Some("invalid_signature".into()), ..Default::default() };
+        client.replay_dead_letters(&ReplaySelector::Filter(filter), T).await.unwrap();
 
         assert_eq!(by_ids.failed, 1);
-        assert_eq!(
-            by_ids.results[1].reason.as_deref(),
-            Some("invalid_signature")
-        );
+        assert_eq!(by_ids.results[1].reason.as_deref(), Some("invalid_signature"));
         let bodies: Vec<Value> = seen.all().into_iter().map(|r| r.2).collect();
         assert_eq!(bodies[0], json!({"ids": ["a", "b"]}));
-        assert_eq!(
-            bodies[1],
-            json!({"filter": {"reason": "invalid_signature"}})
-        );
+        assert_eq!(bodies[1], json!({"filter": {"reason": "invalid_signature"}}));
     }
 
     #[tokio::test]
@@ -522,10 +448,7 @@ mod tests {
                 }),
             )
             .with_state(seen.clone());
-        let answer = client(&serve(router).await)
-            .verify_stream("t", "s", T)
-            .await
-            .unwrap();
+        let answer = client(&serve(router).await).verify_stream("t", "s", T).await.unwrap();
 
         assert!(!answer.ok);
         assert_eq!(answer.findings[0].sequence_number, Some(4));
@@ -534,45 +457,36 @@ mod tests {
 
     #[tokio::test]
     async fn a_json_error_keeps_its_code_and_a_503_is_transient_but_a_404_is_not() {
-        let router = Router::new()
-            .route(
-                "/api/v1/ves/anchor",
-                post(|Json(body): Json<Value>| async move {
-                    if body["batch_id"] == "missing" {
-                        (StatusCode::NOT_FOUND, Json(json!({"error": {"code": "not_found", "message": "unknown batch"}})))
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": {"code": "circuit_open", "message": "anchoring paused"}})))
-                    }
-                }),
-            );
+        let router = Router::new().route(
+            "/api/v1/ves/anchor",
+            post(|Json(body): Json<Value>| async move {
+                if body["batch_id"] == "missing" {
+                    (StatusCode::NOT_FOUND, Json(json!({"error": {"code": "not_found", "message": "unknown batch"}})))
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        Json(json!({"error": {"code": "circuit_open", "message": "anchoring paused"}})),
+                    )
+                }
+            }),
+        );
         let client = client(&serve(router).await);
 
         let missing = client.anchor_retry("missing", T).await.unwrap_err();
         let open = client.anchor_retry("other", T).await.unwrap_err();
 
-        assert!(
-            matches!(&missing, AdminError::Api { status: 404, code, .. } if code == "not_found")
-        );
+        assert!(matches!(&missing, AdminError::Api { status: 404, code, .. } if code == "not_found"));
         assert!(!missing.is_transient());
-        assert!(
-            matches!(&open, AdminError::Api { status: 503, code, .. } if code == "circuit_open")
-        );
+        assert!(matches!(&open, AdminError::Api { status: 503, code, .. } if code == "circuit_open"));
         assert!(open.is_transient());
     }
 
     #[tokio::test]
     async fn a_non_json_error_body_is_quoted_briefly() {
-        let router = Router::new().route(
-            "/api/v1/admin/status",
-            get(|| async { (StatusCode::BAD_GATEWAY, "x".repeat(1000)) }),
-        );
+        let router =
+            Router::new().route("/api/v1/admin/status", get(|| async { (StatusCode::BAD_GATEWAY, "x".repeat(1000)) }));
         let error = client(&serve(router).await).status(T).await.unwrap_err();
-        let AdminError::Api {
-            status, message, ..
-        } = &error
-        else {
-            panic!("expected an API error, got {error:?}")
-        };
+        let AdminError::Api { status, message, .. } = &error else { panic!("expected an API error, got {error:?}") };
         assert_eq!(*status, 502);
         assert!(message.chars().count() <= MAX_QUOTED_BODY + 1);
         assert!(error.is_transient());
@@ -583,10 +497,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let error = client(&format!("http://{addr}"))
-            .status(T)
-            .await
-            .unwrap_err();
+        let error = client(&format!("http://{addr}")).status(T).await.unwrap_err();
 
         assert!(matches!(error, AdminError::Transport { .. }));
         assert!(error.is_transient());

@@ -188,29 +188,14 @@ pub struct Computed {
 }
 
 impl Computed {
-    pub fn new(
-        type_: ConditionType,
-        status: Status,
-        reason: Reason,
-        message: impl Into<String>,
-    ) -> Self {
-        Self {
-            type_,
-            status,
-            reason,
-            message: message.into(),
-        }
+    pub fn new(type_: ConditionType, status: Status, reason: Reason, message: impl Into<String>) -> Self {
+        Self { type_, status, reason, message: message.into() }
     }
 }
 
 /// Turns computed conditions into API conditions. A condition keeps the `lastTransitionTime` of
 /// its predecessor of the same type when the status did not change; otherwise it gets `now`.
-pub fn settle(
-    previous: &[Condition],
-    computed: Vec<Computed>,
-    generation: Option<i64>,
-    now: &Time,
-) -> Vec<Condition> {
+pub fn settle(previous: &[Condition], computed: Vec<Computed>, generation: Option<i64>, now: &Time) -> Vec<Condition> {
     computed
         .into_iter()
         .map(|c| {
@@ -233,9 +218,7 @@ pub fn settle(
 
 /// Whether `conditions` holds `type_` with status True.
 pub fn is_true(conditions: &[Condition], type_: ConditionType) -> bool {
-    conditions
-        .iter()
-        .any(|c| c.type_ == type_.as_str() && c.status == Status::True.as_str())
+    conditions.iter().any(|c| c.type_ == type_.as_str() && c.status == Status::True.as_str())
 }
 
 /// What the operator saw of the sequencer's Deployment.
@@ -266,11 +249,7 @@ pub enum MigrationState {
     /// Job mode; the Job of the desired image succeeded.
     Succeeded { job: String },
     /// Job mode; the Job failed. `reason` and `message` are the Job's own.
-    Failed {
-        job: String,
-        reason: String,
-        message: String,
-    },
+    Failed { job: String, reason: String, message: String },
     /// OnStartup mode.
     OnStartup,
     /// Disabled mode.
@@ -280,10 +259,7 @@ pub enum MigrationState {
 impl MigrationState {
     /// Whether the desired image may be rolled out.
     pub fn allows_rollout(&self) -> bool {
-        !matches!(
-            self,
-            MigrationState::Running { .. } | MigrationState::Failed { .. }
-        )
+        !matches!(self, MigrationState::Running { .. } | MigrationState::Failed { .. })
     }
 }
 
@@ -291,30 +267,19 @@ impl MigrationState {
 /// `Failed` conditions count; anything else is still running.
 pub fn migration_state_of(name: &str, job: &Job) -> MigrationState {
     let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref());
-    let terminal = |type_: &str| {
-        conditions
-            .into_iter()
-            .flatten()
-            .find(|c| c.type_ == type_ && c.status == Status::True.as_str())
-    };
+    let terminal =
+        |type_: &str| conditions.into_iter().flatten().find(|c| c.type_ == type_ && c.status == Status::True.as_str());
     if terminal("Complete").is_some() {
-        return MigrationState::Succeeded {
-            job: name.to_string(),
-        };
+        return MigrationState::Succeeded { job: name.to_string() };
     }
     if let Some(failed) = terminal("Failed") {
         return MigrationState::Failed {
             job: name.to_string(),
-            reason: failed
-                .reason
-                .clone()
-                .unwrap_or_else(|| "Failed".to_string()),
+            reason: failed.reason.clone().unwrap_or_else(|| "Failed".to_string()),
             message: failed.message.clone().unwrap_or_default(),
         };
     }
-    MigrationState::Running {
-        job: name.to_string(),
-    }
+    MigrationState::Running { job: name.to_string() }
 }
 
 /// What the operator knows of the sequencer's admin status.
@@ -407,34 +372,18 @@ fn ready(spec: &SequencerSpec, seen: &SequencerObservation, r: &Rollout) -> Comp
         MigrationState::Failed { job, .. } => (
             Status::False,
             Reason::MigrationJobFailed,
-            format!(
-                "migration Job {job} failed, so {} is not rolled out",
-                spec.image
-            ),
+            format!("migration Job {job} failed, so {} is not rolled out", spec.image),
         ),
         MigrationState::Running { job } => (
             Status::False,
             Reason::MigrationJobRunning,
-            format!(
-                "waiting for migration Job {job} before rolling out {}",
-                spec.image
-            ),
+            format!("waiting for migration Job {job} before rolling out {}", spec.image),
         ),
         _ if !r.exists => (Status::False, Reason::Creating, r.summary.clone()),
         _ if r.stalled => (Status::False, Reason::RolloutStalled, r.summary.clone()),
-        _ if !r.updated || (!r.available && !r.finished) => {
-            (Status::False, Reason::RollingOut, r.summary.clone())
-        }
-        _ if !r.available => (
-            Status::False,
-            Reason::ReplicasUnavailable,
-            r.summary.clone(),
-        ),
-        _ if spec.replicas == 0 => (
-            Status::True,
-            Reason::ScaledToZero,
-            "replicas is 0".to_string(),
-        ),
+        _ if !r.updated || (!r.available && !r.finished) => (Status::False, Reason::RollingOut, r.summary.clone()),
+        _ if !r.available => (Status::False, Reason::ReplicasUnavailable, r.summary.clone()),
+        _ if spec.replicas == 0 => (Status::True, Reason::ScaledToZero, "replicas is 0".to_string()),
         _ => (Status::True, Reason::AllReplicasReady, r.summary.clone()),
     };
     Computed::new(Ready, status, reason, message)
@@ -455,65 +404,30 @@ fn progressing(seen: &SequencerObservation, r: &Rollout) -> Computed {
             Reason::MigrationJobFailed,
             format!("migration Job {job} failed; nothing rolls out until it is fixed"),
         ),
-        _ if !r.exists => Computed::new(
-            Progressing,
-            Status::True,
-            Reason::Creating,
-            r.summary.clone(),
-        ),
-        _ if r.stalled => Computed::new(
-            Progressing,
-            Status::False,
-            Reason::RolloutStalled,
-            r.summary.clone(),
-        ),
-        _ if !r.updated || (!r.available && !r.finished) => Computed::new(
-            Progressing,
-            Status::True,
-            Reason::RollingOut,
-            r.summary.clone(),
-        ),
-        _ => Computed::new(
-            Progressing,
-            Status::False,
-            Reason::RolloutComplete,
-            r.summary.clone(),
-        ),
+        _ if !r.exists => Computed::new(Progressing, Status::True, Reason::Creating, r.summary.clone()),
+        _ if r.stalled => Computed::new(Progressing, Status::False, Reason::RolloutStalled, r.summary.clone()),
+        _ if !r.updated || (!r.available && !r.finished) => {
+            Computed::new(Progressing, Status::True, Reason::RollingOut, r.summary.clone())
+        }
+        _ => Computed::new(Progressing, Status::False, Reason::RolloutComplete, r.summary.clone()),
     }
 }
 
 fn degraded(seen: &SequencerObservation, r: &Rollout) -> Computed {
     use ConditionType::Degraded;
-    if let MigrationState::Failed {
-        job,
-        reason,
-        message,
-    } = &seen.migration
-    {
+    if let MigrationState::Failed { job, reason, message } = &seen.migration {
         return Computed::new(
             Degraded,
             Status::True,
             Reason::MigrationJobFailed,
-            format!(
-                "migration Job {job} failed ({reason}: {message}); the previous Deployment keeps running"
-            ),
+            format!("migration Job {job} failed ({reason}: {message}); the previous Deployment keeps running"),
         );
     }
     if r.stalled {
-        return Computed::new(
-            Degraded,
-            Status::True,
-            Reason::RolloutStalled,
-            r.summary.clone(),
-        );
+        return Computed::new(Degraded, Status::True, Reason::RolloutStalled, r.summary.clone());
     }
     if r.exists && r.updated && r.finished && !r.available {
-        return Computed::new(
-            Degraded,
-            Status::True,
-            Reason::ReplicasUnavailable,
-            r.summary.clone(),
-        );
+        return Computed::new(Degraded, Status::True, Reason::ReplicasUnavailable, r.summary.clone());
     }
     if let AdminState::Read(status) = &seen.admin
         && status.database.as_ref().and_then(|d| d.connected) == Some(false)
@@ -525,12 +439,7 @@ fn degraded(seen: &SequencerObservation, r: &Rollout) -> Computed {
             "the sequencer reports that its database is not connected",
         );
     }
-    Computed::new(
-        Degraded,
-        Status::False,
-        Reason::AsExpected,
-        "nothing needs attention",
-    )
+    Computed::new(Degraded, Status::False, Reason::AsExpected, "nothing needs attention")
 }
 
 fn migrations_applied(spec: &SequencerSpec, seen: &SequencerObservation) -> Computed {
@@ -555,11 +464,7 @@ fn migrations_applied(spec: &SequencerSpec, seen: &SequencerObservation) -> Comp
             Reason::MigrationJobRunning,
             format!("Job {job} is applying the migrations of {image}"),
         ),
-        MigrationState::Failed {
-            job,
-            reason,
-            message,
-        } => Computed::new(
+        MigrationState::Failed { job, reason, message } => Computed::new(
             MigrationsApplied,
             Status::False,
             Reason::MigrationJobFailed,
@@ -568,9 +473,10 @@ fn migrations_applied(spec: &SequencerSpec, seen: &SequencerObservation) -> Comp
             ),
         ),
         MigrationState::OnStartup => {
-            let serving = seen.deployment.as_ref().is_some_and(|d| {
-                d.image.as_deref() == Some(image.as_str()) && d.ready_replicas > 0
-            });
+            let serving = seen
+                .deployment
+                .as_ref()
+                .is_some_and(|d| d.image.as_deref() == Some(image.as_str()) && d.ready_replicas > 0);
             if serving {
                 Computed::new(
                     MigrationsApplied,
@@ -591,10 +497,7 @@ fn migrations_applied(spec: &SequencerSpec, seen: &SequencerObservation) -> Comp
             MigrationsApplied,
             Status::Unknown,
             Reason::MigrationsDisabled,
-            format!(
-                "migrations.mode is {:?}: the schema is managed outside the operator",
-                MigrationsMode::Disabled
-            ),
+            format!("migrations.mode is {:?}: the schema is managed outside the operator", MigrationsMode::Disabled),
         ),
     }
 }
@@ -619,12 +522,7 @@ fn anchoring_healthy(spec: &SequencerSpec, admin: &AdminState) -> Computed {
             );
         }
         AdminState::Unavailable(why) => {
-            return Computed::new(
-                AnchoringHealthy,
-                Status::Unknown,
-                Reason::AdminStatusUnavailable,
-                why.clone(),
-            );
+            return Computed::new(AnchoringHealthy, Status::Unknown, Reason::AdminStatusUnavailable, why.clone());
         }
         AdminState::Read(status) => status,
     };
@@ -661,35 +559,25 @@ fn anchoring_healthy(spec: &SequencerSpec, admin: &AdminState) -> Computed {
                 AnchoringHealthy,
                 Status::False,
                 Reason::CircuitHalfOpen,
-                format!(
-                    "the anchoring circuit breaker is probing the chain again; {unanchored} commitments wait"
-                ),
+                format!("the anchoring circuit breaker is probing the chain again; {unanchored} commitments wait"),
             );
         }
         _ => {}
     }
-    let lag_limit =
-        (u64::from(spec.anchoring.interval_seconds) * LAG_INTERVALS).max(LAG_FLOOR_SECONDS);
-    if anchoring
-        .oldest_unanchored_age_seconds
-        .is_some_and(|age| age > lag_limit)
-    {
+    let lag_limit = (u64::from(spec.anchoring.interval_seconds) * LAG_INTERVALS).max(LAG_FLOOR_SECONDS);
+    if anchoring.oldest_unanchored_age_seconds.is_some_and(|age| age > lag_limit) {
         return Computed::new(
             AnchoringHealthy,
             Status::False,
             Reason::AnchoringLagging,
-            format!(
-                "{unanchored} commitments are unanchored and the oldest waits longer than {lag_limit}s"
-            ),
+            format!("{unanchored} commitments are unanchored and the oldest waits longer than {lag_limit}s"),
         );
     }
     Computed::new(
         AnchoringHealthy,
         Status::True,
         Reason::CircuitClosed,
-        format!(
-            "the anchoring circuit breaker is closed; {unanchored} commitments wait for the next round"
-        ),
+        format!("the anchoring circuit breaker is closed; {unanchored} commitments wait for the next round"),
     )
 }
 
@@ -705,12 +593,7 @@ fn dead_letters_pending(admin: &AdminState) -> Computed {
             );
         }
         AdminState::Unavailable(why) => {
-            return Computed::new(
-                DeadLettersPending,
-                Status::Unknown,
-                Reason::AdminStatusUnavailable,
-                why.clone(),
-            );
+            return Computed::new(DeadLettersPending, Status::Unknown, Reason::AdminStatusUnavailable, why.clone());
         }
         AdminState::Read(status) => status,
     };
@@ -723,24 +606,11 @@ fn dead_letters_pending(admin: &AdminState) -> Computed {
         );
     };
     match dead.pending.unwrap_or(0) {
-        0 => Computed::new(
-            DeadLettersPending,
-            Status::False,
-            Reason::NoDeadLetters,
-            "no dead letter is pending",
-        ),
+        0 => Computed::new(DeadLettersPending, Status::False, Reason::NoDeadLetters, "no dead letter is pending"),
         pending => {
-            let by_reason = dead
-                .by_reason
-                .iter()
-                .map(|(reason, n)| format!("{reason}: {n}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let detail = if by_reason.is_empty() {
-                String::new()
-            } else {
-                format!(" ({by_reason})")
-            };
+            let by_reason =
+                dead.by_reason.iter().map(|(reason, n)| format!("{reason}: {n}")).collect::<Vec<_>>().join(", ");
+            let detail = if by_reason.is_empty() { String::new() } else { format!(" ({by_reason})") };
             Computed::new(
                 DeadLettersPending,
                 Status::True,
@@ -787,9 +657,7 @@ mod tests {
             migration: MigrationState::UpToDate,
             admin: AdminState::Read(AdminStatus {
                 version: Some("0.1.0".into()),
-                database: Some(DatabaseStatus {
-                    connected: Some(true),
-                }),
+                database: Some(DatabaseStatus { connected: Some(true) }),
                 dead_letters: Some(DeadLetterStatus::default()),
                 anchoring: Some(AnchoringStatus {
                     enabled: Some(true),
@@ -806,23 +674,13 @@ mod tests {
     fn a_condition_keeps_its_transition_time_while_its_status_stays_the_same() {
         let first = settle(
             &[],
-            vec![Computed::new(
-                ConditionType::Ready,
-                Status::False,
-                Reason::RollingOut,
-                "1 of 3",
-            )],
+            vec![Computed::new(ConditionType::Ready, Status::False, Reason::RollingOut, "1 of 3")],
             Some(1),
             &at(100),
         );
         let second = settle(
             &first,
-            vec![Computed::new(
-                ConditionType::Ready,
-                Status::False,
-                Reason::RollingOut,
-                "2 of 3",
-            )],
+            vec![Computed::new(ConditionType::Ready, Status::False, Reason::RollingOut, "2 of 3")],
             Some(2),
             &at(200),
         );
@@ -835,23 +693,13 @@ mod tests {
     fn a_condition_gets_a_new_transition_time_when_its_status_changes() {
         let first = settle(
             &[],
-            vec![Computed::new(
-                ConditionType::Ready,
-                Status::False,
-                Reason::RollingOut,
-                "",
-            )],
+            vec![Computed::new(ConditionType::Ready, Status::False, Reason::RollingOut, "")],
             Some(1),
             &at(100),
         );
         let second = settle(
             &first,
-            vec![Computed::new(
-                ConditionType::Ready,
-                Status::True,
-                Reason::AllReplicasReady,
-                "",
-            )],
+            vec![Computed::new(ConditionType::Ready, Status::True, Reason::AllReplicasReady, "")],
             Some(1),
             &at(200),
         );
@@ -871,10 +719,7 @@ mod tests {
     #[test]
     fn every_sequencer_condition_type_is_always_reported_once() {
         let spec = Sequencer::test().spec;
-        let types: Vec<_> = sequencer_conditions(&spec, &healthy(&spec))
-            .iter()
-            .map(|c| c.type_)
-            .collect();
+        let types: Vec<_> = sequencer_conditions(&spec, &healthy(&spec)).iter().map(|c| c.type_).collect();
         assert_eq!(
             types,
             vec![
@@ -893,16 +738,10 @@ mod tests {
         let spec = Sequencer::test().with_replicas(3).spec;
         let c = sequencer_conditions(&spec, &healthy(&spec));
         assert_eq!(find(&c, ConditionType::Ready).status, Status::True);
-        assert_eq!(
-            find(&c, ConditionType::Ready).reason,
-            Reason::AllReplicasReady
-        );
+        assert_eq!(find(&c, ConditionType::Ready).reason, Reason::AllReplicasReady);
         assert_eq!(find(&c, ConditionType::Progressing).status, Status::False);
         assert_eq!(find(&c, ConditionType::Degraded).status, Status::False);
-        assert_eq!(
-            find(&c, ConditionType::MigrationsApplied).status,
-            Status::True
-        );
+        assert_eq!(find(&c, ConditionType::MigrationsApplied).status, Status::True);
     }
 
     #[test]
@@ -916,10 +755,7 @@ mod tests {
         let c = sequencer_conditions(&spec, &seen);
         assert_eq!(find(&c, ConditionType::Ready).reason, Reason::Creating);
         assert_eq!(find(&c, ConditionType::Progressing).status, Status::True);
-        assert_eq!(
-            find(&c, ConditionType::DeadLettersPending).status,
-            Status::Unknown
-        );
+        assert_eq!(find(&c, ConditionType::DeadLettersPending).status, Status::Unknown);
     }
 
     #[test]
@@ -973,10 +809,7 @@ mod tests {
         assert_eq!(migrations.reason, Reason::MigrationJobFailed);
         assert!(migrations.message.contains("BackoffLimitExceeded"));
         assert_eq!(find(&c, ConditionType::Degraded).status, Status::True);
-        assert_eq!(
-            find(&c, ConditionType::Ready).reason,
-            Reason::MigrationJobFailed
-        );
+        assert_eq!(find(&c, ConditionType::Ready).reason, Reason::MigrationJobFailed);
         assert_eq!(find(&c, ConditionType::Progressing).status, Status::False);
     }
 
@@ -986,15 +819,9 @@ mod tests {
         let mut seen = healthy(&spec);
         seen.migration = MigrationState::Running { job: "j".into() };
         let c = sequencer_conditions(&spec, &seen);
-        assert_eq!(
-            find(&c, ConditionType::Progressing).reason,
-            Reason::MigrationJobRunning
-        );
+        assert_eq!(find(&c, ConditionType::Progressing).reason, Reason::MigrationJobRunning);
         assert_eq!(find(&c, ConditionType::Degraded).status, Status::False);
-        assert_eq!(
-            find(&c, ConditionType::MigrationsApplied).status,
-            Status::False
-        );
+        assert_eq!(find(&c, ConditionType::MigrationsApplied).status, Status::False);
     }
 
     #[test]
@@ -1005,10 +832,7 @@ mod tests {
         d.progress_deadline_exceeded = true;
         d.updated_replicas = 0;
         let c = sequencer_conditions(&spec, &seen);
-        assert_eq!(
-            find(&c, ConditionType::Degraded).reason,
-            Reason::RolloutStalled
-        );
+        assert_eq!(find(&c, ConditionType::Degraded).reason, Reason::RolloutStalled);
         assert_eq!(find(&c, ConditionType::Progressing).status, Status::False);
     }
 
@@ -1019,14 +843,8 @@ mod tests {
         seen.deployment.as_mut().unwrap().available_replicas = 2;
         seen.deployment.as_mut().unwrap().ready_replicas = 2;
         let c = sequencer_conditions(&spec, &seen);
-        assert_eq!(
-            find(&c, ConditionType::Degraded).reason,
-            Reason::ReplicasUnavailable
-        );
-        assert_eq!(
-            find(&c, ConditionType::Ready).reason,
-            Reason::ReplicasUnavailable
-        );
+        assert_eq!(find(&c, ConditionType::Degraded).reason, Reason::ReplicasUnavailable);
+        assert_eq!(find(&c, ConditionType::Ready).reason, Reason::ReplicasUnavailable);
     }
 
     #[test]
@@ -1038,42 +856,24 @@ mod tests {
 
     #[test]
     fn migrations_on_startup_are_applied_once_a_pod_of_the_image_is_ready() {
-        let spec = Sequencer::test()
-            .with_migrations(MigrationsMode::OnStartup)
-            .spec;
+        let spec = Sequencer::test().with_migrations(MigrationsMode::OnStartup).spec;
         let mut seen = healthy(&spec);
         seen.migration = MigrationState::OnStartup;
-        assert_eq!(
-            find(
-                &sequencer_conditions(&spec, &seen),
-                ConditionType::MigrationsApplied
-            )
-            .status,
-            Status::True
-        );
+        assert_eq!(find(&sequencer_conditions(&spec, &seen), ConditionType::MigrationsApplied).status, Status::True);
         seen.deployment.as_mut().unwrap().ready_replicas = 0;
         assert_eq!(
-            find(
-                &sequencer_conditions(&spec, &seen),
-                ConditionType::MigrationsApplied
-            )
-            .reason,
+            find(&sequencer_conditions(&spec, &seen), ConditionType::MigrationsApplied).reason,
             Reason::WaitingForStartup
         );
     }
 
     #[test]
     fn disabled_migrations_are_unknown_to_the_operator() {
-        let spec = Sequencer::test()
-            .with_migrations(MigrationsMode::Disabled)
-            .spec;
+        let spec = Sequencer::test().with_migrations(MigrationsMode::Disabled).spec;
         let mut seen = healthy(&spec);
         seen.migration = MigrationState::Disabled;
         let c = sequencer_conditions(&spec, &seen);
-        assert_eq!(
-            find(&c, ConditionType::MigrationsApplied).status,
-            Status::Unknown
-        );
+        assert_eq!(find(&c, ConditionType::MigrationsApplied).status, Status::Unknown);
         assert_eq!(find(&c, ConditionType::Ready).status, Status::True);
     }
 
@@ -1081,10 +881,7 @@ mod tests {
     fn anchoring_is_healthy_when_disabled_in_the_spec() {
         let spec = Sequencer::test().spec;
         let c = sequencer_conditions(&spec, &healthy(&spec));
-        assert_eq!(
-            find(&c, ConditionType::AnchoringHealthy).reason,
-            Reason::AnchoringDisabled
-        );
+        assert_eq!(find(&c, ConditionType::AnchoringHealthy).reason, Reason::AnchoringDisabled);
     }
 
     #[test]
@@ -1094,11 +891,7 @@ mod tests {
         if let AdminState::Read(s) = &mut seen.admin {
             s.anchoring.as_mut().unwrap().circuit_state = Some("open".into());
         }
-        let c = find(
-            &sequencer_conditions(&spec, &seen),
-            ConditionType::AnchoringHealthy,
-        )
-        .clone();
+        let c = find(&sequencer_conditions(&spec, &seen), ConditionType::AnchoringHealthy).clone();
         assert_eq!((c.status, c.reason), (Status::False, Reason::CircuitOpen));
         assert!(c.message.contains("1 commitments"));
     }
@@ -1108,22 +901,14 @@ mod tests {
         let spec = Sequencer::test().anchoring().spec;
         let mut seen = healthy(&spec);
         assert_eq!(
-            find(
-                &sequencer_conditions(&spec, &seen),
-                ConditionType::AnchoringHealthy
-            )
-            .reason,
+            find(&sequencer_conditions(&spec, &seen), ConditionType::AnchoringHealthy).reason,
             Reason::CircuitClosed
         );
         if let AdminState::Read(s) = &mut seen.admin {
             s.anchoring.as_mut().unwrap().oldest_unanchored_age_seconds = Some(3600);
         }
         assert_eq!(
-            find(
-                &sequencer_conditions(&spec, &seen),
-                ConditionType::AnchoringHealthy
-            )
-            .reason,
+            find(&sequencer_conditions(&spec, &seen), ConditionType::AnchoringHealthy).reason,
             Reason::AnchoringLagging
         );
     }
@@ -1136,11 +921,7 @@ mod tests {
             s.anchoring.as_mut().unwrap().enabled = Some(false);
         }
         assert_eq!(
-            find(
-                &sequencer_conditions(&spec, &seen),
-                ConditionType::AnchoringHealthy
-            )
-            .reason,
+            find(&sequencer_conditions(&spec, &seen), ConditionType::AnchoringHealthy).reason,
             Reason::AnchoringNotConfigured
         );
     }
@@ -1152,23 +933,12 @@ mod tests {
         if let AdminState::Read(s) = &mut seen.admin {
             s.dead_letters = Some(DeadLetterStatus {
                 pending: Some(5),
-                by_reason: [
-                    ("invalid_signature".to_string(), 3),
-                    ("unknown_key".to_string(), 2),
-                ]
-                .into(),
+                by_reason: [("invalid_signature".to_string(), 3), ("unknown_key".to_string(), 2)].into(),
             });
         }
-        let c = find(
-            &sequencer_conditions(&spec, &seen),
-            ConditionType::DeadLettersPending,
-        )
-        .clone();
+        let c = find(&sequencer_conditions(&spec, &seen), ConditionType::DeadLettersPending).clone();
         assert_eq!(c.status, Status::True);
-        assert!(
-            c.message
-                .starts_with("5 dead letters pending (invalid_signature: 3, unknown_key: 2)")
-        );
+        assert!(c.message.starts_with("5 dead letters pending (invalid_signature: 3, unknown_key: 2)"));
     }
 
     #[test]
@@ -1177,14 +947,8 @@ mod tests {
         let mut seen = healthy(&spec);
         seen.admin = AdminState::Unavailable("connection refused".into());
         let c = sequencer_conditions(&spec, &seen);
-        assert_eq!(
-            find(&c, ConditionType::AnchoringHealthy).status,
-            Status::Unknown
-        );
-        assert_eq!(
-            find(&c, ConditionType::DeadLettersPending).status,
-            Status::Unknown
-        );
+        assert_eq!(find(&c, ConditionType::AnchoringHealthy).status, Status::Unknown);
+        assert_eq!(find(&c, ConditionType::DeadLettersPending).status, Status::Unknown);
         assert_eq!(find(&c, ConditionType::Ready).status, Status::True);
     }
 
@@ -1193,9 +957,7 @@ mod tests {
         let spec = Sequencer::test().spec;
         let mut seen = healthy(&spec);
         if let AdminState::Read(s) = &mut seen.admin {
-            s.database = Some(DatabaseStatus {
-                connected: Some(false),
-            });
+            s.database = Some(DatabaseStatus { connected: Some(false) });
         }
         assert_eq!(
             find(&sequencer_conditions(&spec, &seen), ConditionType::Degraded).reason,

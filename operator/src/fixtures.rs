@@ -159,10 +159,7 @@ impl SequencerAction {
     pub fn verify_stream(mut self) -> Self {
         self.metadata.name = Some("verify".into());
         self.spec.anchor_retry = None;
-        self.spec.verify_stream = Some(VerifyStream {
-            tenant_id: TENANT_ID.into(),
-            store_id: STORE_ID.into(),
-        });
+        self.spec.verify_stream = Some(VerifyStream { tenant_id: TENANT_ID.into(), store_id: STORE_ID.into() });
         self
     }
 
@@ -170,10 +167,8 @@ impl SequencerAction {
     pub fn replay_ids(mut self, ids: &[&str]) -> Self {
         self.metadata.name = Some("replay".into());
         self.spec.anchor_retry = None;
-        self.spec.dead_letter_replay = Some(DeadLetterReplay {
-            ids: Some(ids.iter().map(|s| s.to_string()).collect()),
-            filter: None,
-        });
+        self.spec.dead_letter_replay =
+            Some(DeadLetterReplay { ids: Some(ids.iter().map(|s| s.to_string()).collect()), filter: None });
         self
     }
 
@@ -181,10 +176,7 @@ impl SequencerAction {
     pub fn replay_filter(mut self, filter: DeadLetterFilter) -> Self {
         self.metadata.name = Some("replay".into());
         self.spec.anchor_retry = None;
-        self.spec.dead_letter_replay = Some(DeadLetterReplay {
-            ids: None,
-            filter: Some(filter),
-        });
+        self.spec.dead_letter_replay = Some(DeadLetterReplay { ids: None, filter: Some(filter) });
         self
     }
 
@@ -233,12 +225,7 @@ pub fn mocked_context(admin_url: Option<String>) -> (Arc<Context>, ApiServer) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, NAMESPACE);
     let endpoint = AdminEndpoint::Fixed(admin_url.unwrap_or_else(|| "http://127.0.0.1:9".into()));
-    let ctx = Context::new(
-        client,
-        Arc::new(Metrics::default()),
-        endpoint,
-        Some("test".into()),
-    );
+    let ctx = Context::new(client, Arc::new(Metrics::default()), endpoint, Some("test".into()));
     (Arc::new(ctx), ApiServer { handle })
 }
 
@@ -304,21 +291,10 @@ impl Call {
 
     /// Asserts this is a server-side apply under the operator's field manager, forcing conflicts.
     pub fn assert_is_apply(&self) {
-        assert_eq!(
-            self.method,
-            Method::PATCH,
-            "{} should be applied",
-            self.path
-        );
-        assert_eq!(
-            self.content_type, "application/apply-patch+yaml",
-            "{}",
-            self.path
-        );
+        assert_eq!(self.method, Method::PATCH, "{} should be applied", self.path);
+        assert_eq!(self.content_type, "application/apply-patch+yaml", "{}", self.path);
         assert!(
-            self.query
-                .contains(&format!("fieldManager={FIELD_MANAGER}"))
-                && self.query.contains("force=true"),
+            self.query.contains(&format!("fieldManager={FIELD_MANAGER}")) && self.query.contains("force=true"),
             "{} applied with query {:?}",
             self.path,
             self.query
@@ -334,18 +310,11 @@ pub struct ApiServer {
 impl ApiServer {
     /// The next request; panics if the reconcile finished without making one.
     pub async fn next(&mut self) -> Call {
-        let (request, send) = self
-            .handle
-            .next_request()
-            .await
-            .expect("the reconcile ended before making the expected request");
+        let (request, send) =
+            self.handle.next_request().await.expect("the reconcile ended before making the expected request");
         let (parts, body) = request.into_parts();
         let bytes = body.collect_bytes().await.unwrap();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-        };
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
         Call {
             method: parts.method,
             path: parts.uri.path().to_string(),
@@ -392,11 +361,7 @@ impl ApiServer {
     /// Asserts the reconcile made no further request (the client was dropped).
     pub async fn done(mut self) {
         if let Some((request, _)) = self.handle.next_request().await {
-            panic!(
-                "unexpected extra request {} {}",
-                request.method(),
-                request.uri()
-            );
+            panic!("unexpected extra request {} {}", request.method(), request.uri());
         }
     }
 
@@ -409,12 +374,8 @@ impl ApiServer {
     /// ServiceAccount, ConfigMap and Service applied; the PodDisruptionBudget applied with more
     /// than one replica, deleted (absent) otherwise. Returns the applied ConfigMap.
     pub async fn children_applied(&mut self, seq: &Sequencer) -> Value {
-        self.expect_apply(&path("serviceaccount", NAME))
-            .await
-            .echo();
-        let config = self
-            .expect_apply(&path("configmap", &Names(NAME).config_map()))
-            .await;
+        self.expect_apply(&path("serviceaccount", NAME)).await.echo();
+        let config = self.expect_apply(&path("configmap", &Names(NAME).config_map())).await;
         let data = config.body["data"].clone();
         config.echo();
         self.expect_apply(&path("service", NAME)).await.echo();
@@ -423,9 +384,7 @@ impl ApiServer {
             assert_eq!(pdb.body["spec"]["maxUnavailable"], 1);
             pdb.echo();
         } else {
-            self.expect(Method::DELETE, &path("pdb", NAME))
-                .await
-                .not_found();
+            self.expect(Method::DELETE, &path("pdb", NAME)).await.not_found();
         }
         data
     }
@@ -443,12 +402,7 @@ impl ApiServer {
 
     /// The Sequencer's status written; returns it.
     pub async fn sequencer_status_written(&mut self, seq: &Sequencer) -> SequencerStatus {
-        let call = self
-            .expect(
-                Method::PATCH,
-                &format!("{}/status", path("sequencer", NAME)),
-            )
-            .await;
+        let call = self.expect(Method::PATCH, &format!("{}/status", path("sequencer", NAME))).await;
         call.assert_is_apply();
         let status: SequencerStatus = serde_json::from_value(call.body["status"].clone()).unwrap();
         let mut stored = seq.clone();
@@ -458,19 +412,10 @@ impl ApiServer {
     }
 
     /// The action's status written; returns it.
-    pub async fn action_status_written(
-        &mut self,
-        action: &SequencerAction,
-    ) -> SequencerActionStatus {
-        let call = self
-            .expect(
-                Method::PATCH,
-                &format!("{}/status", path("action", &action.name_any())),
-            )
-            .await;
+    pub async fn action_status_written(&mut self, action: &SequencerAction) -> SequencerActionStatus {
+        let call = self.expect(Method::PATCH, &format!("{}/status", path("action", &action.name_any()))).await;
         call.assert_is_apply();
-        let status: SequencerActionStatus =
-            serde_json::from_value(call.body["status"].clone()).unwrap();
+        let status: SequencerActionStatus = serde_json::from_value(call.body["status"].clone()).unwrap();
         let mut stored = action.clone();
         stored.status = Some(status.clone());
         call.ok(&stored);
@@ -479,16 +424,9 @@ impl ApiServer {
 
     /// The action's Sequencer read and found ready, and the admin key read.
     pub async fn target_ready(&mut self) {
-        let ready = Sequencer::test().with_status(SequencerStatus {
-            ready_replicas: 1,
-            ..Default::default()
-        });
-        self.expect(Method::GET, &path("sequencer", NAME))
-            .await
-            .ok(&ready);
-        self.expect(Method::GET, &path("secret", ADMIN_KEY_SECRET))
-            .await
-            .ok(&admin_key_secret());
+        let ready = Sequencer::test().with_status(SequencerStatus { ready_replicas: 1, ..Default::default() });
+        self.expect(Method::GET, &path("sequencer", NAME)).await.ok(&ready);
+        self.expect(Method::GET, &path("secret", ADMIN_KEY_SECRET)).await.ok(&admin_key_secret());
     }
 }
 
@@ -496,10 +434,7 @@ fn condition<'a>(
     conditions: &'a [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
     type_: &str,
 ) -> (&'a str, &'a str, &'a str) {
-    let c = conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .unwrap_or_else(|| panic!("no {type_} condition"));
+    let c = conditions.iter().find(|c| c.type_ == type_).unwrap_or_else(|| panic!("no {type_} condition"));
     (c.status.as_str(), c.reason.as_str(), c.message.as_str())
 }
 
@@ -529,10 +464,7 @@ pub enum Scenario {
     /// A changed spec (rate limit): the ConfigMap carries the new value and the Deployment's pod
     /// template a new config hash, which rolls the pods. Returns nothing; asserts the hash differs
     /// from `previous_hash`.
-    SpecChangeRollsDeployment {
-        seq: Sequencer,
-        previous_hash: String,
-    },
+    SpecChangeRollsDeployment { seq: Sequencer, previous_hash: String },
     /// Rolled out and ready: the admin status is read with the admin key (from a stub) into status,
     /// and Ready=True is announced.
     ReadyReadsAdminStatus(Sequencer),
@@ -543,10 +475,7 @@ pub enum Scenario {
     ActionRunsToSuccess(SequencerAction),
     /// An action whose admin API call fails with findings or rejections: Running, then Failed
     /// with `reason`.
-    ActionRunsToFailure {
-        action: SequencerAction,
-        reason: Reason,
-    },
+    ActionRunsToFailure { action: SequencerAction, reason: Reason },
     /// An action whose admin API call fails transiently (503): it stays Running, retrying.
     ActionRetriesTransientFailure(SequencerAction),
     /// An action whose Sequencer does not exist: it stays Pending and says so.
@@ -564,120 +493,83 @@ impl Scenario {
         match self {
             Scenario::CreateStartsMigrationJob(seq) => {
                 let job = Names(NAME).migration_job(&seq.spec.image);
-                api.expect(Method::GET, &path("deployment", NAME))
-                    .await
-                    .not_found();
-                api.expect(Method::GET, &path("job", &job))
-                    .await
-                    .not_found();
+                api.expect(Method::GET, &path("deployment", NAME)).await.not_found();
+                api.expect(Method::GET, &path("job", &job)).await.not_found();
                 let created = api.expect_apply(&path("job", &job)).await;
                 let container = &created.body["spec"]["template"]["spec"]["containers"][0];
                 assert_eq!(container["image"], IMAGE);
-                assert_eq!(
-                    container["command"],
-                    json!(["stateset-sequencer-admin", "migrate"])
-                );
-                assert_eq!(
-                    created.body["metadata"]["ownerReferences"][0]["kind"],
-                    "Sequencer"
-                );
+                assert_eq!(container["command"], json!(["stateset-sequencer-admin", "migrate"]));
+                assert_eq!(created.body["metadata"]["ownerReferences"][0]["kind"], "Sequencer");
                 created.echo();
                 api.expect_event(Reason::MigrationJobCreated).await;
                 api.children_applied(&seq).await;
                 let status = api.sequencer_status_written(&seq).await;
-                assert_eq!(
-                    condition(&status.conditions, "Ready").1,
-                    "MigrationJobRunning"
-                );
-                assert_eq!(
-                    condition(&status.conditions, "MigrationsApplied").0,
-                    "False"
-                );
+                assert_eq!(condition(&status.conditions, "Ready").1, "MigrationJobRunning");
+                assert_eq!(condition(&status.conditions, "MigrationsApplied").0, "False");
                 assert_eq!(condition(&status.conditions, "Progressing").0, "True");
                 assert_eq!(status.observed_generation, Some(1));
                 assert_eq!(status.current_image, None);
             }
             Scenario::CreateWithMigrationsOnStartup(seq) => {
-                api.expect(Method::GET, &path("deployment", NAME))
-                    .await
-                    .not_found();
+                api.expect(Method::GET, &path("deployment", NAME)).await.not_found();
                 let config = api.children_applied(&seq).await;
                 assert_eq!(config["DB_MIGRATE_ON_STARTUP"], "true");
                 let deployment = api.deployment_applied(not_ready_status()).await;
-                assert_eq!(
-                    deployment["spec"]["template"]["spec"]["containers"][0]["image"],
-                    IMAGE
-                );
+                assert_eq!(deployment["spec"]["template"]["spec"]["containers"][0]["image"], IMAGE);
                 let status = api.sequencer_status_written(&seq).await;
                 assert_eq!(condition(&status.conditions, "Ready").1, "RollingOut");
-                assert_eq!(
-                    condition(&status.conditions, "MigrationsApplied").1,
-                    "WaitingForStartup"
-                );
+                assert_eq!(condition(&status.conditions, "MigrationsApplied").1, "WaitingForStartup");
                 assert_eq!(status.current_image.as_deref(), Some(IMAGE));
             }
             Scenario::MigrationSucceededRollsOut(seq) => {
                 let job = Names(NAME).migration_job(&seq.spec.image);
                 let old_job = Names(NAME).migration_job(OLD_IMAGE);
-                api.expect(Method::GET, &path("deployment", NAME))
-                    .await
-                    .ok(&seq.live_deployment(OLD_IMAGE, 1));
-                api.expect(Method::GET, &path("job", &job))
-                    .await
-                    .ok(&seq.live_migration_job(Some(("Complete", "CompletionsReached", ""))));
+                api.expect(Method::GET, &path("deployment", NAME)).await.ok(&seq.live_deployment(OLD_IMAGE, 1));
+                api.expect(Method::GET, &path("job", &job)).await.ok(&seq.live_migration_job(Some((
+                    "Complete",
+                    "CompletionsReached",
+                    "",
+                ))));
                 api.children_applied(&seq).await;
                 let deployment = api.deployment_applied(not_ready_status()).await;
-                assert_eq!(
-                    deployment["spec"]["template"]["spec"]["containers"][0]["image"],
-                    IMAGE
-                );
+                assert_eq!(deployment["spec"]["template"]["spec"]["containers"][0]["image"], IMAGE);
                 api.expect_event(Reason::MigrationJobSucceeded).await;
                 let list = api.expect(Method::GET, &path("jobs", "")).await;
                 assert!(list.query.contains("labelSelector="), "{}", list.query);
                 let mut previous = seq.clone().with_image(OLD_IMAGE).live_migration_job(None);
                 previous.metadata.name = Some(old_job.clone());
                 let current = seq.live_migration_job(None);
-                list.reply(200, &json!({"apiVersion": "batch/v1", "kind": "JobList", "metadata": {}, "items": [previous, current]}));
+                list.reply(
+                    200,
+                    &json!({"apiVersion": "batch/v1", "kind": "JobList", "metadata": {}, "items": [previous, current]}),
+                );
                 let deleted = api.expect(Method::DELETE, &path("job", &old_job)).await;
                 assert_eq!(deleted.body["propagationPolicy"], "Background");
                 deleted.ok(&seq.live_migration_job(None));
                 let event = api.expect_event(Reason::ImageRolledOut).await;
                 assert!(event["note"].as_str().unwrap().contains(OLD_IMAGE));
                 let status = api.sequencer_status_written(&seq).await;
-                assert_eq!(
-                    condition(&status.conditions, "MigrationsApplied").1,
-                    "MigrationJobSucceeded"
-                );
+                assert_eq!(condition(&status.conditions, "MigrationsApplied").1, "MigrationJobSucceeded");
             }
             Scenario::MigrationFailedKeepsOldDeployment(seq) => {
                 let job = Names(NAME).migration_job(&seq.spec.image);
-                api.expect(Method::GET, &path("deployment", NAME))
-                    .await
-                    .ok(&seq.live_deployment(OLD_IMAGE, 1));
-                api.expect(Method::GET, &path("job", &job))
-                    .await
-                    .ok(&seq.live_migration_job(Some((
-                        "Failed",
-                        "BackoffLimitExceeded",
-                        "Job has reached the specified backoff limit",
-                    ))));
+                api.expect(Method::GET, &path("deployment", NAME)).await.ok(&seq.live_deployment(OLD_IMAGE, 1));
+                api.expect(Method::GET, &path("job", &job)).await.ok(&seq.live_migration_job(Some((
+                    "Failed",
+                    "BackoffLimitExceeded",
+                    "Job has reached the specified backoff limit",
+                ))));
                 let warning = api.expect_event(Reason::MigrationJobFailed).await;
                 assert_eq!(warning["type"], "Warning");
                 api.children_applied(&seq).await;
                 let deployment = api
                     .deployment_applied(json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}))
                     .await;
-                assert_eq!(
-                    deployment["spec"]["template"]["spec"]["containers"][0]["image"],
-                    OLD_IMAGE
-                );
+                assert_eq!(deployment["spec"]["template"]["spec"]["containers"][0]["image"], OLD_IMAGE);
                 // The old pods still serve: the admin status is read.
-                api.expect(Method::GET, &path("secret", ADMIN_KEY_SECRET))
-                    .await
-                    .ok(&admin_key_secret());
+                api.expect(Method::GET, &path("secret", ADMIN_KEY_SECRET)).await.ok(&admin_key_secret());
                 let status = api.sequencer_status_written(&seq).await;
-                let (migrated, reason, message) =
-                    condition(&status.conditions, "MigrationsApplied");
+                let (migrated, reason, message) = condition(&status.conditions, "MigrationsApplied");
                 assert_eq!((migrated, reason), ("False", "MigrationJobFailed"));
                 assert!(message.contains("BackoffLimitExceeded"), "{message}");
                 assert_eq!(condition(&status.conditions, "Degraded").0, "True");
@@ -687,22 +579,18 @@ impl Scenario {
             Scenario::DriftIsRepaired(seq) => {
                 let mut drifted = seq.live_deployment(&seq.spec.image, 0);
                 drifted.spec.as_mut().unwrap().replicas = Some(7);
-                api.expect(Method::GET, &path("deployment", NAME))
-                    .await
-                    .ok(&drifted);
+                api.expect(Method::GET, &path("deployment", NAME)).await.ok(&drifted);
                 api.children_applied(&seq).await;
                 let deployment = api.deployment_applied(not_ready_status()).await;
                 assert_eq!(deployment["spec"]["replicas"], seq.spec.replicas);
             }
             Scenario::SpecChangeRollsDeployment { seq, previous_hash } => {
-                api.expect(Method::GET, &path("deployment", NAME))
-                    .await
-                    .ok(&seq.live_deployment(&seq.spec.image, 0));
+                api.expect(Method::GET, &path("deployment", NAME)).await.ok(&seq.live_deployment(&seq.spec.image, 0));
                 let config = api.children_applied(&seq).await;
                 assert_eq!(config["RATE_LIMIT_PER_MINUTE"], "600");
                 let deployment = api.deployment_applied(not_ready_status()).await;
-                let hash = &deployment["spec"]["template"]["metadata"]["annotations"]
-                    [crate::labels::ANNOTATION_CONFIG_HASH];
+                let hash =
+                    &deployment["spec"]["template"]["metadata"]["annotations"][crate::labels::ANNOTATION_CONFIG_HASH];
                 assert_ne!(hash.as_str().unwrap(), previous_hash);
                 api.sequencer_status_written(&seq).await;
             }
@@ -714,20 +602,12 @@ impl Scenario {
                 let n = seq.spec.replicas;
                 api.deployment_applied(json!({"observedGeneration": 1, "replicas": n, "updatedReplicas": n, "readyReplicas": n, "availableReplicas": n}))
                     .await;
-                api.expect(Method::GET, &path("secret", ADMIN_KEY_SECRET))
-                    .await
-                    .ok(&admin_key_secret());
+                api.expect(Method::GET, &path("secret", ADMIN_KEY_SECRET)).await.ok(&admin_key_secret());
                 api.expect_event(Reason::AllReplicasReady).await;
                 let status = api.sequencer_status_written(&seq).await;
                 assert_eq!(condition(&status.conditions, "Ready").0, "True");
-                assert_eq!(
-                    condition(&status.conditions, "DeadLettersPending").1,
-                    "DeadLettersPresent"
-                );
-                assert_eq!(
-                    condition(&status.conditions, "AnchoringHealthy").1,
-                    "CircuitOpen"
-                );
+                assert_eq!(condition(&status.conditions, "DeadLettersPending").1, "DeadLettersPresent");
+                assert_eq!(condition(&status.conditions, "AnchoringHealthy").1, "CircuitOpen");
                 assert_eq!(status.version.as_deref(), Some("0.2.0"));
                 let admin = status.admin.unwrap();
                 assert_eq!(admin.dead_letters_pending, Some(5));
@@ -761,37 +641,24 @@ impl Scenario {
                 api.expect_event(Reason::ActionStarted).await;
                 let after = api.action_status_written(&action).await;
                 assert_eq!(after.phase, ActionPhase::Running);
-                assert_eq!(
-                    condition(&after.conditions, "Succeeded").1,
-                    "RetryingAfterError"
-                );
+                assert_eq!(condition(&after.conditions, "Succeeded").1, "RetryingAfterError");
                 assert!(after.message.unwrap().contains("503"));
             }
             Scenario::ActionWaitsForMissingSequencer(action) => {
-                api.expect(Method::GET, &path("sequencer", NAME))
-                    .await
-                    .not_found();
+                api.expect(Method::GET, &path("sequencer", NAME)).await.not_found();
                 let status = api.action_status_written(&action).await;
                 assert_eq!(status.phase, ActionPhase::Pending);
-                assert_eq!(
-                    condition(&status.conditions, "Succeeded").1,
-                    "WaitingForSequencer"
-                );
+                assert_eq!(condition(&status.conditions, "Succeeded").1, "WaitingForSequencer");
                 assert!(status.message.unwrap().contains("not found"));
             }
             Scenario::ActionPastDeadlineFails(action) => {
                 let status = api.action_status_written(&action).await;
                 assert_eq!(status.phase, ActionPhase::Failed);
-                assert_eq!(
-                    condition(&status.conditions, "Succeeded").1,
-                    "DeadlineExceeded"
-                );
+                assert_eq!(condition(&status.conditions, "Succeeded").1, "DeadlineExceeded");
                 api.expect_event(Reason::ActionFailed).await;
             }
             Scenario::FinishedActionPastTtlIsDeleted(action) => {
-                api.expect(Method::DELETE, &path("action", &action.name_any()))
-                    .await
-                    .ok(&action);
+                api.expect(Method::DELETE, &path("action", &action.name_any())).await.ok(&action);
             }
         }
         api.done().await;
@@ -814,36 +681,21 @@ impl AdminStub {
         use axum::routing::any;
 
         let routes = Arc::new(routes);
-        let handler = move |State(stub): State<AdminStub>,
-                            uri: Uri,
-                            headers: HeaderMap,
-                            body: axum::body::Bytes| {
+        let handler = move |State(stub): State<AdminStub>, uri: Uri, headers: HeaderMap, body: axum::body::Bytes| {
             let routes = routes.clone();
             async move {
-                let auth = headers
-                    .get("authorization")
-                    .map(|v| v.to_str().unwrap().to_string())
-                    .unwrap_or_default();
+                let auth = headers.get("authorization").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
                 let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                stub.requests
-                    .lock()
-                    .unwrap()
-                    .push((uri.path().to_string(), auth, body));
-                let (_, status, answer) = routes
-                    .iter()
-                    .find(|(path, _, _)| *path == uri.path())
-                    .cloned()
-                    .unwrap_or((
-                        "",
-                        404,
-                        json!({"error": {"code": "not_found", "message": "no such route"}}),
-                    ));
+                stub.requests.lock().unwrap().push((uri.path().to_string(), auth, body));
+                let (_, status, answer) = routes.iter().find(|(path, _, _)| *path == uri.path()).cloned().unwrap_or((
+                    "",
+                    404,
+                    json!({"error": {"code": "not_found", "message": "no such route"}}),
+                ));
                 (StatusCode::from_u16(status).unwrap(), axum::Json(answer))
             }
         };
-        let router = axum::Router::new()
-            .fallback(any(handler))
-            .with_state(self.clone());
+        let router = axum::Router::new().fallback(any(handler)).with_state(self.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });

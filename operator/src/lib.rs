@@ -34,19 +34,11 @@ pub enum Error {
 
     /// The custom resource cannot be turned into objects (a bug or a spec the schema should reject).
     #[error("invalid {kind} {name}: {reason}")]
-    InvalidSpec {
-        kind: &'static str,
-        name: String,
-        reason: String,
-    },
+    InvalidSpec { kind: &'static str, name: String, reason: String },
 
     /// A Secret the operator itself needs (the admin API key) is missing or incomplete.
     #[error("Secret {namespace}/{name}: {reason}")]
-    Secret {
-        namespace: String,
-        name: String,
-        reason: String,
-    },
+    Secret { namespace: String, name: String, reason: String },
 
     /// Serialising an object failed (a bug).
     #[error("serialising {what} failed: {source}")]

@@ -63,16 +63,10 @@ async fn main() -> ExitCode {
         }
         Command::Render { file } => {
             let path = file.display().to_string();
-            let manifest = if path == "-" {
-                std::io::read_to_string(std::io::stdin())
-            } else {
-                std::fs::read_to_string(&file)
-            };
+            let manifest =
+                if path == "-" { std::io::read_to_string(std::io::stdin()) } else { std::fs::read_to_string(&file) };
             let rendered = manifest
-                .map_err(|e| sequencer_operator::Error::Manifest {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })
+                .map_err(|e| sequencer_operator::Error::Manifest { path: path.clone(), reason: e.to_string() })
                 .and_then(|m| render::render(&m, &path));
             match rendered {
                 Ok(yaml) => {
@@ -85,15 +79,7 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run {
-            namespace,
-            listen,
-            lease_name,
-            lease_namespace,
-            identity,
-            admin_url,
-            log_format,
-        } => {
+        Command::Run { namespace, listen, lease_name, lease_namespace, identity, admin_url, log_format } => {
             telemetry::init(log_format);
             let identity = identity.unwrap_or_else(default_identity);
             let options = RunOptions {

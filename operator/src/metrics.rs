@@ -54,54 +54,30 @@ impl Default for Metrics {
         });
         let leader = Gauge::default();
         registry.register("reconciliations", "Reconciles started", runs.clone());
-        registry.register(
-            "reconcile_failures",
-            "Reconciles that returned an error, by error kind",
-            failures.clone(),
-        );
-        registry.register(
-            "reconcile_duration_seconds",
-            "Duration of reconciles",
-            duration.clone(),
-        );
+        registry.register("reconcile_failures", "Reconciles that returned an error, by error kind", failures.clone());
+        registry.register("reconcile_duration_seconds", "Duration of reconciles", duration.clone());
         registry.register(
             "leader",
             "1 while this replica holds the leader lease and runs the controllers",
             leader.clone(),
         );
-        Self {
-            registry,
-            runs,
-            failures,
-            duration,
-            leader,
-        }
+        Self { registry, runs, failures, duration, leader }
     }
 }
 
 impl Metrics {
     /// Counts a reconcile of `controller` and measures it until the returned guard drops.
     pub fn reconcile(&self, controller: Controller) -> ReconcileTimer {
-        self.runs
-            .get_or_create(&ControllerLabels { controller })
-            .inc();
+        self.runs.get_or_create(&ControllerLabels { controller }).inc();
         ReconcileTimer {
-            histogram: self
-                .duration
-                .get_or_create(&ControllerLabels { controller })
-                .clone(),
+            histogram: self.duration.get_or_create(&ControllerLabels { controller }).clone(),
             start: Instant::now(),
         }
     }
 
     /// Counts a failed reconcile of `controller`.
     pub fn failure(&self, controller: Controller, error: &Error) {
-        self.failures
-            .get_or_create(&FailureLabels {
-                controller,
-                error: error.metric_label(),
-            })
-            .inc();
+        self.failures.get_or_create(&FailureLabels { controller, error: error.metric_label() }).inc();
     }
 
     /// Records whether this replica leads.
@@ -112,16 +88,13 @@ impl Metrics {
     /// The registry in Prometheus text format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
 
     /// Reconciles started for `controller` (for tests).
     pub fn runs(&self, controller: Controller) -> u64 {
-        self.runs
-            .get_or_create(&ControllerLabels { controller })
-            .get()
+        self.runs.get_or_create(&ControllerLabels { controller }).get()
     }
 }
 
@@ -147,23 +120,15 @@ mod tests {
         drop(metrics.reconcile(Controller::sequencer));
         metrics.failure(
             Controller::sequencer_action,
-            &Error::Secret {
-                namespace: "n".into(),
-                name: "s".into(),
-                reason: "r".into(),
-            },
+            &Error::Secret { namespace: "n".into(), name: "s".into(), reason: "r".into() },
         );
         metrics.set_leader(true);
         let text = metrics.encode();
-        assert!(
-            text.contains("sequencer_operator_reconciliations_total{controller=\"sequencer\"} 1")
-        );
+        assert!(text.contains("sequencer_operator_reconciliations_total{controller=\"sequencer\"} 1"));
         assert!(text.contains(
             "sequencer_operator_reconcile_failures_total{controller=\"sequencer_action\",error=\"secret\"} 1"
         ));
-        assert!(text.contains(
-            "sequencer_operator_reconcile_duration_seconds_count{controller=\"sequencer\"} 1"
-        ));
+        assert!(text.contains("sequencer_operator_reconcile_duration_seconds_count{controller=\"sequencer\"} 1"));
         assert!(text.contains("sequencer_operator_leader 1"));
     }
 }

@@ -12,31 +12,22 @@ use crate::{Error, Result};
 
 /// The YAML stream of every object the operator applies for the Sequencers in `manifest`.
 pub fn render(manifest: &str, path: &str) -> Result<String> {
-    let error = |reason: String| Error::Manifest {
-        path: path.to_string(),
-        reason,
-    };
+    let error = |reason: String| Error::Manifest { path: path.to_string(), reason };
     let mut out = String::new();
     let mut rendered = 0;
     for (index, document) in yaml_serde::Deserializer::from_str(manifest).enumerate() {
-        let value = serde_json::Value::deserialize(document)
-            .map_err(|e| error(format!("document {}: {e}", index + 1)))?;
+        let value =
+            serde_json::Value::deserialize(document).map_err(|e| error(format!("document {}: {e}", index + 1)))?;
         if value.is_null() {
             continue;
         }
         let is_sequencer = value["kind"] == "Sequencer"
-            && value["apiVersion"]
-                .as_str()
-                .is_some_and(|v| v.starts_with(&format!("{}/", crate::labels::API_GROUP)));
+            && value["apiVersion"].as_str().is_some_and(|v| v.starts_with(&format!("{}/", crate::labels::API_GROUP)));
         if !is_sequencer {
             continue;
         }
-        let seq: Sequencer = serde_json::from_value(value).map_err(|e| {
-            error(format!(
-                "document {}: not a valid Sequencer: {e}",
-                index + 1
-            ))
-        })?;
+        let seq: Sequencer = serde_json::from_value(value)
+            .map_err(|e| error(format!("document {}: not a valid Sequencer: {e}", index + 1)))?;
         let with_job = seq.spec.migrations.mode == MigrationsMode::Job;
         let children = resources::children(&seq, Some(&seq.spec.image), with_job);
         out.push_str(&format!(
@@ -46,17 +37,87 @@ pub fn render(manifest: &str, path: &str) -> Result<String> {
         ));
         for object in children.to_values() {
             out.push_str("---\n");
-            out.push_str(&yaml_serde::to_string(&object).map_err(|e| error(e.to_string()))?);
+            write_yaml(&mut out, &object, 0);
         }
         rendered += 1;
     }
     if rendered == 0 {
-        return Err(error(format!(
-            "no Sequencer ({}/v1alpha1) in the manifest",
-            crate::labels::API_GROUP
-        )));
+        return Err(error(format!("no Sequencer ({}/v1alpha1) in the manifest", crate::labels::API_GROUP)));
     }
     Ok(out)
+}
+
+/// Writes `value` as block YAML with every string double-quoted.
+///
+/// NB: not `yaml_serde::to_string`: it leaves strings such as a 160-bit `0x…` registry address
+/// unquoted (they overflow its integer check), and YAML 1.1 readers such as kubectl's then read a
+/// number. A double-quoted JSON string is a valid YAML scalar and is never anything but a string.
+fn write_yaml(out: &mut String, value: &serde_json::Value, indent: usize) {
+    use serde_json::Value;
+    let pad = " ".repeat(indent);
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            for (key, item) in map {
+                out.push_str(&pad);
+                out.push_str(&yaml_key(key));
+                out.push(':');
+                write_nested(out, item, indent);
+            }
+        }
+        Value::Array(items) if !items.is_empty() => {
+            for item in items {
+                match item {
+                    // `- first: …` with the other keys aligned under `first`.
+                    Value::Object(map) if !map.is_empty() => {
+                        let mut block = String::new();
+                        write_yaml(&mut block, item, indent + 2);
+                        out.push_str(&pad);
+                        out.push_str("- ");
+                        out.push_str(&block[indent + 2..]);
+                    }
+                    _ => {
+                        out.push_str(&pad);
+                        out.push('-');
+                        write_nested(out, item, indent);
+                    }
+                }
+            }
+        }
+        scalar => {
+            out.push_str(&pad);
+            out.push_str(&scalar.to_string());
+            out.push('\n');
+        }
+    }
+}
+
+/// The value after `key:` or `-`: inline when scalar or empty, else on the following lines.
+fn write_nested(out: &mut String, value: &serde_json::Value, indent: usize) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            out.push('\n');
+            write_yaml(out, value, indent + 2);
+        }
+        Value::Array(items) if !items.is_empty() => {
+            out.push('\n');
+            write_yaml(out, value, indent + 2);
+        }
+        scalar => {
+            out.push(' ');
+            out.push_str(&scalar.to_string());
+            out.push('\n');
+        }
+    }
+}
+
+/// A mapping key: plain when it cannot be read as anything but a string, else double-quoted.
+fn yaml_key(key: &str) -> String {
+    const WORDS: [&str; 12] = ["y", "n", "yes", "no", "on", "off", "true", "false", "null", "~", "<<", ""];
+    let plain = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || "_.-/".contains(c))
+        && !WORDS.contains(&key.to_ascii_lowercase().as_str());
+    if plain { key.to_string() } else { serde_json::Value::String(key.to_string()).to_string() }
 }
 
 #[cfg(test)]
@@ -145,11 +206,8 @@ mod tests {
             .filter(|v| !v.is_null())
             .map(|v| v["kind"].as_str().unwrap().to_string())
             .collect();
-        assert_eq!(
-            kinds,
-            vec!["ServiceAccount", "ConfigMap", "Service", "PodDisruptionBudget", "Job", "Deployment"]
-        );
-        assert!(rendered.contains("namespace: payments"));
+        assert_eq!(kinds, vec!["ServiceAccount", "ConfigMap", "Service", "PodDisruptionBudget", "Job", "Deployment"]);
+        assert!(rendered.contains("namespace: \"payments\""));
     }
 
     #[test]
@@ -164,9 +222,24 @@ spec:
   receiptSigningKeySecret: {name: signing, key: seed}
 "#;
         let rendered = render(manifest, "inline").unwrap();
-        assert!(rendered.contains("MAX_DB_CONNECTIONS: '20'") || rendered.contains("MAX_DB_CONNECTIONS: \"20\""));
+        assert!(rendered.contains("MAX_DB_CONNECTIONS: \"20\""), "{rendered}");
         assert!(rendered.contains(crate::crd::DEFAULT_IMAGE));
         assert!(!rendered.contains("kind: PodDisruptionBudget"));
+    }
+
+    #[test]
+    fn rendered_yaml_reads_back_as_the_same_objects_with_strings_kept_strings() {
+        let object = serde_json::json!({
+            "data": {"SET_REGISTRY_ADDRESS": "0x5FbDB2315678afecb367f032d93F642f64180aa3", "PORT": "8080",
+                     "yes": "no", "multi": "a\nb: c", "empty": ""},
+            "list": [1, true, null, {"a": []}, [], {}],
+            "nested": {"x": {"y": [{"z": "1e3"}]}}
+        });
+        let mut out = String::new();
+        write_yaml(&mut out, &object, 0);
+        let back: Value = yaml_serde::from_str(&out).unwrap();
+        assert_eq!(back, object, "{out}");
+        assert!(out.contains("SET_REGISTRY_ADDRESS: \"0x5FbD"), "{out}");
     }
 
     #[test]
@@ -177,7 +250,8 @@ spec:
 
     #[test]
     fn an_invalid_sequencer_is_an_error_naming_the_document() {
-        let manifest = "apiVersion: sequencer.stateset.io/v1alpha1\nkind: Sequencer\nmetadata: {name: x}\nspec: {replicas: two}\n";
+        let manifest =
+            "apiVersion: sequencer.stateset.io/v1alpha1\nkind: Sequencer\nmetadata: {name: x}\nspec: {replicas: two}\n";
         let error = render(manifest, "bad.yaml").unwrap_err();
         assert!(error.to_string().contains("document 1: not a valid Sequencer"), "{error}");
     }

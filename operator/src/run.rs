@@ -48,10 +48,7 @@ pub struct RunOptions {
 pub async fn run(options: RunOptions) -> Result<()> {
     let client = Client::try_default().await?;
     let metrics = Arc::new(Metrics::default());
-    let health = Health {
-        metrics: metrics.clone(),
-        ready: Arc::new(AtomicBool::new(false)),
-    };
+    let health = Health { metrics: metrics.clone(), ready: Arc::new(AtomicBool::new(false)) };
     let listener = server::bind(options.listen).await?;
     tokio::spawn(server::serve(listener, health.clone()));
     info!(listen = %options.listen, "serving /healthz, /readyz and /metrics");
@@ -109,12 +106,8 @@ pub async fn run(options: RunOptions) -> Result<()> {
             }
         }
     };
-    let ctx = Arc::new(Context::new(
-        client,
-        metrics.clone(),
-        options.admin_endpoint.clone(),
-        Some(options.identity.clone()),
-    ));
+    let ctx =
+        Arc::new(Context::new(client, metrics.clone(), options.admin_endpoint.clone(), Some(options.identity.clone())));
     controller::run_controllers(ctx, options.watch_namespace.clone(), stop).await;
     metrics.set_leader(false);
 

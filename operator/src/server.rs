@@ -40,23 +40,12 @@ async fn readyz(State(health): State<Health>) -> impl IntoResponse {
 }
 
 async fn metrics(State(health): State<Health>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        health.metrics.encode(),
-    )
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], health.metrics.encode())
 }
 
 /// Binds the endpoints' address, so a taken port fails start-up instead of a background task.
 pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Serve {
-            addr: addr.to_string(),
-            source,
-        })
+    tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Serve { addr: addr.to_string(), source })
 }
 
 /// Serves the endpoints on `listener` until the process ends.
@@ -75,26 +64,14 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
         let response = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
-        (
-            StatusCode::from_u16(response.status().as_u16()).unwrap(),
-            response.text().await.unwrap(),
-        )
+        (StatusCode::from_u16(response.status().as_u16()).unwrap(), response.text().await.unwrap())
     }
 
     #[tokio::test]
     async fn readiness_waits_for_start_up_while_liveness_and_metrics_answer_at_once() {
-        let health = Health {
-            metrics: Arc::new(Metrics::default()),
-            ready: Arc::new(AtomicBool::new(false)),
-        };
-        assert_eq!(
-            get(router(health.clone()), "/healthz").await.0,
-            StatusCode::OK
-        );
-        assert_eq!(
-            get(router(health.clone()), "/readyz").await.0,
-            StatusCode::SERVICE_UNAVAILABLE
-        );
+        let health = Health { metrics: Arc::new(Metrics::default()), ready: Arc::new(AtomicBool::new(false)) };
+        assert_eq!(get(router(health.clone()), "/healthz").await.0, StatusCode::OK);
+        assert_eq!(get(router(health.clone()), "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
         let (status, body) = get(router(health.clone()), "/metrics").await;
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains("sequencer_operator_leader"));

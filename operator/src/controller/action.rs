@@ -73,25 +73,15 @@ impl SequencerAction {
         let operation = match self.spec.operation() {
             Ok(operation) => operation,
             Err(message) => {
-                let input = Input::Abort {
-                    reason: Reason::InvalidSpec,
-                    message,
-                };
+                let input = Input::Abort { reason: Reason::InvalidSpec, message };
                 return self.advance(ctx, &status, input, &now).await;
             }
         };
 
-        let created = self
-            .meta()
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0)
-            .unwrap_or(now);
+        let created = self.meta().creation_timestamp.as_ref().map(|t| t.0).unwrap_or(now);
         let remaining = i64::from(self.spec.deadline_seconds) - seconds_between(&created, &now);
         if remaining <= 0 {
-            return self
-                .advance(ctx, &status, Input::DeadlinePassed, &now)
-                .await;
+            return self.advance(ctx, &status, Input::DeadlinePassed, &now).await;
         }
         // Never sleep past the deadline: wake up in time to fail it.
         let until_deadline = Duration::from_secs(remaining as u64 + 1);
@@ -99,34 +89,21 @@ impl SequencerAction {
         // The target must serve.
         let sequencer_name = &self.spec.sequencer_ref.name;
         let sequencers: Api<Sequencer> = Api::namespaced(ctx.client.clone(), &namespace);
-        let wait = |message: String| Input::Wait {
-            reason: Reason::WaitingForSequencer,
-            message,
-        };
+        let wait = |message: String| Input::Wait { reason: Reason::WaitingForSequencer, message };
         let sequencer = match sequencers.get_opt(sequencer_name).await? {
             None => {
-                let input = wait(format!(
-                    "Sequencer {sequencer_name} not found in {namespace}"
-                ));
+                let input = wait(format!("Sequencer {sequencer_name} not found in {namespace}"));
                 self.advance(ctx, &status, input, &now).await?;
                 return Ok(Action::requeue(WAIT_REQUEUE.min(until_deadline)));
             }
             Some(sequencer) => sequencer,
         };
         if sequencer.status.as_ref().map_or(0, |s| s.ready_replicas) == 0 {
-            let input = wait(format!(
-                "waiting for Sequencer {sequencer_name} to have a ready replica"
-            ));
+            let input = wait(format!("waiting for Sequencer {sequencer_name} to have a ready replica"));
             self.advance(ctx, &status, input, &now).await?;
             return Ok(Action::requeue(WAIT_REQUEUE.min(until_deadline)));
         }
-        let client = match ctx
-            .admin_client(
-                &namespace,
-                sequencer_name,
-                &sequencer.spec.auth.admin_api_key_secret,
-            )
-            .await
+        let client = match ctx.admin_client(&namespace, sequencer_name, &sequencer.spec.auth.admin_api_key_secret).await
         {
             Ok(client) => client,
             Err(why) => {
@@ -136,9 +113,7 @@ impl SequencerAction {
         };
 
         // Record the attempt, then make it.
-        let running = self
-            .advance_status(ctx, &status, Input::Attempt, &now)
-            .await?;
+        let running = self.advance_status(ctx, &status, Input::Attempt, &now).await?;
         if running.attempts == 1 {
             ctx.publish(
                 &self.object_ref(&()),
@@ -152,14 +127,10 @@ impl SequencerAction {
         let timeout = CALL_TIMEOUT_MAX.min(until_deadline);
         let input = call(&client, &operation, timeout).await;
         let retry_after = retry_delay(running.attempts).min(until_deadline);
-        let after = self
-            .advance_status(ctx, &running, input, &Timestamp::now())
-            .await?;
+        let after = self.advance_status(ctx, &running, input, &Timestamp::now()).await?;
         Ok(match after.phase {
             ActionPhase::Running => Action::requeue(retry_after),
-            _ => Action::requeue(Duration::from_secs(
-                self.spec.ttl_seconds_after_finished.into(),
-            )),
+            _ => Action::requeue(Duration::from_secs(self.spec.ttl_seconds_after_finished.into())),
         })
     }
 
@@ -173,9 +144,7 @@ impl SequencerAction {
     ) -> Result<Action> {
         let next = self.advance_status(ctx, status, input, now).await?;
         Ok(if next.phase.is_terminal() {
-            Action::requeue(Duration::from_secs(
-                self.spec.ttl_seconds_after_finished.into(),
-            ))
+            Action::requeue(Duration::from_secs(self.spec.ttl_seconds_after_finished.into()))
         } else {
             Action::requeue(WAIT_REQUEUE)
         })
@@ -190,29 +159,19 @@ impl SequencerAction {
         input: Input,
         now: &Timestamp,
     ) -> Result<SequencerActionStatus> {
-        let next = action_state::next(status, input, self.meta().generation, &Time(*now)).map_err(
-            |refused| Error::InvalidSpec {
-                kind: "SequencerAction",
-                name: self.name_any(),
-                reason: refused.to_string(),
-            },
-        )?;
+        let next = action_state::next(status, input, self.meta().generation, &Time(*now)).map_err(|refused| {
+            Error::InvalidSpec { kind: "SequencerAction", name: self.name_any(), reason: refused.to_string() }
+        })?;
         if &next == status && self.status.is_some() {
             return Ok(next);
         }
-        let api: Api<SequencerAction> =
-            Api::namespaced(ctx.client.clone(), &self.namespace().unwrap_or_default());
+        let api: Api<SequencerAction> = Api::namespaced(ctx.client.clone(), &self.namespace().unwrap_or_default());
         let patch = json!({
             "apiVersion": SequencerAction::api_version(&()),
             "kind": SequencerAction::kind(&()),
             "status": next,
         });
-        api.patch_status(
-            &self.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+        api.patch_status(&self.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
         if next.phase.is_terminal() {
             let message = next.message.clone().unwrap_or_default();
             let (type_, reason) = match next.phase {
@@ -220,8 +179,7 @@ impl SequencerAction {
                 _ => (EventType::Warning, Reason::ActionFailed),
             };
             info!(phase = ?next.phase, %message, "action finished");
-            ctx.publish(&self.object_ref(&()), type_, reason, "Run", message)
-                .await;
+            ctx.publish(&self.object_ref(&()), type_, reason, "Run", message).await;
         }
         Ok(next)
     }
@@ -235,8 +193,7 @@ impl SequencerAction {
         now: &Timestamp,
     ) -> Result<Action> {
         let finished = status.completion_time.as_ref().map(|t| t.0).unwrap_or(*now);
-        let left =
-            i64::from(self.spec.ttl_seconds_after_finished) - seconds_between(&finished, now);
+        let left = i64::from(self.spec.ttl_seconds_after_finished) - seconds_between(&finished, now);
         if left > 0 {
             return Ok(Action::requeue(Duration::from_secs(left as u64)));
         }
@@ -269,15 +226,11 @@ async fn call(client: &AdminClient, operation: &Operation<'_>, timeout: Duration
                     })
                 }
             };
-            client
-                .replay_dead_letters(&selector, timeout)
-                .await
-                .map(action_state::replay_outcome)
+            client.replay_dead_letters(&selector, timeout).await.map(action_state::replay_outcome)
         }
-        Operation::VerifyStream(v) => client
-            .verify_stream(&v.tenant_id, &v.store_id, timeout)
-            .await
-            .map(action_state::verify_outcome),
+        Operation::VerifyStream(v) => {
+            client.verify_stream(&v.tenant_id, &v.store_id, timeout).await.map(action_state::verify_outcome)
+        }
     };
     match answer {
         Ok(outcome) => Input::Finished(outcome),
@@ -312,11 +265,7 @@ mod reconcile_tests {
     use crate::crd::DeadLetterFilter;
     use crate::fixtures::*;
 
-    async fn reconcile_in(
-        action: SequencerAction,
-        scenario: Scenario,
-        admin_url: Option<String>,
-    ) -> Result<Action> {
+    async fn reconcile_in(action: SequencerAction, scenario: Scenario, admin_url: Option<String>) -> Result<Action> {
         let (ctx, api) = mocked_context(admin_url);
         let server = api.run(scenario);
         let result = reconcile(Arc::new(action), ctx).await;
@@ -335,13 +284,7 @@ mod reconcile_tests {
             )])
             .await;
         let action = SequencerAction::test();
-        let requeue = reconcile_in(
-            action.clone(),
-            Scenario::ActionRunsToSuccess(action),
-            Some(url),
-        )
-        .await
-        .unwrap();
+        let requeue = reconcile_in(action.clone(), Scenario::ActionRunsToSuccess(action), Some(url)).await.unwrap();
         assert_eq!(requeue, Action::requeue(Duration::from_secs(86400)));
         let requests = stub.requests();
         assert_eq!(requests.len(), 1);
@@ -360,13 +303,7 @@ mod reconcile_tests {
             )])
             .await;
         let action = SequencerAction::test().replay_ids(&[BATCH_ID]);
-        reconcile_in(
-            action.clone(),
-            Scenario::ActionRunsToSuccess(action),
-            Some(url),
-        )
-        .await
-        .unwrap();
+        reconcile_in(action.clone(), Scenario::ActionRunsToSuccess(action), Some(url)).await.unwrap();
         assert_eq!(stub.requests()[0].2, json!({"ids": [BATCH_ID]}));
     }
 
@@ -388,15 +325,9 @@ mod reconcile_tests {
             ..Default::default()
         };
         let action = SequencerAction::test().replay_filter(filter);
-        let scenario = Scenario::ActionRunsToFailure {
-            action: action.clone(),
-            reason: Reason::DeadLettersRejected,
-        };
+        let scenario = Scenario::ActionRunsToFailure { action: action.clone(), reason: Reason::DeadLettersRejected };
         reconcile_in(action, scenario, Some(url)).await.unwrap();
-        assert_eq!(
-            stub.requests()[0].2,
-            json!({"filter": {"tenantId": TENANT_ID, "reason": "invalid_signature"}})
-        );
+        assert_eq!(stub.requests()[0].2, json!({"filter": {"tenantId": TENANT_ID, "reason": "invalid_signature"}}));
     }
 
     #[tokio::test]
@@ -411,15 +342,9 @@ mod reconcile_tests {
             )])
             .await;
         let action = SequencerAction::test().verify_stream();
-        let scenario = Scenario::ActionRunsToFailure {
-            action: action.clone(),
-            reason: Reason::StreamInconsistent,
-        };
+        let scenario = Scenario::ActionRunsToFailure { action: action.clone(), reason: Reason::StreamInconsistent };
         reconcile_in(action, scenario, Some(url)).await.unwrap();
-        assert_eq!(
-            stub.requests()[0].2,
-            json!({"tenantId": TENANT_ID, "storeId": STORE_ID})
-        );
+        assert_eq!(stub.requests()[0].2, json!({"tenantId": TENANT_ID, "storeId": STORE_ID}));
     }
 
     #[tokio::test]
@@ -433,13 +358,7 @@ mod reconcile_tests {
             )])
             .await;
         let action = SequencerAction::test().verify_stream();
-        reconcile_in(
-            action.clone(),
-            Scenario::ActionRunsToSuccess(action),
-            Some(url),
-        )
-        .await
-        .unwrap();
+        reconcile_in(action.clone(), Scenario::ActionRunsToSuccess(action), Some(url)).await.unwrap();
     }
 
     #[tokio::test]
@@ -453,10 +372,7 @@ mod reconcile_tests {
             )])
             .await;
         let action = SequencerAction::test();
-        let scenario = Scenario::ActionRunsToFailure {
-            action: action.clone(),
-            reason: Reason::NotFound,
-        };
+        let scenario = Scenario::ActionRunsToFailure { action: action.clone(), reason: Reason::NotFound };
         reconcile_in(action, scenario, Some(url)).await.unwrap();
     }
 
@@ -471,60 +387,37 @@ mod reconcile_tests {
             )])
             .await;
         let action = SequencerAction::test();
-        let requeue = reconcile_in(
-            action.clone(),
-            Scenario::ActionRetriesTransientFailure(action),
-            Some(url),
-        )
-        .await
-        .unwrap();
+        let requeue =
+            reconcile_in(action.clone(), Scenario::ActionRetriesTransientFailure(action), Some(url)).await.unwrap();
         assert_eq!(requeue, Action::requeue(RETRY_BASE));
     }
 
     #[tokio::test]
     async fn an_action_against_a_missing_sequencer_waits_pending() {
         let action = SequencerAction::test();
-        let requeue = reconcile_in(
-            action.clone(),
-            Scenario::ActionWaitsForMissingSequencer(action),
-            None,
-        )
-        .await
-        .unwrap();
+        let requeue =
+            reconcile_in(action.clone(), Scenario::ActionWaitsForMissingSequencer(action), None).await.unwrap();
         assert_eq!(requeue, Action::requeue(WAIT_REQUEUE));
     }
 
     #[tokio::test]
     async fn an_action_past_its_deadline_fails_without_calling_the_sequencer() {
         let action = SequencerAction::test().created_seconds_ago(3600);
-        reconcile_in(
-            action.clone(),
-            Scenario::ActionPastDeadlineFails(action),
-            None,
-        )
-        .await
-        .unwrap();
+        reconcile_in(action.clone(), Scenario::ActionPastDeadlineFails(action), None).await.unwrap();
     }
 
     #[tokio::test]
     async fn a_succeeded_action_is_never_run_again() {
         let action = SequencerAction::test().finished_seconds_ago(ActionPhase::Succeeded, 10);
-        let requeue = reconcile_in(action, Scenario::FinishedActionIsLeftAlone, None)
-            .await
-            .unwrap();
+        let requeue = reconcile_in(action, Scenario::FinishedActionIsLeftAlone, None).await.unwrap();
         assert_eq!(requeue, Action::requeue(Duration::from_secs(86390)));
     }
 
     #[tokio::test]
     async fn a_finished_action_is_deleted_after_its_ttl() {
         let action = SequencerAction::test().finished_seconds_ago(ActionPhase::Failed, 90000);
-        let requeue = reconcile_in(
-            action.clone(),
-            Scenario::FinishedActionPastTtlIsDeleted(action),
-            None,
-        )
-        .await
-        .unwrap();
+        let requeue =
+            reconcile_in(action.clone(), Scenario::FinishedActionPastTtlIsDeleted(action), None).await.unwrap();
         assert_eq!(requeue, Action::await_change());
     }
 }

@@ -60,16 +60,8 @@ pub struct Context {
 
 impl Context {
     /// A context reporting events as `instance` (the pod name, when known).
-    pub fn new(
-        client: Client,
-        metrics: Arc<Metrics>,
-        admin_endpoint: AdminEndpoint,
-        instance: Option<String>,
-    ) -> Self {
-        let reporter = Reporter {
-            controller: OPERATOR_NAME.to_string(),
-            instance,
-        };
+    pub fn new(client: Client, metrics: Arc<Metrics>, admin_endpoint: AdminEndpoint, instance: Option<String>) -> Self {
+        let reporter = Reporter { controller: OPERATOR_NAME.to_string(), instance };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -83,27 +75,18 @@ impl Context {
     /// manager changed (that is how drift is repaired), and returns the object as stored.
     pub async fn apply<K>(&self, object: &K) -> Result<K>
     where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Serialize
-            + DeserializeOwned
-            + Clone
-            + Debug,
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
     {
         let namespace = object.namespace().unwrap_or_default();
         let api: Api<K> = Api::namespaced(self.client.clone(), &namespace);
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        Ok(api
-            .patch(&object.name_any(), &params, &Patch::Apply(object))
-            .await?)
+        Ok(api.patch(&object.name_any(), &params, &Patch::Apply(object)).await?)
     }
 
     /// Deletes `name` if it exists.
     pub async fn delete_if_present<K>(&self, namespace: &str, name: &str) -> Result<()>
     where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + DeserializeOwned
-            + Clone
-            + Debug,
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + DeserializeOwned + Clone + Debug,
     {
         let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
         match api.delete(name, &Default::default()).await {
@@ -154,43 +137,22 @@ impl Context {
             .and_then(|data| data.get(&key_ref.key))
             .ok_or_else(|| format!("Secret {} has no key {}", key_ref.name, key_ref.key))?;
         let key = std::str::from_utf8(&value.0)
-            .map_err(|_| {
-                format!(
-                    "key {} of Secret {} is not UTF-8",
-                    key_ref.key, key_ref.name
-                )
-            })?
+            .map_err(|_| format!("key {} of Secret {} is not UTF-8", key_ref.key, key_ref.name))?
             .trim();
         if key.is_empty() {
-            return Err(format!(
-                "key {} of Secret {} is empty",
-                key_ref.key, key_ref.name
-            ));
+            return Err(format!("key {} of Secret {} is empty", key_ref.key, key_ref.name));
         }
-        Ok(AdminClient::new(
-            self.http.clone(),
-            self.admin_endpoint.base_url(name, namespace),
-            ApiKey::new(key),
-        ))
+        Ok(AdminClient::new(self.http.clone(), self.admin_endpoint.base_url(name, namespace), ApiKey::new(key)))
     }
 }
 
 /// Fails with a hint when the CRDs are not installed, instead of a crash loop of watch errors.
 pub async fn check_crds_installed(client: &Client) -> Result<()> {
     for (kind, result) in [
-        (
-            "Sequencer",
-            Api::<Sequencer>::all(client.clone())
-                .list(&ListParams::default().limit(1))
-                .await
-                .map(|_| ()),
-        ),
+        ("Sequencer", Api::<Sequencer>::all(client.clone()).list(&ListParams::default().limit(1)).await.map(|_| ())),
         (
             "SequencerAction",
-            Api::<SequencerAction>::all(client.clone())
-                .list(&ListParams::default().limit(1))
-                .await
-                .map(|_| ()),
+            Api::<SequencerAction>::all(client.clone()).list(&ListParams::default().limit(1)).await.map(|_| ()),
         ),
     ] {
         if let Err(error) = result {
@@ -226,39 +188,31 @@ pub async fn run_controllers(
     let ours = || watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={OPERATOR_NAME}"));
     // NB: both controllers stop on the same signal; `Shared` lets them await one future.
     let stop = shutdown.boxed().shared();
-    let sequencers = Controller::new(
-        api::<Sequencer>(&client, &namespace),
-        watcher::Config::default().any_semantic(),
-    )
-    .owns(api::<Deployment>(&client, &namespace), ours())
-    .owns(api::<Service>(&client, &namespace), ours())
-    .owns(api::<ConfigMap>(&client, &namespace), ours())
-    .owns(api::<ServiceAccount>(&client, &namespace), ours())
-    .owns(api::<PodDisruptionBudget>(&client, &namespace), ours())
-    .owns(api::<Job>(&client, &namespace), ours())
-    .graceful_shutdown_on(stop.clone())
-    .run(sequencer::reconcile, sequencer::error_policy, ctx.clone())
-    .for_each(|result| async move {
-        if let Err(error) = result {
-            warn!(controller = "sequencer", %error, "reconcile failed");
-        }
-    });
-    let actions = Controller::new(
-        api::<SequencerAction>(&client, &namespace),
-        watcher::Config::default().any_semantic(),
-    )
-    .graceful_shutdown_on(stop.clone())
-    .run(action::reconcile, action::error_policy, ctx.clone())
-    .for_each(|result| async move {
-        if let Err(error) = result {
-            warn!(controller = "sequencer_action", %error, "reconcile failed");
-        }
-    });
+    let sequencers = Controller::new(api::<Sequencer>(&client, &namespace), watcher::Config::default().any_semantic())
+        .owns(api::<Deployment>(&client, &namespace), ours())
+        .owns(api::<Service>(&client, &namespace), ours())
+        .owns(api::<ConfigMap>(&client, &namespace), ours())
+        .owns(api::<ServiceAccount>(&client, &namespace), ours())
+        .owns(api::<PodDisruptionBudget>(&client, &namespace), ours())
+        .owns(api::<Job>(&client, &namespace), ours())
+        .graceful_shutdown_on(stop.clone())
+        .run(sequencer::reconcile, sequencer::error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                warn!(controller = "sequencer", %error, "reconcile failed");
+            }
+        });
+    let actions =
+        Controller::new(api::<SequencerAction>(&client, &namespace), watcher::Config::default().any_semantic())
+            .graceful_shutdown_on(stop.clone())
+            .run(action::reconcile, action::error_policy, ctx.clone())
+            .for_each(|result| async move {
+                if let Err(error) = result {
+                    warn!(controller = "sequencer_action", %error, "reconcile failed");
+                }
+            });
 
-    info!(
-        namespace = namespace.as_deref().unwrap_or("(all)"),
-        "controllers started"
-    );
+    info!(namespace = namespace.as_deref().unwrap_or("(all)"), "controllers started");
     futures::join!(sequencers, actions);
     info!("controllers stopped");
 }

@@ -29,8 +29,7 @@ use tracing::{debug, info, instrument, warn};
 
 use super::Context;
 use crate::conditions::{
-    self, AdminState, ConditionType, DeploymentState, MigrationState, Reason, SequencerObservation,
-    Status,
+    self, AdminState, ConditionType, DeploymentState, MigrationState, Reason, SequencerObservation, Status,
 };
 use crate::crd::{AdminStatusSummary, MigrationsMode, Sequencer, SequencerStatus};
 use crate::labels::{COMPONENT_MIGRATIONS, FIELD_MANAGER, LABEL_COMPONENT, LABEL_INSTANCE};
@@ -53,14 +52,8 @@ pub async fn reconcile(seq: Arc<Sequencer>, ctx: Arc<Context>) -> Result<Action>
     }
     let result = seq.reconcile(&ctx).await;
     if let Err(error) = &result {
-        ctx.publish(
-            &seq.object_ref(&()),
-            EventType::Warning,
-            Reason::ReconcileFailed,
-            "Reconcile",
-            error.to_string(),
-        )
-        .await;
+        ctx.publish(&seq.object_ref(&()), EventType::Warning, Reason::ReconcileFailed, "Reconcile", error.to_string())
+            .await;
     }
     result
 }
@@ -84,21 +77,11 @@ impl Sequencer {
 
         // 1. What runs now.
         let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
-        let live_image = deployments
-            .get_opt(&name)
-            .await?
-            .as_ref()
-            .and_then(resources::sequencer_container_image);
+        let live_image = deployments.get_opt(&name).await?.as_ref().and_then(resources::sequencer_container_image);
 
         // 2. Migrations gate the image.
-        let migration = self
-            .migration_state(ctx, &namespace, live_image.as_deref())
-            .await?;
-        let deploy_image = if migration.allows_rollout() {
-            Some(self.spec.image.clone())
-        } else {
-            live_image.clone()
-        };
+        let migration = self.migration_state(ctx, &namespace, live_image.as_deref()).await?;
+        let deploy_image = if migration.allows_rollout() { Some(self.spec.image.clone()) } else { live_image.clone() };
 
         // 3. Children.
         let children = resources::children(self, deploy_image.as_deref(), false);
@@ -109,10 +92,7 @@ impl Sequencer {
             Some(pdb) => {
                 ctx.apply(pdb).await?;
             }
-            None => {
-                ctx.delete_if_present::<PodDisruptionBudget>(&namespace, &name)
-                    .await?
-            }
+            None => ctx.delete_if_present::<PodDisruptionBudget>(&namespace, &name).await?,
         }
         let deployment = match &children.deployment {
             Some(deployment) => Some(ctx.apply(deployment).await?),
@@ -120,8 +100,7 @@ impl Sequencer {
         };
 
         // 4. A rollout past a migration: record it, and drop Jobs of older images.
-        let rolled_to_new_image =
-            deploy_image.is_some() && live_image.is_some() && deploy_image != live_image;
+        let rolled_to_new_image = deploy_image.is_some() && live_image.is_some() && deploy_image != live_image;
         if let MigrationState::Succeeded { job } = &migration {
             ctx.publish(
                 &regarding,
@@ -131,8 +110,7 @@ impl Sequencer {
                 format!("Job {job} applied the migrations of {}", self.spec.image),
             )
             .await;
-            self.delete_superseded_migration_jobs(ctx, &namespace, job)
-                .await?;
+            self.delete_superseded_migration_jobs(ctx, &namespace, job).await?;
         }
         if rolled_to_new_image {
             info!(from = ?live_image, to = %self.spec.image, "rolling out a new image");
@@ -141,11 +119,7 @@ impl Sequencer {
                 EventType::Normal,
                 Reason::ImageRolledOut,
                 "Rollout",
-                format!(
-                    "rolling out {} (was {})",
-                    self.spec.image,
-                    live_image.as_deref().unwrap_or("nothing")
-                ),
+                format!("rolling out {} (was {})", self.spec.image, live_image.as_deref().unwrap_or("nothing")),
             )
             .await;
         }
@@ -158,11 +132,7 @@ impl Sequencer {
         };
 
         // 6. Status and transition events.
-        let seen = SequencerObservation {
-            deployment: deployment_state,
-            migration,
-            admin,
-        };
+        let seen = SequencerObservation { deployment: deployment_state, migration, admin };
         let status = self.next_status(&seen, &Time(Timestamp::now()));
         if self.status.as_ref() != Some(&status) {
             self.publish_transitions(ctx, &status).await;
@@ -172,16 +142,9 @@ impl Sequencer {
                 "kind": Sequencer::kind(&()),
                 "status": status,
             });
-            api.patch_status(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await?;
+            api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
         }
-        Ok(Action::requeue(Duration::from_secs(
-            self.spec.monitoring.status_poll_seconds.into(),
-        )))
+        Ok(Action::requeue(Duration::from_secs(self.spec.monitoring.status_poll_seconds.into())))
     }
 
     /// Where migrations stand for `spec.image`; in Job mode, creates the image's Job when missing.
@@ -213,21 +176,13 @@ impl Sequencer {
                     EventType::Normal,
                     Reason::MigrationJobCreated,
                     "Migrate",
-                    format!(
-                        "Job {job_name} migrates the database for {}",
-                        self.spec.image
-                    ),
+                    format!("Job {job_name} migrates the database for {}", self.spec.image),
                 )
                 .await;
                 MigrationState::Running { job: job_name }
             }
         };
-        if let MigrationState::Failed {
-            job,
-            reason,
-            message,
-        } = &state
-        {
+        if let MigrationState::Failed { job, reason, message } = &state {
             let already_reported = self
                 .condition(ConditionType::MigrationsApplied.as_str())
                 .is_some_and(|c| c.reason == Reason::MigrationJobFailed.as_str());
@@ -247,21 +202,10 @@ impl Sequencer {
     }
 
     /// Deletes the migration Jobs of this Sequencer other than `keep` (and their pods).
-    async fn delete_superseded_migration_jobs(
-        &self,
-        ctx: &Context,
-        namespace: &str,
-        keep: &str,
-    ) -> Result<()> {
+    async fn delete_superseded_migration_jobs(&self, ctx: &Context, namespace: &str, keep: &str) -> Result<()> {
         let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
-        let selector = format!(
-            "{LABEL_INSTANCE}={},{LABEL_COMPONENT}={COMPONENT_MIGRATIONS}",
-            self.name_any()
-        );
-        let params = DeleteParams {
-            propagation_policy: Some(PropagationPolicy::Background),
-            ..Default::default()
-        };
+        let selector = format!("{LABEL_INSTANCE}={},{LABEL_COMPONENT}={COMPONENT_MIGRATIONS}", self.name_any());
+        let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
         for job in jobs.list(&ListParams::default().labels(&selector)).await? {
             let name = job.name_any();
             if name != keep {
@@ -277,14 +221,7 @@ impl Sequencer {
 
     /// Reads the admin status; any failure becomes a sentence for the conditions.
     async fn read_admin_status(&self, ctx: &Context, namespace: &str) -> AdminState {
-        let client = match ctx
-            .admin_client(
-                namespace,
-                &self.name_any(),
-                &self.spec.auth.admin_api_key_secret,
-            )
-            .await
-        {
+        let client = match ctx.admin_client(namespace, &self.name_any(), &self.spec.auth.admin_api_key_secret).await {
             Ok(client) => client,
             Err(why) => return AdminState::Unavailable(why),
         };
@@ -311,14 +248,8 @@ impl Sequencer {
                     schema_version: status.schema_version,
                     database_connected: status.database.as_ref().and_then(|d| d.connected),
                     dead_letters_pending: status.dead_letters.as_ref().and_then(|d| d.pending),
-                    circuit_state: status
-                        .anchoring
-                        .as_ref()
-                        .and_then(|a| a.circuit_state.clone()),
-                    unanchored_commitments: status
-                        .anchoring
-                        .as_ref()
-                        .and_then(|a| a.unanchored_commitments),
+                    circuit_state: status.anchoring.as_ref().and_then(|a| a.circuit_state.clone()),
+                    unanchored_commitments: status.anchoring.as_ref().and_then(|a| a.unanchored_commitments),
                     paused_streams: status.ingestion.as_ref().and_then(|i| i.paused_streams),
                 }),
             ),
@@ -347,14 +278,8 @@ impl Sequencer {
             (now.status == status.as_str() && before != Some(status.as_str())).then(|| now.clone())
         };
         if let Some(ready) = became(ConditionType::Ready, Status::True) {
-            ctx.publish(
-                &self.object_ref(&()),
-                EventType::Normal,
-                Reason::AllReplicasReady,
-                "Reconcile",
-                ready.message,
-            )
-            .await;
+            ctx.publish(&self.object_ref(&()), EventType::Normal, Reason::AllReplicasReady, "Reconcile", ready.message)
+                .await;
         }
         if let Some(degraded) = became(ConditionType::Degraded, Status::True)
             && degraded.reason != Reason::MigrationJobFailed.as_str()
@@ -372,14 +297,10 @@ impl Sequencer {
 }
 
 fn degraded_reason(reason: &str) -> Reason {
-    [
-        Reason::RolloutStalled,
-        Reason::ReplicasUnavailable,
-        Reason::DatabaseUnreachable,
-    ]
-    .into_iter()
-    .find(|r| r.as_str() == reason)
-    .unwrap_or(Reason::ReplicasUnavailable)
+    [Reason::RolloutStalled, Reason::ReplicasUnavailable, Reason::DatabaseUnreachable]
+        .into_iter()
+        .find(|r| r.as_str() == reason)
+        .unwrap_or(Reason::ReplicasUnavailable)
 }
 
 /// What the operator needs of a Deployment as the API server returned it.
@@ -389,14 +310,10 @@ fn deployment_state(deployment: &Deployment) -> DeploymentState {
         image: resources::sequencer_container_image(deployment),
         generation_observed: status.observed_generation >= deployment.metadata.generation,
         progress_deadline_exceeded: status.conditions.iter().flatten().any(|c| {
-            c.type_ == "Progressing"
-                && c.status == "False"
-                && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+            c.type_ == "Progressing" && c.status == "False" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
         }),
         rollout_finished: status.conditions.iter().flatten().any(|c| {
-            c.type_ == "Progressing"
-                && c.status == "True"
-                && c.reason.as_deref() == Some("NewReplicaSetAvailable")
+            c.type_ == "Progressing" && c.status == "True" && c.reason.as_deref() == Some("NewReplicaSetAvailable")
         }),
         replicas: status.replicas.unwrap_or(0),
         ready_replicas: status.ready_replicas.unwrap_or(0),
@@ -412,11 +329,7 @@ mod tests {
     use super::*;
     use crate::fixtures::*;
 
-    async fn reconcile_in(
-        seq: Sequencer,
-        scenario: Scenario,
-        admin_url: Option<String>,
-    ) -> Result<Action> {
+    async fn reconcile_in(seq: Sequencer, scenario: Scenario, admin_url: Option<String>) -> Result<Action> {
         let (ctx, api) = mocked_context(admin_url);
         let server = api.run(scenario);
         let result = reconcile(Arc::new(seq), ctx).await;
@@ -427,42 +340,26 @@ mod tests {
     #[tokio::test]
     async fn creating_a_sequencer_in_job_mode_runs_the_migration_job_before_any_deployment() {
         let seq = Sequencer::test();
-        let action = reconcile_in(seq.clone(), Scenario::CreateStartsMigrationJob(seq), None)
-            .await
-            .unwrap();
+        let action = reconcile_in(seq.clone(), Scenario::CreateStartsMigrationJob(seq), None).await.unwrap();
         assert_eq!(action, Action::requeue(Duration::from_secs(30)));
     }
 
     #[tokio::test]
     async fn creating_a_sequencer_that_migrates_on_startup_applies_the_deployment_at_once() {
         let seq = Sequencer::test().with_migrations(MigrationsMode::OnStartup);
-        reconcile_in(
-            seq.clone(),
-            Scenario::CreateWithMigrationsOnStartup(seq),
-            None,
-        )
-        .await
-        .unwrap();
+        reconcile_in(seq.clone(), Scenario::CreateWithMigrationsOnStartup(seq), None).await.unwrap();
     }
 
     #[tokio::test]
     async fn a_succeeded_migration_job_moves_the_deployment_to_the_new_image() {
         let seq = Sequencer::test();
-        reconcile_in(seq.clone(), Scenario::MigrationSucceededRollsOut(seq), None)
-            .await
-            .unwrap();
+        reconcile_in(seq.clone(), Scenario::MigrationSucceededRollsOut(seq), None).await.unwrap();
     }
 
     #[tokio::test]
     async fn a_failed_migration_job_keeps_the_old_deployment_and_reports_the_jobs_reason() {
         let seq = Sequencer::test();
-        reconcile_in(
-            seq.clone(),
-            Scenario::MigrationFailedKeepsOldDeployment(seq),
-            None,
-        )
-        .await
-        .unwrap();
+        reconcile_in(seq.clone(), Scenario::MigrationFailedKeepsOldDeployment(seq), None).await.unwrap();
     }
 
     #[tokio::test]
@@ -485,9 +382,7 @@ mod tests {
         };
         let status = seq.next_status(&seen, &Time(Timestamp::now()));
         let seq = seq.with_status(status);
-        reconcile_in(seq.clone(), Scenario::DriftIsRepaired(seq), None)
-            .await
-            .unwrap();
+        reconcile_in(seq.clone(), Scenario::DriftIsRepaired(seq), None).await.unwrap();
     }
 
     #[tokio::test]
@@ -495,29 +390,15 @@ mod tests {
         let before = Sequencer::test();
         let previous_hash = resources::config_hash(&resources::config_map(&before));
         let seq = before.with_rate_limit(600).with_generation(2);
-        reconcile_in(
-            seq.clone(),
-            Scenario::SpecChangeRollsDeployment { seq, previous_hash },
-            None,
-        )
-        .await
-        .unwrap();
+        reconcile_in(seq.clone(), Scenario::SpecChangeRollsDeployment { seq, previous_hash }, None).await.unwrap();
     }
 
     #[tokio::test]
     async fn a_ready_sequencer_reports_what_its_admin_status_says() {
         let stub = AdminStub::default();
-        let url = stub
-            .start(vec![(
-                "/api/v1/admin/status",
-                200,
-                admin_status_with_trouble(),
-            )])
-            .await;
+        let url = stub.start(vec![("/api/v1/admin/status", 200, admin_status_with_trouble())]).await;
         let seq = Sequencer::test().with_replicas(2).anchoring();
-        reconcile_in(seq.clone(), Scenario::ReadyReadsAdminStatus(seq), Some(url))
-            .await
-            .unwrap();
+        reconcile_in(seq.clone(), Scenario::ReadyReadsAdminStatus(seq), Some(url)).await.unwrap();
         let requests = stub.requests();
         assert_eq!(requests.len(), 1);
         assert_eq!(requests[0].1, format!("ApiKey {ADMIN_KEY}"));
@@ -526,9 +407,7 @@ mod tests {
     #[tokio::test]
     async fn a_sequencer_being_deleted_is_left_to_the_garbage_collector() {
         let seq = Sequencer::test().deleting();
-        let action = reconcile_in(seq, Scenario::DeletionTouchesNothing, None)
-            .await
-            .unwrap();
+        let action = reconcile_in(seq, Scenario::DeletionTouchesNothing, None).await.unwrap();
         assert_eq!(action, Action::await_change());
     }
 }

@@ -42,11 +42,7 @@ pub const MAX_LISTED_IN_STATUS: usize = 20;
         json_path = ".status.conditions[?(@.type==\"Succeeded\")].reason",
         description = "Why the action is in its phase"
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(
     validation = Rule::new("self == oldSelf").message("spec is immutable: create a new SequencerAction instead"),
@@ -170,11 +166,7 @@ impl SequencerActionSpec {
     /// The operation, or why the spec names none or several (the CRD's CEL rules reject both, so
     /// this only matters when the CRD in the cluster is older than the operator).
     pub fn operation(&self) -> Result<Operation<'_>, String> {
-        match (
-            &self.anchor_retry,
-            &self.dead_letter_replay,
-            &self.verify_stream,
-        ) {
+        match (&self.anchor_retry, &self.dead_letter_replay, &self.verify_stream) {
             (Some(a), None, None) => Ok(Operation::AnchorRetry(a)),
             (None, Some(d), None) => match (&d.ids, &d.filter) {
                 (Some(_), None) | (None, Some(_)) => Ok(Operation::DeadLetterReplay(d)),

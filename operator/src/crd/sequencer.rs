@@ -2,9 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{
-    Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
-};
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -13,10 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{LocalObjectReference, SecretKeyRef, UUID_PATTERN};
 
 /// Image tag the operator deploys when `spec.image` is not set: the operator's own version.
-pub const DEFAULT_IMAGE: &str = concat!(
-    "ghcr.io/stateset/stateset-sequencer:",
-    env!("CARGO_PKG_VERSION")
-);
+pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/stateset/stateset-sequencer:", env!("CARGO_PKG_VERSION"));
 
 /// Desired state of one StateSet sequencer: its pods, database, keys, limits and anchoring.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -401,10 +396,7 @@ fn default_log_level() -> String {
 
 impl Default for LoggingSpec {
     fn default() -> Self {
-        Self {
-            format: LogFormat::default(),
-            level: default_log_level(),
-        }
+        Self { format: LogFormat::default(), level: default_log_level() }
     }
 }
 
@@ -445,9 +437,7 @@ fn default_status_poll_seconds() -> u32 {
 
 impl Default for MonitoringSpec {
     fn default() -> Self {
-        Self {
-            status_poll_seconds: default_status_poll_seconds(),
-        }
+        Self { status_poll_seconds: default_status_poll_seconds() }
     }
 }
 
@@ -590,8 +580,6 @@ pub struct AdminStatusSummary {
 impl Sequencer {
     /// The condition of type `type_`, if the status has one.
     pub fn condition(&self, type_: &str) -> Option<&Condition> {
-        self.status
-            .as_ref()
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        self.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
     }
 }

@@ -7,10 +7,8 @@ use serde_json::Value;
 use super::*;
 
 const CRDS_IN_REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/sequencer.stateset.io.yaml");
-const CRDS_IN_CHART: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../charts/sequencer-operator/crds/sequencer.stateset.io.yaml"
-);
+const CRDS_IN_CHART: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/sequencer-operator/crds/sequencer.stateset.io.yaml");
 
 #[test]
 fn the_crds_in_the_repository_are_what_the_rust_types_generate() {
@@ -87,10 +85,7 @@ fn defaults_and_enums_live_in_the_schema() {
     let spec = &schema["properties"]["spec"]["properties"];
     assert_eq!(spec["replicas"]["default"], 1);
     assert_eq!(spec["image"]["default"], DEFAULT_IMAGE);
-    assert_eq!(
-        spec["migrations"]["properties"]["mode"]["enum"],
-        serde_json::json!(["Job", "OnStartup", "Disabled"])
-    );
+    assert_eq!(spec["migrations"]["properties"]["mode"]["enum"], serde_json::json!(["Job", "OnStartup", "Disabled"]));
     assert_eq!(spec["migrations"]["properties"]["mode"]["default"], "Job");
     assert_eq!(spec["database"]["properties"]["pool"]["properties"]["maxConnections"]["default"], 20);
     assert_eq!(spec["logging"]["properties"]["format"]["enum"], serde_json::json!(["json", "text"]));
@@ -218,16 +213,11 @@ fn a_dead_letter_replay_takes_ids_or_a_filter_but_not_both() {
 fn an_actions_spec_cannot_change_but_its_status_can() {
     let before = action(serde_json::json!({"anchorRetry": {"batchId": UUID}}));
     let mut edited = before.clone();
-    edited.spec.anchor_retry = Some(AnchorRetry {
-        batch_id: "1b5f8a32-7c1e-4d52-9a61-3f0e8c2b7d41".into(),
-    });
+    edited.spec.anchor_retry = Some(AnchorRetry { batch_id: "1b5f8a32-7c1e-4d52-9a61-3f0e8c2b7d41".into() });
     let error = validate_cel_update(&edited, &before).unwrap_err();
     assert!(format!("{error:?}").contains("spec is immutable"), "{error:?}");
 
     let mut progressed = before.clone();
-    progressed.status = Some(SequencerActionStatus {
-        phase: ActionPhase::Running,
-        ..Default::default()
-    });
+    progressed.status = Some(SequencerActionStatus { phase: ActionPhase::Running, ..Default::default() });
     assert!(validate_cel_update(&progressed, &before).is_ok());
 }

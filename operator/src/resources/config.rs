@@ -28,37 +28,18 @@ fn settings(seq: &Sequencer) -> BTreeMap<String, String> {
     };
     set("HOST", "0.0.0.0".into());
     set("PORT", HTTP_PORT.to_string());
-    set(
-        "MAX_DB_CONNECTIONS",
-        spec.database.pool.max_connections.to_string(),
-    );
-    set(
-        "MIN_DB_CONNECTIONS",
-        spec.database.pool.min_connections.to_string(),
-    );
-    set(
-        "DB_ACQUIRE_TIMEOUT_MS",
-        spec.database.pool.acquire_timeout_ms.to_string(),
-    );
-    set(
-        "DB_MIGRATE_ON_STARTUP",
-        (spec.migrations.mode == MigrationsMode::OnStartup).to_string(),
-    );
+    set("MAX_DB_CONNECTIONS", spec.database.pool.max_connections.to_string());
+    set("MIN_DB_CONNECTIONS", spec.database.pool.min_connections.to_string());
+    set("DB_ACQUIRE_TIMEOUT_MS", spec.database.pool.acquire_timeout_ms.to_string());
+    set("DB_MIGRATE_ON_STARTUP", (spec.migrations.mode == MigrationsMode::OnStartup).to_string());
     if let Some(limit) = spec.rate_limits.per_tenant_per_minute {
         set("RATE_LIMIT_PER_MINUTE", limit.to_string());
     }
     if !spec.rate_limits.tenant_overrides.is_empty() {
         // NB: collected into a BTreeMap so the JSON has sorted keys and the config hash is stable.
-        let overrides: BTreeMap<&str, u32> = spec
-            .rate_limits
-            .tenant_overrides
-            .iter()
-            .map(|t| (t.tenant_id.as_str(), t.per_minute))
-            .collect();
-        set(
-            "RATE_LIMIT_TENANT_OVERRIDES",
-            serde_json::to_string(&overrides).expect("a map of numbers serialises"),
-        );
+        let overrides: BTreeMap<&str, u32> =
+            spec.rate_limits.tenant_overrides.iter().map(|t| (t.tenant_id.as_str(), t.per_minute)).collect();
+        set("RATE_LIMIT_TENANT_OVERRIDES", serde_json::to_string(&overrides).expect("a map of numbers serialises"));
     }
     if spec.anchoring.enabled {
         if let Some(chain_id) = spec.anchoring.chain_id {
@@ -67,10 +48,7 @@ fn settings(seq: &Sequencer) -> BTreeMap<String, String> {
         if let Some(address) = &spec.anchoring.registry_address {
             set("SET_REGISTRY_ADDRESS", address.clone());
         }
-        set(
-            "ANCHOR_INTERVAL_SECS",
-            spec.anchoring.interval_seconds.to_string(),
-        );
+        set("ANCHOR_INTERVAL_SECS", spec.anchoring.interval_seconds.to_string());
     }
     if let Some(max) = spec.ingest.max_events_per_batch {
         set("MAX_EVENTS_PER_BATCH", max.to_string());

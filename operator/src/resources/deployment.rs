@@ -2,15 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
-};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvFromSource, EnvVar, HTTPGetAction, Lifecycle, LifecycleHandler, LocalObjectReference,
-    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecurityContext, SleepAction, Volume, VolumeMount,
-    WeightedPodAffinityTerm,
+    Affinity, Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
+    HTTPGetAction, Lifecycle, LifecycleHandler, LocalObjectReference, PodAffinityTerm, PodAntiAffinity,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext,
+    SleepAction, Volume, VolumeMount, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -39,10 +36,7 @@ pub fn deployment(seq: &Sequencer, image: &str, config_hash: &str) -> Deployment
     let mut env: Vec<EnvVar> = vec![
         secret_env("DATABASE_URL", &spec.database.url_secret),
         secret_env("BOOTSTRAP_ADMIN_API_KEY", &spec.auth.admin_api_key_secret),
-        secret_env(
-            "VES_SEQUENCER_SIGNING_KEY",
-            &spec.receipt_signing_key_secret,
-        ),
+        secret_env("VES_SEQUENCER_SIGNING_KEY", &spec.receipt_signing_key_secret),
     ];
     if spec.anchoring.enabled {
         if let Some(url) = &spec.anchoring.rpc_url_secret {
@@ -64,26 +58,16 @@ pub fn deployment(seq: &Sequencer, image: &str, config_hash: &str) -> Deployment
             ..Default::default()
         }]),
         env_from: Some(vec![EnvFromSource {
-            config_map_ref: Some(ConfigMapEnvSource {
-                name: names.config_map(),
-                optional: Some(false),
-            }),
+            config_map_ref: Some(ConfigMapEnvSource { name: names.config_map(), optional: Some(false) }),
             ..Default::default()
         }]),
         env: Some(env),
-        startup_probe: Some(http_probe(
-            "/health",
-            STARTUP_PROBE_PERIOD_SECONDS,
-            STARTUP_PROBE_FAILURES,
-            2,
-        )),
+        startup_probe: Some(http_probe("/health", STARTUP_PROBE_PERIOD_SECONDS, STARTUP_PROBE_FAILURES, 2)),
         liveness_probe: Some(http_probe("/health", 10, 3, 2)),
         readiness_probe: Some(http_probe("/ready", 5, 2, 3)),
         lifecycle: Some(Lifecycle {
             pre_stop: Some(LifecycleHandler {
-                sleep: Some(SleepAction {
-                    seconds: PRE_STOP_SLEEP_SECONDS,
-                }),
+                sleep: Some(SleepAction { seconds: PRE_STOP_SLEEP_SECONDS }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -124,10 +108,7 @@ pub fn deployment(seq: &Sequencer, image: &str, config_hash: &str) -> Deployment
                     labels: Some(pod_labels),
                     annotations: Some(BTreeMap::from([
                         (ANNOTATION_CONFIG_HASH.to_string(), config_hash.to_string()),
-                        (
-                            ANNOTATION_DEFAULT_CONTAINER.to_string(),
-                            CONTAINER_SEQUENCER.to_string(),
-                        ),
+                        (ANNOTATION_DEFAULT_CONTAINER.to_string(), CONTAINER_SEQUENCER.to_string()),
                     ])),
                     ..Default::default()
                 }),
@@ -155,11 +136,7 @@ pub fn sequencer_container_image(deployment: &Deployment) -> Option<String> {
 }
 
 /// A pod spec around `container` with the sequencer's account, security and scheduling settings.
-pub(super) fn pod_spec(
-    seq: &Sequencer,
-    container: Container,
-    restart_policy: Option<&str>,
-) -> PodSpec {
+pub(super) fn pod_spec(seq: &Sequencer, container: Container, restart_policy: Option<&str>) -> PodSpec {
     let spec = &seq.spec;
     let scheduling = &spec.scheduling;
     PodSpec {
@@ -172,22 +149,12 @@ pub(super) fn pod_spec(
             run_as_non_root: Some(true),
             run_as_user: Some(RUN_AS),
             run_as_group: Some(RUN_AS),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".to_string(),
-                ..Default::default()
-            }),
+            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_string(), ..Default::default() }),
             ..Default::default()
         }),
-        image_pull_secrets: (!spec.image_pull_secrets.is_empty()).then(|| {
-            spec.image_pull_secrets
-                .iter()
-                .map(|s| LocalObjectReference {
-                    name: s.name.clone(),
-                })
-                .collect()
-        }),
-        node_selector: (!scheduling.node_selector.is_empty())
-            .then(|| scheduling.node_selector.clone()),
+        image_pull_secrets: (!spec.image_pull_secrets.is_empty())
+            .then(|| spec.image_pull_secrets.iter().map(|s| LocalObjectReference { name: s.name.clone() }).collect()),
+        node_selector: (!scheduling.node_selector.is_empty()).then(|| scheduling.node_selector.clone()),
         tolerations: (!scheduling.tolerations.is_empty()).then(|| scheduling.tolerations.clone()),
         affinity: scheduling.affinity.clone(),
         topology_spread_constraints: (!scheduling.topology_spread_constraints.is_empty())
@@ -207,35 +174,25 @@ pub(super) fn container_security_context() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
         read_only_root_filesystem: Some(true),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".to_string()]),
-            ..Default::default()
-        }),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_string()]), ..Default::default() }),
         ..Default::default()
     }
 }
 
 /// The writable /tmp of a read-only root filesystem.
 pub(super) fn tmp_mount() -> VolumeMount {
-    VolumeMount {
-        name: "tmp".to_string(),
-        mount_path: "/tmp".to_string(),
-        ..Default::default()
-    }
+    VolumeMount { name: "tmp".to_string(), mount_path: "/tmp".to_string(), ..Default::default() }
 }
 
 /// The spec's resources, or modest requests when unset.
 pub(super) fn resources(seq: &Sequencer) -> ResourceRequirements {
-    seq.spec
-        .resources
-        .clone()
-        .unwrap_or_else(|| ResourceRequirements {
-            requests: Some(BTreeMap::from([
-                ("cpu".to_string(), Quantity("100m".to_string())),
-                ("memory".to_string(), Quantity("128Mi".to_string())),
-            ])),
-            ..Default::default()
-        })
+    seq.spec.resources.clone().unwrap_or_else(|| ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity("100m".to_string())),
+            ("memory".to_string(), Quantity("128Mi".to_string())),
+        ])),
+        ..Default::default()
+    })
 }
 
 fn http_probe(path: &str, period: i32, failures: i32, timeout: i32) -> Probe {
@@ -256,19 +213,17 @@ fn http_probe(path: &str, period: i32, failures: i32, timeout: i32) -> Probe {
 fn spread_over_nodes(seq: &Sequencer) -> Affinity {
     Affinity {
         pod_anti_affinity: Some(PodAntiAffinity {
-            preferred_during_scheduling_ignored_during_execution: Some(vec![
-                WeightedPodAffinityTerm {
-                    weight: 100,
-                    pod_affinity_term: PodAffinityTerm {
-                        topology_key: "kubernetes.io/hostname".to_string(),
-                        label_selector: Some(LabelSelector {
-                            match_labels: Some(selector_labels(seq, COMPONENT_SERVER)),
-                            ..Default::default()
-                        }),
+            preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {
+                weight: 100,
+                pod_affinity_term: PodAffinityTerm {
+                    topology_key: "kubernetes.io/hostname".to_string(),
+                    label_selector: Some(LabelSelector {
+                        match_labels: Some(selector_labels(seq, COMPONENT_SERVER)),
                         ..Default::default()
-                    },
+                    }),
+                    ..Default::default()
                 },
-            ]),
+            }]),
             ..Default::default()
         }),
         ..Default::default()

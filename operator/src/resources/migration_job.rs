@@ -17,24 +17,14 @@ use crate::labels::*;
 pub fn migration_job(seq: &Sequencer) -> Job {
     let spec = &seq.spec;
     let image = spec.image.as_str();
-    let mut metadata = child_meta(
-        seq,
-        Names(&seq.name_any()).migration_job(image),
-        COMPONENT_MIGRATIONS,
-    );
-    metadata.annotations = Some(BTreeMap::from([(
-        ANNOTATION_MIGRATION_IMAGE.to_string(),
-        image.to_string(),
-    )]));
+    let mut metadata = child_meta(seq, Names(&seq.name_any()).migration_job(image), COMPONENT_MIGRATIONS);
+    metadata.annotations = Some(BTreeMap::from([(ANNOTATION_MIGRATION_IMAGE.to_string(), image.to_string())]));
 
     let container = Container {
         name: CONTAINER_MIGRATE.to_string(),
         image: Some(image.to_string()),
         image_pull_policy: Some(spec.image_pull_policy.as_str().to_string()),
-        command: Some(vec![
-            "stateset-sequencer-admin".to_string(),
-            "migrate".to_string(),
-        ]),
+        command: Some(vec!["stateset-sequencer-admin".to_string(), "migrate".to_string()]),
         env: Some(vec![
             secret_env("DATABASE_URL", &spec.database.url_secret),
             plain_env("LOG_FORMAT", spec.logging.format.as_str()),

@@ -22,9 +22,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{
-    ConfigMap, EnvVar, EnvVarSource, SecretKeySelector, Service, ServiceAccount,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, EnvVar, EnvVarSource, SecretKeySelector, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
@@ -73,11 +71,7 @@ pub struct Children {
 impl Children {
     /// All present children, in apply order, as JSON.
     pub fn to_values(&self) -> Vec<serde_json::Value> {
-        let mut out = vec![
-            to_value(&self.service_account),
-            to_value(&self.config_map),
-            to_value(&self.service),
-        ];
+        let mut out = vec![to_value(&self.service_account), to_value(&self.config_map), to_value(&self.service)];
         if let Some(pdb) = &self.pod_disruption_budget {
             out.push(to_value(pdb));
         }
@@ -128,11 +122,7 @@ pub fn selector_labels(seq: &Sequencer, component: &str) -> BTreeMap<String, Str
 
 /// The label selector of the server pods as a string, for the scale subresource.
 pub fn selector_string(seq: &Sequencer) -> String {
-    selector_labels(seq, COMPONENT_SERVER)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    selector_labels(seq, COMPONENT_SERVER).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
 /// The controller owner reference to `seq`: its children are garbage-collected with it.
@@ -176,11 +166,7 @@ pub fn secret_env(name: &str, secret: &SecretKeyRef) -> EnvVar {
 
 /// A plain environment variable.
 pub fn plain_env(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar {
-        name: name.to_string(),
-        value: Some(value.into()),
-        ..Default::default()
-    }
+    EnvVar { name: name.to_string(), value: Some(value.into()), ..Default::default() }
 }
 
 #[cfg(test)]

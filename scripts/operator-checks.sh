@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Offline checks of the operator's deployable artefacts, run by CI after the cargo tests:
+#   1. `helm lint` of the chart (through the PyPI package helm-sdkpy; no helm binary needed);
+#   2. the chart's CRDs are the generated ones (crds/);
+#   3. every object `sequencer-operator render` produces for the example Sequencer, and the CRDs,
+#      validate against the real Kubernetes OpenAPI schemas (kubernetes-validate --strict).
+# Exits non-zero on any failure. Honours CARGO_TARGET_DIR. K8S_VERSIONS overrides the versions.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+CHART=charts/sequencer-operator
+CRDS=crds/sequencer.stateset.io.yaml
+EXAMPLE=operator/examples/sequencer.yaml
+# The oldest Kubernetes the chart supports (preStop sleep needs 1.30; k8s-openapi targets 1.33)
+# and the newest kubernetes-validate knows.
+K8S_VERSIONS=${K8S_VERSIONS:-"1.33.0 1.37.0"}
+
+log() { printf '==> %s\n' "$*"; }
+fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import helm_sdkpy' 2>/dev/null; then
+  log "installing helm-sdkpy"
+  "$PYTHON" -m pip install --quiet --disable-pip-version-check --ignore-requires-python helm-sdkpy
+fi
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+  log "installing kubernetes-validate"
+  "$PYTHON" -m pip install --quiet --disable-pip-version-check kubernetes-validate
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+log "helm lint $CHART"
+"$PYTHON" - "$CHART" <<'PY' || fail "helm lint of $CHART"
+import asyncio, sys
+from helm_sdkpy import Configuration, Lint
+
+SEVERITY = {0: "UNKNOWN", 1: "INFO", 2: "WARNING", 3: "ERROR"}
+result = asyncio.run(Lint(Configuration()).run(sys.argv[1]))
+bad = False
+for message in result.get("Messages") or []:
+    severity = message.get("Severity", 0)
+    err = message.get("Err") or ""
+    print(f"  [{SEVERITY.get(severity, severity)}] {message.get('Path')}: {err or '(see helm lint)'}")
+    # Like `helm lint --strict`: warnings fail too.
+    bad |= severity >= 2
+bad |= bool(result.get("Errors"))
+print(f"  {result.get('TotalChartsLinted', 0)} chart(s) linted")
+sys.exit(1 if bad else 0)
+PY
+
+log "chart CRDs are the generated CRDs"
+cmp -s "$CRDS" "$CHART/crds/$(basename "$CRDS")" \
+  || fail "$CHART/crds/ differs from $CRDS; run: cp $CRDS $CHART/crds/"
+
+# cargo honours CARGO_TARGET_DIR from the environment.
+operator() { cargo run --quiet -p sequencer-operator -- "$@"; }
+
+log "CRDs are what the code generates"
+operator crd > "$work/crds.yaml"
+diff -u "$CRDS" "$work/crds.yaml" \
+  || fail "$CRDS is out of date; run: cargo run -p sequencer-operator -- crd > $CRDS"
+
+log "sequencer-operator render -f $EXAMPLE"
+operator render -f "$EXAMPLE" > "$work/rendered.yaml"
+grep -q '^kind: "Deployment"' "$work/rendered.yaml" || fail "render produced no Deployment"
+
+for version in $K8S_VERSIONS; do
+  log "kubernetes-validate --strict against Kubernetes $version"
+  kubernetes-validate --strict --quiet -k "$version" "$work/rendered.yaml" \
+    || fail "rendered objects of $EXAMPLE do not validate against Kubernetes $version"
+  kubernetes-validate --strict --quiet -k "$version" "$CRDS" \
+    || fail "$CRDS does not validate against Kubernetes $version"
+done
+
+log "operator checks passed"
