@@ -55,6 +55,9 @@ CREATE TABLE events (
     receipt_hash        BYTEA,
     sequencer_id        UUID,
     sequencer_signature BYTEA,
+    -- The event's Merkle leaf (ves-wire §2.6), computed once when the event is sequenced so that a
+    -- commitment reads 32 bytes per event from an index instead of recomputing it.
+    leaf_hash           BYTEA,
     -- Legacy (unsigned) events only: SHA-256 of the payload as the legacy API defines it.
     payload_hash        BYTEA
 ) PARTITION BY LIST (signed);
@@ -65,7 +68,7 @@ CREATE TABLE ves_events PARTITION OF events (
         AND payload_kind IN (0, 1)
         AND length(payload_plain_hash) = 32 AND length(payload_cipher_hash) = 32
         AND length(event_signing_hash) = 32 AND length(agent_signature) = 64
-        AND length(receipt_hash) = 32 AND sequencer_id IS NOT NULL
+        AND length(receipt_hash) = 32 AND length(leaf_hash) = 32 AND sequencer_id IS NOT NULL
         AND (sequencer_signature IS NULL OR length(sequencer_signature) = 64)),
     CONSTRAINT ves_events_payload_kind CHECK (
         (payload_kind = 0 AND payload_encrypted IS NULL)
@@ -73,13 +76,14 @@ CREATE TABLE ves_events PARTITION OF events (
 ) FOR VALUES IN (TRUE);
 
 CREATE TABLE legacy_events PARTITION OF events (
-    CONSTRAINT legacy_events_payload_hash CHECK (length(payload_hash) = 32)
+    CONSTRAINT legacy_events_payload_hash CHECK (length(payload_hash) = 32 AND length(leaf_hash) = 32)
 ) FOR VALUES IN (FALSE);
 
-CREATE UNIQUE INDEX uq_ves_events_sequence ON ves_events (tenant_id, store_id, sequence_number);
+-- INCLUDE (leaf_hash): commitments and proofs read a range's leaves with an index-only scan.
+CREATE UNIQUE INDEX uq_ves_events_sequence ON ves_events (tenant_id, store_id, sequence_number) INCLUDE (leaf_hash);
 CREATE UNIQUE INDEX uq_ves_events_event_id ON ves_events (event_id);
 CREATE UNIQUE INDEX uq_ves_events_command ON ves_events (tenant_id, store_id, command_id) WHERE command_id IS NOT NULL;
-CREATE UNIQUE INDEX uq_legacy_events_sequence ON legacy_events (tenant_id, store_id, sequence_number);
+CREATE UNIQUE INDEX uq_legacy_events_sequence ON legacy_events (tenant_id, store_id, sequence_number) INCLUDE (leaf_hash);
 CREATE UNIQUE INDEX uq_legacy_events_event_id ON legacy_events (event_id);
 CREATE UNIQUE INDEX uq_legacy_events_command ON legacy_events (tenant_id, store_id, command_id) WHERE command_id IS NOT NULL;
 -- Entity history and optimistic concurrency (base_version = number of earlier events of the entity).

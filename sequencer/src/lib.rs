@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod commitments;
 pub mod config;
 pub mod error;
 pub mod ingest;

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, AppState, SharedState};
 use crate::auth::{Authenticator, generate_api_key, hash_api_key};
+use crate::commitments::CommitmentEngine;
 use crate::config::{AuthMode, Config};
 use crate::error::{Error, Result};
 use crate::ingest::keys::AgentKeyCache;
@@ -39,7 +40,8 @@ pub fn build_state(config: Config, store: Store, metrics: Arc<Metrics>) -> Share
     };
     let ingest = Ingest::new(store.clone(), keys, sequencer, metrics.clone(), limits);
     let auth = Authenticator::new(&config, store.clone(), metrics.clone());
-    Arc::new(AppState { config, store, metrics, auth, ingest, started: Instant::now() })
+    let commitments = CommitmentEngine::new(store.clone());
+    Arc::new(AppState { config, store, metrics, auth, ingest, commitments, started: Instant::now() })
 }
 
 /// Opens the pool described by the configuration.

@@ -4,6 +4,7 @@
 
 mod agent_keys;
 mod api_keys;
+mod commitments;
 mod events;
 mod health;
 mod ingest;
@@ -23,6 +24,7 @@ use serde::de::DeserializeOwned;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::auth::{Authenticator, Caller};
+use crate::commitments::CommitmentEngine;
 use crate::config::Config;
 use crate::error::Error;
 use crate::ingest::Ingest;
@@ -36,6 +38,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub auth: Authenticator,
     pub ingest: Ingest,
+    pub commitments: CommitmentEngine,
     pub started: Instant,
 }
 
@@ -49,6 +52,11 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/ves/head", get(events::head))
         .route("/v1/ves/entities/{entity_type}/{entity_id}", get(events::ves_entity))
         .route("/v1/ves/sequencer", get(ingest::sequencer_info))
+        .route("/v1/ves/commitments", post(commitments::create).get(commitments::list))
+        .route("/v1/ves/commitments/{batch_id}", get(commitments::get_one))
+        .route("/v1/ves/commitments/{batch_id}/correct", post(commitments::correct))
+        .route("/v1/ves/proofs/verify", post(commitments::verify))
+        .route("/v1/ves/proofs/{sequence_number}", get(commitments::proof))
         .route("/v1/events", get(events::events))
         .route("/v1/head", get(events::head))
         .route("/v1/entities/{entity_type}/{entity_id}", get(events::entity))

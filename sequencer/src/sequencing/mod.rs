@@ -436,6 +436,13 @@ impl Sequencer {
                 &c.signing_hash,
             );
             let sequencer_signature = self.signer.key.as_ref().map(|k| k.sign(&receipt_hash).to_bytes());
+            let leaf_hash = ves::hash::leaf_hash(
+                stream.tenant_id,
+                stream.store_id,
+                next as u64,
+                &c.signing_hash,
+                &c.envelope.agent_signature.0,
+            );
             rows.push(VesEventRow {
                 envelope: c.envelope.as_ref(),
                 created_at: c.created_at,
@@ -443,6 +450,7 @@ impl Sequencer {
                 sequence_number: next,
                 receipt_hash,
                 sequencer_signature,
+                leaf_hash,
             });
         }
         (rows, next)

@@ -32,6 +32,7 @@ pub struct VesEventRow<'a> {
     pub sequence_number: i64,
     pub receipt_hash: [u8; 32],
     pub sequencer_signature: Option<[u8; 64]>,
+    pub leaf_hash: [u8; 32],
 }
 
 /// What the sequencer needs to know about an event that is already stored, to tell an exact replay
@@ -206,6 +207,7 @@ pub async fn insert_ves_events(
     let mut signature = Vec::with_capacity(n);
     let mut receipt_hash = Vec::with_capacity(n);
     let mut sequencer_signature = Vec::with_capacity(n);
+    let mut leaf_hash = Vec::with_capacity(n);
     for r in rows {
         let e = r.envelope;
         seq.push(r.sequence_number);
@@ -230,6 +232,7 @@ pub async fn insert_ves_events(
         signature.push(e.agent_signature.0.to_vec());
         receipt_hash.push(r.receipt_hash.to_vec());
         sequencer_signature.push(r.sequencer_signature.map(|s| s.to_vec()));
+        leaf_hash.push(r.leaf_hash.to_vec());
     }
     let conflict = if on_conflict_do_nothing { "ON CONFLICT DO NOTHING" } else { "" };
     // NB: the data-modifying CTE always runs to completion; the UPDATE moves the head only when every
@@ -239,18 +242,18 @@ pub async fn insert_ves_events(
            INSERT INTO ves_events (tenant_id, store_id, sequence_number, event_id, signed, entity_type, entity_id, \
              event_type, created_at, sequenced_at, source_agent_id, command_id, base_version, payload, ves_version, \
              agent_key_id, created_at_str, payload_kind, payload_encrypted, payload_plain_hash, payload_cipher_hash, \
-             event_signing_hash, agent_signature, receipt_hash, sequencer_id, sequencer_signature) \
+             event_signing_hash, agent_signature, receipt_hash, sequencer_id, sequencer_signature, leaf_hash) \
            SELECT $1, $2, u.seq, u.event_id, TRUE, u.entity_type, u.entity_id, u.event_type, u.created_at, $9, \
              u.source_agent, u.command_id, u.base_version, u.payload, u.ves_version, u.agent_key_id, \
              u.created_at_str, u.payload_kind, u.payload_encrypted, u.plain_hash, u.cipher_hash, u.signing_hash, \
-             u.signature, u.receipt_hash, $24, u.sequencer_signature \
+             u.signature, u.receipt_hash, $24, u.sequencer_signature, u.leaf_hash \
            FROM UNNEST($3::bigint[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::timestamptz[], \
              $10::uuid[], $11::uuid[], $12::bigint[], $13::jsonb[], $14::int[], $15::bigint[], $16::text[], \
              $17::smallint[], $18::jsonb[], $19::bytea[], $20::bytea[], $21::bytea[], $22::bytea[], $23::bytea[], \
-             $25::bytea[]) \
+             $25::bytea[], $28::bytea[]) \
              AS u(seq, event_id, entity_type, entity_id, event_type, created_at, source_agent, command_id, \
                base_version, payload, ves_version, agent_key_id, created_at_str, payload_kind, payload_encrypted, \
-               plain_hash, cipher_hash, signing_hash, signature, receipt_hash, sequencer_signature) \
+               plain_hash, cipher_hash, signing_hash, signature, receipt_hash, sequencer_signature, leaf_hash) \
            {conflict} RETURNING 1) \
          UPDATE sequence_counters SET current_sequence = $26, updated_at = NOW() \
          WHERE tenant_id = $1 AND store_id = $2 AND (SELECT COUNT(*) FROM ins) = $27 \
@@ -284,6 +287,7 @@ pub async fn insert_ves_events(
         .bind(&sequencer_signature)
         .bind(new_head)
         .bind(n as i64)
+        .bind(&leaf_hash)
         .fetch_optional(conn)
         .await?;
     Ok(updated.is_some())

@@ -1,0 +1,258 @@
+//! Commitments (`commitments`) and their stored tree levels (`commitment_tree_levels`).
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{AssertSqlSafe, FromRow, PgConnection};
+use uuid::Uuid;
+
+use crate::error::Result;
+use crate::store::Store;
+use crate::store::events::StreamKey;
+
+/// A stored commitment.
+#[derive(Debug, Clone, FromRow)]
+pub struct CommitmentRow {
+    pub batch_id: Uuid,
+    pub tenant_id: Uuid,
+    pub store_id: Uuid,
+    pub ves_version: i32,
+    pub tree_depth: i32,
+    pub leaf_count: i32,
+    pub padded_leaf_count: i32,
+    pub merkle_root: Vec<u8>,
+    pub prev_state_root: Vec<u8>,
+    pub new_state_root: Vec<u8>,
+    pub sequence_start: i64,
+    pub sequence_end: i64,
+    pub committed_at: DateTime<Utc>,
+    pub chain_id: Option<i64>,
+    pub chain_tx_hash: Option<Vec<u8>>,
+    pub chain_block_number: Option<i64>,
+    pub anchored_at: Option<DateTime<Utc>>,
+    pub corrects_batch_id: Option<Uuid>,
+    pub superseded_by: Option<Uuid>,
+    pub metadata: Value,
+}
+
+impl CommitmentRow {
+    pub fn stream(&self) -> StreamKey {
+        StreamKey { tenant_id: self.tenant_id, store_id: self.store_id }
+    }
+}
+
+const COLUMNS: &str = "batch_id, tenant_id, store_id, ves_version, tree_depth, leaf_count, padded_leaf_count, \
+     merkle_root, prev_state_root, new_state_root, sequence_start, sequence_end, committed_at, chain_id, \
+     chain_tx_hash, chain_block_number, anchored_at, corrects_batch_id, superseded_by, metadata";
+
+/// Serialises commitment creation for one stream across replicas (transaction-scoped advisory lock
+/// keyed by the first 8 bytes of the stream id, as the existing service does).
+pub async fn lock_stream_commitments(conn: &mut PgConnection, stream: StreamKey) -> Result<()> {
+    let id = ves::hash::stream_id(stream.tenant_id, stream.store_id);
+    let key = i64::from_be_bytes(id[..8].try_into().expect("8 bytes"));
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(key).execute(conn).await?;
+    Ok(())
+}
+
+/// The live commitment of the stream with the greatest end.
+pub async fn last_commitment(conn: &mut PgConnection, stream: StreamKey) -> Result<Option<CommitmentRow>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM commitments WHERE tenant_id = $1 AND store_id = $2 AND superseded_by IS NULL \
+         ORDER BY sequence_end DESC LIMIT 1"
+    );
+    Ok(sqlx::query_as(AssertSqlSafe(sql)).bind(stream.tenant_id).bind(stream.store_id).fetch_optional(conn).await?)
+}
+
+/// The stream's head, read inside the caller's transaction.
+pub async fn head(conn: &mut PgConnection, stream: StreamKey) -> Result<i64> {
+    let head: Option<i64> =
+        sqlx::query_scalar("SELECT current_sequence FROM sequence_counters WHERE tenant_id = $1 AND store_id = $2")
+            .bind(stream.tenant_id)
+            .bind(stream.store_id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(head.unwrap_or(0))
+}
+
+/// `(sequence_number, leaf_hash)` of every stored event in `start..=end`, in order.
+pub async fn range_leaves(conn: &mut PgConnection, stream: StreamKey, start: i64, end: i64) -> Result<Vec<(i64, Vec<u8>)>> {
+    Ok(sqlx::query_as(
+        "SELECT sequence_number, leaf_hash FROM events WHERE tenant_id = $1 AND store_id = $2 \
+         AND sequence_number BETWEEN $3 AND $4 ORDER BY sequence_number",
+    )
+    .bind(stream.tenant_id)
+    .bind(stream.store_id)
+    .bind(start)
+    .bind(end)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Inserts a commitment and its tree levels.
+pub async fn insert_commitment(conn: &mut PgConnection, c: &CommitmentRow, levels: &[Vec<u8>]) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO commitments (batch_id, tenant_id, store_id, ves_version, tree_depth, leaf_count, \
+         padded_leaf_count, merkle_root, prev_state_root, new_state_root, sequence_start, sequence_end, \
+         committed_at, corrects_batch_id, metadata) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    )
+    .bind(c.batch_id)
+    .bind(c.tenant_id)
+    .bind(c.store_id)
+    .bind(c.ves_version)
+    .bind(c.tree_depth)
+    .bind(c.leaf_count)
+    .bind(c.padded_leaf_count)
+    .bind(&c.merkle_root)
+    .bind(&c.prev_state_root)
+    .bind(&c.new_state_root)
+    .bind(c.sequence_start)
+    .bind(c.sequence_end)
+    .bind(c.committed_at)
+    .bind(c.corrects_batch_id)
+    .bind(&c.metadata)
+    .execute(&mut *conn)
+    .await?;
+    if !levels.is_empty() {
+        let numbers: Vec<i32> = (0..levels.len() as i32).collect();
+        sqlx::query(
+            "INSERT INTO commitment_tree_levels (batch_id, level, nodes) \
+             SELECT $1, l.level, l.nodes FROM UNNEST($2::int[], $3::bytea[]) AS l(level, nodes)",
+        )
+        .bind(c.batch_id)
+        .bind(&numbers)
+        .bind(levels)
+        .execute(conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Marks `bad` superseded by `correction` and records why in its metadata.
+pub async fn mark_superseded(conn: &mut PgConnection, bad: Uuid, correction: Uuid, reason: &str) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE commitments SET superseded_by = $2, metadata = metadata || jsonb_build_object( \
+           'superseded_by', $2::text, 'correction_reason', $3::text, 'corrected_at', NOW()) \
+         WHERE batch_id = $1 AND superseded_by IS NULL",
+    )
+    .bind(bad)
+    .bind(correction)
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Reads one node per `(level, index)` from a commitment's stored levels; missing nodes come back
+/// as `None` (they are all-padding subtrees).
+pub async fn tree_nodes(
+    conn: &mut PgConnection,
+    batch_id: Uuid,
+    wanted: &[(i32, i64)],
+) -> Result<Vec<(i32, i64, Option<Vec<u8>>)>> {
+    let levels: Vec<i32> = wanted.iter().map(|w| w.0).collect();
+    let indices: Vec<i64> = wanted.iter().map(|w| w.1).collect();
+    Ok(sqlx::query_as(
+        "SELECT w.level, w.idx, CASE WHEN (w.idx + 1) * 32 <= length(t.nodes) \
+           THEN substring(t.nodes FROM (w.idx * 32 + 1)::int FOR 32) END \
+         FROM UNNEST($2::int[], $3::bigint[]) AS w(level, idx) \
+         LEFT JOIN commitment_tree_levels t ON t.batch_id = $1 AND t.level = w.level",
+    )
+    .bind(batch_id)
+    .bind(&levels)
+    .bind(&indices)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Filter for listing commitments.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListFilter {
+    pub anchored: Option<bool>,
+    pub include_superseded: bool,
+}
+
+impl Store {
+    pub async fn commitment(&self, batch_id: Uuid) -> Result<Option<CommitmentRow>> {
+        let sql = format!("SELECT {COLUMNS} FROM commitments WHERE batch_id = $1");
+        Ok(sqlx::query_as(AssertSqlSafe(sql)).bind(batch_id).fetch_optional(self.pool()).await?)
+    }
+
+    /// The live commitment of the stream whose range covers `sequence_number`.
+    pub async fn commitment_covering(&self, stream: StreamKey, sequence_number: i64) -> Result<Option<CommitmentRow>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM commitments WHERE tenant_id = $1 AND store_id = $2 AND superseded_by IS NULL \
+             AND sequence_start <= $3 AND sequence_end >= $3 ORDER BY sequence_start DESC LIMIT 1"
+        );
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
+            .bind(stream.tenant_id)
+            .bind(stream.store_id)
+            .bind(sequence_number)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    /// A stream's commitments in sequence order.
+    pub async fn list_commitments(&self, stream: StreamKey, filter: ListFilter, limit: i64) -> Result<Vec<CommitmentRow>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM commitments WHERE tenant_id = $1 AND store_id = $2 \
+             AND ($3::bool IS NULL OR (chain_tx_hash IS NOT NULL) = $3) AND ($4 OR superseded_by IS NULL) \
+             ORDER BY sequence_start, committed_at LIMIT $5"
+        );
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
+            .bind(stream.tenant_id)
+            .bind(stream.store_id)
+            .bind(filter.anchored)
+            .bind(filter.include_superseded)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    /// Live commitments not yet anchored, oldest first (across streams).
+    pub async fn unanchored_commitments(&self, limit: i64) -> Result<Vec<CommitmentRow>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM commitments WHERE chain_tx_hash IS NULL AND superseded_by IS NULL \
+             ORDER BY committed_at LIMIT $1"
+        );
+        Ok(sqlx::query_as(AssertSqlSafe(sql)).bind(limit).fetch_all(self.pool()).await?)
+    }
+
+    /// Count and age in seconds of the oldest live unanchored commitment.
+    pub async fn unanchored_summary(&self) -> Result<(i64, Option<f64>)> {
+        Ok(sqlx::query_as(
+            "SELECT COUNT(*), EXTRACT(EPOCH FROM NOW() - MIN(committed_at))::float8 FROM commitments \
+             WHERE chain_tx_hash IS NULL AND superseded_by IS NULL",
+        )
+        .fetch_one(self.pool())
+        .await?)
+    }
+
+    /// Records where a commitment was anchored; `false` when it was already anchored.
+    pub async fn mark_anchored(&self, batch_id: Uuid, chain_id: i64, tx_hash: &[u8], block: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE commitments SET chain_id = $2, chain_tx_hash = $3, chain_block_number = $4, anchored_at = NOW() \
+             WHERE batch_id = $1 AND chain_tx_hash IS NULL",
+        )
+        .bind(batch_id)
+        .bind(chain_id)
+        .bind(tx_hash)
+        .bind(block)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Streams whose head is past their last live commitment: `(stream, next start, head)`.
+    pub async fn streams_with_uncommitted_events(&self, limit: i64) -> Result<Vec<(Uuid, Uuid, i64, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT s.tenant_id, s.store_id, COALESCE(c.last_end, 0) + 1, s.current_sequence \
+             FROM sequence_counters s \
+             LEFT JOIN LATERAL (SELECT MAX(sequence_end) AS last_end FROM commitments c \
+               WHERE c.tenant_id = s.tenant_id AND c.store_id = s.store_id AND c.superseded_by IS NULL) c ON TRUE \
+             WHERE s.current_sequence > COALESCE(c.last_end, 0) ORDER BY s.updated_at LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?)
+    }
+}

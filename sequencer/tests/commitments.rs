@@ -1,0 +1,223 @@
+//! Commitments, chaining, correction without deletion, and inclusion proofs over HTTP.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use uuid::Uuid;
+use ves::envelope::VesEventEnvelope;
+
+async fn golden_server() -> (TestServer, Api, Agent) {
+    let server = TestServer::start().await;
+    let api = Api::admin(&server);
+    let agent = Agent::golden();
+    api.register_key(&agent).await;
+    let events: Vec<VesEventEnvelope> = golden()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::from_value(e["envelope"].clone()).unwrap())
+        .collect();
+    let (_, body) = api.ingest(agent.agent_id, &events).await;
+    assert_eq!(body["eventsAccepted"], 2);
+    (server, api, agent)
+}
+
+async fn commit(api: &Api, agent: &Agent, start: i64, end: i64) -> (u16, Value) {
+    api.post(
+        "/api/v1/ves/commitments",
+        json!({"tenant_id": agent.tenant_id, "store_id": agent.store_id, "sequence_start": start, "sequence_end": end}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn commitments_over_the_golden_events_have_the_golden_roots() {
+    let g = golden();
+    let (_server, api, agent) = golden_server().await;
+    let (status, both) = commit(&api, &agent, 1, 2).await;
+    assert_eq!(status, 200, "{both}");
+    assert_eq!(both["merkle_root"], g["state_roots"][1]["merkle_root"]);
+    assert_eq!(both["new_state_root"], g["state_roots"][1]["new_state_root"]);
+    assert_eq!(both["prev_state_root"], g["state_roots"][1]["prev_state_root"]);
+    assert_eq!(both["leaf_count"], 2);
+    assert_eq!(both["tree_depth"], 1);
+    assert_eq!(both["padded_leaf_count"], 2);
+
+    let (_server, api, agent) = golden_server().await;
+    let (_, first) = commit(&api, &agent, 1, 1).await;
+    assert_eq!(first["merkle_root"], g["state_roots"][0]["merkle_root"]);
+    assert_eq!(first["new_state_root"], g["state_roots"][0]["new_state_root"]);
+    // The next commitment chains to it.
+    let (status, second) = commit(&api, &agent, 2, 2).await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["prev_state_root"], first["new_state_root"]);
+    assert_eq!(second["merkle_root"], g["events"][1]["leaf_hash"]);
+    // The same request again answers the same commitment.
+    let (_, again) = commit(&api, &agent, 2, 2).await;
+    assert_eq!(again["batch_id"], second["batch_id"]);
+}
+
+#[tokio::test]
+async fn a_range_that_is_not_contiguous_fails_with_a_clear_4xx() {
+    let server = TestServer::start().await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    api.register_key(&agent).await;
+    let events: Vec<_> = (0..6).map(|i| agent.event(i)).collect();
+    api.ingest(agent.agent_id, &events).await;
+    let (status, body) = commit(&api, &agent, 1, 9).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("non-contiguous sequence"), "{body}");
+    let (status, _) = commit(&api, &agent, 1, 3).await;
+    assert_eq!(status, 200);
+    let (status, body) = commit(&api, &agent, 5, 6).await;
+    assert_eq!(status, 400);
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("non-contiguous sequence") && message.contains("must start at 4"), "{message}");
+    let (status, body) = commit(&api, &agent, 3, 2).await;
+    assert_eq!(status, 400, "{body}");
+    // A real gap (a row removed behind the sequencer's back) is found, not committed over.
+    let mut conn = server.state.store.pool().acquire().await.unwrap();
+    sqlx::raw_sql("SET session_replication_role = replica").execute(&mut *conn).await.unwrap();
+    sqlx::query("DELETE FROM events WHERE tenant_id = $1 AND store_id = $2 AND sequence_number = 5")
+        .bind(agent.tenant_id)
+        .bind(agent.store_id)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::raw_sql("SET session_replication_role = origin").execute(&mut *conn).await.unwrap();
+    let (status, body) = commit(&api, &agent, 4, 6).await;
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap().contains("non-contiguous sequence"), "{body}");
+}
+
+#[tokio::test]
+async fn every_event_of_a_commitment_has_a_proof_that_verifies() {
+    let server = TestServer::start().await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    api.register_key(&agent).await;
+    let events: Vec<_> = (0..11).map(|i| agent.event(i)).collect();
+    api.ingest(agent.agent_id, &events).await;
+    let (_, first) = commit(&api, &agent, 1, 4).await;
+    let (_, second) = commit(&api, &agent, 5, 11).await;
+    let q = format!("tenant_id={}&store_id={}", agent.tenant_id, agent.store_id);
+    for seq in 1..=11 {
+        let (status, proof) = api.get(&format!("/api/v1/ves/proofs/{seq}?{q}")).await;
+        assert_eq!(status, 200, "{proof}");
+        let c = if seq <= 4 { &first } else { &second };
+        assert_eq!(proof["batch_id"], c["batch_id"]);
+        assert_eq!(proof["merkle_root"], c["merkle_root"]);
+        let path: Vec<String> = serde_json::from_value(proof["proof_path"].clone()).unwrap();
+        assert_eq!(path.len() as u64, c["tree_depth"].as_u64().unwrap());
+        let (_, verdict) = api
+            .post(
+                "/api/v1/ves/proofs/verify",
+                json!({"leaf_hash": proof["leaf_hash"], "merkle_root": proof["merkle_root"],
+                       "proof_path": path, "leaf_index": proof["leaf_index"]}),
+            )
+            .await;
+        assert_eq!(verdict["valid"], true, "seq {seq}: {proof}");
+        // The leaf is the event's leaf as ves-wire §2.6 defines it.
+        let e = &events[seq as usize - 1];
+        let leaf = ves::hash::leaf_hash(e.tenant_id, e.store_id, seq, &e.signing_hash(), &e.agent_signature.0);
+        assert_eq!(proof["leaf_hash"], hex::encode(leaf));
+        // With an explicit batch_id too.
+        let (_, explicit) = api.get(&format!("/api/v1/ves/proofs/{seq}?{q}&batch_id={}", c["batch_id"].as_str().unwrap())).await;
+        assert_eq!(explicit, proof);
+    }
+    // A tampered proof does not verify.
+    let (_, proof) = api.get(&format!("/api/v1/ves/proofs/6?{q}")).await;
+    let mut path: Vec<String> = serde_json::from_value(proof["proof_path"].clone()).unwrap();
+    let flipped = if path[0].starts_with('0') { "1" } else { "0" };
+    path[0].replace_range(0..1, flipped);
+    let (_, verdict) = api
+        .post(
+            "/api/v1/ves/proofs/verify",
+            json!({"leaf_hash": proof["leaf_hash"], "merkle_root": proof["merkle_root"], "proof_path": path, "leaf_index": 1}),
+        )
+        .await;
+    assert_eq!(verdict["valid"], false);
+    // Nothing covers a number past the last commitment.
+    api.ingest(agent.agent_id, &[agent.event(99)]).await;
+    let (status, body) = api.get(&format!("/api/v1/ves/proofs/12?{q}")).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _) =
+        api.get(&format!("/api/v1/ves/proofs/12?{q}&batch_id={}", first["batch_id"].as_str().unwrap())).await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn a_bad_commitment_is_corrected_without_deleting_it() {
+    let (server, api, agent) = golden_server().await;
+    let pool = server.state.store.pool().clone();
+    // A commitment stored with wrong data (as if written by a buggy release).
+    let bad_id = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO commitments (batch_id, tenant_id, store_id, tree_depth, leaf_count, padded_leaf_count, \
+         merkle_root, prev_state_root, new_state_root, sequence_start, sequence_end) \
+         VALUES ($1, $2, $3, 1, 2, 2, $4, $5, $4, 1, 2)",
+    )
+    .bind(bad_id)
+    .bind(agent.tenant_id)
+    .bind(agent.store_id)
+    .bind(vec![7u8; 32])
+    .bind(vec![0u8; 32])
+    .execute(&pool)
+    .await
+    .unwrap();
+    // The database refuses to delete or rewrite it.
+    assert!(sqlx::query("DELETE FROM commitments WHERE batch_id = $1").bind(bad_id).execute(&pool).await.is_err());
+    assert!(sqlx::query("UPDATE commitments SET merkle_root = $2 WHERE batch_id = $1")
+        .bind(bad_id)
+        .bind(vec![8u8; 32])
+        .execute(&pool)
+        .await
+        .is_err());
+    assert!(sqlx::raw_sql("TRUNCATE commitments CASCADE").execute(&pool).await.is_err());
+
+    let (status, fixed) =
+        api.post(&format!("/api/v1/ves/commitments/{bad_id}/correct"), json!({"reason": "wrong merkle root"})).await;
+    assert_eq!(status, 200, "{fixed}");
+    let g = golden();
+    assert_eq!(fixed["merkle_root"], g["state_roots"][1]["merkle_root"]);
+    assert_eq!(fixed["new_state_root"], g["state_roots"][1]["new_state_root"]);
+    assert_eq!(fixed["corrects_batch_id"], json!(bad_id));
+    let (status, bad) = api.get(&format!("/api/v1/ves/commitments/{bad_id}")).await;
+    assert_eq!(status, 200, "the bad commitment stays readable");
+    assert_eq!(bad["superseded_by"], fixed["batch_id"]);
+    assert_eq!(bad["metadata"]["correction_reason"], "wrong merkle root");
+    // Proofs now come from the correction; it cannot be corrected twice.
+    let q = format!("tenant_id={}&store_id={}", agent.tenant_id, agent.store_id);
+    let (_, proof) = api.get(&format!("/api/v1/ves/proofs/2?{q}")).await;
+    assert_eq!(proof["batch_id"], fixed["batch_id"]);
+    let (status, _) = api.post(&format!("/api/v1/ves/commitments/{bad_id}/correct"), json!({"reason": "again"})).await;
+    assert_eq!(status, 409);
+    let (_, live) = api.get(&format!("/api/v1/ves/commitments?{q}")).await;
+    assert_eq!(live["count"], 1);
+    let (_, all) = api.get(&format!("/api/v1/ves/commitments?{q}&include_superseded=true")).await;
+    assert_eq!(all["count"], 2);
+    let (_, unanchored) = api.get(&format!("/api/v1/ves/commitments?{q}&anchored=false")).await;
+    assert_eq!(unanchored["count"], 1);
+    let (_, anchored) = api.get(&format!("/api/v1/ves/commitments?{q}&anchored=true")).await;
+    assert_eq!(anchored["count"], 0);
+}
+
+#[tokio::test]
+async fn another_tenants_commitment_is_not_found() {
+    let (_server, api, agent) = golden_server().await;
+    let (_, c) = commit(&api, &agent, 1, 2).await;
+    let stranger = api.with_key(&api.mint_key(Uuid::new_v4(), &[], &["read", "write", "admin"]).await);
+    let (status, _) = stranger.get(&format!("/api/v1/ves/commitments/{}", c["batch_id"].as_str().unwrap())).await;
+    assert_eq!(status, 404);
+    let (status, _) = commit(&stranger, &agent, 3, 3).await;
+    assert_eq!(status, 403);
+    let q = format!("tenant_id={}&store_id={}", agent.tenant_id, agent.store_id);
+    assert_eq!(stranger.get(&format!("/api/v1/ves/proofs/1?{q}")).await.0, 403);
+    assert_eq!(stranger.get(&format!("/api/v1/ves/commitments?{q}")).await.0, 403);
+    let (status, _) = stranger
+        .post(&format!("/api/v1/ves/commitments/{}/correct", c["batch_id"].as_str().unwrap()), json!({"reason": "x"}))
+        .await;
+    assert_eq!(status, 404);
+}
