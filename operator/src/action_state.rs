@@ -267,7 +267,7 @@ mod tests {
         next(status, input, Some(1), &at(t)).unwrap()
     }
 
-    fn condition<'a>(status: &'a SequencerActionStatus, type_: ConditionType) -> (&'a str, &'a str) {
+    fn condition(status: &SequencerActionStatus, type_: ConditionType) -> (&str, &str) {
         let c = status.conditions.iter().find(|c| c.type_ == type_.as_str()).unwrap();
         (c.status.as_str(), c.reason.as_str())
     }

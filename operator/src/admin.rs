@@ -320,9 +320,12 @@ mod tests {
 
     const KEY: &str = "ss_test_admin_key";
 
+    /// Path, Authorization header and body of one request.
+    type Recorded = (String, Option<String>, Value);
+
     #[derive(Clone, Default)]
     struct Seen {
-        requests: Arc<Mutex<Vec<(String, Option<String>, Value)>>>,
+        requests: Arc<Mutex<Vec<Recorded>>>,
     }
 
     impl Seen {
@@ -330,7 +333,7 @@ mod tests {
             let auth = headers.get("authorization").map(|v| v.to_str().unwrap().to_string());
             self.requests.lock().unwrap().push((path.to_string(), auth, body));
         }
-        fn all(&self) -> Vec<(String, Option<String>, Value)> {
+        fn all(&self) -> Vec<Recorded> {
             self.requests.lock().unwrap().clone()
         }
     }

@@ -36,6 +36,12 @@ pub enum Error {
     #[error("invalid {kind} {name}: {reason}")]
     InvalidSpec { kind: &'static str, name: String, reason: String },
 
+    /// The operator's CRDs are not installed (or not readable with its RBAC).
+    #[error(
+        "listing {kind} failed: {reason}. CRD not installed? run `kubectl apply --server-side -f crds/` (or `sequencer-operator crd | kubectl apply --server-side -f -`)"
+    )]
+    CrdsMissing { kind: &'static str, reason: String },
+
     /// A Secret the operator itself needs (the admin API key) is missing or incomplete.
     #[error("Secret {namespace}/{name}: {reason}")]
     Secret { namespace: String, name: String, reason: String },
@@ -83,6 +89,7 @@ impl Error {
             Error::Kube(kube::Error::Api(status)) if status.code == 422 => "invalid",
             Error::Kube(_) => "kube",
             Error::InvalidSpec { .. } => "invalid_spec",
+            Error::CrdsMissing { .. } => "crds_missing",
             Error::Secret { .. } => "secret",
             Error::Serialize { .. } => "serialize",
             Error::Manifest { .. } => "manifest",

@@ -42,6 +42,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - apiGroups: ["sequencer.stateset.io"]
   resources: ["sequenceractions"]
   verbs: ["delete"]
+# Setting blockOwnerDeletion on children needs this where OwnerReferencesPermissionEnforcement is on.
+- apiGroups: ["sequencer.stateset.io"]
+  resources: ["sequencers/finalizers"]
+  verbs: ["update"]
 # Children, written by server-side apply and removed by the garbage collector (owner references).
 - apiGroups: ["apps"]
   resources: ["deployments"]

@@ -156,13 +156,7 @@ pub async fn check_crds_installed(client: &Client) -> Result<()> {
         ),
     ] {
         if let Err(error) = result {
-            return Err(Error::InvalidSpec {
-                kind,
-                name: "CustomResourceDefinition".into(),
-                reason: format!(
-                    "listing failed ({error}). CRD not installed? run `sequencer-operator crd | kubectl apply --server-side -f -` or `kubectl apply --server-side -f crds/`"
-                ),
-            });
+            return Err(Error::CrdsMissing { kind, reason: error.to_string() });
         }
     }
     Ok(())

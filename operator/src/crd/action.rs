@@ -14,6 +14,8 @@ use super::{LocalObjectReference, UUID_PATTERN};
 pub const MAX_LISTED_IN_STATUS: usize = 20;
 
 /// A runbook action against one Sequencer of this namespace: retry an anchor, replay dead letters or verify a stream. It runs once, ends Succeeded or Failed before its deadline, and is deleted a while after.
+// NB: clippy reads the repeated `type_ = "string"` of the printer columns as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "sequencer.stateset.io",

@@ -14,6 +14,8 @@ use super::{LocalObjectReference, SecretKeyRef, UUID_PATTERN};
 pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/stateset/stateset-sequencer:", env!("CARGO_PKG_VERSION"));
 
 /// Desired state of one StateSet sequencer: its pods, database, keys, limits and anchoring.
+// NB: clippy reads the repeated `type_ = "string"` of the printer columns as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "sequencer.stateset.io",
