@@ -5,9 +5,10 @@
 //! SHA extensions). A single SHA-256 is a serial chain of 64 rounds, but independent messages
 //! can share every instruction, one message per 32-bit SIMD lane. The lane arithmetic is written
 //! on plain `[u32; N]` arrays and left to the compiler to vectorize: 16 lanes with AVX-512F,
-//! 8 with AVX2, 8 on SSE2 otherwise. There are no intrinsics; the only `unsafe` is calling the
-//! AVX builds after runtime detection. Every path is checked bit for bit against the `sha2`
-//! crate by the tests below and, through `merkle_root`, by the Merkle property tests.
+//! 8 with AVX2; elsewhere (and in debug builds) the caller falls back to `sha2`. There are no
+//! intrinsics; the only `unsafe` is calling the AVX builds after runtime detection. The kernels
+//! are checked bit for bit against `sha2` by the tests below in every build, and through
+//! `merkle_root` by the Merkle property tests under `cargo test --release`.
 
 use crate::Hash32;
 use crate::domain;
