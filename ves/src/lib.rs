@@ -11,6 +11,8 @@
 //! [`envelope::EventBuilder`], and never decrypts: the sequencer checks cipher hashes, it does
 //! not hold payload keys.
 
+#![warn(missing_docs)]
+
 pub mod cipher;
 pub mod domain;
 pub mod envelope;
