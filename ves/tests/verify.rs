@@ -49,3 +49,45 @@ fn empty_and_single_item_batches_are_handled() {
     one[0].1[0] ^= 1;
     assert_eq!(verify_batch(&one), vec![false]);
 }
+
+/// Documents the caveat on `verify_batch`: a signer can hide a small-order point in `R`.
+/// The cofactorless single check rejects such a signature; the randomized batch equation
+/// accepts it whenever the batch's coefficient for it is a multiple of the point's order
+/// (1 in 8 here), and the coefficients are derived from the inputs, so a signer can grind
+/// messages until it does. If this test ever fails, ed25519-dalek's batch became exact and the
+/// caveat in `verify_batch`'s docs can go.
+#[test]
+fn batch_verification_can_accept_a_small_order_r_that_verify_one_rejects() {
+    use curve25519_dalek::constants::EIGHT_TORSION;
+    use curve25519_dalek::edwards::EdwardsPoint;
+    use curve25519_dalek::scalar::{Scalar, clamp_integer};
+    use sha2::{Digest, Sha512};
+
+    let seed = [9u8; 32];
+    let expanded = Sha512::digest(seed);
+    let a = Scalar::from_bytes_mod_order(clamp_integer(expanded[..32].try_into().unwrap()));
+    let public = VerifyingKey::from(&SigningKey::from_bytes(&seed));
+    assert_eq!(EdwardsPoint::mul_base(&a).compress().to_bytes(), public.to_bytes());
+
+    let r = Scalar::from(123_456_789u64);
+    let r_point = (EdwardsPoint::mul_base(&r) + EIGHT_TORSION[1]).compress().to_bytes();
+    let sign_with_torsion = |msg: &Hash32| -> [u8; 64] {
+        let k =
+            Scalar::from_hash(Sha512::new().chain_update(r_point).chain_update(public.as_bytes()).chain_update(msg));
+        let s = r + k * a;
+        let mut sig = [0u8; 64];
+        sig[..32].copy_from_slice(&r_point);
+        sig[32..].copy_from_slice(s.as_bytes());
+        sig
+    };
+
+    let honest = items(1).remove(0);
+    let diverging = (0..=255u8).find_map(|i| {
+        let msg = [i; 32];
+        let sig = sign_with_torsion(&msg);
+        assert!(!verify_one(&sig, &msg, &public), "the single check rejects a small-order R");
+        let batch = [(msg, sig, public), honest];
+        (verify_batch(&batch) == [true, true]).then_some(i)
+    });
+    assert!(diverging.is_some(), "no message in 256 made the batch accept (expected about 1 in 8)");
+}
