@@ -67,6 +67,8 @@ async fn an_anchored_commitment_reads_back_exactly_as_sent() {
 
     assert!(!client.is_anchored(c.batch_id).await.unwrap());
     assert_eq!(client.get_commitment(c.batch_id).await.unwrap(), None);
+    let unknown = client.registry().getCommitment(B256::from(uuid_to_bytes32(c.batch_id))).call().await.unwrap_err();
+    assert!(unknown.to_string().contains("Not anchored"), "{unknown}");
 
     let receipt = client.anchor(&c).await.expect("anchor succeeds");
     assert_eq!(receipt.chain_id, Anvil::CHAIN_ID);
@@ -154,6 +156,10 @@ async fn the_registry_rejects_invalid_commitments_and_strangers_with_its_revert_
     assert_eq!(stranger.anchor(&commitment(1, 2)).await, Err(AnchorError::Reverted("Not authorized".into())));
     let not_owner = stranger.registry().setPermissionless(true).send().await.unwrap_err();
     assert!(not_owner.to_string().contains("Not owner"), "{not_owner}");
+    let not_owner = stranger.registry().transferOwnership(Address::repeat_byte(9)).send().await.unwrap_err();
+    assert!(not_owner.to_string().contains("Not owner"), "{not_owner}");
+    let nobody = client.registry().transferOwnership(Address::ZERO).send().await.unwrap_err();
+    assert!(nobody.to_string().contains("Invalid owner"), "ownership can never be given away to nobody: {nobody}");
 
     // The owner opens the registry to everyone; then the stranger may anchor.
     let registry = client.registry();
