@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::auth::{generate_api_key, hash_api_key};
 use crate::store::Store;
 use crate::store::api_keys::NewApiKey;
+use crate::store::dead_letters::DeadLetterFilter;
 
 /// Connects to the database named by `url` (the password never appears in errors).
 pub async fn connect(url: &str) -> anyhow::Result<Store> {
@@ -85,4 +86,153 @@ pub async fn revoke_api_key(store: &Store, id: Uuid) -> anyhow::Result<ExitCode>
         }
         None => anyhow::bail!("no API key with id {id}"),
     }
+}
+
+/// `verify`: prints the findings; exit code 1 when there are any.
+pub async fn verify(
+    store: &Store,
+    tenant_id: Option<Uuid>,
+    store_id: Option<Uuid>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let report = crate::verify::verify(store, tenant_id, store_id).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for f in &report.findings {
+            let at = f.sequence_number.map(|s| format!(" at {s}")).unwrap_or_default();
+            println!("{}  {}/{}{at}: {}", f.kind, f.tenant_id, f.store_id, f.detail);
+        }
+        println!(
+            "{}: {} streams, {} events, {} commitments checked, {} findings",
+            if report.ok { "OK" } else { "FAILED" },
+            report.streams_checked,
+            report.events_checked,
+            report.commitments_checked,
+            report.findings.len()
+        );
+    }
+    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `dead-letters list`.
+pub async fn list_dead_letters(
+    store: &Store,
+    tenant_id: Option<Uuid>,
+    store_id: Option<Uuid>,
+    reason: Option<String>,
+    status: Option<String>,
+    limit: i64,
+) -> anyhow::Result<ExitCode> {
+    let filter = DeadLetterFilter { tenant_id, store_id, reason, status, since: None, until: None };
+    for l in store.list_dead_letters(&filter, limit, 0).await? {
+        println!(
+            "{}  event={}  {}/{}  {}  {}  attempts={}  {}",
+            l.id,
+            l.event_id,
+            l.tenant_id,
+            l.store_id,
+            l.status,
+            l.reason,
+            l.retry_count,
+            l.created_at.to_rfc3339()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dead-letters retry`: runs the full ingest path in this process (receipts are signed with
+/// `VES_SEQUENCER_SIGNING_KEY` when it is set). Exit code 1 when any entry is still refused.
+pub async fn retry_dead_letters(
+    database_url: &str,
+    ids: Vec<Uuid>,
+    tenant_id: Option<Uuid>,
+    store_id: Option<Uuid>,
+    reason: Option<String>,
+    all: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut vars: std::collections::HashMap<String, String> = std::env::vars().collect();
+    vars.insert("DATABASE_URL".into(), database_url.into());
+    vars.insert("DB_MIGRATE_ON_STARTUP".into(), "false".into());
+    vars.insert("MAX_DB_CONNECTIONS".into(), "4".into());
+    let config = crate::config::Config::from_map(&vars)?;
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+    let store = crate::server::open_store(&config, &metrics)?;
+    let state = crate::server::build_state(config, store.clone(), metrics)?;
+    let letters = if !ids.is_empty() {
+        let mut letters = Vec::new();
+        for id in ids {
+            letters.push(store.dead_letter(id).await?.ok_or_else(|| anyhow::anyhow!("no dead letter with id {id}"))?);
+        }
+        letters
+    } else if all || tenant_id.is_some() || store_id.is_some() || reason.is_some() {
+        let filter =
+            DeadLetterFilter { tenant_id, store_id, reason, status: Some("pending".into()), since: None, until: None };
+        store.list_dead_letters(&filter, 10_000, 0).await?
+    } else {
+        anyhow::bail!("give dead-letter ids, or filters (--tenant-id, --store-id, --reason) or --all");
+    };
+    let mut summary = crate::dead_letter::RetrySummary::default();
+    for letter in &letters {
+        let result = crate::dead_letter::retry(&store, &state.ingest, letter).await?;
+        println!(
+            "{}  {}  {}",
+            result.id,
+            result.outcome,
+            result.reason.clone().or(result.sequence_number.map(|s| format!("sequence {s}"))).unwrap_or_default()
+        );
+        summary.push(result);
+    }
+    println!("{} attempted, {} succeeded, {} failed", summary.attempted, summary.succeeded, summary.failed);
+    Ok(if summary.failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `dead-letters delete`.
+pub async fn delete_dead_letters(store: &Store, ids: Vec<Uuid>) -> anyhow::Result<ExitCode> {
+    let mut missing = 0;
+    for id in ids {
+        if store.delete_dead_letter(id).await? {
+            println!("deleted {id}");
+        } else {
+            eprintln!("no dead letter with id {id}");
+            missing += 1;
+        }
+    }
+    Ok(if missing == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `streams pause|resume`.
+pub async fn set_paused(
+    store: &Store,
+    tenant_id: Uuid,
+    store_id: Uuid,
+    paused: bool,
+    reason: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    store.set_paused(crate::store::events::StreamKey { tenant_id, store_id }, paused, reason.as_deref()).await?;
+    println!("stream {tenant_id}/{store_id} {}", if paused { "paused" } else { "resumed" });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `streams list`.
+pub async fn list_streams(store: &Store, tenant_id: Option<Uuid>) -> anyhow::Result<ExitCode> {
+    for s in store.streams(tenant_id, None, 100_000).await? {
+        println!(
+            "{}/{}  head={}  committed={}  {}",
+            s.tenant_id,
+            s.store_id,
+            s.head,
+            s.last_committed_sequence.unwrap_or(0),
+            if s.paused { "PAUSED" } else { "" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `deploy-registry`: deploys the contract and prints its address alone on stdout.
+pub async fn deploy_registry(rpc_url: &str, private_key: &str, permissionless: bool) -> anyhow::Result<ExitCode> {
+    let key = secrecy::SecretString::from(private_key.to_owned());
+    let address = ::anchor::deploy_registry(rpc_url, &key, permissionless).await?;
+    println!("{address}");
+    Ok(ExitCode::SUCCESS)
 }

@@ -99,6 +99,11 @@ impl Caller {
         (!self.is_bootstrap_admin()).then_some(self.tenant_id)
     }
 
+    /// The sequencer acting on its own behalf (dead-letter retries).
+    pub fn system() -> Self {
+        Self::bootstrap()
+    }
+
     fn bootstrap() -> Self {
         Caller {
             tenant_id: Uuid::nil(),

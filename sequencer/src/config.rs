@@ -76,6 +76,33 @@ pub struct Config {
     pub ingest_max_queued_events: usize,
     /// `INGEST_MAX_GROUP_EVENTS`: the most events one sequencing transaction takes from a stream's queue.
     pub ingest_max_group_events: usize,
+    /// `RATE_LIMIT_PER_MINUTE` and `RATE_LIMIT_TENANT_OVERRIDES`.
+    pub rate_limits: crate::ratelimit::RateLimitConfig,
+    /// `MAX_CLOCK_SKEW_SECS`: refuse events whose `created_at` is further than this from server time
+    /// (off when unset).
+    pub max_clock_skew: Option<Duration>,
+    /// `DEAD_LETTER_RETENTION_DAYS`: dead letters older than this are purged.
+    pub dead_letter_retention_days: u32,
+    /// Anchoring on the L2: set when `L2_RPC_URL`, `SET_REGISTRY_ADDRESS` and `SEQUENCER_PRIVATE_KEY`
+    /// are all set.
+    pub anchor: Option<crate::anchoring::AnchorSettings>,
+    /// The background commitment and anchoring worker.
+    pub worker: WorkerConfig,
+}
+
+/// The leader-elected background worker (`COMMIT_INTERVAL_MS`, `COMMIT_MAX_EVENTS`,
+/// `ANCHOR_INTERVAL_SECS`, `ANCHOR_BATCH_SIZE`, `WORKER_ENABLED`).
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerConfig {
+    pub enabled: bool,
+    /// How often streams with new events get a commitment.
+    pub commit_interval: Duration,
+    /// The most events one automatic commitment covers.
+    pub commit_max_events: i64,
+    /// How often pending commitments are anchored.
+    pub anchor_interval: Duration,
+    /// The most commitments anchored per round.
+    pub anchor_batch_size: i64,
 }
 
 /// HS256 JWT validation settings (`JWT_SECRET`, `JWT_ISSUER`, `JWT_AUDIENCE`).
@@ -117,6 +144,9 @@ impl std::fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("ingest_max_queued_events", &self.ingest_max_queued_events)
             .field("ingest_max_group_events", &self.ingest_max_group_events)
+            .field("rate_limits", &self.rate_limits)
+            .field("anchor", &self.anchor)
+            .field("worker", &self.worker)
             .finish_non_exhaustive()
     }
 }
@@ -253,6 +283,58 @@ impl Config {
             })?;
         }
 
+        let per_tenant = match env.raw("RATE_LIMIT_PER_MINUTE") {
+            None => None,
+            Some(_) => Some(env.positive("RATE_LIMIT_PER_MINUTE", 1u32)?),
+        };
+        let tenant_overrides = match env.raw("RATE_LIMIT_TENANT_OVERRIDES") {
+            None => Default::default(),
+            Some(v) => crate::ratelimit::parse_overrides(v)
+                .map_err(|reason| ConfigError::Invalid { var: "RATE_LIMIT_TENANT_OVERRIDES", reason })?,
+        };
+        let max_clock_skew = match env.raw("MAX_CLOCK_SKEW_SECS") {
+            None => None,
+            Some(_) => Some(Duration::from_secs(env.positive("MAX_CLOCK_SKEW_SECS", 1u64)?)),
+        };
+
+        let anchor = match (env.raw("L2_RPC_URL"), env.raw("SET_REGISTRY_ADDRESS"), env.secret("SEQUENCER_PRIVATE_KEY"))
+        {
+            (Some(rpc), Some(address), Some(key)) => {
+                let registry: alloy::primitives::Address = address.parse().map_err(|_| ConfigError::Invalid {
+                    var: "SET_REGISTRY_ADDRESS",
+                    reason: format!("{address:?} is not a 20-byte hex address"),
+                })?;
+                let mut settings =
+                    crate::anchoring::AnchorSettings::new(rpc, registry, key, env.parse("L2_CHAIN_ID", 84_532_001u64)?);
+                settings.breaker.failure_threshold = env.positive("ANCHOR_BREAKER_FAILURES", 5u32)?;
+                settings.breaker.open_timeout =
+                    Duration::from_millis(env.positive("ANCHOR_BREAKER_OPEN_MS", 60_000u64)?);
+                settings.rpc_timeout = Duration::from_millis(env.positive("ANCHOR_RPC_TIMEOUT_MS", 10_000u64)?);
+                Some(settings)
+            }
+            (None, None, None) => None,
+            _ => {
+                return Err(ConfigError::Inconsistent(
+                    "anchoring needs all of L2_RPC_URL, SET_REGISTRY_ADDRESS and SEQUENCER_PRIVATE_KEY (some are missing)"
+                        .into(),
+                ));
+            }
+        };
+        let worker = WorkerConfig {
+            enabled: env.flag("WORKER_ENABLED", true)?,
+            commit_interval: Duration::from_millis(env.positive("COMMIT_INTERVAL_MS", 60_000u64)?),
+            commit_max_events: env.positive("COMMIT_MAX_EVENTS", 1024i64)?,
+            anchor_interval: Duration::from_millis(env.positive("ANCHOR_INTERVAL_SECS", 60u64)? * 1000),
+            anchor_batch_size: env.positive("ANCHOR_BATCH_SIZE", 10i64)?,
+        };
+        let worker = match env.raw("ANCHOR_INTERVAL_MS") {
+            Some(_) => WorkerConfig {
+                anchor_interval: Duration::from_millis(env.positive("ANCHOR_INTERVAL_MS", 1u64)?),
+                ..worker
+            },
+            None => worker,
+        };
+
         Ok(Config {
             database_url: env.secret("DATABASE_URL"),
             host: env.parse("HOST", IpAddr::from([0, 0, 0, 0]))?,
@@ -282,6 +364,14 @@ impl Config {
             },
             ingest_max_queued_events: env.positive("INGEST_MAX_QUEUED_EVENTS", 50_000usize)?,
             ingest_max_group_events: env.positive("INGEST_MAX_GROUP_EVENTS", 2_000usize)?,
+            rate_limits: crate::ratelimit::RateLimitConfig {
+                per_tenant_per_minute: per_tenant.and_then(std::num::NonZeroU32::new),
+                tenant_overrides,
+            },
+            max_clock_skew,
+            dead_letter_retention_days: env.positive("DEAD_LETTER_RETENTION_DAYS", 30u32)?,
+            anchor,
+            worker,
         })
     }
 }
@@ -331,6 +421,10 @@ mod tests {
         assert!(err.to_string().contains("DB_MIGRATE_ON_STARTUP"), "{err}");
         let err = Config::from_map(&vars(&[("MAX_DB_CONNECTIONS", "0")])).unwrap_err();
         assert!(err.to_string().contains("MAX_DB_CONNECTIONS"), "{err}");
+        let err = Config::from_map(&vars(&[("RATE_LIMIT_PER_MINUTE", "0")])).unwrap_err();
+        assert!(err.to_string().contains("RATE_LIMIT_PER_MINUTE"), "{err}");
+        let err = Config::from_map(&vars(&[("RATE_LIMIT_TENANT_OVERRIDES", "{\"x\": 1}")])).unwrap_err();
+        assert!(err.to_string().contains("RATE_LIMIT_TENANT_OVERRIDES"), "{err}");
     }
 
     #[test]
@@ -354,6 +448,28 @@ mod tests {
         .unwrap();
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("topsecretpw") && !dbg.contains("ss_bootstrap") && !dbg.contains("jwt-secret"));
+    }
+
+    #[test]
+    fn anchoring_needs_all_three_settings_and_never_shows_the_key() {
+        let err = Config::from_map(&vars(&[("L2_RPC_URL", "http://127.0.0.1:8545")])).unwrap_err();
+        assert!(err.to_string().contains("SEQUENCER_PRIVATE_KEY"), "{err}");
+        let key = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+        let c = Config::from_map(&vars(&[
+            ("L2_RPC_URL", "http://127.0.0.1:8545"),
+            ("SET_REGISTRY_ADDRESS", "0x5FbDB2315678afecb367f032d93F642f64180aa3"),
+            ("SEQUENCER_PRIVATE_KEY", key),
+        ]))
+        .unwrap();
+        assert!(c.anchor.is_some());
+        assert!(!format!("{c:?}").contains(&key[2..]));
+        let err = Config::from_map(&vars(&[
+            ("L2_RPC_URL", "http://127.0.0.1:8545"),
+            ("SET_REGISTRY_ADDRESS", "nope"),
+            ("SEQUENCER_PRIVATE_KEY", key),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("SET_REGISTRY_ADDRESS"));
     }
 
     #[test]

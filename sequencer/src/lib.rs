@@ -15,19 +15,24 @@
 //!   expired key, bad signature, version conflict) are kept in the dead-letter queue for replay.
 
 pub mod admin;
+pub mod anchoring;
 pub mod api;
 pub mod auth;
 pub mod commitments;
 pub mod config;
+pub mod dead_letter;
 pub mod error;
 pub mod ingest;
 pub mod metrics;
 pub mod private_postgres;
+pub mod ratelimit;
 pub mod sequencing;
 pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod testing;
+pub mod verify;
+pub mod worker;
 
 pub use error::{Error, Result};
 

@@ -39,6 +39,12 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// Which limit refused a request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScopeLabels {
+    pub scope: String,
+}
+
 /// Which in-memory cache.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum CacheName {
@@ -84,6 +90,17 @@ pub struct Metrics {
     pub cache_size: Family<CacheLabels, Gauge>,
     pub dead_letter_events: Gauge,
     pub dead_letters_written: Counter,
+    pub ratelimit_rejected: Family<ScopeLabels, Counter>,
+    pub ingest_paused_rejections: Counter,
+    pub anchor_circuit_state: Gauge,
+    pub anchor_circuit_transitions: Counter,
+    pub anchor_circuit_opened: Counter,
+    pub anchor_circuit_rejected: Counter,
+    pub commitments_created: Counter,
+    pub commitments_anchored: Counter,
+    pub anchor_failures: Counter,
+    /// 1 while this replica holds the background worker's leadership.
+    pub worker_leader: Gauge,
     /// Tasks waiting for a database connection right now (sampled into `db_pool_waiting`).
     pub db_waiting: Arc<AtomicI64>,
 }
@@ -174,6 +191,58 @@ impl Metrics {
             "Rejected events written to the dead-letter queue",
             dead_letters_written.clone(),
         );
+        let ratelimit_rejected = Family::<ScopeLabels, Counter>::default();
+        registry.register(
+            "ratelimit_rejected",
+            "Requests refused with 429, by the limit that refused them (tenant or api_key)",
+            ratelimit_rejected.clone(),
+        );
+        let ingest_paused_rejections = Counter::default();
+        registry.register(
+            "ingest_paused_rejections",
+            "Ingest requests refused because their stream is paused",
+            ingest_paused_rejections.clone(),
+        );
+        let anchor_circuit_state = Gauge::default();
+        registry.register(
+            "anchor_circuit_state",
+            "Anchor RPC circuit breaker: 0 closed, 1 half_open, 2 open",
+            anchor_circuit_state.clone(),
+        );
+        let anchor_circuit_transitions = Counter::default();
+        registry.register(
+            "anchor_circuit_transitions",
+            "State changes of the anchor circuit breaker",
+            anchor_circuit_transitions.clone(),
+        );
+        let anchor_circuit_opened = Counter::default();
+        registry.register(
+            "anchor_circuit_opened",
+            "Times the anchor circuit breaker opened",
+            anchor_circuit_opened.clone(),
+        );
+        let anchor_circuit_rejected = Counter::default();
+        registry.register(
+            "anchor_circuit_rejected",
+            "Anchor calls refused at once because the circuit was open",
+            anchor_circuit_rejected.clone(),
+        );
+        let commitments_created = Counter::default();
+        registry.register(
+            "commitments_created",
+            "Commitments created by the background worker",
+            commitments_created.clone(),
+        );
+        let commitments_anchored = Counter::default();
+        registry.register("commitments_anchored", "Commitments anchored on the L2", commitments_anchored.clone());
+        let anchor_failures = Counter::default();
+        registry.register("anchor_failures", "Failed anchoring attempts", anchor_failures.clone());
+        let worker_leader = Gauge::default();
+        registry.register(
+            "worker_leader",
+            "1 while this replica leads the commitment and anchoring worker",
+            worker_leader.clone(),
+        );
         Metrics {
             registry,
             ingest_latency,
@@ -196,6 +265,16 @@ impl Metrics {
             cache_size,
             dead_letter_events,
             dead_letters_written,
+            ratelimit_rejected,
+            ingest_paused_rejections,
+            anchor_circuit_state,
+            anchor_circuit_transitions,
+            anchor_circuit_opened,
+            anchor_circuit_rejected,
+            commitments_created,
+            commitments_anchored,
+            anchor_failures,
+            worker_leader,
             db_waiting: Arc::new(AtomicI64::new(0)),
         }
     }

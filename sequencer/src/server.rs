@@ -10,6 +10,7 @@ use ed25519_dalek::SigningKey;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 
+use crate::anchoring::AnchorService;
 use crate::api::{self, AppState, SharedState};
 use crate::auth::{Authenticator, generate_api_key, hash_api_key};
 use crate::commitments::CommitmentEngine;
@@ -23,7 +24,7 @@ use crate::sequencing::{ReceiptSigner, Sequencer};
 use crate::store::{PoolSettings, Store};
 
 /// Builds the shared state of a running sequencer.
-pub fn build_state(config: Config, store: Store, metrics: Arc<Metrics>) -> SharedState {
+pub fn build_state(config: Config, store: Store, metrics: Arc<Metrics>) -> Result<SharedState> {
     let signer = ReceiptSigner { sequencer_id: config.sequencer_id, key: config.sequencer_signing_key.clone() };
     let sequencer = Sequencer::new(
         store.clone(),
@@ -37,11 +38,27 @@ pub fn build_state(config: Config, store: Store, metrics: Arc<Metrics>) -> Share
         max_events_per_batch: config.max_events_per_batch,
         max_event_payload_size: config.max_event_payload_size,
         require_signed_execution_controls: config.require_signed_execution_controls,
+        max_clock_skew: config.max_clock_skew,
     };
     let ingest = Ingest::new(store.clone(), keys, sequencer, metrics.clone(), limits);
     let auth = Authenticator::new(&config, store.clone(), metrics.clone());
     let commitments = CommitmentEngine::new(store.clone());
-    Arc::new(AppState { config, store, metrics, auth, ingest, commitments, started: Instant::now() })
+    let limits = crate::ratelimit::RateLimiters::new(&config.rate_limits, metrics.ratelimit_rejected.clone());
+    let anchor = match &config.anchor {
+        Some(settings) => Some(Arc::new(AnchorService::new(settings.clone(), store.clone())?)),
+        None => None,
+    };
+    Ok(Arc::new(AppState {
+        config,
+        store,
+        metrics,
+        auth,
+        limits,
+        ingest,
+        commitments,
+        anchor,
+        started: Instant::now(),
+    }))
 }
 
 /// Opens the pool described by the configuration.
@@ -163,8 +180,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             path.display()
         );
     }
-    let state = build_state(config, store, metrics);
+    let state = build_state(config, store, metrics)?;
+    let background = crate::worker::spawn(state.clone());
     serve(listener, state, shutdown).await?;
+    background.abort();
     if let Some(path) = generated_key_file {
         let _ = std::fs::remove_file(path);
     }

@@ -92,6 +92,7 @@ pub struct TestServer {
     pub db: TestDb,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    worker: crate::worker::Background,
 }
 
 impl TestServer {
@@ -125,14 +126,15 @@ impl TestServer {
         let metrics = Arc::new(Metrics::new());
         let store = server::open_store(&config, &metrics).expect("open store");
         server::prepare_database(&config, &store).await.expect("prepare database");
-        let state = server::build_state(config, store, metrics);
+        let state = server::build_state(config, store, metrics).expect("build state");
+        let worker = crate::worker::spawn(state.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("local addr"));
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server::serve(listener, state.clone(), async move {
             let _ = rx.await;
         }));
-        TestServer { base_url, state, db, shutdown: Some(tx), task: Some(task) }
+        TestServer { base_url, state, db, shutdown: Some(tx), task: Some(task), worker }
     }
 
     /// `base_url` + `path`.
@@ -142,6 +144,7 @@ impl TestServer {
 
     /// Stops serving and waits for in-flight requests to finish.
     pub async fn stop(mut self) -> TestDb {
+        self.worker.abort();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -158,6 +161,7 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
+        self.worker.abort();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

@@ -37,7 +37,7 @@ async fn ready_is_a_json_503_when_the_database_is_unreachable() {
     .unwrap();
     let metrics = std::sync::Arc::new(sequencer::metrics::Metrics::new());
     let store = sequencer::server::open_store(&config, &metrics).unwrap();
-    let state = sequencer::server::build_state(config, store, metrics);
+    let state = sequencer::server::build_state(config, store, metrics).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(sequencer::server::serve(listener, state, std::future::pending()));

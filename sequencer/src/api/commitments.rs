@@ -43,7 +43,11 @@ pub struct ListQuery {
 }
 
 /// `GET /api/v1/ves/commitments?tenant_id&store_id[&anchored=true|false][&include_superseded=true]`.
-pub async fn list(State(state): State<SharedState>, caller: Auth, ApiQuery(q): ApiQuery<ListQuery>) -> Result<Response> {
+pub async fn list(
+    State(state): State<SharedState>,
+    caller: Auth,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Response> {
     let stream = StreamKey { tenant_id: q.tenant_id, store_id: q.store_id };
     caller.require_read(stream)?;
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
@@ -112,7 +116,8 @@ pub async fn proof(
     caller.require_read(stream)?;
     let commitment = match q.batch_id {
         Some(id) => {
-            let row = state.store.commitment(id).await?.ok_or_else(|| Error::NotFound("Commitment not found".into()))?;
+            let row =
+                state.store.commitment(id).await?.ok_or_else(|| Error::NotFound("Commitment not found".into()))?;
             if row.stream() != stream {
                 return Err(Error::Forbidden("Commitment access denied".into()));
             }
@@ -152,5 +157,6 @@ pub async fn verify(caller: Auth, ApiJson(body): ApiJson<VerifyBody>) -> Result<
     let root = hex32("merkle_root", &body.merkle_root)?;
     let path = body.proof_path.iter().map(|p| hex32("proof hash", p)).collect::<Result<Vec<_>>>()?;
     let valid = usize::try_from(body.leaf_index).is_ok_and(|i| ves::merkle::verify_proof(&leaf, i, &path, &root));
-    Ok(axum::Json(json!({"valid": valid, "leaf_hash": body.leaf_hash, "merkle_root": body.merkle_root})).into_response())
+    Ok(axum::Json(json!({"valid": valid, "leaf_hash": body.leaf_hash, "merkle_root": body.merkle_root}))
+        .into_response())
 }

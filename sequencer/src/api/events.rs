@@ -8,7 +8,6 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
-use ves::envelope::{Hex32, Sig64, VesEventEnvelope};
 
 use super::{ApiPath, ApiQuery, Auth, SharedState};
 use crate::error::{Error, Result};
@@ -36,54 +35,11 @@ pub struct EntityQuery {
     limit: Option<i64>,
 }
 
-fn bytes32(v: &Option<Vec<u8>>) -> Result<[u8; 32]> {
-    v.as_deref()
-        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .ok_or_else(|| Error::Internal("stored hash is not 32 bytes".into()))
-}
-
-/// The envelope as the client signed it.
-pub fn envelope_of(e: &StoredEvent) -> Result<VesEventEnvelope> {
-    let signature = e
-        .agent_signature
-        .as_deref()
-        .and_then(|b| <[u8; 64]>::try_from(b).ok())
-        .ok_or_else(|| Error::Internal("stored signature is not 64 bytes".into()))?;
-    let payload_encrypted = match &e.payload_encrypted {
-        None => None,
-        Some(v) => Some(
-            serde_json::from_value(v.clone())
-                .map_err(|err| Error::Internal(format!("stored encrypted payload: {err}")))?,
-        ),
-    };
-    Ok(VesEventEnvelope {
-        ves_version: e.ves_version.unwrap_or(1) as u32,
-        event_id: e.event_id,
-        tenant_id: e.tenant_id,
-        store_id: e.store_id,
-        source_agent_id: e.source_agent_id,
-        agent_key_id: e.agent_key_id.unwrap_or(0) as u32,
-        entity_type: e.entity_type.clone(),
-        entity_id: e.entity_id.clone(),
-        event_type: e.event_type.clone(),
-        created_at: e.created_at_str.clone().unwrap_or_default(),
-        payload_kind: e.payload_kind.unwrap_or(0) as u32,
-        payload: e.payload.clone(),
-        payload_encrypted,
-        payload_plain_hash: Hex32(bytes32(&e.payload_plain_hash)?),
-        payload_cipher_hash: Hex32(bytes32(&e.payload_cipher_hash)?),
-        agent_signature: Sig64(signature),
-        agent_signature_scheme: None,
-        command_id: e.command_id,
-        base_version: e.base_version.map(|v| v as u64),
-    })
-}
-
 /// A stored event as JSON: the signed envelope plus `sequence_number` and `sequenced_at`; unsigned
 /// legacy events in their legacy shape.
 pub fn event_json(e: &StoredEvent) -> Result<Value> {
     let mut v = if e.signed {
-        serde_json::to_value(envelope_of(e)?).map_err(|err| Error::Internal(err.to_string()))?
+        serde_json::to_value(e.envelope()?).map_err(|err| Error::Internal(err.to_string()))?
     } else {
         json!({
             "event_id": e.event_id,

@@ -78,6 +78,9 @@ pub async fn metrics(State(state): State<SharedState>) -> Response {
     if let Ok(Ok(depth)) = tokio::time::timeout(Duration::from_millis(500), state.store.dead_letter_depth()).await {
         m.dead_letter_events.set(depth);
     }
+    if let Some(anchor) = &state.anchor {
+        anchor.export_metrics(m);
+    }
     let body = m.render(state.store.pool(), state.store.max_connections());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }

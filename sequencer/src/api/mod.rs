@@ -2,7 +2,9 @@
 //! Handlers parse and authorise, call a domain service or the store, and shape the answer; they hold
 //! no business rules of their own.
 
+mod admin;
 mod agent_keys;
+mod anchor;
 mod api_keys;
 mod commitments;
 mod events;
@@ -37,8 +39,10 @@ pub struct AppState {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub auth: Authenticator,
+    pub limits: crate::ratelimit::RateLimiters,
     pub ingest: Ingest,
     pub commitments: CommitmentEngine,
+    pub anchor: Option<Arc<crate::anchoring::AnchorService>>,
     pub started: Instant,
 }
 
@@ -53,6 +57,9 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/ves/entities/{entity_type}/{entity_id}", get(events::ves_entity))
         .route("/v1/ves/sequencer", get(ingest::sequencer_info))
         .route("/v1/ves/commitments", post(commitments::create).get(commitments::list))
+        .route("/v1/ves/commitments/anchor", post(anchor::commit_and_anchor))
+        .route("/v1/ves/anchor", post(anchor::anchor))
+        .route("/v1/ves/anchor/{batch_id}/verify", get(anchor::verify))
         .route("/v1/ves/commitments/{batch_id}", get(commitments::get_one))
         .route("/v1/ves/commitments/{batch_id}/correct", post(commitments::correct))
         .route("/v1/ves/proofs/verify", post(commitments::verify))
@@ -63,6 +70,14 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/agents/keys", post(agent_keys::register).get(agent_keys::list))
         .route("/v1/agents/keys/{tenant_id}/{agent_id}/{key_id}/revoke", post(agent_keys::revoke))
         .route("/v1/agents/keys/{tenant_id}/{agent_id}/{key_id}/rotate", post(agent_keys::rotate))
+        .route("/v1/admin/status", get(admin::status))
+        .route("/v1/admin/dead-letters", get(admin::list_dead_letters))
+        .route("/v1/admin/dead-letters/retry", post(admin::retry_dead_letters))
+        .route("/v1/admin/dead-letters/{id}", get(admin::get_dead_letter).delete(admin::delete_dead_letter))
+        .route("/v1/admin/dead-letters/{id}/retry", post(admin::retry_dead_letter))
+        .route("/v1/admin/verify", post(admin::verify))
+        .route("/v1/admin/streams/{tenant_id}/{store_id}/pause", post(admin::pause))
+        .route("/v1/admin/streams/{tenant_id}/{store_id}/resume", post(admin::resume))
         .route("/v1/admin/api-keys", post(api_keys::create).get(api_keys::list))
         .route("/v1/admin/api-keys/{id}", axum::routing::delete(api_keys::revoke))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
@@ -84,9 +99,12 @@ async fn not_found() -> Error {
     Error::NotFound("No such route".into())
 }
 
-/// Resolves the credential and hands the [`Caller`] to the handler.
+/// Resolves the credential, applies the rate limits, and hands the [`Caller`] to the handler.
 async fn authenticate(State(state): State<SharedState>, mut req: Request, next: Next) -> Response {
-    match state.auth.authenticate(req.headers()).await {
+    match state.auth.authenticate(req.headers()).await.and_then(|caller| {
+        state.limits.check(&caller)?;
+        Ok(caller)
+    }) {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
             next.run(req).await

@@ -1,9 +1,11 @@
-//! Operator's command line: migrations and administrative actions straight against the database.
+//! Operator's command line: migrations and administrative actions straight against the database
+//! (`DATABASE_URL`), so they work when the HTTP service does not.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sequencer::admin;
+use uuid::Uuid;
 
 #[derive(Parser)]
 #[command(name = "stateset-sequencer-admin", version, about = "Administer a StateSet sequencer database")]
@@ -24,9 +26,95 @@ struct Cli {
 enum Command {
     /// Apply every pending database migration (idempotent).
     Migrate,
+    /// Check streams for gaps, duplicates, bad hashes or signatures and commitments that do not match
+    /// their events. Exits 1 when anything is found.
+    Verify {
+        #[arg(long)]
+        tenant_id: Option<Uuid>,
+        #[arg(long)]
+        store_id: Option<Uuid>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect, replay and delete dead letters.
+    #[command(subcommand)]
+    DeadLetters(DeadLettersCommand),
+    /// Pause or resume ingestion of one stream.
+    #[command(subcommand)]
+    Streams(StreamsCommand),
     /// Manage API keys.
     #[command(subcommand)]
     ApiKeys(ApiKeysCommand),
+    /// Deploy the StateSetAnchor registry contract and print its address.
+    DeployRegistry {
+        #[arg(long, env = "L2_RPC_URL")]
+        rpc_url: String,
+        /// Hex private key of the deploying account (never printed).
+        #[arg(long, env = "SEQUENCER_PRIVATE_KEY", hide_env_values = true)]
+        private_key: String,
+        /// Let any account anchor (default: only the deployer).
+        #[arg(long)]
+        permissionless: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLettersCommand {
+    /// List entries, newest first.
+    List {
+        #[arg(long)]
+        tenant_id: Option<Uuid>,
+        #[arg(long)]
+        store_id: Option<Uuid>,
+        #[arg(long)]
+        reason: Option<String>,
+        /// pending or resolved.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Re-run the full ingest checks on entries (by id, or every pending one matching the filters).
+    Retry {
+        ids: Vec<Uuid>,
+        #[arg(long)]
+        tenant_id: Option<Uuid>,
+        #[arg(long)]
+        store_id: Option<Uuid>,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Retry every pending entry matching the filters (needed when no ids are given).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Delete entries by id.
+    Delete { ids: Vec<Uuid> },
+}
+
+#[derive(Subcommand)]
+enum StreamsCommand {
+    /// Refuse new events for the stream (503) until it is resumed.
+    Pause {
+        #[arg(long)]
+        tenant_id: Uuid,
+        #[arg(long)]
+        store_id: Uuid,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Accept events for the stream again.
+    Resume {
+        #[arg(long)]
+        tenant_id: Uuid,
+        #[arg(long)]
+        store_id: Uuid,
+    },
+    /// List streams with their heads.
+    List {
+        #[arg(long)]
+        tenant_id: Option<Uuid>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -35,13 +123,13 @@ enum ApiKeysCommand {
     Create {
         /// Tenant the key belongs to (the nil UUID for a bootstrap admin).
         #[arg(long)]
-        tenant_id: uuid::Uuid,
+        tenant_id: Uuid,
         /// Comma-separated: read, write, admin.
         #[arg(long, value_delimiter = ',', default_value = "read")]
         permissions: Vec<String>,
         /// Limit the key to these stores (default: all of the tenant's).
         #[arg(long, value_delimiter = ',')]
-        store_ids: Vec<uuid::Uuid>,
+        store_ids: Vec<Uuid>,
         /// Requests per minute for this key.
         #[arg(long)]
         rate_limit: Option<u32>,
@@ -49,25 +137,44 @@ enum ApiKeysCommand {
     /// List keys (never the keys themselves).
     List {
         #[arg(long)]
-        tenant_id: Option<uuid::Uuid>,
+        tenant_id: Option<Uuid>,
     },
     /// Revoke a key by id.
-    Revoke { id: uuid::Uuid },
+    Revoke { id: Uuid },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     sequencer::telemetry::init(sequencer::config::LogFormat::Text);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async {
+        if let Command::DeployRegistry { rpc_url, private_key, permissionless } = &cli.command {
+            return admin::deploy_registry(rpc_url, private_key, *permissionless).await;
+        }
         let store = admin::connect(&cli.database_url).await?;
         match cli.command {
             Command::Migrate => admin::migrate(&store).await,
+            Command::Verify { tenant_id, store_id, json } => admin::verify(&store, tenant_id, store_id, json).await,
+            Command::DeadLetters(DeadLettersCommand::List { tenant_id, store_id, reason, status, limit }) => {
+                admin::list_dead_letters(&store, tenant_id, store_id, reason, status, limit).await
+            }
+            Command::DeadLetters(DeadLettersCommand::Retry { ids, tenant_id, store_id, reason, all }) => {
+                admin::retry_dead_letters(&cli.database_url, ids, tenant_id, store_id, reason, all).await
+            }
+            Command::DeadLetters(DeadLettersCommand::Delete { ids }) => admin::delete_dead_letters(&store, ids).await,
+            Command::Streams(StreamsCommand::Pause { tenant_id, store_id, reason }) => {
+                admin::set_paused(&store, tenant_id, store_id, true, reason).await
+            }
+            Command::Streams(StreamsCommand::Resume { tenant_id, store_id }) => {
+                admin::set_paused(&store, tenant_id, store_id, false, None).await
+            }
+            Command::Streams(StreamsCommand::List { tenant_id }) => admin::list_streams(&store, tenant_id).await,
             Command::ApiKeys(ApiKeysCommand::Create { tenant_id, permissions, store_ids, rate_limit }) => {
                 admin::create_api_key(&store, tenant_id, &permissions, store_ids, rate_limit).await
             }
             Command::ApiKeys(ApiKeysCommand::List { tenant_id }) => admin::list_api_keys(&store, tenant_id).await,
             Command::ApiKeys(ApiKeysCommand::Revoke { id }) => admin::revoke_api_key(&store, id).await,
+            Command::DeployRegistry { .. } => unreachable!("handled above"),
         }
     });
     match result {

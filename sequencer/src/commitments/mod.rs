@@ -126,7 +126,9 @@ impl CommitmentEngine {
         if start < 1 || end < start {
             return Err(Error::Invalid {
                 code: "INVALID_SEQUENCE_RANGE",
-                message: format!("invalid sequence range {start}..={end}: sequence_start must be >= 1 and <= sequence_end"),
+                message: format!(
+                    "invalid sequence range {start}..={end}: sequence_start must be >= 1 and <= sequence_end"
+                ),
             });
         }
         if end - start + 1 > MAX_COMMITMENT_EVENTS {
@@ -199,7 +201,8 @@ impl CommitmentEngine {
     /// Replaces a bad commitment by one recomputed from the log over the same range. The bad one is
     /// marked superseded (with the reason in its metadata) and stays readable; nothing is deleted.
     pub async fn correct(&self, batch_id: Uuid, reason: &str) -> Result<CommitmentRow> {
-        let bad = self.store.commitment(batch_id).await?.ok_or_else(|| Error::NotFound("Commitment not found".into()))?;
+        let bad =
+            self.store.commitment(batch_id).await?.ok_or_else(|| Error::NotFound("Commitment not found".into()))?;
         let stream = bad.stream();
         let mut tx = self.store.begin().await?;
         db::lock_stream_commitments(&mut tx, stream).await?;

@@ -64,6 +64,8 @@ pub struct IngestLimits {
     pub max_events_per_batch: usize,
     pub max_event_payload_size: usize,
     pub require_signed_execution_controls: bool,
+    /// `MAX_CLOCK_SKEW_SECS`: refuse events whose `created_at` is further than this from server time.
+    pub max_clock_skew: Option<std::time::Duration>,
 }
 
 /// The ingest domain service.
@@ -361,6 +363,21 @@ impl Ingest {
                 return schema("created_at", format!("created_at is not an RFC 3339 timestamp: {:?}", e.created_at));
             }
         };
+        if let Some(max) = self.limits.max_clock_skew {
+            let skew = (Utc::now() - created_at).num_milliseconds().unsigned_abs();
+            if u128::from(skew) > max.as_millis() {
+                return rejected(
+                    "clock_skew",
+                    format!(
+                        "created_at {} is {:.1}s from server time, more than MAX_CLOCK_SKEW_SECS ({}s); check the agent's clock",
+                        e.created_at,
+                        skew as f64 / 1000.0,
+                        max.as_secs()
+                    ),
+                    true,
+                );
+            }
+        }
         match e.payload_kind {
             0 => {
                 let Some(payload) = &e.payload else {

@@ -74,7 +74,12 @@ pub async fn head(conn: &mut PgConnection, stream: StreamKey) -> Result<i64> {
 }
 
 /// `(sequence_number, leaf_hash)` of every stored event in `start..=end`, in order.
-pub async fn range_leaves(conn: &mut PgConnection, stream: StreamKey, start: i64, end: i64) -> Result<Vec<(i64, Vec<u8>)>> {
+pub async fn range_leaves(
+    conn: &mut PgConnection,
+    stream: StreamKey,
+    start: i64,
+    end: i64,
+) -> Result<Vec<(i64, Vec<u8>)>> {
     Ok(sqlx::query_as(
         "SELECT sequence_number, leaf_hash FROM events WHERE tenant_id = $1 AND store_id = $2 \
          AND sequence_number BETWEEN $3 AND $4 ORDER BY sequence_number",
@@ -192,7 +197,12 @@ impl Store {
     }
 
     /// A stream's commitments in sequence order.
-    pub async fn list_commitments(&self, stream: StreamKey, filter: ListFilter, limit: i64) -> Result<Vec<CommitmentRow>> {
+    pub async fn list_commitments(
+        &self,
+        stream: StreamKey,
+        filter: ListFilter,
+        limit: i64,
+    ) -> Result<Vec<CommitmentRow>> {
         let sql = format!(
             "SELECT {COLUMNS} FROM commitments WHERE tenant_id = $1 AND store_id = $2 \
              AND ($3::bool IS NULL OR (chain_tx_hash IS NOT NULL) = $3) AND ($4 OR superseded_by IS NULL) \

@@ -73,7 +73,7 @@ pub async fn insert_dead_letters(conn: &mut PgConnection, letters: &[NewDeadLett
            $8::text[], $9::text[], $10::jsonb[]) \
          ON CONFLICT (event_id) DO UPDATE SET reason = EXCLUDED.reason, error_message = EXCLUDED.error_message, \
            payload = EXCLUDED.payload, status = 'pending', resolved_at = NULL, resolved_sequence_number = NULL, \
-           retry_count = dead_letter_events.retry_count + 1, updated_at = NOW()",
+           retry_count = dead_letter_events.retry_count + 1, last_retry_at = NOW(), updated_at = NOW()",
     )
     .bind(&ids)
     .bind(&event_ids)
@@ -94,7 +94,106 @@ const COLUMNS: &str = "id, event_id, tenant_id, store_id, agent_id, event_type, 
                        status, retry_count, last_retry_at, resolved_at, resolved_sequence_number, created_at, \
                        updated_at, payload";
 
+/// Which dead letters to list or retry.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterFilter {
+    #[serde(alias = "tenant_id")]
+    pub tenant_id: Option<Uuid>,
+    #[serde(alias = "store_id")]
+    pub store_id: Option<Uuid>,
+    pub reason: Option<String>,
+    /// `pending` (default for retries) or `resolved`.
+    pub status: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
 impl Store {
+    /// Dead letters matching `filter`, newest first.
+    pub async fn list_dead_letters(
+        &self,
+        filter: &DeadLetterFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<DeadLetter>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM dead_letter_events WHERE ($1::uuid IS NULL OR tenant_id = $1) \
+             AND ($2::uuid IS NULL OR store_id = $2) AND ($3::text IS NULL OR reason = $3) \
+             AND ($4::text IS NULL OR status = $4) AND ($5::timestamptz IS NULL OR created_at >= $5) \
+             AND ($6::timestamptz IS NULL OR created_at < $6) ORDER BY created_at DESC, id LIMIT $7 OFFSET $8"
+        );
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
+            .bind(filter.tenant_id)
+            .bind(filter.store_id)
+            .bind(filter.reason.as_deref())
+            .bind(filter.status.as_deref())
+            .bind(filter.since)
+            .bind(filter.until)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    pub async fn dead_letter(&self, id: Uuid) -> Result<Option<DeadLetter>> {
+        let sql = format!("SELECT {COLUMNS} FROM dead_letter_events WHERE id = $1");
+        Ok(sqlx::query_as(AssertSqlSafe(sql)).bind(id).fetch_optional(self.pool()).await?)
+    }
+
+    /// Removes an entry; `false` when there was none.
+    pub async fn delete_dead_letter(&self, id: Uuid) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM dead_letter_events WHERE id = $1").bind(id).execute(self.pool()).await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Marks an entry resolved by a successful retry.
+    pub async fn resolve_dead_letter(&self, id: Uuid, sequence_number: Option<i64>) -> Result<()> {
+        sqlx::query(
+            "UPDATE dead_letter_events SET status = 'resolved', resolved_at = NOW(), resolved_sequence_number = $2, \
+             last_retry_at = NOW(), updated_at = NOW() WHERE id = $1",
+        )
+        .bind(id)
+        .bind(sequence_number)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Records a failed retry whose new cause the ingest path did not record itself.
+    pub async fn record_failed_retry(&self, id: Uuid, reason: &str, message: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE dead_letter_events SET reason = $2, error_message = $3, retry_count = retry_count + 1, \
+             last_retry_at = NOW(), updated_at = NOW() WHERE id = $1",
+        )
+        .bind(id)
+        .bind(reason)
+        .bind(message)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Pending entries by reason.
+    pub async fn dead_letters_by_reason(&self, tenant_id: Option<Uuid>) -> Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT reason, COUNT(*) FROM dead_letter_events WHERE status = 'pending' \
+             AND ($1::uuid IS NULL OR tenant_id = $1) GROUP BY reason ORDER BY reason",
+        )
+        .bind(tenant_id)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Deletes entries older than `days` days; returns how many.
+    pub async fn purge_dead_letters(&self, days: u32) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM dead_letter_events WHERE created_at < NOW() - make_interval(days => $1)")
+            .bind(days as i32)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     pub async fn insert_dead_letters(&self, letters: &[NewDeadLetter]) -> Result<()> {
         if letters.is_empty() {
             return Ok(());

@@ -85,12 +85,59 @@ pub struct StoredEvent {
     pub sequencer_id: Option<Uuid>,
     pub sequencer_signature: Option<Vec<u8>>,
     pub payload_hash: Option<Vec<u8>>,
+    pub leaf_hash: Option<Vec<u8>>,
+}
+
+fn bytes32(v: &Option<Vec<u8>>) -> Result<[u8; 32]> {
+    v.as_deref()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| Error::Internal("stored hash is not 32 bytes".into()))
+}
+
+impl StoredEvent {
+    /// The envelope as the client signed it (signed events only).
+    pub fn envelope(&self) -> Result<ves::envelope::VesEventEnvelope> {
+        use ves::envelope::{Hex32, Sig64, VesEventEnvelope};
+        let signature = self
+            .agent_signature
+            .as_deref()
+            .and_then(|b| <[u8; 64]>::try_from(b).ok())
+            .ok_or_else(|| Error::Internal("stored signature is not 64 bytes".into()))?;
+        let payload_encrypted = match &self.payload_encrypted {
+            None => None,
+            Some(v) => Some(
+                serde_json::from_value(v.clone())
+                    .map_err(|err| Error::Internal(format!("stored encrypted payload: {err}")))?,
+            ),
+        };
+        Ok(VesEventEnvelope {
+            ves_version: self.ves_version.unwrap_or(1) as u32,
+            event_id: self.event_id,
+            tenant_id: self.tenant_id,
+            store_id: self.store_id,
+            source_agent_id: self.source_agent_id,
+            agent_key_id: self.agent_key_id.unwrap_or(0) as u32,
+            entity_type: self.entity_type.clone(),
+            entity_id: self.entity_id.clone(),
+            event_type: self.event_type.clone(),
+            created_at: self.created_at_str.clone().unwrap_or_default(),
+            payload_kind: self.payload_kind.unwrap_or(0) as u32,
+            payload: self.payload.clone(),
+            payload_encrypted,
+            payload_plain_hash: Hex32(bytes32(&self.payload_plain_hash)?),
+            payload_cipher_hash: Hex32(bytes32(&self.payload_cipher_hash)?),
+            agent_signature: Sig64(signature),
+            agent_signature_scheme: None,
+            command_id: self.command_id,
+            base_version: self.base_version.map(|v| v as u64),
+        })
+    }
 }
 
 const EVENT_COLUMNS: &str = "tenant_id, store_id, sequence_number, event_id, signed, entity_type, entity_id, \
      event_type, created_at, sequenced_at, source_agent_id, command_id, base_version, payload, ves_version, \
      agent_key_id, created_at_str, payload_kind, payload_encrypted, payload_plain_hash, payload_cipher_hash, \
-     event_signing_hash, agent_signature, receipt_hash, sequencer_id, sequencer_signature, payload_hash";
+     event_signing_hash, agent_signature, receipt_hash, sequencer_id, sequencer_signature, payload_hash, leaf_hash";
 
 const EXISTING_COLUMNS: &str = "event_id, tenant_id, store_id, signed, sequence_number, sequenced_at, command_id, \
      base_version, payload_encrypted, event_signing_hash, agent_signature, receipt_hash, sequencer_id, \
@@ -293,7 +340,82 @@ pub async fn insert_ves_events(
     Ok(updated.is_some())
 }
 
+/// One stream as the admin surface shows it.
+#[derive(Debug, Clone, FromRow, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamStatus {
+    pub tenant_id: Uuid,
+    pub store_id: Uuid,
+    pub head: i64,
+    pub paused: bool,
+    pub paused_reason: Option<String>,
+    pub last_committed_sequence: Option<i64>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A chunk of a stream's log for verification: rows after `(after_seq, after_id)` in order.
+pub async fn scan_stream(
+    conn: &mut PgConnection,
+    stream: StreamKey,
+    after: (i64, Uuid),
+    limit: i64,
+) -> Result<Vec<StoredEvent>> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 AND store_id = $2 \
+         AND (sequence_number, event_id) > ($3, $4) ORDER BY sequence_number, event_id LIMIT $5"
+    );
+    Ok(sqlx::query_as(AssertSqlSafe(sql))
+        .bind(stream.tenant_id)
+        .bind(stream.store_id)
+        .bind(after.0)
+        .bind(after.1)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?)
+}
+
 impl Store {
+    /// Pauses or resumes ingestion of a stream (creating its counter row if needed).
+    pub async fn set_paused(&self, stream: StreamKey, paused: bool, reason: Option<&str>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sequence_counters (tenant_id, store_id, paused, paused_reason) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tenant_id, store_id) DO UPDATE SET paused = $3, paused_reason = $4, updated_at = NOW()",
+        )
+        .bind(stream.tenant_id)
+        .bind(stream.store_id)
+        .bind(paused)
+        .bind(if paused { reason } else { None })
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Streams (of one tenant, or all), with their heads and last committed sequence.
+    pub async fn streams(
+        &self,
+        tenant_id: Option<Uuid>,
+        store_id: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<StreamStatus>> {
+        Ok(sqlx::query_as(
+            "SELECT s.tenant_id, s.store_id, s.current_sequence AS head, s.paused, s.paused_reason, \
+               (SELECT MAX(c.sequence_end) FROM commitments c WHERE c.tenant_id = s.tenant_id \
+                  AND c.store_id = s.store_id AND c.superseded_by IS NULL) AS last_committed_sequence, s.updated_at \
+             FROM sequence_counters s WHERE ($1::uuid IS NULL OR s.tenant_id = $1) AND ($2::uuid IS NULL OR s.store_id = $2) \
+             ORDER BY s.tenant_id, s.store_id LIMIT $3",
+        )
+        .bind(tenant_id)
+        .bind(store_id)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// How many streams are paused.
+    pub async fn paused_streams(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM sequence_counters WHERE paused").fetch_one(self.pool()).await?)
+    }
+
     /// The head of a stream (0 for a stream that has never been written).
     pub async fn head(&self, stream: StreamKey) -> Result<i64> {
         let head: Option<i64> =

@@ -1,0 +1,269 @@
+//! The admin surface the operator (human or Kubernetes) reads and drives: status, dead letters,
+//! stream verification, pausing a stream.
+//!
+//! `GET /api/v1/admin/status` answers (tenant admins see their tenant's figures only):
+//! ```json
+//! {"version": "0.1.0", "schemaVersion": 2,
+//!  "database": {"connected": true, "pool": {"size": 10, "idle": 8, "inUse": 2, "waiting": 0, "max": 20}},
+//!  "deadLetters": {"pending": 5, "byReason": {"invalid_signature": 3, "agent_key_invalid": 2}},
+//!  "anchoring": {"enabled": true, "circuitState": "closed", "unanchoredCommitments": 2, "oldestUnanchoredAgeSeconds": 120},
+//!  "ingestion": {"pausedStreams": 0},
+//!  "streams": [{"tenantId", "storeId", "head", "paused", "pausedReason", "lastCommittedSequence", "updatedAt"}]}
+//! ```
+//! `streams` is present only with `?streams=true` (optionally narrowed by `tenant_id` / `store_id`).
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{ApiJson, ApiPath, ApiQuery, Auth, SharedState};
+use crate::dead_letter::{self, RetrySummary};
+use crate::error::{Error, Result};
+use crate::store::dead_letters::{DeadLetter, DeadLetterFilter};
+use crate::store::events::StreamKey;
+
+#[derive(Debug, Deserialize)]
+pub struct StatusQuery {
+    #[serde(default)]
+    streams: bool,
+    tenant_id: Option<Uuid>,
+    store_id: Option<Uuid>,
+}
+
+/// `GET /api/v1/admin/status`.
+pub async fn status(
+    State(state): State<SharedState>,
+    caller: Auth,
+    ApiQuery(q): ApiQuery<StatusQuery>,
+) -> Result<Response> {
+    caller.require_admin()?;
+    let tenant = caller.tenant_filter();
+    let pool = state.store.pool();
+    let (size, idle) = (pool.size(), pool.num_idle() as u32);
+    let connected = state.store.ping().await.is_ok();
+    let mut body = json!({
+        "version": crate::VERSION,
+        "database": {
+            "connected": connected,
+            "pool": {
+                "size": size, "idle": idle, "inUse": size.saturating_sub(idle),
+                "waiting": state.metrics.db_waiting.load(std::sync::atomic::Ordering::Relaxed).max(0),
+                "max": state.store.max_connections(),
+            },
+        },
+    });
+    if !connected {
+        return Ok(axum::Json(body).into_response());
+    }
+    body["schemaVersion"] = json!(state.store.schema_version().await?);
+    let by_reason: BTreeMap<String, i64> = state.store.dead_letters_by_reason(tenant).await?.into_iter().collect();
+    body["deadLetters"] = json!({"pending": by_reason.values().sum::<i64>(), "byReason": by_reason});
+    let (unanchored, oldest) = state.store.unanchored_summary().await?;
+    body["anchoring"] = json!({
+        "enabled": state.anchor.is_some(),
+        "circuitState": state.anchor.as_ref().map_or("disabled", |a| a.circuit().state.as_str()),
+        "unanchoredCommitments": unanchored,
+        "oldestUnanchoredAgeSeconds": oldest.map(|s| s.round() as i64),
+    });
+    body["ingestion"] = json!({"pausedStreams": state.store.paused_streams().await?});
+    if q.streams {
+        let tenant_id = match tenant {
+            Some(t) => Some(t),
+            None => q.tenant_id,
+        };
+        body["streams"] = json!(state.store.streams(tenant_id, q.store_id, 10_000).await?);
+    }
+    Ok(axum::Json(body).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeadLetterQuery {
+    #[serde(flatten)]
+    filter: DeadLetterFilter,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+fn scoped_filter(caller: &Auth, mut filter: DeadLetterFilter) -> Result<DeadLetterFilter> {
+    caller.require_admin()?;
+    if let Some(own) = caller.tenant_filter() {
+        if filter.tenant_id.is_some_and(|t| t != own) {
+            return Err(Error::Forbidden("Tenant access denied".into()));
+        }
+        filter.tenant_id = Some(own);
+    }
+    Ok(filter)
+}
+
+/// `GET /api/v1/admin/dead-letters?tenant_id&store_id&reason&status&since&until&limit&offset`.
+pub async fn list_dead_letters(
+    State(state): State<SharedState>,
+    caller: Auth,
+    ApiQuery(q): ApiQuery<DeadLetterQuery>,
+) -> Result<Response> {
+    let filter = scoped_filter(&caller, q.filter)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let offset = q.offset.unwrap_or(0).max(0);
+    let letters = state.store.list_dead_letters(&filter, limit + 1, offset).await?;
+    let has_more = letters.len() as i64 > limit;
+    let letters: Vec<&DeadLetter> = letters.iter().take(limit as usize).collect();
+    Ok(axum::Json(json!({
+        "deadLetters": letters,
+        "count": letters.len(),
+        "nextOffset": has_more.then_some(offset + limit),
+    }))
+    .into_response())
+}
+
+async fn owned_letter(state: &SharedState, caller: &Auth, id: Uuid) -> Result<DeadLetter> {
+    caller.require_admin()?;
+    let not_found = || Error::NotFound("Dead letter not found".into());
+    let letter = state.store.dead_letter(id).await?.ok_or_else(not_found)?;
+    caller.require_admin_of(letter.tenant_id).map_err(|_| not_found())?;
+    Ok(letter)
+}
+
+/// `GET /api/v1/admin/dead-letters/{id}`.
+pub async fn get_dead_letter(
+    State(state): State<SharedState>,
+    caller: Auth,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response> {
+    Ok(axum::Json(owned_letter(&state, &caller, id).await?).into_response())
+}
+
+/// `POST /api/v1/admin/dead-letters/{id}/retry`.
+pub async fn retry_dead_letter(
+    State(state): State<SharedState>,
+    caller: Auth,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response> {
+    let letter = owned_letter(&state, &caller, id).await?;
+    let result = dead_letter::retry(&state.store, &state.ingest, &letter).await?;
+    Ok(axum::Json(result).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BulkRetry {
+    ids: Option<Vec<Uuid>>,
+    filter: Option<DeadLetterFilter>,
+    limit: Option<i64>,
+}
+
+/// `POST /api/v1/admin/dead-letters/retry` with `{"ids": [...]}` or `{"filter": {...}}` (pending
+/// entries matching it, oldest last, at most `limit`, default 1000).
+pub async fn retry_dead_letters(
+    State(state): State<SharedState>,
+    caller: Auth,
+    ApiJson(body): ApiJson<BulkRetry>,
+) -> Result<Response> {
+    let letters = match (body.ids, body.filter) {
+        (Some(ids), None) => {
+            let mut letters = Vec::with_capacity(ids.len());
+            for id in ids {
+                letters.push(owned_letter(&state, &caller, id).await?);
+            }
+            letters
+        }
+        (None, Some(filter)) => {
+            let mut filter = scoped_filter(&caller, filter)?;
+            filter.status.get_or_insert_with(|| "pending".into());
+            let limit = body.limit.unwrap_or(1000).clamp(1, 10_000);
+            state.store.list_dead_letters(&filter, limit, 0).await?
+        }
+        _ => return Err(Error::BadRequest("give exactly one of \"ids\" or \"filter\"".into())),
+    };
+    let mut summary = RetrySummary::default();
+    for letter in &letters {
+        summary.push(dead_letter::retry(&state.store, &state.ingest, letter).await?);
+    }
+    Ok(axum::Json(summary).into_response())
+}
+
+/// `DELETE /api/v1/admin/dead-letters/{id}`.
+pub async fn delete_dead_letter(
+    State(state): State<SharedState>,
+    caller: Auth,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response> {
+    let letter = owned_letter(&state, &caller, id).await?;
+    state.store.delete_dead_letter(letter.id).await?;
+    Ok(axum::Json(json!({"id": id, "deleted": true})).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyBody {
+    #[serde(alias = "tenant_id")]
+    tenant_id: Option<Uuid>,
+    #[serde(alias = "store_id")]
+    store_id: Option<Uuid>,
+}
+
+/// `POST /api/v1/admin/verify` `{"tenantId"?, "storeId"?}`: gaps, duplicates, stored hashes and
+/// signatures, commitments. `ok: false` with findings when anything is wrong.
+pub async fn verify(State(state): State<SharedState>, caller: Auth, body: axum::body::Bytes) -> Result<Response> {
+    caller.require_admin()?;
+    let body: VerifyBody = if body.iter().all(u8::is_ascii_whitespace) {
+        VerifyBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))?
+    };
+    let tenant_id = match (caller.tenant_filter(), body.tenant_id) {
+        (Some(own), Some(t)) if own != t => return Err(Error::Forbidden("Tenant access denied".into())),
+        (Some(own), _) => Some(own),
+        (None, t) => t,
+    };
+    let report = crate::verify::verify(&state.store, tenant_id, body.store_id).await?;
+    Ok(axum::Json(report).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct PauseBody {
+    reason: Option<String>,
+}
+
+async fn set_paused(
+    state: &SharedState,
+    caller: &Auth,
+    stream: StreamKey,
+    paused: bool,
+    reason: Option<String>,
+) -> Result<Value> {
+    caller.require_admin_of(stream.tenant_id)?;
+    state.store.set_paused(stream, paused, reason.as_deref()).await?;
+    tracing::warn!(tenant_id = %stream.tenant_id, store_id = %stream.store_id, paused, "stream ingestion {}", if paused { "paused" } else { "resumed" });
+    Ok(json!({"tenantId": stream.tenant_id, "storeId": stream.store_id, "paused": paused, "reason": reason}))
+}
+
+/// `POST /api/v1/admin/streams/{tenant_id}/{store_id}/pause` `{"reason"?}`: the stream's ingest
+/// answers 503 until it is resumed.
+pub async fn pause(
+    State(state): State<SharedState>,
+    caller: Auth,
+    ApiPath((tenant_id, store_id)): ApiPath<(Uuid, Uuid)>,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    let body: PauseBody = if body.iter().all(u8::is_ascii_whitespace) {
+        PauseBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))?
+    };
+    let stream = StreamKey { tenant_id, store_id };
+    Ok(axum::Json(set_paused(&state, &caller, stream, true, body.reason).await?).into_response())
+}
+
+/// `POST /api/v1/admin/streams/{tenant_id}/{store_id}/resume`.
+pub async fn resume(
+    State(state): State<SharedState>,
+    caller: Auth,
+    ApiPath((tenant_id, store_id)): ApiPath<(Uuid, Uuid)>,
+) -> Result<Response> {
+    let stream = StreamKey { tenant_id, store_id };
+    Ok(axum::Json(set_paused(&state, &caller, stream, false, None).await?).into_response())
+}

@@ -1,0 +1,246 @@
+//! Stream verification: reads a stream's log and commitments back and checks everything that can be
+//! recomputed. Used by `POST /api/v1/admin/verify`, `stateset-sequencer-admin verify` and the operator's
+//! `VerifyStream` action.
+//!
+//! Findings:
+//! - `gap`: a number between 1 and the head is missing;
+//! - `duplicate`: a number is stored twice;
+//! - `bad_hash`: a stored hash (payload, signing, leaf, receipt) differs from its recomputation;
+//! - `bad_signature`: the agent signature does not verify against the agent's registered key;
+//! - `commitment_mismatch`: a commitment's Merkle root, state root or chain link differs from what the
+//!   events give.
+
+use std::collections::HashMap;
+
+use ed25519_dalek::VerifyingKey;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::error::Result;
+use crate::store::Store;
+use crate::store::commitments::{CommitmentRow, ListFilter};
+use crate::store::events::{StoredEvent, StreamKey, scan_stream};
+
+/// One problem found.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Finding {
+    pub kind: &'static str,
+    pub tenant_id: Uuid,
+    pub store_id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequence_number: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<Uuid>,
+    pub detail: String,
+}
+
+/// What a verification run saw.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub ok: bool,
+    pub streams_checked: u64,
+    pub events_checked: u64,
+    pub commitments_checked: u64,
+    pub findings: Vec<Finding>,
+}
+
+/// Findings past this many are counted but not listed.
+const MAX_FINDINGS: usize = 1000;
+const CHUNK: i64 = 5000;
+
+/// Verifies one stream, or every stream of a tenant, or everything.
+pub async fn verify(store: &Store, tenant_id: Option<Uuid>, store_id: Option<Uuid>) -> Result<Report> {
+    let streams = store.streams(tenant_id, store_id, i64::MAX).await?;
+    let mut report = Report::default();
+    for s in streams {
+        let stream = StreamKey { tenant_id: s.tenant_id, store_id: s.store_id };
+        verify_stream(store, stream, s.head, &mut report).await?;
+        report.streams_checked += 1;
+    }
+    report.findings.truncate(MAX_FINDINGS);
+    report.ok = report.findings.is_empty();
+    Ok(report)
+}
+
+fn finding(stream: StreamKey, kind: &'static str, seq: Option<i64>, detail: String) -> Finding {
+    Finding {
+        kind,
+        tenant_id: stream.tenant_id,
+        store_id: stream.store_id,
+        sequence_number: seq,
+        batch_id: None,
+        detail,
+    }
+}
+
+async fn verify_stream(store: &Store, stream: StreamKey, head: i64, report: &mut Report) -> Result<()> {
+    let mut conn = store.pool().acquire().await?;
+    let mut keys: HashMap<(Uuid, i64), Option<VerifyingKey>> = HashMap::new();
+    // Recomputed leaves by sequence number, for the commitment checks.
+    let mut leaves: HashMap<i64, [u8; 32]> = HashMap::new();
+    let mut expected = 1i64;
+    let mut after = (0i64, Uuid::nil());
+    loop {
+        let rows = scan_stream(&mut conn, stream, after, CHUNK).await?;
+        let Some(last) = rows.last() else { break };
+        after = (last.sequence_number, last.event_id);
+        let mut to_verify = Vec::new();
+        for e in &rows {
+            report.events_checked += 1;
+            let seq = e.sequence_number;
+            if seq < expected {
+                report.findings.push(finding(
+                    stream,
+                    "duplicate",
+                    Some(seq),
+                    format!("sequence number {seq} is stored more than once"),
+                ));
+            } else {
+                if seq > expected {
+                    report.findings.push(finding(
+                        stream,
+                        "gap",
+                        Some(expected),
+                        format!("events {expected}..={} are missing", seq - 1),
+                    ));
+                }
+                expected = seq + 1;
+            }
+            if let Some(leaf) = check_event(stream, e, report) {
+                leaves.insert(seq, leaf);
+            }
+            if e.signed {
+                let agent_key = (e.source_agent_id, e.agent_key_id.unwrap_or(-1));
+                if let std::collections::hash_map::Entry::Vacant(slot) = keys.entry(agent_key) {
+                    let key = store
+                        .agent_key(stream.tenant_id, e.source_agent_id, e.agent_key_id.unwrap_or(0) as u32)
+                        .await?
+                        .and_then(|k| <[u8; 32]>::try_from(k.public_key.as_slice()).ok())
+                        .and_then(|b| VerifyingKey::from_bytes(&b).ok());
+                    slot.insert(key);
+                }
+                match (keys[&agent_key], e.envelope()) {
+                    (Some(key), Ok(env)) => to_verify.push((seq, env.signing_hash(), env.agent_signature.0, key)),
+                    _ => report.findings.push(finding(
+                        stream,
+                        "bad_signature",
+                        Some(seq),
+                        format!("agent key {} of agent {} is not registered", agent_key.1, agent_key.0),
+                    )),
+                }
+            }
+        }
+        let batch: Vec<_> = to_verify.iter().map(|(_, h, s, k)| (*h, *s, *k)).collect();
+        for ((seq, ..), ok) in to_verify.iter().zip(ves::verify::verify_batch(&batch)) {
+            if !ok {
+                report.findings.push(finding(
+                    stream,
+                    "bad_signature",
+                    Some(*seq),
+                    "agent signature does not verify".into(),
+                ));
+            }
+        }
+    }
+    if expected <= head {
+        report.findings.push(finding(
+            stream,
+            "gap",
+            Some(expected),
+            format!("events {expected}..={head} (up to the head) are missing"),
+        ));
+    }
+    let commitments = store.list_commitments(stream, ListFilter::default(), i64::MAX).await?;
+    check_commitments(stream, &commitments, &leaves, report);
+    Ok(())
+}
+
+/// Recomputes an event's hashes; returns its recomputed leaf.
+fn check_event(stream: StreamKey, e: &StoredEvent, report: &mut Report) -> Option<[u8; 32]> {
+    let seq = e.sequence_number;
+    let mut bad = |what: &str| {
+        report.findings.push(finding(
+            stream,
+            "bad_hash",
+            Some(seq),
+            format!("stored {what} does not match its recomputation"),
+        ))
+    };
+    if !e.signed {
+        return e.leaf_hash.as_deref().and_then(|l| l.try_into().ok());
+    }
+    let Ok(env) = e.envelope() else {
+        bad("envelope");
+        return None;
+    };
+    let signing_hash = env.signing_hash();
+    if e.event_signing_hash.as_deref() != Some(&signing_hash[..]) {
+        bad("event_signing_hash");
+    }
+    if env.payload_kind == 0
+        && let Some(payload) = &env.payload
+        && ves::hash::payload_plain_hash(payload) != env.payload_plain_hash.0
+    {
+        bad("payload_plain_hash");
+    }
+    let leaf =
+        ves::hash::leaf_hash(stream.tenant_id, stream.store_id, seq as u64, &signing_hash, &env.agent_signature.0);
+    if e.leaf_hash.as_deref() != Some(&leaf[..]) {
+        bad("leaf_hash");
+    }
+    let receipt = ves::hash::receipt_hash(stream.tenant_id, stream.store_id, e.event_id, seq as u64, &signing_hash);
+    if e.receipt_hash.as_deref() != Some(&receipt[..]) {
+        bad("receipt_hash");
+    }
+    Some(leaf)
+}
+
+fn check_commitments(
+    stream: StreamKey,
+    commitments: &[CommitmentRow],
+    leaves: &HashMap<i64, [u8; 32]>,
+    report: &mut Report,
+) {
+    let mut prev = [0u8; 32];
+    for c in commitments {
+        report.commitments_checked += 1;
+        let mut mismatch = |detail: String| {
+            report.findings.push(Finding {
+                kind: "commitment_mismatch",
+                tenant_id: stream.tenant_id,
+                store_id: stream.store_id,
+                sequence_number: Some(c.sequence_start),
+                batch_id: Some(c.batch_id),
+                detail,
+            })
+        };
+        let range: Option<Vec<[u8; 32]>> =
+            (c.sequence_start..=c.sequence_end).map(|s| leaves.get(&s).copied()).collect();
+        let Some(range) = range else {
+            mismatch(format!("events of {}..={} are missing", c.sequence_start, c.sequence_end));
+            continue;
+        };
+        let root = ves::merkle::merkle_root(&range);
+        if c.merkle_root != root {
+            mismatch(format!("merkle_root {} but the events give {}", hex::encode(&c.merkle_root), hex::encode(root)));
+        }
+        if c.prev_state_root != prev {
+            mismatch("prev_state_root does not chain to the previous commitment".into());
+        }
+        let state = ves::hash::state_root(
+            stream.tenant_id,
+            stream.store_id,
+            &prev,
+            &root,
+            c.sequence_start as u64,
+            c.sequence_end as u64,
+            c.leaf_count as u32,
+        );
+        if c.new_state_root != state {
+            mismatch("new_state_root does not match the events".into());
+        }
+        prev = c.new_state_root.as_slice().try_into().unwrap_or([0u8; 32]);
+    }
+}

@@ -1,0 +1,313 @@
+//! The operations surface: rate limits, dead letters, stream verification, admin status, pausing a
+//! stream, clock skew.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::json;
+use uuid::Uuid;
+
+#[tokio::test]
+async fn a_tenant_over_its_rate_limit_gets_429_with_retry_after_and_a_metric() {
+    let loud = Uuid::new_v4();
+    let overrides = format!("{{\"{loud}\": 100}}");
+    let server =
+        TestServer::start_with(&[("RATE_LIMIT_PER_MINUTE", "3"), ("RATE_LIMIT_TENANT_OVERRIDES", &overrides)]).await;
+    let admin = Api::admin(&server);
+    let tenant = Uuid::new_v4();
+    let key = admin.mint_key(tenant, &[], &["read"]).await;
+    let user = admin.with_key(&key);
+    let path = format!("/api/v1/head?tenant_id={tenant}&store_id={}", Uuid::new_v4());
+    for _ in 0..3 {
+        assert_eq!(user.get(&path).await.0, 200);
+    }
+    let resp = reqwest::Client::new()
+        .get(server.url(&path))
+        .header("authorization", format!("ApiKey {key}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    let retry_after: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "RATE_LIMIT_EXCEEDED");
+    // The overridden tenant has a larger allowance.
+    let loud_user = admin.with_key(&admin.mint_key(loud, &[], &["read"]).await);
+    let loud_path = format!("/api/v1/head?tenant_id={loud}&store_id={}", Uuid::new_v4());
+    for _ in 0..10 {
+        assert_eq!(loud_user.get(&loud_path).await.0, 200);
+    }
+    let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("sequencer_ratelimit_rejected_total{scope=\"tenant\"} 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn an_api_key_with_its_own_rate_limit_is_held_to_it() {
+    let server = TestServer::start().await;
+    let admin = Api::admin(&server);
+    let tenant = Uuid::new_v4();
+    let (_, body) = admin
+        .post("/api/v1/admin/api-keys", json!({"tenantId": tenant, "permissions": ["read"], "rateLimit": 2}))
+        .await;
+    let user = admin.with_key(body["apiKey"].as_str().unwrap());
+    let path = format!("/api/v1/head?tenant_id={tenant}&store_id={}", Uuid::new_v4());
+    assert_eq!(user.get(&path).await.0, 200);
+    assert_eq!(user.get(&path).await.0, 200);
+    let (status, body) = user.get(&path).await;
+    assert_eq!(status, 429, "{body}");
+}
+
+#[tokio::test]
+async fn a_dead_letter_is_replayed_once_its_agent_key_is_registered() {
+    let server = TestServer::start().await;
+    let admin = Api::admin(&server);
+    let agent = Agent::random();
+    let event = agent.event(1);
+    let (_, body) = admin.ingest(agent.agent_id, std::slice::from_ref(&event)).await;
+    assert_eq!(body["rejections"][0]["reason"], "agent_key_invalid: Agent key not found");
+
+    let (status, list) =
+        admin.get(&format!("/api/v1/admin/dead-letters?tenant_id={}&reason=agent_key_invalid", agent.tenant_id)).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["count"], 1);
+    let id = list["deadLetters"][0]["id"].as_str().unwrap().to_string();
+    let (_, one) = admin.get(&format!("/api/v1/admin/dead-letters/{id}")).await;
+    assert_eq!(one["eventId"], json!(event.event_id));
+    assert_eq!(one["payload"]["agent_signature"], json!(event.agent_signature));
+
+    // Retrying before the cause is fixed fails again and counts the attempt.
+    let (_, retry) = admin.post(&format!("/api/v1/admin/dead-letters/{id}/retry"), json!({})).await;
+    assert_eq!(retry["outcome"], "rejected", "{retry}");
+    let (_, one) = admin.get(&format!("/api/v1/admin/dead-letters/{id}")).await;
+    assert_eq!(one["retryCount"], 1);
+    assert_eq!(one["status"], "pending");
+
+    // Fix the cause, retry: the event is sequenced and the entry resolved.
+    admin.register_key(&agent).await;
+    let (_, retry) = admin.post(&format!("/api/v1/admin/dead-letters/{id}/retry"), json!({})).await;
+    assert_eq!(retry["outcome"], "sequenced", "{retry}");
+    assert_eq!(retry["sequenceNumber"], 1);
+    let (_, one) = admin.get(&format!("/api/v1/admin/dead-letters/{id}")).await;
+    assert_eq!(one["status"], "resolved");
+    assert_eq!(one["resolvedSequenceNumber"], 1);
+    let (_, events) =
+        admin.get(&format!("/api/v1/ves/events?tenant_id={}&store_id={}", agent.tenant_id, agent.store_id)).await;
+    assert_eq!(events["events"][0]["event_id"], json!(event.event_id));
+    let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("sequencer_dead_letter_events 0"), "the queue is empty again");
+
+    // Delete.
+    let (status, _) = admin.delete(&format!("/api/v1/admin/dead-letters/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(admin.get(&format!("/api/v1/admin/dead-letters/{id}")).await.0, 404);
+}
+
+#[tokio::test]
+async fn bulk_retry_by_filter_replays_every_matching_entry() {
+    let server = TestServer::start().await;
+    let admin = Api::admin(&server);
+    let agent = Agent::random();
+    let events: Vec<_> = (0..3).map(|i| agent.event(i)).collect();
+    admin.ingest(agent.agent_id, &events).await;
+    admin.register_key(&agent).await;
+    let (status, summary) = admin
+        .post(
+            "/api/v1/admin/dead-letters/retry",
+            json!({"filter": {"tenantId": agent.tenant_id, "reason": "agent_key_invalid"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{summary}");
+    assert_eq!(summary["attempted"], 3);
+    assert_eq!(summary["succeeded"], 3);
+    let numbers: Vec<u64> =
+        summary["results"].as_array().unwrap().iter().map(|r| r["sequenceNumber"].as_u64().unwrap()).collect();
+    let mut sorted = numbers.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec![1, 2, 3]);
+    let (status, _) = admin.post("/api/v1/admin/dead-letters/retry", json!({"ids": [], "filter": {}})).await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn a_tenant_admin_sees_and_retries_only_its_own_dead_letters() {
+    let server = TestServer::start().await;
+    let admin = Api::admin(&server);
+    let a = Agent::random();
+    let b = Agent::random();
+    admin.ingest(a.agent_id, &[a.event(1)]).await;
+    admin.ingest(b.agent_id, &[b.event(1)]).await;
+    let a_admin = admin.with_key(&admin.mint_key(a.tenant_id, &[], &["admin"]).await);
+    let (_, list) = a_admin.get("/api/v1/admin/dead-letters").await;
+    assert_eq!(list["count"], 1);
+    assert_eq!(list["deadLetters"][0]["tenantId"], json!(a.tenant_id));
+    let (_, all) = admin.get("/api/v1/admin/dead-letters").await;
+    let b_id =
+        all["deadLetters"].as_array().unwrap().iter().find(|l| l["tenantId"] == json!(b.tenant_id)).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    assert_eq!(a_admin.get(&format!("/api/v1/admin/dead-letters/{b_id}")).await.0, 404);
+    assert_eq!(a_admin.post(&format!("/api/v1/admin/dead-letters/{b_id}/retry"), json!({})).await.0, 404);
+    assert_eq!(a_admin.delete(&format!("/api/v1/admin/dead-letters/{b_id}")).await.0, 404);
+    assert_eq!(a_admin.get(&format!("/api/v1/admin/dead-letters?tenant_id={}", b.tenant_id)).await.0, 403);
+    let (_, verify) = a_admin.post("/api/v1/admin/verify", json!({"tenantId": b.tenant_id})).await;
+    assert_eq!(verify["error"]["code"], "INSUFFICIENT_PERMISSIONS");
+}
+
+#[tokio::test]
+async fn verification_finds_gaps_tampering_and_commitments_that_no_longer_match() {
+    let server = TestServer::start().await;
+    let admin = Api::admin(&server);
+    let agent = Agent::random();
+    admin.register_key(&agent).await;
+    let events: Vec<_> = (0..6).map(|i| agent.event(i)).collect();
+    admin.ingest(agent.agent_id, &events).await;
+    admin
+        .post(
+            "/api/v1/ves/commitments",
+            json!({"tenant_id": agent.tenant_id, "store_id": agent.store_id, "sequence_start": 1, "sequence_end": 6}),
+        )
+        .await;
+    let body = json!({"tenantId": agent.tenant_id, "storeId": agent.store_id});
+    let (status, report) = admin.post("/api/v1/admin/verify", body.clone()).await;
+    assert_eq!(status, 200);
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["eventsChecked"], 6);
+    assert_eq!(report["commitmentsChecked"], 1);
+
+    // Tamper with one payload and delete another row, behind the sequencer's back.
+    let mut conn = server.state.store.pool().acquire().await.unwrap();
+    sqlx::raw_sql("SET session_replication_role = replica").execute(&mut *conn).await.unwrap();
+    sqlx::query("UPDATE events SET payload = '{\"delta\": 1000}' WHERE tenant_id = $1 AND store_id = $2 AND sequence_number = 2")
+        .bind(agent.tenant_id)
+        .bind(agent.store_id)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM events WHERE tenant_id = $1 AND store_id = $2 AND sequence_number = 4")
+        .bind(agent.tenant_id)
+        .bind(agent.store_id)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::raw_sql("SET session_replication_role = origin").execute(&mut *conn).await.unwrap();
+    drop(conn);
+
+    let (_, report) = admin.post("/api/v1/admin/verify", body).await;
+    assert_eq!(report["ok"], false);
+    let kinds: Vec<&str> = report["findings"].as_array().unwrap().iter().map(|f| f["kind"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"gap"), "{report}");
+    assert!(kinds.contains(&"bad_hash"), "{report}");
+    assert!(kinds.contains(&"commitment_mismatch"), "{report}");
+
+    // The CLI says the same and exits non-zero.
+    let out = Command::new(env!("CARGO_BIN_EXE_stateset-sequencer-admin"))
+        .args(["verify", "--tenant-id", &agent.tenant_id.to_string()])
+        .env("DATABASE_URL", &server.db.url)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("gap") && stdout.contains("FAILED"), "{stdout}");
+}
+
+#[tokio::test]
+async fn admin_status_reports_what_the_operator_reads() {
+    let server = TestServer::start().await;
+    let admin = Api::admin(&server);
+    let agent = Agent::random();
+    let mut bad = agent.event(1);
+    bad.agent_signature.0[0] ^= 1;
+    admin.ingest(agent.agent_id, &[bad]).await;
+    admin
+        .post(
+            &format!("/api/v1/admin/streams/{}/{}/pause", agent.tenant_id, agent.store_id),
+            json!({"reason": "gap found"}),
+        )
+        .await;
+    let (status, s) = admin.get("/api/v1/admin/status?streams=true").await;
+    assert_eq!(status, 200, "{s}");
+    assert_eq!(s["version"], env!("CARGO_PKG_VERSION"));
+    assert!(s["schemaVersion"].as_i64().unwrap() >= 2);
+    assert_eq!(s["database"]["connected"], true);
+    assert_eq!(s["database"]["pool"]["max"], 8);
+    assert_eq!(s["deadLetters"]["pending"], 1);
+    assert_eq!(s["deadLetters"]["byReason"]["agent_key_invalid"], 1);
+    assert_eq!(s["anchoring"]["enabled"], false);
+    assert_eq!(s["anchoring"]["circuitState"], "disabled");
+    assert_eq!(s["anchoring"]["unanchoredCommitments"], 0);
+    assert_eq!(s["ingestion"]["pausedStreams"], 1);
+    assert_eq!(s["streams"][0]["paused"], true);
+    assert_eq!(s["streams"][0]["pausedReason"], "gap found");
+    let reader = admin.with_key(&admin.mint_key(agent.tenant_id, &[], &["read", "write"]).await);
+    assert_eq!(reader.get("/api/v1/admin/status").await.0, 403);
+}
+
+#[tokio::test]
+async fn a_paused_stream_refuses_events_with_503_until_resumed() {
+    let server = TestServer::start().await;
+    let admin = Api::admin(&server);
+    let agent = Agent::random();
+    admin.register_key(&agent).await;
+    let path = format!("/api/v1/admin/streams/{}/{}", agent.tenant_id, agent.store_id);
+    let (status, _) = admin.post(&format!("{path}/pause"), json!({"reason": "investigating a gap"})).await;
+    assert_eq!(status, 200);
+    let (status, body) = admin.ingest(agent.agent_id, &[agent.event(1)]).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "STREAM_PAUSED");
+    assert!(body["error"]["message"].as_str().unwrap().contains("paused"));
+    // Other streams are unaffected.
+    let other = Agent { store_id: Uuid::new_v4(), ..agent.clone() };
+    assert_eq!(admin.ingest(other.agent_id, &[other.event(1)]).await.0, 200);
+    admin.post(&format!("{path}/resume"), json!({})).await;
+    let (status, body) = admin.ingest(agent.agent_id, &[agent.event(2)]).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["receipts"][0]["sequenceNumber"], 1, "nothing was numbered while paused");
+}
+
+#[tokio::test]
+async fn with_max_clock_skew_an_event_from_the_wrong_time_is_dead_lettered() {
+    let server = TestServer::start_with(&[("MAX_CLOCK_SKEW_SECS", "300")]).await;
+    let admin = Api::admin(&server);
+    let agent = Agent::random();
+    admin.register_key(&agent).await;
+    let old = agent.builder().created_at("2020-01-01T00:00:00Z").payload(json!({})).sign(&agent.key);
+    let (_, body) = admin.ingest(agent.agent_id, &[old.clone(), agent.event(1)]).await;
+    assert_eq!(body["eventsAccepted"], 1);
+    assert_eq!(body["rejections"][0]["reason"], "clock_skew", "{body}");
+    let letter = server.state.store.dead_letter_by_event_id(old.event_id).await.unwrap().expect("dead-lettered");
+    assert_eq!(letter.reason, "clock_skew");
+}
+
+#[tokio::test]
+async fn the_admin_cli_lists_retries_and_deletes_dead_letters() {
+    let server = TestServer::start().await;
+    let admin = Api::admin(&server);
+    let agent = Agent::random();
+    admin.ingest(agent.agent_id, &[agent.event(1), agent.event(2)]).await;
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_stateset-sequencer-admin"))
+            .args(args)
+            .env("DATABASE_URL", &server.db.url)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["dead-letters", "list", "--reason", "agent_key_invalid"]);
+    assert!(out.status.success());
+    let listing = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(listing.lines().count(), 2, "{listing}");
+    let first_id = listing.lines().next().unwrap().split_whitespace().next().unwrap().to_string();
+    let out = cli(&["dead-letters", "retry", "--all"]);
+    assert_eq!(out.status.code(), Some(1), "still refused: the key is unknown");
+    admin.register_key(&agent).await;
+    let out = cli(&["dead-letters", "retry", "--tenant-id", &agent.tenant_id.to_string()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 succeeded"));
+    let out = cli(&["dead-letters", "delete", &first_id]);
+    assert!(out.status.success());
+    let (_, head) = admin.get(&format!("/api/v1/head?tenant_id={}&store_id={}", agent.tenant_id, agent.store_id)).await;
+    assert_eq!(head["head_sequence"], 2);
+}
