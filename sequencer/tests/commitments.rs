@@ -124,7 +124,8 @@ async fn every_event_of_a_commitment_has_a_proof_that_verifies() {
         let leaf = ves::hash::leaf_hash(e.tenant_id, e.store_id, seq, &e.signing_hash(), &e.agent_signature.0);
         assert_eq!(proof["leaf_hash"], hex::encode(leaf));
         // With an explicit batch_id too.
-        let (_, explicit) = api.get(&format!("/api/v1/ves/proofs/{seq}?{q}&batch_id={}", c["batch_id"].as_str().unwrap())).await;
+        let (_, explicit) =
+            api.get(&format!("/api/v1/ves/proofs/{seq}?{q}&batch_id={}", c["batch_id"].as_str().unwrap())).await;
         assert_eq!(explicit, proof);
     }
     // A tampered proof does not verify.
@@ -169,12 +170,14 @@ async fn a_bad_commitment_is_corrected_without_deleting_it() {
     .unwrap();
     // The database refuses to delete or rewrite it.
     assert!(sqlx::query("DELETE FROM commitments WHERE batch_id = $1").bind(bad_id).execute(&pool).await.is_err());
-    assert!(sqlx::query("UPDATE commitments SET merkle_root = $2 WHERE batch_id = $1")
-        .bind(bad_id)
-        .bind(vec![8u8; 32])
-        .execute(&pool)
-        .await
-        .is_err());
+    assert!(
+        sqlx::query("UPDATE commitments SET merkle_root = $2 WHERE batch_id = $1")
+            .bind(bad_id)
+            .bind(vec![8u8; 32])
+            .execute(&pool)
+            .await
+            .is_err()
+    );
     assert!(sqlx::raw_sql("TRUNCATE commitments CASCADE").execute(&pool).await.is_err());
 
     let (status, fixed) =
