@@ -171,6 +171,9 @@ static PAD_ROOTS: LazyLock<[Hash32; usize::BITS as usize]> = LazyLock::new(|| {
 });
 
 /// The root of an all-padding subtree of height `height` (`PAD_LEAF` for height 0).
+///
+/// # Panics
+/// When `height >= usize::BITS` (no tree that tall can be indexed).
 pub fn pad_root(height: u32) -> Hash32 {
     PAD_ROOTS[height as usize]
 }
@@ -274,6 +277,15 @@ mod tests {
         assert_eq!(tree.proof(0), Some(vec![]));
         assert!(verify_proof(&leaf, 0, &[], &leaf));
         assert!(!verify_proof(&leaf, 1, &[], &leaf));
+    }
+
+    #[test]
+    fn levels_hold_only_real_nodes_and_end_at_the_root() {
+        let tree = MerkleTree::new((0..5u8).map(|i| [i; 32]).collect());
+        let widths: Vec<usize> = tree.levels().iter().map(Vec::len).collect();
+        assert_eq!(widths, vec![5, 3, 2, 1]);
+        assert_eq!(tree.levels()[3][0], tree.root());
+        assert_eq!(tree.levels()[1][2], node_hash(&[4; 32], &pad_root(0)));
     }
 
     #[test]
