@@ -139,3 +139,20 @@ async fn vacuum_analyze_runs_on_the_tables_the_runbook_names() {
         sqlx::raw_sql(AssertSqlSafe(format!("VACUUM ANALYZE {table};"))).execute(pool).await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn the_runbook_index_usage_query_runs_verbatim_in_a_new_session() {
+    let server = TestServer::start().await;
+    // A new connection picks up the database's search_path.
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&server.db.url).await.unwrap();
+    let rows = sqlx::raw_sql(
+        "SELECT schemaname, tablename, indexname, idx_scan, idx_tup_read
+FROM pg_stat_user_indexes
+ORDER BY idx_scan DESC;",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(rows.iter().any(|r| r.get::<String, _>("indexname") == "uq_ves_events_event_id"));
+    assert!(rows.iter().any(|r| r.get::<String, _>("tablename") == "ves_events"));
+}

@@ -19,6 +19,28 @@ pub async fn ingest_ves(
     Ok(axum::Json(response).into_response())
 }
 
+/// `POST /api/v1/events/ingest`: the legacy unsigned ingest, into the same streams.
+pub async fn ingest_legacy(
+    State(state): State<SharedState>,
+    caller: Auth,
+    ApiJson(req): ApiJson<crate::ingest::legacy::LegacyRequest>,
+) -> Result<Response> {
+    let _timer = Timer::start(&state.metrics.ingest_latency);
+    let response = crate::ingest::legacy::ingest(
+        &state.store,
+        &caller,
+        req,
+        state.config.max_events_per_batch,
+        state.config.max_event_payload_size,
+    )
+    .await?;
+    for r in &response.rejections {
+        state.metrics.reject(r.reason);
+    }
+    state.metrics.events_sequenced.inc_by(u64::from(response.events_accepted));
+    Ok(axum::Json(response).into_response())
+}
+
 /// The id and public key that sign receipts, so clients can verify them.
 pub async fn sequencer_info(State(state): State<SharedState>, _caller: Auth) -> Response {
     let sequencer = state.ingest.sequencer();

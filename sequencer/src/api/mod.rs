@@ -14,7 +14,7 @@ mod ingest;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -64,6 +64,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/ves/commitments/{batch_id}/correct", post(commitments::correct))
         .route("/v1/ves/proofs/verify", post(commitments::verify))
         .route("/v1/ves/proofs/{sequence_number}", get(commitments::proof))
+        .route("/v1/events/ingest", post(ingest::ingest_legacy))
         .route("/v1/events", get(events::events))
         .route("/v1/head", get(events::head))
         .route("/v1/entities/{entity_type}/{entity_id}", get(events::entity))
@@ -137,8 +138,9 @@ async fn observe(State(state): State<SharedState>, req: Request, next: Next) -> 
     response
 }
 
-/// `Json<T>` whose rejections are JSON errors (400 malformed, 415 content type, 413 too large,
-/// 422 wrong shape).
+/// A JSON body, read whatever its `Content-Type` says (the runbook's `curl -d '{...}'` sends
+/// `application/x-www-form-urlencoded`), with JSON errors: 413 over the body limit, 400 for malformed
+/// JSON, 422 for JSON of the wrong shape.
 pub struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
@@ -149,20 +151,31 @@ where
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => Err(json_rejection(rejection)),
-        }
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Error::PayloadTooLarge(rejection.body_text())
+            } else {
+                Error::BadRequest(rejection.body_text())
+            }
+        })?;
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let inner = e.inner();
+            let status = if inner.is_data() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::BAD_REQUEST };
+            let path = e.path().to_string();
+            let message = if path == "." {
+                format!("Failed to deserialize the JSON body: {inner}")
+            } else {
+                format!("Failed to deserialize the JSON body at {path}: {inner}")
+            };
+            Error::UnprocessableBody { status, message }
+        })?;
+        de.end().map_err(|e| Error::UnprocessableBody {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("Failed to parse the JSON body: {e}"),
+        })?;
+        Ok(ApiJson(value))
     }
-}
-
-fn json_rejection(rejection: JsonRejection) -> Error {
-    let status = rejection.status();
-    let message = rejection.body_text();
-    if status == StatusCode::PAYLOAD_TOO_LARGE {
-        return Error::PayloadTooLarge(message);
-    }
-    Error::UnprocessableBody { status, message }
 }
 
 /// `Query<T>` with JSON errors.

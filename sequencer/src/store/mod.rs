@@ -67,8 +67,19 @@ impl Store {
     }
 
     /// Applies every pending migration (idempotent; sqlx serialises concurrent runs with a lock).
+    ///
+    /// Also (re)applies the database's `search_path` that migration 0003 sets, because a database
+    /// restored with `pg_restore` into a fresh `createdb` does not carry database-level settings.
     pub async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.pool).await.map_err(|e| crate::Error::Internal(format!("migration failed: {e}")))
+        MIGRATOR.run(&self.pool).await.map_err(|e| crate::Error::Internal(format!("migration failed: {e}")))?;
+        sqlx::raw_sql(
+            "DO $$ BEGIN \
+               EXECUTE format('ALTER DATABASE %I SET search_path = \"$user\", public, pg_catalog', current_database()); \
+             EXCEPTION WHEN insufficient_privilege THEN NULL; END $$",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// The highest applied migration version (0 when none).
