@@ -78,15 +78,7 @@ async fn a_range_that_is_not_contiguous_fails_with_a_clear_4xx() {
     let (status, body) = commit(&api, &agent, 3, 2).await;
     assert_eq!(status, 400, "{body}");
     // A real gap (a row removed behind the sequencer's back) is found, not committed over.
-    let mut conn = server.state.store.pool().acquire().await.unwrap();
-    sqlx::raw_sql("SET session_replication_role = replica").execute(&mut *conn).await.unwrap();
-    sqlx::query("DELETE FROM events WHERE tenant_id = $1 AND store_id = $2 AND sequence_number = 5")
-        .bind(agent.tenant_id)
-        .bind(agent.store_id)
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    sqlx::raw_sql("SET session_replication_role = origin").execute(&mut *conn).await.unwrap();
+    tamper(server.state.store.pool(), &delete_event_sql(&agent, 5)).await;
     let (status, body) = commit(&api, &agent, 4, 6).await;
     assert_eq!(status, 400);
     assert!(body["error"]["message"].as_str().unwrap().contains("non-contiguous sequence"), "{body}");

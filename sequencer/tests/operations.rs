@@ -179,22 +179,11 @@ async fn verification_finds_gaps_tampering_and_commitments_that_no_longer_match(
     assert_eq!(report["commitmentsChecked"], 1);
 
     // Tamper with one payload and delete another row, behind the sequencer's back.
-    let mut conn = server.state.store.pool().acquire().await.unwrap();
-    sqlx::raw_sql("SET session_replication_role = replica").execute(&mut *conn).await.unwrap();
-    sqlx::query("UPDATE events SET payload = '{\"delta\": 1000}' WHERE tenant_id = $1 AND store_id = $2 AND sequence_number = 2")
-        .bind(agent.tenant_id)
-        .bind(agent.store_id)
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM events WHERE tenant_id = $1 AND store_id = $2 AND sequence_number = 4")
-        .bind(agent.tenant_id)
-        .bind(agent.store_id)
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    sqlx::raw_sql("SET session_replication_role = origin").execute(&mut *conn).await.unwrap();
-    drop(conn);
+    let edit = format!(
+        "UPDATE events SET payload = '{{\"delta\": 1000}}' WHERE tenant_id = '{}' AND store_id = '{}' AND sequence_number = 2",
+        agent.tenant_id, agent.store_id
+    );
+    tamper(server.state.store.pool(), &format!("{edit}; {}", delete_event_sql(&agent, 4))).await;
 
     let (_, report) = admin.post("/api/v1/admin/verify", body).await;
     assert_eq!(report["ok"], false);

@@ -103,22 +103,10 @@ async fn the_runbook_sql_answers_its_questions_about_the_signed_log() {
     // Gaps: none in a healthy stream; one after a row is removed behind the sequencer's back.
     let gaps = sqlx::raw_sql(AssertSqlSafe(fill(GAPS, &agent))).fetch_all(&pool).await.unwrap();
     assert!(gaps.is_empty(), "a healthy stream has no gap");
-    let mut conn = pool.acquire().await.unwrap();
-    let deleted = sqlx::query("DELETE FROM events WHERE tenant_id = $1 AND store_id = $2 AND sequence_number = 3")
-        .bind(agent.tenant_id)
-        .bind(agent.store_id)
-        .execute(&mut *conn)
-        .await;
+    let deleted = sqlx::raw_sql(AssertSqlSafe(delete_event_sql(&agent, 3))).execute(&pool).await;
     assert!(deleted.is_err(), "the log is append-only: {deleted:?}");
     // NB: only a superuser bypassing triggers can make a gap; the runbook's query must then find it.
-    sqlx::raw_sql("SET session_replication_role = replica").execute(&mut *conn).await.unwrap();
-    sqlx::query("DELETE FROM events WHERE tenant_id = $1 AND store_id = $2 AND sequence_number = 3")
-        .bind(agent.tenant_id)
-        .bind(agent.store_id)
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    sqlx::raw_sql("SET session_replication_role = origin").execute(&mut *conn).await.unwrap();
+    tamper(&pool, &delete_event_sql(&agent, 3)).await;
     let gaps = sqlx::raw_sql(AssertSqlSafe(fill(GAPS, &agent))).fetch_all(&pool).await.unwrap();
     assert_eq!(gaps.len(), 1);
     assert_eq!(gaps[0].get::<i64, _>("sequence_number"), 4);

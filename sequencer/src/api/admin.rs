@@ -209,11 +209,7 @@ pub struct VerifyBody {
 /// signatures, commitments. `ok: false` with findings when anything is wrong.
 pub async fn verify(State(state): State<SharedState>, caller: Auth, body: axum::body::Bytes) -> Result<Response> {
     caller.require_admin()?;
-    let body: VerifyBody = if body.iter().all(u8::is_ascii_whitespace) {
-        VerifyBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))?
-    };
+    let body: VerifyBody = super::optional_json(&body)?;
     let tenant_id = match (caller.tenant_filter(), body.tenant_id) {
         (Some(own), Some(t)) if own != t => return Err(Error::Forbidden("Tenant access denied".into())),
         (Some(own), _) => Some(own),
@@ -249,11 +245,7 @@ pub async fn pause(
     ApiPath((tenant_id, store_id)): ApiPath<(Uuid, Uuid)>,
     body: axum::body::Bytes,
 ) -> Result<Response> {
-    let body: PauseBody = if body.iter().all(u8::is_ascii_whitespace) {
-        PauseBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))?
-    };
+    let body: PauseBody = super::optional_json(&body)?;
     let stream = StreamKey { tenant_id, store_id };
     Ok(axum::Json(set_paused(&state, &caller, stream, true, body.reason).await?).into_response())
 }

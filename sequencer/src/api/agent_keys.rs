@@ -149,13 +149,7 @@ pub async fn revoke(
 ) -> Result<Response> {
     caller.require_admin_of(tenant_id)?;
     // The body is optional: `{"reason": "..."}` or nothing.
-    let reason = if body.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        serde_json::from_slice::<RevokeBody>(&body)
-            .map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))?
-            .reason
-    };
+    let reason = super::optional_json::<RevokeBody>(&body)?.reason;
     let key = state
         .store
         .revoke_agent_key(tenant_id, agent_id, key_id, reason.as_deref())

@@ -13,6 +13,22 @@ use crate::anchoring::AnchorService;
 use crate::error::{Error, Result};
 use crate::store::events::StreamKey;
 
+/// The answer of both anchoring calls.
+fn anchored_json(row: &crate::store::commitments::CommitmentRow, newly: bool) -> serde_json::Value {
+    json!({
+        "batch_id": row.batch_id,
+        "status": if newly { "anchored" } else { "already_anchored" },
+        "chain_id": row.chain_id,
+        "chain_tx_hash": row.chain_tx_hash.as_deref().map(hex::encode),
+        "chain_block_number": row.chain_block_number,
+        "merkle_root": hex::encode(&row.merkle_root),
+        "prev_state_root": hex::encode(&row.prev_state_root),
+        "new_state_root": hex::encode(&row.new_state_root),
+        "sequence_start": row.sequence_start,
+        "sequence_end": row.sequence_end,
+    })
+}
+
 fn service(state: &SharedState) -> Result<&AnchorService> {
     state.anchor.as_deref().ok_or_else(|| Error::Unavailable {
         code: "ANCHORING_NOT_CONFIGURED",
@@ -36,18 +52,7 @@ pub async fn anchor(
     let row = readable(&state, &caller, body.batch_id).await?;
     caller.require_admin_of(row.tenant_id)?;
     let (row, newly) = service.anchor_row(row).await?;
-    Ok(axum::Json(json!({
-        "batch_id": row.batch_id,
-        "status": if newly { "anchored" } else { "already_anchored" },
-        "chain_id": row.chain_id,
-        "chain_tx_hash": row.chain_tx_hash.as_deref().map(hex::encode),
-        "chain_block_number": row.chain_block_number,
-        "merkle_root": hex::encode(&row.merkle_root),
-        "new_state_root": hex::encode(&row.new_state_root),
-        "sequence_start": row.sequence_start,
-        "sequence_end": row.sequence_end,
-    }))
-    .into_response())
+    Ok(axum::Json(anchored_json(&row, newly)).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,19 +87,7 @@ pub async fn commit_and_anchor(
         _ => return Err(Error::BadRequest("give both sequence_start and sequence_end, or neither".into())),
     };
     let (row, newly) = service.anchor_row(row).await?;
-    Ok(axum::Json(json!({
-        "batch_id": row.batch_id,
-        "status": if newly { "anchored" } else { "already_anchored" },
-        "chain_id": row.chain_id,
-        "chain_tx_hash": row.chain_tx_hash.as_deref().map(hex::encode),
-        "chain_block_number": row.chain_block_number,
-        "merkle_root": hex::encode(&row.merkle_root),
-        "prev_state_root": hex::encode(&row.prev_state_root),
-        "new_state_root": hex::encode(&row.new_state_root),
-        "sequence_start": row.sequence_start,
-        "sequence_end": row.sequence_end,
-    }))
-    .into_response())
+    Ok(axum::Json(anchored_json(&row, newly)).into_response())
 }
 
 /// `GET /api/v1/ves/anchor/{batch_id}/verify`: reads the registry.

@@ -178,6 +178,14 @@ where
     }
 }
 
+/// An optional JSON body: empty means `T::default()`.
+pub fn optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Error> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))
+}
+
 /// `Query<T>` with JSON errors.
 pub struct ApiQuery<T>(pub T);
 

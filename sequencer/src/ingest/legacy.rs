@@ -153,16 +153,7 @@ pub async fn ingest(
 
     let mut tx = store.begin().await?;
     let locked = events::lock_stream(&mut tx, stream).await?;
-    if locked.paused {
-        return Err(Error::Unavailable {
-            code: "STREAM_PAUSED",
-            message: format!(
-                "Ingestion of stream {}/{} is paused by an operator; events are not accepted until it is resumed",
-                stream.tenant_id, stream.store_id
-            ),
-            retry_after_secs: Some(30),
-        });
-    }
+    crate::sequencing::ensure_not_paused(stream, locked.paused)?;
     let ids: Vec<Uuid> = req.events.iter().map(|e| e.event_id).collect();
     let existing: HashSet<Uuid> =
         events::find_by_event_ids(&mut tx, &ids).await?.into_iter().map(|e| e.event_id).collect();

@@ -515,7 +515,8 @@ fn reject(reason: &str, message: &str) -> Decision {
     Decision::Reject { reason: reason.into(), message: message.into() }
 }
 
-fn ensure_not_paused(stream: StreamKey, paused: bool) -> Result<()> {
+/// 503 `STREAM_PAUSED` when an operator paused the stream.
+pub fn ensure_not_paused(stream: StreamKey, paused: bool) -> Result<()> {
     if paused {
         return Err(Error::Unavailable {
             code: "STREAM_PAUSED",

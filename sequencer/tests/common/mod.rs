@@ -229,3 +229,23 @@ impl Drop for SequencerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `statements` as a superuser bypassing the log's append-only triggers, to simulate damage done
+/// behind the sequencer's back (a deleted or edited row).
+pub async fn tamper(pool: &sqlx::PgPool, statements: &str) {
+    let mut conn = pool.acquire().await.expect("connection");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET session_replication_role = replica; {statements}; SET session_replication_role = origin;"
+    )))
+    .execute(&mut *conn)
+    .await
+    .expect("tampering statements run");
+}
+
+/// The SQL that deletes event `seq` of the agent's stream.
+pub fn delete_event_sql(agent: &Agent, seq: i64) -> String {
+    format!(
+        "DELETE FROM events WHERE tenant_id = '{}' AND store_id = '{}' AND sequence_number = {seq}",
+        agent.tenant_id, agent.store_id
+    )
+}
