@@ -1,0 +1,803 @@
+//! `loadgen`: measures the sequencer's signed ingest (throughput, latency, errors) and then checks that
+//! every stream it wrote is exactly 1..N and that every receipt it was given matches a stored event.
+//!
+//! Every event is signed before the clock starts, and every request body is serialised before it too,
+//! so the figures are the server's (plus HTTP), not the generator's signing cost. Each client task owns
+//! one keep-alive HTTP connection.
+//!
+//! `--spawn` makes it self-contained: it builds and starts a `stateset-sequencer` from the same target
+//! directory against `DATABASE_URL` (or a database it creates, and drops afterwards, on the local
+//! PostgreSQL), waits for it to log that it listens, runs the load, checks, and stops it.
+//!
+//! See e2e/README.md for the commands.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use bytes::Bytes;
+use clap::Parser;
+use ed25519_dalek::SigningKey;
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+use ves::envelope::{EventBuilder, VesEventEnvelope};
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "loadgen", about = "Load generator and gap checker for stateset-sequencer's signed ingest")]
+struct Args {
+    /// Base URL of a running sequencer (ignored with --spawn).
+    #[arg(long, env = "SEQUENCER_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// An admin API key of that sequencer (it registers the agents' keys and ingests).
+    #[arg(long, env = "SEQUENCER_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Start a stateset-sequencer from this target directory (building it first when run by cargo),
+    /// on DATABASE_URL or on a fresh database of --admin-database-url, and stop it afterwards.
+    #[arg(long)]
+    spawn: bool,
+    /// With --spawn: the sequencer binary to start instead of the one next to this program.
+    #[arg(long)]
+    sequencer_bin: Option<PathBuf>,
+    /// With --spawn: do not run `cargo build` for the sequencer first.
+    #[arg(long)]
+    no_build: bool,
+    /// With --spawn: the database to use (kept afterwards). Unset: a fresh database is created.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// With --spawn and no DATABASE_URL: the server where a throw-away database is created and dropped.
+    #[arg(long, env = "LOADGEN_ADMIN_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    admin_database_url: String,
+    /// With --spawn: receipts unsigned (no VES_SEQUENCER_SIGNING_KEY), to measure what signing costs.
+    #[arg(long)]
+    unsigned_receipts: bool,
+    /// Concurrent clients, each with its own keep-alive connection.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Streams (tenant_id, store_id), each with its own agent; requests go round-robin over them.
+    #[arg(long, default_value_t = 1)]
+    streams: usize,
+    /// Events per request.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Total events of the timed run (default 100000 unless --duration is given).
+    #[arg(long)]
+    events: Option<u64>,
+    /// Run for this many seconds (at most --events, or a pre-signed pool of --max-events).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Target requests per second over all clients (fixed-rate latency run); 0 = as fast as possible.
+    /// Latency is then measured from each request's scheduled start, so stalls are not hidden.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// With --duration, no --events and no --rate: how many events to pre-sign.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_events: u64,
+    /// Untimed requests per client before the clock starts (connections, caches).
+    #[arg(long, default_value_t = 5)]
+    warmup: usize,
+    /// Approximate size of each event's JSON payload in bytes.
+    #[arg(long, default_value_t = 100)]
+    payload_bytes: usize,
+    /// Skip the gap and receipt check after the run.
+    #[arg(long)]
+    no_check: bool,
+    /// Print a machine-readable JSON summary on stdout (the human summary goes to stderr).
+    #[arg(long)]
+    json: bool,
+}
+
+/// One agent writing to one stream.
+struct StreamAgent {
+    tenant_id: Uuid,
+    store_id: Uuid,
+    agent_id: Uuid,
+    key: SigningKey,
+}
+
+/// A request, signed and serialised before timing.
+struct Prepared {
+    stream: usize,
+    event_ids: Vec<Uuid>,
+    body: Bytes,
+}
+
+/// What became of one request.
+enum Fate {
+    /// 200: receipts as (event id, sequence number); `rejected` events were refused inside the 200.
+    Answered { receipts: Vec<(Uuid, u64)>, rejected: u64 },
+    /// An answer that says nothing was stored (4xx, or 503 INGEST_OVERLOADED before queueing).
+    Refused(String),
+    /// No answer or a 5xx: the events may or may not be stored.
+    Unknown(String),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IngestAnswer {
+    events_rejected: u64,
+    #[serde(default)]
+    receipts: Vec<ReceiptIds>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReceiptIds {
+    event_id: Uuid,
+    sequence_number: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct IngestBody<'a> {
+    agent_id: Uuid,
+    events: &'a [VesEventEnvelope],
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    ensure!(args.clients >= 1 && args.streams >= 1 && args.batch >= 1, "--clients, --streams and --batch must be >= 1");
+    ensure!(args.rate >= 0.0, "--rate must not be negative");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if !args.spawn {
+        let key = args.api_key.clone().ok_or_else(|| anyhow!("--api-key (or SEQUENCER_API_KEY) is required"))?;
+        return runtime.block_on(run(&args, args.url.trim_end_matches('/').to_string(), key, None));
+    }
+    let bin = sequencer_binary(&args)?;
+    let (database_url, throwaway) = match &args.database_url {
+        Some(url) => (url.clone(), None),
+        None => {
+            let db = runtime.block_on(ThrowawayDb::create(&args.admin_database_url))?;
+            (db.url.clone(), Some(db))
+        }
+    };
+    let admin_key = format!("ss_loadgen_{}", hex::encode(rand::random::<[u8; 16]>()));
+    let result = (|| {
+        let server = SpawnedSequencer::start(&bin, &database_url, &admin_key, args.unsigned_receipts)?;
+        let info = format!("{} (pid {})", bin.display(), server.child.id());
+        let result = runtime.block_on(run(&args, server.base_url.clone(), admin_key.clone(), Some(info)));
+        server.stop().context("stopping the sequencer")?;
+        result
+    })();
+    if let Some(db) = throwaway {
+        runtime.block_on(db.drop_db());
+    }
+    result
+}
+
+async fn run(args: &Args, base: String, key: String, spawned: Option<String>) -> Result<()> {
+    let machine = machine_description();
+    eprintln!("loadgen: sequencer at {base}{}", spawned.as_ref().map(|s| format!(" [{s}]")).unwrap_or_default());
+    let admin = reqwest::Client::new();
+    let agents: Vec<StreamAgent> = {
+        let tenant_id = Uuid::new_v4();
+        (0..args.streams)
+            .map(|_| StreamAgent {
+                tenant_id,
+                store_id: Uuid::new_v4(),
+                agent_id: Uuid::new_v4(),
+                key: SigningKey::from_bytes(&rand::random::<[u8; 32]>()),
+            })
+            .collect()
+    };
+    for a in &agents {
+        let response = admin
+            .post(format!("{base}/api/v1/agents/keys"))
+            .header("authorization", format!("ApiKey {key}"))
+            .json(&json!({
+                "tenantId": a.tenant_id,
+                "agentId": a.agent_id,
+                "keyId": 1,
+                "publicKey": format!("0x{}", hex::encode(a.key.verifying_key().to_bytes())),
+            }))
+            .send()
+            .await
+            .context("registering an agent key")?;
+        let status = response.status();
+        ensure!(
+            status.is_success(),
+            "registering an agent key: {status} {}",
+            response.text().await.unwrap_or_default()
+        );
+    }
+
+    let timed_requests = planned_requests(args);
+    let warmup_requests = args.clients * args.warmup;
+    let total_requests = warmup_requests + timed_requests;
+    let sign_start = Instant::now();
+    let requests = Arc::new(prepare(&agents, total_requests, args.batch, args.payload_bytes));
+    eprintln!(
+        "loadgen: signed {} events in {} requests in {:.1} s (not timed); {} warm-up requests per client",
+        total_requests * args.batch,
+        total_requests,
+        sign_start.elapsed().as_secs_f64(),
+        args.warmup
+    );
+
+    // Warm-up: untimed, but its events count in the check like any other.
+    let fates: Arc<Mutex<Vec<Option<Fate>>>> = Arc::new(Mutex::new((0..total_requests).map(|_| None).collect()));
+    let clients: Vec<reqwest::Client> = (0..args.clients).map(|_| http_client()).collect::<Result<_>>()?;
+    let warm = (0..args.clients).map(|c| {
+        let (http, requests, fates, url, key) =
+            (clients[c].clone(), requests.clone(), fates.clone(), base.clone(), key.clone());
+        let warmup = args.warmup;
+        tokio::spawn(async move {
+            for i in c * warmup..(c + 1) * warmup {
+                let (fate, _) = send(&http, &url, &key, &requests[i].body).await;
+                fates.lock().expect("fates")[i] = Some(fate);
+            }
+        })
+    });
+    for t in futures::future::join_all(warm).await {
+        t?;
+    }
+
+    // The timed run.
+    let next = Arc::new(AtomicUsize::new(warmup_requests));
+    let t0 = Instant::now();
+    let deadline = args.duration.map(|d| t0 + Duration::from_secs_f64(d));
+    let tasks = (0..args.clients).map(|c| {
+        let (http, requests, fates, next, url, key) =
+            (clients[c].clone(), requests.clone(), fates.clone(), next.clone(), base.clone(), key.clone());
+        let rate = args.rate;
+        tokio::spawn(async move {
+            let mut latency = new_histogram();
+            let mut service = new_histogram();
+            let mut local: Vec<(usize, Fate)> = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= requests.len() {
+                    break;
+                }
+                let scheduled = if rate > 0.0 {
+                    let due = t0 + Duration::from_secs_f64((i - warmup_requests) as f64 / rate);
+                    if deadline.is_some_and(|d| due >= d) {
+                        break;
+                    }
+                    tokio::time::sleep_until(due.into()).await;
+                    due
+                } else {
+                    let now = Instant::now();
+                    if deadline.is_some_and(|d| now >= d) {
+                        break;
+                    }
+                    now
+                };
+                let sent = Instant::now();
+                let (fate, done) = send(&http, &url, &key, &requests[i].body).await;
+                record(&mut latency, done - scheduled);
+                record(&mut service, done - sent);
+                local.push((i, fate));
+            }
+            let mut all = fates.lock().expect("fates");
+            for (i, fate) in local {
+                all[i] = Some(fate);
+            }
+            (latency, service)
+        })
+    });
+    let mut latency = new_histogram();
+    let mut service = new_histogram();
+    for r in futures::future::join_all(tasks).await {
+        let (l, s) = r?;
+        latency.add(&l).expect("same bounds");
+        service.add(&s).expect("same bounds");
+    }
+    let elapsed = t0.elapsed();
+
+    // Tally the timed run.
+    let fates = Arc::try_unwrap(fates).map_err(|_| anyhow!("fates still shared"))?.into_inner().expect("fates");
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut ok_requests, mut accepted, mut rejected, mut sent_requests) = (0u64, 0u64, 0u64, 0u64);
+    for fate in fates[warmup_requests..].iter().flatten() {
+        sent_requests += 1;
+        match fate {
+            Fate::Answered { receipts, rejected: r } => {
+                ok_requests += 1;
+                accepted += receipts.len() as u64;
+                rejected += r;
+            }
+            Fate::Refused(e) | Fate::Unknown(e) => *errors.entry(e.clone()).or_default() += 1,
+        }
+    }
+    let secs = elapsed.as_secs_f64();
+    let exhausted = args.duration.is_some() && args.rate == 0.0 && sent_requests as usize == timed_requests;
+    let mode = if args.rate > 0.0 { format!("fixed rate {} req/s", args.rate) } else { "as fast as possible".into() };
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    eprintln!(
+        "loadgen: {} clients, {} stream(s), {} event(s)/request, {mode}, {secs:.2} s{}",
+        args.clients,
+        args.streams,
+        args.batch,
+        if exhausted { " (pre-signed pool exhausted before --duration)" } else { "" }
+    );
+    eprintln!("  requests   {sent_requests} sent, {ok_requests} answered 200   {:.0} req/s", ok_requests as f64 / secs);
+    eprintln!("  events     {accepted} accepted, {rejected} rejected     {:.0} events/s", accepted as f64 / secs);
+    let latency_label = if args.rate > 0.0 { "latency from scheduled start" } else { "latency" };
+    eprintln!(
+        "  {latency_label} (ms)  p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+        ms(&latency, 0.5),
+        ms(&latency, 0.9),
+        ms(&latency, 0.99),
+        ms(&latency, 0.999),
+        latency.max() as f64 / 1000.0
+    );
+    if args.rate > 0.0 {
+        eprintln!(
+            "  service time (ms)  p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+            ms(&service, 0.5),
+            ms(&service, 0.9),
+            ms(&service, 0.99),
+            service.max() as f64 / 1000.0
+        );
+    }
+    if errors.is_empty() {
+        eprintln!("  errors     none");
+    } else {
+        for (k, v) in &errors {
+            eprintln!("  errors     {v} x {k}");
+        }
+    }
+
+    let check = if args.no_check {
+        None
+    } else {
+        let started = Instant::now();
+        let report = check_streams(&base, &key, &agents, &requests, &fates).await?;
+        eprintln!(
+            "  check      {} stream(s) gap-free, {} events stored as 1..N, {} receipts matched, {} stored without a \
+             receipt (unknown outcome), in {:.1} s",
+            agents.len(),
+            report.stored,
+            report.receipts,
+            report.unreceipted,
+            started.elapsed().as_secs_f64()
+        );
+        Some(report)
+    };
+
+    if args.json {
+        let hist = |h: &Histogram<u64>| {
+            json!({
+                "p50_ms": ms(h, 0.5), "p90_ms": ms(h, 0.9), "p99_ms": ms(h, 0.99), "p999_ms": ms(h, 0.999),
+                "max_ms": h.max() as f64 / 1000.0, "mean_ms": h.mean() / 1000.0, "count": h.len(),
+            })
+        };
+        let summary = json!({
+            "url": base,
+            "spawned": spawned,
+            "machine": machine,
+            "clients": args.clients,
+            "streams": args.streams,
+            "batch": args.batch,
+            "rate": args.rate,
+            "payload_bytes": args.payload_bytes,
+            "elapsed_s": secs,
+            "requests_sent": sent_requests,
+            "requests_ok": ok_requests,
+            "events_accepted": accepted,
+            "events_rejected": rejected,
+            "events_per_s": accepted as f64 / secs,
+            "requests_per_s": ok_requests as f64 / secs,
+            "latency": hist(&latency),
+            "service_time": hist(&service),
+            "errors": errors,
+            "pool_exhausted": exhausted,
+            "check": check.as_ref().map(|c| json!({
+                "ok": true, "streams": agents.len(), "stored": c.stored, "receipts": c.receipts,
+                "stored_without_receipt": c.unreceipted,
+            })),
+        });
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    }
+    Ok(())
+}
+
+/// Requests of the timed run.
+fn planned_requests(args: &Args) -> usize {
+    let events = match (args.events, args.duration) {
+        (Some(e), _) => e,
+        (None, Some(d)) if args.rate > 0.0 => ((args.rate * d).ceil() as u64).saturating_mul(args.batch as u64),
+        (None, Some(_)) => args.max_events,
+        (None, None) => 100_000,
+    };
+    (events as usize).div_ceil(args.batch).max(1)
+}
+
+fn http_client() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(120))
+        .build()?)
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds")
+}
+
+fn record(h: &mut Histogram<u64>, d: Duration) {
+    h.saturating_record((d.as_micros() as u64).max(1));
+}
+
+/// Sends one pre-serialised ingest request; returns its fate and when the answer was complete.
+async fn send(http: &reqwest::Client, base: &str, key: &str, body: &Bytes) -> (Fate, Instant) {
+    let response = http
+        .post(format!("{base}/api/v1/ves/events/ingest"))
+        .header("authorization", format!("ApiKey {key}"))
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await;
+    let response = match response {
+        Ok(r) => r,
+        Err(e) => return (Fate::Unknown(transport_error(&e)), Instant::now()),
+    };
+    let status = response.status();
+    let code = response.headers().get("x-error-code").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let bytes = response.bytes().await;
+    let done = Instant::now();
+    let bytes = match bytes {
+        Ok(b) => b,
+        Err(e) => return (Fate::Unknown(transport_error(&e)), done),
+    };
+    let label = format!("HTTP {}{}", status.as_u16(), code.as_ref().map(|c| format!(" {c}")).unwrap_or_default());
+    let fate = if status.is_success() {
+        match serde_json::from_slice::<IngestAnswer>(&bytes) {
+            Ok(a) => Fate::Answered {
+                receipts: a.receipts.into_iter().map(|r| (r.event_id, r.sequence_number)).collect(),
+                rejected: a.events_rejected,
+            },
+            Err(e) => Fate::Unknown(format!("HTTP 200 with an unreadable body: {e}")),
+        }
+    } else if status.is_client_error() || code.as_deref() == Some("INGEST_OVERLOADED") {
+        Fate::Refused(label)
+    } else {
+        Fate::Unknown(label)
+    };
+    (fate, done)
+}
+
+fn transport_error(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timeout".into()
+    } else if e.is_connect() {
+        "connect error".into()
+    } else {
+        "connection error".into()
+    }
+}
+
+/// Signs `n` requests of `batch` events, round-robin over the streams, on every core.
+fn prepare(agents: &[StreamAgent], n: usize, batch: usize, payload_bytes: usize) -> Vec<Prepared> {
+    let threads = std::thread::available_parallelism().map(|p| p.get()).unwrap_or(1);
+    let chunk = n.div_ceil(threads).max(1);
+    let pad = "x".repeat(payload_bytes.saturating_sub(40));
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .step_by(chunk)
+            .map(|start| {
+                let pad = &pad;
+                s.spawn(move || {
+                    (start..(start + chunk).min(n))
+                        .map(|i| {
+                            let stream = i % agents.len();
+                            let a = &agents[stream];
+                            let events: Vec<VesEventEnvelope> = (0..batch)
+                                .map(|j| {
+                                    let n = (i * batch + j) as u64;
+                                    EventBuilder::new(a.tenant_id, a.store_id, a.agent_id, 1)
+                                        .entity("InventoryItem", format!("SKU-{:05}", n % 10_000))
+                                        .event_type("InventoryAdjusted")
+                                        .payload(json!({"delta": n % 100, "note": pad}))
+                                        .sign(&a.key)
+                                })
+                                .collect();
+                            let body = serde_json::to_vec(&IngestBody { agent_id: a.agent_id, events: &events })
+                                .expect("serialise a request");
+                            Prepared {
+                                stream,
+                                event_ids: events.iter().map(|e| e.event_id).collect(),
+                                body: body.into(),
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("signing thread")).collect()
+    })
+}
+
+struct CheckReport {
+    stored: u64,
+    receipts: u64,
+    unreceipted: u64,
+}
+
+#[derive(Deserialize)]
+struct Page {
+    events: Vec<PageEvent>,
+    head_sequence: u64,
+}
+
+#[derive(Deserialize)]
+struct PageEvent {
+    event_id: Uuid,
+    sequence_number: u64,
+}
+
+/// Reads every stream back through the API: 1..head with no gap or duplicate, every receipt at its
+/// number, and nothing stored from a request that was definitely refused.
+async fn check_streams(
+    base: &str,
+    key: &str,
+    agents: &[StreamAgent],
+    requests: &[Prepared],
+    fates: &[Option<Fate>],
+) -> Result<CheckReport> {
+    let mut receipts: Vec<HashMap<u64, Uuid>> = (0..agents.len()).map(|_| HashMap::new()).collect();
+    let mut sent: Vec<HashMap<Uuid, bool>> = (0..agents.len()).map(|_| HashMap::new()).collect();
+    let mut receipt_count = 0u64;
+    for (req, fate) in requests.iter().zip(fates) {
+        let Some(fate) = fate else { continue };
+        let refused = matches!(fate, Fate::Refused(_));
+        for id in &req.event_ids {
+            sent[req.stream].insert(*id, refused);
+        }
+        if let Fate::Answered { receipts: r, .. } = fate {
+            for (id, seq) in r {
+                ensure!(
+                    receipts[req.stream].insert(*seq, *id).is_none(),
+                    "two receipts for sequence number {seq} of stream {}",
+                    req.stream
+                );
+                receipt_count += 1;
+            }
+        }
+    }
+    let http = http_client()?;
+    let checks = agents.iter().enumerate().map(|(s, a)| {
+        let (http, receipts, sent) = (&http, &receipts[s], &sent[s]);
+        async move {
+            let mut expected = 1u64;
+            let mut head = None;
+            let mut unreceipted = 0u64;
+            loop {
+                let page: Page = http
+                    .get(format!(
+                        "{base}/api/v1/ves/events?tenant_id={}&store_id={}&from={expected}&limit=1000",
+                        a.tenant_id, a.store_id
+                    ))
+                    .header("authorization", format!("ApiKey {key}"))
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await?;
+                let head = *head.get_or_insert(page.head_sequence);
+                for e in &page.events {
+                    ensure!(
+                        e.sequence_number == expected,
+                        "stream {s}: expected {expected}, read {}",
+                        e.sequence_number
+                    );
+                    match (receipts.get(&e.sequence_number), sent.get(&e.event_id)) {
+                        (Some(id), _) => ensure!(
+                            *id == e.event_id,
+                            "stream {s}: receipt for {} names {id}, stored {}",
+                            e.sequence_number,
+                            e.event_id
+                        ),
+                        (None, Some(false)) => unreceipted += 1,
+                        (None, Some(true)) => bail!("stream {s}: event {} of a refused request is stored", e.event_id),
+                        (None, None) => bail!("stream {s}: stored event {} was never sent", e.event_id),
+                    }
+                    expected += 1;
+                }
+                if page.events.is_empty() || expected > head {
+                    ensure!(expected == head + 1, "stream {s}: head {head} but events end at {}", expected - 1);
+                    break;
+                }
+            }
+            let stored = expected - 1;
+            ensure!(
+                receipts.keys().all(|&n| n >= 1 && n <= stored),
+                "stream {s}: a receipt's number is beyond the stored head {stored}"
+            );
+            Ok::<_, anyhow::Error>((stored, unreceipted))
+        }
+    });
+    let mut report = CheckReport { stored: 0, receipts: receipt_count, unreceipted: 0 };
+    use futures::StreamExt;
+    let mut results = futures::stream::iter(checks).buffer_unordered(8);
+    while let Some(r) = results.next().await {
+        let (stored, unreceipted) = r?;
+        report.stored += stored;
+        report.unreceipted += unreceipted;
+    }
+    Ok(report)
+}
+
+fn machine_description() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
+        s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+    });
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    json!({
+        "cpus": std::thread::available_parallelism().map(|p| p.get()).unwrap_or(0),
+        "cpu": cpu,
+        "loadavg_at_start": load,
+    })
+}
+
+/// Finds (and, under cargo, builds) the sequencer binary that sits next to this one.
+fn sequencer_binary(args: &Args) -> Result<PathBuf> {
+    if let Some(bin) = &args.sequencer_bin {
+        return Ok(bin.clone());
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().ok_or_else(|| anyhow!("no directory for {}", exe.display()))?;
+    let bin = dir.join("stateset-sequencer");
+    if let (Some(cargo), false) = (std::env::var_os("CARGO"), args.no_build) {
+        let profile = dir.file_name().and_then(|p| p.to_str()).unwrap_or("debug").to_owned();
+        let target = dir.parent().ok_or_else(|| anyhow!("no target directory above {}", dir.display()))?;
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "stateset-sequencer", "--bin", "stateset-sequencer"]);
+        match profile.as_str() {
+            "debug" => {}
+            "release" => {
+                cmd.arg("--release");
+            }
+            other => {
+                cmd.args(["--profile", other]);
+            }
+        }
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        cmd.arg("--manifest-path").arg(manifest).env("CARGO_TARGET_DIR", target);
+        eprintln!("loadgen: building stateset-sequencer ({profile}) in {}", target.display());
+        let status = cmd.stdout(Stdio::null()).status().context("running cargo build")?;
+        ensure!(status.success(), "cargo build of stateset-sequencer failed");
+    }
+    ensure!(
+        bin.is_file(),
+        "{} does not exist: build it with `cargo build --release -p stateset-sequencer` or pass --sequencer-bin",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+/// A database created for this run, dropped afterwards.
+struct ThrowawayDb {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl ThrowawayDb {
+    async fn create(admin_url: &str) -> Result<Self> {
+        use sqlx::Connection;
+        let name = format!("loadgen_{}", Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(admin_url)
+            .await
+            .with_context(|| format!("connecting to {admin_url} (--admin-database-url) to create a database"))?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
+        let synchronous_commit: String = sqlx::query_scalar("SHOW synchronous_commit").fetch_one(&mut conn).await?;
+        eprintln!("loadgen: created database {name} (synchronous_commit = {synchronous_commit})");
+        let _ = conn.close().await;
+        let (base, _) = admin_url.rsplit_once('/').ok_or_else(|| anyhow!("{admin_url} has no database path"))?;
+        Ok(ThrowawayDb { admin_url: admin_url.to_owned(), url: format!("{base}/{name}"), name })
+    }
+
+    async fn drop_db(self) {
+        use sqlx::Connection;
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin_url).await {
+            let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+            if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await {
+                eprintln!("loadgen: could not drop database {}: {e}", self.name);
+            }
+        }
+    }
+}
+
+/// A `stateset-sequencer` child process.
+struct SpawnedSequencer {
+    child: Child,
+    base_url: String,
+    tail: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl SpawnedSequencer {
+    fn start(bin: &Path, database_url: &str, admin_key: &str, unsigned: bool) -> Result<Self> {
+        let mut cmd = Command::new(bin);
+        cmd.env("DATABASE_URL", database_url)
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("BOOTSTRAP_ADMIN_API_KEY", admin_key)
+            .env("DB_MIGRATE_ON_STARTUP", "true")
+            .env("LOG_FORMAT", "text")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        if unsigned {
+            cmd.env_remove("VES_SEQUENCER_SIGNING_KEY");
+        } else if std::env::var_os("VES_SEQUENCER_SIGNING_KEY").is_none() {
+            cmd.env("VES_SEQUENCER_SIGNING_KEY", hex::encode(rand::random::<[u8; 32]>()));
+        }
+        let mut child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let (tx, rx) = mpsc::channel::<String>();
+        {
+            let tail = tail.clone();
+            std::thread::spawn(move || {
+                let mut announced = false;
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if !announced && line.contains("listening on http://") {
+                        announced = true;
+                        let _ = tx.send(line.clone());
+                    }
+                    let mut t = tail.lock().expect("log tail");
+                    if t.len() == 50 {
+                        t.pop_front();
+                    }
+                    t.push_back(line);
+                }
+            });
+        }
+        let mut server = SpawnedSequencer { child, base_url: String::new(), tail };
+        // The reader thread sends the line, or drops the sender when the process exits first.
+        let line = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(line) => line,
+            Err(e) => {
+                let _ = server.child.kill();
+                bail!("the sequencer did not report that it listens ({e}); its last log lines:\n{}", server.log_tail());
+            }
+        };
+        let i = line.find("listening on http://").expect("matched");
+        server.base_url =
+            line[i + "listening on ".len()..].chars().take_while(|c| !c.is_whitespace() && *c != '"').collect();
+        Ok(server)
+    }
+
+    fn log_tail(&self) -> String {
+        self.tail.lock().expect("log tail").iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    /// SIGTERM, then waits for the drain (SIGKILL after 30 s).
+    fn stop(mut self) -> Result<()> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                ensure!(status.success(), "the sequencer exited with {status}; last log lines:\n{}", self.log_tail());
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                bail!("the sequencer did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for SpawnedSequencer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
