@@ -14,10 +14,12 @@ use crate::store::dead_letters::DeadLetterFilter;
 
 /// Connects to the database named by `url` (the password never appears in errors).
 pub async fn connect(url: &str) -> anyhow::Result<Store> {
+    let options =
+        crate::store::connect_options(url).map_err(|e| anyhow::anyhow!("DATABASE_URL is not a PostgreSQL URL: {e}"))?;
     let pool = PgPoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
+        .connect_with(options)
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to the database (DATABASE_URL): {e}"))?;
     Ok(Store::from_pool(pool))

@@ -145,7 +145,7 @@ enum ApiKeysCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    sequencer::telemetry::init(sequencer::config::LogFormat::Text);
+    sequencer::telemetry::init_cli();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async {
         if let Command::DeployRegistry { rpc_url, private_key, permissionless } = &cli.command {

@@ -142,12 +142,18 @@ struct StreamQueue {
     running: bool,
 }
 
+/// Streams whose head this process remembers, at most (a hint; forgetting one costs a lock round trip).
+const KNOWN_HEADS_MAX: usize = 100_000;
+
 /// The group-commit sequencer of this process.
 pub struct Sequencer {
     store: Store,
     metrics: Arc<Metrics>,
     signer: ReceiptSigner,
     queues: Mutex<HashMap<StreamKey, StreamQueue>>,
+    /// The head each stream had when this process last committed to it. Only a guess: another replica
+    /// may have moved it since, which [`events::append_at_head`] detects (and then writes nothing).
+    known_heads: Mutex<HashMap<StreamKey, i64>>,
     queued_events: AtomicUsize,
     max_queued_events: usize,
     max_group_events: usize,
@@ -166,6 +172,7 @@ impl Sequencer {
             metrics,
             signer,
             queues: Mutex::new(HashMap::new()),
+            known_heads: Mutex::new(HashMap::new()),
             queued_events: AtomicUsize::new(0),
             max_queued_events,
             max_group_events,
@@ -282,11 +289,68 @@ impl Sequencer {
     /// One transaction for a group of requests of one stream. Returns each request's outcomes and the
     /// head after commit.
     async fn sequence_group(&self, stream: StreamKey, batches: &[&[Candidate]]) -> Result<(Vec<Vec<Outcome>>, i64)> {
+        let result = self.sequence_group_once(stream, batches).await;
+        let mut heads = self.known_heads.lock().expect("known heads lock");
+        match &result {
+            Ok((_, head)) => {
+                if heads.len() >= KNOWN_HEADS_MAX && !heads.contains_key(&stream) {
+                    heads.clear();
+                }
+                heads.insert(stream, *head);
+            }
+            // NB: the outcome may be unknown (the connection died around COMMIT): look next time.
+            Err(_) => {
+                heads.remove(&stream);
+            }
+        }
+        result
+    }
+
+    async fn sequence_group_once(
+        &self,
+        stream: StreamKey,
+        batches: &[&[Candidate]],
+    ) -> Result<(Vec<Vec<Outcome>>, i64)> {
         let all: Vec<&Candidate> = batches.iter().flat_map(|b| b.iter()).collect();
         let has_base_version = all.iter().any(|c| c.envelope.base_version.is_some());
         let sequenced_at = Utc::now().trunc_subsecs(6);
+        let mut careful = has_base_version;
 
-        if !has_base_version {
+        let known_head = self.known_heads.lock().expect("known heads lock").get(&stream).copied();
+        if let (false, Some(expected)) = (careful, known_head) {
+            // Fastest path: this process wrote the head last, so number (and sign) the events after it
+            // outside any lock and append them in one statement that only applies if the head is
+            // still that.
+            let plan: Vec<Decision> = (0..all.len()).map(|_| Decision::Accept).collect();
+            let (rows, head) = self.rows(stream, &all, &plan, expected);
+            let mut conn = self.store.pool().acquire().await?;
+            match events::append_at_head(
+                &mut conn,
+                stream,
+                &rows,
+                sequenced_at,
+                self.signer.sequencer_id,
+                expected,
+                head,
+            )
+            .await
+            {
+                Ok(true) => {
+                    self.metrics.events_sequenced.inc_by(rows.len() as u64);
+                    self.metrics.sequencing_group_events.observe(rows.len() as f64);
+                    self.metrics.sequencing_transactions.inc();
+                    let outcomes = self.outcomes(batches, &plan, &rows, sequenced_at, &[]);
+                    return Ok((outcomes, head));
+                }
+                // Another replica moved the head, or the stream is paused: lock and look.
+                Ok(false) => {}
+                // A replayed or reused id or command: nothing was written; decide event by event.
+                Err(Error::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => careful = true,
+                Err(e) => return Err(e),
+            }
+        }
+
+        if !careful {
             // Fast path: assume every event is new; the unique indexes tell us if one is not.
             let mut tx = self.store.begin().await?;
             let locked = events::lock_stream(&mut tx, stream).await?;

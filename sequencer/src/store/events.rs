@@ -218,6 +218,160 @@ pub async fn entity_versions(
     .await?)
 }
 
+/// The columns of signed event rows, as the arrays that `UNNEST` turns back into rows.
+struct Columns<'a> {
+    seq: Vec<i64>,
+    event_id: Vec<Uuid>,
+    entity_type: Vec<&'a str>,
+    entity_id: Vec<&'a str>,
+    event_type: Vec<&'a str>,
+    created_at: Vec<DateTime<Utc>>,
+    source_agent: Vec<Uuid>,
+    command_id: Vec<Option<Uuid>>,
+    base_version: Vec<Option<i64>>,
+    payload: Vec<Option<&'a Value>>,
+    ves_version: Vec<i32>,
+    agent_key_id: Vec<i64>,
+    created_at_str: Vec<&'a str>,
+    payload_kind: Vec<i16>,
+    payload_encrypted: Vec<Option<Value>>,
+    plain_hash: Vec<&'a [u8]>,
+    cipher_hash: Vec<&'a [u8]>,
+    signing_hash: Vec<&'a [u8]>,
+    signature: Vec<&'a [u8]>,
+    receipt_hash: Vec<&'a [u8]>,
+    sequencer_signature: Vec<Option<&'a [u8]>>,
+    leaf_hash: Vec<&'a [u8]>,
+}
+
+impl<'a> Columns<'a> {
+    fn new(rows: &'a [VesEventRow<'a>]) -> Self {
+        let n = rows.len();
+        let mut c = Columns {
+            seq: Vec::with_capacity(n),
+            event_id: Vec::with_capacity(n),
+            entity_type: Vec::with_capacity(n),
+            entity_id: Vec::with_capacity(n),
+            event_type: Vec::with_capacity(n),
+            created_at: Vec::with_capacity(n),
+            source_agent: Vec::with_capacity(n),
+            command_id: Vec::with_capacity(n),
+            base_version: Vec::with_capacity(n),
+            payload: Vec::with_capacity(n),
+            ves_version: Vec::with_capacity(n),
+            agent_key_id: Vec::with_capacity(n),
+            created_at_str: Vec::with_capacity(n),
+            payload_kind: Vec::with_capacity(n),
+            payload_encrypted: Vec::with_capacity(n),
+            plain_hash: Vec::with_capacity(n),
+            cipher_hash: Vec::with_capacity(n),
+            signing_hash: Vec::with_capacity(n),
+            signature: Vec::with_capacity(n),
+            receipt_hash: Vec::with_capacity(n),
+            sequencer_signature: Vec::with_capacity(n),
+            leaf_hash: Vec::with_capacity(n),
+        };
+        for r in rows {
+            let e = r.envelope;
+            c.seq.push(r.sequence_number);
+            c.event_id.push(e.event_id);
+            c.entity_type.push(e.entity_type.as_str());
+            c.entity_id.push(e.entity_id.as_str());
+            c.event_type.push(e.event_type.as_str());
+            c.created_at.push(r.created_at);
+            c.source_agent.push(e.source_agent_id);
+            c.command_id.push(e.command_id);
+            c.base_version.push(e.base_version.map(|v| v as i64));
+            c.payload.push(e.payload.as_ref());
+            c.ves_version.push(e.ves_version as i32);
+            c.agent_key_id.push(i64::from(e.agent_key_id));
+            c.created_at_str.push(e.created_at.as_str());
+            c.payload_kind.push(e.payload_kind as i16);
+            c.payload_encrypted.push(
+                e.payload_encrypted.as_ref().map(|p| serde_json::to_value(p).expect("encrypted payload serialises")),
+            );
+            c.plain_hash.push(&e.payload_plain_hash.0);
+            c.cipher_hash.push(&e.payload_cipher_hash.0);
+            c.signing_hash.push(&r.signing_hash);
+            c.signature.push(&e.agent_signature.0);
+            c.receipt_hash.push(&r.receipt_hash);
+            c.sequencer_signature.push(r.sequencer_signature.as_ref().map(|s| &s[..]));
+            c.leaf_hash.push(&r.leaf_hash);
+        }
+        c
+    }
+}
+
+/// `INSERT INTO ves_events ... SELECT ... FROM UNNEST(...)` over [`Columns`] bound as $3..$25 and $28
+/// ($1, $2: the stream; $9: sequenced_at; $24: sequencer id), followed by `tail` (a WHERE or ON
+/// CONFLICT clause).
+fn insert_rows_sql(tail: &str) -> String {
+    format!(
+        "INSERT INTO ves_events (tenant_id, store_id, sequence_number, event_id, signed, entity_type, entity_id, \
+           event_type, created_at, sequenced_at, source_agent_id, command_id, base_version, payload, ves_version, \
+           agent_key_id, created_at_str, payload_kind, payload_encrypted, payload_plain_hash, payload_cipher_hash, \
+           event_signing_hash, agent_signature, receipt_hash, sequencer_id, sequencer_signature, leaf_hash) \
+         SELECT $1, $2, u.seq, u.event_id, TRUE, u.entity_type, u.entity_id, u.event_type, u.created_at, $9, \
+           u.source_agent, u.command_id, u.base_version, u.payload, u.ves_version, u.agent_key_id, \
+           u.created_at_str, u.payload_kind, u.payload_encrypted, u.plain_hash, u.cipher_hash, u.signing_hash, \
+           u.signature, u.receipt_hash, $24, u.sequencer_signature, u.leaf_hash \
+         FROM UNNEST($3::bigint[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::timestamptz[], \
+           $10::uuid[], $11::uuid[], $12::bigint[], $13::jsonb[], $14::int[], $15::bigint[], $16::text[], \
+           $17::smallint[], $18::jsonb[], $19::bytea[], $20::bytea[], $21::bytea[], $22::bytea[], $23::bytea[], \
+           $25::bytea[], $28::bytea[]) \
+           AS u(seq, event_id, entity_type, entity_id, event_type, created_at, source_agent, command_id, \
+             base_version, payload, ves_version, agent_key_id, created_at_str, payload_kind, payload_encrypted, \
+             plain_hash, cipher_hash, signing_hash, signature, receipt_hash, sequencer_signature, leaf_hash) \
+         {tail}"
+    )
+}
+
+/// Runs `sql` (built on [`insert_rows_sql`]) with every parameter bound; `$26` and `$27` are
+/// `head_params`. Returns the single scalar the statement selects, if any row.
+#[allow(clippy::too_many_arguments)]
+async fn run_insert(
+    conn: &mut PgConnection,
+    sql: String,
+    stream: StreamKey,
+    rows: &[VesEventRow<'_>],
+    sequenced_at: DateTime<Utc>,
+    sequencer_id: Uuid,
+    head_params: (i64, i64),
+) -> Result<Option<i64>> {
+    let c = Columns::new(rows);
+    Ok(sqlx::query_scalar(AssertSqlSafe(sql))
+        .bind(stream.tenant_id)
+        .bind(stream.store_id)
+        .bind(&c.seq)
+        .bind(&c.event_id)
+        .bind(&c.entity_type)
+        .bind(&c.entity_id)
+        .bind(&c.event_type)
+        .bind(&c.created_at)
+        .bind(sequenced_at)
+        .bind(&c.source_agent)
+        .bind(&c.command_id)
+        .bind(&c.base_version)
+        .bind(&c.payload)
+        .bind(&c.ves_version)
+        .bind(&c.agent_key_id)
+        .bind(&c.created_at_str)
+        .bind(&c.payload_kind)
+        .bind(&c.payload_encrypted)
+        .bind(&c.plain_hash)
+        .bind(&c.cipher_hash)
+        .bind(&c.signing_hash)
+        .bind(&c.signature)
+        .bind(&c.receipt_hash)
+        .bind(sequencer_id)
+        .bind(&c.sequencer_signature)
+        .bind(head_params.0)
+        .bind(head_params.1)
+        .bind(&c.leaf_hash)
+        .fetch_optional(conn)
+        .await?)
+}
+
 /// Inserts signed events and moves the stream's head to `new_head`, in one statement.
 ///
 /// With `on_conflict_do_nothing`, rows that collide with a stored event (same id, command or number)
@@ -232,112 +386,52 @@ pub async fn insert_ves_events(
     new_head: i64,
     on_conflict_do_nothing: bool,
 ) -> Result<bool> {
-    let n = rows.len();
-    let mut seq = Vec::with_capacity(n);
-    let mut event_id = Vec::with_capacity(n);
-    let mut entity_type = Vec::with_capacity(n);
-    let mut entity_id = Vec::with_capacity(n);
-    let mut event_type = Vec::with_capacity(n);
-    let mut created_at = Vec::with_capacity(n);
-    let mut source_agent = Vec::with_capacity(n);
-    let mut command_id = Vec::with_capacity(n);
-    let mut base_version = Vec::with_capacity(n);
-    let mut payload = Vec::with_capacity(n);
-    let mut ves_version = Vec::with_capacity(n);
-    let mut agent_key_id = Vec::with_capacity(n);
-    let mut created_at_str = Vec::with_capacity(n);
-    let mut payload_kind = Vec::with_capacity(n);
-    let mut payload_encrypted = Vec::with_capacity(n);
-    let mut plain_hash = Vec::with_capacity(n);
-    let mut cipher_hash = Vec::with_capacity(n);
-    let mut signing_hash = Vec::with_capacity(n);
-    let mut signature = Vec::with_capacity(n);
-    let mut receipt_hash = Vec::with_capacity(n);
-    let mut sequencer_signature = Vec::with_capacity(n);
-    let mut leaf_hash = Vec::with_capacity(n);
-    for r in rows {
-        let e = r.envelope;
-        seq.push(r.sequence_number);
-        event_id.push(e.event_id);
-        entity_type.push(e.entity_type.as_str());
-        entity_id.push(e.entity_id.as_str());
-        event_type.push(e.event_type.as_str());
-        created_at.push(r.created_at);
-        source_agent.push(e.source_agent_id);
-        command_id.push(e.command_id);
-        base_version.push(e.base_version.map(|v| v as i64));
-        payload.push(e.payload.clone());
-        ves_version.push(e.ves_version as i32);
-        agent_key_id.push(i64::from(e.agent_key_id));
-        created_at_str.push(e.created_at.as_str());
-        payload_kind.push(e.payload_kind as i16);
-        payload_encrypted
-            .push(e.payload_encrypted.as_ref().map(|p| serde_json::to_value(p).expect("encrypted payload serialises")));
-        plain_hash.push(e.payload_plain_hash.0.to_vec());
-        cipher_hash.push(e.payload_cipher_hash.0.to_vec());
-        signing_hash.push(r.signing_hash.to_vec());
-        signature.push(e.agent_signature.0.to_vec());
-        receipt_hash.push(r.receipt_hash.to_vec());
-        sequencer_signature.push(r.sequencer_signature.map(|s| s.to_vec()));
-        leaf_hash.push(r.leaf_hash.to_vec());
-    }
     let conflict = if on_conflict_do_nothing { "ON CONFLICT DO NOTHING" } else { "" };
     // NB: the data-modifying CTE always runs to completion; the UPDATE moves the head only when every
     // row went in, so a skipped (conflicting) row can never leave a gap behind.
     let sql = format!(
-        "WITH ins AS ( \
-           INSERT INTO ves_events (tenant_id, store_id, sequence_number, event_id, signed, entity_type, entity_id, \
-             event_type, created_at, sequenced_at, source_agent_id, command_id, base_version, payload, ves_version, \
-             agent_key_id, created_at_str, payload_kind, payload_encrypted, payload_plain_hash, payload_cipher_hash, \
-             event_signing_hash, agent_signature, receipt_hash, sequencer_id, sequencer_signature, leaf_hash) \
-           SELECT $1, $2, u.seq, u.event_id, TRUE, u.entity_type, u.entity_id, u.event_type, u.created_at, $9, \
-             u.source_agent, u.command_id, u.base_version, u.payload, u.ves_version, u.agent_key_id, \
-             u.created_at_str, u.payload_kind, u.payload_encrypted, u.plain_hash, u.cipher_hash, u.signing_hash, \
-             u.signature, u.receipt_hash, $24, u.sequencer_signature, u.leaf_hash \
-           FROM UNNEST($3::bigint[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::timestamptz[], \
-             $10::uuid[], $11::uuid[], $12::bigint[], $13::jsonb[], $14::int[], $15::bigint[], $16::text[], \
-             $17::smallint[], $18::jsonb[], $19::bytea[], $20::bytea[], $21::bytea[], $22::bytea[], $23::bytea[], \
-             $25::bytea[], $28::bytea[]) \
-             AS u(seq, event_id, entity_type, entity_id, event_type, created_at, source_agent, command_id, \
-               base_version, payload, ves_version, agent_key_id, created_at_str, payload_kind, payload_encrypted, \
-               plain_hash, cipher_hash, signing_hash, signature, receipt_hash, sequencer_signature, leaf_hash) \
-           {conflict} RETURNING 1) \
+        "WITH ins AS ({} RETURNING 1) \
          UPDATE sequence_counters SET current_sequence = $26, updated_at = NOW() \
          WHERE tenant_id = $1 AND store_id = $2 AND (SELECT COUNT(*) FROM ins) = $27 \
-         RETURNING current_sequence"
+         RETURNING current_sequence",
+        insert_rows_sql(conflict)
     );
-    let updated: Option<i64> = sqlx::query_scalar(AssertSqlSafe(sql))
-        .bind(stream.tenant_id)
-        .bind(stream.store_id)
-        .bind(&seq)
-        .bind(&event_id)
-        .bind(&entity_type)
-        .bind(&entity_id)
-        .bind(&event_type)
-        .bind(&created_at)
-        .bind(sequenced_at)
-        .bind(&source_agent)
-        .bind(&command_id)
-        .bind(&base_version)
-        .bind(&payload)
-        .bind(&ves_version)
-        .bind(&agent_key_id)
-        .bind(&created_at_str)
-        .bind(&payload_kind)
-        .bind(&payload_encrypted)
-        .bind(&plain_hash)
-        .bind(&cipher_hash)
-        .bind(&signing_hash)
-        .bind(&signature)
-        .bind(&receipt_hash)
-        .bind(sequencer_id)
-        .bind(&sequencer_signature)
-        .bind(new_head)
-        .bind(n as i64)
-        .bind(&leaf_hash)
-        .fetch_optional(conn)
-        .await?;
+    let updated =
+        run_insert(conn, sql, stream, rows, sequenced_at, sequencer_id, (new_head, rows.len() as i64)).await?;
     Ok(updated.is_some())
+}
+
+/// Appends signed events numbered `expected_head + 1 ..= new_head` in ONE autocommit statement, if
+/// and only if the stream's head is still `expected_head` and the stream is not paused. Returns
+/// whether it did (`false`: nothing was written).
+///
+/// This is group commit's fast path when the sequencer already knows the head (it wrote it last): one
+/// round trip instead of BEGIN, lock, insert, COMMIT, and the counter row is locked only for the
+/// statement itself. The UPDATE takes the row lock and re-checks the head after any concurrent writer
+/// commits (READ COMMITTED re-evaluation), and the INSERT runs only if the UPDATE matched, so a stale
+/// guess writes nothing. A colliding row (a replayed event id or command id) fails the whole statement
+/// with a unique violation, which also writes nothing. Its answer comes after the commit.
+pub async fn append_at_head(
+    conn: &mut PgConnection,
+    stream: StreamKey,
+    rows: &[VesEventRow<'_>],
+    sequenced_at: DateTime<Utc>,
+    sequencer_id: Uuid,
+    expected_head: i64,
+    new_head: i64,
+) -> Result<bool> {
+    debug_assert_eq!(new_head - expected_head, rows.len() as i64);
+    let sql = format!(
+        "WITH moved AS ( \
+           UPDATE sequence_counters SET current_sequence = $26, updated_at = NOW() \
+           WHERE tenant_id = $1 AND store_id = $2 AND current_sequence = $27 AND NOT paused \
+           RETURNING 1), \
+         ins AS ({} RETURNING 1) \
+         SELECT COUNT(*) FROM ins",
+        insert_rows_sql("WHERE EXISTS (SELECT 1 FROM moved)")
+    );
+    let inserted = run_insert(conn, sql, stream, rows, sequenced_at, sequencer_id, (new_head, expected_head)).await?;
+    Ok(inserted == Some(rows.len() as i64))
 }
 
 /// One stream as the admin surface shows it.

@@ -19,6 +19,32 @@ use crate::error::Result;
 /// The migrations in the repository's top-level `migrations/` folder, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
+/// Parses a PostgreSQL URL. Like libpq, a URL without a user (and no `PGUSER`) means the
+/// operating-system user, so `postgres://localhost/stateset_sequencer` works as it does for psql.
+pub fn connect_options(url: &str) -> std::result::Result<PgConnectOptions, sqlx::Error> {
+    let options: PgConnectOptions = url.parse()?;
+    if !url.contains('@')
+        && std::env::var_os("PGUSER").is_none()
+        && let Some(user) = os_user()
+    {
+        return Ok(options.username(&user));
+    }
+    Ok(options)
+}
+
+/// The name of the user this process runs as, from the password database (as libpq does).
+fn os_user() -> Option<String> {
+    // SAFETY: getpwuid returns null or a pointer to a record that stays valid until the next call; the
+    // name is copied out at once. Called at start-up, before concurrent getpw* use could overwrite it.
+    unsafe {
+        let pw = libc::getpwuid(libc::getuid());
+        if pw.is_null() || (*pw).pw_name.is_null() {
+            return None;
+        }
+        std::ffi::CStr::from_ptr((*pw).pw_name).to_str().ok().map(str::to_owned)
+    }
+}
+
 /// Pool settings taken from the configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolSettings {
@@ -39,8 +65,7 @@ impl Store {
     /// Opens a pool. Connections are made lazily, so a database that is down at start-up shows up as
     /// `/ready` answering 503 rather than as a crash loop.
     pub fn connect_lazy(url: &str, settings: PoolSettings, waiting: Arc<AtomicI64>) -> Result<Self> {
-        let options: PgConnectOptions = url.parse()?;
-        let options = options.application_name("stateset-sequencer");
+        let options = connect_options(url)?.application_name("stateset-sequencer");
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .min_connections(settings.min_connections)

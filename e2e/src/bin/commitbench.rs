@@ -1,0 +1,142 @@
+//! Commitment and proof benchmark (the load generator's commitment mode).
+//!
+//! Against a running sequencer: registers an agent, ingests `--events` pre-signed events into each of
+//! `--streams` streams, then measures end to end over HTTP
+//! - `POST /api/v1/ves/commitments` over each stream's whole range (one commitment per stream), and
+//! - `GET /api/v1/ves/proofs/{n}` for `--proofs` distinct sequence numbers (each fetched once, so every
+//!   fetch is a first fetch).
+//!
+//! ```text
+//! cargo run --release -p e2e --bin commitbench -- --url http://127.0.0.1:8080 --api-key ss_... \
+//!     --streams 5 --events 10000 --proofs 2000
+//! ```
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use clap::Parser;
+use ed25519_dalek::SigningKey;
+use hdrhistogram::Histogram;
+use rand::Rng;
+use serde_json::{Value, json};
+use uuid::Uuid;
+use ves::envelope::EventBuilder;
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    #[arg(long, env = "SEQUENCER_API_KEY")]
+    api_key: String,
+    /// Streams, each committed once over its whole range.
+    #[arg(long, default_value_t = 5)]
+    streams: usize,
+    /// Events per stream (the commitment's size).
+    #[arg(long, default_value_t = 10_000)]
+    events: usize,
+    /// Proofs to fetch, each for a different event.
+    #[arg(long, default_value_t = 2_000)]
+    proofs: usize,
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let http = reqwest::Client::new();
+    let auth = format!("ApiKey {}", args.api_key);
+    let post = |path: &str, body: Value| {
+        http.post(format!("{}{path}", args.url)).header("authorization", &auth).json(&body).send()
+    };
+
+    let tenant = Uuid::new_v4();
+    let agent = Uuid::new_v4();
+    let key = SigningKey::from_bytes(&rand::thread_rng().r#gen());
+    let resp = post(
+        "/api/v1/agents/keys",
+        json!({"tenantId": tenant, "agentId": agent, "keyId": 1, "publicKey": hex::encode(key.verifying_key().to_bytes())}),
+    )
+    .await?;
+    if !resp.status().is_success() {
+        bail!("registering the agent key failed: {}", resp.text().await?);
+    }
+    let stores: Vec<Uuid> = (0..args.streams).map(|_| Uuid::new_v4()).collect();
+    eprintln!("ingesting {} events into each of {} streams...", args.events, args.streams);
+    for store in &stores {
+        let events: Vec<_> = (0..args.events)
+            .map(|i| {
+                EventBuilder::new(tenant, *store, agent, 1)
+                    .entity("Bench", format!("E-{}", i % 100))
+                    .event_type("Tick")
+                    .payload(json!({"i": i}))
+                    .sign(&key)
+            })
+            .collect();
+        for chunk in events.chunks(1000) {
+            let resp = post("/api/v1/ves/events/ingest", json!({"agentId": agent, "events": chunk})).await?;
+            let body: Value = resp.json().await?;
+            if body["eventsAccepted"].as_u64() != Some(chunk.len() as u64) {
+                bail!("ingest failed: {body}");
+            }
+        }
+    }
+
+    let mut commit = Histogram::<u64>::new(3)?;
+    for store in &stores {
+        let started = Instant::now();
+        let resp = post(
+            "/api/v1/ves/commitments",
+            json!({"tenant_id": tenant, "store_id": store, "sequence_start": 1, "sequence_end": args.events}),
+        )
+        .await?;
+        let elapsed = started.elapsed();
+        if !resp.status().is_success() {
+            bail!("commitment failed: {}", resp.text().await?);
+        }
+        commit.record(elapsed.as_micros() as u64)?;
+    }
+
+    let mut proof = Histogram::<u64>::new(3)?;
+    let mut rng = rand::thread_rng();
+    let mut asked = std::collections::HashSet::new();
+    while asked.len() < args.proofs.min(args.streams * args.events) {
+        let store = stores[rng.gen_range(0..stores.len())];
+        let seq = rng.gen_range(1..=args.events);
+        if !asked.insert((store, seq)) {
+            continue;
+        }
+        let started = Instant::now();
+        let resp = http
+            .get(format!("{}/api/v1/ves/proofs/{seq}?tenant_id={tenant}&store_id={store}", args.url))
+            .header("authorization", &auth)
+            .send()
+            .await?;
+        let status = resp.status();
+        let body = resp.bytes().await?;
+        let elapsed = started.elapsed();
+        if !status.is_success() {
+            bail!("proof failed: {}", String::from_utf8_lossy(&body));
+        }
+        proof.record(elapsed.as_micros() as u64)?;
+    }
+    println!(
+        "commitment over {} events: n={} p50={:.2} ms p99={:.2} ms max={:.2} ms",
+        args.events,
+        commit.len(),
+        ms(&commit, 0.5),
+        ms(&commit, 0.99),
+        commit.max() as f64 / 1000.0
+    );
+    println!(
+        "first-fetch inclusion proof: n={} p50={:.2} ms p90={:.2} ms p99={:.2} ms max={:.2} ms",
+        proof.len(),
+        ms(&proof, 0.5),
+        ms(&proof, 0.9),
+        ms(&proof, 0.99),
+        proof.max() as f64 / 1000.0
+    );
+    Ok(())
+}
