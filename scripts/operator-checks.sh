@@ -56,7 +56,13 @@ cmp -s "$CRDS" "$CHART/crds/$(basename "$CRDS")" \
   || fail "$CHART/crds/ differs from $CRDS; run: cp $CRDS $CHART/crds/"
 
 # cargo honours CARGO_TARGET_DIR from the environment.
-operator() { cargo run --quiet -p sequencer-operator -- "$@"; }
+# NB: the binary `cargo test --workspace` already built is used when present: a per-package
+# `cargo run -p` resolves features differently and would rebuild shared dependencies.
+operator() {
+  local built="${CARGO_TARGET_DIR:-target}/debug/sequencer-operator"
+  [ -x "$built" ] || cargo build --quiet --workspace --bins
+  "$built" "$@"
+}
 
 log "CRDs are what the code generates"
 operator crd > "$work/crds.yaml"
