@@ -300,3 +300,21 @@ async fn the_admin_cli_lists_retries_and_deletes_dead_letters() {
     let (_, head) = admin.get(&format!("/api/v1/head?tenant_id={}&store_id={}", agent.tenant_id, agent.store_id)).await;
     assert_eq!(head["head_sequence"], 2);
 }
+
+#[tokio::test]
+async fn dead_letters_older_than_the_retention_are_purged() {
+    let server = TestServer::start().await;
+    let admin = Api::admin(&server);
+    let old = Agent::random();
+    let fresh = Agent::random();
+    admin.ingest(old.agent_id, &[old.event(1)]).await;
+    admin.ingest(fresh.agent_id, &[fresh.event(1)]).await;
+    let store = &server.state.store;
+    sqlx::query("UPDATE dead_letter_events SET created_at = NOW() - INTERVAL '40 days' WHERE tenant_id = $1")
+        .bind(old.tenant_id)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(store.purge_dead_letters(30).await.unwrap(), 1);
+    assert_eq!(store.dead_letter_depth().await.unwrap(), 1, "the recent entry stays");
+}
