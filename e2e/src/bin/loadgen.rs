@@ -91,6 +91,10 @@ struct Args {
     /// Print a machine-readable JSON summary on stdout (the human summary goes to stderr).
     #[arg(long)]
     json: bool,
+    /// Only measure, on one core, what the server's per-event operations cost on this machine
+    /// (Ed25519 verify and sign, hashes, JSON), and the event rate that bounds, then exit.
+    #[arg(long)]
+    calibrate: bool,
 }
 
 /// One agent writing to one stream.
@@ -144,6 +148,9 @@ fn main() -> Result<()> {
     let args = Args::parse();
     ensure!(args.clients >= 1 && args.streams >= 1 && args.batch >= 1, "--clients, --streams and --batch must be >= 1");
     ensure!(args.rate >= 0.0, "--rate must not be negative");
+    if args.calibrate {
+        return calibrate(&args);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if !args.spawn {
         let key = args.api_key.clone().ok_or_else(|| anyhow!("--api-key (or SEQUENCER_API_KEY) is required"))?;
@@ -395,6 +402,108 @@ async fn run(args: &Args, base: String, key: String, spawned: Option<String>) ->
             })),
         });
         println!("{}", serde_json::to_string_pretty(&summary)?);
+    }
+    Ok(())
+}
+
+/// Times `f` (best of 5 rounds of `n` calls) in microseconds per call.
+fn per_call(n: u32, mut f: impl FnMut(u32)) -> f64 {
+    (0..5)
+        .map(|_| {
+            let start = Instant::now();
+            for i in 0..n {
+                f(i);
+            }
+            start.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// `--calibrate`: the single-core cost of each per-event operation of signed ingest.
+fn calibrate(args: &Args) -> Result<()> {
+    use std::hint::black_box;
+    let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    let agent = StreamAgent { tenant_id: Uuid::new_v4(), store_id: Uuid::new_v4(), agent_id: Uuid::new_v4(), key };
+    let one = prepare(std::slice::from_ref(&agent), 1, 1, args.payload_bytes).remove(0);
+    let hundred = prepare(std::slice::from_ref(&agent), 1, 100, args.payload_bytes).remove(0);
+    #[derive(Deserialize)]
+    struct Body {
+        events: Vec<VesEventEnvelope>,
+    }
+    let events: Vec<VesEventEnvelope> = serde_json::from_slice::<Body>(&hundred.body)?.events;
+    let e = &events[0];
+    let vk = agent.key.verifying_key();
+    let hash = e.signing_hash();
+    let items: Vec<([u8; 32], [u8; 64], ed25519_dalek::VerifyingKey)> =
+        events.iter().map(|e| (e.signing_hash(), e.agent_signature.0, vk)).collect();
+    let receipt_key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    let payload = e.payload.clone().unwrap_or_default();
+    let ops: Vec<(&str, f64)> = vec![
+        (
+            "ed25519 verify, one signature",
+            per_call(2000, |_| assert!(ves::verify::verify_one(&e.agent_signature.0, &hash, &vk))),
+        ),
+        (
+            "ed25519 verify, batch of 100 (per signature)",
+            per_call(40, |_| assert!(ves::verify::verify_batch(black_box(&items)).iter().all(|ok| *ok))) / 100.0,
+        ),
+        (
+            "ed25519 sign (receipt)",
+            per_call(2000, |i| {
+                black_box(ed25519_dalek::Signer::sign(&receipt_key, &i.to_le_bytes()));
+            }),
+        ),
+        (
+            "payload hash (JCS + SHA-256)",
+            per_call(20000, |_| {
+                black_box(ves::hash::payload_plain_hash(black_box(&payload)));
+            }),
+        ),
+        (
+            "event signing hash",
+            per_call(20000, |_| {
+                black_box(e.signing_hash());
+            }),
+        ),
+        (
+            "receipt hash + leaf hash",
+            per_call(20000, |i| {
+                black_box(ves::hash::receipt_hash(e.tenant_id, e.store_id, e.event_id, u64::from(i), &hash));
+                black_box(ves::hash::leaf_hash(e.tenant_id, e.store_id, u64::from(i), &hash, &e.agent_signature.0));
+            }),
+        ),
+        (
+            "parse a 1-event ingest body",
+            per_call(20000, |_| {
+                black_box(serde_json::from_slice::<Body>(black_box(&one.body)).expect("parse"));
+            }),
+        ),
+        (
+            "parse a 100-event ingest body (per event)",
+            per_call(200, |_| {
+                black_box(serde_json::from_slice::<Body>(black_box(&hundred.body)).expect("parse"));
+            }) / 100.0,
+        ),
+    ];
+    let cpu = machine_description();
+    eprintln!("loadgen --calibrate: one core of {} ({} cores), µs per operation:", cpu["cpu"], cpu["cpus"]);
+    for (name, us) in &ops {
+        eprintln!("  {us:8.2}  {name}");
+    }
+    let cost = |name: &str| ops.iter().find(|(n, _)| *n == name).map(|(_, us)| *us).unwrap_or(0.0);
+    let cores = cpu["cpus"].as_u64().unwrap_or(1) as f64;
+    let crypto_single = cost("ed25519 verify, one signature") + cost("ed25519 sign (receipt)");
+    let crypto_batch = cost("ed25519 verify, batch of 100 (per signature)") + cost("ed25519 sign (receipt)");
+    eprintln!(
+        "  => Ed25519 alone (verify + receipt sign) bounds the rate on {cores} cores at {:.0} events/s for \
+         1-event requests and {:.0} events/s for 100-event requests, before HTTP, JSON, the database and the \
+         load generator take their share",
+        cores * 1e6 / crypto_single,
+        cores * 1e6 / crypto_batch
+    );
+    if args.json {
+        let map: serde_json::Map<String, Value> = ops.iter().map(|(n, us)| (n.to_string(), json!(us))).collect();
+        println!("{}", serde_json::to_string_pretty(&json!({"machine": cpu, "us_per_op": map}))?);
     }
     Ok(())
 }
