@@ -606,3 +606,6 @@ fn replicate(e: &Error) -> Error {
         other => Error::Internal(other.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests;
