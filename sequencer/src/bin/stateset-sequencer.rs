@@ -2,6 +2,12 @@
 
 use std::process::ExitCode;
 
+// NB: the ingest path allocates and frees many small buffers per request (JSON, envelopes, rows);
+// mimalloc does that for a fraction of glibc malloc's CPU, which profiling showed at ~15% of the
+// server's time.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let config = match sequencer::config::Config::from_env() {
         Ok(c) => c,
