@@ -69,6 +69,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `CACHE_AGENT_KEY_MAX` / `CACHE_AGENT_KEY_TTL_SECS`.
     pub agent_key_cache: CacheConfig,
+    /// `CACHE_VERIFY_TABLES_MAX`: agent keys that keep a precomputed verification table (30 KiB each).
+    pub verify_tables_max: u64,
     /// `CACHE_API_KEY_MAX` / `CACHE_API_KEY_TTL_SECS`.
     pub api_key_cache: CacheConfig,
     /// `INGEST_MAX_QUEUED_EVENTS`: events waiting for sequencing in this process before ingest answers
@@ -76,6 +78,7 @@ pub struct Config {
     pub ingest_max_queued_events: usize,
     /// `INGEST_MAX_GROUP_EVENTS`: the most events one sequencing transaction takes from a stream's queue.
     pub ingest_max_group_events: usize,
+
     /// `RATE_LIMIT_PER_MINUTE` and `RATE_LIMIT_TENANT_OVERRIDES`.
     pub rate_limits: crate::ratelimit::RateLimitConfig,
     /// `MAX_CLOCK_SKEW_SECS`: refuse events whose `created_at` is further than this from server time
@@ -358,12 +361,14 @@ impl Config {
                 max_entries: env.positive("CACHE_AGENT_KEY_MAX", 10_000u64)?,
                 ttl: Duration::from_secs(env.positive("CACHE_AGENT_KEY_TTL_SECS", 60u64)?),
             },
+            verify_tables_max: env.parse("CACHE_VERIFY_TABLES_MAX", 256u64)?,
             api_key_cache: CacheConfig {
                 max_entries: env.positive("CACHE_API_KEY_MAX", 10_000u64)?,
                 ttl: Duration::from_secs(env.positive("CACHE_API_KEY_TTL_SECS", 30u64)?),
             },
             ingest_max_queued_events: env.positive("INGEST_MAX_QUEUED_EVENTS", 50_000usize)?,
             ingest_max_group_events: env.positive("INGEST_MAX_GROUP_EVENTS", 2_000usize)?,
+
             rate_limits: crate::ratelimit::RateLimitConfig {
                 per_tenant_per_minute: per_tenant.and_then(std::num::NonZeroU32::new),
                 tenant_overrides,

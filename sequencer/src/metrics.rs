@@ -50,6 +50,8 @@ pub struct ScopeLabels {
 pub enum CacheName {
     AgentKey,
     ApiKey,
+    /// Precomputed signature verification tables of busy agent keys.
+    VerifyTable,
 }
 
 impl EncodeLabelValue for CacheName {
@@ -58,6 +60,7 @@ impl EncodeLabelValue for CacheName {
         encoder.write_str(match self {
             CacheName::AgentKey => "agent_key",
             CacheName::ApiKey => "api_key",
+            CacheName::VerifyTable => "verify_table",
         })
     }
 }

@@ -33,7 +33,7 @@ pub fn build_state(config: Config, store: Store, metrics: Arc<Metrics>) -> Resul
         config.ingest_max_queued_events,
         config.ingest_max_group_events,
     );
-    let keys = AgentKeyCache::new(store.clone(), config.agent_key_cache, metrics.clone());
+    let keys = AgentKeyCache::new(store.clone(), config.agent_key_cache, config.verify_tables_max, metrics.clone());
     let limits = IngestLimits {
         max_events_per_batch: config.max_events_per_batch,
         max_event_payload_size: config.max_event_payload_size,

@@ -76,6 +76,11 @@ fn signatures(c: &mut Criterion) {
     let (msg, sig, key) = &items[0];
     c.bench_function("ed25519/verify_one", |b| b.iter(|| verify::verify_one(black_box(sig), msg, key)));
     c.bench_function("ed25519/verify_batch_64", |b| b.iter(|| verify::verify_batch(black_box(&items))));
+    let prepared = verify::PreparedKey::new(key);
+    c.bench_function("ed25519/verify_prepared_key", |b| b.iter(|| prepared.verify(black_box(sig), msg)));
+    c.bench_function("ed25519/prepare_key", |b| b.iter(|| verify::PreparedKey::new(black_box(key))));
+    let signer = SigningKey::from_bytes(&[0; 32]);
+    c.bench_function("ed25519/sign", |b| b.iter(|| signer.sign(black_box(msg))));
 }
 
 fn merkle_trees(c: &mut Criterion) {

@@ -74,6 +74,8 @@ pub async fn metrics(State(state): State<SharedState>) -> Response {
     let (agent_keys, api_keys) = (state.ingest.keys().size().await, state.auth.cache_size().await);
     m.cache_size.get_or_create(&CacheLabels { cache: CacheName::AgentKey }).set(agent_keys as i64);
     m.cache_size.get_or_create(&CacheLabels { cache: CacheName::ApiKey }).set(api_keys as i64);
+    let tables = state.ingest.keys().prepared_tables();
+    m.cache_size.get_or_create(&CacheLabels { cache: CacheName::VerifyTable }).set(tables as i64);
     // The dead-letter depth is sampled here, cheaply and never blocking the scrape for long.
     if let Ok(Ok(depth)) = tokio::time::timeout(Duration::from_millis(500), state.store.dead_letter_depth()).await {
         m.dead_letter_events.set(depth);
