@@ -8,7 +8,12 @@
 //! - `bad_hash`: a stored hash (payload, signing, leaf, receipt) differs from its recomputation;
 //! - `bad_signature`: the agent signature does not verify against the agent's registered key;
 //! - `commitment_mismatch`: a commitment's Merkle root, state root or chain link differs from what the
-//!   events give.
+//!   events give;
+//! - `log_modified`: a row of the log was deleted or updated (or the log truncated) with its
+//!   append-only triggers bypassed (`session_replication_role = replica`), as recorded by the
+//!   database;
+//! - `leaf_run_mismatch`: a leaf run (the per-transaction copy of the leaves that commitments read)
+//!   differs from the leaves the events give.
 
 use std::collections::HashMap;
 
@@ -18,7 +23,7 @@ use uuid::Uuid;
 
 use crate::error::Result;
 use crate::store::Store;
-use crate::store::commitments::{CommitmentRow, ListFilter};
+use crate::store::commitments::{CommitmentRow, LeafRun, ListFilter};
 use crate::store::events::{StoredEvent, StreamKey, scan_stream};
 
 /// One problem found.
@@ -152,9 +157,68 @@ async fn verify_stream(store: &Store, stream: StreamKey, head: i64, report: &mut
             format!("events {expected}..={head} (up to the head) are missing"),
         ));
     }
+    for (operation, seq, at) in crate::store::commitments::log_damage(&mut conn, stream).await? {
+        report.findings.push(finding(
+            stream,
+            "log_modified",
+            seq,
+            format!("{operation} at {at} bypassed the log's append-only triggers"),
+        ));
+    }
+    check_leaf_runs(&mut conn, stream, &leaves, report).await?;
     let commitments = store.list_commitments(stream, ListFilter::default(), i64::MAX).await?;
     check_commitments(stream, &commitments, &leaves, report);
     Ok(())
+}
+
+/// Every leaf run of the stream must hold the recomputed leaves of its events. (Events without a
+/// run are not a finding: runs are an index, and events stored by a version without them have none.)
+async fn check_leaf_runs(
+    conn: &mut sqlx::PgConnection,
+    stream: StreamKey,
+    leaves: &HashMap<i64, [u8; 32]>,
+    report: &mut Report,
+) -> Result<()> {
+    let mut after = 0i64;
+    loop {
+        let runs: Vec<LeafRun> = sqlx::query_as(
+            "SELECT first_sequence, last_sequence, leaves FROM event_leaf_runs \
+             WHERE tenant_id = $1 AND store_id = $2 AND first_sequence > $3 ORDER BY first_sequence LIMIT 1000",
+        )
+        .bind(stream.tenant_id)
+        .bind(stream.store_id)
+        .bind(after)
+        .fetch_all(&mut *conn)
+        .await?;
+        let Some(last) = runs.last() else { return Ok(()) };
+        after = last.first_sequence;
+        for run in &runs {
+            let mut bad = |seq: i64, detail: String| {
+                report.findings.push(finding(stream, "leaf_run_mismatch", Some(seq), detail));
+            };
+            let len = run.last_sequence - run.first_sequence + 1;
+            if run.leaves.len() as i64 != 32 * len {
+                bad(
+                    run.first_sequence,
+                    format!("the leaf run {}..={} has a wrong length", run.first_sequence, run.last_sequence),
+                );
+                continue;
+            }
+            for (i, stored) in run.leaves.chunks_exact(32).enumerate() {
+                let seq = run.first_sequence + i as i64;
+                if leaves.get(&seq).is_none_or(|l| l[..] != *stored) {
+                    bad(
+                        seq,
+                        format!(
+                            "the leaf run starting at {} holds a leaf that the event {seq} does not give",
+                            run.first_sequence
+                        ),
+                    );
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// Recomputes an event's hashes; returns its recomputed leaf.

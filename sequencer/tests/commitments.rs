@@ -216,3 +216,138 @@ async fn another_tenants_commitment_is_not_found() {
         .await;
     assert_eq!(status, 404);
 }
+
+/// Checks every proof of a commitment against leaves computed here from the events sent.
+async fn assert_every_proof_holds(api: &Api, agent: &Agent, commitment: &Value, leaves: &[[u8; 32]]) {
+    let start = commitment["sequence_start"].as_i64().unwrap();
+    let end = commitment["sequence_end"].as_i64().unwrap();
+    let range = &leaves[start as usize - 1..end as usize];
+    let root = ves::merkle::merkle_root(range);
+    assert_eq!(commitment["merkle_root"], hex::encode(root), "{commitment}");
+    let q = format!("tenant_id={}&store_id={}", agent.tenant_id, agent.store_id);
+    for seq in start..=end {
+        let (status, proof) = api.get(&format!("/api/v1/ves/proofs/{seq}?{q}")).await;
+        assert_eq!(status, 200, "{proof}");
+        assert_eq!(proof["batch_id"], commitment["batch_id"]);
+        let index = (seq - start) as usize;
+        assert_eq!(proof["leaf_index"], index);
+        assert_eq!(proof["leaf_hash"], hex::encode(range[index]), "seq {seq}");
+        let path: Vec<[u8; 32]> = proof["proof_path"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| hex::decode(h.as_str().unwrap()).unwrap().try_into().unwrap())
+            .collect();
+        assert_eq!(path, ves::merkle::MerkleTree::new(range.to_vec()).proof(index).unwrap(), "seq {seq}");
+    }
+}
+
+#[tokio::test]
+async fn proofs_hold_for_every_event_whatever_the_leaf_runs_look_like() {
+    let server = TestServer::start().await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    api.register_key(&agent).await;
+    // Requests of uneven sizes: each sequencing transaction writes one leaf run, so run boundaries fall
+    // anywhere relative to the 32-event blocks that proofs recompute.
+    let events: Vec<VesEventEnvelope> = (0..150).map(|i| agent.event(i)).collect();
+    let mut sent = 0;
+    for size in [1, 7, 30, 2, 35, 1, 1, 40, 33] {
+        let (status, body) = api.ingest(agent.agent_id, &events[sent..sent + size]).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["eventsAccepted"], size, "{body}");
+        sent += size;
+    }
+    let leaves: Vec<[u8; 32]> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            ves::hash::leaf_hash(e.tenant_id, e.store_id, i as u64 + 1, &e.signing_hash(), &e.agent_signature.0)
+        })
+        .collect();
+    let runs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM event_leaf_runs WHERE tenant_id = $1 AND store_id = $2")
+        .bind(agent.tenant_id)
+        .bind(agent.store_id)
+        .fetch_one(server.state.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(runs, 9, "one leaf run per sequencing transaction");
+
+    // Depth 7: the two levels above the 32-event blocks come from the stored levels, and the last
+    // block is partial (75 = 2 * 32 + 11).
+    let (status, first) = commit(&api, &agent, 1, 75).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["tree_depth"], 7);
+    assert_every_proof_holds(&api, &agent, &first, &leaves).await;
+    // A commitment that starts off any block or run boundary.
+    let (status, second) = commit(&api, &agent, 76, 110).await;
+    assert_eq!(status, 200, "{second}");
+    assert_every_proof_holds(&api, &agent, &second, &leaves).await;
+
+    // Events whose runs are missing (stored by a version without runs): commitments and proofs fall
+    // back to the log and give the same answers.
+    tamper(
+        server.state.store.pool(),
+        &format!(
+            "DELETE FROM event_leaf_runs WHERE tenant_id = '{}' AND store_id = '{}' AND first_sequence > 40",
+            agent.tenant_id, agent.store_id
+        ),
+    )
+    .await;
+    assert_every_proof_holds(&api, &agent, &first, &leaves).await;
+    let (status, third) = commit(&api, &agent, 111, 150).await;
+    assert_eq!(status, 200, "{third}");
+    assert_every_proof_holds(&api, &agent, &third, &leaves).await;
+    let (_, report) =
+        api.post("/api/v1/admin/verify", json!({"tenantId": agent.tenant_id, "storeId": agent.store_id})).await;
+    assert_eq!(report["ok"], true, "missing runs are not a finding: {report}");
+
+    // A run that disagrees with the log is.
+    tamper(
+        server.state.store.pool(),
+        &format!(
+            "UPDATE event_leaf_runs SET leaves = overlay(leaves PLACING \
+               set_byte('\\x00'::bytea, 0, get_byte(leaves, 39) # 1) FROM 40 FOR 1) \
+             WHERE tenant_id = '{}' AND store_id = '{}' AND first_sequence = 9",
+            agent.tenant_id, agent.store_id
+        ),
+    )
+    .await;
+    let (_, report) =
+        api.post("/api/v1/admin/verify", json!({"tenantId": agent.tenant_id, "storeId": agent.store_id})).await;
+    assert_eq!(report["ok"], false, "{report}");
+    let findings = report["findings"].as_array().unwrap();
+    assert!(findings.iter().any(|f| f["kind"] == "leaf_run_mismatch" && f["sequenceNumber"] == 10), "{report}");
+}
+
+#[tokio::test]
+async fn a_row_removed_behind_the_sequencers_back_fails_the_next_commitment() {
+    let server = TestServer::start().await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    api.register_key(&agent).await;
+    let events: Vec<VesEventEnvelope> = (0..10).map(|i| agent.event(i)).collect();
+    api.ingest(agent.agent_id, &events).await;
+    // The leaf runs still hold event 5's leaf; the record of the removal sends the commitment to the
+    // log itself, which has the gap.
+    tamper(server.state.store.pool(), &delete_event_sql(&agent, 5)).await;
+    let (status, body) = commit(&api, &agent, 1, 10).await;
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("non-contiguous sequence") && message.contains("expected 5"), "{body}");
+    let (_, report) =
+        api.post("/api/v1/admin/verify", json!({"tenantId": agent.tenant_id, "storeId": agent.store_id})).await;
+    let kinds: Vec<(&str, i64)> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["kind"].as_str().unwrap(), f["sequenceNumber"].as_i64().unwrap_or(0)))
+        .collect();
+    assert!(kinds.contains(&("gap", 5)) && kinds.contains(&("log_modified", 5)), "{report}");
+    // Another stream is untouched and still commits from its runs.
+    let other = Agent::random();
+    api.register_key(&other).await;
+    api.ingest(other.agent_id, &[other.event(1), other.event(2)]).await;
+    let (status, body) = commit(&api, &other, 1, 2).await;
+    assert_eq!(status, 200, "{body}");
+}

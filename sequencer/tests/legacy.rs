@@ -71,6 +71,18 @@ async fn legacy_events_share_the_stream_with_signed_ones_gap_free() {
         )
         .await;
     assert_eq!(status, 200, "{c}");
+    // Each transaction, signed or legacy, wrote the leaf run of the events it numbered.
+    let runs: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT first_sequence, last_sequence FROM event_leaf_runs WHERE tenant_id = $1 AND store_id = $2 \
+         ORDER BY first_sequence",
+    )
+    .bind(agent.tenant_id)
+    .bind(agent.store_id)
+    .fetch_all(server.state.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(runs, vec![(1, 1), (2, 3), (4, 4)]);
+    // verify recomputes every leaf and checks the commitment and the runs against them.
     let (_, report) = api.post("/api/v1/admin/verify", json!({"tenantId": agent.tenant_id})).await;
     assert_eq!(report["ok"], true, "{report}");
     // An empty legacy batch is fine, as upstream.

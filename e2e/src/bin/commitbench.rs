@@ -6,6 +6,11 @@
 //! - `GET /api/v1/ves/proofs/{n}` for `--proofs` distinct sequence numbers (each fetched once, so every
 //!   fetch is a first fetch).
 //!
+//! Every answer is checked, not only timed: each commitment's root against the root of the leaves
+//! computed here from the events sent, each proof's leaf against the event's own leaf and its path
+//! against that root. Events go in `--ingest-batch` per request, one request at a time, so each
+//! sequencing transaction (and so each leaf run the commitment reads) holds that many events.
+//!
 //! ```text
 //! cargo run --release -p e2e --bin commitbench -- --url http://127.0.0.1:8080 --api-key ss_... \
 //!     --streams 5 --events 10000 --proofs 2000
@@ -37,6 +42,9 @@ struct Args {
     /// Proofs to fetch, each for a different event.
     #[arg(long, default_value_t = 2_000)]
     proofs: usize,
+    /// Events per ingest request (and so per sequencing transaction).
+    #[arg(long, default_value_t = 100)]
+    ingest_batch: usize,
 }
 
 fn ms(h: &Histogram<u64>, q: f64) -> f64 {
@@ -64,7 +72,11 @@ async fn main() -> Result<()> {
         bail!("registering the agent key failed: {}", resp.text().await?);
     }
     let stores: Vec<Uuid> = (0..args.streams).map(|_| Uuid::new_v4()).collect();
-    eprintln!("ingesting {} events into each of {} streams...", args.events, args.streams);
+    eprintln!(
+        "ingesting {} events into each of {} streams, {} per request...",
+        args.events, args.streams, args.ingest_batch
+    );
+    let mut leaves: std::collections::HashMap<Uuid, Vec<[u8; 32]>> = std::collections::HashMap::new();
     for store in &stores {
         let events: Vec<_> = (0..args.events)
             .map(|i| {
@@ -75,7 +87,17 @@ async fn main() -> Result<()> {
                     .sign(&key)
             })
             .collect();
-        for chunk in events.chunks(1000) {
+        let stream_leaves = leaves.entry(*store).or_default();
+        for (i, e) in events.iter().enumerate() {
+            stream_leaves.push(ves::hash::leaf_hash(
+                tenant,
+                *store,
+                i as u64 + 1,
+                &e.signing_hash(),
+                &e.agent_signature.0,
+            ));
+        }
+        for chunk in events.chunks(args.ingest_batch.max(1)) {
             let resp = post("/api/v1/ves/events/ingest", json!({"agentId": agent, "events": chunk})).await?;
             let body: Value = resp.json().await?;
             if body["eventsAccepted"].as_u64() != Some(chunk.len() as u64) {
@@ -85,6 +107,7 @@ async fn main() -> Result<()> {
     }
 
     let mut commit = Histogram::<u64>::new(3)?;
+    let mut roots = std::collections::HashMap::new();
     for store in &stores {
         let started = Instant::now();
         let resp = post(
@@ -97,6 +120,12 @@ async fn main() -> Result<()> {
             bail!("commitment failed: {}", resp.text().await?);
         }
         commit.record(elapsed.as_micros() as u64)?;
+        let body: Value = resp.json().await?;
+        let root = ves::merkle::merkle_root(&leaves[store]);
+        if body["merkle_root"].as_str() != Some(hex::encode(root).as_str()) {
+            bail!("the commitment's merkle_root is not the root of the events sent: {body}");
+        }
+        roots.insert(*store, root);
     }
 
     let mut proof = Histogram::<u64>::new(3)?;
@@ -121,6 +150,16 @@ async fn main() -> Result<()> {
             bail!("proof failed: {}", String::from_utf8_lossy(&body));
         }
         proof.record(elapsed.as_micros() as u64)?;
+        let body: Value = serde_json::from_slice(&body)?;
+        let hex32 = |v: &Value| -> Option<[u8; 32]> { hex::decode(v.as_str()?).ok()?.try_into().ok() };
+        let path: Option<Vec<[u8; 32]>> = body["proof_path"].as_array().map(|p| p.iter().filter_map(hex32).collect());
+        let leaf = leaves[&store][seq - 1];
+        let valid = path.is_some_and(|path| {
+            hex32(&body["leaf_hash"]) == Some(leaf) && ves::merkle::verify_proof(&leaf, seq - 1, &path, &roots[&store])
+        });
+        if !valid {
+            bail!("the proof of event {seq} does not prove its leaf against the commitment's root: {body}");
+        }
     }
     println!(
         "commitment over {} events: n={} p50={:.2} ms p99={:.2} ms max={:.2} ms",

@@ -266,6 +266,7 @@ pub async fn ingest(
         .bind(&leaf)
         .execute(&mut *tx)
         .await?;
+        crate::store::events::insert_leaf_run(&mut tx, stream, rows[0].0, &leaf).await?;
         sqlx::query("UPDATE sequence_counters SET current_sequence = $3, updated_at = NOW() WHERE tenant_id = $1 AND store_id = $2")
             .bind(stream.tenant_id)
             .bind(stream.store_id)

@@ -73,7 +73,8 @@ pub async fn head(conn: &mut PgConnection, stream: StreamKey) -> Result<i64> {
     Ok(head.unwrap_or(0))
 }
 
-/// `(sequence_number, leaf_hash)` of every stored event in `start..=end`, in order.
+/// `(sequence_number, leaf_hash)` of every stored event in `start..=end`, in order, from the log
+/// itself (the authority; one index entry per event).
 pub async fn range_leaves(
     conn: &mut PgConnection,
     stream: StreamKey,
@@ -92,8 +93,148 @@ pub async fn range_leaves(
     .await?)
 }
 
-/// Inserts a commitment and its tree levels.
-pub async fn insert_commitment(conn: &mut PgConnection, c: &CommitmentRow, levels: &[Vec<u8>]) -> Result<()> {
+/// A run of leaves (migration 0004): the leaves of events `first..=last`, 32 bytes each.
+#[derive(Debug, Clone, FromRow)]
+pub struct LeafRun {
+    pub first_sequence: i64,
+    pub last_sequence: i64,
+    pub leaves: Vec<u8>,
+}
+
+/// What a commitment over `start..=end` reads, in one round trip: whether a row of the stream's log
+/// was ever removed or changed behind the sequencer's back (see migration 0004), and the leaf runs
+/// that overlap the range in order (the one containing `start`, or the first after it, up to the last
+/// one starting at or before `end`).
+pub async fn damage_and_runs(
+    conn: &mut PgConnection,
+    stream: StreamKey,
+    start: i64,
+    end: i64,
+) -> Result<(bool, Vec<LeafRun>)> {
+    /// `(damaged, first, last, leaves)`; the run columns are NULL when no run overlaps.
+    type Row = (bool, Option<i64>, Option<i64>, Option<Vec<u8>>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM event_log_damage \
+                  WHERE (tenant_id = $1 AND store_id = $2) OR tenant_id IS NULL), \
+                r.first_sequence, r.last_sequence, r.leaves \
+         FROM (SELECT 1) AS one LEFT JOIN LATERAL ( \
+           SELECT first_sequence, last_sequence, leaves FROM event_leaf_runs \
+           WHERE tenant_id = $1 AND store_id = $2 AND first_sequence <= $4 \
+             AND first_sequence >= COALESCE((SELECT first_sequence FROM event_leaf_runs \
+               WHERE tenant_id = $1 AND store_id = $2 AND first_sequence <= $3 \
+               ORDER BY first_sequence DESC LIMIT 1), $3)) AS r ON TRUE \
+         ORDER BY r.first_sequence",
+    )
+    .bind(stream.tenant_id)
+    .bind(stream.store_id)
+    .bind(start)
+    .bind(end)
+    .fetch_all(conn)
+    .await?;
+    let damaged = rows.first().is_some_and(|r| r.0);
+    let runs = rows
+        .into_iter()
+        .filter_map(|(_, first, last, leaves)| {
+            Some(LeafRun { first_sequence: first?, last_sequence: last?, leaves: leaves? })
+        })
+        .collect();
+    Ok((damaged, runs))
+}
+
+/// Rows of a stream's log removed or changed behind the sequencer's back, as migration 0004's
+/// triggers recorded them (TRUNCATEs, which hit every stream, included).
+pub async fn log_damage(
+    conn: &mut PgConnection,
+    stream: StreamKey,
+) -> Result<Vec<(String, Option<i64>, DateTime<Utc>)>> {
+    Ok(sqlx::query_as(
+        "SELECT operation, sequence_number, recorded_at FROM event_log_damage \
+         WHERE (tenant_id = $1 AND store_id = $2) OR tenant_id IS NULL ORDER BY id",
+    )
+    .bind(stream.tenant_id)
+    .bind(stream.store_id)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The leaves of `start..=end` cut from `runs`, or `None` unless the runs cover the range without a
+/// gap or an overlap.
+pub fn leaves_from_runs(runs: &[LeafRun], start: i64, end: i64) -> Option<Vec<[u8; 32]>> {
+    let mut leaves = Vec::with_capacity(usize::try_from(end - start + 1).ok()?);
+    let mut next = start;
+    for run in runs {
+        if run.last_sequence < next {
+            continue;
+        }
+        if run.first_sequence > next || run.leaves.len() as i64 != 32 * (run.last_sequence - run.first_sequence + 1) {
+            return None;
+        }
+        let from = (next - run.first_sequence) as usize * 32;
+        let to = (run.last_sequence.min(end) - run.first_sequence + 1) as usize * 32;
+        leaves.extend(run.leaves[from..to].chunks_exact(32).map(|c| <[u8; 32]>::try_from(c).expect("32 bytes")));
+        next = run.last_sequence.min(end) + 1;
+        if next > end {
+            return Some(leaves);
+        }
+    }
+    None
+}
+
+/// What an inclusion proof reads, in one round trip: the parts of the leaf runs that hold events
+/// `lo..=hi` (as [`ProofRead::Run`], clipped to that range), and the node at each `(level, index)`
+/// of `wanted` from the commitment's stored levels (`None` past a level's real nodes, where only
+/// padding is).
+pub async fn proof_reads(
+    conn: &mut PgConnection,
+    stream: StreamKey,
+    (lo, hi): (i64, i64),
+    batch_id: Uuid,
+    wanted: &[(i32, i64)],
+) -> Result<Vec<ProofRead>> {
+    let levels: Vec<i32> = wanted.iter().map(|w| w.0).collect();
+    let indices: Vec<i64> = wanted.iter().map(|w| w.1).collect();
+    let rows: Vec<(i32, i64, i64, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT 0, GREATEST(r.first_sequence, $3), LEAST(r.last_sequence, $4), \
+           substring(r.leaves FROM ((GREATEST(r.first_sequence, $3) - r.first_sequence) * 32 + 1)::int \
+             FOR ((LEAST(r.last_sequence, $4) - GREATEST(r.first_sequence, $3) + 1) * 32)::int) \
+         FROM event_leaf_runs r \
+         WHERE r.tenant_id = $1 AND r.store_id = $2 AND r.first_sequence <= $4 AND r.last_sequence >= $3 \
+           AND r.first_sequence >= COALESCE((SELECT first_sequence FROM event_leaf_runs \
+             WHERE tenant_id = $1 AND store_id = $2 AND first_sequence <= $3 \
+             ORDER BY first_sequence DESC LIMIT 1), $3) \
+         UNION ALL \
+         SELECT w.level, w.idx, 0, CASE WHEN (w.idx + 1) * 32 <= length(t.nodes) \
+           THEN substring(t.nodes FROM (w.idx * 32 + 1)::int FOR 32) END \
+         FROM UNNEST($6::int[], $7::bigint[]) AS w(level, idx) \
+         LEFT JOIN commitment_tree_levels t ON t.batch_id = $5 AND t.level = w.level",
+    )
+    .bind(stream.tenant_id)
+    .bind(stream.store_id)
+    .bind(lo)
+    .bind(hi)
+    .bind(batch_id)
+    .bind(&levels)
+    .bind(&indices)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(kind, a, b, bytes)| match kind {
+            0 => ProofRead::Run(LeafRun { first_sequence: a, last_sequence: b, leaves: bytes.unwrap_or_default() }),
+            level => ProofRead::Node { level, index: a, node: bytes },
+        })
+        .collect())
+}
+
+/// One row of [`proof_reads`].
+#[derive(Debug, Clone)]
+pub enum ProofRead {
+    Run(LeafRun),
+    Node { level: i32, index: i64, node: Option<Vec<u8>> },
+}
+
+/// Inserts a commitment and its stored tree levels, `(level number, nodes)`.
+pub async fn insert_commitment(conn: &mut PgConnection, c: &CommitmentRow, levels: &[(i32, Vec<u8>)]) -> Result<()> {
     sqlx::query(
         "INSERT INTO commitments (batch_id, tenant_id, store_id, ves_version, tree_depth, leaf_count, \
          padded_leaf_count, merkle_root, prev_state_root, new_state_root, sequence_start, sequence_end, \
@@ -118,14 +259,14 @@ pub async fn insert_commitment(conn: &mut PgConnection, c: &CommitmentRow, level
     .execute(&mut *conn)
     .await?;
     if !levels.is_empty() {
-        let numbers: Vec<i32> = (0..levels.len() as i32).collect();
+        let (numbers, levels): (Vec<i32>, Vec<&[u8]>) = levels.iter().map(|(n, l)| (*n, l.as_slice())).unzip();
         sqlx::query(
             "INSERT INTO commitment_tree_levels (batch_id, level, nodes) \
              SELECT $1, l.level, l.nodes FROM UNNEST($2::int[], $3::bytea[]) AS l(level, nodes)",
         )
         .bind(c.batch_id)
         .bind(&numbers)
-        .bind(levels)
+        .bind(&levels)
         .execute(conn)
         .await?;
     }
@@ -145,28 +286,6 @@ pub async fn mark_superseded(conn: &mut PgConnection, bad: Uuid, correction: Uui
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
-}
-
-/// Reads one node per `(level, index)` from a commitment's stored levels; missing nodes come back
-/// as `None` (they are all-padding subtrees).
-pub async fn tree_nodes(
-    conn: &mut PgConnection,
-    batch_id: Uuid,
-    wanted: &[(i32, i64)],
-) -> Result<Vec<(i32, i64, Option<Vec<u8>>)>> {
-    let levels: Vec<i32> = wanted.iter().map(|w| w.0).collect();
-    let indices: Vec<i64> = wanted.iter().map(|w| w.1).collect();
-    Ok(sqlx::query_as(
-        "SELECT w.level, w.idx, CASE WHEN (w.idx + 1) * 32 <= length(t.nodes) \
-           THEN substring(t.nodes FROM (w.idx * 32 + 1)::int FOR 32) END \
-         FROM UNNEST($2::int[], $3::bigint[]) AS w(level, idx) \
-         LEFT JOIN commitment_tree_levels t ON t.batch_id = $1 AND t.level = w.level",
-    )
-    .bind(batch_id)
-    .bind(&levels)
-    .bind(&indices)
-    .fetch_all(conn)
-    .await?)
 }
 
 /// Filter for listing commitments.

@@ -326,8 +326,17 @@ fn insert_rows_sql(tail: &str) -> String {
     )
 }
 
-/// Runs `sql` (built on [`insert_rows_sql`]) with every parameter bound; `$26` and `$27` are
-/// `head_params`. Returns the single scalar the statement selects, if any row.
+/// `INSERT INTO event_leaf_runs` of the rows' leaves as one run (`$29`: its first number, `$26`: its
+/// last, `$30`: the leaves concatenated), followed by `condition`.
+fn insert_run_sql(condition: &str) -> String {
+    format!(
+        "INSERT INTO event_leaf_runs (tenant_id, store_id, first_sequence, last_sequence, leaves) \
+         SELECT $1, $2, $29, $26, $30 {condition}"
+    )
+}
+
+/// Runs `sql` (built on [`insert_rows_sql`] and [`insert_run_sql`]) with every parameter bound; `$26`
+/// and `$27` are `head_params`. Returns the single scalar the statement selects, if any row.
 #[allow(clippy::too_many_arguments)]
 async fn run_insert(
     conn: &mut PgConnection,
@@ -339,6 +348,8 @@ async fn run_insert(
     head_params: (i64, i64),
 ) -> Result<Option<i64>> {
     let c = Columns::new(rows);
+    let run: Vec<u8> = rows.iter().flat_map(|r| r.leaf_hash).collect();
+    let first = rows.first().map_or(0, |r| r.sequence_number);
     Ok(sqlx::query_scalar(AssertSqlSafe(sql))
         .bind(stream.tenant_id)
         .bind(stream.store_id)
@@ -368,6 +379,8 @@ async fn run_insert(
         .bind(head_params.0)
         .bind(head_params.1)
         .bind(&c.leaf_hash)
+        .bind(first)
+        .bind(run)
         .fetch_optional(conn)
         .await?)
 }
@@ -390,11 +403,13 @@ pub async fn insert_ves_events(
     // NB: the data-modifying CTE always runs to completion; the UPDATE moves the head only when every
     // row went in, so a skipped (conflicting) row can never leave a gap behind.
     let sql = format!(
-        "WITH ins AS ({} RETURNING 1) \
+        "WITH ins AS ({} RETURNING 1), \
+         run AS ({}) \
          UPDATE sequence_counters SET current_sequence = $26, updated_at = NOW() \
          WHERE tenant_id = $1 AND store_id = $2 AND (SELECT COUNT(*) FROM ins) = $27 \
          RETURNING current_sequence",
-        insert_rows_sql(conflict)
+        insert_rows_sql(conflict),
+        insert_run_sql("WHERE (SELECT COUNT(*) FROM ins) = $27")
     );
     let updated =
         run_insert(conn, sql, stream, rows, sequenced_at, sequencer_id, (new_head, rows.len() as i64)).await?;
@@ -426,12 +441,32 @@ pub async fn append_at_head(
            UPDATE sequence_counters SET current_sequence = $26, updated_at = NOW() \
            WHERE tenant_id = $1 AND store_id = $2 AND current_sequence = $27 AND NOT paused \
            RETURNING 1), \
-         ins AS ({} RETURNING 1) \
+         ins AS ({} RETURNING 1), \
+         run AS ({}) \
          SELECT COUNT(*) FROM ins",
-        insert_rows_sql("WHERE EXISTS (SELECT 1 FROM moved)")
+        insert_rows_sql("WHERE EXISTS (SELECT 1 FROM moved)"),
+        insert_run_sql("WHERE EXISTS (SELECT 1 FROM moved)")
     );
     let inserted = run_insert(conn, sql, stream, rows, sequenced_at, sequencer_id, (new_head, expected_head)).await?;
     Ok(inserted == Some(rows.len() as i64))
+}
+
+/// Appends the run of leaves of events `first..` of a stream (see migration 0004), inside the caller's
+/// transaction that inserts those events.
+pub async fn insert_leaf_run(conn: &mut PgConnection, stream: StreamKey, first: i64, leaves: &[Vec<u8>]) -> Result<()> {
+    let last = first + leaves.len() as i64 - 1;
+    sqlx::query(
+        "INSERT INTO event_leaf_runs (tenant_id, store_id, first_sequence, last_sequence, leaves) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(stream.tenant_id)
+    .bind(stream.store_id)
+    .bind(first)
+    .bind(last)
+    .bind(leaves.concat())
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// One stream as the admin surface shows it.
