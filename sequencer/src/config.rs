@@ -58,6 +58,9 @@ pub struct Config {
     pub jwt: Option<JwtConfig>,
     /// `VES_SEQUENCER_SIGNING_KEY`: the Ed25519 key that signs receipts (unsigned receipts without it).
     pub sequencer_signing_key: Option<SigningKey>,
+    /// `VES_CHECKPOINT_ORIGIN`: the key name of signed checkpoints and the prefix of each stream's
+    /// checkpoint origin (`<origin>/<tenant_id>/<store_id>`).
+    pub checkpoint_origin: String,
     /// `VES_SEQUENCER_ID`: the id written into receipts (random per process when unset, as upstream).
     pub sequencer_id: Uuid,
     pub max_events_per_batch: usize,
@@ -138,6 +141,7 @@ impl std::fmt::Debug for Config {
             .field("auth_mode", &self.auth_mode)
             .field("jwt", &self.jwt.as_ref().map(|_| "<set>"))
             .field("sequencer_signing_key", &self.sequencer_signing_key.as_ref().map(|_| "<set>"))
+            .field("checkpoint_origin", &self.checkpoint_origin)
             .field("sequencer_id", &self.sequencer_id)
             .field("max_events_per_batch", &self.max_events_per_batch)
             .field("max_body_size_bytes", &self.max_body_size_bytes)
@@ -260,6 +264,18 @@ impl Config {
             });
         }
 
+        let checkpoint_origin = env.raw("VES_CHECKPOINT_ORIGIN").unwrap_or("stateset-sequencer").to_owned();
+        if checkpoint_origin.is_empty()
+            || checkpoint_origin.chars().any(|c| c.is_whitespace() || c.is_control())
+            || checkpoint_origin.contains('+')
+        {
+            return Err(ConfigError::Invalid {
+                var: "VES_CHECKPOINT_ORIGIN",
+                reason: format!(
+                    "{checkpoint_origin:?} must be non-empty, without spaces or '+' (a signed-note key name)"
+                ),
+            });
+        }
         let sequencer_signing_key = match env.raw("VES_SEQUENCER_SIGNING_KEY") {
             None => None,
             Some(v) => Some(parse_signing_key(v).map_err(|reason| ConfigError::Invalid {
@@ -350,6 +366,7 @@ impl Config {
             auth_mode,
             jwt,
             sequencer_signing_key,
+            checkpoint_origin,
             sequencer_id: env.parse("VES_SEQUENCER_ID", Uuid::new_v4())?,
             max_events_per_batch: env.positive("MAX_EVENTS_PER_BATCH", 1_000usize)?,
             max_body_size_bytes: env.positive("MAX_BODY_SIZE_BYTES", 10 * 1024 * 1024usize)?,
@@ -430,6 +447,12 @@ mod tests {
         assert!(err.to_string().contains("RATE_LIMIT_PER_MINUTE"), "{err}");
         let err = Config::from_map(&vars(&[("RATE_LIMIT_TENANT_OVERRIDES", "{\"x\": 1}")])).unwrap_err();
         assert!(err.to_string().contains("RATE_LIMIT_TENANT_OVERRIDES"), "{err}");
+        for origin in ["two words", "a+b"] {
+            let err = Config::from_map(&vars(&[("VES_CHECKPOINT_ORIGIN", origin)])).unwrap_err();
+            assert!(err.to_string().contains("VES_CHECKPOINT_ORIGIN"), "{err}");
+        }
+        let c = Config::from_map(&vars(&[("VES_CHECKPOINT_ORIGIN", "ledger.example.com/sequencer")])).unwrap();
+        assert_eq!(c.checkpoint_origin, "ledger.example.com/sequencer");
     }
 
     #[test]

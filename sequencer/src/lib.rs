@@ -18,6 +18,7 @@ pub mod admin;
 pub mod anchoring;
 pub mod api;
 pub mod auth;
+pub mod checkpoint;
 pub mod commitments;
 pub mod config;
 pub mod dead_letter;

@@ -48,6 +48,10 @@ pub fn build_state(config: Config, store: Store, metrics: Arc<Metrics>) -> Resul
         Some(settings) => Some(Arc::new(AnchorService::new(settings.clone(), store.clone())?)),
         None => None,
     };
+    let checkpoints = config
+        .sequencer_signing_key
+        .clone()
+        .map(|key| crate::checkpoint::CheckpointSigner::new(&config.checkpoint_origin, key));
     Ok(Arc::new(AppState {
         config,
         store,
@@ -57,6 +61,7 @@ pub fn build_state(config: Config, store: Store, metrics: Arc<Metrics>) -> Resul
         ingest,
         commitments,
         anchor,
+        checkpoints,
         started: Instant::now(),
     }))
 }

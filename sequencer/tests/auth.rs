@@ -154,6 +154,15 @@ async fn a_credential_of_tenant_a_can_read_or_write_nothing_of_tenant_b() {
         (reqwest::Method::GET, format!("/api/v1/entities/InventoryItem/WIDGET-001?{q}"), None),
         (
             reqwest::Method::POST,
+            "/api/v1/ves/commitments".into(),
+            Some(json!({"tenant_id": b.tenant_id, "store_id": b.store_id, "sequence_start": 1, "sequence_end": 1})),
+        ),
+        (reqwest::Method::GET, format!("/api/v1/ves/commitments?{q}"), None),
+        (reqwest::Method::GET, format!("/api/v1/ves/proofs/1?{q}"), None),
+        (reqwest::Method::GET, format!("/api/v1/ves/commitments/consistency?{q}&from_size=0"), None),
+        (reqwest::Method::GET, format!("/api/v1/ves/checkpoint?{q}"), None),
+        (
+            reqwest::Method::POST,
             "/api/v1/agents/keys".into(),
             Some(json!({"tenantId": b.tenant_id, "agentId": Uuid::new_v4(), "keyId": 9,
                 "publicKey": hex::encode(Agent::random().key.verifying_key().to_bytes())})),

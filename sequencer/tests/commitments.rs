@@ -351,3 +351,100 @@ async fn a_row_removed_behind_the_sequencers_back_fails_the_next_commitment() {
     let (status, body) = commit(&api, &other, 1, 2).await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test]
+async fn signed_checkpoints_and_consistency_proofs_link_the_states_of_a_stream() {
+    use signed_note::{Note, StandardVerifier, VerifierList};
+    use ves::chain::{ChainLink, verify_consistency};
+
+    let server = TestServer::start().await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    api.register_key(&agent).await;
+    let q = format!("tenant_id={}&store_id={}", agent.tenant_id, agent.store_id);
+    let (status, body) = api.get(&format!("/api/v1/ves/checkpoint?{q}")).await;
+    assert_eq!(status, 404, "no commitment, no checkpoint: {body}");
+
+    let events: Vec<VesEventEnvelope> = (0..30).map(|i| agent.event(i)).collect();
+    api.ingest(agent.agent_id, &events).await;
+    let mut commitments = Vec::new();
+    for (start, end) in [(1, 4), (5, 17), (18, 30)] {
+        let (status, c) = commit(&api, &agent, start, end).await;
+        assert_eq!(status, 200, "{c}");
+        commitments.push(c);
+    }
+
+    // The checkpoint: signed by the key /api/v1/ves/sequencer publishes, at the last commitment.
+    let (_, info) = api.get("/api/v1/ves/sequencer").await;
+    let verifier = StandardVerifier::new(info["checkpoint_verifier_key"].as_str().unwrap()).unwrap();
+    let response = reqwest::Client::new()
+        .get(format!("{}/api/v1/ves/checkpoint?{q}", server.base_url))
+        .header("authorization", format!("ApiKey {ADMIN_KEY}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/plain; charset=utf-8");
+    let note = Note::from_bytes(&response.bytes().await.unwrap()).unwrap();
+    note.verify(&VerifierList::new(vec![Box::new(verifier)])).expect("the checkpoint's signature verifies");
+    let checkpoint = tlog_tiles::Checkpoint::from_bytes(note.text()).unwrap();
+    assert_eq!(checkpoint.origin(), format!("stateset-sequencer/{}/{}", agent.tenant_id, agent.store_id));
+    assert_eq!(checkpoint.size(), 30);
+    assert_eq!(hex::encode(checkpoint.hash().0), commitments[2]["new_state_root"]);
+    assert_eq!(checkpoint.extension(), format!("ves-commitment {}\n", commitments[2]["batch_id"].as_str().unwrap()));
+
+    // Consistency from the empty stream and from the first commitment to the last: the proof
+    // leads from one state root to the other.
+    let root = |v: &Value| -> [u8; 32] { hex::decode(v.as_str().unwrap()).unwrap().try_into().unwrap() };
+    for (from_size, from_root) in [(0u64, [0u8; 32]), (4, root(&commitments[0]["new_state_root"]))] {
+        let (status, proof) = api.get(&format!("/api/v1/ves/commitments/consistency?{q}&from_size={from_size}")).await;
+        assert_eq!(status, 200, "{proof}");
+        assert_eq!(proof["to_size"], 30);
+        assert_eq!(proof["from_state_root"], hex::encode(from_root));
+        let links: Vec<ChainLink> = proof["commitments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| ChainLink {
+                sequence_start: c["sequence_start"].as_u64().unwrap(),
+                sequence_end: c["sequence_end"].as_u64().unwrap(),
+                merkle_root: root(&c["merkle_root"]),
+            })
+            .collect();
+        assert_eq!(links.len(), if from_size == 0 { 3 } else { 2 });
+        verify_consistency(
+            agent.tenant_id,
+            agent.store_id,
+            (from_size, &from_root),
+            (30, &checkpoint.hash().0),
+            &links,
+        )
+        .expect("the proof links the two checkpoints");
+        // It does not link the later state to a forged earlier one.
+        assert!(
+            verify_consistency(
+                agent.tenant_id,
+                agent.store_id,
+                (from_size, &[9; 32]),
+                (30, &checkpoint.hash().0),
+                &links
+            )
+            .is_err()
+        );
+    }
+    let (status, proof) = api.get(&format!("/api/v1/ves/commitments/consistency?{q}&from_size=4&to_size=17")).await;
+    assert_eq!(status, 200, "{proof}");
+    assert_eq!(proof["commitments"].as_array().unwrap().len(), 1);
+    assert_eq!(proof["to_state_root"], commitments[1]["new_state_root"]);
+
+    // Sizes that are not commitment ends are refused with a reason.
+    for bad in ["from_size=5", "from_size=4&to_size=18", "from_size=31", "from_size=17&to_size=4"] {
+        let (status, body) = api.get(&format!("/api/v1/ves/commitments/consistency?{q}&{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    }
+    // Another tenant's credential sees nothing of it.
+    let other = api.mint_key(Uuid::new_v4(), &[], &["read"]).await;
+    let (status, _) = api.with_key(&other).get(&format!("/api/v1/ves/checkpoint?{q}")).await;
+    assert_eq!(status, 403);
+}

@@ -13,6 +13,7 @@
 
 #![warn(missing_docs)]
 
+pub mod chain;
 pub mod cipher;
 pub mod domain;
 pub mod envelope;

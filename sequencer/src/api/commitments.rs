@@ -160,3 +160,141 @@ pub async fn verify(caller: Auth, ApiJson(body): ApiJson<VerifyBody>) -> Result<
     Ok(axum::Json(json!({"valid": valid, "leaf_hash": body.leaf_hash, "merkle_root": body.merkle_root}))
         .into_response())
 }
+
+/// The most commitments one consistency proof lists.
+pub const MAX_CONSISTENCY_LINKS: i64 = 10_000;
+
+#[derive(Debug, Deserialize)]
+pub struct ConsistencyQuery {
+    tenant_id: Uuid,
+    store_id: Uuid,
+    /// A size the client has a checkpoint for: 0 or the end of a live commitment.
+    from_size: i64,
+    /// The end of a live commitment (default: the stream's last).
+    to_size: Option<i64>,
+}
+
+/// `GET /api/v1/ves/commitments/consistency?tenant_id&store_id&from_size[&to_size]`: the commitments
+/// that lead the stream's state root at `from_size` to its state root at `to_size` (SPEC §5; verify
+/// with `ves::chain::verify_consistency`).
+pub async fn consistency(
+    State(state): State<SharedState>,
+    caller: Auth,
+    ApiQuery(q): ApiQuery<ConsistencyQuery>,
+) -> Result<Response> {
+    let stream = StreamKey { tenant_id: q.tenant_id, store_id: q.store_id };
+    caller.require_read(stream)?;
+    let not_a_checkpoint = |size: i64| Error::Invalid {
+        code: "INVALID_SEQUENCE_RANGE",
+        message: format!("{size} is not the end of a commitment of this stream; checkpoints are at commitment ends"),
+    };
+    let to = state.store.commitment_ending(stream, q.to_size).await?.ok_or_else(|| match q.to_size {
+        Some(size) => not_a_checkpoint(size),
+        None => Error::NotFound("This stream has no commitment yet".into()),
+    })?;
+    if q.from_size < 0 || q.from_size > to.sequence_end {
+        return Err(Error::Invalid {
+            code: "INVALID_SEQUENCE_RANGE",
+            message: format!("from_size must be between 0 and to_size ({}), got {}", to.sequence_end, q.from_size),
+        });
+    }
+    let from_root: [u8; 32] = if q.from_size == 0 {
+        [0; 32]
+    } else {
+        let from = state
+            .store
+            .commitment_ending(stream, Some(q.from_size))
+            .await?
+            .ok_or_else(|| not_a_checkpoint(q.from_size))?;
+        crate::commitments::hash32(&from.new_state_root)?
+    };
+    let links =
+        state.store.commitments_between(stream, q.from_size, to.sequence_end, MAX_CONSISTENCY_LINKS + 1).await?;
+    if links.len() as i64 > MAX_CONSISTENCY_LINKS {
+        return Err(Error::Invalid {
+            code: "INVALID_SEQUENCE_RANGE",
+            message: format!(
+                "more than {MAX_CONSISTENCY_LINKS} commitments lie between {} and {}; ask for a shorter span",
+                q.from_size, to.sequence_end
+            ),
+        });
+    }
+    let chain: Vec<ves::chain::ChainLink> = links
+        .iter()
+        .map(|c| {
+            Ok(ves::chain::ChainLink {
+                sequence_start: c.sequence_start as u64,
+                sequence_end: c.sequence_end as u64,
+                merkle_root: crate::commitments::hash32(&c.merkle_root)?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let to_root = crate::commitments::hash32(&to.new_state_root)?;
+    // NB: served only if it verifies; a broken chain is a finding for `verify`, not a proof.
+    if let Err(e) = ves::chain::verify_consistency(
+        stream.tenant_id,
+        stream.store_id,
+        (q.from_size as u64, &from_root),
+        (to.sequence_end as u64, &to_root),
+        &chain,
+    ) {
+        return Err(Error::Conflict(format!(
+            "the stored commitments between {} and {} do not chain ({e}); run verify",
+            q.from_size, to.sequence_end
+        )));
+    }
+    let commitments: Vec<_> = links
+        .iter()
+        .map(|c| {
+            json!({
+                "batch_id": c.batch_id,
+                "sequence_start": c.sequence_start,
+                "sequence_end": c.sequence_end,
+                "leaf_count": c.leaf_count,
+                "merkle_root": hex::encode(&c.merkle_root),
+                "prev_state_root": hex::encode(&c.prev_state_root),
+                "new_state_root": hex::encode(&c.new_state_root),
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({
+        "tenant_id": stream.tenant_id,
+        "store_id": stream.store_id,
+        "from_size": q.from_size,
+        "from_state_root": hex::encode(from_root),
+        "to_size": to.sequence_end,
+        "to_state_root": hex::encode(to_root),
+        "commitments": commitments,
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CheckpointQuery {
+    tenant_id: Uuid,
+    store_id: Uuid,
+}
+
+/// `GET /api/v1/ves/checkpoint?tenant_id&store_id`: the stream's signed checkpoint (a C2SP
+/// tlog-checkpoint in a C2SP signed note, `text/plain`) at its last commitment.
+pub async fn checkpoint(
+    State(state): State<SharedState>,
+    caller: Auth,
+    ApiQuery(q): ApiQuery<CheckpointQuery>,
+) -> Result<Response> {
+    let stream = StreamKey { tenant_id: q.tenant_id, store_id: q.store_id };
+    caller.require_read(stream)?;
+    let signer = state.checkpoints.as_ref().ok_or_else(|| Error::Unavailable {
+        code: "CHECKPOINTS_UNSIGNED",
+        message: "Checkpoints are signed with VES_SEQUENCER_SIGNING_KEY, which this sequencer does not have".into(),
+        retry_after_secs: None,
+    })?;
+    let last = state
+        .store
+        .commitment_ending(stream, None)
+        .await?
+        .ok_or_else(|| Error::NotFound("This stream has no commitment yet".into()))?;
+    let root = crate::commitments::hash32(&last.new_state_root)?;
+    let note = signer.sign(stream, last.sequence_end as u64, root, last.batch_id)?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response())
+}

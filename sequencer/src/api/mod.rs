@@ -43,6 +43,8 @@ pub struct AppState {
     pub ingest: Ingest,
     pub commitments: CommitmentEngine,
     pub anchor: Option<Arc<crate::anchoring::AnchorService>>,
+    /// Signs checkpoints (only when receipts are signed: it uses the receipt key).
+    pub checkpoints: Option<crate::checkpoint::CheckpointSigner>,
     pub started: Instant,
 }
 
@@ -60,6 +62,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/ves/commitments/anchor", post(anchor::commit_and_anchor))
         .route("/v1/ves/anchor", post(anchor::anchor))
         .route("/v1/ves/anchor/{batch_id}/verify", get(anchor::verify))
+        .route("/v1/ves/commitments/consistency", get(commitments::consistency))
+        .route("/v1/ves/checkpoint", get(commitments::checkpoint))
         .route("/v1/ves/commitments/{batch_id}", get(commitments::get_one))
         .route("/v1/ves/commitments/{batch_id}/correct", post(commitments::correct))
         .route("/v1/ves/proofs/verify", post(commitments::verify))

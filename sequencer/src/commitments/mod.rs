@@ -76,7 +76,8 @@ fn non_contiguous(message: String) -> Error {
     Error::Invalid { code: "NON_CONTIGUOUS_SEQUENCE", message }
 }
 
-fn hash32(bytes: &[u8]) -> Result<[u8; 32]> {
+/// A stored 32-byte hash as an array.
+pub(crate) fn hash32(bytes: &[u8]) -> Result<[u8; 32]> {
     bytes.try_into().map_err(|_| Error::Internal("stored hash is not 32 bytes".into()))
 }
 

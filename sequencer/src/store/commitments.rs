@@ -315,6 +315,46 @@ impl Store {
             .await?)
     }
 
+    /// The live commitments of a stream ending in `after+1..=up_to`, in sequence order, at most `limit`.
+    pub async fn commitments_between(
+        &self,
+        stream: StreamKey,
+        after: i64,
+        up_to: i64,
+        limit: i64,
+    ) -> Result<Vec<CommitmentRow>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM commitments WHERE tenant_id = $1 AND store_id = $2 AND superseded_by IS NULL \
+             AND sequence_end > $3 AND sequence_end <= $4 ORDER BY sequence_end LIMIT $5"
+        );
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
+            .bind(stream.tenant_id)
+            .bind(stream.store_id)
+            .bind(after)
+            .bind(up_to)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    /// The live commitment of a stream ending exactly at `sequence_end`, or the last one.
+    pub async fn commitment_ending(
+        &self,
+        stream: StreamKey,
+        sequence_end: Option<i64>,
+    ) -> Result<Option<CommitmentRow>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM commitments WHERE tenant_id = $1 AND store_id = $2 AND superseded_by IS NULL \
+             AND ($3::bigint IS NULL OR sequence_end = $3) ORDER BY sequence_end DESC LIMIT 1"
+        );
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
+            .bind(stream.tenant_id)
+            .bind(stream.store_id)
+            .bind(sequence_end)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
     /// A stream's commitments in sequence order.
     pub async fn list_commitments(
         &self,
