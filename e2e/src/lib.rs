@@ -1,1 +1,3 @@
-//! End-to-end harness (placeholder).
+//! Shared by the benchmarks and cross-process tests of this crate.
+
+pub mod spawn;

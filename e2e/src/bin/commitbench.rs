@@ -11,7 +11,11 @@
 //! against that root. Events go in `--ingest-batch` per request, one request at a time, so each
 //! sequencing transaction (and so each leaf run the commitment reads) holds that many events.
 //!
+//! `--spawn` starts a `stateset-sequencer` on a throw-away database (as the load generator does)
+//! instead of using `--url` and `--api-key`.
+//!
 //! ```text
+//! cargo run --release -p e2e --bin commitbench -- --spawn --streams 20 --events 10000 --proofs 3000
 //! cargo run --release -p e2e --bin commitbench -- --url http://127.0.0.1:8080 --api-key ss_... \
 //!     --streams 5 --events 10000 --proofs 2000
 //! ```
@@ -29,10 +33,25 @@ use ves::envelope::EventBuilder;
 
 #[derive(Parser)]
 struct Args {
+    /// Base URL of a running sequencer (ignored with --spawn).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
-    #[arg(long, env = "SEQUENCER_API_KEY")]
-    api_key: String,
+    /// An admin API key of that sequencer.
+    #[arg(long, env = "SEQUENCER_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Start a stateset-sequencer (the one next to this program, built first under cargo) on a fresh
+    /// database of --admin-database-url, and stop it afterwards.
+    #[arg(long)]
+    spawn: bool,
+    /// With --spawn: do not run `cargo build` for the sequencer first.
+    #[arg(long)]
+    no_build: bool,
+    /// With --spawn: the server where the throw-away database is created and dropped.
+    #[arg(long, env = "LOADGEN_ADMIN_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    admin_database_url: String,
+    /// Print a machine-readable JSON summary on stdout.
+    #[arg(long)]
+    json: bool,
     /// Streams, each committed once over its whole range.
     #[arg(long, default_value_t = 5)]
     streams: usize,
@@ -54,11 +73,30 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    if !args.spawn {
+        let key =
+            args.api_key.clone().ok_or_else(|| anyhow::anyhow!("--api-key (or SEQUENCER_API_KEY) is required"))?;
+        return run(&args, &args.url, &key).await;
+    }
+    let bin = e2e::spawn::sequencer_binary(None, args.no_build)?;
+    let db = e2e::spawn::ThrowawayDb::create(&args.admin_database_url).await?;
+    let key = format!("ss_commitbench_{}", hex::encode(rand::random::<[u8; 16]>()));
+    let result = async {
+        let server = e2e::spawn::SpawnedSequencer::start(&bin, &db.url, &key, false)?;
+        let result = run(&args, &server.base_url.clone(), &key).await;
+        tokio::task::spawn_blocking(move || server.stop()).await??;
+        result
+    }
+    .await;
+    db.drop_db().await;
+    result
+}
+
+async fn run(args: &Args, url: &str, api_key: &str) -> Result<()> {
     let http = reqwest::Client::new();
-    let auth = format!("ApiKey {}", args.api_key);
-    let post = |path: &str, body: Value| {
-        http.post(format!("{}{path}", args.url)).header("authorization", &auth).json(&body).send()
-    };
+    let auth = format!("ApiKey {api_key}");
+    let post =
+        |path: &str, body: Value| http.post(format!("{url}{path}")).header("authorization", &auth).json(&body).send();
 
     let tenant = Uuid::new_v4();
     let agent = Uuid::new_v4();
@@ -139,7 +177,7 @@ async fn main() -> Result<()> {
         }
         let started = Instant::now();
         let resp = http
-            .get(format!("{}/api/v1/ves/proofs/{seq}?tenant_id={tenant}&store_id={store}", args.url))
+            .get(format!("{url}/api/v1/ves/proofs/{seq}?tenant_id={tenant}&store_id={store}"))
             .header("authorization", &auth)
             .send()
             .await?;
@@ -160,6 +198,18 @@ async fn main() -> Result<()> {
         if !valid {
             bail!("the proof of event {seq} does not prove its leaf against the commitment's root: {body}");
         }
+    }
+    if args.json {
+        let summary = |h: &Histogram<u64>| {
+            json!({"count": h.len(), "p50_ms": ms(h, 0.5), "p90_ms": ms(h, 0.9), "p99_ms": ms(h, 0.99),
+                   "max_ms": h.max() as f64 / 1000.0})
+        };
+        println!(
+            "{}",
+            json!({"events": args.events, "streams": args.streams, "ingest_batch": args.ingest_batch,
+                   "commitment": summary(&commit), "first_fetch_proof": summary(&proof)})
+        );
+        return Ok(());
     }
     println!(
         "commitment over {} events: n={} p50={:.2} ms p99={:.2} ms max={:.2} ms",
