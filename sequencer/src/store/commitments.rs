@@ -122,8 +122,7 @@ pub async fn damage_and_runs(
            WHERE tenant_id = $1 AND store_id = $2 AND first_sequence <= $4 \
              AND first_sequence >= COALESCE((SELECT first_sequence FROM event_leaf_runs \
                WHERE tenant_id = $1 AND store_id = $2 AND first_sequence <= $3 \
-               ORDER BY first_sequence DESC LIMIT 1), $3)) AS r ON TRUE \
-         ORDER BY r.first_sequence",
+               ORDER BY first_sequence DESC LIMIT 1), $3)) AS r ON TRUE",
     )
     .bind(stream.tenant_id)
     .bind(stream.store_id)
@@ -132,12 +131,15 @@ pub async fn damage_and_runs(
     .fetch_all(conn)
     .await?;
     let damaged = rows.first().is_some_and(|r| r.0);
-    let runs = rows
+    let mut runs: Vec<LeafRun> = rows
         .into_iter()
         .filter_map(|(_, first, last, leaves)| {
             Some(LeafRun { first_sequence: first?, last_sequence: last?, leaves: leaves? })
         })
         .collect();
+    // NB: ordered here rather than by the query, where the outer join would make PostgreSQL sort
+    // rows that the index scan already returns in order.
+    runs.sort_unstable_by_key(|r| r.first_sequence);
     Ok((damaged, runs))
 }
 
