@@ -243,20 +243,7 @@ pub async fn consistency(
             q.from_size, to.sequence_end
         )));
     }
-    let commitments: Vec<_> = links
-        .iter()
-        .map(|c| {
-            json!({
-                "batch_id": c.batch_id,
-                "sequence_start": c.sequence_start,
-                "sequence_end": c.sequence_end,
-                "leaf_count": c.leaf_count,
-                "merkle_root": hex::encode(&c.merkle_root),
-                "prev_state_root": hex::encode(&c.prev_state_root),
-                "new_state_root": hex::encode(&c.new_state_root),
-            })
-        })
-        .collect();
+    let commitments: Vec<_> = links.iter().map(commitment_json).collect();
     Ok(axum::Json(json!({
         "tenant_id": stream.tenant_id,
         "store_id": stream.store_id,
