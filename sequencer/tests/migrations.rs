@@ -1,0 +1,95 @@
+//! Migration 0004 on a database that already holds events: it writes the leaf runs of the existing
+//! log (at most 1024 events a run, split at any gap), and the sequencer commits from them.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Applies the migrations numbered below `below` only, from a copy of the repository's files.
+async fn migrate_below(pool: &PgPool, below: u32) {
+    let dir = std::env::temp_dir().join(format!("seq-migrations-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations");
+    for entry in std::fs::read_dir(source).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let number: u32 = name.split('_').next().unwrap().parse().unwrap();
+        if number < below {
+            std::fs::copy(&path, dir.join(&name)).unwrap();
+        }
+    }
+    sqlx::migrate::Migrator::new(dir.as_path()).await.unwrap().run(pool).await.unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn leaf(stream: Uuid, seq: i64) -> Vec<u8> {
+    ves::hash::stream_id(stream, Uuid::from_u128(seq as u128)).to_vec()
+}
+
+/// Stores unsigned events `seqs` of a stream the way an older version did (no leaf runs).
+async fn insert_old_events(pool: &PgPool, tenant: Uuid, store: Uuid, seqs: &[i64]) {
+    let leaves: Vec<Vec<u8>> = seqs.iter().map(|s| leaf(store, *s)).collect();
+    sqlx::query(
+        "INSERT INTO legacy_events (tenant_id, store_id, sequence_number, event_id, signed, entity_type, entity_id, \
+           event_type, created_at, sequenced_at, source_agent_id, payload, payload_hash, leaf_hash) \
+         SELECT $1, $2, s.seq, gen_random_uuid(), FALSE, 'Item', 'I-1', 'Added', NOW(), NOW(), $1, '{}', \
+           s.leaf, s.leaf FROM UNNEST($3::bigint[], $4::bytea[]) AS s(seq, leaf)",
+    )
+    .bind(tenant)
+    .bind(store)
+    .bind(seqs)
+    .bind(&leaves)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO sequence_counters (tenant_id, store_id, current_sequence) VALUES ($1, $2, $3)")
+        .bind(tenant)
+        .bind(store)
+        .bind(seqs.iter().max())
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn migration_0004_writes_the_leaf_runs_of_the_events_already_stored() {
+    let db = TestDb::create().await;
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    migrate_below(&pool, 4).await;
+    let tenant = Uuid::new_v4();
+    let (long, gapped) = (Uuid::new_v4(), Uuid::new_v4());
+    insert_old_events(&pool, tenant, long, &(1..=2500).collect::<Vec<_>>()).await;
+    insert_old_events(&pool, tenant, gapped, &[1, 2, 4, 5]).await;
+
+    sequencer::store::MIGRATOR.run(&pool).await.expect("migration 0004 applies over existing events");
+
+    let runs: Vec<(Uuid, i64, i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT store_id, first_sequence, last_sequence, leaves FROM event_leaf_runs ORDER BY store_id, first_sequence",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let shape = |store: Uuid| -> Vec<(i64, i64)> { runs.iter().filter(|r| r.0 == store).map(|r| (r.1, r.2)).collect() };
+    assert_eq!(shape(long), vec![(1, 1024), (1025, 2048), (2049, 2500)]);
+    assert_eq!(shape(gapped), vec![(1, 2), (4, 5)], "a run never spans a gap");
+    for (store, first, last, leaves) in &runs {
+        let want: Vec<u8> = (*first..=*last).flat_map(|s| leaf(*store, s)).collect();
+        assert_eq!(leaves, &want, "run {first}..={last} holds the events' leaves in order");
+    }
+    pool.close().await;
+
+    // The sequencer commits the old events from their runs.
+    let server = TestServer::start_on(db, &[]).await;
+    let (status, c) = Api::admin(&server)
+        .post(
+            "/api/v1/ves/commitments",
+            json!({"tenant_id": tenant, "store_id": long, "sequence_start": 1, "sequence_end": 2500}),
+        )
+        .await;
+    assert_eq!(status, 200, "{c}");
+    let leaves: Vec<[u8; 32]> = (1..=2500).map(|s| leaf(long, s).try_into().unwrap()).collect();
+    assert_eq!(c["merkle_root"], hex::encode(ves::merkle::merkle_root(&leaves)));
+}
