@@ -161,9 +161,6 @@ pub async fn verify(caller: Auth, ApiJson(body): ApiJson<VerifyBody>) -> Result<
         .into_response())
 }
 
-/// The most commitments one consistency proof lists.
-pub const MAX_CONSISTENCY_LINKS: i64 = 10_000;
-
 #[derive(Debug, Deserialize)]
 pub struct ConsistencyQuery {
     tenant_id: Uuid,
@@ -184,73 +181,15 @@ pub async fn consistency(
 ) -> Result<Response> {
     let stream = StreamKey { tenant_id: q.tenant_id, store_id: q.store_id };
     caller.require_read(stream)?;
-    let not_a_checkpoint = |size: i64| Error::Invalid {
-        code: "INVALID_SEQUENCE_RANGE",
-        message: format!("{size} is not the end of a commitment of this stream; checkpoints are at commitment ends"),
-    };
-    let to = state.store.commitment_ending(stream, q.to_size).await?.ok_or_else(|| match q.to_size {
-        Some(size) => not_a_checkpoint(size),
-        None => Error::NotFound("This stream has no commitment yet".into()),
-    })?;
-    if q.from_size < 0 || q.from_size > to.sequence_end {
-        return Err(Error::Invalid {
-            code: "INVALID_SEQUENCE_RANGE",
-            message: format!("from_size must be between 0 and to_size ({}), got {}", to.sequence_end, q.from_size),
-        });
-    }
-    let from_root: [u8; 32] = if q.from_size == 0 {
-        [0; 32]
-    } else {
-        let from = state
-            .store
-            .commitment_ending(stream, Some(q.from_size))
-            .await?
-            .ok_or_else(|| not_a_checkpoint(q.from_size))?;
-        crate::commitments::hash32(&from.new_state_root)?
-    };
-    let links =
-        state.store.commitments_between(stream, q.from_size, to.sequence_end, MAX_CONSISTENCY_LINKS + 1).await?;
-    if links.len() as i64 > MAX_CONSISTENCY_LINKS {
-        return Err(Error::Invalid {
-            code: "INVALID_SEQUENCE_RANGE",
-            message: format!(
-                "more than {MAX_CONSISTENCY_LINKS} commitments lie between {} and {}; ask for a shorter span",
-                q.from_size, to.sequence_end
-            ),
-        });
-    }
-    let chain: Vec<ves::chain::ChainLink> = links
-        .iter()
-        .map(|c| {
-            Ok(ves::chain::ChainLink {
-                sequence_start: c.sequence_start as u64,
-                sequence_end: c.sequence_end as u64,
-                merkle_root: crate::commitments::hash32(&c.merkle_root)?,
-            })
-        })
-        .collect::<Result<_>>()?;
-    let to_root = crate::commitments::hash32(&to.new_state_root)?;
-    // NB: served only if it verifies; a broken chain is a finding for `verify`, not a proof.
-    if let Err(e) = ves::chain::verify_consistency(
-        stream.tenant_id,
-        stream.store_id,
-        (q.from_size as u64, &from_root),
-        (to.sequence_end as u64, &to_root),
-        &chain,
-    ) {
-        return Err(Error::Conflict(format!(
-            "the stored commitments between {} and {} do not chain ({e}); run verify",
-            q.from_size, to.sequence_end
-        )));
-    }
-    let commitments: Vec<_> = links.iter().map(commitment_json).collect();
+    let proof = state.commitments.consistency(stream, q.from_size, q.to_size).await?;
+    let commitments: Vec<_> = proof.links.iter().map(commitment_json).collect();
     Ok(axum::Json(json!({
         "tenant_id": stream.tenant_id,
         "store_id": stream.store_id,
-        "from_size": q.from_size,
-        "from_state_root": hex::encode(from_root),
-        "to_size": to.sequence_end,
-        "to_state_root": hex::encode(to_root),
+        "from_size": proof.from_size,
+        "from_state_root": hex::encode(proof.from_root),
+        "to_size": proof.to_size,
+        "to_state_root": hex::encode(proof.to_root),
         "commitments": commitments,
     }))
     .into_response())
@@ -276,12 +215,6 @@ pub async fn checkpoint(
         message: "Checkpoints are signed with VES_SEQUENCER_SIGNING_KEY, which this sequencer does not have".into(),
         retry_after_secs: None,
     })?;
-    let last = state
-        .store
-        .commitment_ending(stream, None)
-        .await?
-        .ok_or_else(|| Error::NotFound("This stream has no commitment yet".into()))?;
-    let root = crate::commitments::hash32(&last.new_state_root)?;
-    let note = signer.sign(stream, last.sequence_end as u64, root, last.batch_id)?;
+    let note = state.commitments.checkpoint(signer, stream).await?;
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response())
 }

@@ -77,17 +77,17 @@ fn non_contiguous(message: String) -> Error {
 }
 
 /// A stored 32-byte hash as an array.
-pub(crate) fn hash32(bytes: &[u8]) -> Result<[u8; 32]> {
+fn hash32(bytes: &[u8]) -> Result<[u8; 32]> {
     bytes.try_into().map_err(|_| Error::Internal("stored hash is not 32 bytes".into()))
 }
 
-/// Reads the leaves of `start..=end` from the log itself and builds its tree, failing on any gap.
-async fn build_tree_from_log(
+/// The leaves of `start..=end` read from the log itself, failing on any gap.
+async fn leaves_from_log(
     conn: &mut sqlx::PgConnection,
     stream: StreamKey,
     start: i64,
     end: i64,
-) -> Result<MerkleTree> {
+) -> Result<Vec<[u8; 32]>> {
     let rows = db::range_leaves(conn, stream, start, end).await?;
     let mut leaves = Vec::with_capacity(rows.len());
     for (i, (seq, leaf)) in rows.iter().enumerate() {
@@ -105,7 +105,17 @@ async fn build_tree_from_log(
             "non-contiguous sequence in commitment range {start}..={end}: event {expected} is missing"
         )));
     }
-    Ok(MerkleTree::new(leaves))
+    Ok(leaves)
+}
+
+/// The tree of `start..=end` from the log itself, failing on any gap.
+async fn build_tree_from_log(
+    conn: &mut sqlx::PgConnection,
+    stream: StreamKey,
+    start: i64,
+    end: i64,
+) -> Result<MerkleTree> {
+    Ok(MerkleTree::new(leaves_from_log(conn, stream, start, end).await?))
 }
 
 /// Builds the tree of `start..=end` from the stream's leaf runs (one row per sequencing transaction,
@@ -143,6 +153,19 @@ fn stored_levels(tree: &MerkleTree) -> Vec<(i32, Vec<u8>)> {
         .skip(PROOF_BLOCK_HEIGHT as usize)
         .map(|(n, level)| (n as i32, level.concat()))
         .collect()
+}
+
+/// The most commitments one consistency proof lists.
+pub const MAX_CONSISTENCY_LINKS: i64 = 10_000;
+
+/// The commitments that lead a stream's state root at `from_size` to its state root at `to_size`.
+#[derive(Debug, Clone)]
+pub struct ConsistencyProof {
+    pub from_size: i64,
+    pub from_root: [u8; 32],
+    pub to_size: i64,
+    pub to_root: [u8; 32],
+    pub links: Vec<CommitmentRow>,
 }
 
 /// Creates, corrects and proves commitments.
@@ -320,6 +343,86 @@ impl CommitmentEngine {
         }
     }
 
+    /// The consistency proof between the stream's states at `from_size` (0 or a live commitment's
+    /// end) and `to_size` (a live commitment's end; default the last) (SPEC §5). Only a chain that
+    /// `ves::chain::verify_consistency` accepts is returned: a broken one is a finding for `verify`.
+    pub async fn consistency(
+        &self,
+        stream: StreamKey,
+        from_size: i64,
+        to_size: Option<i64>,
+    ) -> Result<ConsistencyProof> {
+        let not_a_checkpoint = |size: i64| Error::Invalid {
+            code: "INVALID_SEQUENCE_RANGE",
+            message: format!(
+                "{size} is not the end of a commitment of this stream; checkpoints are at commitment ends"
+            ),
+        };
+        let to = self.store.commitment_ending(stream, to_size).await?.ok_or_else(|| match to_size {
+            Some(size) => not_a_checkpoint(size),
+            None => Error::NotFound("This stream has no commitment yet".into()),
+        })?;
+        if from_size < 0 || from_size > to.sequence_end {
+            return Err(Error::Invalid {
+                code: "INVALID_SEQUENCE_RANGE",
+                message: format!("from_size must be between 0 and to_size ({}), got {from_size}", to.sequence_end),
+            });
+        }
+        let from_root = match from_size {
+            0 => [0; 32],
+            size => {
+                let from =
+                    self.store.commitment_ending(stream, Some(size)).await?.ok_or_else(|| not_a_checkpoint(size))?;
+                hash32(&from.new_state_root)?
+            }
+        };
+        let links =
+            self.store.commitments_between(stream, from_size, to.sequence_end, MAX_CONSISTENCY_LINKS + 1).await?;
+        if links.len() as i64 > MAX_CONSISTENCY_LINKS {
+            return Err(Error::Invalid {
+                code: "INVALID_SEQUENCE_RANGE",
+                message: format!(
+                    "more than {MAX_CONSISTENCY_LINKS} commitments lie between {from_size} and {}; ask for a shorter span",
+                    to.sequence_end
+                ),
+            });
+        }
+        let chain = links
+            .iter()
+            .map(|c| {
+                Ok(ves::chain::ChainLink {
+                    sequence_start: c.sequence_start as u64,
+                    sequence_end: c.sequence_end as u64,
+                    merkle_root: hash32(&c.merkle_root)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let to_root = hash32(&to.new_state_root)?;
+        if let Err(e) = ves::chain::verify_consistency(
+            stream.tenant_id,
+            stream.store_id,
+            (from_size as u64, &from_root),
+            (to.sequence_end as u64, &to_root),
+            &chain,
+        ) {
+            return Err(Error::Conflict(format!(
+                "the stored commitments between {from_size} and {} do not chain ({e}); run verify",
+                to.sequence_end
+            )));
+        }
+        Ok(ConsistencyProof { from_size, from_root, to_size: to.sequence_end, to_root, links })
+    }
+
+    /// The stream's signed checkpoint at its last live commitment (see [`crate::checkpoint`]).
+    pub async fn checkpoint(&self, signer: &crate::checkpoint::CheckpointSigner, stream: StreamKey) -> Result<Vec<u8>> {
+        let last = self
+            .store
+            .commitment_ending(stream, None)
+            .await?
+            .ok_or_else(|| Error::NotFound("This stream has no commitment yet".into()))?;
+        signer.sign(stream, last.sequence_end as u64, hash32(&last.new_state_root)?, last.batch_id)
+    }
+
     /// The inclusion proof of `sequence_number` in commitment `c`: the lower levels of its path
     /// recomputed from the leaves of its block ([`PROOF_BLOCK_HEIGHT`]), the upper ones from the
     /// commitment's stored levels; one database round trip.
@@ -354,7 +457,7 @@ impl CommitmentEngine {
         let block = match db::leaves_from_runs(&runs, lo, hi) {
             Some(leaves) => leaves,
             // Events without leaf runs (stored before runs existed): from the log.
-            None => build_tree_from_log(&mut conn, stream, lo, hi).await?.leaves().to_vec(),
+            None => leaves_from_log(&mut conn, stream, lo, hi).await?,
         };
         drop(conn);
 

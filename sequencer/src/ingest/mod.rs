@@ -184,21 +184,30 @@ impl Ingest {
         for id in key_ids {
             keys.insert(id, self.keys.get(id.0, id.1, id.2).await?);
         }
-        let mut to_verify = Vec::new();
+        let mut signed_with = Vec::new();
+        let mut signatures_per_key: HashMap<(Uuid, Uuid, u32), u32> = HashMap::new();
         for (i, v) in verdicts.iter_mut().enumerate() {
             let Verdict::Valid(c) = v else { continue };
             let e = &c.envelope;
-            match keys[&(e.tenant_id, e.source_agent_id, e.agent_key_id)].as_ref().map(|k| k.usable_at(now)) {
+            let id = (e.tenant_id, e.source_agent_id, e.agent_key_id);
+            match keys[&id].as_ref().map(|k| k.usable_at(now)) {
                 None => *v = rejected("agent_key_invalid: Agent key not found", "Agent key not found", true),
                 Some(Err(problem)) => {
                     *v = rejected(format!("agent_key_invalid: {}", problem.message()), problem.message(), true)
                 }
                 Some(Ok(())) => {
-                    let key = keys[&(e.tenant_id, e.source_agent_id, e.agent_key_id)].as_ref().expect("present");
-                    to_verify.push((i, c.signing_hash, e.agent_signature.0, self.keys.signature_check(key, 1)));
+                    *signatures_per_key.entry(id).or_default() += 1;
+                    signed_with.push((i, id, c.signing_hash, e.agent_signature.0));
                 }
             }
         }
+        // How each key checks its signatures, decided once per key and request.
+        let checks: HashMap<_, _> = signatures_per_key
+            .into_iter()
+            .map(|(id, n)| (id, self.keys.signature_check(keys[&id].as_ref().expect("usable"), n)))
+            .collect();
+        let to_verify: Vec<_> =
+            signed_with.into_iter().map(|(i, id, hash, signature)| (i, hash, signature, checks[&id].clone())).collect();
         for (i, ok) in verify_signatures(to_verify).await? {
             if !ok {
                 verdicts[i] =

@@ -101,6 +101,14 @@ pub struct LeafRun {
     pub leaves: Vec<u8>,
 }
 
+/// The condition on `event_leaf_runs r` that selects the runs overlapping `$3..=$4` of stream
+/// (`$1`, `$2`): from the run containing `$3` (or the first after it) to the last one starting at or
+/// before `$4`, found through the primary key without scanning the stream's earlier runs.
+const RUNS_OVERLAPPING: &str = "r.tenant_id = $1 AND r.store_id = $2 AND r.first_sequence <= $4 \
+     AND r.first_sequence >= COALESCE((SELECT first_sequence FROM event_leaf_runs \
+       WHERE tenant_id = $1 AND store_id = $2 AND first_sequence <= $3 \
+       ORDER BY first_sequence DESC LIMIT 1), $3)";
+
 /// What a commitment over `start..=end` reads, in one round trip: whether a row of the stream's log
 /// was ever removed or changed behind the sequencer's back (see migration 0004), and the leaf runs
 /// that overlap the range in order (the one containing `start`, or the first after it, up to the last
@@ -113,23 +121,20 @@ pub async fn damage_and_runs(
 ) -> Result<(bool, Vec<LeafRun>)> {
     /// `(damaged, first, last, leaves)`; the run columns are NULL when no run overlaps.
     type Row = (bool, Option<i64>, Option<i64>, Option<Vec<u8>>);
-    let rows: Vec<Row> = sqlx::query_as(
+    let sql = format!(
         "SELECT EXISTS (SELECT 1 FROM event_log_damage \
                   WHERE (tenant_id = $1 AND store_id = $2) OR tenant_id IS NULL), \
                 r.first_sequence, r.last_sequence, r.leaves \
          FROM (SELECT 1) AS one LEFT JOIN LATERAL ( \
-           SELECT first_sequence, last_sequence, leaves FROM event_leaf_runs \
-           WHERE tenant_id = $1 AND store_id = $2 AND first_sequence <= $4 \
-             AND first_sequence >= COALESCE((SELECT first_sequence FROM event_leaf_runs \
-               WHERE tenant_id = $1 AND store_id = $2 AND first_sequence <= $3 \
-               ORDER BY first_sequence DESC LIMIT 1), $3)) AS r ON TRUE",
-    )
-    .bind(stream.tenant_id)
-    .bind(stream.store_id)
-    .bind(start)
-    .bind(end)
-    .fetch_all(conn)
-    .await?;
+           SELECT first_sequence, last_sequence, leaves FROM event_leaf_runs r WHERE {RUNS_OVERLAPPING}) AS r ON TRUE"
+    );
+    let rows: Vec<Row> = sqlx::query_as(AssertSqlSafe(sql))
+        .bind(stream.tenant_id)
+        .bind(stream.store_id)
+        .bind(start)
+        .bind(end)
+        .fetch_all(conn)
+        .await?;
     let damaged = rows.first().is_some_and(|r| r.0);
     let mut runs: Vec<LeafRun> = rows
         .into_iter()
@@ -195,30 +200,27 @@ pub async fn proof_reads(
 ) -> Result<Vec<ProofRead>> {
     let levels: Vec<i32> = wanted.iter().map(|w| w.0).collect();
     let indices: Vec<i64> = wanted.iter().map(|w| w.1).collect();
-    let rows: Vec<(i32, i64, i64, Option<Vec<u8>>)> = sqlx::query_as(
+    let sql = format!(
         "SELECT 0, GREATEST(r.first_sequence, $3), LEAST(r.last_sequence, $4), \
            substring(r.leaves FROM ((GREATEST(r.first_sequence, $3) - r.first_sequence) * 32 + 1)::int \
              FOR ((LEAST(r.last_sequence, $4) - GREATEST(r.first_sequence, $3) + 1) * 32)::int) \
-         FROM event_leaf_runs r \
-         WHERE r.tenant_id = $1 AND r.store_id = $2 AND r.first_sequence <= $4 AND r.last_sequence >= $3 \
-           AND r.first_sequence >= COALESCE((SELECT first_sequence FROM event_leaf_runs \
-             WHERE tenant_id = $1 AND store_id = $2 AND first_sequence <= $3 \
-             ORDER BY first_sequence DESC LIMIT 1), $3) \
+         FROM event_leaf_runs r WHERE {RUNS_OVERLAPPING} AND r.last_sequence >= $3 \
          UNION ALL \
          SELECT w.level, w.idx, 0, CASE WHEN (w.idx + 1) * 32 <= length(t.nodes) \
            THEN substring(t.nodes FROM (w.idx * 32 + 1)::int FOR 32) END \
          FROM UNNEST($6::int[], $7::bigint[]) AS w(level, idx) \
-         LEFT JOIN commitment_tree_levels t ON t.batch_id = $5 AND t.level = w.level",
-    )
-    .bind(stream.tenant_id)
-    .bind(stream.store_id)
-    .bind(lo)
-    .bind(hi)
-    .bind(batch_id)
-    .bind(&levels)
-    .bind(&indices)
-    .fetch_all(conn)
-    .await?;
+         LEFT JOIN commitment_tree_levels t ON t.batch_id = $5 AND t.level = w.level"
+    );
+    let rows: Vec<(i32, i64, i64, Option<Vec<u8>>)> = sqlx::query_as(AssertSqlSafe(sql))
+        .bind(stream.tenant_id)
+        .bind(stream.store_id)
+        .bind(lo)
+        .bind(hi)
+        .bind(batch_id)
+        .bind(&levels)
+        .bind(&indices)
+        .fetch_all(conn)
+        .await?;
     Ok(rows
         .into_iter()
         .map(|(kind, a, b, bytes)| match kind {
