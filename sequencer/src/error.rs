@@ -47,6 +47,9 @@ pub enum Error {
     /// The sequencer cannot serve the request right now; the client should retry (503).
     #[error("{message}")]
     Unavailable { code: &'static str, message: String, retry_after_secs: Option<u64> },
+    /// A route of the upstream service that this one deliberately does not serve (501).
+    #[error("{message}")]
+    NotImplemented { code: &'static str, message: String },
     /// The request took longer than `REQUEST_TIMEOUT_SECS` (504).
     #[error("request timed out")]
     Timeout,
@@ -93,6 +96,7 @@ impl Error {
             Error::Unavailable { code, message, retry_after_secs } => {
                 (S::SERVICE_UNAVAILABLE, code, 8002, message.clone(), *retry_after_secs)
             }
+            Error::NotImplemented { code, message } => (S::NOT_IMPLEMENTED, code, 8004, message.clone(), None),
             Error::Timeout => (S::GATEWAY_TIMEOUT, "TIMEOUT", 8003, "Request timed out".into(), None),
             Error::Database(e) if database_unavailable(e) => (
                 S::SERVICE_UNAVAILABLE,
@@ -129,7 +133,7 @@ pub fn database_unavailable(e: &sqlx::Error) -> bool {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, code, numeric_code, message, retry_after) = self.parts();
-        if status.is_server_error() && !matches!(self, Error::Unavailable { .. } | Error::Timeout) {
+        if status.is_server_error() && !matches!(self, Error::Unavailable { .. } | Error::Timeout | Error::NotImplemented { .. }) {
             tracing::error!(error = %self, "request failed");
         }
         let mut body = json!({"error": {"code": code, "numeric_code": numeric_code, "message": message}});

@@ -43,7 +43,8 @@ pub fn build_state(config: Config, store: Store, metrics: Arc<Metrics>) -> Resul
     let ingest = Ingest::new(store.clone(), keys, sequencer, metrics.clone(), limits);
     let auth = Authenticator::new(&config, store.clone(), metrics.clone());
     let commitments = CommitmentEngine::new(store.clone());
-    let limits = crate::ratelimit::RateLimiters::new(&config.rate_limits, metrics.ratelimit_rejected.clone());
+    let limits = crate::ratelimit::RateLimiters::new(&config.rate_limits, metrics.ratelimit_rejected.clone())
+        .shared_through(store.clone());
     let anchor = match &config.anchor {
         Some(settings) => Some(Arc::new(AnchorService::new(settings.clone(), store.clone())?)),
         None => None,

@@ -4,9 +4,12 @@
 
 mod admin;
 mod agent_keys;
+mod agents;
 mod anchor;
 mod api_keys;
 mod commitments;
+mod compat;
+mod cursors;
 mod events;
 mod health;
 mod ingest;
@@ -85,6 +88,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/admin/streams/{tenant_id}/{store_id}/resume", post(admin::resume))
         .route("/v1/admin/api-keys", post(api_keys::create).get(api_keys::list))
         .route("/v1/admin/api-keys/{id}", axum::routing::delete(api_keys::revoke))
+        .merge(client_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
 
     Router::new()
@@ -100,16 +104,32 @@ pub fn router(state: SharedState) -> Router {
         .with_state(state)
 }
 
+/// The routes the newer upstream clients (0.8/0.9 Node `VesClient`, Python SDK) call: cursors, agent
+/// API keys and policies, and the 501s of what stays out of scope.
+fn client_routes() -> Router<SharedState> {
+    use axum::routing::{any, put};
+    Router::new()
+        .route("/v1/ves/cursors/{agent_id}", get(cursors::get).put(cursors::acknowledge))
+        .route("/v1/agents/{agent_id}/api-keys", post(agents::create_key).get(agents::list_keys))
+        .route("/v1/agents/{agent_id}/api-keys/{key_prefix}", axum::routing::delete(agents::revoke_key))
+        .route("/v1/agents/{agent_id}/policy", get(agents::get_policy).merge(put(agents::put_policy)))
+        .route("/v1/projections/{entity_type}/{entity_id}", get(compat::projections))
+        .route("/v1/ves/validity/{*rest}", any(compat::stark_proofs))
+        .route("/v1/ves/compliance/{*rest}", any(compat::stark_proofs))
+        .route("/v1/x402/{*rest}", any(compat::x402))
+}
+
 async fn not_found() -> Error {
     Error::NotFound("No such route".into())
 }
 
 /// Resolves the credential, applies the rate limits, and hands the [`Caller`] to the handler.
 async fn authenticate(State(state): State<SharedState>, mut req: Request, next: Next) -> Response {
-    match state.auth.authenticate(req.headers()).await.and_then(|caller| {
-        state.limits.check(&caller)?;
-        Ok(caller)
-    }) {
+    let caller = match state.auth.authenticate(req.headers()).await {
+        Ok(caller) => state.limits.check(&caller).await.map(|()| caller),
+        Err(e) => Err(e),
+    };
+    match caller {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
             next.run(req).await

@@ -76,6 +76,7 @@ pub struct Ingest {
     sequencer: Arc<Sequencer>,
     metrics: Arc<Metrics>,
     limits: IngestLimits,
+    policies: crate::policy::PolicyCache,
 }
 
 enum Verdict {
@@ -103,11 +104,17 @@ impl Ingest {
         metrics: Arc<Metrics>,
         limits: IngestLimits,
     ) -> Self {
-        Ingest { store, keys, sequencer, metrics, limits }
+        let policies = crate::policy::PolicyCache::new(store.clone());
+        Ingest { store, keys, sequencer, metrics, limits, policies }
     }
 
     pub fn keys(&self) -> &AgentKeyCache {
         &self.keys
+    }
+
+    /// Per-agent event policies (crate::policy).
+    pub fn policies(&self) -> &crate::policy::PolicyCache {
+        &self.policies
     }
 
     pub fn sequencer(&self) -> &Arc<Sequencer> {
@@ -212,6 +219,12 @@ impl Ingest {
             if !ok {
                 verdicts[i] =
                     rejected("invalid_signature", "Agent signature verification failed: VerificationFailed", true);
+            }
+        }
+        // The agent's policy, judged only on events whose signature proved they are the agent's.
+        for (i, violation) in self.policies.violations(stream.tenant_id, envelopes[0].source_agent_id, &envelopes).await? {
+            if matches!(verdicts[i], Verdict::Valid(_)) {
+                verdicts[i] = rejected(crate::policy::REJECTION_REASON, violation.message(), false);
             }
         }
 

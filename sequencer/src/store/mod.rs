@@ -6,6 +6,9 @@ pub mod commitments;
 pub mod dead_letters;
 pub mod events;
 pub mod keys;
+pub mod policies;
+pub mod rate_limits;
+pub mod cursors;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

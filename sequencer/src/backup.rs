@@ -1,0 +1,1 @@
+//! Backups you can prove (filled in below).
