@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sequencer::admin;
+use sequencer::{admin, backup};
 use uuid::Uuid;
 
 #[derive(Parser)]
@@ -46,6 +46,49 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     ApiKeys(ApiKeysCommand),
+    /// Write a stream's (or every stream's) events as NDJSON, one event per line, from a sequence
+    /// number on (to resume an export). Streams; memory stays constant.
+    ExportEvents {
+        #[arg(long)]
+        tenant_id: Option<Uuid>,
+        #[arg(long)]
+        store_id: Option<Uuid>,
+        /// First sequence number to write.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// File to write (default: standard output).
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+    },
+    /// At backup time: save every stream's signed checkpoint and commitment ranges to a file kept
+    /// outside the database (the evidence `verify-backup` checks a restore against).
+    SaveCheckpoints {
+        #[arg(long)]
+        output: std::path::PathBuf,
+        /// The sequencer's receipt and checkpoint signing key (never printed).
+        #[arg(long, env = "VES_SEQUENCER_SIGNING_KEY", hide_env_values = true)]
+        signing_key: String,
+        #[arg(long, env = "VES_CHECKPOINT_ORIGIN", default_value = "stateset-sequencer")]
+        origin: String,
+    },
+    /// Check a restored database (or an export, with --export) against saved checkpoints, verified
+    /// with the sequencer's verifier key and, when anchoring is configured (L2_RPC_URL,
+    /// SET_REGISTRY_ADDRESS, SEQUENCER_PRIVATE_KEY), the roots anchored on the L2. Exits 1 on any
+    /// disagreement, naming the stream and range.
+    VerifyBackup {
+        /// The file `save-checkpoints` wrote.
+        #[arg(long)]
+        checkpoints: std::path::PathBuf,
+        /// The signed-note verifier key (`GET /api/v1/ves/sequencer` -> `checkpointVerifierKey`);
+        /// default: derived from VES_SEQUENCER_SIGNING_KEY and VES_CHECKPOINT_ORIGIN.
+        #[arg(long, env = "VES_CHECKPOINT_VERIFIER_KEY")]
+        verifier_key: Option<String>,
+        /// Verify this export instead of the database.
+        #[arg(long)]
+        export: Option<std::path::PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Deploy the StateSetAnchor registry contract and print its address.
     DeployRegistry {
         #[arg(long, env = "L2_RPC_URL")]
@@ -151,6 +194,30 @@ fn main() -> ExitCode {
         if let Command::DeployRegistry { rpc_url, private_key, permissionless } = &cli.command {
             return admin::deploy_registry(rpc_url, private_key, *permissionless).await;
         }
+        if let Command::VerifyBackup { checkpoints, verifier_key, export, json } = &cli.command {
+            let verifier_key = match verifier_key {
+                Some(k) => k.clone(),
+                None => {
+                    let seed = std::env::var("VES_SEQUENCER_SIGNING_KEY").map_err(|_| {
+                        anyhow::anyhow!("give --verifier-key (GET /api/v1/ves/sequencer) or set VES_SEQUENCER_SIGNING_KEY")
+                    })?;
+                    let key = sequencer::config::parse_signing_key(&seed)
+                        .map_err(|e| anyhow::anyhow!("VES_SEQUENCER_SIGNING_KEY {e}"))?;
+                    let origin =
+                        std::env::var("VES_CHECKPOINT_ORIGIN").unwrap_or_else(|_| "stateset-sequencer".to_owned());
+                    sequencer::checkpoint::CheckpointSigner::new(&origin, key).verifier_key().to_owned()
+                }
+            };
+            let anchor = match sequencer::config::Config::from_env()?.anchor {
+                Some(settings) => Some(anchor::AnchorClient::new(settings)?),
+                None => None,
+            };
+            let source = match export {
+                Some(path) => backup::cli::open_export(path)?,
+                None => backup::BackupSource::Database(admin::connect(&cli.database_url).await?),
+            };
+            return backup::cli::verify_backup(source, checkpoints, &verifier_key, anchor.as_ref(), *json).await;
+        }
         let store = admin::connect(&cli.database_url).await?;
         match cli.command {
             Command::Migrate => admin::migrate(&store).await,
@@ -174,7 +241,16 @@ fn main() -> ExitCode {
             }
             Command::ApiKeys(ApiKeysCommand::List { tenant_id }) => admin::list_api_keys(&store, tenant_id).await,
             Command::ApiKeys(ApiKeysCommand::Revoke { id }) => admin::revoke_api_key(&store, id).await,
-            Command::DeployRegistry { .. } => unreachable!("handled above"),
+            Command::ExportEvents { tenant_id, store_id, from, output } => {
+                backup::cli::export_events(&store, tenant_id, store_id, from, output.as_deref()).await
+            }
+            Command::SaveCheckpoints { output, signing_key, origin } => {
+                let key = sequencer::config::parse_signing_key(&signing_key)
+                    .map_err(|e| anyhow::anyhow!("VES_SEQUENCER_SIGNING_KEY {e}"))?;
+                let signer = sequencer::checkpoint::CheckpointSigner::new(&origin, key);
+                backup::cli::save_checkpoints(&store, &signer, &output).await
+            }
+            Command::DeployRegistry { .. } | Command::VerifyBackup { .. } => unreachable!("handled above"),
         }
     });
     match result {

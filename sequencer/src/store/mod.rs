@@ -2,6 +2,7 @@
 //! and the dead-letter queue. The store knows SQL and rows; it knows nothing of HTTP.
 
 pub mod api_keys;
+pub mod backup;
 pub mod commitments;
 pub mod dead_letters;
 pub mod events;
