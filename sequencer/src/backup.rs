@@ -78,17 +78,31 @@ pub fn leaf_of_line(line: &ExportLine) -> anyhow::Result<Hash32> {
         if env.tenant_id != line.tenant_id || env.store_id != line.store_id {
             bail!("event {} belongs to another stream than its line says", env.event_id);
         }
-        return Ok(ves::hash::leaf_hash(
+        let leaf = ves::hash::leaf_hash(
             line.tenant_id,
             line.store_id,
             line.sequence_number,
             &env.signing_hash(),
             &env.agent_signature.0,
-        ));
+        );
+        // The leaf commits to the payload's hash, not the payload: a payload that no longer matches
+        // its hash gets a leaf that matches nothing, so its range is reported.
+        if env.payload_kind == 0
+            && let Some(payload) = &env.payload
+            && ves::hash::payload_plain_hash(payload) != env.payload_plain_hash.0
+        {
+            return Ok(altered(&leaf));
+        }
+        return Ok(leaf);
     }
     let payload = line.legacy.as_ref().and_then(|l| l.get("payload")).cloned().unwrap_or(Value::Null);
     let payload_hash = crate::ingest::legacy::legacy_payload_hash(&payload);
     Ok(crate::ingest::legacy::legacy_leaf(stream, line.sequence_number, &payload_hash))
+}
+
+fn altered(leaf: &Hash32) -> Hash32 {
+    use sha2::Digest;
+    sha2::Sha256::new().chain_update(b"stateset-backup-altered-payload").chain_update(leaf).finalize().into()
 }
 
 /// The Merkle leaf of a stored event, recomputed from its content (not from `leaf_hash`).
