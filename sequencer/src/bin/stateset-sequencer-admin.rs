@@ -79,7 +79,7 @@ enum Command {
         /// The file `save-checkpoints` wrote.
         #[arg(long)]
         checkpoints: std::path::PathBuf,
-        /// The signed-note verifier key (`GET /api/v1/ves/sequencer` -> `checkpointVerifierKey`);
+        /// The signed-note verifier key (`GET /api/v1/ves/sequencer` -> `checkpoint_verifier_key`);
         /// default: derived from VES_SEQUENCER_SIGNING_KEY and VES_CHECKPOINT_ORIGIN.
         #[arg(long, env = "VES_CHECKPOINT_VERIFIER_KEY")]
         verifier_key: Option<String>,
