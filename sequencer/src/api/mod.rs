@@ -13,6 +13,7 @@ mod cursors;
 mod events;
 mod health;
 mod ingest;
+mod openapi;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -90,6 +91,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/admin/api-keys/{id}", axum::routing::delete(api_keys::revoke))
         .merge(client_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    // After the authentication layer: the API description needs no credential.
+    let api = api.route("/v1/openapi.json", get(openapi::serve));
 
     Router::new()
         .route("/health", get(health::health))
