@@ -44,6 +44,8 @@ fn schema(t: T) -> RefOr<Schema> {
 enum Answer {
     /// A JSON object with this status.
     Json(&'static str),
+    /// A JSON object with these fields (name, type, always present), status 200.
+    Fields(&'static [(&'static str, T, bool)]),
     /// Either status, JSON (created or already there).
     JsonOr(&'static str, &'static str),
     /// Plain text.
@@ -73,6 +75,22 @@ const STREAM: &[(&str, T, bool)] = &[("tenant_id", Uuid, true), ("store_id", Uui
 const RANGE: &[(&str, T, bool)] =
     &[("tenant_id", Uuid, true), ("store_id", Uuid, true), ("from", Int, false), ("limit", Int, false)];
 const NONE: &[(&str, T, bool)] = &[];
+const CURSOR: &[(&str, T, bool)] = &[
+    ("tenantId", Uuid, true),
+    ("storeId", Uuid, true),
+    ("agentId", Uuid, true),
+    ("acknowledgedSequence", Int, true),
+    ("headSequence", Int, true),
+    ("lag", Int, true),
+];
+const POLICY: &[(&str, T, bool)] = &[
+    ("tenantId", Uuid, true),
+    ("agentId", Uuid, true),
+    ("allowedEventTypes", Array, true),
+    ("allowedEntityTypes", Array, true),
+    ("requireBaseVersion", Bool, true),
+    ("enabled", Bool, true),
+];
 
 macro_rules! op {
     ($m:expr, $p:expr, $s:expr, auth: $a:expr, query: $q:expr, body: $b:expr, $ans:expr) => {
@@ -159,22 +177,23 @@ const OPERATIONS: &[Op] = &[
     op!(Get, "/api/v1/admin/api-keys", "List API keys", auth: true, query: NONE, body: None, Json("200")),
     op!(Delete, "/api/v1/admin/api-keys/{id}", "Revoke an API key", auth: true, query: NONE, body: None, Json("200")),
     op!(Get, "/api/v1/ves/cursors/{agent_id}", "An agent's durable cursor", auth: true, query: STREAM, body: None,
-        Json("200")),
+        Fields(CURSOR)),
     op!(Put, "/api/v1/ves/cursors/{agent_id}", "Acknowledge up to a sequence number", auth: true, query: NONE,
-        body: Some(&[("tenantId", Uuid, true), ("storeId", Uuid, true), ("sequenceNumber", Int, true)]), Json("200")),
+        body: Some(&[("tenantId", Uuid, true), ("storeId", Uuid, true), ("sequenceNumber", Int, true)]), Fields(CURSOR)),
     op!(Post, "/api/v1/agents/{agent_id}/api-keys", "Mint an API key bound to the agent", auth: true, query: NONE,
         body: Some(&[("tenantId", Uuid, false), ("storeIds", Array, false), ("readOnly", Bool, false),
-                     ("admin", Bool, false), ("rateLimit", Int, false), ("name", Str, false)]), Json("200")),
+                     ("admin", Bool, false), ("rateLimit", Int, false), ("name", Str, false)]),
+        Fields(&[("success", Bool, true), ("apiKey", Str, true), ("keyHashPrefix", Str, true), ("permissions", Str, true)])),
     op!(Get, "/api/v1/agents/{agent_id}/api-keys", "The agent's API keys", auth: true, query: NONE, body: None,
-        Json("200")),
+        Fields(&[("count", Int, true), ("keys", Array, true)])),
     op!(Delete, "/api/v1/agents/{agent_id}/api-keys/{key_prefix}", "Revoke an agent's API key by hash prefix",
         auth: true, query: NONE, body: None, Json("200")),
     op!(Get, "/api/v1/agents/{agent_id}/policy", "The agent's event policy", auth: true,
-        query: &[("tenant_id", Uuid, true)], body: None, Json("200")),
+        query: &[("tenant_id", Uuid, true)], body: None, Fields(POLICY)),
     op!(Put, "/api/v1/agents/{agent_id}/policy", "Set the agent's event policy", auth: true, query: NONE,
         body: Some(&[("tenantId", Uuid, true), ("allowedEventTypes", Array, false), ("allowedEntityTypes", Array, false),
                      ("requireBaseVersion", Bool, false), ("maxPayloadBytes", Int, false), ("enabled", Bool, false)]),
-        Json("200")),
+        Fields(POLICY)),
     op!(Get, "/api/v1/projections/{entity_type}/{entity_id}", "Not served: no materialised projections", auth: true,
         query: NONE, body: None, NotImplemented),
     op!(Get, "/api/v1/ves/validity/{batch_id}/inputs", "Not served: STARK proofs are out of scope", auth: true,
@@ -213,6 +232,18 @@ fn path_param_type(name: &str) -> T {
         "entity_type" | "entity_id" | "key_prefix" => Str,
         _ => Uuid,
     }
+}
+
+/// An object with these properties (the required ones listed as such).
+fn object(fields: &[(&str, T, bool)]) -> ObjectBuilder {
+    let mut o = ObjectBuilder::new().schema_type(Type::Object);
+    for (name, t, required) in fields {
+        o = o.property(*name, schema(*t));
+        if *required {
+            o = o.required(*name);
+        }
+    }
+    o
 }
 
 fn error_response(description: &str) -> utoipa::openapi::Response {
@@ -270,21 +301,21 @@ pub fn document() -> OpenApi {
             );
         }
         if let Some(fields) = op.body {
-            let mut body = ObjectBuilder::new().schema_type(Type::Object);
-            for (name, t, required) in fields {
-                body = body.property(*name, schema(*t));
-                if *required {
-                    body = body.required(*name);
-                }
-            }
             b = b.request_body(Some(
                 RequestBodyBuilder::new()
-                    .content("application/json", ContentBuilder::new().schema(Some(body)).build())
+                    .content("application/json", ContentBuilder::new().schema(Some(object(fields))).build())
                     .build(),
             ));
         }
         b = match op.answer {
             Json(status) => b.response(status, json_response("OK")),
+            Fields(fields) => b.response(
+                "200",
+                ResponseBuilder::new()
+                    .description("OK")
+                    .content("application/json", ContentBuilder::new().schema(Some(object(fields))).build())
+                    .build(),
+            ),
             JsonOr(a, c) => b.response(a, json_response("OK")).response(c, json_response("Created")),
             Text => b.response(
                 "200",
