@@ -340,8 +340,11 @@ fn every_runbook_command_works_verbatim() {
 
     // Database Operations: Backup, Restore, Vacuum, Index usage. At backup time the streams' signed
     // checkpoints are saved outside the database, with the verifier key the sequencer publishes.
-    let sequencer_info =
-        json_of(&ok(dir, &[], &format!("curl -s -H 'Authorization: ApiKey {TOKEN}' http://localhost:8080/api/v1/ves/sequencer")));
+    let sequencer_info = json_of(&ok(
+        dir,
+        &[],
+        &format!("curl -s -H 'Authorization: ApiKey {TOKEN}' http://localhost:8080/api/v1/ves/sequencer"),
+    ));
     let verifier_key = sequencer_info["checkpoint_verifier_key"].as_str().expect("checkpoint verifier key").to_owned();
     ok(dir, &env, "./stateset-sequencer-admin save-checkpoints --output checkpoints_$(date +%Y%m%d).json");
     ok(dir, &[], "pg_dump -Fc stateset_sequencer > backup_$(date +%Y%m%d).dump");
@@ -358,12 +361,11 @@ fn every_runbook_command_works_verbatim() {
     let proved = ok(
         dir,
         &env,
-        &format!("./stateset-sequencer-admin verify-backup --checkpoints checkpoints_$(date +%Y%m%d).json --verifier-key '{verifier_key}'"),
+        &format!(
+            "./stateset-sequencer-admin verify-backup --checkpoints checkpoints_$(date +%Y%m%d).json --verifier-key '{verifier_key}'"
+        ),
     );
-    assert!(
-        proved.contains("backup verified") && proved.contains("1 commitments against the L2 registry"),
-        "{proved}"
-    );
+    assert!(proved.contains("backup verified") && proved.contains("1 commitments against the L2 registry"), "{proved}");
     // The restored database gets the runbook view's search_path back from a migration run.
     ok(dir, &[], "./stateset-sequencer-admin migrate");
     ok(dir, &[], "psql -d stateset_sequencer -c \"VACUUM ANALYZE events;\"");

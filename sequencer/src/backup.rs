@@ -125,9 +125,10 @@ pub async fn export_events(
         let stream = StreamKey { tenant_id: s.tenant_id, store_id: s.store_id };
         let mut next = i64::try_from(from.max(1)).context("--from is too large")?;
         while next <= s.head {
-            let page = store.read_range(stream, next, PAGE, s.head).await.with_context(|| {
-                format!("stream {}/{}: cannot read {next}..", stream.tenant_id, stream.store_id)
-            })?;
+            let page = store
+                .read_range(stream, next, PAGE, s.head)
+                .await
+                .with_context(|| format!("stream {}/{}: cannot read {next}..", stream.tenant_id, stream.store_id))?;
             for e in &page {
                 serde_json::to_writer(&mut *out, &export_line(e)?)?;
                 out.write_all(b"\n")?;
@@ -249,7 +250,8 @@ impl BackupSource {
                     match events.get(&seq) {
                         Some(leaf) => leaves.push(*leaf),
                         None => {
-                            let last_missing = (seq..=end).take_while(|s| !events.contains_key(s)).last().unwrap_or(seq);
+                            let last_missing =
+                                (seq..=end).take_while(|s| !events.contains_key(s)).last().unwrap_or(seq);
                             return Ok(Err((seq, last_missing)));
                         }
                     }
@@ -462,7 +464,10 @@ pub async fn verify_backup(
                         "not_anchored",
                         c.sequence_start,
                         c.sequence_end,
-                        format!("commitment {} was anchored at backup time but the L2 registry has no record", c.batch_id),
+                        format!(
+                            "commitment {} was anchored at backup time but the L2 registry has no record",
+                            c.batch_id
+                        ),
                     ));
                     continue;
                 };
@@ -549,8 +554,10 @@ pub mod cli {
                 let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
                 super::export_events(store, tenant_id, store_id, from, &mut BufWriter::new(file)).await?
             }
-            None => super::export_events(store, tenant_id, store_id, from, &mut BufWriter::new(std::io::stdout().lock()))
-                .await?,
+            None => {
+                super::export_events(store, tenant_id, store_id, from, &mut BufWriter::new(std::io::stdout().lock()))
+                    .await?
+            }
         };
         eprintln!("exported {written} events");
         Ok(ExitCode::SUCCESS)

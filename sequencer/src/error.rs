@@ -133,7 +133,9 @@ pub fn database_unavailable(e: &sqlx::Error) -> bool {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, code, numeric_code, message, retry_after) = self.parts();
-        if status.is_server_error() && !matches!(self, Error::Unavailable { .. } | Error::Timeout | Error::NotImplemented { .. }) {
+        if status.is_server_error()
+            && !matches!(self, Error::Unavailable { .. } | Error::Timeout | Error::NotImplemented { .. })
+        {
             tracing::error!(error = %self, "request failed");
         }
         let mut body = json!({"error": {"code": code, "numeric_code": numeric_code, "message": message}});

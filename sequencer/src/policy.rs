@@ -70,7 +70,10 @@ pub const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl PolicyCache {
     pub fn new(store: crate::store::Store) -> Self {
-        PolicyCache { store, cache: moka::future::Cache::builder().max_capacity(100_000).time_to_live(CACHE_TTL).build() }
+        PolicyCache {
+            store,
+            cache: moka::future::Cache::builder().max_capacity(100_000).time_to_live(CACHE_TTL).build(),
+        }
     }
 
     /// The events (by index) that break their agent's policy, and how. All events of an ingest request

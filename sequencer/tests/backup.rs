@@ -85,7 +85,10 @@ async fn a_backup_verifies_against_saved_checkpoints_and_a_damaged_one_names_the
     assert_eq!(lines(&export).len(), 17);
     let tail = dir.join("tail.ndjson");
     let (t, s) = (a.tenant_id.to_string(), a.store_id.to_string());
-    let out = admin(&url, &["export-events", "--tenant-id", &t, "--store-id", &s, "--from", "6", "--output", tail.to_str().unwrap()]);
+    let out = admin(
+        &url,
+        &["export-events", "--tenant-id", &t, "--store-id", &s, "--from", "6", "--output", tail.to_str().unwrap()],
+    );
     assert!(out.status.success());
     let seqs: Vec<u64> = lines(&tail).iter().map(|l| l["sequence_number"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (6..=12).collect::<Vec<_>>());
@@ -144,8 +147,10 @@ async fn a_backup_verifies_against_saved_checkpoints_and_a_damaged_one_names_the
     );
 
     // Evidence checked with another key, or a checkpoints file that was edited, is refused too.
-    let other =
-        sequencer::checkpoint::CheckpointSigner::new("stateset-sequencer", ed25519_dalek::SigningKey::from_bytes(&[9; 32]));
+    let other = sequencer::checkpoint::CheckpointSigner::new(
+        "stateset-sequencer",
+        ed25519_dalek::SigningKey::from_bytes(&[9; 32]),
+    );
     let args = ["verify-backup", "--checkpoints", cp, "--verifier-key", other.verifier_key(), "--export"];
     let out = admin(&url, &[&args[..], &[export.to_str().unwrap()]].concat());
     assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
@@ -154,7 +159,10 @@ async fn a_backup_verifies_against_saved_checkpoints_and_a_damaged_one_names_the
     forged["streams"][0]["commitments"][0]["merkleRoot"] = json!(hex::encode([7u8; 32]));
     let forged_path = dir.join("forged.json");
     std::fs::write(&forged_path, forged.to_string()).unwrap();
-    let out = admin(&url, &["verify-backup", "--checkpoints", forged_path.to_str().unwrap(), "--export", export.to_str().unwrap()]);
+    let out = admin(
+        &url,
+        &["verify-backup", "--checkpoints", forged_path.to_str().unwrap(), "--export", export.to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout(&out).contains("saved_commitments_altered"), "{}", stdout(&out));
     std::fs::remove_dir_all(&dir).unwrap();

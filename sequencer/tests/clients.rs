@@ -41,7 +41,7 @@ fn verify_like_the_python_sdk(proof: &Value) -> bool {
         return false;
     }
     for (sibling, direction) in path.iter().zip(directions) {
-        let left = index % 2 == 0;
+        let left = index.is_multiple_of(2);
         if direction.as_bool() != Some(left) {
             return false;
         }
@@ -60,12 +60,15 @@ async fn every_read_path_of_the_newer_clients_answers_with_the_shape_they_parse(
     let agent = agent_with_events(&api, 4).await;
 
     // VesClient.ingest / record_action: receipts for accepted events, rejections keyed by event_id.
-    let event = agent.builder().entity("order", "O-1").event_type("order.created").payload(json!({"n": 5})).sign(&agent.key);
+    let event =
+        agent.builder().entity("order", "O-1").event_type("order.created").payload(json!({"n": 5})).sign(&agent.key);
     let (status, body) = api.ingest(agent.agent_id, std::slice::from_ref(&event)).await;
     assert_eq!(status, 200, "{body}");
     // The clients hand `receipts[0]` back as it is; its fields are camelCase, as upstream.
     assert_eq!(body["receipts"][0]["eventId"], json!(event.event_id), "{body}");
-    let (_, body) = api.ingest(agent.agent_id, &[agent.builder().event_id(event.event_id).payload(json!({"n": 6})).sign(&agent.key)]).await;
+    let (_, body) = api
+        .ingest(agent.agent_id, &[agent.builder().event_id(event.event_id).payload(json!({"n": 6})).sign(&agent.key)])
+        .await;
     assert_eq!(body["rejections"][0]["event_id"], json!(event.event_id), "{body}");
     assert!(body["rejections"][0]["reason"].is_string() && body["rejections"][0]["message"].is_string());
 
@@ -82,8 +85,7 @@ async fn every_read_path_of_the_newer_clients_answers_with_the_shape_they_parse(
     assert!(events[0]["entity_type"].is_string() && events[0]["event_type"].is_string());
 
     // getEntityHistory with the clients' default `from=0`.
-    let (status, body) =
-        api.get(&format!("/api/v1/ves/entities/order/O-1?{}&from=0&limit=100", scope(&agent))).await;
+    let (status, body) = api.get(&format!("/api/v1/ves/entities/order/O-1?{}&from=0&limit=100", scope(&agent))).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["events"].as_array().map(Vec::len), Some(1), "{body}");
 
@@ -134,7 +136,11 @@ async fn every_read_path_of_the_newer_clients_answers_with_the_shape_they_parse(
 
     // What stays out of scope answers a JSON 501 that names why.
     for (method, path, code) in [
-        (Method::GET, format!("/api/v1/projections/order/O-1?{}&source=ves", scope(&agent)), "PROJECTIONS_NOT_SUPPORTED"),
+        (
+            Method::GET,
+            format!("/api/v1/projections/order/O-1?{}&source=ves", scope(&agent)),
+            "PROJECTIONS_NOT_SUPPORTED",
+        ),
         (Method::GET, format!("/api/v1/ves/validity/{}/inputs", Uuid::new_v4()), "STARK_PROOFS_NOT_SUPPORTED"),
         (Method::POST, format!("/api/v1/ves/compliance/{}/proofs", Uuid::new_v4()), "STARK_PROOFS_NOT_SUPPORTED"),
         (Method::GET, "/api/v1/x402/capabilities".to_string(), "X402_NOT_SUPPORTED"),
@@ -143,8 +149,10 @@ async fn every_read_path_of_the_newer_clients_answers_with_the_shape_they_parse(
         let (status, body) = api.send(method, &path, None).await;
         assert_eq!(status, 501, "{path}: {body}");
         assert_eq!(body["error"]["code"], code, "{body}");
-        assert!(body["error"]["message"].as_str().unwrap().contains("out of scope")
-            || body["error"]["message"].as_str().unwrap().contains("no materialised projections"));
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("out of scope")
+                || body["error"]["message"].as_str().unwrap().contains("no materialised projections")
+        );
     }
 }
 
@@ -181,7 +189,8 @@ async fn an_agent_bound_key_ingests_only_its_agent_and_reaches_only_its_own_curs
     api.register_key(&other).await;
 
     let keys_path = format!("/api/v1/agents/{}/api-keys", agent.agent_id);
-    let (status, minted) = api.post(&keys_path, json!({"tenantId": agent.tenant_id, "storeIds": [agent.store_id]})).await;
+    let (status, minted) =
+        api.post(&keys_path, json!({"tenantId": agent.tenant_id, "storeIds": [agent.store_id]})).await;
     assert_eq!(status, 200, "{minted}");
     assert_eq!((&minted["success"], &minted["permissions"]), (&json!(true), &json!("read_write")));
     let agent_api = api.with_key(minted["apiKey"].as_str().unwrap());
@@ -247,7 +256,13 @@ async fn an_agent_policy_is_enforced_at_ingest_with_upstreams_reasons_and_counte
         ev("order", "order.shipped", None, json!({})),
         ev("order", "order.created", None, json!({"pad": "x".repeat(100)})),
         // A new entity at version 0: allowed by `order.*`, with the base version it needs.
-        agent.builder().entity("order", "O-2").event_type("order.shipped").base_version(0).payload(json!({})).sign(&agent.key),
+        agent
+            .builder()
+            .entity("order", "O-2")
+            .event_type("order.shipped")
+            .base_version(0)
+            .payload(json!({}))
+            .sign(&agent.key),
     ];
     let (status, body) = api.ingest(agent.agent_id, &batch).await;
     assert_eq!(status, 200, "{body}");
@@ -269,7 +284,9 @@ async fn an_agent_policy_is_enforced_at_ingest_with_upstreams_reasons_and_counte
     );
     let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
     assert!(
-        metrics.lines().any(|l| l.contains("events_rejected") && l.contains("agent_policy_violation") && l.ends_with(" 4")),
+        metrics
+            .lines()
+            .any(|l| l.contains("events_rejected") && l.contains("agent_policy_violation") && l.ends_with(" 4")),
         "{metrics}"
     );
 

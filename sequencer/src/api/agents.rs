@@ -130,7 +130,11 @@ pub async fn create_key(
 }
 
 /// `GET /api/v1/agents/{agent_id}/api-keys` → `{"keys":[{"keyHashPrefix","active","permissions","rateLimit"}],"count"}`.
-pub async fn list_keys(State(state): State<SharedState>, caller: Auth, ApiPath(agent_id): ApiPath<Uuid>) -> Result<Response> {
+pub async fn list_keys(
+    State(state): State<SharedState>,
+    caller: Auth,
+    ApiPath(agent_id): ApiPath<Uuid>,
+) -> Result<Response> {
     require_agent_or_admin(&caller, agent_id)?;
     let keys: Vec<Value> = agent_keys(&state, &caller, agent_id)
         .await?
@@ -172,7 +176,8 @@ pub async fn revoke_key(
         [one] => one,
         _ => return Err(Error::BadRequest("key_prefix matches more than one key; give more of it".into())),
     };
-    let revoked = state.store.revoke_api_key(key.id).await?.ok_or_else(|| Error::NotFound("API key not found".into()))?;
+    let revoked =
+        state.store.revoke_api_key(key.id).await?.ok_or_else(|| Error::NotFound("API key not found".into()))?;
     state.auth.forget(&revoked.key_hash).await;
     tracing::info!(key_id = %revoked.id, %agent_id, "agent API key revoked");
     Ok(axum::Json(json!({"success": true, "message": "API key revoked successfully"})).into_response())

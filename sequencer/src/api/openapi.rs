@@ -9,7 +9,9 @@
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
 use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, PathsBuilder, Ref, RefOr, Required,
     ResponseBuilder, Schema,
@@ -278,9 +280,11 @@ fn error_schema() -> Schema {
 pub fn document() -> OpenApi {
     let mut paths = PathsBuilder::new();
     for op in OPERATIONS {
-        let mut b = OperationBuilder::new()
-            .summary(Some(op.summary))
-            .operation_id(Some(format!("{}{}", method_name(&op.method), op.path.replace(['/', '{', '}', '.', '-'], "_"))));
+        let mut b = OperationBuilder::new().summary(Some(op.summary)).operation_id(Some(format!(
+            "{}{}",
+            method_name(&op.method),
+            op.path.replace(['/', '{', '}', '.', '-'], "_")
+        )));
         for segment in op.path.split('/').filter(|s| s.starts_with('{')) {
             let name = segment.trim_matches(|c| c == '{' || c == '}');
             b = b.parameter(
@@ -408,8 +412,12 @@ mod tests {
                 Some(i) => format!("{prefix}{}*", &path[..i]),
                 None => format!("{prefix}{path}"),
             };
-            for (token, method) in [("get(", "GET"), ("post(", "POST"), ("put(", "PUT"), ("delete(", "DELETE"), ("any(", "ANY")] {
-                if call.match_indices(token).any(|(i, _)| i == 0 || !call.as_bytes()[i - 1].is_ascii_alphanumeric() && call.as_bytes()[i - 1] != b'_') {
+            for (token, method) in
+                [("get(", "GET"), ("post(", "POST"), ("put(", "PUT"), ("delete(", "DELETE"), ("any(", "ANY")]
+            {
+                if call.match_indices(token).any(|(i, _)| {
+                    i == 0 || !call.as_bytes()[i - 1].is_ascii_alphanumeric() && call.as_bytes()[i - 1] != b'_'
+                }) {
                     routes.push((method.to_string(), path.clone()));
                 }
             }
@@ -423,7 +431,8 @@ mod tests {
         let paths = doc["paths"].as_object().unwrap();
         let routes = router_routes();
         assert!(routes.len() > 40, "the router's routes were not found: {routes:?}");
-        for known in [("GET", "/api/v1/ves/head"), ("PUT", "/api/v1/ves/cursors/{agent_id}"), ("ANY", "/api/v1/x402/*")] {
+        for known in [("GET", "/api/v1/ves/head"), ("PUT", "/api/v1/ves/cursors/{agent_id}"), ("ANY", "/api/v1/x402/*")]
+        {
             assert!(routes.contains(&(known.0.to_string(), known.1.to_string())), "{known:?} not parsed: {routes:?}");
         }
         let mut missing = Vec::new();
@@ -445,7 +454,10 @@ mod tests {
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
         assert_eq!(doc["components"]["schemas"]["Error"]["required"], serde_json::json!(["error"]));
         let ingest = &doc["paths"]["/api/v1/ves/events/ingest"]["post"];
-        assert_eq!(ingest["responses"]["429"]["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/Error");
+        assert_eq!(
+            ingest["responses"]["429"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/Error"
+        );
     }
 
     #[test]

@@ -199,7 +199,9 @@ fn main() -> ExitCode {
                 Some(k) => k.clone(),
                 None => {
                     let seed = std::env::var("VES_SEQUENCER_SIGNING_KEY").map_err(|_| {
-                        anyhow::anyhow!("give --verifier-key (GET /api/v1/ves/sequencer) or set VES_SEQUENCER_SIGNING_KEY")
+                        anyhow::anyhow!(
+                            "give --verifier-key (GET /api/v1/ves/sequencer) or set VES_SEQUENCER_SIGNING_KEY"
+                        )
                     })?;
                     let key = sequencer::config::parse_signing_key(&seed)
                         .map_err(|e| anyhow::anyhow!("VES_SEQUENCER_SIGNING_KEY {e}"))?;

@@ -222,7 +222,9 @@ impl Ingest {
             }
         }
         // The agent's policy, judged only on events whose signature proved they are the agent's.
-        for (i, violation) in self.policies.violations(stream.tenant_id, envelopes[0].source_agent_id, &envelopes).await? {
+        for (i, violation) in
+            self.policies.violations(stream.tenant_id, envelopes[0].source_agent_id, &envelopes).await?
+        {
             if matches!(verdicts[i], Verdict::Valid(_)) {
                 verdicts[i] = rejected(crate::policy::REJECTION_REASON, violation.message(), false);
             }

@@ -29,7 +29,12 @@ impl Store {
 
     /// Raises the cursor to `sequence` (never lowers it) and returns it as stored. An acknowledgement
     /// that does not move the cursor leaves `updated_at` too.
-    pub async fn acknowledge_agent_cursor(&self, stream: StreamKey, agent_id: Uuid, sequence: i64) -> Result<AgentCursor> {
+    pub async fn acknowledge_agent_cursor(
+        &self,
+        stream: StreamKey,
+        agent_id: Uuid,
+        sequence: i64,
+    ) -> Result<AgentCursor> {
         let moved: Option<AgentCursor> = sqlx::query_as(
             "INSERT INTO agent_cursors AS c (tenant_id, store_id, agent_id, acknowledged_sequence) \
              VALUES ($1, $2, $3, $4) \

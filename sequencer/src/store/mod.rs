@@ -4,12 +4,12 @@
 pub mod api_keys;
 pub mod backup;
 pub mod commitments;
+pub mod cursors;
 pub mod dead_letters;
 pub mod events;
 pub mod keys;
 pub mod policies;
 pub mod rate_limits;
-pub mod cursors;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
