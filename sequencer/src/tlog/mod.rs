@@ -353,7 +353,11 @@ pub fn parse_tile_path(path: &str) -> Option<TileRequest> {
     let (level, rest) = path.split_once('/')?;
     // NB: tlog_tiles parses the Go sumdb form `tile/<H>/<L|data>/<N>`; the C2SP form has no height.
     let level_part = if level == "entries" { "data".to_owned() } else { level.parse::<u8>().ok()?.to_string() };
-    if level != "entries" && level_part != level {
+    if level != "entries" && (level_part != level || level.parse::<u8>().ok()? >= 64) {
+        return None;
+    }
+    // NB: tlog_tiles's parser lets a width of 0 through to an assertion; refuse it first.
+    if rest.rsplit_once(".p/").is_some_and(|(_, w)| w.parse::<u32>().map_or(true, |w| w == 0)) {
         return None;
     }
     let tile = Tile::from_path(&format!("tile/{TILE_HEIGHT}/{level_part}/{rest}")).ok()?;

@@ -145,7 +145,7 @@ impl Witness {
 /// last cosigned; follows one 409 (the witness's own size). Stores a cosignature or the refusal.
 pub async fn witness_stream(
     store: &Store,
-    http: &reqwest::Client,
+    http: &http_client::Client,
     metrics: Option<&Metrics>,
     witness: &Witness,
     stream: StreamKey,
@@ -177,7 +177,7 @@ pub async fn witness_stream(
         let status = response.status().as_u16();
         let content_type = response
             .headers()
-            .get(reqwest::header::CONTENT_TYPE)
+            .get(http_client::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let text = response.text().await.unwrap_or_default();
@@ -226,7 +226,7 @@ async fn refused(
 /// Sends every stream's newest checkpoint that witnesses have not seen yet to every witness.
 pub async fn witness_round(
     state: &SharedState,
-    http: &reqwest::Client,
+    http: &http_client::Client,
     witnesses: &[Arc<Witness>],
     sent: &mut HashMap<StreamKey, i64>,
 ) {
@@ -261,7 +261,7 @@ pub async fn witness_round(
 }
 
 /// A reqwest client with rustls over ring only (see `anchor`'s RPC client for why it is explicit).
-pub fn http_client(timeout: Duration) -> Result<reqwest::Client> {
+pub fn http_client(timeout: Duration) -> Result<http_client::Client> {
     use rustls_platform_verifier::BuilderVerifierExt;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
@@ -269,7 +269,7 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client> {
         .and_then(|b| b.with_platform_verifier())
         .map_err(|e| Error::Internal(format!("TLS for witnesses: {e}")))?
         .with_no_client_auth();
-    reqwest::Client::builder()
+    http_client::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout)
         .tls_backend_preconfigured(tls)
