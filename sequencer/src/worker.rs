@@ -89,10 +89,7 @@ impl Leadership {
         };
         // NB: detached so that the lock's connection does not count against (or return to) the pool.
         let mut conn = conn.detach();
-        match sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
-            .bind(self.key)
-            .fetch_one(&mut conn)
-            .await
+        match sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)").bind(self.key).fetch_one(&mut conn).await
         {
             Ok(true) => {
                 tracing::info!(duty = self.duty, "this replica now leads");

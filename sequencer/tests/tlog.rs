@@ -31,8 +31,7 @@ async fn get_raw(api: &Api, path: &str) -> (u16, HashMap<String, String>, Vec<u8
         .await
         .unwrap();
     let status = resp.status().as_u16();
-    let headers =
-        resp.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned())).collect();
+    let headers = resp.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned())).collect();
     (status, headers, resp.bytes().await.unwrap().to_vec())
 }
 
@@ -69,7 +68,9 @@ impl TileReader for HttpTiles {
     fn read_tiles(&self, tiles: &[Tile]) -> Result<Vec<Vec<u8>>, tlog_tiles::Error> {
         tiles
             .iter()
-            .map(|t| self.0.get(&(t.level(), t.level_index(), t.width())).cloned().ok_or(tlog_tiles::Error::InvalidTile))
+            .map(|t| {
+                self.0.get(&(t.level(), t.level_index(), t.width())).cloned().ok_or(tlog_tiles::Error::InvalidTile)
+            })
             .collect()
     }
     fn save_tiles(&self, _: &[Tile], _: &[Vec<u8>]) {}
@@ -187,8 +188,7 @@ async fn every_event_is_in_its_streams_rfc_6962_log_and_off_the_shelf_verifiers_
     }
     // Consistency between any two sizes, not only commitment boundaries.
     for (from, to) in [(1, 2), (7, 300), (255, 257), (256, 299), (299, 300), (300, 300)] {
-        let (status, c) =
-            api.get(&format!("{}/proof/consistency?from_size={from}&to_size={to}", prefix(&agent))).await;
+        let (status, c) = api.get(&format!("{}/proof/consistency?from_size={from}&to_size={to}", prefix(&agent))).await;
         assert_eq!(status, 200, "{c}");
         let r = |k: &str| Hash(B64.decode(c[k].as_str().unwrap()).unwrap().try_into().unwrap());
         tlog_tiles::check_tree(&hashes(&c["proof"]), to, r("to_root"), from, r("from_root")).expect("consistency");
@@ -238,22 +238,16 @@ async fn every_event_is_in_its_streams_rfc_6962_log_and_off_the_shelf_verifiers_
         )
         .await;
     assert_eq!(status, 200);
-    let (_, _, ves_cp) = get_raw(
-        &api,
-        &format!("/api/v1/ves/checkpoint?tenant_id={}&store_id={}", agent.tenant_id, agent.store_id),
-    )
-    .await;
+    let (_, _, ves_cp) =
+        get_raw(&api, &format!("/api/v1/ves/checkpoint?tenant_id={}&store_id={}", agent.tenant_id, agent.store_id))
+            .await;
     let ves_cp = Checkpoint::from_bytes(Note::from_bytes(&ves_cp).unwrap().text()).unwrap();
     assert_eq!(ves_cp.origin(), format!("stateset-sequencer/{}/{}", agent.tenant_id, agent.store_id));
     assert!(ves_cp.extension().starts_with("ves-commitment "));
 }
 
 fn hashes(v: &Value) -> Vec<Hash> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|h| Hash(B64.decode(h.as_str().unwrap()).unwrap().try_into().unwrap()))
-        .collect()
+    v.as_array().unwrap().iter().map(|h| Hash(B64.decode(h.as_str().unwrap()).unwrap().try_into().unwrap())).collect()
 }
 
 fn urlencode(s: &str) -> String {
@@ -444,7 +438,11 @@ async fn witnesses_cosign_each_new_checkpoint_and_one_that_saw_a_fork_refuses_wi
             assert!(Instant::now() < deadline, "no cosignature of size {sent}");
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        assert_eq!(honest.state.lock().unwrap()[&origin].0, sent, "the honest witness followed with consistency proofs");
+        assert_eq!(
+            honest.state.lock().unwrap()[&origin].0,
+            sent,
+            "the honest witness followed with consistency proofs"
+        );
     }
     // The forked witness never moved and never cosigned; the down one is reported unreachable.
     assert_eq!(forked.state.lock().unwrap()[&origin], (2, Hash([0xAB; 32])));
@@ -468,7 +466,7 @@ async fn witnesses_cosign_each_new_checkpoint_and_one_that_saw_a_fork_refuses_wi
     // A bundle carries the honest cosignature and verifies offline requiring one witness.
     let (status, _, bundle) = get_raw(&api, &format!("{}/bundle?sequence_number=3", prefix(&agent))).await;
     assert_eq!(status, 200);
-    let v = sequencer::tlog::bundle::verify(&bundle, &[key.clone()], &[honest.vkey()], 1).expect("bundle");
+    let v = sequencer::tlog::bundle::verify(&bundle, std::slice::from_ref(&key), &[honest.vkey()], 1).expect("bundle");
     assert_eq!(v.witnesses, vec!["honest.example/w".to_owned()]);
     assert!(sequencer::tlog::bundle::verify(&bundle, &[key], &[forked.vkey()], 1).is_err());
 }

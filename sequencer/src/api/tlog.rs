@@ -71,8 +71,9 @@ pub async fn checkpoint(
 /// `GET .../tile/{path}`: a hash tile or an entry bundle, full or partial.
 pub async fn tile(State(state): State<SharedState>, caller: Auth, ApiPath(p): ApiPath<TilePath>) -> Result<Response> {
     let stream = stream(&caller, p.tenant_id, p.store_id)?;
-    let t = crate::tlog::parse_tile_path(&p.path)
-        .ok_or_else(|| Error::NotFound(format!("{:?} is not a tile path (<L>/<N>[.p/<W>] or entries/<N>[.p/<W>])", p.path)))?;
+    let t = crate::tlog::parse_tile_path(&p.path).ok_or_else(|| {
+        Error::NotFound(format!("{:?} is not a tile path (<L>/<N>[.p/<W>] or entries/<N>[.p/<W>])", p.path))
+    })?;
     let data = reader::tile(&state.store, stream, t)
         .await?
         .ok_or_else(|| Error::NotFound(format!("tile {} is not in the integrated tree", p.path)))?;

@@ -207,7 +207,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn verify_bundle(file: &str, log_keys: &[String], witness_keys: &[String], min: usize, origin: Option<&str>) -> ExitCode {
+fn verify_bundle(
+    file: &str,
+    log_keys: &[String],
+    witness_keys: &[String],
+    min: usize,
+    origin: Option<&str>,
+) -> ExitCode {
     let text = if file == "-" {
         let mut buf = Vec::new();
         std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map(|_| buf)

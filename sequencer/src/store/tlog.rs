@@ -72,7 +72,9 @@ impl Store {
     /// Every stream's tree: `(stream, size, checkpoint)`.
     pub async fn tlog_all_heads(&self) -> Result<Vec<(StreamKey, i64, Vec<u8>)>> {
         let rows: Vec<(Uuid, Uuid, i64, Vec<u8>)> =
-            sqlx::query_as("SELECT tenant_id, store_id, size, checkpoint FROM tlog_trees").fetch_all(self.pool()).await?;
+            sqlx::query_as("SELECT tenant_id, store_id, size, checkpoint FROM tlog_trees")
+                .fetch_all(self.pool())
+                .await?;
         Ok(rows.into_iter().map(|(t, s, n, c)| (StreamKey { tenant_id: t, store_id: s }, n, c)).collect())
     }
 
@@ -100,9 +102,7 @@ impl Store {
     pub async fn tlog_hash_tiles(&self, stream: StreamKey, keys: &[TileKey]) -> Result<crate::tlog::TileSet> {
         let wanted: Vec<(i16, i64)> = keys.iter().map(|&(l, n)| (i16::from(l), n as i64)).collect();
         let tiles = self.tlog_tiles(stream, &wanted).await?;
-        Ok(crate::tlog::TileSet {
-            tiles: tiles.into_iter().map(|((l, n), d)| ((l as u8, n as u64), d)).collect(),
-        })
+        Ok(crate::tlog::TileSet { tiles: tiles.into_iter().map(|((l, n), d)| ((l as u8, n as u64), d)).collect() })
     }
 
     /// Writes an integration: the new head (only if the tree still has `old_size` entries, so two

@@ -59,7 +59,11 @@ impl TlogMetrics {
             "Checkpoints a witness refused or could not be reached for, by witness",
             m.witness_failures.clone(),
         );
-        registry.register("tlog_witness_up", "1 when the witness cosigned the last checkpoint sent", m.witness_up.clone());
+        registry.register(
+            "tlog_witness_up",
+            "1 when the witness cosigned the last checkpoint sent",
+            m.witness_up.clone(),
+        );
         m
     }
 }

@@ -364,7 +364,11 @@ pub fn parse_tile_path(path: &str) -> Option<TileRequest> {
     if tile.width() == 0 {
         return None;
     }
-    Some(TileRequest { level: (!tile.is_data()).then_some(tile.level()), index: tile.level_index(), width: tile.width() })
+    Some(TileRequest {
+        level: (!tile.is_data()).then_some(tile.level()),
+        index: tile.level_index(),
+        width: tile.width(),
+    })
 }
 
 /// The C2SP path (after `tile/`) of a tile.
@@ -445,15 +449,16 @@ impl TlogConfig {
     /// Parses the `TLOG_*` variables through `get`; an error names the variable.
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, (&'static str, String)> {
         let mut c = TlogConfig::default();
-        let ms = |var: &'static str, default: std::time::Duration| -> Result<std::time::Duration, (&'static str, String)> {
-            match get(var) {
-                None => Ok(default),
-                Some(v) => match v.trim().parse::<u64>() {
-                    Ok(n) if n > 0 => Ok(std::time::Duration::from_millis(n)),
-                    _ => Err((var, format!("{v:?} is not a positive number of milliseconds"))),
-                },
-            }
-        };
+        let ms =
+            |var: &'static str, default: std::time::Duration| -> Result<std::time::Duration, (&'static str, String)> {
+                match get(var) {
+                    None => Ok(default),
+                    Some(v) => match v.trim().parse::<u64>() {
+                        Ok(n) if n > 0 => Ok(std::time::Duration::from_millis(n)),
+                        _ => Err((var, format!("{v:?} is not a positive number of milliseconds"))),
+                    },
+                }
+            };
         if let Some(v) = get("TLOG_ENABLED") {
             c.enabled = match v.trim().to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" => true,

@@ -87,9 +87,8 @@ pub async fn resolve_index(
             None => Err(Error::NotFound(format!("no event {id} in this stream"))),
         },
         (None, None, Some(h)) => {
-            let leaf = parse_hash(h).ok_or_else(|| {
-                Error::BadRequest("leaf_hash must be 32 bytes as base64 or (0x-prefixed) hex".into())
-            })?;
+            let leaf = parse_hash(h)
+                .ok_or_else(|| Error::BadRequest("leaf_hash must be 32 bytes as base64 or (0x-prefixed) hex".into()))?;
             match store.tlog_find_leaf(stream, &leaf.0).await? {
                 Some(i) => Ok(i),
                 None => Err(Error::NotFound("no integrated entry has this leaf hash".into())),

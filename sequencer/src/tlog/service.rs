@@ -43,10 +43,8 @@ pub async fn integrate_stream(
         return Ok(0);
     }
     let events = store.read_range(stream, size + 1, max_events, head).await?;
-    let entries = events
-        .iter()
-        .map(|e| Ok(super::entry_bytes(&crate::api::event_json(e)?)?))
-        .collect::<Result<Vec<_>>>()?;
+    let entries =
+        events.iter().map(|e| Ok(super::entry_bytes(&crate::api::event_json(e)?)?)).collect::<Result<Vec<_>>>()?;
 
     let size_u = size as u64;
     let edges = super::edge_tiles(size_u);
@@ -113,8 +111,7 @@ pub async fn integrate_round(state: &SharedState, signer: &CheckpointSigner) -> 
     };
     futures::stream::iter(streams)
         .map(|(stream, _, _)| async move {
-            match integrate_stream(&state.store, signer, Some(&state.metrics), stream, cfg.integrate_max_events).await
-            {
+            match integrate_stream(&state.store, signer, Some(&state.metrics), stream, cfg.integrate_max_events).await {
                 Ok(n) => n,
                 Err(e) => {
                     state.metrics.tlog.integration_failures.inc();
@@ -175,11 +172,8 @@ pub async fn witness_stream(
             }
         };
         let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get(http_client::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let content_type =
+            response.headers().get(http_client::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let text = response.text().await.unwrap_or_default();
         match super::witness::classify_answer(status, content_type.as_deref(), &text, note, &witness.verifier) {
             WitnessAnswer::Cosigned(lines) => {

@@ -93,7 +93,7 @@ impl Stored {
             .map(|(l, n, w)| ((l, n), self.tiles[&(l, n)][..w as usize * 32].to_vec()))
             .collect();
         let bundle = self.bundles.get(&(self.size / TILE_WIDTH)).map(Vec::as_slice);
-        let bundle = if self.size % TILE_WIDTH == 0 { None } else { bundle };
+        let bundle = if self.size.is_multiple_of(TILE_WIDTH) { None } else { bundle };
         let out = append(self.size, &edge, bundle, entries).unwrap();
         for (k, d) in out.tiles {
             let old = self.tiles.insert(k, d.clone());
@@ -223,7 +223,18 @@ fn tile_paths_follow_c2sp_tlog_tiles() {
     assert_eq!(parse_tile_path("0/000"), Some(TileRequest { level: Some(0), index: 0, width: 256 }));
     assert_eq!(parse_tile_path("1/x001/234.p/7"), Some(TileRequest { level: Some(1), index: 1234, width: 7 }));
     assert_eq!(parse_tile_path("entries/005.p/255"), Some(TileRequest { level: None, index: 5, width: 255 }));
-    for bad in ["0/0", "0/000.p/0", "0/000.p/256", "entries/x000/001", "01/000", "64/000", "255/000", "data/000", "0/000.p/x", "0/000/"] {
+    for bad in [
+        "0/0",
+        "0/000.p/0",
+        "0/000.p/256",
+        "entries/x000/001",
+        "01/000",
+        "64/000",
+        "255/000",
+        "data/000",
+        "0/000.p/x",
+        "0/000/",
+    ] {
         assert_eq!(parse_tile_path(bad), None, "{bad}");
     }
     assert_eq!(tile_path(Some(1), 1234, 7), "1/x001/234.p/7");
@@ -258,7 +269,8 @@ fn the_log_origin_cannot_be_mistaken_for_the_commitment_checkpoint_origin() {
     let s = StreamKey { tenant_id: uuid::Uuid::from_u128(1), store_id: uuid::Uuid::from_u128(2) };
     let o = origin("stateset-sequencer", s);
     assert_eq!(o, format!("stateset-sequencer/tlog/{}/{}", s.tenant_id, s.store_id));
-    let signer = crate::checkpoint::CheckpointSigner::new("stateset-sequencer", ed25519_dalek::SigningKey::from_bytes(&[3; 32]));
+    let signer =
+        crate::checkpoint::CheckpointSigner::new("stateset-sequencer", ed25519_dalek::SigningKey::from_bytes(&[3; 32]));
     assert_ne!(o, signer.origin(s));
 }
 
@@ -268,9 +280,8 @@ fn cosign(name: &str, key: &ed25519_dalek::SigningKey, time: u64, note_text: &[u
     use ed25519_dalek::Signer;
     let mut pk = vec![0x04];
     pk.extend_from_slice(key.verifying_key().as_bytes());
-    let id: [u8; 4] = Sha256::new().chain_update(name).chain_update("\n").chain_update(&pk).finalize()[..4]
-        .try_into()
-        .unwrap();
+    let id: [u8; 4] =
+        Sha256::new().chain_update(name).chain_update("\n").chain_update(&pk).finalize()[..4].try_into().unwrap();
     let mut msg = format!("cosignature/v1\ntime {time}\n").into_bytes();
     msg.extend_from_slice(note_text);
     let mut blob = id.to_vec();
@@ -291,7 +302,8 @@ fn a_bundle_verifies_offline_with_the_log_and_witness_keys_and_nothing_else() {
     let all = entries(300, 5);
     let mut stored = Stored::default();
     stored.append(&all);
-    let signer = crate::checkpoint::CheckpointSigner::new("log.example", ed25519_dalek::SigningKey::from_bytes(&[7; 32]));
+    let signer =
+        crate::checkpoint::CheckpointSigner::new("log.example", ed25519_dalek::SigningKey::from_bytes(&[7; 32]));
     let s = StreamKey { tenant_id: uuid::Uuid::from_u128(1), store_id: uuid::Uuid::from_u128(2) };
     let text = checkpoint_text(&origin("log.example", s), 300, stored.root.unwrap()).unwrap();
     let mut note = sign_checkpoint(&text, &signer).unwrap();
@@ -319,7 +331,8 @@ fn a_bundle_verifies_offline_with_the_log_and_witness_keys_and_nothing_else() {
     assert!(bundle::verify(&other, &log_key, &[], 0).unwrap_err().contains("inclusion proof"));
     let shifted = bundle::format(&all[index as usize], index + 1, &proof, &note);
     assert!(bundle::verify(&shifted, &log_key, &[], 0).is_err());
-    let stranger = crate::checkpoint::CheckpointSigner::new("log.example", ed25519_dalek::SigningKey::from_bytes(&[8; 32]));
+    let stranger =
+        crate::checkpoint::CheckpointSigner::new("log.example", ed25519_dalek::SigningKey::from_bytes(&[8; 32]));
     assert!(bundle::verify(&b, &[stranger.verifier_key().to_owned()], &[], 0).is_err());
     assert!(bundle::verify(&b, &log_key, &[], 1).unwrap_err().contains("witness"));
     // A cosignature over another checkpoint does not count.
@@ -338,7 +351,10 @@ fn witness_answers_are_classified_as_the_protocol_says() {
     );
     assert!(matches!(witness::classify_answer(409, None, "", note, &v), witness::WitnessAnswer::Refused(409, _)));
     assert!(matches!(witness::classify_answer(422, None, "", note, &v), witness::WitnessAnswer::Refused(422, _)));
-    assert!(matches!(witness::classify_answer(200, None, "garbage\n", note, &v), witness::WitnessAnswer::Refused(200, _)));
+    assert!(matches!(
+        witness::classify_answer(200, None, "garbage\n", note, &v),
+        witness::WitnessAnswer::Refused(200, _)
+    ));
     let body = witness::add_checkpoint_body(3, &[Hash([0; 32])], b"cp\n");
     assert_eq!(body, b"old 3\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\ncp\n");
 }
@@ -347,9 +363,8 @@ fn witness_answers_are_classified_as_the_protocol_says() {
 fn witness_settings_are_checked_at_start_up() {
     let wkey = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
     let good = format!(r#"[{{"url":"https://w.example/sub","key":"{}"}}]"#, witness_vkey("w.example", &wkey));
-    let vars = |pairs: Vec<(&'static str, String)>| {
-        move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
-    };
+    let vars =
+        |pairs: Vec<(&'static str, String)>| move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
     let c = TlogConfig::from_vars(vars(vec![("TLOG_WITNESSES", good), ("TLOG_INTEGRATE_INTERVAL_MS", "50".into())]))
         .unwrap();
     assert_eq!(c.witnesses.len(), 1);
