@@ -12,18 +12,19 @@ CREATE TABLE tlog_trees (
     PRIMARY KEY (tenant_id, store_id)
 );
 
--- Hash tiles (level >= 0, tlog_tiles numbering) and entry bundles (level = -1). A partial tile is
--- rewritten as it grows; a full tile (width 256) is written once and never changes.
+-- Hash tiles (tlog_tiles level numbering). A partial tile is rewritten as it grows; a full tile
+-- (width 256) is written once and never changes. Entry bundles are not stored: they are encoded from
+-- the (append-only) events on request.
 CREATE TABLE tlog_tiles (
     tenant_id UUID     NOT NULL,
     store_id  UUID     NOT NULL,
-    level     SMALLINT NOT NULL CHECK (level >= -1 AND level < 8),
+    level     SMALLINT NOT NULL CHECK (level >= 0 AND level < 8),
     idx       BIGINT   NOT NULL CHECK (idx >= 0),
     width     INTEGER  NOT NULL CHECK (width BETWEEN 1 AND 256),
     data      BYTEA    NOT NULL,
     PRIMARY KEY (tenant_id, store_id, level, idx)
 );
--- Tiles compress badly (hashes, signed JSON): keep them out of TOAST compression.
+-- Hashes do not compress: keep tiles out of TOAST compression.
 ALTER TABLE tlog_tiles ALTER COLUMN data SET STORAGE EXTERNAL;
 
 -- Checkpoints sent to witnesses, and the cosignatures (cosignature/v1 note lines) they returned.

@@ -1,5 +1,5 @@
 //! The transparency log's tables (migration 0009): each stream's tree head and signed checkpoint,
-//! its hash tiles and entry bundles, checkpoints sent to witnesses and their cosignatures.
+//! its hash tiles (entry bundles are encoded from the events on request), checkpoints sent to witnesses and their cosignatures.
 
 use std::collections::HashMap;
 
@@ -10,9 +10,6 @@ use super::Store;
 use super::events::StreamKey;
 use crate::error::{Error, Result};
 use crate::tlog::TileKey;
-
-/// Level under which entry bundles are stored.
-pub const ENTRY_LEVEL: i16 = -1;
 
 /// A stream's integrated tree.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -78,7 +75,7 @@ impl Store {
         Ok(rows.into_iter().map(|(t, s, n, c)| (StreamKey { tenant_id: t, store_id: s }, n, c)).collect())
     }
 
-    /// Tiles by key (level, or [`ENTRY_LEVEL`], and index), with their stored data.
+    /// Hash tiles by key (level and index), with their stored data.
     pub async fn tlog_tiles(&self, stream: StreamKey, keys: &[(i16, i64)]) -> Result<HashMap<(i16, i64), Vec<u8>>> {
         if keys.is_empty() {
             return Ok(HashMap::new());

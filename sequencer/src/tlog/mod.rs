@@ -107,6 +107,15 @@ pub fn bundle_entries(bundle: &[u8]) -> Option<Vec<&[u8]>> {
     Some(out)
 }
 
+/// The entry bundle of consecutive entries.
+pub fn entry_bundle(entries: &[Vec<u8>]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(entries.iter().map(|e| e.len() + 2).sum());
+    for e in entries {
+        bundle_push(&mut b, e);
+    }
+    b
+}
+
 /// The first `width` entries of a bundle, as a bundle (a partial bundle of a smaller tree).
 pub fn bundle_prefix(bundle: &[u8], width: usize) -> Option<&[u8]> {
     let mut end = 0;
@@ -226,18 +235,15 @@ pub struct Appended {
     pub root: Hash,
     /// Hash tiles written (full ones once, partial ones again as they grow).
     pub tiles: BTreeMap<TileKey, Vec<u8>>,
-    /// Entry bundles written, by index.
-    pub bundles: BTreeMap<u64, Vec<u8>>,
 }
 
-/// Appends `entries` to a tree of `size` entries whose partial edge tiles (`edge_tiles(size)`) and
-/// partial entry bundle are given, and returns every tile and bundle that changed and the new root.
-pub fn append(
-    size: u64,
-    edge: &HashMap<TileKey, Vec<u8>>,
-    edge_bundle: Option<&[u8]>,
-    entries: &[Vec<u8>],
-) -> Result<Appended, TlogError> {
+/// Appends `entries` to a tree of `size` entries whose partial edge tiles (`edge_tiles(size)`) are
+/// given, and returns every hash tile that changed and the new root.
+///
+/// Entry bundles are not stored: they are the events themselves, read back from the log (which is
+/// append-only) and encoded on request by [`entry_bundle`]; storing them would write every event
+/// twice more (once whole, then again each time its partial bundle grows).
+pub fn append(size: u64, edge: &HashMap<TileKey, Vec<u8>>, entries: &[Vec<u8>]) -> Result<Appended, TlogError> {
     let mut levels: Vec<(u64, Vec<u8>)> = Vec::new();
     for level in 0u8.. {
         let shift = u32::from(TILE_HEIGHT) * u32::from(level);
@@ -295,28 +301,8 @@ pub fn append(
         }
     }
 
-    // Entry bundles.
-    let mut index = size / TILE_WIDTH;
-    let mut bundle = match (size % TILE_WIDTH, edge_bundle) {
-        (0, _) => Vec::new(),
-        (n, Some(b)) if bundle_entries(b).map(|e| e.len() as u64) == Some(n) => b.to_vec(),
-        (n, _) => return Err(TlogError::Invalid(format!("edge entry bundle {index} does not hold {n} entries"))),
-    };
-    let mut count = size % TILE_WIDTH;
-    for entry in entries {
-        if entry.len() > MAX_ENTRY_BYTES {
-            return Err(TlogError::Invalid(format!("entry of {} bytes", entry.len())));
-        }
-        bundle_push(&mut bundle, entry);
-        count += 1;
-        if count == TILE_WIDTH {
-            out.bundles.insert(index, std::mem::take(&mut bundle));
-            index += 1;
-            count = 0;
-        }
-    }
-    if !bundle.is_empty() && !entries.is_empty() {
-        out.bundles.insert(index, bundle);
+    if let Some(entry) = entries.iter().find(|e| e.len() > MAX_ENTRY_BYTES) {
+        return Err(TlogError::Invalid(format!("entry of {} bytes", entry.len())));
     }
 
     let mut view = TileSet::default();

@@ -4,11 +4,11 @@
 
 use tlog_tiles::{Hash, HashReader};
 
-use super::{TILE_WIDTH, TileRequest, bundle_entries, bundle_prefix};
+use super::{TILE_WIDTH, TileRequest};
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::store::events::StreamKey;
-use crate::store::tlog::{ENTRY_LEVEL, TreeHead};
+use crate::store::tlog::TreeHead;
 
 /// An inclusion proof of one entry in the tree of `tree_size` entries.
 #[derive(Debug, Clone)]
@@ -53,12 +53,25 @@ pub async fn tile(store: &Store, stream: StreamKey, t: TileRequest) -> Result<Op
     if end.is_none_or(|end| end > available) {
         return Ok(None);
     }
-    let level = t.level.map_or(ENTRY_LEVEL, i16::from);
-    let Some((_, data)) = store.tlog_tile(stream, level, t.index as i64).await? else { return Ok(None) };
-    Ok(match t.level {
-        Some(_) => data.get(..t.width as usize * 32).map(<[u8]>::to_vec),
-        None => bundle_prefix(&data, t.width as usize).map(<[u8]>::to_vec),
-    })
+    match t.level {
+        Some(level) => {
+            let Some((_, data)) = store.tlog_tile(stream, i16::from(level), t.index as i64).await? else {
+                return Ok(None);
+            };
+            Ok(data.get(..t.width as usize * 32).map(<[u8]>::to_vec))
+        }
+        None => Ok(Some(super::entry_bundle(&entries(store, stream, t.index * TILE_WIDTH, t.width as u64).await?))),
+    }
+}
+
+/// Entries `first..first + count` (zero-based), from the log itself.
+pub async fn entries(store: &Store, stream: StreamKey, first: u64, count: u64) -> Result<Vec<Vec<u8>>> {
+    let head = store.head(stream).await?;
+    let events = store.read_range(stream, first as i64 + 1, count as i64, head).await?;
+    if events.len() as u64 != count {
+        return Err(Error::Internal(format!("entries {first}..+{count}: the log holds fewer events")));
+    }
+    events.iter().map(|e| Ok(super::entry_bytes(&crate::api::event_json(e)?)?)).collect()
 }
 
 /// The newest checkpoint, with the cosignatures witnesses returned for it.
@@ -173,12 +186,6 @@ pub async fn bundle(store: &Store, stream: StreamKey, index: u64) -> Result<Vec<
     let size = size as u64;
     let tiles = store.tlog_hash_tiles(stream, &super::tiles_for_inclusion(size, index)).await?;
     let proof = tlog_tiles::prove_record(size, index, &tiles).map_err(tree_err)?;
-    let Some((_, data)) = store.tlog_tile(stream, ENTRY_LEVEL, (index / TILE_WIDTH) as i64).await? else {
-        return Err(Error::Internal(format!("entry bundle of entry {index} missing")));
-    };
-    let entries = bundle_entries(&data).ok_or_else(|| Error::Internal("malformed entry bundle".into()))?;
-    let entry = entries
-        .get((index % TILE_WIDTH) as usize)
-        .ok_or_else(|| Error::Internal(format!("entry {index} missing from its bundle")))?;
-    Ok(super::bundle::format(entry, index, &proof, &note))
+    let entry = entries(store, stream, index, 1).await?.remove(0);
+    Ok(super::bundle::format(&entry, index, &proof, &note))
 }

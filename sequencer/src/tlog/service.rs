@@ -13,15 +13,15 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::time::{MissedTickBehavior, interval};
 
+use super::TileKey;
 use super::witness::{CosignatureVerifier, WitnessAnswer};
-use super::{TILE_WIDTH, TileKey};
 use crate::api::SharedState;
 use crate::checkpoint::CheckpointSigner;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::store::events::StreamKey;
-use crate::store::tlog::{ENTRY_LEVEL, Integration};
+use crate::store::tlog::Integration;
 
 /// Advisory lock key of the log integrator's leadership ("STSA_tlg").
 pub const TLOG_LOCK_KEY: i64 = 0x5354_5341_5f74_6c67;
@@ -48,11 +48,7 @@ pub async fn integrate_stream(
 
     let size_u = size as u64;
     let edges = super::edge_tiles(size_u);
-    let mut keys: Vec<(i16, i64)> = edges.iter().map(|&(l, n, _)| (i16::from(l), n as i64)).collect();
-    let bundle_width = (size_u % TILE_WIDTH) as usize;
-    if bundle_width > 0 {
-        keys.push((ENTRY_LEVEL, (size_u / TILE_WIDTH) as i64));
-    }
+    let keys: Vec<(i16, i64)> = edges.iter().map(|&(l, n, _)| (i16::from(l), n as i64)).collect();
     let stored = store.tlog_tiles(stream, &keys).await?;
     let mut edge: HashMap<TileKey, Vec<u8>> = HashMap::new();
     for &(level, index, width) in &edges {
@@ -62,23 +58,16 @@ pub async fn integrate_stream(
             edge.insert((level, index), data[..(width as usize * 32).min(data.len())].to_vec());
         }
     }
-    let bundle = match stored.get(&(ENTRY_LEVEL, (size_u / TILE_WIDTH) as i64)) {
-        Some(b) if bundle_width > 0 => super::bundle_prefix(b, bundle_width),
-        _ => None,
-    };
-    let appended = super::append(size_u, &edge, bundle, &entries)?;
+    let appended = super::append(size_u, &edge, &entries)?;
 
     let name = signed_note::Signer::name(signer).to_owned();
     let text = super::checkpoint_text(&super::origin(&name, stream), appended.size, appended.root)?;
     let note = super::sign_checkpoint(&text, signer)?;
-    let mut tiles: Vec<(i16, i64, i32, Vec<u8>)> = Vec::with_capacity(appended.tiles.len() + appended.bundles.len());
-    for ((level, index), data) in appended.tiles {
-        tiles.push((i16::from(level), index as i64, (data.len() / 32) as i32, data));
-    }
-    for (index, data) in appended.bundles {
-        let width = super::bundle_entries(&data).map_or(0, |e| e.len()) as i32;
-        tiles.push((ENTRY_LEVEL, index as i64, width, data));
-    }
+    let tiles: Vec<(i16, i64, i32, Vec<u8>)> = appended
+        .tiles
+        .into_iter()
+        .map(|((level, index), data)| (i16::from(level), index as i64, (data.len() / 32) as i32, data))
+        .collect();
     let integration = Integration {
         old_size: size,
         new_size: appended.size as i64,

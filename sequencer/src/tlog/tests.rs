@@ -82,7 +82,6 @@ fn ref_consistency(m: usize, d: &[Vec<u8>]) -> Vec<[u8; 32]> {
 struct Stored {
     size: u64,
     tiles: HashMap<TileKey, Vec<u8>>,
-    bundles: HashMap<u64, Vec<u8>>,
     root: Option<Hash>,
 }
 
@@ -92,18 +91,13 @@ impl Stored {
             .into_iter()
             .map(|(l, n, w)| ((l, n), self.tiles[&(l, n)][..w as usize * 32].to_vec()))
             .collect();
-        let bundle = self.bundles.get(&(self.size / TILE_WIDTH)).map(Vec::as_slice);
-        let bundle = if self.size.is_multiple_of(TILE_WIDTH) { None } else { bundle };
-        let out = append(self.size, &edge, bundle, entries).unwrap();
+        let out = append(self.size, &edge, entries).unwrap();
         for (k, d) in out.tiles {
             let old = self.tiles.insert(k, d.clone());
             if let Some(old) = old {
                 assert!(d.starts_with(&old), "a tile only grows: {k:?}");
                 assert!(old.len() < 8192, "a full tile is never rewritten: {k:?}");
             }
-        }
-        for (k, d) in out.bundles {
-            self.bundles.insert(k, d);
         }
         self.size = out.size;
         self.root = Some(out.root);
@@ -165,11 +159,6 @@ fn check_against_reference(all: &[Vec<u8>], stored: &Stored, probes: &[usize]) {
         assert_eq!(tlog_tiles::tree_hash(old as u64, &tiles).unwrap(), old_root);
         tlog_tiles::check_tree(&proof, n as u64, root, old as u64, old_root).unwrap();
     }
-    // Every entry is in its bundle, in order.
-    for (i, e) in all.iter().enumerate() {
-        let b = &stored.bundles[&(i as u64 / TILE_WIDTH)];
-        assert_eq!(bundle_entries(b).unwrap()[i % TILE_WIDTH as usize], e.as_slice());
-    }
 }
 
 proptest! {
@@ -192,6 +181,13 @@ proptest! {
     }
 }
 
+proptest! {
+    #[test]
+    fn no_tile_path_makes_the_parser_panic(path in "[0-9x./a-z]{0,40}") {
+        let _ = parse_tile_path(&path);
+    }
+}
+
 #[test]
 fn a_tree_past_two_tile_levels_keeps_its_tiles_and_proofs_right() {
     // 65,536 + 300 entries: a full level-1 tile, so level-2 tiles exist; cut at awkward points.
@@ -210,12 +206,13 @@ fn an_empty_append_changes_nothing_and_a_wrong_edge_is_refused() {
     let mut stored = Stored::default();
     stored.append(&entries(10, 3));
     let edge: HashMap<TileKey, Vec<u8>> = [((0, 0), stored.tiles[&(0, 0)].clone())].into();
-    let out = append(10, &edge, stored.bundles.get(&0).map(Vec::as_slice), &[]).unwrap();
-    assert!(out.tiles.is_empty() && out.bundles.is_empty());
+    let out = append(10, &edge, &[]).unwrap();
+    assert!(out.tiles.is_empty());
     assert_eq!(out.root, stored.root.unwrap());
     // An edge tile of the wrong width (a tree that is not the one we think) is an error, not a fork.
-    assert!(append(11, &edge, stored.bundles.get(&0).map(Vec::as_slice), &entries(1, 4)).is_err());
-    assert!(append(10, &HashMap::new(), None, &entries(1, 4)).is_err());
+    assert!(append(11, &edge, &entries(1, 4)).is_err());
+    assert!(append(10, &HashMap::new(), &entries(1, 4)).is_err());
+    assert!(append(10, &edge, &[vec![0; MAX_ENTRY_BYTES + 1]]).is_err());
 }
 
 #[test]
@@ -252,6 +249,7 @@ fn entry_bundles_hold_length_prefixed_entries_and_cut_to_any_width() {
     assert_eq!(bundle_prefix(&b, 2).unwrap(), b"\x00\x02ab\x00\x00");
     assert_eq!(bundle_prefix(&b, 4), None);
     assert_eq!(bundle_entries(b"\x00\x05ab"), None);
+    assert_eq!(entry_bundle(&[b"ab".to_vec(), vec![], b"xyz".to_vec()]), b);
 }
 
 #[test]
