@@ -458,6 +458,22 @@ async fn witnesses_cosign_each_new_checkpoint_and_one_that_saw_a_fork_refuses_wi
     assert!(row("down.example/w")["lastError"].as_str().unwrap_or("").contains("unreachable"), "{report}");
     assert_eq!(row("honest.example/w")["healthy"], true, "{report}");
     assert_eq!(row("honest.example/w")["cosignedSize"], sent, "{report}");
+    let (_, status) = api.get("/api/v1/admin/status").await;
+    let health: HashMap<String, bool> = status["transparencyLog"]["witnesses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| (w["name"].as_str().unwrap().to_owned(), w["healthy"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        health,
+        HashMap::from([
+            ("honest.example/w".to_owned(), true),
+            ("forked.example/w".to_owned(), false),
+            ("down.example/w".to_owned(), false)
+        ]),
+        "{status}"
+    );
     let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("sequencer_tlog_witness_failures_total{witness=\"forked.example/w\"}"), "{metrics}");
     assert!(metrics.contains("sequencer_tlog_witness_up{witness=\"down.example/w\"} 0"), "{metrics}");

@@ -143,6 +143,33 @@ pub async fn bundle(
     Ok(text(reader::bundle(&state.store, stream, index).await?))
 }
 
+/// The admin status's `transparencyLog`: whether the log runs, and each configured witness's health
+/// over the caller's streams (`failingStreams`: streams whose last attempt it refused or missed).
+pub(super) async fn status(state: &SharedState, tenant: Option<Uuid>) -> Result<serde_json::Value> {
+    let cfg = &state.config.tlog;
+    let rows = state.store.tlog_witness_rows(tenant).await?;
+    let witnesses: Vec<_> = cfg
+        .witnesses
+        .iter()
+        .map(|w| {
+            let name = w.key.split('+').next().unwrap_or_default();
+            let failing: Vec<_> = rows.iter().filter(|r| r.witness == name && r.last_error.is_some()).collect();
+            json!({
+                "name": name,
+                "url": crate::tlog::redact_url(&w.url),
+                "healthy": failing.is_empty(),
+                "failingStreams": failing.len(),
+                "lastError": failing.iter().max_by_key(|r| r.last_attempt_at).and_then(|r| r.last_error.clone()),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "enabled": cfg.enabled && state.checkpoints.is_some() && state.config.worker.enabled,
+        "integrateIntervalMs": cfg.integrate_interval.as_millis() as u64,
+        "witnesses": witnesses,
+    }))
+}
+
 /// `GET /api/v1/admin/tlog/witnesses`: configured witnesses and what each last did per stream.
 pub async fn witnesses(State(state): State<SharedState>, caller: Auth) -> Result<Response> {
     caller.require_admin()?;
