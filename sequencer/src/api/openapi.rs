@@ -52,6 +52,8 @@ enum Answer {
     JsonOr(&'static str, &'static str),
     /// Plain text.
     Text,
+    /// Bytes.
+    Binary,
     /// A JSON 501: the route is deliberately not served.
     NotImplemented,
 }
@@ -77,6 +79,8 @@ const STREAM: &[(&str, T, bool)] = &[("tenant_id", Uuid, true), ("store_id", Uui
 const RANGE: &[(&str, T, bool)] =
     &[("tenant_id", Uuid, true), ("store_id", Uuid, true), ("from", Int, false), ("limit", Int, false)];
 const NONE: &[(&str, T, bool)] = &[];
+const TLOG_ENTRY: &[(&str, T, bool)] =
+    &[("sequence_number", Int, false), ("event_id", Uuid, false), ("leaf_hash", Str, false), ("tree_size", Int, false)];
 const CURSOR: &[(&str, T, bool)] = &[
     ("tenantId", Uuid, true),
     ("storeId", Uuid, true),
@@ -139,6 +143,18 @@ const OPERATIONS: &[Op] = &[
     op!(Get, "/api/v1/ves/proofs/{sequence_number}", "Inclusion proof of an event", auth: true,
         query: &[("tenant_id", Uuid, true), ("store_id", Uuid, true), ("batch_id", Uuid, false)], body: None,
         Json("200")),
+    op!(Get, "/api/v1/ves/tlog/{tenant_id}/{store_id}/checkpoint", "The transparency log's newest checkpoint",
+        auth: true, query: NONE, body: None, Text),
+    op!(Get, "/api/v1/ves/tlog/{tenant_id}/{store_id}/tile/{path}", "A tlog tile or entry bundle", auth: true,
+        query: NONE, body: None, Binary),
+    op!(Get, "/api/v1/ves/tlog/{tenant_id}/{store_id}/proof/inclusion", "A tlog inclusion proof", auth: true,
+        query: TLOG_ENTRY, body: None, Json("200")),
+    op!(Get, "/api/v1/ves/tlog/{tenant_id}/{store_id}/proof/consistency", "A tlog consistency proof", auth: true,
+        query: &[("from_size", Int, true), ("to_size", Int, false)], body: None, Json("200")),
+    op!(Get, "/api/v1/ves/tlog/{tenant_id}/{store_id}/bundle", "A C2SP tlog-proof of one entry", auth: true,
+        query: TLOG_ENTRY, body: None, Text),
+    op!(Get, "/api/v1/admin/tlog/witnesses", "The transparency log's witnesses", auth: true, query: NONE,
+        body: None, Json("200")),
     op!(Post, "/api/v1/events/ingest", "Ingest legacy (unsigned) events", auth: true, query: NONE,
         body: Some(&[("agent_id", Uuid, true), ("events", Array, true)]), Json("200")),
     op!(Get, "/api/v1/events", "A range of a stream (legacy shape)", auth: true, query: RANGE, body: None, Json("200")),
@@ -231,7 +247,7 @@ const ERRORS: &[(&str, &str)] = &[
 fn path_param_type(name: &str) -> T {
     match name {
         "sequence_number" | "key_id" => Int,
-        "entity_type" | "entity_id" | "key_prefix" => Str,
+        "entity_type" | "entity_id" | "key_prefix" | "path" => Str,
         _ => Uuid,
     }
 }
@@ -326,6 +342,13 @@ pub fn document() -> OpenApi {
                 ResponseBuilder::new()
                     .description("OK")
                     .content("text/plain", ContentBuilder::new().schema(Some(schema(Str))).build())
+                    .build(),
+            ),
+            Binary => b.response(
+                "200",
+                ResponseBuilder::new()
+                    .description("OK")
+                    .content("application/octet-stream", ContentBuilder::new().schema(Some(schema(Str))).build())
                     .build(),
             ),
             NotImplemented => b.response("501", error_response("Deliberately not served; the message says why")),

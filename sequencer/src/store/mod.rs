@@ -10,6 +10,7 @@ pub mod events;
 pub mod keys;
 pub mod policies;
 pub mod rate_limits;
+pub mod tlog;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
