@@ -7,7 +7,7 @@
 //!
 //! How (with a database, i.e. in every real deployment): each limit has one counter per calendar
 //! minute in PostgreSQL (`rate_limit_windows`) shared by all replicas. A replica does not touch it per
-//! request: it takes a *lease* of tokens (about 1/32 of the limit, at most 64) with one statement and
+//! request: it takes a *lease* of tokens (about 1/32 of the limit, at most 1024) with one statement and
 //! hands them out locally; once PostgreSQL says the minute is used up, the replica refuses locally
 //! until the minute ends. So:
 //!
@@ -78,7 +78,7 @@ struct Lease {
 /// Tokens taken per statement: small against the limit (the tolerance), large enough that a busy limit
 /// costs few statements.
 pub fn lease_size(limit: u32) -> i64 {
-    i64::from(limit.div_ceil(32)).clamp(1, 64)
+    i64::from(limit.div_ceil(32)).clamp(1, 1024)
 }
 
 /// The current minute (since the Unix epoch) and the seconds left in it (at least 1).
@@ -302,7 +302,8 @@ mod tests {
     fn leases_are_a_small_share_of_the_limit() {
         assert_eq!(lease_size(1), 1);
         assert_eq!(lease_size(60), 2);
-        assert_eq!(lease_size(6000), 64);
+        assert_eq!(lease_size(6000), 188);
+        assert_eq!(lease_size(1_000_000), 1024);
     }
 
     #[test]
