@@ -104,6 +104,12 @@ pub struct Metrics {
     pub anchor_failures: Counter,
     /// 1 while this replica holds the background worker's leadership.
     pub worker_leader: Gauge,
+    pub commitment_failures: Family<ReasonLabels, Counter>,
+    pub ready: Gauge,
+    pub ready_failures: Family<ReasonLabels, Counter>,
+    pub unanchored_commitments: Gauge,
+    pub oldest_unanchored_commitment_age: Gauge,
+    pub anchor_interval: Gauge,
     /// Tasks waiting for a database connection right now (sampled into `db_pool_waiting`).
     pub db_waiting: Arc<AtomicI64>,
 }
@@ -246,8 +252,63 @@ impl Metrics {
             "1 while this replica leads the commitment and anchoring worker",
             worker_leader.clone(),
         );
+        // The series the runbook's alerts need (monitoring/sequencer-rules.yaml).
+        let commitment_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "commitment_failures",
+            "Commitment creations that failed, by reason (non_contiguous, database, other)",
+            commitment_failures.clone(),
+        );
+        // NB: the server starts only after the database answered, so it starts ready.
+        let ready = Gauge::default();
+        ready.set(1);
+        registry.register("ready", "1 when the last /ready check passed, 0 when it failed", ready.clone());
+        let ready_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "ready_failures",
+            "/ready checks that answered 503, by reason (unreachable, error, timeout)",
+            ready_failures.clone(),
+        );
+        let unanchored_commitments = Gauge::default();
+        registry.register(
+            "unanchored_commitments",
+            "Live commitments not yet anchored on the L2 (sampled)",
+            unanchored_commitments.clone(),
+        );
+        let oldest_unanchored_commitment_age = Gauge::default();
+        registry.register(
+            "oldest_unanchored_commitment_age_seconds",
+            "Age of the oldest live unanchored commitment, 0 when none (sampled)",
+            oldest_unanchored_commitment_age.clone(),
+        );
+        let anchor_interval = Gauge::default();
+        registry.register(
+            "anchor_interval_seconds",
+            "ANCHOR_INTERVAL_SECS when anchoring is configured, else 0",
+            anchor_interval.clone(),
+        );
+        // NB: the series the alerts watch exist from the start at 0, so that `increase()` and `rate()`
+        // see their first change (a counter born at 1 shows no increase).
+        for reason in ["non_contiguous", "database", "unavailable", "other"] {
+            let _ = commitment_failures.get_or_create(&ReasonLabels { reason: reason.into() });
+        }
+        for reason in ["invalid_signature", "agent_key_invalid"] {
+            let _ = events_rejected.get_or_create(&ReasonLabels { reason: reason.into() });
+        }
+        for scope in ["tenant", "api_key"] {
+            let _ = ratelimit_rejected.get_or_create(&ScopeLabels { scope: scope.into() });
+        }
+        for reason in ["unreachable", "error", "timeout"] {
+            let _ = ready_failures.get_or_create(&ReasonLabels { reason: reason.into() });
+        }
         Metrics {
             registry,
+            commitment_failures,
+            ready,
+            ready_failures,
+            unanchored_commitments,
+            oldest_unanchored_commitment_age,
+            anchor_interval,
             ingest_latency,
             events_rejected,
             events_sequenced,
@@ -286,6 +347,27 @@ impl Metrics {
     pub fn reject(&self, reason: &str) {
         let category = reason.split(':').next().unwrap_or(reason).trim();
         self.events_rejected.get_or_create(&ReasonLabels { reason: category.to_owned() }).inc();
+    }
+
+    /// Counts a failed commitment creation under its reason; `non_contiguous` is the runbook's
+    /// "Sequence Gap Detected" incident.
+    pub fn commitment_failed(&self, error: &crate::Error) {
+        let reason = match error {
+            crate::Error::Invalid { code: "NON_CONTIGUOUS_SEQUENCE", .. } | crate::Error::SequenceGap(_) => {
+                "non_contiguous"
+            }
+            crate::Error::Database(_) => "database",
+            crate::Error::Unavailable { .. } => "unavailable",
+            _ => "other",
+        };
+        self.commitment_failures.get_or_create(&ReasonLabels { reason: reason.to_owned() }).inc();
+    }
+
+    /// Counts an ingest request refused as a whole (today: its stream is paused).
+    pub fn ingest_failed(&self, error: &crate::Error) {
+        if matches!(error, crate::Error::Unavailable { code: "STREAM_PAUSED", .. }) {
+            self.ingest_paused_rejections.inc();
+        }
     }
 
     /// Records a cache lookup.

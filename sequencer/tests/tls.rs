@@ -1,0 +1,178 @@
+//! TLS to PostgreSQL: a private server with `ssl=on`, a CA and server certificate made here, and
+//! `hostssl`-only access. `DATABASE_URL`'s `sslmode`/`sslrootcert` and the `PGSSLMODE`/`PGSSLROOTCERT`
+//! variables (what the operator sets) are honoured, URL parameters win, and a certificate from another
+//! CA is refused with an error that says so.
+
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+/// A CA: its certificate (PEM) and the issuer that signs server certificates.
+fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+}
+
+/// A PostgreSQL server of this test only that accepts TLS connections only.
+struct TlsPg {
+    dir: PathBuf,
+    bin: PathBuf,
+    port: u16,
+    as_postgres: bool,
+    ca_pem: PathBuf,
+    other_ca_pem: PathBuf,
+}
+
+impl TlsPg {
+    fn start() -> Self {
+        let bin = sequencer::private_postgres::find_server_binaries().expect(sequencer::private_postgres::INSTALL_HINT);
+        let dir = std::env::temp_dir().join(format!("seq-tls-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // SAFETY: getuid has no preconditions.
+        let as_postgres = unsafe { libc::getuid() } == 0;
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let pg = TlsPg {
+            ca_pem: dir.join("ca.pem"),
+            other_ca_pem: dir.join("other-ca.pem"),
+            dir,
+            bin,
+            port,
+            as_postgres,
+        };
+        pg.chown(&pg.dir);
+        let data = pg.dir.join("data");
+        let out = pg.run("initdb", &["-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust", "--no-sync"]);
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+
+        let issuer = ca("sequencer test CA");
+        let server_key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, "localhost");
+        let server_cert = params.signed_by(&server_key, &issuer).unwrap();
+        std::fs::write(&pg.ca_pem, issuer.pem()).unwrap();
+        std::fs::write(&pg.other_ca_pem, ca("some other CA").pem()).unwrap();
+        pg.write_private(&data.join("server.crt"), &server_cert.pem());
+        pg.write_private(&data.join("server.key"), &server_key.serialize_pem());
+        // TLS only: a plain connection matches no line and is refused by the server.
+        pg.write_private(&data.join("pg_hba.conf"), "local all all trust\nhostssl all all 127.0.0.1/32 trust\n");
+
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c ssl=on",
+            pg.port,
+            pg.dir.display()
+        );
+        let log = pg.dir.join("postgres.log");
+        let out = pg.run(
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-o", &options, "-l", log.to_str().unwrap(), "-w", "-t", "60", "start"],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        pg
+    }
+
+    fn chown(&self, path: &Path) {
+        if self.as_postgres {
+            let status = Command::new("chown").arg("postgres:postgres").arg(path).status().expect("chown");
+            assert!(status.success(), "chown {} to postgres", path.display());
+        }
+    }
+
+    /// A file only the server's user may read (PostgreSQL refuses a world-readable key).
+    fn write_private(&self, path: &Path, contents: &str) {
+        std::fs::write(path, contents).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        self.chown(path);
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> Output {
+        let exe = self.bin.join(program);
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=postgres", "--regid=postgres", "--init-groups"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        cmd.args(args).current_dir(&self.dir).output().unwrap_or_else(|e| panic!("run {program}: {e}"))
+    }
+
+    fn url(&self, query: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres{query}", self.port)
+    }
+}
+
+impl Drop for TlsPg {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let _ = self.run("pg_ctl", &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Connects through the sequencer's own URL parsing; on success, whether the session uses TLS.
+async fn connect(url: &str) -> Result<bool, String> {
+    let options = sequencer::store::connect_options(url).map_err(|e| e.to_string())?;
+    let mut conn = PgConnection::connect_with(&options).await.map_err(|e| e.to_string())?;
+    let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    conn.close().await.map_err(|e| e.to_string())?;
+    Ok(ssl)
+}
+
+/// `stateset-sequencer-admin migrate` against `url`, with extra environment.
+fn admin_migrate(url: &str, env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stateset-sequencer-admin"));
+    cmd.args(["migrate", "--wait-secs", "5"]).env("DATABASE_URL", url).env_remove("PGSSLMODE").env_remove("PGSSLROOTCERT");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run stateset-sequencer-admin")
+}
+
+#[tokio::test]
+async fn tls_connections_follow_sslmode_and_sslrootcert_and_refuse_a_certificate_from_another_ca() {
+    let pg = tokio::task::spawn_blocking(TlsPg::start).await.unwrap();
+    let ca = pg.ca_pem.display().to_string();
+    let other = pg.other_ca_pem.display().to_string();
+
+    assert_eq!(connect(&pg.url("?sslmode=require")).await, Ok(true), "require: encrypted, certificate not checked");
+    assert_eq!(connect(&pg.url(&format!("?sslmode=verify-ca&sslrootcert={ca}"))).await, Ok(true));
+    assert_eq!(connect(&pg.url(&format!("?sslmode=verify-full&sslrootcert={ca}"))).await, Ok(true));
+
+    let err = connect(&pg.url(&format!("?sslmode=verify-full&sslrootcert={other}"))).await.unwrap_err();
+    assert!(err.contains("UnknownIssuer") || err.contains("certificate"), "another CA is refused as such: {err}");
+
+    let err = connect(&pg.url("?sslmode=disable")).await.unwrap_err();
+    assert!(err.contains("no pg_hba.conf entry") && err.contains("no encryption"), "the server refuses plain: {err}");
+
+    // The operator's way: PGSSLMODE and PGSSLROOTCERT (the migration Job runs this binary).
+    let out = admin_migrate(&pg.url(""), &[("PGSSLMODE", "verify-full"), ("PGSSLROOTCERT", &ca)]);
+    assert!(out.status.success(), "migrate over verify-full: {}", String::from_utf8_lossy(&out.stderr));
+    let out = admin_migrate(&pg.url(""), &[("PGSSLMODE", "verify-full"), ("PGSSLROOTCERT", &other)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("UnknownIssuer"), "PGSSLROOTCERT is honoured: {stderr}");
+    let out = admin_migrate(&pg.url(""), &[("PGSSLMODE", "disable")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("no encryption"), "PGSSLMODE is honoured: {stderr}");
+    // URL parameters win over the variables.
+    let out = admin_migrate(&pg.url(&format!("?sslmode=verify-full&sslrootcert={ca}")), &[("PGSSLMODE", "disable")]);
+    assert!(out.status.success(), "the URL's sslmode wins: {}", String::from_utf8_lossy(&out.stderr));
+    // A misspelt mode is an error, not a silent fall-back to `prefer`.
+    let out = admin_migrate(&pg.url(""), &[("PGSSLMODE", "verify_full")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("PGSSLMODE"), "{stderr}");
+}
