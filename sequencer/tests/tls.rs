@@ -176,3 +176,12 @@ async fn tls_connections_follow_sslmode_and_sslrootcert_and_refuse_a_certificate
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("PGSSLMODE"), "{stderr}");
 }
+
+#[test]
+fn no_second_tls_crypto_provider_can_enter_the_build() {
+    // Cargo.lock lists every package any feature combination could build, so aws-lc-rs absent from
+    // it means ring is the only rustls provider (a second one makes rustls panic in the kube client).
+    let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.lock")).unwrap();
+    assert!(!lock.contains("name = \"aws-lc-rs\"") && !lock.contains("name = \"aws-lc-sys\""), "aws-lc in Cargo.lock");
+    assert!(lock.contains("name = \"ring\""));
+}
