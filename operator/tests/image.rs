@@ -61,8 +61,13 @@ fn the_dockerfile_ships_the_sequencer_binaries_as_a_non_root_user() {
     let (bins, _) = sequencer_package();
     assert_eq!(bins, BTreeSet::from(["stateset-sequencer".into(), "stateset-sequencer-admin".into()]));
 
-    let built: BTreeSet<String> =
-        dockerfile.split_whitespace().collect::<Vec<_>>().windows(2).filter(|w| w[0] == "--bin").map(|w| w[1].to_owned()).collect();
+    let built: BTreeSet<String> = dockerfile
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[0] == "--bin")
+        .map(|w| w[1].to_owned())
+        .collect();
     assert_eq!(built, bins, "the Dockerfile builds exactly the package's [[bin]]s");
     assert!(dockerfile.contains("cargo build --release --locked -p stateset-sequencer"), "{dockerfile}");
 

@@ -34,7 +34,11 @@ pub async fn connect_waiting(url: &str, wait: Duration) -> anyhow::Result<Store>
     loop {
         let options = crate::store::connect_options(url)
             .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a PostgreSQL URL: {e}"))?;
-        match PgPoolOptions::new().max_connections(4).acquire_timeout(Duration::from_secs(10)).connect_with(options).await
+        match PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
         {
             Ok(pool) => return Ok(Store::from_pool(pool)),
             Err(e) if retry_connect(&e) && tokio::time::Instant::now() + delay < deadline => {

@@ -371,7 +371,10 @@ impl Config {
                 crate::store::SessionGuards {
                     statement_timeout: ms("DB_STATEMENT_TIMEOUT_MS", d.statement_timeout)?,
                     lock_timeout: ms("DB_LOCK_TIMEOUT_MS", d.lock_timeout)?,
-                    idle_in_transaction_timeout: ms("DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", d.idle_in_transaction_timeout)?,
+                    idle_in_transaction_timeout: ms(
+                        "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+                        d.idle_in_transaction_timeout,
+                    )?,
                 }
             },
             db_migrate_on_startup: env.flag("DB_MIGRATE_ON_STARTUP", true)?,

@@ -89,11 +89,7 @@ pub async fn prepare_database(config: &Config, store: &Store) -> Result<()> {
 
 /// [`prepare_database`] with a given migration set (tests start this binary as an older release).
 /// A schema that a newer release changed incompatibly stops start-up with a message that says so.
-pub async fn prepare_database_with(
-    config: &Config,
-    store: &Store,
-    migrations: &sqlx::migrate::Migrator,
-) -> Result<()> {
+pub async fn prepare_database_with(config: &Config, store: &Store, migrations: &sqlx::migrate::Migrator) -> Result<()> {
     let retry = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(250))
         .with_max_delay(Duration::from_secs(5))

@@ -21,9 +21,8 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     while let Some(at) = text[i..].find("sequencer_") {
         let start = i + at;
         let word_start = start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
-        let end = text[start..]
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .map_or(text.len(), |n| start + n);
+        let end =
+            text[start..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(text.len(), |n| start + n);
         if word_start {
             names.insert(text[start..end].to_owned());
         }

@@ -80,10 +80,8 @@ async fn the_previous_release_serves_on_a_schema_the_current_release_migrated() 
         )
         .await;
     assert_eq!(status, 200, "{c}");
-    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version").fetch_all(&pool).await.unwrap();
     assert_eq!(versions, migration_files().iter().map(|f| f.0).collect::<Vec<_>>(), "nothing was undone or redone");
     pool.close().await;
     server.stop().await;

@@ -33,10 +33,8 @@ async fn a_stuck_counter_lock_gives_a_json_503_within_the_lock_timeout_and_loses
     for (setting, want) in
         [("lock_timeout", "500ms"), ("statement_timeout", "20s"), ("idle_in_transaction_session_timeout", "30s")]
     {
-        let got: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {setting}")))
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
+        let got: String =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {setting}"))).fetch_one(&mut *conn).await.unwrap();
         assert_eq!(got, want, "{setting} on a pooled connection");
     }
     drop(conn);

@@ -38,14 +38,8 @@ impl TlsPg {
         // SAFETY: getuid has no preconditions.
         let as_postgres = unsafe { libc::getuid() } == 0;
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let pg = TlsPg {
-            ca_pem: dir.join("ca.pem"),
-            other_ca_pem: dir.join("other-ca.pem"),
-            dir,
-            bin,
-            port,
-            as_postgres,
-        };
+        let pg =
+            TlsPg { ca_pem: dir.join("ca.pem"), other_ca_pem: dir.join("other-ca.pem"), dir, bin, port, as_postgres };
         pg.chown(&pg.dir);
         let data = pg.dir.join("data");
         let out = pg.run("initdb", &["-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust", "--no-sync"]);
@@ -63,11 +57,8 @@ impl TlsPg {
         // TLS only: a plain connection matches no line and is refused by the server.
         pg.write_private(&data.join("pg_hba.conf"), "local all all trust\nhostssl all all 127.0.0.1/32 trust\n");
 
-        let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c ssl=on",
-            pg.port,
-            pg.dir.display()
-        );
+        let options =
+            format!("-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c ssl=on", pg.port, pg.dir.display());
         let log = pg.dir.join("postgres.log");
         let out = pg.run(
             "pg_ctl",
@@ -136,7 +127,10 @@ async fn connect(url: &str) -> Result<bool, String> {
 /// `stateset-sequencer-admin migrate` against `url`, with extra environment.
 fn admin_migrate(url: &str, env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_stateset-sequencer-admin"));
-    cmd.args(["migrate", "--wait-secs", "5"]).env("DATABASE_URL", url).env_remove("PGSSLMODE").env_remove("PGSSLROOTCERT");
+    cmd.args(["migrate", "--wait-secs", "5"])
+        .env("DATABASE_URL", url)
+        .env_remove("PGSSLMODE")
+        .env_remove("PGSSLROOTCERT");
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -44,12 +44,12 @@ pub async fn ready(State(state): State<SharedState>) -> Response {
         Ok(Ok(())) => {
             state.metrics.ready.set(1);
             axum::Json(json!({
-            "status": "ready",
-            "database": "connected",
-            "responseTimeMs": elapsed_ms,
-            "pool": pool_figures(&state),
-        }))
-        .into_response()
+                "status": "ready",
+                "database": "connected",
+                "responseTimeMs": elapsed_ms,
+                "pool": pool_figures(&state),
+            }))
+            .into_response()
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness check failed");

@@ -238,11 +238,14 @@ impl std::fmt::Display for MigrationReport {
 
 /// Applied migration versions, ascending (none before the first migration).
 async fn applied_versions(conn: &mut PgConnection) -> Result<Vec<i64>> {
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL").fetch_one(&mut *conn).await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL").fetch_one(&mut *conn).await?;
     if !exists {
         return Ok(Vec::new());
     }
-    Ok(sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version").fetch_all(conn).await?)
+    Ok(sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+        .fetch_all(conn)
+        .await?)
 }
 
 /// The compatibility floor (migration 0005): the oldest migration a binary must embed to run on this
