@@ -3,14 +3,16 @@
 //! variables (what the operator sets) are honoured, URL parameters win, and a certificate from another
 //! CA is refused with an error that says so.
 
-use std::net::TcpListener;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+#[path = "common/private_pg.rs"]
+mod private_pg;
+
+use std::path::PathBuf;
 use std::process::{Command, Output};
+
+use private_pg::PrivatePg;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use sqlx::{Connection, PgConnection};
-use uuid::Uuid;
 
 /// A CA: its certificate (PEM) and the issuer that signs server certificates.
 fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
@@ -20,95 +22,36 @@ fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
     CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
 }
 
-/// A PostgreSQL server of this test only that accepts TLS connections only.
+/// A private PostgreSQL that accepts TLS connections only, with the CA that signed its certificate and
+/// another CA.
 struct TlsPg {
-    dir: PathBuf,
-    bin: PathBuf,
-    port: u16,
-    as_postgres: bool,
+    pg: PrivatePg,
     ca_pem: PathBuf,
     other_ca_pem: PathBuf,
 }
 
 impl TlsPg {
     fn start() -> Self {
-        let bin = sequencer::private_postgres::find_server_binaries().expect(sequencer::private_postgres::INSTALL_HINT);
-        let dir = std::env::temp_dir().join(format!("seq-tls-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        // SAFETY: getuid has no preconditions.
-        let as_postgres = unsafe { libc::getuid() } == 0;
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let pg =
-            TlsPg { ca_pem: dir.join("ca.pem"), other_ca_pem: dir.join("other-ca.pem"), dir, bin, port, as_postgres };
-        pg.chown(&pg.dir);
-        let data = pg.dir.join("data");
-        let out = pg.run("initdb", &["-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust", "--no-sync"]);
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
-
+        let pg = PrivatePg::init();
+        let data = PathBuf::from(pg.data());
         let issuer = ca("sequencer test CA");
         let server_key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
         params.distinguished_name.push(DnType::CommonName, "localhost");
         let server_cert = params.signed_by(&server_key, &issuer).unwrap();
-        std::fs::write(&pg.ca_pem, issuer.pem()).unwrap();
-        std::fs::write(&pg.other_ca_pem, ca("some other CA").pem()).unwrap();
+        let (ca_pem, other_ca_pem) = (pg.dir.join("ca.pem"), pg.dir.join("other-ca.pem"));
+        std::fs::write(&ca_pem, issuer.pem()).unwrap();
+        std::fs::write(&other_ca_pem, ca("some other CA").pem()).unwrap();
         pg.write_private(&data.join("server.crt"), &server_cert.pem());
         pg.write_private(&data.join("server.key"), &server_key.serialize_pem());
         // TLS only: a plain connection matches no line and is refused by the server.
         pg.write_private(&data.join("pg_hba.conf"), "local all all trust\nhostssl all all 127.0.0.1/32 trust\n");
-
-        let options =
-            format!("-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c ssl=on", pg.port, pg.dir.display());
-        let log = pg.dir.join("postgres.log");
-        let out = pg.run(
-            "pg_ctl",
-            &["-D", data.to_str().unwrap(), "-o", &options, "-l", log.to_str().unwrap(), "-w", "-t", "60", "start"],
-        );
-        assert!(
-            out.status.success(),
-            "pg_ctl start: {}{}",
-            String::from_utf8_lossy(&out.stderr),
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        pg
-    }
-
-    fn chown(&self, path: &Path) {
-        if self.as_postgres {
-            let status = Command::new("chown").arg("postgres:postgres").arg(path).status().expect("chown");
-            assert!(status.success(), "chown {} to postgres", path.display());
-        }
-    }
-
-    /// A file only the server's user may read (PostgreSQL refuses a world-readable key).
-    fn write_private(&self, path: &Path, contents: &str) {
-        std::fs::write(path, contents).unwrap();
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        self.chown(path);
-    }
-
-    fn run(&self, program: &str, args: &[&str]) -> Output {
-        let exe = self.bin.join(program);
-        let mut cmd = if self.as_postgres {
-            let mut c = Command::new("setpriv");
-            c.args(["--reuid=postgres", "--regid=postgres", "--init-groups"]).arg(&exe);
-            c
-        } else {
-            Command::new(&exe)
-        };
-        cmd.args(args).current_dir(&self.dir).output().unwrap_or_else(|e| panic!("run {program}: {e}"))
+        pg.start("-c ssl=on");
+        TlsPg { pg, ca_pem, other_ca_pem }
     }
 
     fn url(&self, query: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres{query}", self.port)
-    }
-}
-
-impl Drop for TlsPg {
-    fn drop(&mut self) {
-        let data = self.dir.join("data");
-        let _ = self.run("pg_ctl", &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.pg.url(query)
     }
 }
 
