@@ -259,16 +259,25 @@ async fn check_floor(conn: &mut PgConnection, binary_version: i64) -> Result<()>
     let floor: Option<(i64, String)> =
         sqlx::query_as("SELECT min_binary_version, reason FROM schema_compatibility").fetch_optional(conn).await?;
     match floor {
-        Some((floor, reason)) if binary_version < floor => Err(crate::Error::Invalid {
-            code: "SCHEMA_INCOMPATIBLE",
-            message: format!(
-                "this binary knows migrations up to {binary_version}, but a newer release changed the schema \
-                 incompatibly (it needs migration {floor} or newer: {reason}); deploy an image of that release \
-                 or newer instead of rolling back"
-            ),
-        }),
-        _ => Ok(()),
+        Some((floor, reason)) => compatible(binary_version, floor, &reason),
+        None => Ok(()),
     }
+}
+
+/// Whether a binary whose newest migration is `binary_version` may run on a schema whose floor is
+/// `floor`, and if not, an error that says why and what to do.
+fn compatible(binary_version: i64, floor: i64, reason: &str) -> Result<()> {
+    if binary_version >= floor {
+        return Ok(());
+    }
+    Err(crate::Error::Invalid {
+        code: "SCHEMA_INCOMPATIBLE",
+        message: format!(
+            "this binary knows migrations up to {binary_version}, but a newer release changed the schema \
+             incompatibly (it needs migration {floor} or newer: {reason}); deploy an image of that release \
+             or newer instead of rolling back"
+        ),
+    })
 }
 
 struct WaitGuard<'a>(&'a AtomicI64);
@@ -283,5 +292,30 @@ impl<'a> WaitGuard<'a> {
 impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_binary_runs_at_or_above_the_floor_and_is_told_why_below_it() {
+        assert!(compatible(4, 4, "").is_ok());
+        assert!(compatible(9, 4, "").is_ok());
+        let err = compatible(4, 7, "migration 0007 drops a column").unwrap_err().to_string();
+        assert!(
+            err.contains("up to 4") && err.contains("needs migration 7") && err.contains("drops a column"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_report_says_when_a_newer_release_migrated_the_schema() {
+        let report = MigrationReport { applied: vec![], unknown: vec![6], schema_version: 6, binary_version: 5 };
+        let said = report.to_string();
+        assert!(said.contains("no migration to apply") && said.contains("newer than this binary"), "{said}");
+        let report = MigrationReport { applied: vec![4, 5], unknown: vec![], schema_version: 5, binary_version: 5 };
+        assert_eq!(report.to_string(), "applied migrations [4, 5]; schema version 5");
     }
 }
