@@ -70,6 +70,83 @@ pub struct CacheLabels {
     pub cache: CacheName,
 }
 
+/// Why a commitment could not be created (label `reason` of `sequencer_commitment_failures_total`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum CommitmentFailure {
+    /// The range has a gap or runs past the head: the runbook's "Sequence Gap Detected".
+    NonContiguous,
+    Database,
+    Unavailable,
+    Other,
+}
+
+impl CommitmentFailure {
+    pub const ALL: [CommitmentFailure; 4] = [Self::NonContiguous, Self::Database, Self::Unavailable, Self::Other];
+
+    pub fn of(error: &crate::Error) -> Self {
+        match error {
+            crate::Error::Invalid { code: "NON_CONTIGUOUS_SEQUENCE", .. } | crate::Error::SequenceGap(_) => {
+                Self::NonContiguous
+            }
+            crate::Error::Database(_) => Self::Database,
+            crate::Error::Unavailable { .. } => Self::Unavailable,
+            _ => Self::Other,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NonContiguous => "non_contiguous",
+            Self::Database => "database",
+            Self::Unavailable => "unavailable",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// Why `/ready` answered 503: its `database` field and label `reason` of
+/// `sequencer_ready_failures_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ReadyFailure {
+    Unreachable,
+    Error,
+    Timeout,
+}
+
+impl ReadyFailure {
+    pub const ALL: [ReadyFailure; 3] = [Self::Unreachable, Self::Error, Self::Timeout];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unreachable => "unreachable",
+            Self::Error => "error",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+impl EncodeLabelValue for CommitmentFailure {
+    fn encode(&self, encoder: &mut prometheus_client::encoding::LabelValueEncoder) -> std::fmt::Result {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+impl EncodeLabelValue for ReadyFailure {
+    fn encode(&self, encoder: &mut prometheus_client::encoding::LabelValueEncoder) -> std::fmt::Result {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommitmentFailureLabels {
+    pub reason: CommitmentFailure,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadyFailureLabels {
+    pub reason: ReadyFailure,
+}
+
 /// Every series the sequencer exports.
 pub struct Metrics {
     registry: Registry,
@@ -104,9 +181,9 @@ pub struct Metrics {
     pub anchor_failures: Counter,
     /// 1 while this replica holds the background worker's leadership.
     pub worker_leader: Gauge,
-    pub commitment_failures: Family<ReasonLabels, Counter>,
+    pub commitment_failures: Family<CommitmentFailureLabels, Counter>,
     pub ready: Gauge,
-    pub ready_failures: Family<ReasonLabels, Counter>,
+    pub ready_failures: Family<ReadyFailureLabels, Counter>,
     pub unanchored_commitments: Gauge,
     pub oldest_unanchored_commitment_age: Gauge,
     pub anchor_interval: Gauge,
@@ -253,7 +330,7 @@ impl Metrics {
             worker_leader.clone(),
         );
         // The series the runbook's alerts need (monitoring/sequencer-rules.yaml).
-        let commitment_failures = Family::<ReasonLabels, Counter>::default();
+        let commitment_failures = Family::<CommitmentFailureLabels, Counter>::default();
         registry.register(
             "commitment_failures",
             "Commitment creations that failed, by reason (non_contiguous, database, other)",
@@ -263,7 +340,7 @@ impl Metrics {
         let ready = Gauge::default();
         ready.set(1);
         registry.register("ready", "1 when the last /ready check passed, 0 when it failed", ready.clone());
-        let ready_failures = Family::<ReasonLabels, Counter>::default();
+        let ready_failures = Family::<ReadyFailureLabels, Counter>::default();
         registry.register(
             "ready_failures",
             "/ready checks that answered 503, by reason (unreachable, error, timeout)",
@@ -289,8 +366,8 @@ impl Metrics {
         );
         // NB: the series the alerts watch exist from the start at 0, so that `increase()` and `rate()`
         // see their first change (a counter born at 1 shows no increase).
-        for reason in ["non_contiguous", "database", "unavailable", "other"] {
-            let _ = commitment_failures.get_or_create(&ReasonLabels { reason: reason.into() });
+        for reason in CommitmentFailure::ALL {
+            let _ = commitment_failures.get_or_create(&CommitmentFailureLabels { reason });
         }
         for reason in ["invalid_signature", "agent_key_invalid"] {
             let _ = events_rejected.get_or_create(&ReasonLabels { reason: reason.into() });
@@ -298,8 +375,8 @@ impl Metrics {
         for scope in ["tenant", "api_key"] {
             let _ = ratelimit_rejected.get_or_create(&ScopeLabels { scope: scope.into() });
         }
-        for reason in ["unreachable", "error", "timeout"] {
-            let _ = ready_failures.get_or_create(&ReasonLabels { reason: reason.into() });
+        for reason in ReadyFailure::ALL {
+            let _ = ready_failures.get_or_create(&ReadyFailureLabels { reason });
         }
         Metrics {
             registry,
@@ -352,15 +429,7 @@ impl Metrics {
     /// Counts a failed commitment creation under its reason; `non_contiguous` is the runbook's
     /// "Sequence Gap Detected" incident.
     pub fn commitment_failed(&self, error: &crate::Error) {
-        let reason = match error {
-            crate::Error::Invalid { code: "NON_CONTIGUOUS_SEQUENCE", .. } | crate::Error::SequenceGap(_) => {
-                "non_contiguous"
-            }
-            crate::Error::Database(_) => "database",
-            crate::Error::Unavailable { .. } => "unavailable",
-            _ => "other",
-        };
-        self.commitment_failures.get_or_create(&ReasonLabels { reason: reason.to_owned() }).inc();
+        self.commitment_failures.get_or_create(&CommitmentFailureLabels { reason: CommitmentFailure::of(error) }).inc();
     }
 
     /// Counts an ingest request refused as a whole (today: its stream is paused).

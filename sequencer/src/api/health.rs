@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::SharedState;
-use crate::metrics::{CacheLabels, CacheName};
+use crate::metrics::{CacheLabels, CacheName, ReadyFailure, ReadyFailureLabels};
 
 /// Liveness: answers without touching the database.
 pub async fn health() -> Response {
@@ -53,15 +53,16 @@ pub async fn ready(State(state): State<SharedState>) -> Response {
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness check failed");
-            not_ready(&state, if e.is_database_unavailable() { "unreachable" } else { "error" })
+            not_ready(&state, if e.is_database_unavailable() { ReadyFailure::Unreachable } else { ReadyFailure::Error })
         }
-        Err(_) => not_ready(&state, "timeout"),
+        Err(_) => not_ready(&state, ReadyFailure::Timeout),
     }
 }
 
-fn not_ready(state: &SharedState, database: &str) -> Response {
+fn not_ready(state: &SharedState, reason: ReadyFailure) -> Response {
     state.metrics.ready.set(0);
-    state.metrics.ready_failures.get_or_create(&crate::metrics::ReasonLabels { reason: database.to_owned() }).inc();
+    state.metrics.ready_failures.get_or_create(&ReadyFailureLabels { reason }).inc();
+    let database = reason.as_str();
     let body = json!({
         "status": "not_ready",
         "database": database,
