@@ -1,12 +1,15 @@
+# syntax=docker/dockerfile:1
 # Image of the sequencer: the server and the admin CLI (the operator's migration Job runs
 # `stateset-sequencer-admin migrate` from this same image). Build from the repository root:
 #   docker build -t ghcr.io/stateset/stateset-sequencer:0.1.0 .
 # (or `podman build`). The tag is the workspace version (Cargo.toml), which is the operator's default
-# `spec.image`; sequencer/tests/image.rs keeps the two in step.
+# `spec.image`; operator/tests/image.rs keeps them in step.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p stateset-sequencer \
+# The cache mounts keep crates and build output between builds (BuildKit and podman/buildah).
+RUN --mount=type=cache,target=/usr/local/cargo/registry --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p stateset-sequencer \
       --bin stateset-sequencer --bin stateset-sequencer-admin \
  && mkdir /out \
  && cp target/release/stateset-sequencer target/release/stateset-sequencer-admin /out/
