@@ -25,10 +25,50 @@ pub async fn connect(url: &str) -> anyhow::Result<Store> {
     Ok(Store::from_pool(pool))
 }
 
-/// `migrate`: applies pending migrations and prints the schema version.
+/// Like [`connect`], but waits up to `wait` for a database that does not accept connections yet (a
+/// migration Job may start before its database): retried with backoff while the server is
+/// unreachable or starting up, never when it refused us (bad password, TLS, unknown database).
+pub async fn connect_waiting(url: &str, wait: Duration) -> anyhow::Result<Store> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let options = crate::store::connect_options(url)
+            .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a PostgreSQL URL: {e}"))?;
+        match PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+        {
+            Ok(pool) => return Ok(Store::from_pool(pool)),
+            Err(e) if retry_connect(&e) && tokio::time::Instant::now() + delay < deadline => {
+                eprintln!("the database does not accept connections yet ({e}); retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                anyhow::bail!("cannot connect to the database (DATABASE_URL) within {}s: {e}", wait.as_secs())
+            }
+        }
+    }
+}
+
+/// Worth waiting for: the server is not there or not ready yet (not: it refused our credentials or
+/// certificate).
+fn retry_connect(e: &sqlx::Error) -> bool {
+    !matches!(e, sqlx::Error::Tls(_)) && crate::error::database_unavailable(e)
+}
+
+/// `migrate`: applies pending migrations and says what it did. Over a schema that a newer release
+/// migrated compatibly it applies nothing and says so; over an incompatible one it fails.
 pub async fn migrate(store: &Store) -> anyhow::Result<ExitCode> {
-    store.migrate().await.context("migration failed")?;
-    println!("migrations applied; schema version {}", store.schema_version().await?);
+    migrate_with(store, &crate::store::MIGRATOR).await
+}
+
+/// [`migrate`] with a given migration set (tests run it as an older release).
+pub async fn migrate_with(store: &Store, migrations: &sqlx::migrate::Migrator) -> anyhow::Result<ExitCode> {
+    let report = store.migrate_with(migrations).await.context("migration failed")?;
+    println!("{report}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -144,6 +144,7 @@ pub async fn commit_round(state: &SharedState) {
                 }
                 Ok(None) => break,
                 Err(e) => {
+                    state.metrics.commitment_failed(&e);
                     tracing::warn!(error = %e, %tenant_id, %store_id, "automatic commitment failed");
                     break;
                 }

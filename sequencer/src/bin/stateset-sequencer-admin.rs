@@ -24,8 +24,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Apply every pending database migration (idempotent).
-    Migrate,
+    /// Apply every pending database migration (idempotent). Waits for the database to accept
+    /// connections first; over a schema a newer release migrated compatibly, applies nothing.
+    Migrate {
+        /// Longest wait, in seconds, for the database to accept connections.
+        #[arg(long, env = "DB_CONNECT_WAIT_SECS", default_value_t = 60)]
+        wait_secs: u64,
+    },
     /// Check streams for gaps, duplicates, bad hashes or signatures and commitments that do not match
     /// their events. Exits 1 when anything is found.
     Verify {
@@ -172,9 +177,13 @@ fn main() -> ExitCode {
         if let Command::DeployRegistry { rpc_url, private_key, permissionless } = &cli.command {
             return admin::deploy_registry(rpc_url, private_key, *permissionless).await;
         }
+        if let Command::Migrate { wait_secs } = cli.command {
+            let store = admin::connect_waiting(&cli.database_url, std::time::Duration::from_secs(wait_secs)).await?;
+            return admin::migrate(&store).await;
+        }
         let store = admin::connect(&cli.database_url).await?;
         match cli.command {
-            Command::Migrate => admin::migrate(&store).await,
+            Command::Migrate { .. } => unreachable!("handled above"),
             Command::Verify { tenant_id, store_id, json } => admin::verify(&store, tenant_id, store_id, json).await,
             Command::DeadLetters(DeadLettersCommand::List { tenant_id, store_id, reason, status, limit }) => {
                 admin::list_dead_letters(&store, tenant_id, store_id, reason, status, limit).await
