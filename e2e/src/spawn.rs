@@ -89,7 +89,19 @@ pub struct SpawnedSequencer {
 
 impl SpawnedSequencer {
     pub fn start(bin: &Path, database_url: &str, admin_key: &str, unsigned: bool) -> Result<Self> {
+        Self::start_with_env(bin, database_url, admin_key, unsigned, &[])
+    }
+
+    /// As [`SpawnedSequencer::start`], with more environment variables (anchoring, worker timings).
+    pub fn start_with_env(
+        bin: &Path,
+        database_url: &str,
+        admin_key: &str,
+        unsigned: bool,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let mut cmd = Command::new(bin);
+        cmd.envs(env.iter().copied());
         cmd.env("DATABASE_URL", database_url)
             .env("HOST", "127.0.0.1")
             .env("PORT", "0")
