@@ -17,7 +17,11 @@ pub fn sequencer_binary(override_bin: Option<&Path>, no_build: bool) -> Result<P
         return Ok(bin.to_path_buf());
     }
     let exe = std::env::current_exe()?;
-    let dir = exe.parent().ok_or_else(|| anyhow!("no directory for {}", exe.display()))?;
+    let mut dir = exe.parent().ok_or_else(|| anyhow!("no directory for {}", exe.display()))?;
+    // A test executable lives in target/<profile>/deps; the binaries one level up.
+    if dir.file_name().is_some_and(|name| name == "deps") {
+        dir = dir.parent().ok_or_else(|| anyhow!("no directory above {}", dir.display()))?;
+    }
     let bin = dir.join("stateset-sequencer");
     if let (Some(cargo), false) = (std::env::var_os("CARGO"), no_build) {
         let profile = dir.file_name().and_then(|p| p.to_str()).unwrap_or("debug").to_owned();
