@@ -689,6 +689,46 @@ mod tests {
     }
 
     #[test]
+    fn the_key_ring_keeps_the_previous_value_of_a_rotated_key_and_forgets_nothing_else() {
+        let ring = KeyRing::default();
+        assert_eq!(ring.rotate("ns/admin/key", ApiKey::new("old")), (ApiKey::new("old"), None));
+        assert_eq!(ring.rotate("ns/admin/key", ApiKey::new("old")), (ApiKey::new("old"), None));
+        let rotated = ring.rotate("ns/admin/key", ApiKey::new("new"));
+        assert_eq!(rotated, (ApiKey::new("new"), Some(ApiKey::new("old"))));
+        assert_eq!(ring.rotate("ns/admin/key", ApiKey::new("new")), rotated, "read again: still both");
+        assert_eq!(ring.rotate("ns/other/key", ApiKey::new("x")).1, None);
+        assert!(!format!("{ring:?}").contains("old"));
+    }
+
+    #[tokio::test]
+    async fn a_401_is_repeated_once_with_the_previous_key_and_never_otherwise() {
+        let seen = Seen::default();
+        let router = Router::new()
+            .route(
+                "/api/v1/admin/status",
+                get(|State(seen): State<Seen>, headers: HeaderMap| async move {
+                    seen.record("status", &headers, Value::Null);
+                    if headers["authorization"] == "ApiKey old" {
+                        (StatusCode::OK, Json(json!({"version": "0.1.0"})))
+                    } else {
+                        (StatusCode::UNAUTHORIZED, Json(json!({"error": {"code": "INVALID_API_KEY", "message": "no"}})))
+                    }
+                }),
+            )
+            .with_state(seen.clone());
+        let base = serve(router).await;
+        let rotated = AdminClient::new(AdminClient::http_client(), &base, ApiKey::new("new"))
+            .with_previous_key(Some(ApiKey::new("old")));
+        assert_eq!(rotated.status(T).await.unwrap().version.as_deref(), Some("0.1.0"));
+        let auths: Vec<_> = seen.all().into_iter().map(|r| r.1.unwrap()).collect();
+        assert_eq!(auths, vec!["ApiKey new", "ApiKey old"]);
+
+        let alone = AdminClient::new(AdminClient::http_client(), &base, ApiKey::new("new"));
+        assert!(matches!(alone.status(T).await, Err(AdminError::Api { status: 401, .. })));
+        assert_eq!(seen.all().len(), 3, "without a previous key a 401 is not repeated");
+    }
+
+    #[test]
     fn the_api_key_is_redacted_in_debug_output() {
         let client = AdminClient::new(AdminClient::http_client(), "http://x", ApiKey::new(KEY));
         assert!(!format!("{client:?}").contains(KEY));

@@ -667,6 +667,61 @@ mod reconcile_tests {
         assert_eq!(stub.requests().len(), 1);
     }
 
+    #[tokio::test]
+    async fn after_an_admin_key_rotation_an_action_reaches_pods_that_still_run_the_old_key() {
+        use axum::http::{HeaderMap, StatusCode};
+        const NEW_KEY: &str = "ss_fixture_admin_key_rotated";
+        // Pods not rolled yet: they accept only the old key.
+        let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let router = axum::Router::new().route(
+            "/api/v1/ves/anchor",
+            axum::routing::post({
+                let seen = seen.clone();
+                move |headers: HeaderMap| async move {
+                    let auth = headers["authorization"].to_str().unwrap().to_string();
+                    seen.lock().unwrap().push(auth.clone());
+                    if auth == format!("ApiKey {ADMIN_KEY}") {
+                        (StatusCode::OK, axum::Json(json!({"batch_id": BATCH_ID, "status": "anchored"})))
+                    } else {
+                        let body = json!({"error": {"code": "INVALID_API_KEY", "message": "Invalid API key"}});
+                        (StatusCode::UNAUTHORIZED, axum::Json(body))
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+        let (ctx, mut api) = mocked_context(Some(url));
+        // The operator read the old key before (its status poll) ...
+        let key_ref = crate::crd::SecretKeyRef::new(ADMIN_KEY_SECRET, "key");
+        let poll = tokio::spawn({
+            let ctx = ctx.clone();
+            async move { ctx.admin_client(NAMESPACE, NAME, &key_ref).await.map(|_| ()) }
+        });
+        api.expect(http::Method::GET, &path("secret", ADMIN_KEY_SECRET)).await.ok(&admin_key_secret());
+        poll.await.unwrap().unwrap();
+        // ... then the Secret was rotated; the action reads the new key.
+        let action = SequencerAction::test();
+        let run = tokio::spawn(reconcile(Arc::new(action.clone()), ctx));
+        let ready =
+            Sequencer::test().with_status(crate::crd::SequencerStatus { ready_replicas: 1, ..Default::default() });
+        api.expect(http::Method::GET, &path("sequencer", NAME)).await.ok(&ready);
+        let mut rotated = admin_key_secret();
+        rotated.data = Some([("key".to_string(), k8s_openapi::ByteString(NEW_KEY.as_bytes().to_vec()))].into());
+        api.expect(http::Method::GET, &path("secret", ADMIN_KEY_SECRET)).await.ok(&rotated);
+        api.action_status_written(&action).await;
+        api.expect_event(Reason::ActionStarted).await;
+        let done = api.action_status_written(&action).await;
+        api.expect_event(Reason::ActionSucceeded).await;
+        run.await.unwrap().unwrap();
+        api.done().await;
+
+        assert_eq!(done.phase, ActionPhase::Succeeded, "{:?}", done.message);
+        assert_eq!(*seen.lock().unwrap(), vec![format!("ApiKey {NEW_KEY}"), format!("ApiKey {ADMIN_KEY}")]);
+    }
+
     /// The fixture action with `operation` (camelCase JSON of one spec member) instead of anchorRetry.
     fn action_with(name: &str, operation: serde_json::Value) -> SequencerAction {
         let mut action = SequencerAction::test();
