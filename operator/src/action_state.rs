@@ -33,7 +33,7 @@ pub enum Input {
     /// A call to the admin API is about to be made.
     Attempt,
     /// The admin API answered; the outcome says how the action ended.
-    Finished(Outcome),
+    Finished(Box<Outcome>),
     /// The call failed in a way that may pass (unreachable, 5xx, 429); it is retried until the deadline.
     TransientError { message: String },
     /// The action can never succeed as specified (refused request, invalid spec).
@@ -392,7 +392,7 @@ mod tests {
         assert_eq!((running.phase, running.attempts), (ActionPhase::Running, 1));
         assert_eq!(running.start_time, Some(at(20)));
 
-        let done = step(&running, Input::Finished(succeeded()), 30);
+        let done = step(&running, Input::Finished(Box::new(succeeded())), 30);
         assert_eq!(done.phase, ActionPhase::Succeeded);
         assert_eq!(done.completion_time, Some(at(30)));
         assert_eq!(condition(&done, ConditionType::Succeeded), ("True", "Anchored"));
@@ -403,7 +403,7 @@ mod tests {
     #[test]
     fn a_finished_action_refuses_every_input_so_it_never_runs_twice() {
         let running = step(&SequencerActionStatus::default(), Input::Attempt, 1);
-        let done = step(&running, Input::Finished(succeeded()), 2);
+        let done = step(&running, Input::Finished(Box::new(succeeded())), 2);
         for input in [Input::Attempt, Input::DeadlinePassed, Input::TransientError { message: "x".into() }] {
             let refused = next(&done, input, Some(1), &at(3)).unwrap_err();
             assert_eq!(refused.phase, ActionPhase::Succeeded);
@@ -413,8 +413,8 @@ mod tests {
 
     #[test]
     fn a_pending_action_refuses_results_because_nothing_was_attempted() {
-        let refused =
-            next(&SequencerActionStatus::default(), Input::Finished(succeeded()), Some(1), &at(1)).unwrap_err();
+        let refused = next(&SequencerActionStatus::default(), Input::Finished(Box::new(succeeded())), Some(1), &at(1))
+            .unwrap_err();
         assert_eq!(refused.input, "Finished");
     }
 
@@ -490,7 +490,7 @@ mod tests {
         assert!(all(&running).contains(&row("Ready", "False", "Running")));
         assert!(!all(&running).iter().any(|(t, s, _)| t == "Stalled" && s == "True"));
 
-        let done = step(&running, Input::Finished(succeeded()), 3);
+        let done = step(&running, Input::Finished(Box::new(succeeded())), 3);
         assert_eq!(
             all(&done),
             vec![

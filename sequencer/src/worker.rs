@@ -178,26 +178,33 @@ async fn publish_status(state: SharedState, leader_pid: Arc<AtomicI32>) {
     }
 }
 
-/// The `anchoring` section of the admin status, breaker state excepted figures: the worker
-/// leader's breaker when a leader reported (marked stale when its report is old), else this
-/// replica's own (`local`: nobody leads the worker yet, or it is disabled everywhere).
-pub fn anchoring_view(enabled_here: bool, local_circuit: &str, leader: Option<&WorkerStatus>) -> Value {
-    match leader {
-        Some(l) => json!({
+/// The `anchoring` section of the admin status, the backlog figures excepted: the worker leader's
+/// breaker. On the leader itself that is its own, live; on another replica it is the leader's last
+/// report, marked stale when old; with no report at all (nobody leads the worker yet, or it is
+/// disabled everywhere) the answering replica's own (`local`).
+pub fn anchoring_view(enabled_here: bool, local_circuit: &str, leads: bool, leader: Option<&WorkerStatus>) -> Value {
+    let mut view = match (leads, leader) {
+        (true, _) => {
+            json!({"enabled": enabled_here, "circuitState": local_circuit, "reportedBy": "leader", "stale": false})
+        }
+        (false, Some(l)) => json!({
             "enabled": l.anchoring_enabled,
             "circuitState": l.circuit_state,
             "circuitOpenedTotal": l.circuit_opened,
             "reportedBy": "leader",
             "stale": l.age_seconds > STATUS_STALE_AFTER.as_secs_f64(),
-            "leader": {
-                "instance": l.instance,
-                "since": l.leader_since.to_rfc3339(),
-                "reportedAt": l.reported_at.to_rfc3339(),
-                "ageSeconds": l.age_seconds.max(0.0).round() as i64,
-            },
         }),
-        None => json!({"enabled": enabled_here, "circuitState": local_circuit, "reportedBy": "local"}),
+        (false, None) => return json!({"enabled": enabled_here, "circuitState": local_circuit, "reportedBy": "local"}),
+    };
+    if let Some(l) = leader {
+        view["leader"] = json!({
+            "instance": l.instance,
+            "since": l.leader_since.to_rfc3339(),
+            "reportedAt": l.reported_at.to_rfc3339(),
+            "ageSeconds": l.age_seconds.max(0.0).round() as i64,
+        });
     }
+    view
 }
 
 /// Commits every stream with uncommitted events (bounded per round).
@@ -273,12 +280,16 @@ mod tests {
 
     #[test]
     fn any_replica_reports_the_leaders_breaker_and_marks_an_old_report_stale() {
-        let fresh = anchoring_view(true, "closed", Some(&report("open", 3.0)));
+        let fresh = anchoring_view(true, "closed", false, Some(&report("open", 3.0)));
         assert_eq!((fresh["circuitState"].as_str(), fresh["reportedBy"].as_str()), (Some("open"), Some("leader")));
         assert_eq!(fresh["stale"], false);
-        let old = anchoring_view(true, "closed", Some(&report("open", 31.0)));
+        let old = anchoring_view(true, "closed", false, Some(&report("open", 31.0)));
         assert_eq!(old["stale"], true);
-        let nobody = anchoring_view(true, "half_open", None);
+        // The leader answers with its own breaker as it is now, not its last report.
+        let itself = anchoring_view(true, "half_open", true, Some(&report("open", 4.0)));
+        assert_eq!((itself["circuitState"].as_str(), itself["stale"].as_bool()), (Some("half_open"), Some(false)));
+        assert_eq!(itself["leader"]["instance"], "ledger-7d9f-abcde");
+        let nobody = anchoring_view(true, "half_open", false, None);
         assert_eq!(
             (nobody["circuitState"].as_str(), nobody["reportedBy"].as_str()),
             (Some("half_open"), Some("local"))

@@ -334,7 +334,7 @@ async fn call(client: &AdminClient, operation: &Operation<'_>, timeout: Duration
             .map(action_state::maintenance_outcome),
     };
     match answer {
-        Ok(outcome) => Input::Finished(outcome),
+        Ok(outcome) => Input::Finished(Box::new(outcome)),
         Err(error) => action_state::input_for_error(&error, sequencer_rolling),
     }
 }

@@ -69,7 +69,8 @@ pub async fn status(
     // The breaker that matters is the worker leader's (it anchors); any replica reports it.
     let local = state.anchor.as_ref().map_or("disabled", |a| a.circuit().state.as_str());
     let leader = state.store.worker_status().await?;
-    let mut anchoring = crate::worker::anchoring_view(state.anchor.is_some(), local, leader.as_ref());
+    let leads = state.metrics.worker_leader.get() == 1;
+    let mut anchoring = crate::worker::anchoring_view(state.anchor.is_some(), local, leads, leader.as_ref());
     anchoring["unanchoredCommitments"] = json!(unanchored);
     anchoring["oldestUnanchoredAgeSeconds"] = json!(oldest.map(|s| s.round() as i64));
     body["anchoring"] = anchoring;
