@@ -53,6 +53,9 @@ impl Background {
 pub fn spawn(state: SharedState) -> Background {
     let mut tasks = vec![tokio::spawn(housekeeping(state.clone()))];
     if state.config.worker.enabled {
+        if state.config.tlog.enabled && state.checkpoints.is_some() {
+            tasks.push(tokio::spawn(crate::tlog::service::run(state.clone())));
+        }
         // The backend pid of the leadership connection while this replica leads, else 0.
         let leader_pid = Arc::new(AtomicI32::new(0));
         tasks.push(tokio::spawn(publish_status(state.clone(), leader_pid.clone())));
@@ -77,16 +80,22 @@ async fn housekeeping(state: SharedState) {
     }
 }
 
-/// Holds the leadership connection while this replica leads.
-struct Leadership {
+/// Holds the leadership connection while this replica leads (one advisory lock key per duty).
+pub(crate) struct Leadership {
     conn: Option<PgConnection>,
-    /// The connection's backend pid, shared with the status publisher (0 while not leading).
+    key: i64,
+    duty: &'static str,
+    /// The connection's backend pid while it holds the lock, else 0 (the status publisher reads it).
     pid: Arc<AtomicI32>,
 }
 
 impl Leadership {
+    pub(crate) fn new(key: i64, duty: &'static str) -> Self {
+        Leadership { conn: None, key, duty, pid: Arc::new(AtomicI32::new(0)) }
+    }
+
     /// Whether this replica leads now: keeps the lock while its connection lives, else tries to take it.
-    async fn check(&mut self, state: &SharedState) -> bool {
+    pub(crate) async fn check(&mut self, state: &SharedState) -> bool {
         if let Some(conn) = &mut self.conn {
             if sqlx::query("SELECT 1").execute(&mut *conn).await.is_ok() {
                 return true;
@@ -101,13 +110,10 @@ impl Leadership {
         };
         // NB: detached so that the lock's connection does not count against (or return to) the pool.
         let mut conn = conn.detach();
-        match sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
-            .bind(LEADER_LOCK_KEY)
-            .fetch_one(&mut conn)
-            .await
+        match sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)").bind(self.key).fetch_one(&mut conn).await
         {
             Ok(true) => {
-                tracing::info!("this replica now leads the commitment and anchoring worker");
+                tracing::info!(duty = self.duty, "this replica now leads");
                 let pid =
                     sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()").fetch_one(&mut conn).await.unwrap_or(0);
                 self.pid.store(pid, Ordering::Relaxed);
@@ -125,7 +131,8 @@ async fn lead(state: SharedState, leader_pid: Arc<AtomicI32>) {
     let mut anchor_tick = interval(worker.anchor_interval);
     commit_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     anchor_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut leadership = Leadership { conn: None, pid: leader_pid };
+    let mut leadership = Leadership::new(LEADER_LOCK_KEY, "commitment and anchoring worker");
+    leadership.pid = leader_pid;
     loop {
         let commit = tokio::select! {
             _ = commit_tick.tick() => true,

@@ -75,6 +75,7 @@ pub async fn status(
     anchoring["oldestUnanchoredAgeSeconds"] = json!(oldest.map(|s| s.round() as i64));
     body["anchoring"] = anchoring;
     body["ingestion"] = json!({"pausedStreams": state.store.paused_streams().await?});
+    body["transparencyLog"] = super::tlog::status(&state, tenant).await?;
     if q.streams {
         let tenant_id = match tenant {
             Some(t) => Some(t),
