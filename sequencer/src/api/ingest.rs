@@ -35,7 +35,7 @@ pub async fn ingest_legacy(
     )
     .await?;
     for r in &response.rejections {
-        state.metrics.reject(r.reason);
+        state.metrics.reject(&r.reason);
     }
     state.metrics.events_sequenced.inc_by(u64::from(response.events_accepted));
     Ok(axum::Json(response).into_response())
