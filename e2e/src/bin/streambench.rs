@@ -70,7 +70,7 @@ impl Writer {
         (0..n as u64)
             .map(|i| {
                 EventBuilder::new(self.tenant_id, store_id, self.agent_id, 1)
-                    .entity("Order", &format!("ORD-{}", (first + i) % 97))
+                    .entity("Order", format!("ORD-{}", (first + i) % 97))
                     .event_type("OrderUpdated")
                     .payload(json!({"n": first + i, "status": "confirmed", "amount_cents": 1299, "currency": "USD"}))
                     .sign(&self.key)

@@ -384,7 +384,6 @@ impl Sequencer {
             sequenced_at,
             self.signer.sequencer_id,
             expected,
-            head,
             !exists,
         )
         .await;

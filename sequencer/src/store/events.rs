@@ -434,7 +434,7 @@ pub async fn insert_ves_events(
     Ok(updated.is_some())
 }
 
-/// Appends signed events numbered `expected_head + 1 ..= new_head` in ONE autocommit statement, if
+/// Appends signed events numbered `expected_head + 1 ..` (in `rows`) in ONE autocommit statement, if
 /// and only if the stream's head is still `expected_head` and the stream is not paused. Returns
 /// whether it did (`false`: nothing was written). With `create` (a stream without a counter row,
 /// `expected_head` 0) the statement also creates the row, or, if another writer created it
@@ -453,10 +453,9 @@ pub async fn append_at_head(
     sequenced_at: DateTime<Utc>,
     sequencer_id: Uuid,
     expected_head: i64,
-    new_head: i64,
     create: bool,
 ) -> Result<bool> {
-    debug_assert_eq!(new_head - expected_head, rows.len() as i64);
+    let new_head = expected_head + rows.len() as i64;
     debug_assert!(!create || expected_head == 0);
     let move_head = if create {
         "INSERT INTO sequence_counters AS s (tenant_id, store_id, current_sequence) VALUES ($1, $2, $26) \

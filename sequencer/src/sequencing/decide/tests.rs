@@ -153,6 +153,9 @@ fn legacy_ingest_refuses_every_repeat_and_counts_commands_of_refused_events_as_u
 
 // ---- properties over random groups ----
 
+/// (event id, changed content, command, entity, base version)
+type Event = (u8, bool, Option<u8>, u8, Option<u8>);
+
 /// A small universe so that collisions (replays, duplicates, conflicts) are frequent.
 #[derive(Debug, Clone)]
 struct Case {
@@ -161,8 +164,7 @@ struct Case {
     priors: Vec<u8>,
     stored_commands: Vec<bool>,
     stored_versions: Vec<i64>,
-    /// (event id, content, command, entity, base version)
-    events: Vec<(u8, bool, Option<u8>, u8, Option<u8>)>,
+    events: Vec<Event>,
     legacy: bool,
 }
 
