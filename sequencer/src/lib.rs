@@ -33,6 +33,7 @@ pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod testing;
+pub mod tlog;
 pub mod verify;
 pub mod worker;
 
