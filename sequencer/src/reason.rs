@@ -25,7 +25,10 @@ pub enum Reason {
     /// A field breaks the envelope's rules (`None`: the handler-side schema registry, no field).
     SchemaValidation(Option<String>),
     /// `base_version` is not the entity's current version.
-    VersionConflict { expected: u64, actual: i64 },
+    VersionConflict {
+        expected: u64,
+        actual: i64,
+    },
     /// `created_at` is further from server time than `MAX_CLOCK_SKEW_SECS` (this sequencer's own).
     ClockSkew,
     /// A dead letter's retry was refused as a whole request (4xx), with the error's text.
@@ -173,12 +176,17 @@ mod tests {
         assert!(Reason::InvalidSignature.dead_letter());
         assert!(Reason::ClockSkew.dead_letter());
         assert!(Reason::VersionConflict { expected: 3, actual: 1 }.dead_letter());
-        for r in [Reason::DuplicateEventId, Reason::DuplicateCommandId, Reason::InvalidPayloadHash, Reason::UnsupportedVersion]
-        {
+        for r in [
+            Reason::DuplicateEventId,
+            Reason::DuplicateCommandId,
+            Reason::InvalidPayloadHash,
+            Reason::UnsupportedVersion,
+        ] {
             assert!(!r.dead_letter(), "{r}");
         }
         assert_eq!(
-            Reason::VersionConflict { expected: 3, actual: 1 }.dead_letter_message("Version conflict: expected 3, actual 1"),
+            Reason::VersionConflict { expected: 3, actual: 1 }
+                .dead_letter_message("Version conflict: expected 3, actual 1"),
             "version_conflict: expected 3, actual 1: Version conflict: expected 3, actual 1"
         );
     }

@@ -96,7 +96,8 @@ fn main() -> Result<()> {
     let result = (|| {
         let server = e2e::spawn::SpawnedSequencer::start(&bin, &db.url, &admin_key, false)?;
         let pid = server.child.id();
-        let result = runtime.block_on(run(&args, server.base_url.clone(), admin_key.clone(), Some((pid, db.url.clone()))));
+        let result =
+            runtime.block_on(run(&args, server.base_url.clone(), admin_key.clone(), Some((pid, db.url.clone()))));
         server.stop().context("stopping the sequencer")?;
         result
     })();
@@ -269,7 +270,8 @@ async fn run(args: &Args, base: String, key: String, spawned: Option<(u32, Strin
         existing.value_at_quantile(0.5) as f64 / 1000.0,
         existing.value_at_quantile(0.99) as f64 / 1000.0,
     );
-    report["probe_after"] = json!({"new_stream": summary(&new), "existing_stream": summary(&existing), "p50_ratio": ratio});
+    report["probe_after"] =
+        json!({"new_stream": summary(&new), "existing_stream": summary(&existing), "p50_ratio": ratio});
 
     if let Some((_, url)) = &spawned {
         // Every stream of the fill holds exactly 1..K, and every stream of the tenant is gap-free.

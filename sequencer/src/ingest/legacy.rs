@@ -226,8 +226,7 @@ pub async fn ingest(
             refused: hash.as_ref().err().cloned(),
         })
         .collect();
-    let plan = decide(Flavour::Legacy, &view, &proposals)
-        .map_err(|Paused| crate::sequencing::paused(stream))?;
+    let plan = decide(Flavour::Legacy, &view, &proposals).map_err(|Paused| crate::sequencing::paused(stream))?;
 
     let sequenced_at = Utc::now().trunc_subsecs(6);
     let mut head = locked.head;

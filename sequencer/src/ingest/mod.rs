@@ -207,7 +207,8 @@ impl Ingest {
             signed_with.into_iter().map(|(i, id, hash, signature)| (i, hash, signature, checks[&id].clone())).collect();
         for (i, ok) in verify_signatures(to_verify).await? {
             if !ok {
-                verdicts[i] = rejected(Reason::InvalidSignature, "Agent signature verification failed: VerificationFailed");
+                verdicts[i] =
+                    rejected(Reason::InvalidSignature, "Agent signature verification failed: VerificationFailed");
             }
         }
 

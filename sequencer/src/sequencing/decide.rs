@@ -99,7 +99,8 @@ pub fn decide(flavour: Flavour, view: &StoreView, proposals: &[Proposal<'_>]) ->
 
     for (i, p) in proposals.iter().enumerate() {
         let refuse = |reason: Reason, message: String| Decision::Refuse(Refusal::new(reason, message));
-        let command_taken = |taken: &HashSet<Uuid>| p.command_id.filter(|c| view.commands.contains(c) || taken.contains(c));
+        let command_taken =
+            |taken: &HashSet<Uuid>| p.command_id.filter(|c| view.commands.contains(c) || taken.contains(c));
         let decision = match flavour {
             Flavour::Signed => match &p.prior {
                 Prior::ExactReplay(Some(r)) => Decision::Replay(r.clone()),

@@ -243,12 +243,6 @@ impl Sequencer {
         self.signer.sequencer_id
     }
 
-    /// In-process per-stream state: (streams with queued work, streams whose head is remembered).
-    pub fn stream_state(&self) -> (usize, u64) {
-        self.known_heads.run_pending_tasks();
-        (self.queues.streams(), self.known_heads.entry_count())
-    }
-
     /// Sequences the candidates of one request (all of one stream), in order.
     ///
     /// Answers 503 with `Retry-After` at once when this process already has
@@ -377,16 +371,9 @@ impl Sequencer {
             },
         };
         let (rows, head) = self.rows(stream, all, plan, expected);
-        let appended = events::append_at_head(
-            &mut conn,
-            stream,
-            &rows,
-            sequenced_at,
-            self.signer.sequencer_id,
-            expected,
-            !exists,
-        )
-        .await;
+        let appended =
+            events::append_at_head(&mut conn, stream, &rows, sequenced_at, self.signer.sequencer_id, expected, !exists)
+                .await;
         match appended {
             Ok(true) => {
                 self.count_group(rows.len(), 0);
@@ -416,7 +403,8 @@ impl Sequencer {
         let view = StoreView { paused: locked.paused, ..Default::default() };
         let plan = decide(Flavour::Signed, &view, fresh).map_err(|Paused| paused(stream))?;
         let (rows, head) = self.rows(stream, all, &plan, locked.head);
-        if events::insert_ves_events(&mut tx, stream, &rows, sequenced_at, self.signer.sequencer_id, head, true).await? {
+        if events::insert_ves_events(&mut tx, stream, &rows, sequenced_at, self.signer.sequencer_id, head, true).await?
+        {
             tx.commit().await?;
             self.count_group(rows.len(), 0);
             let outcomes = self.outcomes(batches, &plan, &rows, sequenced_at, all);

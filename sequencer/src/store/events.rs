@@ -168,13 +168,12 @@ pub async fn lock_stream(conn: &mut PgConnection, stream: StreamKey) -> Result<L
 /// The stream's counter row read without a lock (`None`: the stream has never been written or paused).
 /// Only a guess at the head, for [`append_at_head`], which re-checks it.
 pub async fn peek_stream(conn: &mut PgConnection, stream: StreamKey) -> Result<Option<LockedStream>> {
-    let row: Option<(i64, bool)> = sqlx::query_as(
-        "SELECT current_sequence, paused FROM sequence_counters WHERE tenant_id = $1 AND store_id = $2",
-    )
-    .bind(stream.tenant_id)
-    .bind(stream.store_id)
-    .fetch_optional(conn)
-    .await?;
+    let row: Option<(i64, bool)> =
+        sqlx::query_as("SELECT current_sequence, paused FROM sequence_counters WHERE tenant_id = $1 AND store_id = $2")
+            .bind(stream.tenant_id)
+            .bind(stream.store_id)
+            .fetch_optional(conn)
+            .await?;
     Ok(row.map(|(head, paused)| LockedStream { head, paused }))
 }
 

@@ -75,7 +75,11 @@ fn an_exact_replay_answers_the_stored_receipt_and_other_reuses_of_the_id_are_ref
         .collect();
     assert_eq!(
         messages,
-        ["Event already exists but receipt not found", "Event ID already exists", "Event ID already exists with different contents"]
+        [
+            "Event already exists but receipt not found",
+            "Event ID already exists",
+            "Event ID already exists with different contents"
+        ]
     );
 }
 
@@ -130,7 +134,8 @@ fn base_versions_see_the_stored_version_and_earlier_accepted_events_of_the_group
 
 #[test]
 fn legacy_ingest_refuses_every_repeat_and_counts_commands_of_refused_events_as_used() {
-    let mut group = [proposal(id(1)), proposal(id(1)), proposal(id(2)), proposal(id(3)), proposal(id(4)), proposal(id(5))];
+    let mut group =
+        [proposal(id(1)), proposal(id(1)), proposal(id(2)), proposal(id(3)), proposal(id(4)), proposal(id(5))];
     group[2].command_id = Some(id(100));
     group[2].refused = Some(Refusal::new(Reason::InvalidPayloadHash, "Payload hash verification failed"));
     group[3].command_id = Some(id(100));
@@ -174,7 +179,13 @@ fn case() -> impl Strategy<Value = Case> {
         prop::collection::vec(prop::bool::weighted(0.2), 5),
         prop::collection::vec(0i64..3, 3),
         prop::collection::vec(
-            (0u8..8, prop::bool::weighted(0.2), prop::option::weighted(0.4, 0u8..5), 0u8..3, prop::option::weighted(0.4, 0u8..4)),
+            (
+                0u8..8,
+                prop::bool::weighted(0.2),
+                prop::option::weighted(0.4, 0u8..5),
+                0u8..3,
+                prop::option::weighted(0.4, 0u8..4),
+            ),
             0..40,
         ),
         prop::bool::weighted(0.3),
