@@ -13,6 +13,10 @@
 -- key per index entry instead of 48 for (tenant_id, store_id, event_id)); it is 16 bytes more per
 -- event than the global index it replaces.
 --
+-- Expand (migrations/README.md): the floor stays. A binary from before this migration still runs on
+-- it; it looks ids up across tenants as it used to, so during a rollback a reused id may again be
+-- refused for another tenant's event. Nothing it writes breaks an invariant of this schema.
+--
 -- The index names stay, so the runbook's index-usage query shows the same rows. Building the new
 -- indexes reads the whole log once (a few seconds per 10^6 events) while ingestion waits.
 DROP INDEX uq_ves_events_event_id;
