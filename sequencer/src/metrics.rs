@@ -179,6 +179,8 @@ pub struct Metrics {
     pub commitments_created: Counter,
     pub commitments_anchored: Counter,
     pub anchor_failures: Counter,
+    /// The transparency log's series (`sequencer_tlog_*`).
+    pub tlog: crate::tlog::metrics::TlogMetrics,
     /// 1 while this replica holds the background worker's leadership.
     pub worker_leader: Gauge,
     pub commitment_failures: Family<CommitmentFailureLabels, Counter>,
@@ -378,7 +380,9 @@ impl Metrics {
         for reason in ReadyFailure::ALL {
             let _ = ready_failures.get_or_create(&ReadyFailureLabels { reason });
         }
+        let tlog = crate::tlog::metrics::TlogMetrics::register(&mut registry);
         Metrics {
+            tlog,
             registry,
             commitment_failures,
             ready,
