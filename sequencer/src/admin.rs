@@ -243,6 +243,61 @@ pub async fn delete_dead_letters(store: &Store, ids: Vec<Uuid>) -> anyhow::Resul
     Ok(if missing == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
+/// `dead-letters purge`: deletes the entries matching the filters, by default the resolved ones.
+pub async fn purge_dead_letters(
+    store: &Store,
+    status: String,
+    tenant_id: Option<Uuid>,
+    store_id: Option<Uuid>,
+    reason: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    if status != "resolved" && status != "pending" {
+        anyhow::bail!("--status must be resolved or pending, not {status:?}");
+    }
+    let filter =
+        DeadLetterFilter { tenant_id, store_id, reason, status: Some(status.clone()), since: None, until: None };
+    let deleted = store.delete_dead_letters_matching(&filter).await?;
+    println!("deleted {deleted} {status} dead letters");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `maintenance vacuum`: VACUUM ANALYZE of the runbook's tables (or `tables`).
+pub async fn vacuum(store: &Store, tables: Vec<String>) -> anyhow::Result<ExitCode> {
+    let tables = crate::store::maintenance::vacuum_tables(Some(&tables)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    store.vacuum_analyze(&tables).await?;
+    println!("VACUUM ANALYZE done: {}", tables.join(", "));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `maintenance terminate-idle-connections`: the runbook's "Kill idle connections".
+pub async fn terminate_idle_connections(store: &Store, idle_longer_than_seconds: u32) -> anyhow::Result<ExitCode> {
+    if idle_longer_than_seconds < 60 {
+        anyhow::bail!("--idle-longer-than-seconds must be at least 60");
+    }
+    let ended = store.terminate_idle_connections(idle_longer_than_seconds).await?;
+    for c in &ended {
+        println!(
+            "terminated pid {}  {}  idle {:.0}s",
+            c.pid,
+            c.application_name.as_deref().unwrap_or(""),
+            c.idle_seconds
+        );
+    }
+    println!("{} idle connections terminated", ended.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `commitments correct`: a correcting commitment for a bad one (as `POST .../correct`).
+pub async fn correct_commitment(store: &Store, batch_id: Uuid, reason: &str) -> anyhow::Result<ExitCode> {
+    if reason.trim().is_empty() {
+        anyhow::bail!("--reason must say why the commitment is wrong");
+    }
+    let engine = crate::commitments::CommitmentEngine::new(store.clone());
+    let correction = engine.correct(batch_id, reason.trim()).await?;
+    println!("commitment {batch_id} corrected by {}", correction.batch_id);
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `streams pause|resume`.
 pub async fn set_paused(
     store: &Store,

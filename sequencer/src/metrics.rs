@@ -331,6 +331,7 @@ impl Metrics {
             "1 while this replica leads the commitment and anchoring worker",
             worker_leader.clone(),
         );
+        let tlog = crate::tlog::metrics::TlogMetrics::register(&mut registry);
         // The series the runbook's alerts need (monitoring/sequencer-rules.yaml).
         let commitment_failures = Family::<CommitmentFailureLabels, Counter>::default();
         registry.register(
@@ -380,7 +381,6 @@ impl Metrics {
         for reason in ReadyFailure::ALL {
             let _ = ready_failures.get_or_create(&ReadyFailureLabels { reason });
         }
-        let tlog = crate::tlog::metrics::TlogMetrics::register(&mut registry);
         Metrics {
             tlog,
             registry,

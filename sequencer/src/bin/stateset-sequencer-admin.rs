@@ -48,6 +48,12 @@ enum Command {
     /// Pause or resume ingestion of one stream.
     #[command(subcommand)]
     Streams(StreamsCommand),
+    /// Correct commitments.
+    #[command(subcommand)]
+    Commitments(CommitmentsCommand),
+    /// The runbook's database maintenance.
+    #[command(subcommand)]
+    Maintenance(MaintenanceCommand),
     /// Manage API keys.
     #[command(subcommand)]
     ApiKeys(ApiKeysCommand),
@@ -113,6 +119,43 @@ enum DeadLettersCommand {
     },
     /// Delete entries by id.
     Delete { ids: Vec<Uuid> },
+    /// Delete every entry matching the filters; by default the resolved ones (after a replay).
+    Purge {
+        /// resolved or pending.
+        #[arg(long, default_value = "resolved")]
+        status: String,
+        #[arg(long)]
+        tenant_id: Option<Uuid>,
+        #[arg(long)]
+        store_id: Option<Uuid>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CommitmentsCommand {
+    /// Create a correcting commitment for a bad one, which is marked superseded and kept.
+    Correct {
+        batch_id: Uuid,
+        /// Why the commitment is wrong.
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum MaintenanceCommand {
+    /// VACUUM ANALYZE of the runbook's tables (events, ves_events, commitments) or of the named ones.
+    Vacuum {
+        #[arg(long, value_delimiter = ',')]
+        tables: Vec<String>,
+    },
+    /// Terminate connections to the database idle longer than the given time.
+    TerminateIdleConnections {
+        #[arg(long, default_value_t = 600)]
+        idle_longer_than_seconds: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -192,6 +235,16 @@ fn main() -> ExitCode {
                 admin::retry_dead_letters(&cli.database_url, ids, tenant_id, store_id, reason, all).await
             }
             Command::DeadLetters(DeadLettersCommand::Delete { ids }) => admin::delete_dead_letters(&store, ids).await,
+            Command::DeadLetters(DeadLettersCommand::Purge { status, tenant_id, store_id, reason }) => {
+                admin::purge_dead_letters(&store, status, tenant_id, store_id, reason).await
+            }
+            Command::Commitments(CommitmentsCommand::Correct { batch_id, reason }) => {
+                admin::correct_commitment(&store, batch_id, &reason).await
+            }
+            Command::Maintenance(MaintenanceCommand::Vacuum { tables }) => admin::vacuum(&store, tables).await,
+            Command::Maintenance(MaintenanceCommand::TerminateIdleConnections { idle_longer_than_seconds }) => {
+                admin::terminate_idle_connections(&store, idle_longer_than_seconds).await
+            }
             Command::Streams(StreamsCommand::Pause { tenant_id, store_id, reason }) => {
                 admin::set_paused(&store, tenant_id, store_id, true, reason).await
             }

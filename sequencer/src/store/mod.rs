@@ -6,6 +6,7 @@ pub mod commitments;
 pub mod dead_letters;
 pub mod events;
 pub mod keys;
+pub mod maintenance;
 pub mod tlog;
 
 use std::sync::Arc;
