@@ -109,8 +109,6 @@ async fn a_binary_below_the_compatibility_floor_refuses_the_schema_and_says_why(
     let start = Instant::now();
     let err = sequencer::server::prepare_database_with(&config, &store, &previous).await.unwrap_err().to_string();
     assert!(start.elapsed() < Duration::from_secs(5), "an incompatible schema is not retried: {:?}", start.elapsed());
-    // NB: migration numbers may skip (numbers are reserved per change), so the previous set's newest
-    // is read from it, not computed as `newest - 1`.
     let known = previous.iter().map(|m| m.version).max().unwrap();
     let knows = format!("knows migrations up to {known}");
     let needs = format!("needs migration {newest} or newer");
