@@ -80,11 +80,17 @@ impl Store {
         if keys.is_empty() {
             return Ok(HashMap::new());
         }
-        let (levels, idxs): (Vec<i16>, Vec<i64>) = keys.iter().copied().unzip();
+        // NB: `level = ANY AND idx = ANY` keeps this a primary-key index scan (a join against UNNEST
+        // let the planner scan every tile of the stream); the few extra combinations are dropped here.
+        let mut levels: Vec<i16> = keys.iter().map(|k| k.0).collect();
+        let mut idxs: Vec<i64> = keys.iter().map(|k| k.1).collect();
+        levels.sort_unstable();
+        levels.dedup();
+        idxs.sort_unstable();
+        idxs.dedup();
         let rows: Vec<(i16, i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT t.level, t.idx, t.data FROM tlog_tiles t \
-             JOIN UNNEST($3::int2[], $4::int8[]) AS k(level, idx) ON t.level = k.level AND t.idx = k.idx \
-             WHERE t.tenant_id = $1 AND t.store_id = $2",
+            "SELECT level, idx, data FROM tlog_tiles \
+             WHERE tenant_id = $1 AND store_id = $2 AND level = ANY($3) AND idx = ANY($4)",
         )
         .bind(stream.tenant_id)
         .bind(stream.store_id)
@@ -92,6 +98,7 @@ impl Store {
         .bind(&idxs)
         .fetch_all(self.pool())
         .await?;
+        let rows: Vec<_> = rows.into_iter().filter(|(l, i, _)| keys.contains(&(*l, *i))).collect();
         Ok(rows.into_iter().map(|(l, i, d)| ((l, i), d)).collect())
     }
 
