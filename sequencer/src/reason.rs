@@ -33,6 +33,8 @@ pub enum Reason {
     ClockSkew,
     /// A dead letter's retry was refused as a whole request (4xx), with the error's text.
     InvalidRequest(String),
+    /// The event breaks its agent's policy (`crate::policy`).
+    AgentPolicyViolation,
 }
 
 impl Reason {
@@ -50,6 +52,7 @@ impl Reason {
             Reason::VersionConflict { .. } => "version_conflict",
             Reason::ClockSkew => "clock_skew",
             Reason::InvalidRequest(_) => "invalid_request",
+            Reason::AgentPolicyViolation => crate::policy::REJECTION_REASON,
         }
     }
 
@@ -81,6 +84,7 @@ impl Reason {
             Reason::UnsupportedVersion => "UnsupportedVersion",
             Reason::ClockSkew => "ClockSkew",
             Reason::InvalidRequest(_) => "InvalidRequest",
+            Reason::AgentPolicyViolation => "AgentPolicyViolation",
         }
     }
 

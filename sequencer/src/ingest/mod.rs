@@ -223,7 +223,7 @@ impl Ingest {
             self.policies.violations(stream.tenant_id, envelopes[0].source_agent_id, &envelopes).await?
         {
             if matches!(verdicts[i], Verdict::Valid(_)) {
-                verdicts[i] = rejected(crate::policy::REJECTION_REASON, violation.message(), false);
+                verdicts[i] = rejected(Reason::AgentPolicyViolation, violation.message());
             }
         }
 
