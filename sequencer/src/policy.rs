@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use ves::envelope::VesEventEnvelope;
 
@@ -25,18 +24,7 @@ const MAX_ENTITY_RULE_LEN: usize = 128;
 /// Largest payload limit a policy may set.
 pub const MAX_POLICY_PAYLOAD_BYTES: u32 = 10 * 1024 * 1024;
 
-/// An agent's policy within a tenant, as stored and as answered (camelCase, as upstream).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
-#[serde(rename_all = "camelCase")]
-pub struct AgentPolicy {
-    pub tenant_id: Uuid,
-    pub agent_id: Uuid,
-    pub allowed_event_types: Vec<String>,
-    pub allowed_entity_types: Vec<String>,
-    pub require_base_version: bool,
-    pub max_payload_bytes: Option<i32>,
-    pub enabled: bool,
-}
+pub use crate::store::policies::AgentPolicy;
 
 /// Why an event breaks a policy (the message is upstream's wording).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -52,7 +52,7 @@ impl Reason {
             Reason::VersionConflict { .. } => "version_conflict",
             Reason::ClockSkew => "clock_skew",
             Reason::InvalidRequest(_) => "invalid_request",
-            Reason::AgentPolicyViolation => crate::policy::REJECTION_REASON,
+            Reason::AgentPolicyViolation => "agent_policy_violation",
         }
     }
 

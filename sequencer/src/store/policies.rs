@@ -1,10 +1,23 @@
 //! Per-agent event policies (`agent_event_policies`).
 
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::Result;
-use crate::policy::AgentPolicy;
 use crate::store::Store;
+
+/// An agent's policy within a tenant, as stored and as answered (camelCase, as upstream).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentPolicy {
+    pub tenant_id: Uuid,
+    pub agent_id: Uuid,
+    pub allowed_event_types: Vec<String>,
+    pub allowed_entity_types: Vec<String>,
+    pub require_base_version: bool,
+    pub max_payload_bytes: Option<i32>,
+    pub enabled: bool,
+}
 
 const COLUMNS: &str =
     "tenant_id, agent_id, allowed_event_types, allowed_entity_types, require_base_version, max_payload_bytes, enabled";
