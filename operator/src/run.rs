@@ -1,9 +1,9 @@
 //! The long-running operator: connect, check the CRDs, serve health and metrics, win the leader
 //! lease, run the controllers until a signal or the loss of the lease.
 //!
-//! Only the replica holding the Lease reconciles. Losing the lease stops the controllers and ends
-//! the process with an error, so Kubernetes restarts it as a standby: two leaders never write at
-//! once.
+//! Only the replica holding the Lease reconciles. Losing the lease stops the controllers (waiting
+//! for reconciles in flight) and returns the process to standby, competing for the lease again:
+//! two leaders never write at once, and no restart is needed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::controller::{self, AdminEndpoint, Context};
 use crate::metrics::Metrics;
-use crate::server::{self, Health};
+use crate::server::{self, Health, Liveness};
 use crate::{Error, Result};
 
 /// Seconds a lease stays valid without renewal; a new leader takes over at most this long after
@@ -26,7 +26,7 @@ const LEASE_DURATION_SECONDS: u64 = 15;
 /// Seconds before expiry at which the leader renews (also the tolerated clock skew).
 const LEASE_GRACE_SECONDS: u64 = 5;
 /// How long a stopping leader waits to release the lease for a quick hand-over.
-const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Settings of `sequencer-operator run`.
 #[derive(Clone, Debug)]
@@ -35,7 +35,7 @@ pub struct RunOptions {
     pub watch_namespace: Option<String>,
     /// Address of the health and metrics endpoints.
     pub listen: SocketAddr,
-    /// Name and namespace of the leader Lease.
+    /// Name and namespace of the leader Lease (the watched namespace in a least-privilege install).
     pub lease_name: String,
     pub lease_namespace: String,
     /// Identity in the Lease and in events (the pod name).
@@ -44,16 +44,19 @@ pub struct RunOptions {
     pub admin_endpoint: AdminEndpoint,
 }
 
-/// Runs the operator until SIGTERM/SIGINT (Ok) or the loss of the leader lease (Err).
+/// Runs the operator until SIGTERM/SIGINT (Ok) or a failure of leader election itself (Err).
+/// Losing the lease stops the controllers and returns this replica to standby.
 pub async fn run(options: RunOptions) -> Result<()> {
     let client = Client::try_default().await?;
     let metrics = Arc::new(Metrics::default());
-    let health = Health { metrics: metrics.clone(), ready: Arc::new(AtomicBool::new(false)) };
+    let liveness = Arc::new(Liveness::default());
+    let health =
+        Health { metrics: metrics.clone(), liveness: liveness.clone(), ready: Arc::new(AtomicBool::new(false)) };
     let listener = server::bind(options.listen).await?;
+    info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving /healthz, /readyz and /metrics");
     tokio::spawn(server::serve(listener, health.clone()));
-    info!(listen = %options.listen, "serving /healthz, /readyz and /metrics");
 
-    controller::check_crds_installed(&client).await?;
+    controller::check_crds_installed(&client, options.watch_namespace.as_deref()).await?;
     health.ready.store(true, Ordering::Relaxed);
 
     let manager = LeaseManagerBuilder::new(client.clone(), &options.lease_name)
@@ -72,47 +75,59 @@ pub async fn run(options: RunOptions) -> Result<()> {
         let _ = signal_tx.send(true);
     });
 
-    // Stand by until this replica holds the lease (or is told to stop).
-    info!(lease = %options.lease_name, namespace = %options.lease_namespace, identity = %options.identity, "waiting for the leader lease");
-    let mut signal = signal_rx.clone();
-    while !*leading.borrow_and_update() {
-        tokio::select! {
-            changed = leading.changed() => {
-                if changed.is_err() {
-                    return Err(lease_task_error(lease_task).await);
-                }
-            }
-            _ = signal.wait_for(|stop| *stop) => {
-                info!("stopping before becoming leader");
-                return Ok(());
-            }
-        }
-    }
-    metrics.set_leader(true);
-    info!("leading: starting the controllers");
-
-    let lost_lease = Arc::new(AtomicBool::new(false));
-    let stop = {
-        let lost_lease = lost_lease.clone();
+    loop {
+        // Stand by until this replica holds the lease (or is told to stop).
+        info!(lease = %options.lease_name, namespace = %options.lease_namespace, identity = %options.identity, "standing by for the leader lease");
         let mut signal = signal_rx.clone();
-        let mut leading = leading.clone();
-        async move {
+        while !*leading.borrow_and_update() {
             tokio::select! {
-                _ = signal.wait_for(|stop| *stop) => info!("signal received: stopping the controllers"),
-                _ = leading.wait_for(|leads| !*leads) => {
-                    warn!("lost the leader lease: stopping the controllers");
-                    lost_lease.store(true, Ordering::Relaxed);
+                changed = leading.changed() => {
+                    if changed.is_err() {
+                        return Err(lease_task_error(lease_task).await);
+                    }
+                }
+                _ = signal.wait_for(|stop| *stop) => {
+                    info!("stopping while standing by");
+                    return Ok(());
                 }
             }
         }
-    };
-    let ctx =
-        Arc::new(Context::new(client, metrics.clone(), options.admin_endpoint.clone(), Some(options.identity.clone())));
-    controller::run_controllers(ctx, options.watch_namespace.clone(), stop).await;
-    metrics.set_leader(false);
+        metrics.set_leader(true);
+        info!("leading: starting the controllers");
 
-    if lost_lease.load(Ordering::Relaxed) {
-        return Err(Error::LostLease);
+        let lost_lease = Arc::new(AtomicBool::new(false));
+        let stop = {
+            let lost_lease = lost_lease.clone();
+            let mut signal = signal_rx.clone();
+            let mut leading = leading.clone();
+            async move {
+                tokio::select! {
+                    _ = signal.wait_for(|stop| *stop) => info!("signal received: stopping the controllers"),
+                    _ = leading.wait_for(|leads| !*leads) => {
+                        warn!("lost the leader lease: stopping the controllers");
+                        lost_lease.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+        };
+        let ctx = Arc::new(
+            Context::new(
+                client.clone(),
+                metrics.clone(),
+                options.admin_endpoint.clone(),
+                Some(options.identity.clone()),
+            )
+            .with_liveness(liveness.clone()),
+        );
+        // NB: graceful: a reconcile in flight (an admin call of at most `action::CALL_TIMEOUT_MAX`)
+        // finishes before this returns; the chart's terminationGracePeriodSeconds outlives it.
+        controller::run_controllers(ctx, options.watch_namespace.clone(), stop).await;
+        metrics.set_leader(false);
+
+        if !lost_lease.load(Ordering::Relaxed) {
+            break;
+        }
+        // Back to standby: the lease task keeps competing for the lease.
     }
     // Closing the channel makes the lease task release the lease: the next leader need not wait.
     drop(leading);

@@ -35,7 +35,7 @@ const WAIT_REQUEUE: Duration = Duration::from_secs(5);
 const RETRY_BASE: Duration = Duration::from_secs(5);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 /// Longest single call to the admin API (a stream verification may take minutes).
-const CALL_TIMEOUT_MAX: Duration = Duration::from_secs(300);
+pub(crate) const CALL_TIMEOUT_MAX: Duration = Duration::from_secs(300);
 /// Requeue after a failed reconcile.
 const ERROR_REQUEUE: Duration = Duration::from_secs(15);
 
