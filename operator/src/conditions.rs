@@ -72,6 +72,8 @@ spelled_enum! {
         AnchoringHealthy,
         /// Sequencer: dead letters wait for a fix and a replay.
         DeadLettersPending,
+        /// Sequencer: the PodMonitor asked for in spec.monitoring.podMonitor exists (or none is asked for).
+        MonitoringReady,
         /// SequencerAction: the action did what it was asked (Unknown until it finishes).
         Succeeded,
         /// SequencerAction: the action finished, either way.
@@ -145,6 +147,12 @@ spelled_enum! {
         DeadLettersPresent,
         /// No dead letter is pending.
         NoDeadLetters,
+        /// spec.monitoring.podMonitor is off.
+        PodMonitorDisabled,
+        /// The PodMonitor is applied.
+        PodMonitorApplied,
+        /// The monitoring.coreos.com CRDs (Prometheus Operator) are not installed.
+        MonitoringCrdsAbsent,
         // SequencerAction.
         /// The action waits for its Sequencer to have a ready replica.
         WaitingForSequencer,
@@ -319,12 +327,25 @@ pub enum AdminState {
     Read(AdminStatus),
 }
 
+/// Where the PodMonitor stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MonitoringState {
+    /// Not asked for.
+    #[default]
+    Disabled,
+    /// Applied.
+    Applied,
+    /// Asked for, but the monitoring.coreos.com CRDs are not installed.
+    CrdsAbsent,
+}
+
 /// Everything the Sequencer's conditions are computed from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SequencerObservation {
     pub deployment: Option<DeploymentState>,
     pub migration: MigrationState,
     pub admin: AdminState,
+    pub monitoring: MonitoringState,
 }
 
 /// An anchoring backlog older than this many anchoring intervals is lagging…
@@ -347,7 +368,32 @@ pub fn sequencer_conditions(spec: &SequencerSpec, seen: &SequencerObservation) -
         migrations_applied(spec, seen),
         anchoring_healthy(spec, &seen.admin),
         dead_letters_pending(&seen.admin),
+        monitoring_ready(seen.monitoring),
     ]
+}
+
+fn monitoring_ready(state: MonitoringState) -> Computed {
+    use ConditionType::MonitoringReady;
+    match state {
+        MonitoringState::Disabled => Computed::new(
+            MonitoringReady,
+            Status::True,
+            Reason::PodMonitorDisabled,
+            "spec.monitoring.podMonitor is off",
+        ),
+        MonitoringState::Applied => Computed::new(
+            MonitoringReady,
+            Status::True,
+            Reason::PodMonitorApplied,
+            "the PodMonitor of the sequencer pods is applied",
+        ),
+        MonitoringState::CrdsAbsent => Computed::new(
+            MonitoringReady,
+            Status::False,
+            Reason::MonitoringCrdsAbsent,
+            "spec.monitoring.podMonitor is enabled but the monitoring.coreos.com CRDs (Prometheus Operator) are not installed; the sequencer runs unmonitored",
+        ),
+    }
 }
 
 /// Whether a `Ready=False` with this reason needs a human: kstatus then reports Failed instead of
@@ -778,7 +824,18 @@ mod tests {
                 }),
                 ..Default::default()
             }),
+            monitoring: MonitoringState::Disabled,
         }
+    }
+
+    #[test]
+    fn a_pod_monitor_without_the_prometheus_operator_crds_is_reported_not_failed() {
+        let spec = Sequencer::test().spec;
+        let mut seen = healthy(&spec);
+        seen.monitoring = MonitoringState::CrdsAbsent;
+        let c = sequencer_conditions(&spec, &seen);
+        assert_eq!(find(&c, ConditionType::MonitoringReady).reason, Reason::MonitoringCrdsAbsent);
+        assert_eq!(find(&c, ConditionType::Ready).status, Status::True, "monitoring never blocks Ready");
     }
 
     #[test]
@@ -841,7 +898,8 @@ mod tests {
                 ConditionType::Degraded,
                 ConditionType::MigrationsApplied,
                 ConditionType::AnchoringHealthy,
-                ConditionType::DeadLettersPending
+                ConditionType::DeadLettersPending,
+                ConditionType::MonitoringReady
             ]
         );
     }
@@ -864,6 +922,7 @@ mod tests {
             deployment: None,
             migration: MigrationState::Succeeded { job: "j".into() },
             admin: AdminState::NotRead,
+            monitoring: Default::default(),
         };
         let c = sequencer_conditions(&spec, &seen);
         assert_eq!(find(&c, ConditionType::Ready).reason, Reason::Creating);

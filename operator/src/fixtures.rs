@@ -420,10 +420,9 @@ impl ApiServer {
         self.secrets_read_with(seq, |name| Some(fixture_secret(&seq_for, name, "v1"))).await;
     }
 
-    /// Secrets read; ServiceAccount, ConfigMap and Service each read (absent) and applied; the
-    /// PodDisruptionBudget read (absent) and applied with more than one replica, left alone
-    /// otherwise. Returns the applied ConfigMap.
-    pub async fn children_applied(&mut self, seq: &Sequencer) -> Value {
+    /// Secrets read; ServiceAccount and ConfigMap each read (absent) and applied: what comes before
+    /// a migration Job. Returns the applied ConfigMap's data.
+    pub async fn secrets_and_job_prerequisites_applied(&mut self, seq: &Sequencer) -> Value {
         self.secrets_read(seq).await;
         self.expect(Method::GET, &path("serviceaccount", NAME)).await.not_found();
         self.expect_apply(&path("serviceaccount", NAME)).await.echo();
@@ -431,6 +430,20 @@ impl ApiServer {
         let config = self.expect_apply(&path("configmap", &Names(NAME).config_map())).await;
         let data = config.body["data"].clone();
         config.echo();
+        data
+    }
+
+    /// Secrets read; ServiceAccount, ConfigMap and Service each read (absent) and applied; the
+    /// PodDisruptionBudget read (absent) and applied with more than one replica, left alone
+    /// otherwise. Returns the applied ConfigMap's data.
+    pub async fn children_applied(&mut self, seq: &Sequencer) -> Value {
+        let data = self.secrets_and_job_prerequisites_applied(seq).await;
+        self.service_and_budget_applied(seq).await;
+        data
+    }
+
+    /// The Service and the PodDisruptionBudget (after any migration Job).
+    pub async fn service_and_budget_applied(&mut self, seq: &Sequencer) {
         self.expect(Method::GET, &path("service", NAME)).await.not_found();
         self.expect_apply(&path("service", NAME)).await.echo();
         self.expect(Method::GET, &path("pdb", NAME)).await.not_found();
@@ -439,7 +452,6 @@ impl ApiServer {
             assert_eq!(pdb.body["spec"]["maxUnavailable"], 1);
             pdb.echo();
         }
-        data
     }
 
     /// The Deployment applied; answered with `status`. Returns the applied body.
@@ -534,6 +546,10 @@ pub enum Scenario {
     /// One replica and a PodDisruptionBudget under the Sequencer's name: deleted (UID
     /// precondition) when ours, left alone when someone else's.
     PodDisruptionBudgetOnScaleDown { seq: Sequencer, ours: bool },
+    /// spec.monitoring.podMonitor enabled (OnStartup, fresh): after the Service, the PodMonitor is
+    /// read and applied; without the monitoring.coreos.com CRDs both answer 404, a Warning event
+    /// says so and MonitoringReady=False, but the reconcile goes on.
+    PodMonitor { seq: Sequencer, crds_installed: bool },
     /// The API server fails (500) on the first read: a Warning event and status (Ready=False,
     /// Reconciling=True, ReconcileFailed with the error) record it.
     ReconcileErrorReachesStatus(Sequencer),
@@ -561,6 +577,8 @@ impl Scenario {
             Scenario::CreateStartsMigrationJob(seq) => {
                 let job = Names(NAME).migration_job(&seq.spec.image);
                 api.expect(Method::GET, &path("deployment", NAME)).await.not_found();
+                // The Job's ServiceAccount and the ConfigMap exist before the Job.
+                api.secrets_and_job_prerequisites_applied(&seq).await;
                 api.expect(Method::GET, &path("job", &job)).await.not_found();
                 let created = api.expect_apply(&path("job", &job)).await;
                 let container = &created.body["spec"]["template"]["spec"]["containers"][0];
@@ -569,7 +587,7 @@ impl Scenario {
                 assert_eq!(created.body["metadata"]["ownerReferences"][0]["kind"], "Sequencer");
                 created.echo();
                 api.expect_event(Reason::MigrationJobCreated).await;
-                api.children_applied(&seq).await;
+                api.service_and_budget_applied(&seq).await;
                 let status = api.sequencer_status_written(&seq).await;
                 assert_eq!(condition(&status.conditions, "Ready").1, "MigrationJobRunning");
                 assert_eq!(condition(&status.conditions, "MigrationsApplied").0, "False");
@@ -592,12 +610,13 @@ impl Scenario {
                 let job = Names(NAME).migration_job(&seq.spec.image);
                 let old_job = Names(NAME).migration_job(OLD_IMAGE);
                 api.expect(Method::GET, &path("deployment", NAME)).await.ok(&seq.live_deployment(OLD_IMAGE, 1));
+                api.secrets_and_job_prerequisites_applied(&seq).await;
                 api.expect(Method::GET, &path("job", &job)).await.ok(&seq.live_migration_job(Some((
                     "Complete",
                     "CompletionsReached",
                     "",
                 ))));
-                api.children_applied(&seq).await;
+                api.service_and_budget_applied(&seq).await;
                 let deployment = api.deployment_applied(not_ready_status()).await;
                 assert_eq!(deployment["spec"]["template"]["spec"]["containers"][0]["image"], IMAGE);
                 api.expect_event(Reason::MigrationJobSucceeded).await;
@@ -621,6 +640,7 @@ impl Scenario {
             Scenario::MigrationFailedKeepsOldDeployment(seq) => {
                 let job = Names(NAME).migration_job(&seq.spec.image);
                 api.expect(Method::GET, &path("deployment", NAME)).await.ok(&seq.live_deployment(OLD_IMAGE, 1));
+                api.secrets_and_job_prerequisites_applied(&seq).await;
                 api.expect(Method::GET, &path("job", &job)).await.ok(&seq.live_migration_job(Some((
                     "Failed",
                     "BackoffLimitExceeded",
@@ -628,7 +648,7 @@ impl Scenario {
                 ))));
                 let warning = api.expect_event(Reason::MigrationJobFailed).await;
                 assert_eq!(warning["type"], "Warning");
-                api.children_applied(&seq).await;
+                api.service_and_budget_applied(&seq).await;
                 let deployment = api
                     .deployment_applied(json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}))
                     .await;
@@ -652,12 +672,13 @@ impl Scenario {
                 failed.metadata.uid = Some("7e57a11e-0000-4000-8000-000000000001".into());
                 let long_ago = Time(Timestamp::now() - SignedDuration::from_secs(3600));
                 failed.status.as_mut().unwrap().conditions.as_mut().unwrap()[0].last_transition_time = Some(long_ago);
+                api.secrets_and_job_prerequisites_applied(&seq).await;
                 api.expect(Method::GET, &path("job", &job)).await.ok(&failed);
                 api.expect_event(Reason::MigrationJobFailed).await;
                 let deleted = api.expect(Method::DELETE, &path("job", &job)).await;
                 assert_eq!(deleted.body["preconditions"]["uid"], "7e57a11e-0000-4000-8000-000000000001");
                 deleted.ok(&failed);
-                api.children_applied(&seq).await;
+                api.service_and_budget_applied(&seq).await;
                 let deployment = api
                     .deployment_applied(json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}))
                     .await;
@@ -718,6 +739,31 @@ impl Scenario {
                 }
                 api.deployment_applied(not_ready_status()).await;
                 api.sequencer_status_written(&seq).await;
+            }
+            Scenario::PodMonitor { seq, crds_installed } => {
+                api.expect(Method::GET, &path("deployment", NAME)).await.not_found();
+                api.secrets_and_job_prerequisites_applied(&seq).await;
+                api.expect(Method::GET, &path("service", NAME)).await.not_found();
+                api.expect_apply(&path("service", NAME)).await.echo();
+                let monitor = format!("/apis/monitoring.coreos.com/v1/namespaces/{NAMESPACE}/podmonitors/{NAME}");
+                api.expect(Method::GET, &monitor).await.not_found();
+                let applied = api.expect_apply(&monitor).await;
+                assert_eq!(applied.body["spec"]["podMetricsEndpoints"][0]["path"], "/metrics");
+                assert_eq!(applied.body["metadata"]["ownerReferences"][0]["kind"], "Sequencer");
+                if crds_installed {
+                    applied.echo();
+                } else {
+                    applied.not_found();
+                    let warning = api.expect_event(Reason::MonitoringCrdsAbsent).await;
+                    assert_eq!(warning["type"], "Warning");
+                }
+                api.expect(Method::GET, &path("pdb", NAME)).await.not_found();
+                api.deployment_applied(not_ready_status()).await;
+                let status = api.sequencer_status_written(&seq).await;
+                let expected =
+                    if crds_installed { ("True", "PodMonitorApplied") } else { ("False", "MonitoringCrdsAbsent") };
+                let (state, reason, _) = condition(&status.conditions, "MonitoringReady");
+                assert_eq!((state, reason), expected);
             }
             Scenario::ReconcileErrorReachesStatus(seq) => {
                 let status = json!({

@@ -97,6 +97,7 @@ pub fn sequencer_cases() -> Vec<HealthCase> {
         deployment,
         migration: MigrationState::UpToDate,
         admin: AdminState::NotRead,
+        monitoring: Default::default(),
     };
     let job = "ledger-migrate-abc1234".to_string();
     let mut cases = vec![
@@ -114,6 +115,7 @@ pub fn sequencer_cases() -> Vec<HealthCase> {
                     deployment: None,
                     migration: MigrationState::Running { job: job.clone(), attempt: 1 },
                     admin: AdminState::NotRead,
+                    monitoring: Default::default(),
                 },
             ),
             kstatus: KStatus::InProgress,
@@ -140,6 +142,7 @@ pub fn sequencer_cases() -> Vec<HealthCase> {
                         will_retry: true,
                     },
                     admin: AdminState::NotRead,
+                    monitoring: Default::default(),
                 },
             ),
             kstatus: KStatus::InProgress,
@@ -160,6 +163,7 @@ pub fn sequencer_cases() -> Vec<HealthCase> {
                         will_retry: false,
                     },
                     admin: AdminState::NotRead,
+                    monitoring: Default::default(),
                 },
             ),
             kstatus: KStatus::Failed,

@@ -396,6 +396,7 @@ mod tests {
         seq::scaling_to_one_replica_deletes_our_pod_disruption_budget();
         seq::a_pod_disruption_budget_of_someone_else_is_never_deleted();
         seq::a_failed_reconcile_reaches_status_as_reconciling_with_the_error();
+        seq::a_pod_monitor_is_applied_and_its_absent_crds_are_reported_instead_of_failing();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(record_action_requests());
         let events = runtime.block_on(record_event_requests());

@@ -2,14 +2,15 @@
 //!
 //! Order of one reconcile (each step's requests are fixed, which the mocked API-server tests pin):
 //! 1. read the Deployment, to learn which image runs now (and that it is ours);
-//! 2. in Job mode with a new image: read (or create) the image's migration Job;
-//! 3. read the referenced Secrets, for the pod template's secrets hash;
-//! 4. for ServiceAccount, ConfigMap, Service and PodDisruptionBudget: read, check it is ours,
-//!    apply (or delete a PDB of ours no longer wanted); then the Deployment on the image the
-//!    migrations allow (the old one while a Job runs or after it failed);
-//! 5. after a rollout past a migration: delete migration Jobs of older images that are ours;
-//! 6. read the admin status when a replica is ready and the last read is `statusPollSeconds` old;
-//! 7. write status when it changed, and publish events for transitions.
+//! 2. read the referenced Secrets, for the pod template's secrets hash;
+//! 3. ServiceAccount and ConfigMap (what a migration Job needs): read, check they are ours, apply;
+//! 4. in Job mode with a new image: read (or create, or replace after a failure) its migration Job;
+//! 5. Service and PodDisruptionBudget the same way (or delete a PDB of ours no longer wanted);
+//!    then the Deployment on the image the migrations allow (the old one while a Job runs or after
+//!    it failed);
+//! 6. after a rollout past a migration: delete migration Jobs of older images that are ours;
+//! 7. read the admin status when a replica is ready and the last read is `statusPollSeconds` old;
+//! 8. write status when it changed, and publish events for transitions.
 //!
 //! A child that exists under the same name without this Sequencer as its controller is never
 //! written, adopted or deleted: the reconcile stops with `NameConflict`. Every failure reaches
@@ -27,7 +28,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions, PropagationPolicy};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
@@ -36,7 +37,8 @@ use tracing::{debug, info, instrument, warn};
 
 use super::{Context, ensure_controlled};
 use crate::conditions::{
-    self, AdminState, ConditionType, DeploymentState, MigrationState, Reason, SequencerObservation, Status,
+    self, AdminState, ConditionType, DeploymentState, MigrationState, MonitoringState, Reason, SequencerObservation,
+    Status,
 };
 use crate::crd::{AdminStatusSummary, MigrationStatus, MigrationsMode, Sequencer, SequencerStatus};
 use crate::labels::{COMPONENT_MIGRATIONS, COMPONENT_SERVER, FIELD_MANAGER, LABEL_COMPONENT, LABEL_INSTANCE};
@@ -114,18 +116,22 @@ impl Sequencer {
         }
         let live_image = live.as_ref().and_then(resources::sequencer_container_image);
 
-        // 2. Migrations gate the image.
+        // 2. The referenced Secrets, hashed into the pod template.
+        let secrets_hash = self.secrets_hash(ctx, &namespace).await?;
+
+        // 3. What a migration Job needs exists before it: its ServiceAccount and the ConfigMap.
+        let children = resources::children(self, None, false);
+        ctx.apply_owned(&children.service_account, &uid).await?;
+        ctx.apply_owned(&children.config_map, &uid).await?;
+
+        // 4. Migrations gate the image.
         let (migration, retry_in) = self.migration_state(ctx, &namespace, &uid, live_image.as_deref()).await?;
         let deploy_image = if migration.allows_rollout() { Some(self.spec.image.clone()) } else { live_image.clone() };
 
-        // 3. The referenced Secrets, hashed into the pod template.
-        let secrets_hash = self.secrets_hash(ctx, &namespace).await?;
-
-        // 4. Children, each only if it is ours (or absent).
+        // 5. The other children, each only if it is ours (or absent).
         let mut children = resources::children(self, deploy_image.as_deref(), false);
-        ctx.apply_owned(&children.service_account, &uid).await?;
-        ctx.apply_owned(&children.config_map, &uid).await?;
         ctx.apply_owned(&children.service, &uid).await?;
+        let monitoring = self.reconcile_pod_monitor(ctx, &namespace, &uid).await?;
         self.reconcile_pod_disruption_budget(ctx, &namespace, &uid, children.pod_disruption_budget.as_ref()).await?;
         let deployment = match children.deployment.as_mut() {
             Some(deployment) => {
@@ -135,7 +141,7 @@ impl Sequencer {
             None => None,
         };
 
-        // 5. A rollout past a migration: record it, and drop Jobs of older images.
+        // 6. A rollout past a migration: record it, and drop Jobs of older images.
         let rolled_to_new_image = deploy_image.is_some() && live_image.is_some() && deploy_image != live_image;
         if let MigrationState::Succeeded { job } = &migration {
             if self.status.as_ref().and_then(|s| s.current_image.as_deref()) != Some(self.spec.image.as_str()) {
@@ -162,15 +168,15 @@ impl Sequencer {
             .await;
         }
 
-        // 6. Admin status, from a ready replica, at most every statusPollSeconds.
+        // 7. Admin status, from a ready replica, at most every statusPollSeconds.
         let deployment_state = deployment.as_ref().map(deployment_state);
         let admin = match &deployment_state {
             Some(d) if d.ready_replicas > 0 => self.admin_status(ctx, &namespace).await,
             _ => AdminState::NotRead,
         };
 
-        // 7. Status and transition events.
-        let seen = SequencerObservation { deployment: deployment_state, migration, admin };
+        // 8. Status and transition events.
+        let seen = SequencerObservation { deployment: deployment_state, migration, admin, monitoring };
         let status = self.next_status(&seen, &Time(Timestamp::now()));
         self.write_status(ctx, status).await?;
         let poll = Duration::from_secs(self.spec.monitoring.status_poll_seconds.into());
@@ -217,6 +223,51 @@ impl Sequencer {
                 now,
             ),
             ..previous
+        }
+    }
+
+    /// Applies the PodMonitor when `spec.monitoring.podMonitor` asks for one (read first: one of
+    /// someone else is never written). Without the monitoring.coreos.com CRDs the API server
+    /// answers 404 to the apply: that is reported (condition and Warning event), never a failure.
+    async fn reconcile_pod_monitor(&self, ctx: &Context, namespace: &str, uid: &str) -> Result<MonitoringState> {
+        let Some(pod_monitor) = resources::pod_monitor(self) else { return Ok(MonitoringState::Disabled) };
+        let resource = resources::pod_monitor_resource();
+        let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &resource);
+        let absent = |error: &kube::Error| matches!(error, kube::Error::Api(status) if status.code == 404);
+        match api.get_opt(&pod_monitor.name_any()).await {
+            Ok(Some(existing)) if !resources::is_controlled_by(&existing.metadata, uid) => {
+                return Err(Error::NameConflict {
+                    kind: "PodMonitor".into(),
+                    namespace: namespace.to_string(),
+                    name: pod_monitor.name_any(),
+                    controller: resources::describe_controller(&existing.metadata),
+                });
+            }
+            Ok(_) => {}
+            Err(error) if absent(&error) => {}
+            Err(error) => return Err(error.into()),
+        }
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        match api.patch(&pod_monitor.name_any(), &params, &Patch::Apply(&pod_monitor)).await {
+            Ok(_) => Ok(MonitoringState::Applied),
+            Err(error) if absent(&error) => {
+                if self
+                    .condition(ConditionType::MonitoringReady.as_str())
+                    .is_none_or(|c| c.reason != Reason::MonitoringCrdsAbsent.as_str())
+                {
+                    ctx.publish(
+                        &self.object_ref(&()),
+                        EventType::Warning,
+                        Reason::MonitoringCrdsAbsent,
+                        "Monitor",
+                        "spec.monitoring.podMonitor is enabled but the monitoring.coreos.com CRDs are not installed"
+                            .into(),
+                    )
+                    .await;
+                }
+                Ok(MonitoringState::CrdsAbsent)
+            }
+            Err(error) => Err(error.into()),
         }
     }
 
@@ -570,6 +621,7 @@ pub(crate) mod tests {
             }),
             migration: MigrationState::UpToDate,
             admin: AdminState::NotRead,
+            monitoring: Default::default(),
         };
         let status = seq.next_status(&seen, &Time(Timestamp::now()));
         let seq = seq.with_status(status);
@@ -633,6 +685,15 @@ pub(crate) mod tests {
     pub(crate) async fn a_failed_reconcile_reaches_status_as_reconciling_with_the_error() {
         let seq = Sequencer::test();
         reconcile_in(seq.clone(), Scenario::ReconcileErrorReachesStatus(seq), None).await.unwrap_err();
+    }
+
+    #[tokio::test]
+    pub(crate) async fn a_pod_monitor_is_applied_and_its_absent_crds_are_reported_instead_of_failing() {
+        for crds_installed in [true, false] {
+            let mut seq = Sequencer::test().with_migrations(MigrationsMode::OnStartup);
+            seq.spec.monitoring.pod_monitor.enabled = true;
+            reconcile_in(seq.clone(), Scenario::PodMonitor { seq, crds_installed }, None).await.unwrap();
+        }
     }
 
     #[test]
@@ -704,6 +765,7 @@ pub(crate) mod tests {
             }),
             migration: MigrationState::UpToDate,
             admin: AdminState::NotRead,
+            monitoring: Default::default(),
         };
         let now = Time(Timestamp::now());
         let seq = seq.clone().with_status(seq.next_status(&seen, &now));

@@ -36,12 +36,14 @@ fn with_kubernetes_integer_formats(crd: CustomResourceDefinition) -> CustomResou
                     _ => None,
                 };
                 if let Some((format, max)) = rewritten {
+                    // NB: schemars writes bounds as floats (5.0); read them as numbers of any kind.
+                    let bound = |key: &str| map.get(key).and_then(|m| m.as_f64()).map(|f| f as i64);
+                    let min = bound("minimum").unwrap_or(0).max(0);
+                    let upper = max.map(|max| bound("maximum").map_or(max, |m| m.min(max)));
                     map.insert("format".into(), format.into());
-                    let min = map.get("minimum").and_then(|m| m.as_i64()).unwrap_or(0).max(0);
                     map.insert("minimum".into(), min.into());
-                    if let Some(max) = max {
-                        let bounded = map.get("maximum").and_then(|m| m.as_i64()).map_or(max, |m| m.min(max));
-                        map.insert("maximum".into(), bounded.into());
+                    if let Some(upper) = upper {
+                        map.insert("maximum".into(), upper.into());
                     }
                 }
                 map.values_mut().for_each(walk);

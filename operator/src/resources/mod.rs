@@ -8,6 +8,7 @@ mod config;
 mod deployment;
 mod migration_job;
 mod pdb;
+mod pod_monitor;
 mod service;
 mod service_account;
 
@@ -15,6 +16,7 @@ pub use config::{config_hash, config_map};
 pub use deployment::{deployment, sequencer_container_image};
 pub use migration_job::{migration_job, migration_job_image};
 pub use pdb::pod_disruption_budget;
+pub use pod_monitor::{pod_monitor, pod_monitor_resource};
 pub use service::service;
 pub use service_account::service_account;
 
