@@ -11,6 +11,7 @@
 
 pub mod action_state;
 pub mod admin;
+pub mod chart_rbac;
 pub mod conditions;
 pub mod controller;
 pub mod crd;

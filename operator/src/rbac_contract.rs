@@ -16,42 +16,10 @@ use serde_json::Value;
 /// Namespace of the operator's release in the rendered fixtures.
 pub const RELEASE_NAMESPACE: &str = "sequencer-system";
 
-/// The chart's templates, parsed here (no Helm binary is needed): the operator's rules are the
-/// plain-YAML body of the `sequencer-operator.rules` define, bound cluster-wide by a ClusterRole or,
-/// with `watchNamespace`, by a Role in that namespace; the leader-election Role's rules are bound
-/// in the Lease's namespace. `the_chart_binds_the_rules_as_the_contract_assumes` pins that shape.
-const HELPERS: &str = include_str!("../../charts/sequencer-operator/templates/_helpers.tpl");
-const RBAC_TEMPLATE: &str = include_str!("../../charts/sequencer-operator/templates/rbac.yaml");
 /// The default `leaderElection.leaseName`.
 const LEASE_NAME: &str = "sequencer-operator";
 /// `watchNamespace` of the least-privilege mode in this contract (the fixtures' namespace).
 const WATCH_NAMESPACE: &str = crate::fixtures::NAMESPACE;
-
-/// The body of `{{- define "name" -}}` in `_helpers.tpl`.
-fn define_body(name: &str) -> &'static str {
-    let start = HELPERS.find(&format!("{{{{- define \"{name}\" -}}}}")).unwrap_or_else(|| panic!("no define {name}"));
-    let body = &HELPERS[start..];
-    let body = &body[body.find('\n').unwrap() + 1..];
-    &body[..body.find("{{- end -}}").unwrap()]
-}
-
-fn parse_rules(yaml: &str) -> Vec<Value> {
-    let value: Value = yaml_serde::from_str(yaml).unwrap_or_else(|e| panic!("rules do not parse: {e}\n{yaml}"));
-    value.as_array().cloned().unwrap_or_default()
-}
-
-/// The operator's rules (the `sequencer-operator.rules` define).
-fn operator_rules() -> Vec<Value> {
-    parse_rules(define_body("sequencer-operator.rules"))
-}
-
-/// The leader-election Role's rules, with the default Lease name.
-fn leader_rules() -> Vec<Value> {
-    let role = &RBAC_TEMPLATE[RBAC_TEMPLATE.find("-leader-election").expect("a leader-election Role")..];
-    let rules = &role[role.find("rules:").unwrap() + "rules:".len()..];
-    let rules = &rules[..rules.find("---").unwrap()];
-    parse_rules(&rules.replace("{{ .Values.leaderElection.leaseName | quote }}", &format!("\"{LEASE_NAME}\"")))
-}
 
 /// One request as RBAC sees it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -167,8 +135,11 @@ impl Mode {
             Mode::ClusterWide => (None, RELEASE_NAMESPACE),
             Mode::WatchNamespace => (Some(WATCH_NAMESPACE.to_string()), WATCH_NAMESPACE),
         };
-        let mut grants: Vec<Grant> = operator_rules().iter().map(|r| Grant::of(r, operator_scope.clone())).collect();
-        grants.extend(leader_rules().iter().map(|r| Grant::of(r, Some(lease_scope.to_string()))));
+        let mut grants: Vec<Grant> =
+            crate::chart_rbac::operator_rules().iter().map(|r| Grant::of(r, operator_scope.clone())).collect();
+        grants.extend(
+            crate::chart_rbac::leader_rules(LEASE_NAME).iter().map(|r| Grant::of(r, Some(lease_scope.to_string()))),
+        );
         Rbac { grants }
     }
 }
@@ -448,7 +419,7 @@ mod tests {
 
     #[test]
     fn the_chart_binds_the_rules_as_the_contract_assumes() {
-        let template: String = RBAC_TEMPLATE.split_whitespace().collect::<Vec<_>>().join(" ");
+        let template: String = crate::chart_rbac::RBAC_TEMPLATE.split_whitespace().collect::<Vec<_>>().join(" ");
         let namespaced = template.find("{{- if .Values.watchNamespace }}").expect("a watchNamespace branch");
         let cluster = template.find("{{- else }}").expect("a cluster-wide branch");
         let role = &template[namespaced..cluster];
@@ -460,7 +431,7 @@ mod tests {
         let leader = &template[template.find("-leader-election").unwrap()..];
         assert!(leader.contains("namespace: {{ include \"sequencer-operator.leaseNamespace\" . }}"));
         assert_eq!(
-            define_body("sequencer-operator.leaseNamespace").trim(),
+            crate::chart_rbac::define_body("sequencer-operator.leaseNamespace").trim(),
             "{{- default .Release.Namespace .Values.watchNamespace -}}"
         );
     }

@@ -365,3 +365,35 @@ pub async fn run_controllers(
     liveness.clear();
     info!("controllers stopped");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status::failure(message, "x").with_code(code)))
+    }
+
+    #[test]
+    fn a_forbidden_start_up_list_is_an_rbac_problem_naming_verb_resource_and_namespace_never_a_missing_crd() {
+        let error = start_up_error(
+            "Sequencer",
+            "sequencers",
+            Some("payments"),
+            api_error(403, "sequencers.sequencer.stateset.io is forbidden: User cannot list resource"),
+        );
+        let message = error.to_string();
+        assert!(message.contains("RBAC") && message.contains("list sequencers in namespace payments"), "{message}");
+        assert!(!message.contains("CRD not installed"), "{message}");
+        assert_eq!(error.metric_label(), "forbidden");
+        let cluster = start_up_error("Sequencer", "sequencers", None, api_error(403, "forbidden")).to_string();
+        assert!(cluster.contains("cluster-wide"), "{cluster}");
+        let missing = start_up_error(
+            "Sequencer",
+            "sequencers",
+            None,
+            api_error(404, "the server could not find the requested resource"),
+        );
+        assert!(missing.to_string().contains("CRD not installed"), "{missing}");
+    }
+}
