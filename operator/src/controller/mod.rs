@@ -396,4 +396,38 @@ mod tests {
         );
         assert!(missing.to_string().contains("CRD not installed"), "{missing}");
     }
+
+    #[test]
+    fn a_secret_change_reconciles_exactly_the_sequencers_that_reference_it() {
+        use kube::runtime::watcher::Event;
+        let (store, mut writer) = reflector::store::<Sequencer>();
+        let plain = Sequencer::test();
+        let mut anchored = Sequencer::test().anchoring();
+        anchored.metadata.name = Some("anchored".into());
+        let mut elsewhere = Sequencer::test().anchoring();
+        elsewhere.metadata.namespace = Some("other".into());
+        for seq in [&plain, &anchored, &elsewhere] {
+            writer.apply_watcher_event(&Event::Apply(seq.clone()));
+        }
+        let names = |secret: &str| {
+            let mut refs: Vec<String> =
+                sequencers_referencing(&store, "payments", secret).into_iter().map(|r| r.name).collect();
+            refs.sort();
+            refs
+        };
+        assert_eq!(names("ledger-db"), vec!["anchored", "ledger"]);
+        assert_eq!(names("ledger-l2"), vec!["anchored"], "only where anchoring is on, and only in its namespace");
+        assert!(names("unrelated").is_empty());
+    }
+
+    #[test]
+    fn the_charts_grace_period_outlives_the_longest_admin_call_and_the_lease_release() {
+        let values: serde_json::Value =
+            yaml_serde::from_str(include_str!("../../../charts/sequencer-operator/values.yaml")).unwrap();
+        let grace = values["terminationGracePeriodSeconds"].as_u64().expect("terminationGracePeriodSeconds");
+        let needed = action::CALL_TIMEOUT_MAX + crate::run::RELEASE_TIMEOUT;
+        assert!(grace > needed.as_secs(), "grace {grace}s must exceed {}s", needed.as_secs());
+        let template = include_str!("../../../charts/sequencer-operator/templates/deployment.yaml");
+        assert!(template.contains("terminationGracePeriodSeconds: {{ .Values.terminationGracePeriodSeconds }}"));
+    }
 }
