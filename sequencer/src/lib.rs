@@ -32,6 +32,7 @@ pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod testing;
+pub mod tlog;
 pub mod verify;
 pub mod worker;
 

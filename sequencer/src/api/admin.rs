@@ -70,6 +70,7 @@ pub async fn status(
         "oldestUnanchoredAgeSeconds": oldest.map(|s| s.round() as i64),
     });
     body["ingestion"] = json!({"pausedStreams": state.store.paused_streams().await?});
+    body["transparencyLog"] = super::tlog::status(&state, tenant).await?;
     if q.streams {
         let tenant_id = match tenant {
             Some(t) => Some(t),

@@ -10,6 +10,9 @@ mod commitments;
 mod events;
 mod health;
 mod ingest;
+mod tlog;
+
+pub use events::event_json;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -68,6 +71,12 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/ves/commitments/{batch_id}/correct", post(commitments::correct))
         .route("/v1/ves/proofs/verify", post(commitments::verify))
         .route("/v1/ves/proofs/{sequence_number}", get(commitments::proof))
+        .route("/v1/ves/tlog/{tenant_id}/{store_id}/checkpoint", get(tlog::checkpoint))
+        .route("/v1/ves/tlog/{tenant_id}/{store_id}/tile/{*path}", get(tlog::tile))
+        .route("/v1/ves/tlog/{tenant_id}/{store_id}/proof/inclusion", get(tlog::inclusion))
+        .route("/v1/ves/tlog/{tenant_id}/{store_id}/proof/consistency", get(tlog::consistency))
+        .route("/v1/ves/tlog/{tenant_id}/{store_id}/bundle", get(tlog::bundle))
+        .route("/v1/admin/tlog/witnesses", get(tlog::witnesses))
         .route("/v1/events/ingest", post(ingest::ingest_legacy))
         .route("/v1/events", get(events::events))
         .route("/v1/head", get(events::head))
