@@ -55,7 +55,7 @@ pub enum Error {
 
     /// The operator's CRDs are not installed.
     #[error(
-        "listing {kind} failed: {reason}. CRD not installed? run `kubectl apply --server-side -f crds/` (or `sequencer-operator crd | kubectl apply --server-side -f -`)"
+        "listing {kind} failed: {reason}. CRD not installed? run `kubectl apply --server-side --force-conflicts -f crds/` (or `sequencer-operator crd | kubectl apply --server-side --force-conflicts -f -`)"
     )]
     CrdsMissing { kind: &'static str, reason: String },
 

@@ -65,9 +65,8 @@ pub async fn reconcile(seq: Arc<Sequencer>, ctx: Arc<Context>) -> Result<Action>
     }
     let result = seq.reconcile(&ctx).await;
     if let Err(error) = &result {
-        let (reason, _) = error.status_reason();
-        let event_reason = if reason == Reason::ReconcileFailed { Reason::ReconcileFailed } else { reason };
-        ctx.publish(&seq.object_ref(&()), EventType::Warning, event_reason, "Reconcile", error.to_string()).await;
+        let (reason, message) = error.status_reason();
+        ctx.publish(&seq.object_ref(&()), EventType::Warning, reason, "Reconcile", message).await;
         seq.report_failure(&ctx, error).await;
     }
     result
