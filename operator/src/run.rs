@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
@@ -67,7 +69,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
         .build()
         .await
         .map_err(Error::LeaderElection)?;
-    let (mut leading, lease_task) = manager.watch().await;
+    let (leading, lease_task) = manager.watch().await;
 
     let (signal_tx, signal_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -75,41 +77,10 @@ pub async fn run(options: RunOptions) -> Result<()> {
         let _ = signal_tx.send(true);
     });
 
-    loop {
-        // Stand by until this replica holds the lease (or is told to stop).
-        info!(lease = %options.lease_name, namespace = %options.lease_namespace, identity = %options.identity, "standing by for the leader lease");
-        let mut signal = signal_rx.clone();
-        while !*leading.borrow_and_update() {
-            tokio::select! {
-                changed = leading.changed() => {
-                    if changed.is_err() {
-                        return Err(lease_task_error(lease_task).await);
-                    }
-                }
-                _ = signal.wait_for(|stop| *stop) => {
-                    info!("stopping while standing by");
-                    return Ok(());
-                }
-            }
-        }
+    info!(lease = %options.lease_name, namespace = %options.lease_namespace, identity = %options.identity, "standing by for the leader lease");
+    let lead = |stop: BoxFuture<'static, ()>| {
         metrics.set_leader(true);
         info!("leading: starting the controllers");
-
-        let lost_lease = Arc::new(AtomicBool::new(false));
-        let stop = {
-            let lost_lease = lost_lease.clone();
-            let mut signal = signal_rx.clone();
-            let mut leading = leading.clone();
-            async move {
-                tokio::select! {
-                    _ = signal.wait_for(|stop| *stop) => info!("signal received: stopping the controllers"),
-                    _ = leading.wait_for(|leads| !*leads) => {
-                        warn!("lost the leader lease: stopping the controllers");
-                        lost_lease.store(true, Ordering::Relaxed);
-                    }
-                }
-            }
-        };
         let ctx = Arc::new(
             Context::new(
                 client.clone(),
@@ -119,15 +90,18 @@ pub async fn run(options: RunOptions) -> Result<()> {
             )
             .with_liveness(liveness.clone()),
         );
-        // NB: graceful: a reconcile in flight (an admin call of at most `action::CALL_TIMEOUT_MAX`)
-        // finishes before this returns; the chart's terminationGracePeriodSeconds outlives it.
-        controller::run_controllers(ctx, options.watch_namespace.clone(), stop).await;
-        metrics.set_leader(false);
-
-        if !lost_lease.load(Ordering::Relaxed) {
-            break;
+        let metrics = metrics.clone();
+        let namespace = options.watch_namespace.clone();
+        async move {
+            // NB: graceful: a reconcile in flight (an admin call of at most
+            // `action::CALL_TIMEOUT_MAX`) finishes before this returns; the chart's
+            // terminationGracePeriodSeconds outlives it.
+            controller::run_controllers(ctx, namespace, stop).await;
+            metrics.set_leader(false);
         }
-        // Back to standby: the lease task keeps competing for the lease.
+    };
+    if alternate_standby_and_leading(leading.clone(), signal_rx, lead).await == Ended::LeaseTaskGone {
+        return Err(lease_task_error(lease_task).await);
     }
     // Closing the channel makes the lease task release the lease: the next leader need not wait.
     drop(leading);
@@ -151,6 +125,64 @@ async fn lease_task_error(
     }
 }
 
+/// Why [`alternate_standby_and_leading`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// A stop signal (SIGTERM/SIGINT).
+    Signal,
+    /// The lease task ended (its channel closed).
+    LeaseTaskGone,
+}
+
+/// Stands by until `leading` says this replica holds the lease, then runs `lead(stop)` until
+/// `stop` resolves, which it does on a signal or when the lease is lost; a lost lease returns to
+/// standby (the lease task keeps competing), a signal ends it.
+pub async fn alternate_standby_and_leading<F, Fut>(
+    mut leading: watch::Receiver<bool>,
+    signal: watch::Receiver<bool>,
+    mut lead: F,
+) -> Ended
+where
+    F: FnMut(BoxFuture<'static, ()>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    loop {
+        let mut stop_signal = signal.clone();
+        while !*leading.borrow_and_update() {
+            tokio::select! {
+                changed = leading.changed() => {
+                    if changed.is_err() {
+                        return Ended::LeaseTaskGone;
+                    }
+                }
+                _ = stop_signal.wait_for(|stop| *stop) => {
+                    info!("stopping while standing by");
+                    return Ended::Signal;
+                }
+            }
+        }
+        let lost_lease = Arc::new(AtomicBool::new(false));
+        let stop = {
+            let lost_lease = lost_lease.clone();
+            let mut signal = signal.clone();
+            let mut leading = leading.clone();
+            async move {
+                tokio::select! {
+                    _ = signal.wait_for(|stop| *stop) => info!("signal received: stopping the controllers"),
+                    _ = leading.wait_for(|leads| !*leads) => {
+                        warn!("lost the leader lease: stopping the controllers and standing by");
+                        lost_lease.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+        };
+        lead(stop.boxed()).await;
+        if !lost_lease.load(Ordering::Relaxed) {
+            return Ended::Signal;
+        }
+    }
+}
+
 /// Resolves on SIGTERM (Kubernetes stopping the pod) or SIGINT.
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -166,5 +198,42 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn losing_the_lease_returns_to_standby_and_leads_again_when_it_comes_back() {
+        let (lease_tx, lease_rx) = watch::channel(false);
+        let (signal_tx, signal_rx) = watch::channel(false);
+        let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+        let (stopped_tx, mut stopped_rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+        let mut terms = 0;
+        let runner = tokio::spawn(alternate_standby_and_leading(lease_rx, signal_rx, move |stop| {
+            terms += 1;
+            let term = terms;
+            let (started, stopped) = (started_tx.clone(), stopped_tx.clone());
+            async move {
+                started.send(term).unwrap();
+                stop.await;
+                stopped.send(term).unwrap();
+            }
+        }));
+        let step = Duration::from_secs(5);
+
+        lease_tx.send(true).unwrap();
+        assert_eq!(tokio::time::timeout(step, started_rx.recv()).await.expect("leading within 5s"), Some(1));
+        lease_tx.send(false).unwrap();
+        assert_eq!(tokio::time::timeout(step, stopped_rx.recv()).await.expect("stopping within 5s"), Some(1));
+        assert!(!runner.is_finished(), "a lost lease must not end the process");
+        lease_tx.send(true).unwrap();
+        assert_eq!(tokio::time::timeout(step, started_rx.recv()).await.expect("leading again within 5s"), Some(2));
+        signal_tx.send(true).unwrap();
+        assert_eq!(tokio::time::timeout(step, stopped_rx.recv()).await.expect("stopping within 5s"), Some(2));
+        let ended = tokio::time::timeout(step, runner).await.expect("ending within 5s").unwrap();
+        assert_eq!(ended, Ended::Signal);
     }
 }
