@@ -57,10 +57,12 @@ spelled_enum! {
         /// Sequencer: the desired spec is rolled out and every replica serves.
         Ready,
         /// kstatus: the controller is still working towards the spec (True while Ready is False
-        /// for a reason that resolves by itself). Abnormal-true, so absent means False.
+        /// for a reason that resolves by itself; for a SequencerAction, Pending or Running).
+        /// Abnormal-true, so absent means False.
         Reconciling,
         /// kstatus: the controller cannot reach the spec without a human (name conflict, migration
-        /// Job failed after its retries, a spec the API server rejects, a stalled rollout).
+        /// Job failed after its retries, a spec the API server rejects, a stalled rollout; for a
+        /// SequencerAction, Failed).
         Stalled,
         /// Sequencer: a migration or rollout is under way.
         Progressing,
@@ -143,6 +145,8 @@ spelled_enum! {
         CircuitHalfOpen,
         /// The oldest unanchored commitment waits far longer than the anchoring interval.
         AnchoringLagging,
+        /// The worker leader's anchoring report is old: no replica leads the worker.
+        LeaderStatusStale,
         /// Dead letters are pending.
         DeadLettersPresent,
         /// No dead letter is pending.
@@ -154,6 +158,8 @@ spelled_enum! {
         /// The monitoring.coreos.com CRDs (Prometheus Operator) are not installed.
         MonitoringCrdsAbsent,
         // SequencerAction.
+        /// The action has not called the admin API yet.
+        Pending,
         /// The action waits for its Sequencer to have a ready replica.
         WaitingForSequencer,
         /// The admin API is being called.
@@ -172,6 +178,20 @@ spelled_enum! {
         StreamConsistent,
         /// The stream has findings (gaps, duplicates, bad hashes or signatures, mismatches).
         StreamInconsistent,
+        /// The stream's ingestion was paused.
+        StreamPaused,
+        /// The stream's ingestion was resumed.
+        StreamResumed,
+        /// A correcting commitment was created.
+        CommitmentCorrected,
+        /// The commitment had already been corrected.
+        AlreadyCorrected,
+        /// Dead letters were deleted.
+        DeadLettersPurged,
+        /// VACUUM ANALYZE ran.
+        Vacuumed,
+        /// Idle database connections were terminated.
+        IdleConnectionsTerminated,
         /// The admin API refused the request (a 4xx other than 401/403/404).
         RequestRejected,
         /// The admin API refused the key.
@@ -693,6 +713,17 @@ fn anchoring_healthy(spec: &SequencerSpec, admin: &AdminState) -> Computed {
             "the admin status has no anchoring section",
         );
     };
+    if anchoring.stale == Some(true) {
+        return Computed::new(
+            AnchoringHealthy,
+            Status::Unknown,
+            Reason::LeaderStatusStale,
+            format!(
+                "the worker leader's last anchoring report is old (last breaker state {}): no replica leads the anchoring worker; commitments wait (status.admin.unanchoredCommitments)",
+                anchoring.circuit_state.as_deref().unwrap_or("unknown")
+            ),
+        );
+    }
     if anchoring.enabled == Some(false) {
         return Computed::new(
             AnchoringHealthy,
@@ -821,6 +852,7 @@ mod tests {
                     circuit_state: Some("closed".into()),
                     unanchored_commitments: Some(1),
                     oldest_unanchored_age_seconds: Some(30),
+                    ..Default::default()
                 }),
                 ..Default::default()
             }),

@@ -310,32 +310,6 @@ mod tests {
         server.await.unwrap()
     }
 
-    /// The requests of the SequencerAction controller: an action run to success through a stub of
-    /// the admin API, and a finished action deleted after its TTL.
-    async fn record_action_requests() {
-        use crate::crd::{ActionPhase, SequencerAction};
-        use crate::fixtures::{AdminStub, BATCH_ID, Scenario};
-        let stub = AdminStub::default();
-        let url = stub
-            .start(vec![(
-                "/api/v1/ves/anchor",
-                200,
-                serde_json::json!({"batch_id": BATCH_ID, "status": "anchored", "chain_tx_hash": "0xfeed"}),
-            )])
-            .await;
-        let run = SequencerAction::test();
-        let finished = SequencerAction::test().finished_seconds_ago(ActionPhase::Failed, 90000);
-        for (action, scenario, admin_url) in [
-            (run.clone(), Scenario::ActionRunsToSuccess(run), Some(url)),
-            (finished.clone(), Scenario::FinishedActionPastTtlIsDeleted(finished), None),
-        ] {
-            let (ctx, api) = fixtures::mocked_context(admin_url);
-            let server = api.run(scenario);
-            let _ = controller::action::reconcile(Arc::new(action), ctx).await;
-            server.await.expect("the action scenario's assertions hold");
-        }
-    }
-
     /// The leader Lease requests of kube-lease-manager (read, create when absent, patch to renew
     /// or take over), in the Lease's namespace.
     fn lease_requests(namespace: &str) -> BTreeSet<ApiRequest> {
@@ -368,8 +342,16 @@ mod tests {
         seq::a_pod_disruption_budget_of_someone_else_is_never_deleted();
         seq::a_failed_reconcile_reaches_status_as_reconciling_with_the_error();
         seq::a_pod_monitor_is_applied_and_its_absent_crds_are_reported_instead_of_failing();
+        // The SequencerAction controller's paths: a call, a missing Sequencer, a TTL deletion, a
+        // conflicting status write re-read and replaced, a stale object after the terminal write.
+        use crate::controller::action::reconcile_tests as action;
+        action::an_anchor_retry_calls_the_admin_api_once_and_records_success();
+        action::an_action_against_a_missing_sequencer_waits_pending();
+        action::a_finished_action_is_deleted_after_its_ttl_only_if_it_is_still_the_same_object();
+        action::a_conflicting_outcome_write_on_a_still_running_action_is_written_on_the_fresh_object();
+        action::a_stale_running_object_delivered_after_the_terminal_write_makes_no_second_admin_call();
+
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(record_action_requests());
         let events = runtime.block_on(record_event_requests());
         for (mode, watch_namespace, lease_namespace) in [
             (Mode::ClusterWide, None, RELEASE_NAMESPACE),

@@ -34,17 +34,21 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
      RBAC contract test (operator/src/rbac_contract.rs) fails on any request not granted here and on
      any grant no request uses. */}}
 {{- define "sequencer-operator.rules" -}}
-# Its own resources: watch them (an action reads its Sequencer by name), write their status, delete
-# finished actions after their TTL.
+# Its own resources: watch them (an action reads its Sequencer by name, and re-reads itself after a
+# conflicting status write), write their status, delete finished actions after their TTL.
 - apiGroups: ["sequencer.stateset.io"]
   resources: ["sequencers"]
   verbs: ["get", "list", "watch"]
 - apiGroups: ["sequencer.stateset.io"]
   resources: ["sequenceractions"]
-  verbs: ["list", "watch"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["sequencer.stateset.io"]
-  resources: ["sequencers/status", "sequenceractions/status"]
+  resources: ["sequencers/status"]
   verbs: ["patch"]
+# An action's status is replaced (PUT) with a resourceVersion precondition: it runs at most once.
+- apiGroups: ["sequencer.stateset.io"]
+  resources: ["sequenceractions/status"]
+  verbs: ["update"]
 - apiGroups: ["sequencer.stateset.io"]
   resources: ["sequenceractions"]
   verbs: ["delete"]
