@@ -27,6 +27,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod private_postgres;
 pub mod ratelimit;
+pub mod reason;
 pub mod sequencing;
 pub mod server;
 pub mod store;
