@@ -126,7 +126,7 @@ pub async fn list_dead_letters(
     status: Option<String>,
     limit: i64,
 ) -> anyhow::Result<ExitCode> {
-    let filter = DeadLetterFilter { tenant_id, store_id, reason, status, since: None, until: None };
+    let filter = DeadLetterFilter { tenant_id, store_id, reason, status, ..Default::default() };
     for l in store.list_dead_letters(&filter, limit, 0).await? {
         println!(
             "{}  event={}  {}/{}  {}  {}  attempts={}  {}",
@@ -169,7 +169,7 @@ pub async fn retry_dead_letters(
         letters
     } else if all || tenant_id.is_some() || store_id.is_some() || reason.is_some() {
         let filter =
-            DeadLetterFilter { tenant_id, store_id, reason, status: Some("pending".into()), since: None, until: None };
+            DeadLetterFilter { tenant_id, store_id, reason, status: Some("pending".into()), ..Default::default() };
         store.list_dead_letters(&filter, 10_000, 0).await?
     } else {
         anyhow::bail!("give dead-letter ids, or filters (--tenant-id, --store-id, --reason) or --all");

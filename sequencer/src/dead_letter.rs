@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::ingest::{Ingest, IngestRequest};
 use crate::store::Store;
 use crate::store::dead_letters::DeadLetter;
+use crate::store::events::StreamKey;
 
 /// What became of one retried entry.
 #[derive(Debug, Clone, Serialize)]
@@ -69,8 +70,16 @@ pub async fn retry(store: &Store, ingest: &Ingest, letter: &DeadLetter) -> Resul
             return Ok(rejected(reason));
         }
     };
+    // A retry writes only into the stream its entry belongs to: the envelope must name that stream,
+    // and the replay runs with a credential limited to it.
+    if envelope.tenant_id != letter.tenant_id || envelope.store_id != letter.store_id {
+        let reason = "invalid_request: the stored envelope names another stream than its dead letter".to_string();
+        store.record_failed_retry(letter.id, "invalid_request", &reason).await?;
+        return Ok(rejected(reason));
+    }
     let request = IngestRequest { agent_id: envelope.source_agent_id, events: vec![envelope] };
-    let response = match ingest.ingest(&Caller::system(), request).await {
+    let caller = Caller::writer_of(StreamKey { tenant_id: letter.tenant_id, store_id: letter.store_id });
+    let response = match ingest.ingest(&caller, request).await {
         Ok(r) => r,
         Err(e) if e.status().is_client_error() => {
             let reason = format!("invalid_request: {e}");

@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::error::Result;
 use crate::store::Store;
 use crate::store::commitments::{CommitmentRow, LeafRun, ListFilter};
-use crate::store::events::{StoredEvent, StreamKey, scan_stream};
+use crate::store::events::{StoredEvent, StreamKey, StreamStatus, scan_stream};
 
 /// One problem found.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -57,7 +57,11 @@ const CHUNK: i64 = 5000;
 
 /// Verifies one stream, or every stream of a tenant, or everything.
 pub async fn verify(store: &Store, tenant_id: Option<Uuid>, store_id: Option<Uuid>) -> Result<Report> {
-    let streams = store.streams(tenant_id, store_id, i64::MAX).await?;
+    verify_streams(store, store.streams(tenant_id, store_id, i64::MAX).await?).await
+}
+
+/// Verifies the streams given.
+pub async fn verify_streams(store: &Store, streams: Vec<StreamStatus>) -> Result<Report> {
     let mut report = Report::default();
     for s in streams {
         let stream = StreamKey { tenant_id: s.tenant_id, store_id: s.store_id };

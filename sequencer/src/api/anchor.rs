@@ -50,7 +50,7 @@ pub async fn anchor(
 ) -> Result<Response> {
     let service = service(&state)?;
     let row = readable(&state, &caller, body.batch_id).await?;
-    caller.require_admin_of(row.tenant_id)?;
+    caller.require_admin_of_stream(row.stream())?;
     let (row, newly) = service.anchor_row(row).await?;
     Ok(axum::Json(anchored_json(&row, newly)).into_response())
 }
@@ -73,7 +73,7 @@ pub async fn commit_and_anchor(
 ) -> Result<Response> {
     let service = service(&state)?;
     let stream = StreamKey { tenant_id: body.tenant_id, store_id: body.store_id };
-    caller.require_admin_of(stream.tenant_id)?;
+    caller.require_admin_of_stream(stream)?;
     let row = match (body.sequence_start, body.sequence_end) {
         (Some(start), Some(end)) => state.commitments.create(stream, start, end).await?.0,
         (None, None) => {

@@ -6,6 +6,7 @@ pub mod commitments;
 pub mod dead_letters;
 pub mod events;
 pub mod keys;
+pub mod scope;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
