@@ -63,6 +63,7 @@ pub fn build_state(config: Config, store: Store, metrics: Arc<Metrics>) -> Resul
         anchor,
         checkpoints,
         started: Instant::now(),
+        verify_jobs: Default::default(),
     }))
 }
 

@@ -218,6 +218,44 @@ pub async fn verify(State(state): State<SharedState>, caller: Auth, body: axum::
     Ok(axum::Json(report).into_response())
 }
 
+/// `POST /api/v1/admin/verify/jobs` `{"tenantId"?, "storeId"?}` → 202 with the job (`id`, `state`,
+/// `streamsTotal`, `report` so far): verifies in the background, for scopes too large for one request.
+pub async fn start_verify_job(
+    State(state): State<SharedState>,
+    caller: Auth,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    caller.require_admin()?;
+    let body: VerifyBody = super::optional_json(&body)?;
+    let streams = scoped_streams(&state, &caller, body.tenant_id, body.store_id).await?;
+    let own = caller.scope();
+    let scope = crate::store::scope::Scope {
+        tenant_id: own.tenant_id.or(body.tenant_id),
+        store_ids: body.store_id.map(|s| vec![s]).or(own.store_ids),
+    };
+    let job = state.verify_jobs.start(state.store.clone(), streams, scope);
+    Ok((axum::http::StatusCode::ACCEPTED, axum::Json(job)).into_response())
+}
+
+/// `GET /api/v1/admin/verify/jobs/{id}`: the job's state, progress and findings so far. A job outside
+/// the caller's scope is "not found".
+pub async fn verify_job(State(state): State<SharedState>, caller: Auth, ApiPath(id): ApiPath<Uuid>) -> Result<Response> {
+    caller.require_admin()?;
+    let not_found = || Error::NotFound("Verification job not found".into());
+    let job = state.verify_jobs.get(id).ok_or_else(not_found)?;
+    let own = caller.scope();
+    let tenant_ok = own.tenant_id.is_none() || job.scope.tenant_id == own.tenant_id;
+    let stores_ok = match (&own.store_ids, &job.scope.store_ids) {
+        (None, _) => true,
+        (Some(mine), Some(theirs)) => theirs.iter().all(|s| mine.contains(s)),
+        (Some(_), None) => false,
+    };
+    if !(tenant_ok && stores_ok) {
+        return Err(not_found());
+    }
+    Ok(axum::Json(job).into_response())
+}
+
 /// The streams a verification of (`tenant_id`?, `store_id`?) covers for this caller; naming a tenant
 /// or store outside the caller's scope is refused.
 async fn scoped_streams(

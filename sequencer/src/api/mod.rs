@@ -10,6 +10,7 @@ mod commitments;
 mod events;
 mod health;
 mod ingest;
+pub mod routes;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,7 +21,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Extension, Router};
 use serde::de::DeserializeOwned;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -46,52 +46,18 @@ pub struct AppState {
     /// Signs checkpoints (only when receipts are signed: it uses the receipt key).
     pub checkpoints: Option<crate::checkpoint::CheckpointSigner>,
     pub started: Instant,
+    /// Background verifications started through the admin API.
+    pub verify_jobs: crate::verify::VerifyJobs,
 }
 
 pub type SharedState = Arc<AppState>;
 
-/// Builds the whole router.
+/// Builds the whole router from the route table ([`routes`]).
 pub fn router(state: SharedState) -> Router {
-    let api = Router::new()
-        .route("/v1/ves/events/ingest", post(ingest::ingest_ves))
-        .route("/v1/ves/events", get(events::ves_events))
-        .route("/v1/ves/head", get(events::head))
-        .route("/v1/ves/entities/{entity_type}/{entity_id}", get(events::ves_entity))
-        .route("/v1/ves/sequencer", get(ingest::sequencer_info))
-        .route("/v1/ves/commitments", post(commitments::create).get(commitments::list))
-        .route("/v1/ves/commitments/anchor", post(anchor::commit_and_anchor))
-        .route("/v1/ves/anchor", post(anchor::anchor))
-        .route("/v1/ves/anchor/{batch_id}/verify", get(anchor::verify))
-        .route("/v1/ves/commitments/consistency", get(commitments::consistency))
-        .route("/v1/ves/checkpoint", get(commitments::checkpoint))
-        .route("/v1/ves/commitments/{batch_id}", get(commitments::get_one))
-        .route("/v1/ves/commitments/{batch_id}/correct", post(commitments::correct))
-        .route("/v1/ves/proofs/verify", post(commitments::verify))
-        .route("/v1/ves/proofs/{sequence_number}", get(commitments::proof))
-        .route("/v1/events/ingest", post(ingest::ingest_legacy))
-        .route("/v1/events", get(events::events))
-        .route("/v1/head", get(events::head))
-        .route("/v1/entities/{entity_type}/{entity_id}", get(events::entity))
-        .route("/v1/agents/keys", post(agent_keys::register).get(agent_keys::list))
-        .route("/v1/agents/keys/{tenant_id}/{agent_id}/{key_id}/revoke", post(agent_keys::revoke))
-        .route("/v1/agents/keys/{tenant_id}/{agent_id}/{key_id}/rotate", post(agent_keys::rotate))
-        .route("/v1/admin/status", get(admin::status))
-        .route("/v1/admin/dead-letters", get(admin::list_dead_letters))
-        .route("/v1/admin/dead-letters/retry", post(admin::retry_dead_letters))
-        .route("/v1/admin/dead-letters/{id}", get(admin::get_dead_letter).delete(admin::delete_dead_letter))
-        .route("/v1/admin/dead-letters/{id}/retry", post(admin::retry_dead_letter))
-        .route("/v1/admin/verify", post(admin::verify))
-        .route("/v1/admin/streams/{tenant_id}/{store_id}/pause", post(admin::pause))
-        .route("/v1/admin/streams/{tenant_id}/{store_id}/resume", post(admin::resume))
-        .route("/v1/admin/api-keys", post(api_keys::create).get(api_keys::list))
-        .route("/v1/admin/api-keys/{id}", axum::routing::delete(api_keys::revoke))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
-
-    Router::new()
-        .route("/health", get(health::health))
-        .route("/ready", get(health::ready))
-        .route("/metrics", get(health::metrics))
-        .nest("/api", api)
+    let (public, api) = routes::routers();
+    let api = api.route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    public
+        .merge(api)
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(state.config.max_body_size_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
