@@ -24,6 +24,7 @@ pub mod config;
 pub mod dead_letter;
 pub mod error;
 pub mod ingest;
+pub mod limits;
 pub mod metrics;
 pub mod private_postgres;
 pub mod ratelimit;

@@ -208,6 +208,9 @@ async fn every_route_refuses_another_tenant_another_store_a_narrower_permission_
             let (status, text) = send(&server, &route.method, &path, &auth, body.as_ref()).await;
             let what = format!("{} {} with {who}: {status} {text}", route.method, route.path);
             assert!(!text.contains("No such route"), "{what}: the route table and the router disagree");
+            if status == 503 && text.contains("ANCHORING_NOT_CONFIGURED") {
+                continue; // the route is off in this server: it answers nothing about anyone
+            }
             if route.access == Access::Filtered && status == 200 {
                 for marker in victim.secrets() {
                     assert!(!text.contains(&marker), "{what}: shows the victim's {marker}");

@@ -48,9 +48,10 @@ pub async fn anchor(
     caller: Auth,
     ApiJson(body): ApiJson<AnchorBody>,
 ) -> Result<Response> {
+    caller.require_admin()?;
+    let service = service(&state)?;
     let row = readable(&state, &caller, body.batch_id).await?;
     caller.require_admin_of_stream(row.stream())?;
-    let service = service(&state)?;
     let (row, newly) = service.anchor_row(row).await?;
     Ok(axum::Json(anchored_json(&row, newly)).into_response())
 }

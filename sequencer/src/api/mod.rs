@@ -48,6 +48,10 @@ pub struct AppState {
     pub started: Instant,
     /// Background verifications started through the admin API.
     pub verify_jobs: crate::verify::VerifyJobs,
+    /// Request-body bytes held at once (`MAX_INFLIGHT_BODY_BYTES`).
+    pub body_budget: crate::limits::BodyBudget,
+    /// Whether the database answers at all.
+    pub db_watch: crate::limits::DbWatch,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -60,6 +64,7 @@ pub fn router(state: SharedState) -> Router {
         .merge(api)
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(state.config.max_body_size_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), admit))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -70,18 +75,92 @@ async fn not_found() -> Error {
     Error::NotFound("No such route".into())
 }
 
-/// Resolves the credential, applies the rate limits, and hands the [`Caller`] to the handler.
-async fn authenticate(State(state): State<SharedState>, mut req: Request, next: Next) -> Response {
-    match state.auth.authenticate(req.headers()).await.and_then(|caller| {
-        state.limits.check(&caller)?;
-        Ok(caller)
-    }) {
-        Ok(caller) => {
-            req.extensions_mut().insert(caller);
-            next.run(req).await
+/// Resolves the credential, applies the rate limits, and hands the [`Caller`] to the handler. A
+/// request waiting on a database that stopped answering (a black-holed network) ends with a 503 once
+/// the database watch notices, not when TCP gives up minutes later.
+async fn authenticate(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+    let served = async {
+        let mut req = req;
+        match state.auth.authenticate(req.headers()).await.and_then(|caller| {
+            state.limits.check(&caller)?;
+            Ok(caller)
+        }) {
+            Ok(caller) => {
+                req.extensions_mut().insert(caller);
+                next.run(req).await
+            }
+            Err(e) => e.into_response(),
         }
-        Err(e) => e.into_response(),
+    };
+    tokio::select! {
+        response = served => response,
+        () = state.db_watch.unreachable() => Error::Database(sqlx::Error::PoolTimedOut).into_response(),
     }
+}
+
+/// Admission before any body is read: a declared body over `MAX_BODY_SIZE_BYTES` is refused at once
+/// (413, without waiting for the bytes), and the body's bytes are reserved from the in-flight budget
+/// (`MAX_INFLIGHT_BODY_BYTES`; a body of unknown length reserves the maximum).
+async fn admit(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+    let max = state.config.max_body_size_bytes;
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if let Some(n) = declared
+        && n > max as u64
+    {
+        let mut response =
+            Error::PayloadTooLarge(format!("request body of {n} bytes exceeds the limit of {max} bytes")).into_response();
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    }
+    let bytes = match declared {
+        Some(n) => n as usize,
+        None if req.headers().contains_key(header::TRANSFER_ENCODING) => max,
+        None => 0,
+    };
+    let _permit = match state.body_budget.admit(bytes, crate::limits::BODY_BUDGET_WAIT).await {
+        Ok(permit) => permit,
+        Err(e) => return e.into_response(),
+    };
+    next.run(req).await
+}
+
+/// Answers the framework gives on its own (405, 404, 415, 413, extractor 400s, timeouts) in the JSON
+/// error shape every other answer has.
+async fn json_error_shape(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let (code, numeric) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ("METHOD_NOT_ALLOWED", 3005),
+        StatusCode::NOT_FOUND => ("RESOURCE_NOT_FOUND", 4001),
+        StatusCode::PAYLOAD_TOO_LARGE => ("PAYLOAD_TOO_LARGE", 3004),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("UNSUPPORTED_MEDIA_TYPE", 3006),
+        StatusCode::REQUEST_TIMEOUT => ("TIMEOUT", 8003),
+        s if s.is_server_error() => ("INTERNAL_ERROR", 8999),
+        _ => ("INVALID_REQUEST", 3001),
+    };
+    let message = if status.is_server_error() || text.trim().is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text.trim().to_string()
+    };
+    let body = serde_json::json!({"error": {"code": code, "numeric_code": numeric, "message": message}});
+    let mut response = (status, axum::Json(body)).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            response.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    response.headers_mut().insert("x-error-code", HeaderValue::from_static(code));
+    response
 }
 
 /// Per-route counts and latencies, the request timeout and the response headers every answer carries.
@@ -91,7 +170,7 @@ async fn observe(State(state): State<SharedState>, req: Request, next: Next) -> 
     let route =
         req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
     let mut response = match tokio::time::timeout(state.config.request_timeout, next.run(req)).await {
-        Ok(r) => r,
+        Ok(r) => json_error_shape(r).await,
         Err(_) => Error::Timeout.into_response(),
     };
     let status = response.status().as_u16();
