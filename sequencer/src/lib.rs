@@ -32,6 +32,7 @@ pub mod sequencing;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod validate;
 pub mod testing;
 pub mod verify;
 pub mod worker;

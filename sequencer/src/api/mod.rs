@@ -59,12 +59,15 @@ pub type SharedState = Arc<AppState>;
 /// Builds the whole router from the route table ([`routes`]).
 pub fn router(state: SharedState) -> Router {
     let (public, api) = routes::routers();
-    let api = api.route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    // NB: route layers run last-added first: authenticate, then admit.
+    let api = api
+        .route_layer(middleware::from_fn_with_state(state.clone(), admit))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     public
         .merge(api)
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(state.config.max_body_size_bytes))
-        .layer(middleware::from_fn_with_state(state.clone(), admit))
+        .layer(middleware::from_fn_with_state(state.clone(), refuse_oversize))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -98,13 +101,11 @@ async fn authenticate(State(state): State<SharedState>, req: Request, next: Next
     }
 }
 
-/// Admission before any body is read: a declared body over `MAX_BODY_SIZE_BYTES` is refused at once
-/// (413, without waiting for the bytes), and the body's bytes are reserved from the in-flight budget
-/// (`MAX_INFLIGHT_BODY_BYTES`; a body of unknown length reserves the maximum).
-async fn admit(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+/// A declared body over `MAX_BODY_SIZE_BYTES` is refused at once (413), without waiting for its bytes
+/// and before anything else is done for the request.
+async fn refuse_oversize(State(state): State<SharedState>, req: Request, next: Next) -> Response {
     let max = state.config.max_body_size_bytes;
-    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
-    if let Some(n) = declared
+    if let Some(n) = declared_length(&req)
         && n > max as u64
     {
         let mut response =
@@ -112,7 +113,20 @@ async fn admit(State(state): State<SharedState>, req: Request, next: Next) -> Re
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         return response;
     }
-    let bytes = match declared {
+    next.run(req).await
+}
+
+fn declared_length(req: &Request) -> Option<u64> {
+    req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+}
+
+/// Admission of an authenticated request: its body's bytes are reserved from the in-flight budget
+/// (`MAX_INFLIGHT_BODY_BYTES`; a body of unknown length reserves the maximum), the body is read, and
+/// path, query and body values PostgreSQL would refuse are refused with a 400 naming the field
+/// ([`crate::validate`]).
+async fn admit(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+    let max = state.config.max_body_size_bytes;
+    let bytes = match declared_length(&req) {
         Some(n) => n as usize,
         None if req.headers().contains_key(header::TRANSFER_ENCODING) => max,
         None => 0,
@@ -121,7 +135,29 @@ async fn admit(State(state): State<SharedState>, req: Request, next: Next) -> Re
         Ok(permit) => permit,
         Err(e) => return e.into_response(),
     };
-    next.run(req).await
+    let template = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let checked = crate::validate::check_path(template.as_deref(), req.uri().path())
+        .and_then(|()| req.uri().query().map_or(Ok(()), crate::validate::check_query));
+    if let Err(e) = checked {
+        return e.into_response();
+    }
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, max).await {
+        Ok(body) => body,
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return if too_large {
+                Error::PayloadTooLarge(format!("request body exceeds the limit of {max} bytes")).into_response()
+            } else {
+                Error::BadRequest(format!("cannot read the request body: {e}")).into_response()
+            };
+        }
+    };
+    if let Err(e) = crate::validate::check_body(&body) {
+        return e.into_response();
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(body))).await
 }
 
 /// Answers the framework gives on its own (405, 404, 415, 413, extractor 400s, timeouts) in the JSON
