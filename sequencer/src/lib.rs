@@ -23,6 +23,7 @@ pub mod commitments;
 pub mod config;
 pub mod dead_letter;
 pub mod error;
+pub mod fuzzing;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;
