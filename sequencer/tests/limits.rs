@@ -3,6 +3,8 @@
 //! and a 503 within `DB_ACQUIRE_TIMEOUT_MS` when the network to the database black-holes.
 
 mod common;
+#[path = "common/proxy.rs"]
+mod proxy;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 fn addr(server: &TestServer) -> String {
     server.base_url.trim_start_matches("http://").to_string()
@@ -167,50 +169,13 @@ async fn request_bodies_in_flight_are_bounded_by_the_budget_and_a_request_over_i
     assert_eq!(status, 200, "the budget is free again");
 }
 
-/// Copies bytes one way; while `black_hole` is set it holds them (as a dropped network path does:
-/// nothing arrives, nothing is refused).
-async fn pipe(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, black_hole: Arc<AtomicBool>) {
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        while black_hole.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// A TCP proxy to `target` in this test process; returns its port.
-async fn proxy(target: String, black_hole: Arc<AtomicBool>) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let (target, black_hole) = (target.clone(), black_hole.clone());
-            tokio::spawn(async move {
-                let Ok(upstream) = TcpStream::connect(&target).await else { return };
-                let (cr, cw) = client.into_split();
-                let (ur, uw) = upstream.into_split();
-                tokio::join!(pipe(cr, uw, black_hole.clone()), pipe(ur, cw, black_hole));
-            });
-        }
-    });
-    port
-}
-
 #[tokio::test]
 async fn requests_end_with_a_json_503_within_the_acquire_timeout_when_the_database_network_black_holes() {
     let db = TestDb::migrated().await;
-    let (user, rest) = db.url.split_once('@').expect("a URL with a user");
-    let (host_port, name) = rest.split_once('/').expect("a URL with a database");
     let black_hole = Arc::new(AtomicBool::new(false));
-    let port = proxy(host_port.to_string(), black_hole.clone()).await;
-    let proxied = TestDb { url: format!("{user}@127.0.0.1:{port}/{name}"), name: db.name.clone() };
+    let (_, target) = proxy::through(&db.url, 0);
+    let port = proxy::start(target, black_hole.clone()).await;
+    let proxied = TestDb { url: proxy::through(&db.url, port).0, name: db.name.clone() };
     // NB: the proxied value owns the database from here (dropping it drops the database).
     std::mem::forget(db);
     let server = TestServer::start_on(proxied, &[("DB_ACQUIRE_TIMEOUT_MS", "1000")]).await;
