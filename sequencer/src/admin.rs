@@ -97,7 +97,22 @@ pub async fn verify(
     store_id: Option<Uuid>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let report = crate::verify::verify(store, tenant_id, store_id).await?;
+    // Progress goes to stderr as the streams are checked (stdout keeps only the report).
+    let streams = store.streams(tenant_id, store_id, i64::MAX).await?;
+    let total = streams.len();
+    let mut last = std::time::Instant::now();
+    let report = crate::verify::verify_streams_with(store, streams, |r| {
+        if last.elapsed() >= std::time::Duration::from_secs(1) || r.streams_checked as usize == total {
+            last = std::time::Instant::now();
+            eprintln!(
+                "verify: {}/{total} streams, {} events, {} findings so far",
+                r.streams_checked,
+                r.events_checked,
+                r.findings.len()
+            );
+        }
+    })
+    .await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

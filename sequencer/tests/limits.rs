@@ -210,3 +210,71 @@ async fn requests_end_with_a_json_503_within_the_acquire_timeout_when_the_databa
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The peak resident memory of a process, from `/proc/<pid>/status` (`VmHWM`), in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kib / 1024.0
+}
+
+/// The memory bound the README states for the default limits (`MAX_BODY_SIZE_BYTES` 10 MiB,
+/// `MAX_INFLIGHT_BODY_BYTES` 64 MiB).
+const STATED_PEAK_RSS_MIB: f64 = 512.0;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_two_concurrent_maximum_size_ingests_stay_under_the_stated_memory_bound() {
+    let db = TestDb::migrated().await;
+    // A debug build on a busy machine takes tens of seconds per 9 MiB batch: give requests the time.
+    let process =
+        SequencerProcess::spawn(&db.url, &[("DB_MIGRATE_ON_STARTUP", "false"), ("REQUEST_TIMEOUT_SECS", "300")]);
+    let api = Api::new(process.base_url.clone(), ADMIN_KEY);
+    let agent = Agent::random();
+    api.register_key(&agent).await;
+    // Nine events of just under 1 MiB (MAX_EVENT_PAYLOAD_SIZE) each: a body just under 10 MiB.
+    let filler = "x".repeat(1024 * 1024 - 1024);
+    // Four distinct batches (signing is slow in a debug build), each sent eight times.
+    let batches: Vec<Vec<u8>> = (0..4u64)
+        .map(|r| {
+            let events: Vec<_> =
+                (0..9).map(|i| agent.builder().payload(json!({"n": r * 10 + i, "fill": filler})).sign(&agent.key)).collect();
+            serde_json::to_vec(&json!({"agentId": agent.agent_id, "events": events})).unwrap()
+        })
+        .collect();
+    let bodies: Vec<Vec<u8>> = (0..32).map(|i| batches[i % 4].clone()).collect();
+    assert!(bodies.iter().all(|b| b.len() < 10 * 1024 * 1024 && b.len() > 8 * 1024 * 1024));
+    let before = peak_rss_mib(process.child.id());
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let answers: Vec<u16> = futures::future::join_all(bodies.into_iter().map(|body| {
+        let http = http.clone();
+        let url = format!("{}/api/v1/ves/events/ingest", process.base_url);
+        async move {
+            let resp = http
+                .post(url)
+                .header("authorization", format!("ApiKey {ADMIN_KEY}"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("an answer");
+            resp.status().as_u16()
+        }
+    }))
+    .await;
+    let peak = peak_rss_mib(process.child.id());
+    let ok = answers.iter().filter(|s| **s == 200).count();
+    let busy = answers.iter().filter(|s| **s == 503).count();
+    eprintln!(
+        "32 concurrent ~9 MiB ingests: {ok} answered 200, {busy} answered 503 SERVER_BUSY in {:.1} s; \
+         peak RSS {peak:.0} MiB (before: {before:.0} MiB)",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(ok + busy, 32, "{answers:?}");
+    assert!(ok >= 1, "the budget admits requests: {answers:?}");
+    assert!(peak < STATED_PEAK_RSS_MIB, "peak RSS {peak:.0} MiB over the stated {STATED_PEAK_RSS_MIB} MiB");
+}
