@@ -102,6 +102,8 @@ pub struct Config {
     pub anchor: Option<crate::anchoring::AnchorSettings>,
     /// The background commitment and anchoring worker.
     pub worker: WorkerConfig,
+    /// The transparency log (`TLOG_*`, see `tlog::TlogConfig`).
+    pub tlog: crate::tlog::TlogConfig,
 }
 
 /// The leader-elected background worker (`COMMIT_INTERVAL_MS`, `COMMIT_MAX_EVENTS`,
@@ -165,6 +167,7 @@ impl std::fmt::Debug for Config {
             .field("rate_limits", &self.rate_limits)
             .field("anchor", &self.anchor)
             .field("worker", &self.worker)
+            .field("tlog", &self.tlog)
             .finish_non_exhaustive()
     }
 }
@@ -408,6 +411,8 @@ impl Config {
             dead_letter_retention_days: env.positive("DEAD_LETTER_RETENTION_DAYS", 30u32)?,
             anchor,
             worker,
+            tlog: crate::tlog::TlogConfig::from_vars(|k| env.raw(k).map(str::to_owned))
+                .map_err(|(var, reason)| ConfigError::Invalid { var, reason })?,
         })
     }
 }

@@ -35,6 +35,7 @@ pub mod store;
 pub mod telemetry;
 pub mod validate;
 pub mod testing;
+pub mod tlog;
 pub mod verify;
 pub mod worker;
 

@@ -102,6 +102,8 @@ pub struct Metrics {
     pub commitments_created: Counter,
     pub commitments_anchored: Counter,
     pub anchor_failures: Counter,
+    /// The transparency log's series (`sequencer_tlog_*`).
+    pub tlog: crate::tlog::metrics::TlogMetrics,
     /// 1 while this replica holds the background worker's leadership.
     pub worker_leader: Gauge,
     /// Tasks waiting for a database connection right now (sampled into `db_pool_waiting`).
@@ -246,7 +248,9 @@ impl Metrics {
             "1 while this replica leads the commitment and anchoring worker",
             worker_leader.clone(),
         );
+        let tlog = crate::tlog::metrics::TlogMetrics::register(&mut registry);
         Metrics {
+            tlog,
             registry,
             ingest_latency,
             events_rejected,

@@ -38,6 +38,9 @@ impl Background {
 pub fn spawn(state: SharedState) -> Background {
     let mut tasks = vec![tokio::spawn(housekeeping(state.clone()))];
     if state.config.worker.enabled {
+        if state.config.tlog.enabled && state.checkpoints.is_some() {
+            tasks.push(tokio::spawn(crate::tlog::service::run(state.clone())));
+        }
         tasks.push(tokio::spawn(lead(state)));
     }
     Background { tasks }
@@ -59,14 +62,20 @@ async fn housekeeping(state: SharedState) {
     }
 }
 
-/// Holds the leadership connection while this replica leads.
-struct Leadership {
+/// Holds the leadership connection while this replica leads (one advisory lock key per duty).
+pub(crate) struct Leadership {
     conn: Option<PgConnection>,
+    key: i64,
+    duty: &'static str,
 }
 
 impl Leadership {
+    pub(crate) fn new(key: i64, duty: &'static str) -> Self {
+        Leadership { conn: None, key, duty }
+    }
+
     /// Whether this replica leads now: keeps the lock while its connection lives, else tries to take it.
-    async fn check(&mut self, state: &SharedState) -> bool {
+    pub(crate) async fn check(&mut self, state: &SharedState) -> bool {
         if let Some(conn) = &mut self.conn {
             if sqlx::query("SELECT 1").execute(&mut *conn).await.is_ok() {
                 return true;
@@ -80,13 +89,10 @@ impl Leadership {
         };
         // NB: detached so that the lock's connection does not count against (or return to) the pool.
         let mut conn = conn.detach();
-        match sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
-            .bind(LEADER_LOCK_KEY)
-            .fetch_one(&mut conn)
-            .await
+        match sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)").bind(self.key).fetch_one(&mut conn).await
         {
             Ok(true) => {
-                tracing::info!("this replica now leads the commitment and anchoring worker");
+                tracing::info!(duty = self.duty, "this replica now leads");
                 self.conn = Some(conn);
                 true
             }
@@ -101,7 +107,7 @@ async fn lead(state: SharedState) {
     let mut anchor_tick = interval(worker.anchor_interval);
     commit_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     anchor_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut leadership = Leadership { conn: None };
+    let mut leadership = Leadership::new(LEADER_LOCK_KEY, "commitment and anchoring worker");
     loop {
         let commit = tokio::select! {
             _ = commit_tick.tick() => true,

@@ -81,6 +81,7 @@ impl Victim {
             ("entity_id", "WIDGET-001".to_string()),
             ("batch_id", self.batch_id.to_string()),
             ("sequence_number", "1".to_string()),
+            ("*path", "0/000".to_string()),
         ]);
         let id = if route.path.starts_with("/api/v1/admin/api-keys") {
             self.key_id

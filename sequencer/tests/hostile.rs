@@ -254,6 +254,7 @@ fn a_generative_run_over_every_route_gets_no_5xx_and_no_dropped_connection() {
             ("{batch_id}", batch.to_string()),
             ("{sequence_number}", "1".to_string()),
             ("{id}", Uuid::new_v4().to_string()),
+            ("{*path}", "0/000".to_string()),
         ];
         let mut path = route.path.to_string();
         for (name, default) in defaults {

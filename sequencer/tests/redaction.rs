@@ -110,7 +110,8 @@ async fn no_configured_secret_appears_in_any_output_of_the_server_or_the_admin_c
             .replace("{entity_id}", "WIDGET-001")
             .replace("{sequence_number}", "1")
             .replace("{batch_id}", &Uuid::new_v4().to_string())
-            .replace("{id}", &Uuid::new_v4().to_string());
+            .replace("{id}", &Uuid::new_v4().to_string())
+            .replace("{*path}", "0/000");
         let body = (route.method == reqwest::Method::POST)
             .then(|| json!({"tenant_id": t, "store_id": s, "tenantId": t, "storeId": s, "max_events": 10}));
         let (_, answer) = api.send(route.method.clone(), &format!("{path}?tenant_id={t}&store_id={s}"), body).await;

@@ -70,6 +70,7 @@ pub async fn status(
         "oldestUnanchoredAgeSeconds": oldest.map(|s| s.round() as i64),
     });
     body["ingestion"] = json!({"pausedStreams": state.store.paused_streams_in(&scope).await?});
+    body["transparencyLog"] = super::tlog::status(&state, &scope).await?;
     if q.streams {
         body["streams"] = json!(state.store.streams_in(&scope, q.tenant_id, q.store_id, 10_000).await?);
     }

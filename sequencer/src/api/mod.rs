@@ -11,6 +11,9 @@ mod events;
 mod health;
 mod ingest;
 pub mod routes;
+mod tlog;
+
+pub use events::event_json;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -8,7 +8,7 @@ use axum::handler::Handler;
 use axum::http::Method;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
-use super::{SharedState, admin, agent_keys, anchor, api_keys, commitments, events, health, ingest};
+use super::{SharedState, admin, agent_keys, anchor, api_keys, commitments, events, health, ingest, tlog};
 
 /// A permission a credential may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +82,12 @@ fn table() -> Vec<Route> {
         r(POST, "/api/v1/ves/commitments/{batch_id}/correct", Stream(Admin), commitments::correct),
         r(POST, "/api/v1/ves/proofs/verify", AnyCaller, commitments::verify),
         r(GET, "/api/v1/ves/proofs/{sequence_number}", Stream(Read), commitments::proof),
+        r(GET, "/api/v1/ves/tlog/{tenant_id}/{store_id}/checkpoint", Stream(Read), tlog::checkpoint),
+        r(GET, "/api/v1/ves/tlog/{tenant_id}/{store_id}/tile/{*path}", Stream(Read), tlog::tile),
+        r(GET, "/api/v1/ves/tlog/{tenant_id}/{store_id}/proof/inclusion", Stream(Read), tlog::inclusion),
+        r(GET, "/api/v1/ves/tlog/{tenant_id}/{store_id}/proof/consistency", Stream(Read), tlog::consistency),
+        r(GET, "/api/v1/ves/tlog/{tenant_id}/{store_id}/bundle", Stream(Read), tlog::bundle),
+        r(GET, "/api/v1/admin/tlog/witnesses", Filtered, tlog::witnesses),
         r(POST, "/api/v1/events/ingest", Stream(Write), ingest::ingest_legacy),
         r(GET, "/api/v1/events", Stream(Read), events::events),
         r(GET, "/api/v1/head", Stream(Read), events::head),

@@ -58,6 +58,24 @@ enum Command {
         #[arg(long)]
         permissionless: bool,
     },
+    /// Verify a transparency-log proof bundle (C2SP tlog-proof) offline, with only keys: exits 0 when
+    /// the log signed the checkpoint, enough witnesses cosigned it and the entry is included.
+    VerifyBundle {
+        /// The bundle file (`-` for standard input).
+        file: String,
+        /// The log's signed-note verifier key (`GET /api/v1/ves/sequencer`: `checkpoint_verifier_key`).
+        #[arg(long = "log-key", required = true)]
+        log_keys: Vec<String>,
+        /// A witness's cosignature verifier key (repeatable).
+        #[arg(long = "witness-key")]
+        witness_keys: Vec<String>,
+        /// Witness cosignatures required.
+        #[arg(long, default_value_t = 0)]
+        min_witnesses: usize,
+        /// The origin the checkpoint must have (`<VES_CHECKPOINT_ORIGIN>/tlog/<tenant>/<store>`).
+        #[arg(long)]
+        origin: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -148,6 +166,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     sequencer::telemetry::init_cli();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    if let Command::VerifyBundle { file, log_keys, witness_keys, min_witnesses, origin } = &cli.command {
+        return verify_bundle(file, log_keys, witness_keys, *min_witnesses, origin.as_deref());
+    }
     let result = runtime.block_on(async {
         if let Command::DeployRegistry { rpc_url, private_key, permissionless } = &cli.command {
             return admin::deploy_registry(rpc_url, private_key, *permissionless).await;
@@ -175,13 +196,58 @@ fn main() -> ExitCode {
             }
             Command::ApiKeys(ApiKeysCommand::List { tenant_id }) => admin::list_api_keys(&store, tenant_id).await,
             Command::ApiKeys(ApiKeysCommand::Revoke { id }) => admin::revoke_api_key(&store, id).await,
-            Command::DeployRegistry { .. } => unreachable!("handled above"),
+            Command::DeployRegistry { .. } | Command::VerifyBundle { .. } => unreachable!("handled above"),
         }
     });
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("stateset-sequencer-admin: {}", sequencer::telemetry::redact(&format!("{e:#}")));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn verify_bundle(
+    file: &str,
+    log_keys: &[String],
+    witness_keys: &[String],
+    min: usize,
+    origin: Option<&str>,
+) -> ExitCode {
+    let text = if file == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map(|_| buf)
+    } else {
+        std::fs::read(file)
+    };
+    let text = match text {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("stateset-sequencer-admin: cannot read {file}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match sequencer::tlog::bundle::verify(&text, log_keys, witness_keys, min) {
+        Ok(v) if origin.is_some_and(|o| o != v.origin) => {
+            eprintln!("INVALID: the checkpoint's origin is {:?}, not {:?}", v.origin, origin.unwrap_or_default());
+            ExitCode::FAILURE
+        }
+        Ok(v) => {
+            println!(
+                "OK: entry {} (sequence number {}) is in {} at tree size {}, cosigned by {} witness(es){}",
+                v.index,
+                v.index + 1,
+                v.origin,
+                v.tree_size,
+                v.witnesses.len(),
+                if v.witnesses.is_empty() { String::new() } else { format!(": {}", v.witnesses.join(", ")) }
+            );
+            println!("{}", String::from_utf8_lossy(&v.entry));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("INVALID: {e}");
             ExitCode::FAILURE
         }
     }

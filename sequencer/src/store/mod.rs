@@ -7,6 +7,7 @@ pub mod dead_letters;
 pub mod events;
 pub mod keys;
 pub mod scope;
+pub mod tlog;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

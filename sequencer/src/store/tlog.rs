@@ -1,0 +1,337 @@
+//! The transparency log's tables (migration 0009): each stream's tree head and signed checkpoint,
+//! its hash tiles (entry bundles are encoded from the events on request), checkpoints sent to witnesses and their cosignatures.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::Store;
+use super::events::StreamKey;
+use crate::error::{Error, Result};
+use crate::tlog::TileKey;
+
+/// A stream's integrated tree.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TreeHead {
+    pub size: i64,
+    pub root: Vec<u8>,
+    pub checkpoint: Vec<u8>,
+    pub integrated_at: DateTime<Utc>,
+}
+
+/// One witness's record for one stream.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WitnessRow {
+    pub tenant_id: Uuid,
+    pub store_id: Uuid,
+    pub witness: String,
+    pub cosigned_size: i64,
+    pub last_error: Option<String>,
+    pub last_attempt_at: DateTime<Utc>,
+    pub cosigned_at: Option<DateTime<Utc>>,
+}
+
+/// What one integration writes.
+pub struct Integration<'a> {
+    pub old_size: i64,
+    pub new_size: i64,
+    pub root: &'a [u8],
+    pub checkpoint: &'a [u8],
+    pub tiles: Vec<(i16, i64, i32, Vec<u8>)>,
+}
+
+impl Store {
+    /// Streams whose head is beyond their integrated tree: `(stream, head, tree size)`.
+    pub async fn tlog_streams_behind(&self, limit: i64) -> Result<Vec<(StreamKey, i64, i64)>> {
+        let rows: Vec<(Uuid, Uuid, i64, i64)> = sqlx::query_as(
+            "SELECT c.tenant_id, c.store_id, c.current_sequence, COALESCE(t.size, 0) \
+             FROM sequence_counters c LEFT JOIN tlog_trees t USING (tenant_id, store_id) \
+             WHERE c.current_sequence > COALESCE(t.size, 0) ORDER BY c.updated_at LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(|(t, s, head, size)| (StreamKey { tenant_id: t, store_id: s }, head, size)).collect())
+    }
+
+    /// A stream's integrated tree (none before its first integration).
+    pub async fn tlog_head(&self, stream: StreamKey) -> Result<Option<TreeHead>> {
+        Ok(sqlx::query_as(
+            "SELECT size, root, checkpoint, integrated_at FROM tlog_trees WHERE tenant_id = $1 AND store_id = $2",
+        )
+        .bind(stream.tenant_id)
+        .bind(stream.store_id)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    /// Every stream's tree: `(stream, size, checkpoint)`.
+    pub async fn tlog_all_heads(&self) -> Result<Vec<(StreamKey, i64, Vec<u8>)>> {
+        let rows: Vec<(Uuid, Uuid, i64, Vec<u8>)> =
+            sqlx::query_as("SELECT tenant_id, store_id, size, checkpoint FROM tlog_trees")
+                .fetch_all(self.pool())
+                .await?;
+        Ok(rows.into_iter().map(|(t, s, n, c)| (StreamKey { tenant_id: t, store_id: s }, n, c)).collect())
+    }
+
+    /// Hash tiles by key (level and index), with their stored data.
+    pub async fn tlog_tiles(&self, stream: StreamKey, keys: &[(i16, i64)]) -> Result<HashMap<(i16, i64), Vec<u8>>> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let (levels, idxs): (Vec<i16>, Vec<i64>) = keys.iter().copied().unzip();
+        let rows: Vec<(i16, i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT t.level, t.idx, t.data FROM tlog_tiles t \
+             JOIN UNNEST($3::int2[], $4::int8[]) AS k(level, idx) ON t.level = k.level AND t.idx = k.idx \
+             WHERE t.tenant_id = $1 AND t.store_id = $2",
+        )
+        .bind(stream.tenant_id)
+        .bind(stream.store_id)
+        .bind(&levels)
+        .bind(&idxs)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(|(l, i, d)| ((l, i), d)).collect())
+    }
+
+    /// Hash tiles as the pure code reads them.
+    pub async fn tlog_hash_tiles(&self, stream: StreamKey, keys: &[TileKey]) -> Result<crate::tlog::TileSet> {
+        let wanted: Vec<(i16, i64)> = keys.iter().map(|&(l, n)| (i16::from(l), n as i64)).collect();
+        let tiles = self.tlog_tiles(stream, &wanted).await?;
+        Ok(crate::tlog::TileSet { tiles: tiles.into_iter().map(|((l, n), d)| ((l as u8, n as u64), d)).collect() })
+    }
+
+    /// Writes an integration: the new head (only if the tree still has `old_size` entries, so two
+    /// integrators never both append) and the changed tiles, in one transaction. False when another
+    /// integrator got there first.
+    pub async fn tlog_integrate(&self, stream: StreamKey, w: Integration<'_>) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let moved = if w.old_size == 0 {
+            sqlx::query(
+                "INSERT INTO tlog_trees (tenant_id, store_id, size, root, checkpoint) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (tenant_id, store_id) DO NOTHING",
+            )
+            .bind(stream.tenant_id)
+            .bind(stream.store_id)
+            .bind(w.new_size)
+            .bind(w.root)
+            .bind(w.checkpoint)
+            .execute(&mut *tx)
+            .await?
+        } else {
+            sqlx::query(
+                "UPDATE tlog_trees SET size = $3, root = $4, checkpoint = $5, integrated_at = NOW() \
+                 WHERE tenant_id = $1 AND store_id = $2 AND size = $6",
+            )
+            .bind(stream.tenant_id)
+            .bind(stream.store_id)
+            .bind(w.new_size)
+            .bind(w.root)
+            .bind(w.checkpoint)
+            .bind(w.old_size)
+            .execute(&mut *tx)
+            .await?
+        }
+        .rows_affected();
+        if moved != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let mut levels = Vec::with_capacity(w.tiles.len());
+        let mut idxs = Vec::with_capacity(w.tiles.len());
+        let mut widths = Vec::with_capacity(w.tiles.len());
+        let mut datas = Vec::with_capacity(w.tiles.len());
+        for (l, i, wd, d) in w.tiles {
+            levels.push(l);
+            idxs.push(i);
+            widths.push(wd);
+            datas.push(d);
+        }
+        sqlx::query(
+            "INSERT INTO tlog_tiles (tenant_id, store_id, level, idx, width, data) \
+             SELECT $1, $2, k.level, k.idx, k.width, k.data FROM UNNEST($3::int2[], $4::int8[], $5::int4[], $6::bytea[]) \
+             AS k(level, idx, width, data) \
+             ON CONFLICT (tenant_id, store_id, level, idx) DO UPDATE SET width = EXCLUDED.width, data = EXCLUDED.data \
+             WHERE tlog_tiles.width < EXCLUDED.width",
+        )
+        .bind(stream.tenant_id)
+        .bind(stream.store_id)
+        .bind(&levels)
+        .bind(&idxs)
+        .bind(&widths)
+        .bind(&datas)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// One tile as stored: `(width, data)`.
+    pub async fn tlog_tile(&self, stream: StreamKey, level: i16, idx: i64) -> Result<Option<(i32, Vec<u8>)>> {
+        Ok(sqlx::query_as(
+            "SELECT width, data FROM tlog_tiles WHERE tenant_id = $1 AND store_id = $2 AND level = $3 AND idx = $4",
+        )
+        .bind(stream.tenant_id)
+        .bind(stream.store_id)
+        .bind(level)
+        .bind(idx)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    /// The index of the first leaf with this hash, found by scanning the stream's leaf tiles in the
+    /// database (no per-event index is kept: it would cost every event a write).
+    pub async fn tlog_find_leaf(&self, stream: StreamKey, leaf: &[u8; 32]) -> Result<Option<u64>> {
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT idx, data FROM tlog_tiles WHERE tenant_id = $1 AND store_id = $2 AND level = 0 \
+             AND position($3::bytea IN data) > 0 ORDER BY idx",
+        )
+        .bind(stream.tenant_id)
+        .bind(stream.store_id)
+        .bind(&leaf[..])
+        .fetch_all(self.pool())
+        .await?;
+        for (idx, data) in rows {
+            if let Some(i) = data.chunks_exact(32).position(|h| h == leaf) {
+                return Ok(Some(idx as u64 * crate::tlog::TILE_WIDTH + i as u64));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The sequence number of an event of this stream.
+    pub async fn tlog_sequence_of_event(&self, stream: StreamKey, event_id: Uuid) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT sequence_number FROM events WHERE event_id = $3 AND tenant_id = $1 AND store_id = $2",
+        )
+        .bind(stream.tenant_id)
+        .bind(stream.store_id)
+        .bind(event_id)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    /// Records a checkpoint about to be sent to witnesses.
+    pub async fn tlog_record_checkpoint(&self, stream: StreamKey, size: i64, checkpoint: &[u8]) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tlog_checkpoints (tenant_id, store_id, size, checkpoint) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(stream.tenant_id)
+        .bind(stream.store_id)
+        .bind(size)
+        .bind(checkpoint)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// A witness's record for a stream (cosigned size 0 when it never cosigned).
+    pub async fn tlog_witness(&self, stream: StreamKey, witness: &str) -> Result<i64> {
+        let size: Option<i64> = sqlx::query_scalar(
+            "SELECT cosigned_size FROM tlog_witness_state WHERE tenant_id = $1 AND store_id = $2 AND witness = $3",
+        )
+        .bind(stream.tenant_id)
+        .bind(stream.store_id)
+        .bind(witness)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(size.unwrap_or(0))
+    }
+
+    /// Stores a witness's cosignature of the checkpoint at `size` and moves its record there.
+    pub async fn tlog_store_cosignature(&self, stream: StreamKey, witness: &str, size: i64, lines: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO tlog_cosignatures (tenant_id, store_id, size, witness, signature) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (tenant_id, store_id, size, witness) DO UPDATE SET signature = EXCLUDED.signature",
+        )
+        .bind(stream.tenant_id)
+        .bind(stream.store_id)
+        .bind(size)
+        .bind(witness)
+        .bind(lines)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO tlog_witness_state (tenant_id, store_id, witness, cosigned_size, last_error, cosigned_at) \
+             VALUES ($1, $2, $3, $4, NULL, NOW()) ON CONFLICT (tenant_id, store_id, witness) DO UPDATE \
+             SET cosigned_size = EXCLUDED.cosigned_size, last_error = NULL, last_attempt_at = NOW(), cosigned_at = NOW()",
+        )
+        .bind(stream.tenant_id)
+        .bind(stream.store_id)
+        .bind(witness)
+        .bind(size)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records what a witness said it last cosigned (a 409 answer) or why it refused.
+    pub async fn tlog_witness_failed(
+        &self,
+        stream: StreamKey,
+        witness: &str,
+        cosigned_size: Option<i64>,
+        error: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tlog_witness_state (tenant_id, store_id, witness, cosigned_size, last_error) \
+             VALUES ($1, $2, $3, COALESCE($4, 0), $5) ON CONFLICT (tenant_id, store_id, witness) DO UPDATE \
+             SET cosigned_size = COALESCE($4, tlog_witness_state.cosigned_size), last_error = $5, last_attempt_at = NOW()",
+        )
+        .bind(stream.tenant_id)
+        .bind(stream.store_id)
+        .bind(witness)
+        .bind(cosigned_size)
+        .bind(error)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The cosignature lines of the checkpoint at `size`.
+    pub async fn tlog_cosignatures(&self, stream: StreamKey, size: i64) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT signature FROM tlog_cosignatures WHERE tenant_id = $1 AND store_id = $2 AND size = $3 ORDER BY witness",
+        )
+        .bind(stream.tenant_id)
+        .bind(stream.store_id)
+        .bind(size)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// The newest cosigned checkpoint covering entry `index`: `(size, checkpoint)`.
+    pub async fn tlog_newest_cosigned(&self, stream: StreamKey, index: i64) -> Result<Option<(i64, Vec<u8>)>> {
+        Ok(sqlx::query_as(
+            "SELECT c.size, c.checkpoint FROM tlog_checkpoints c WHERE c.tenant_id = $1 AND c.store_id = $2 \
+             AND c.size > $3 AND EXISTS (SELECT 1 FROM tlog_cosignatures s WHERE s.tenant_id = c.tenant_id \
+             AND s.store_id = c.store_id AND s.size = c.size) ORDER BY c.size DESC LIMIT 1",
+        )
+        .bind(stream.tenant_id)
+        .bind(stream.store_id)
+        .bind(index)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    /// Every witness record, optionally of one tenant (admin status).
+    pub async fn tlog_witness_rows(&self, tenant: Option<Uuid>) -> Result<Vec<WitnessRow>> {
+        Ok(sqlx::query_as(
+            "SELECT tenant_id, store_id, witness, cosigned_size, last_error, last_attempt_at, cosigned_at \
+             FROM tlog_witness_state WHERE $1::uuid IS NULL OR tenant_id = $1 ORDER BY tenant_id, store_id, witness",
+        )
+        .bind(tenant)
+        .fetch_all(self.pool())
+        .await?)
+    }
+}
+
+impl From<crate::tlog::TlogError> for Error {
+    fn from(e: crate::tlog::TlogError) -> Self {
+        Error::Internal(e.to_string())
+    }
+}

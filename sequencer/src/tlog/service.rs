@@ -1,0 +1,309 @@
+//! The log's background work, on the leader only (its own PostgreSQL advisory lock, so a slow
+//! witness or a commitment round never delays integration): the integrator, which appends each
+//! stream's new events to its tree off the write path, and the witness client.
+//!
+//! Integration reads the stream's head and new events, computes the new tiles and root in memory
+//! (`tlog::append`), signs the checkpoint and writes tiles and head in one transaction that applies
+//! only if the tree still has the size it started from. Ingest never waits for it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::time::{MissedTickBehavior, interval};
+
+use super::TileKey;
+use super::witness::{CosignatureVerifier, WitnessAnswer};
+use crate::api::SharedState;
+use crate::checkpoint::CheckpointSigner;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::store::events::StreamKey;
+use crate::store::tlog::Integration;
+
+/// Advisory lock key of the log integrator's leadership ("STSA_tlg").
+pub const TLOG_LOCK_KEY: i64 = 0x5354_5341_5f74_6c67;
+
+/// Streams integrated concurrently in one round.
+const CONCURRENT_STREAMS: usize = 4;
+
+/// Appends a stream's new events (at most `max_events`) to its log. Returns the events integrated.
+pub async fn integrate_stream(
+    store: &Store,
+    signer: &CheckpointSigner,
+    metrics: Option<&Metrics>,
+    stream: StreamKey,
+    max_events: i64,
+) -> Result<u64> {
+    let size = store.tlog_head(stream).await?.map_or(0, |h| h.size);
+    let head = store.head(stream).await?;
+    if head <= size {
+        return Ok(0);
+    }
+    let events = store.read_range(stream, size + 1, max_events, head).await?;
+    let entries =
+        events.iter().map(|e| Ok(super::entry_bytes(&crate::api::event_json(e)?)?)).collect::<Result<Vec<_>>>()?;
+
+    let size_u = size as u64;
+    let edges = super::edge_tiles(size_u);
+    let keys: Vec<(i16, i64)> = edges.iter().map(|&(l, n, _)| (i16::from(l), n as i64)).collect();
+    let stored = store.tlog_tiles(stream, &keys).await?;
+    let mut edge: HashMap<TileKey, Vec<u8>> = HashMap::new();
+    for &(level, index, width) in &edges {
+        if let Some(data) = stored.get(&(i16::from(level), index as i64)) {
+            // NB: cut to the width at this size, so a tile written wider (by a racing integrator whose
+            // head update lost) cannot shift the hashes appended after it.
+            edge.insert((level, index), data[..(width as usize * 32).min(data.len())].to_vec());
+        }
+    }
+    let appended = super::append(size_u, &edge, &entries)?;
+
+    let name = signed_note::Signer::name(signer).to_owned();
+    let text = super::checkpoint_text(&super::origin(&name, stream), appended.size, appended.root)?;
+    let note = super::sign_checkpoint(&text, signer)?;
+    let tiles: Vec<(i16, i64, i32, Vec<u8>)> = appended
+        .tiles
+        .into_iter()
+        .map(|((level, index), data)| (i16::from(level), index as i64, (data.len() / 32) as i32, data))
+        .collect();
+    let integration = Integration {
+        old_size: size,
+        new_size: appended.size as i64,
+        root: &appended.root.0,
+        checkpoint: &note,
+        tiles,
+    };
+    if !store.tlog_integrate(stream, integration).await? {
+        return Ok(0);
+    }
+    if let Some(m) = metrics {
+        let now = chrono::Utc::now();
+        m.tlog.integrated_events.inc_by(events.len() as u64);
+        for e in &events {
+            m.tlog.integration_delay.observe((now - e.sequenced_at).num_microseconds().unwrap_or(0) as f64 / 1e6);
+        }
+    }
+    Ok(events.len() as u64)
+}
+
+/// One integration round over every stream with new events.
+pub async fn integrate_round(state: &SharedState, signer: &CheckpointSigner) -> u64 {
+    let cfg = &state.config.tlog;
+    let streams = match state.store.tlog_streams_behind(10_000).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list streams to integrate into the transparency log");
+            return 0;
+        }
+    };
+    futures::stream::iter(streams)
+        .map(|(stream, _, _)| async move {
+            match integrate_stream(&state.store, signer, Some(&state.metrics), stream, cfg.integrate_max_events).await {
+                Ok(n) => n,
+                Err(e) => {
+                    state.metrics.tlog.integration_failures.inc();
+                    tracing::warn!(error = %e, tenant_id = %stream.tenant_id, store_id = %stream.store_id,
+                        "transparency log integration failed; will retry");
+                    0
+                }
+            }
+        })
+        .buffer_unordered(CONCURRENT_STREAMS)
+        .fold(0, |a, n| async move { a + n })
+        .await
+}
+
+/// A witness as the client uses it.
+pub struct Witness {
+    pub verifier: CosignatureVerifier,
+    pub url: String,
+}
+
+impl Witness {
+    pub fn from_config(w: &super::WitnessConfig) -> std::result::Result<Self, String> {
+        Ok(Witness { verifier: CosignatureVerifier::new(&w.key)?, url: w.url.trim_end_matches('/').to_owned() })
+    }
+}
+
+/// Sends a stream's checkpoint to one witness, with the consistency proof from what the witness
+/// last cosigned; follows one 409 (the witness's own size). Stores a cosignature or the refusal.
+pub async fn witness_stream(
+    store: &Store,
+    http: &http_client::Client,
+    metrics: Option<&Metrics>,
+    witness: &Witness,
+    stream: StreamKey,
+    size: i64,
+    note: &[u8],
+) -> Result<bool> {
+    let name = witness.verifier.name().to_owned();
+    let mut old = store.tlog_witness(stream, &name).await?;
+    for _ in 0..2 {
+        if old > size {
+            let msg = format!("the witness holds size {old}, larger than this checkpoint ({size})");
+            return refused(store, metrics, &name, stream, None, &msg).await;
+        }
+        let proof = if old == 0 || old == size {
+            Vec::new()
+        } else {
+            let tiles = store.tlog_hash_tiles(stream, &super::tiles_for_consistency(size as u64, old as u64)).await?;
+            tlog_tiles::prove_tree(size as u64, old as u64, &tiles).map_err(|e| Error::Internal(e.to_string()))?
+        };
+        let body = super::witness::add_checkpoint_body(old as u64, &proof, note);
+        let sent = http.post(format!("{}/add-checkpoint", witness.url)).body(body).send().await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                let msg = format!("unreachable: {}", e.without_url());
+                return refused(store, metrics, &name, stream, None, &msg).await;
+            }
+        };
+        let status = response.status().as_u16();
+        let content_type =
+            response.headers().get(http_client::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let text = response.text().await.unwrap_or_default();
+        match super::witness::classify_answer(status, content_type.as_deref(), &text, note, &witness.verifier) {
+            WitnessAnswer::Cosigned(lines) => {
+                store.tlog_store_cosignature(stream, &name, size, &lines.concat()).await?;
+                if let Some(m) = metrics {
+                    let labels = super::metrics::WitnessLabels { witness: name.clone() };
+                    m.tlog.witness_cosignatures.get_or_create(&labels).inc();
+                    m.tlog.witness_up.get_or_create(&labels).set(1);
+                }
+                return Ok(true);
+            }
+            WitnessAnswer::SizeConflict(n) => {
+                store.tlog_witness_failed(stream, &name, Some(n as i64), None).await?;
+                old = n as i64;
+            }
+            WitnessAnswer::Refused(status, reason) => {
+                let msg = format!("{status}: {reason}");
+                return refused(store, metrics, &name, stream, None, &msg).await;
+            }
+        }
+    }
+    refused(store, metrics, &name, stream, None, "the witness's size kept changing").await
+}
+
+async fn refused(
+    store: &Store,
+    metrics: Option<&Metrics>,
+    witness: &str,
+    stream: StreamKey,
+    size: Option<i64>,
+    reason: &str,
+) -> Result<bool> {
+    tracing::warn!(witness, tenant_id = %stream.tenant_id, store_id = %stream.store_id, reason,
+        "a witness did not cosign the transparency log checkpoint");
+    if let Some(m) = metrics {
+        let labels = super::metrics::WitnessLabels { witness: witness.to_owned() };
+        m.tlog.witness_failures.get_or_create(&labels).inc();
+        m.tlog.witness_up.get_or_create(&labels).set(0);
+    }
+    store.tlog_witness_failed(stream, witness, size, Some(reason)).await?;
+    Ok(false)
+}
+
+/// Sends every stream's newest checkpoint that witnesses have not seen yet to every witness.
+pub async fn witness_round(
+    state: &SharedState,
+    http: &http_client::Client,
+    witnesses: &[Arc<Witness>],
+    sent: &mut HashMap<StreamKey, i64>,
+) {
+    let heads = match state.store.tlog_all_heads().await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list transparency log heads for the witnesses");
+            return;
+        }
+    };
+    for (stream, size, note) in heads {
+        if size == 0 || sent.get(&stream) == Some(&size) {
+            continue;
+        }
+        if let Err(e) = state.store.tlog_record_checkpoint(stream, size, &note).await {
+            tracing::warn!(error = %e, "cannot record a checkpoint for the witnesses");
+            continue;
+        }
+        let note = &note;
+        let results = futures::future::join_all(witnesses.iter().map(|w| {
+            let w = w.clone();
+            async move { witness_stream(&state.store, http, Some(&state.metrics), &w, stream, size, note).await }
+        }))
+        .await;
+        for r in results {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "witness round failed");
+            }
+        }
+        sent.insert(stream, size);
+    }
+}
+
+/// A reqwest client with rustls over ring only (see `anchor`'s RPC client for why it is explicit).
+pub fn http_client(timeout: Duration) -> Result<http_client::Client> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_platform_verifier())
+        .map_err(|e| Error::Internal(format!("TLS for witnesses: {e}")))?
+        .with_no_client_auth();
+    http_client::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .tls_backend_preconfigured(tls)
+        .build()
+        .map_err(|e| Error::Internal(format!("HTTP client for witnesses: {e}")))
+}
+
+/// Advisory lock key of the witness client's leadership ("STSA_tlw"): its own, so that a witness that
+/// is slow to answer never delays integration.
+pub const TLOG_WITNESS_LOCK_KEY: i64 = 0x5354_5341_5f74_6c77;
+
+/// The integrator and the witness client: each runs while this replica holds its leadership.
+pub async fn run(state: SharedState) {
+    tokio::join!(integrate_loop(state.clone()), witness_loop(state));
+}
+
+async fn integrate_loop(state: SharedState) {
+    let Some(signer) = state.checkpoints.as_ref() else { return };
+    let mut tick = interval(state.config.tlog.integrate_interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut leadership = crate::worker::Leadership::new(TLOG_LOCK_KEY, "transparency log integrator");
+    loop {
+        tick.tick().await;
+        if leadership.check(&state).await {
+            integrate_round(&state, signer).await;
+        }
+    }
+}
+
+async fn witness_loop(state: SharedState) {
+    let cfg = state.config.tlog.clone();
+    let witnesses: Vec<Arc<Witness>> =
+        cfg.witnesses.iter().filter_map(|w| Witness::from_config(w).ok().map(Arc::new)).collect();
+    if witnesses.is_empty() {
+        return;
+    }
+    let http = match http_client(cfg.witness_timeout) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "transparency log witnesses disabled");
+            return;
+        }
+    };
+    let mut tick = interval(cfg.witness_interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut leadership = crate::worker::Leadership::new(TLOG_WITNESS_LOCK_KEY, "transparency log witness client");
+    let mut sent = HashMap::new();
+    loop {
+        tick.tick().await;
+        if leadership.check(&state).await {
+            witness_round(&state, &http, &witnesses, &mut sent).await;
+        }
+    }
+}

@@ -1,0 +1,492 @@
+//! The transparency log over HTTP, checked with code that is not the sequencer's: `tlog_tiles`'s
+//! authenticated tile reader and proof checkers, `signed_note` verification, and a C2SP tlog-witness
+//! written here from the specification (tlog-witness, tlog-cosignature) that runs on 127.0.0.1:0.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use common::*;
+use ed25519_dalek::{Signer as _, SigningKey};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use signed_note::{Note, StandardVerifier, VerifierList};
+use tlog_tiles::{Checkpoint, Hash, HashReader, Tile, TileHashReader, TileReader};
+use uuid::Uuid;
+
+// ---------------------------------------------------------------------------------------------
+// Client side: plain HTTP and off-the-shelf verification.
+
+async fn get_raw(api: &Api, path: &str) -> (u16, HashMap<String, String>, Vec<u8>) {
+    let resp = api
+        .http
+        .get(format!("{}{path}", api.base))
+        .header("authorization", format!("ApiKey {}", api.key))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned())).collect();
+    (status, headers, resp.bytes().await.unwrap().to_vec())
+}
+
+fn prefix(agent: &Agent) -> String {
+    format!("/api/v1/ves/tlog/{}/{}", agent.tenant_id, agent.store_id)
+}
+
+/// Polls the checkpoint until it covers `size` entries; returns the verified checkpoint and note.
+async fn checkpoint_at_least(api: &Api, agent: &Agent, size: u64, log_key: &str) -> (Checkpoint, Vec<u8>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _, body) = get_raw(api, &format!("{}/checkpoint", prefix(agent))).await;
+        if status == 200 {
+            let note = Note::from_bytes(&body).expect("checkpoint is a signed note");
+            let verifier = StandardVerifier::new(log_key).unwrap();
+            note.verify(&VerifierList::new(vec![Box::new(verifier)])).expect("signed with the log key");
+            let cp = Checkpoint::from_bytes(note.text()).expect("a tlog-checkpoint");
+            if cp.size() >= size {
+                return (cp, body);
+            }
+        }
+        assert!(Instant::now() < deadline, "the log did not reach {size} entries (last answer {status})");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Tiles fetched over HTTP, for tlog_tiles's authenticated reader.
+struct HttpTiles(HashMap<(u8, u64, u32), Vec<u8>>);
+
+impl TileReader for HttpTiles {
+    fn height(&self) -> u8 {
+        8
+    }
+    fn read_tiles(&self, tiles: &[Tile]) -> Result<Vec<Vec<u8>>, tlog_tiles::Error> {
+        tiles
+            .iter()
+            .map(|t| {
+                self.0.get(&(t.level(), t.level_index(), t.width())).cloned().ok_or(tlog_tiles::Error::InvalidTile)
+            })
+            .collect()
+    }
+    fn save_tiles(&self, _: &[Tile], _: &[Vec<u8>]) {}
+}
+
+/// The C2SP path of a tlog_tiles tile (which prints the Go sumdb form `tile/8/<L>/<N>`).
+fn c2sp_path(t: &Tile) -> String {
+    t.path().replacen("tile/8/", "tile/", 1)
+}
+
+async fn log_key(api: &Api) -> String {
+    let (_, info) = api.get("/api/v1/ves/sequencer").await;
+    info["checkpoint_verifier_key"].as_str().expect("checkpoint_verifier_key").to_owned()
+}
+
+async fn ingest_n(api: &Api, agent: &Agent, n: u64, from: u64) {
+    let events: Vec<_> = (from..from + n).map(|i| agent.event(i)).collect();
+    let (status, body) = api.ingest(agent.agent_id, &events).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["eventsAccepted"], n, "{body}");
+}
+
+#[tokio::test]
+async fn every_event_is_in_its_streams_rfc_6962_log_and_off_the_shelf_verifiers_accept_tiles_and_proofs() {
+    let server = TestServer::start_with(&[("TLOG_INTEGRATE_INTERVAL_MS", "20")]).await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    api.register_key(&agent).await;
+    for batch in 0..3 {
+        ingest_n(&api, &agent, 100, batch * 100 + 1).await;
+    }
+    let key = log_key(&api).await;
+    let (cp, _) = checkpoint_at_least(&api, &agent, 300, &key).await;
+    assert_eq!(cp.size(), 300);
+    assert_eq!(cp.origin(), format!("stateset-sequencer/tlog/{}/{}", agent.tenant_id, agent.store_id));
+    let root = *cp.hash();
+
+    // Every tile of the tree, fetched as any tlog-tiles client would, authenticated by tlog_tiles.
+    let mut fetched = HashMap::new();
+    for t in Tile::new_tiles(8, 0, 300) {
+        let (status, headers, body) = get_raw(&api, &format!("{}/{}", prefix(&agent), c2sp_path(&t))).await;
+        assert_eq!(status, 200, "{}", c2sp_path(&t));
+        assert_eq!(headers["content-type"], "application/octet-stream");
+        assert!(headers["cache-control"].contains("immutable"), "{headers:?}");
+        assert_eq!(body.len(), t.width() as usize * 32);
+        fetched.insert((t.level(), t.level_index(), t.width()), body);
+    }
+    let tiles = HttpTiles(fetched);
+    let reader = TileHashReader::new(300, root, &tiles);
+    let indexes: Vec<u64> = (0..300).map(|i| tlog_tiles::stored_hash_index(0, i)).collect();
+    let leaves = reader.read_hashes(&indexes).expect("tiles authenticate against the signed root");
+
+    // The entries are the events exactly as GET /api/v1/ves/events serves them.
+    let mut served = Vec::new();
+    for from in [1, 101, 201] {
+        let (_, page) = api
+            .get(&format!(
+                "/api/v1/ves/events?tenant_id={}&store_id={}&from={from}&limit=100",
+                agent.tenant_id, agent.store_id
+            ))
+            .await;
+        served.extend(page["events"].as_array().unwrap().iter().cloned());
+    }
+    let mut bundle_entries = Vec::new();
+    for path in ["tile/entries/000", "tile/entries/001.p/44"] {
+        let (status, _, body) = get_raw(&api, &format!("{}/{path}", prefix(&agent))).await;
+        assert_eq!(status, 200, "{path}");
+        let mut rest = &body[..];
+        while !rest.is_empty() {
+            let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+            bundle_entries.push(rest[2..2 + len].to_vec());
+            rest = &rest[2 + len..];
+        }
+    }
+    assert_eq!(bundle_entries.len(), 300);
+    for (i, entry) in bundle_entries.iter().enumerate() {
+        let event: Value = serde_json::from_slice(entry).unwrap();
+        assert_eq!(event, served[i], "entry {i}");
+        assert_eq!(entry, &serde_json::to_vec(&served[i]).unwrap(), "entry {i} is the served JSON, byte for byte");
+        assert_eq!(leaves[i], tlog_tiles::record_hash(entry), "leaf {i}");
+        // The signed envelope inside re-verifies.
+        let envelope: ves::envelope::VesEventEnvelope = serde_json::from_value(event).unwrap();
+        assert!(envelope.verify_signature(&agent.key.verifying_key()), "signature of entry {i}");
+    }
+
+    // Tiles beyond the tree, and malformed paths, are 404s; a partial tile is a prefix of the next.
+    for path in ["tile/0/001", "tile/0/001.p/45", "tile/entries/002.p/1", "tile/0/000.p/0", "tile/x/000"] {
+        let (status, headers, _) = get_raw(&api, &format!("{}/{path}", prefix(&agent))).await;
+        assert_eq!(status, 404, "{path}");
+        assert_eq!(headers["cache-control"], "no-store", "{path}");
+    }
+    let (_, _, p10) = get_raw(&api, &format!("{}/tile/0/001.p/10", prefix(&agent))).await;
+    assert_eq!(p10, tiles.0[&(0, 1, 44)][..320]);
+
+    // Inclusion by sequence number, event id and leaf hash, against an older tree size, whose root is
+    // authenticated by a consistency proof to the signed checkpoint.
+    let (status, c) = api.get(&format!("{}/proof/consistency?from_size=200", prefix(&agent))).await;
+    assert_eq!(status, 200, "{c}");
+    let old_root = Hash(B64.decode(c["from_root"].as_str().unwrap()).unwrap().try_into().unwrap());
+    let proof: Vec<Hash> = hashes(&c["proof"]);
+    tlog_tiles::check_tree(&proof, 300, root, 200, old_root).expect("consistency 200 -> 300");
+    let event_id = served[149]["event_id"].as_str().unwrap().to_owned();
+    let leaf_b64 = B64.encode(leaves[149].0);
+    for query in [
+        "sequence_number=150".to_owned(),
+        format!("event_id={event_id}"),
+        format!("leaf_hash={}", urlencode(&leaf_b64)),
+        format!("leaf_hash=0x{}", hex::encode(leaves[149].0)),
+    ] {
+        let (status, p) = api.get(&format!("{}/proof/inclusion?{query}&tree_size=200", prefix(&agent))).await;
+        assert_eq!(status, 200, "{query}: {p}");
+        assert_eq!(p["index"], 149);
+        assert_eq!(p["tree_size"], 200);
+        tlog_tiles::check_record(&hashes(&p["proof"]), 200, old_root, 149, leaves[149]).expect("inclusion");
+    }
+    // Consistency between any two sizes, not only commitment boundaries.
+    for (from, to) in [(1, 2), (7, 300), (255, 257), (256, 299), (299, 300), (300, 300)] {
+        let (status, c) = api.get(&format!("{}/proof/consistency?from_size={from}&to_size={to}", prefix(&agent))).await;
+        assert_eq!(status, 200, "{c}");
+        let r = |k: &str| Hash(B64.decode(c[k].as_str().unwrap()).unwrap().try_into().unwrap());
+        tlog_tiles::check_tree(&hashes(&c["proof"]), to, r("to_root"), from, r("from_root")).expect("consistency");
+    }
+    let (status, _) = api.get(&format!("{}/proof/consistency?from_size=5&to_size=301", prefix(&agent))).await;
+    assert_eq!(status, 400);
+    let (status, _) = api.get(&format!("{}/proof/inclusion?sequence_number=0", prefix(&agent))).await;
+    assert_eq!(status, 400);
+    let (status, _) =
+        api.get(&format!("{}/proof/inclusion?leaf_hash={}", prefix(&agent), urlencode(&B64.encode([1u8; 32])))).await;
+    assert_eq!(status, 404);
+
+    // The tenant's read authorization applies: a key for another store sees nothing.
+    let other = api.mint_key(agent.tenant_id, &[Uuid::new_v4()], &["read"]).await;
+    let (status, _) = api.with_key(&other).get(&format!("{}/proof/inclusion?sequence_number=1", prefix(&agent))).await;
+    assert_eq!(status, 403);
+    let (status, _, _) = get_raw(&api.with_key(&other), &format!("{}/checkpoint", prefix(&agent))).await;
+    assert_eq!(status, 403);
+
+    // An offline bundle verifies with only the log key, in the admin CLI; a tampered one does not.
+    let (status, _, bundle) = get_raw(&api, &format!("{}/bundle?event_id={event_id}", prefix(&agent))).await;
+    assert_eq!(status, 200);
+    let dir = std::env::temp_dir().join(format!("tlog-bundle-{}", Uuid::new_v4()));
+    std::fs::write(&dir, &bundle).unwrap();
+    let run = |path: &std::path::Path, key: &str| {
+        Command::new(env!("CARGO_BIN_EXE_stateset-sequencer-admin"))
+            .args(["verify-bundle", path.to_str().unwrap(), "--log-key", key, "--origin", cp.origin()])
+            .output()
+            .unwrap()
+    };
+    let out = run(&dir, &key);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sequence number 150"));
+    let tampered = String::from_utf8(bundle.clone()).unwrap().replace("index 149", "index 148");
+    std::fs::write(&dir, tampered).unwrap();
+    assert!(!run(&dir, &key).status.success());
+    std::fs::write(&dir, &bundle).unwrap();
+    let stranger = sequencer::checkpoint::CheckpointSigner::new("stateset-sequencer", SigningKey::from_bytes(&[5; 32]));
+    assert!(!run(&dir, stranger.verifier_key()).status.success());
+    let _ = std::fs::remove_file(&dir);
+
+    // The existing VES-commitment checkpoint is untouched: its own origin, its own root.
+    let (status, _) = api
+        .post(
+            "/api/v1/ves/commitments",
+            serde_json::json!({"tenant_id": agent.tenant_id, "store_id": agent.store_id, "sequence_start": 1, "sequence_end": 300}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, _, ves_cp) =
+        get_raw(&api, &format!("/api/v1/ves/checkpoint?tenant_id={}&store_id={}", agent.tenant_id, agent.store_id))
+            .await;
+    let ves_cp = Checkpoint::from_bytes(Note::from_bytes(&ves_cp).unwrap().text()).unwrap();
+    assert_eq!(ves_cp.origin(), format!("stateset-sequencer/{}/{}", agent.tenant_id, agent.store_id));
+    assert!(ves_cp.extension().starts_with("ves-commitment "));
+}
+
+fn hashes(v: &Value) -> Vec<Hash> {
+    v.as_array().unwrap().iter().map(|h| Hash(B64.decode(h.as_str().unwrap()).unwrap().try_into().unwrap())).collect()
+}
+
+fn urlencode(s: &str) -> String {
+    s.replace('+', "%2B").replace('/', "%2F").replace('=', "%3D")
+}
+
+// ---------------------------------------------------------------------------------------------
+// A witness written from C2SP tlog-witness and tlog-cosignature (cosignature/v1, Ed25519).
+
+struct Witness {
+    name: String,
+    key: SigningKey,
+    /// The log's verifier key and the origins it may sign.
+    log_key: String,
+    origins: Vec<String>,
+    /// origin -> (size, root) of the latest cosigned checkpoint.
+    state: Mutex<HashMap<String, (u64, Hash)>>,
+}
+
+impl Witness {
+    fn vkey(&self) -> String {
+        let mut pk = vec![0x04];
+        pk.extend_from_slice(self.key.verifying_key().as_bytes());
+        format!("{}+{:08x}+{}", self.name, key_id(&self.name, &pk), B64.encode(&pk))
+    }
+
+    fn cosign(&self, note_text: &[u8]) -> String {
+        let mut pk = vec![0x04];
+        pk.extend_from_slice(self.key.verifying_key().as_bytes());
+        let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let mut msg = format!("cosignature/v1\ntime {time}\n").into_bytes();
+        msg.extend_from_slice(note_text);
+        let mut blob = key_id(&self.name, &pk).to_be_bytes().to_vec();
+        blob.extend_from_slice(&time.to_be_bytes());
+        blob.extend_from_slice(&self.key.sign(&msg).to_bytes());
+        format!("\u{2014} {} {}\n", self.name, B64.encode(blob))
+    }
+
+    /// `POST /add-checkpoint`, as the specification orders the checks.
+    fn add_checkpoint(&self, body: &[u8]) -> (u16, Option<&'static str>, String) {
+        let Ok(text) = std::str::from_utf8(body) else { return (400, None, String::new()) };
+        let Some((head, note)) = text.split_once("\n\n") else { return (400, None, String::new()) };
+        let mut lines = head.split('\n');
+        let Some(old) = lines.next().and_then(|l| l.strip_prefix("old ")).and_then(|n| n.parse::<u64>().ok()) else {
+            return (400, None, String::new());
+        };
+        let proof: Option<Vec<Hash>> =
+            lines.map(|l| B64.decode(l).ok().and_then(|b| b.try_into().ok()).map(Hash)).collect();
+        let Some(proof) = proof else { return (400, None, String::new()) };
+        let Ok(note) = Note::from_bytes(note.as_bytes()) else { return (400, None, String::new()) };
+        let Ok(cp) = Checkpoint::from_bytes(note.text()) else { return (400, None, String::new()) };
+        if !self.origins.iter().any(|o| o == cp.origin()) {
+            return (404, None, String::new());
+        }
+        let verifier = StandardVerifier::new(&self.log_key).unwrap();
+        if note.verify(&VerifierList::new(vec![Box::new(verifier)])).is_err() {
+            return (403, None, String::new());
+        }
+        if old > cp.size() {
+            return (400, None, String::new());
+        }
+        let mut state = self.state.lock().unwrap();
+        let (size, root) = state.get(cp.origin()).copied().unwrap_or((0, tlog_tiles::EMPTY_HASH));
+        if old != size {
+            return (409, Some("text/x.tlog.size"), format!("{size}\n"));
+        }
+        if old == cp.size() {
+            if *cp.hash() != root {
+                return (409, None, String::new());
+            }
+        } else if old == 0 {
+            if !proof.is_empty() {
+                return (422, None, String::new());
+            }
+        } else if tlog_tiles::check_tree(&proof, cp.size(), *cp.hash(), old, root).is_err() {
+            return (422, None, String::new());
+        }
+        state.insert(cp.origin().to_owned(), (cp.size(), *cp.hash()));
+        (200, None, self.cosign(note.text()))
+    }
+}
+
+fn key_id(name: &str, key: &[u8]) -> u32 {
+    let h = Sha256::new().chain_update(name).chain_update("\n").chain_update(key).finalize();
+    u32::from_be_bytes(h[..4].try_into().unwrap())
+}
+
+/// Serves a witness on 127.0.0.1:0; returns its URL prefix.
+async fn serve_witness(w: Arc<Witness>) -> String {
+    use axum::response::IntoResponse;
+    let app = axum::Router::new().route(
+        "/add-checkpoint",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let w = w.clone();
+            async move {
+                let (status, ct, text) = w.add_checkpoint(&body);
+                let mut resp = (axum::http::StatusCode::from_u16(status).unwrap(), text).into_response();
+                if let Some(ct) = ct {
+                    resp.headers_mut().insert("content-type", ct.parse().unwrap());
+                }
+                resp
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// The witness's cosignature on a served checkpoint, checked with the witness's own key material.
+fn cosigned_by(note: &[u8], w: &Witness) -> bool {
+    let Ok(parsed) = Note::from_bytes(note) else { return false };
+    let text = parsed.text();
+    let mut pk = vec![0x04];
+    pk.extend_from_slice(w.key.verifying_key().as_bytes());
+    let id = key_id(&w.name, &pk);
+    String::from_utf8_lossy(note).lines().any(|line| {
+        let Some(rest) = line.strip_prefix(&format!("\u{2014} {} ", w.name)) else { return false };
+        let Ok(blob) = B64.decode(rest) else { return false };
+        if blob.len() != 4 + 8 + 64 || blob[..4] != id.to_be_bytes() {
+            return false;
+        }
+        let time = u64::from_be_bytes(blob[4..12].try_into().unwrap());
+        let mut msg = format!("cosignature/v1\ntime {time}\n").into_bytes();
+        msg.extend_from_slice(text);
+        let sig = ed25519_dalek::Signature::from_bytes(blob[12..].try_into().unwrap());
+        w.key.verifying_key().verify_strict(&msg, &sig).is_ok()
+    })
+}
+
+#[tokio::test]
+async fn witnesses_cosign_each_new_checkpoint_and_one_that_saw_a_fork_refuses_without_blocking_ingest() {
+    let agent = Agent::random();
+    let log_signer =
+        sequencer::checkpoint::CheckpointSigner::new("stateset-sequencer", SigningKey::from_bytes(&hex_seed()));
+    let origin = format!("stateset-sequencer/tlog/{}/{}", agent.tenant_id, agent.store_id);
+    let witness = |name: &str, seed: u8| {
+        Arc::new(Witness {
+            name: name.to_owned(),
+            key: SigningKey::from_bytes(&[seed; 32]),
+            log_key: log_signer.verifier_key().to_owned(),
+            origins: vec![origin.clone()],
+            state: Mutex::new(HashMap::new()),
+        })
+    };
+    let honest = witness("honest.example/w", 11);
+    // This witness was shown another history: a tree of 2 entries with a different root.
+    let forked = witness("forked.example/w", 12);
+    forked.state.lock().unwrap().insert(origin.clone(), (2, Hash([0xAB; 32])));
+    let down = witness("down.example/w", 13);
+    let honest_url = serve_witness(honest.clone()).await;
+    let forked_url = serve_witness(forked.clone()).await;
+    let down_url = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let witnesses = serde_json::json!([
+        {"url": honest_url, "key": honest.vkey()},
+        {"url": forked_url, "key": forked.vkey()},
+        {"url": down_url, "key": down.vkey()},
+    ])
+    .to_string();
+    let server = TestServer::start_with(&[
+        ("TLOG_INTEGRATE_INTERVAL_MS", "20"),
+        ("TLOG_WITNESS_INTERVAL_MS", "50"),
+        ("TLOG_WITNESS_TIMEOUT_MS", "2000"),
+        ("TLOG_WITNESSES", witnesses.as_str()),
+    ])
+    .await;
+    let api = Api::admin(&server);
+    api.register_key(&agent).await;
+    let key = log_key(&api).await;
+    assert_eq!(key, log_signer.verifier_key());
+
+    // Ingest goes on while witnesses refuse or are down; each new checkpoint gets cosigned.
+    let mut sent = 0;
+    for round in 0..3u64 {
+        let n = 10 + round * 7;
+        ingest_n(&api, &agent, n, sent + 1).await;
+        sent += n;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (cp, note) = checkpoint_at_least(&api, &agent, sent, &key).await;
+            if cp.size() == sent && cosigned_by(&note, &honest) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no cosignature of size {sent}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(
+            honest.state.lock().unwrap()[&origin].0,
+            sent,
+            "the honest witness followed with consistency proofs"
+        );
+    }
+    // The forked witness never moved and never cosigned; the down one is reported unreachable.
+    assert_eq!(forked.state.lock().unwrap()[&origin], (2, Hash([0xAB; 32])));
+    let (_, note) = checkpoint_at_least(&api, &agent, sent, &key).await;
+    assert!(!cosigned_by(&note, &forked));
+    let (status, report) = api.get("/api/v1/admin/tlog/witnesses").await;
+    assert_eq!(status, 200, "{report}");
+    let row = |name: &str| {
+        report["streams"].as_array().unwrap().iter().find(|r| r["witness"] == name).cloned().unwrap_or(Value::Null)
+    };
+    assert!(row("forked.example/w")["lastError"].as_str().unwrap_or("").contains("422"), "{report}");
+    assert_eq!(row("forked.example/w")["cosignedSize"], 2, "{report}");
+    assert!(row("down.example/w")["lastError"].as_str().unwrap_or("").contains("unreachable"), "{report}");
+    assert_eq!(row("honest.example/w")["healthy"], true, "{report}");
+    assert_eq!(row("honest.example/w")["cosignedSize"], sent, "{report}");
+    let (_, status) = api.get("/api/v1/admin/status").await;
+    let health: HashMap<String, bool> = status["transparencyLog"]["witnesses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| (w["name"].as_str().unwrap().to_owned(), w["healthy"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        health,
+        HashMap::from([
+            ("honest.example/w".to_owned(), true),
+            ("forked.example/w".to_owned(), false),
+            ("down.example/w".to_owned(), false)
+        ]),
+        "{status}"
+    );
+    let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("sequencer_tlog_witness_failures_total{witness=\"forked.example/w\"}"), "{metrics}");
+    assert!(metrics.contains("sequencer_tlog_witness_up{witness=\"down.example/w\"} 0"), "{metrics}");
+    assert!(metrics.contains("sequencer_tlog_witness_up{witness=\"honest.example/w\"} 1"), "{metrics}");
+
+    // A bundle carries the honest cosignature and verifies offline requiring one witness.
+    let (status, _, bundle) = get_raw(&api, &format!("{}/bundle?sequence_number=3", prefix(&agent))).await;
+    assert_eq!(status, 200);
+    let v = sequencer::tlog::bundle::verify(&bundle, std::slice::from_ref(&key), &[honest.vkey()], 1).expect("bundle");
+    assert_eq!(v.witnesses, vec!["honest.example/w".to_owned()]);
+    assert!(sequencer::tlog::bundle::verify(&bundle, &[key], &[forked.vkey()], 1).is_err());
+}
+
+fn hex_seed() -> [u8; 32] {
+    hex::decode(SEQUENCER_SEED_HEX).unwrap().try_into().unwrap()
+}
