@@ -81,8 +81,11 @@ pub fn query(data: &[u8]) {
     let _ = serde_urlencoded::from_str::<Vec<(String, String)>>(&text);
 }
 
+/// A fuzz target: takes any bytes, must not panic.
+pub type Target = fn(&[u8]);
+
 /// Every target by name (the corpus directory's name).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("ingest_envelope", ingest_envelope),
     ("jcs", jcs),
     ("encrypted_payload", encrypted_payload),

@@ -33,9 +33,9 @@ pub mod sequencing;
 pub mod server;
 pub mod store;
 pub mod telemetry;
-pub mod validate;
 pub mod testing;
 pub mod tlog;
+pub mod validate;
 pub mod verify;
 pub mod worker;
 

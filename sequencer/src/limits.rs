@@ -133,7 +133,9 @@ pub fn raise_fd_limit() -> u64 {
             }
         }
     }
-    limit.rlim_cur as u64
+    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every platform
+    let soft = limit.rlim_cur as u64;
+    soft
 }
 
 #[cfg(test)]
@@ -158,7 +160,9 @@ mod tests {
         // SAFETY: as above.
         unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut before) };
         let after = raise_fd_limit();
-        assert!(after >= before.rlim_cur as u64);
-        assert_eq!(after, before.rlim_max as u64, "raised to the hard limit");
+        #[allow(clippy::unnecessary_cast)]
+        let (soft, hard) = (before.rlim_cur as u64, before.rlim_max as u64);
+        assert!(after >= soft);
+        assert_eq!(after, hard, "raised to the hard limit");
     }
 }

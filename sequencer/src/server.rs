@@ -147,9 +147,11 @@ pub async fn serve(
     let max_connections = state.config.http_max_connections.min((fd_limit as usize).saturating_sub(256).max(16));
     tracing::info!(fd_limit, max_connections, "connection limits");
     let header_read_timeout = state.config.http_header_read_timeout;
-    let watch = state.config.database_url.clone().map(|url| {
-        state.db_watch.spawn(url, state.config.db_acquire_timeout, Duration::from_millis(250))
-    });
+    let watch = state
+        .config
+        .database_url
+        .clone()
+        .map(|url| state.db_watch.spawn(url, state.config.db_acquire_timeout, Duration::from_millis(250)));
     let app = api::router(state);
     let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let (closing, closed) = tokio::sync::watch::channel(false);

@@ -118,7 +118,11 @@ impl<'a> MakeWriter<'a> for RedactingWriter {
     type Writer = Redacting<Box<dyn Write + 'a>>;
 
     fn make_writer(&'a self) -> Self::Writer {
-        if self.stderr { Redacting(Box::new(std::io::stderr().lock())) } else { Redacting(Box::new(std::io::stdout().lock())) }
+        if self.stderr {
+            Redacting(Box::new(std::io::stderr().lock()))
+        } else {
+            Redacting(Box::new(std::io::stdout().lock()))
+        }
     }
 }
 
@@ -138,8 +142,10 @@ pub fn init_cli() {
 pub fn init(format: LogFormat) {
     add_env_secrets();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(RedactingWriter { stderr: false });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(RedactingWriter { stderr: false });
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),

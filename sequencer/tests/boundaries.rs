@@ -174,7 +174,8 @@ async fn every_route_refuses_another_tenant_another_store_a_narrower_permission_
     let now = chrono::Utc::now().timestamp();
     let early = jwt(json!({"sub": t.to_string(), "iss": "stateset-sequencer", "aud": "stateset-api",
         "exp": now + 7200, "nbf": now + 3600, "perms": "read,write,admin"}));
-    let no_issuer = jwt(json!({"sub": t.to_string(), "aud": "stateset-api", "exp": now + 600, "perms": "read,write,admin"}));
+    let no_issuer =
+        jwt(json!({"sub": t.to_string(), "aud": "stateset-api", "exp": now + 600, "perms": "read,write,admin"}));
     let no_audience =
         jwt(json!({"sub": t.to_string(), "iss": "stateset-sequencer", "exp": now + 600, "perms": "read,write,admin"}));
 
@@ -264,8 +265,9 @@ async fn a_store_scoped_admin_cannot_mint_or_revoke_wider_keys_nor_see_other_sto
     let (status, body) =
         scoped.post("/api/v1/admin/api-keys", json!({"tenantId": t, "storeIds": [], "permissions": ["read"]})).await;
     assert_eq!(status, 403, "a tenant-wide key: {body}");
-    let (status, body) =
-        scoped.post("/api/v1/admin/api-keys", json!({"tenantId": t, "storeIds": [a, b], "permissions": ["read"]})).await;
+    let (status, body) = scoped
+        .post("/api/v1/admin/api-keys", json!({"tenantId": t, "storeIds": [a, b], "permissions": ["read"]}))
+        .await;
     assert_eq!(status, 403, "a key over another store too: {body}");
     let (status, body) =
         scoped.post("/api/v1/admin/api-keys", json!({"tenantId": t, "storeIds": [a], "permissions": ["read"]})).await;
@@ -295,7 +297,8 @@ async fn a_store_scoped_admin_cannot_mint_or_revoke_wider_keys_nor_see_other_sto
     let (_, status) = scoped.get("/api/v1/admin/status?streams=true").await;
     assert_eq!(status["ingestion"]["pausedStreams"], 0, "{status}");
     assert!(!status.to_string().contains(&b.to_string()), "{status}");
-    let (_, status) = admin.with_key(&admin.mint_key(Uuid::new_v4(), &[], &["admin"]).await).get("/api/v1/admin/status").await;
+    let (_, status) =
+        admin.with_key(&admin.mint_key(Uuid::new_v4(), &[], &["admin"]).await).get("/api/v1/admin/status").await;
     assert_eq!(status["ingestion"]["pausedStreams"], 0, "another tenant's admin counts no paused stream: {status}");
 }
 

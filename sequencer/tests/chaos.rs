@@ -118,7 +118,13 @@ struct Seen {
 }
 
 /// One client: sends batches to the replicas in turn and resends each until it is answered.
-async fn client(c: usize, agents: Vec<Agent>, urls: watch::Receiver<Vec<String>>, stop: watch::Receiver<bool>, count: watch::Sender<usize>) -> Seen {
+async fn client(
+    c: usize,
+    agents: Vec<Agent>,
+    urls: watch::Receiver<Vec<String>>,
+    stop: watch::Receiver<bool>,
+    count: watch::Sender<usize>,
+) -> Seen {
     let http = procs::client();
     let stream = c % agents.len();
     let agent = &agents[stream];
@@ -127,11 +133,15 @@ async fn client(c: usize, agents: Vec<Agent>, urls: watch::Receiver<Vec<String>>
         if *stop.borrow() {
             break;
         }
-        let events: Vec<VesEventEnvelope> = (0..1 + c % 3).map(|i| agent.event((c * 1_000_000 + r * 10 + i) as u64)).collect();
+        let events: Vec<VesEventEnvelope> =
+            (0..1 + c % 3).map(|i| agent.event((c * 1_000_000 + r * 10 + i) as u64)).collect();
         seen.sent.extend(events.iter().map(|e| (stream, e.event_id)));
         let started = Instant::now();
         for attempt in 0.. {
-            let base = { let u = urls.borrow(); u[(c + r + attempt) % u.len()].clone() };
+            let base = {
+                let u = urls.borrow();
+                u[(c + r + attempt) % u.len()].clone()
+            };
             match procs::ingest(&http, &base, agent.agent_id, &events).await {
                 Ok(answer) if answer.status == 200 => {
                     let got = answer.body["receipts"].as_array().expect("receipts").clone();
@@ -140,7 +150,9 @@ async fn client(c: usize, agents: Vec<Agent>, urls: watch::Receiver<Vec<String>>
                     seen.receipts.extend(got.into_iter().map(|r| (stream, r)));
                     break;
                 }
-                Ok(answer) => assert!(answer.status == 503 || answer.status == 429, "{} {}", answer.status, answer.body),
+                Ok(answer) => {
+                    assert!(answer.status == 503 || answer.status == 429, "{} {}", answer.status, answer.body)
+                }
                 Err(_) => {}
             }
             seen.retries += 1;
@@ -168,7 +180,7 @@ async fn two_replicas_survive_kills_database_restarts_and_black_holes_with_every
     let port = proxy::start(format!("127.0.0.1:{}", pg.port), hole.clone()).await;
     let via_proxy = format!("postgres://postgres@127.0.0.1:{port}/postgres");
 
-    let mut replicas = vec![start_replica(&via_proxy).await, start_replica(&via_proxy).await];
+    let mut replicas = [start_replica(&via_proxy).await, start_replica(&via_proxy).await];
     let agents: Vec<Agent> = (0..STREAMS).map(|_| Agent::random()).collect();
     let admin = Api::new(replicas[0].base_url.clone(), ADMIN_KEY);
     for a in &agents {
@@ -243,7 +255,8 @@ async fn two_replicas_survive_kills_database_restarts_and_black_holes_with_every
         total += n;
     }
     pool.close().await;
-    let (status, report) = Api::new(replicas[1].base_url.clone(), ADMIN_KEY).post("/api/v1/admin/verify", json!({})).await;
+    let (status, report) =
+        Api::new(replicas[1].base_url.clone(), ADMIN_KEY).post("/api/v1/admin/verify", json!({})).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["ok"], true, "{report}");
     eprintln!(

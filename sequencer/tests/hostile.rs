@@ -176,7 +176,11 @@ fn mutate(value: &mut Value, n: &mut usize, with: &Value) -> bool {
 }
 
 fn short(s: &str) -> String {
-    if s.len() <= 300 { s.to_string() } else { format!("{}...({} bytes)", s.chars().take(300).collect::<String>(), s.len()) }
+    if s.len() <= 300 {
+        s.to_string()
+    } else {
+        format!("{}...({} bytes)", s.chars().take(300).collect::<String>(), s.len())
+    }
 }
 
 fn encode(s: &str) -> String {
@@ -195,12 +199,29 @@ struct Case {
 
 fn case(routes: usize) -> impl Strategy<Value = Case> {
     let names = prop::sample::select(vec![
-        "tenant_id", "store_id", "from", "limit", "offset", "from_size", "to_size", "since", "until", "status",
-        "reason", "batch_id", "streams", "anchored", "include_superseded", "agent_id",
+        "tenant_id",
+        "store_id",
+        "from",
+        "limit",
+        "offset",
+        "from_size",
+        "to_size",
+        "since",
+        "until",
+        "status",
+        "reason",
+        "batch_id",
+        "streams",
+        "anchored",
+        "include_superseded",
+        "agent_id",
     ]);
     (
         0..routes,
-        prop::option::weighted(0.1, prop::sample::select(vec![Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::PATCH])),
+        prop::option::weighted(
+            0.1,
+            prop::sample::select(vec![Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::PATCH]),
+        ),
         prop::collection::vec(prop_oneof![3 => Just(None), 1 => hostile_string().prop_map(Some)], 0..6),
         prop::collection::vec((names.prop_map(str::to_string), hostile_string()), 0..3),
         prop::option::weighted(0.7, (0usize..40, hostile_json())),
@@ -264,7 +285,10 @@ fn a_generative_run_over_every_route_gets_no_5xx_and_no_dropped_connection() {
                 path = path.replace(name, &value);
             }
         }
-        let mut query = vec![("tenant_id".to_string(), agent.tenant_id.to_string()), ("store_id".to_string(), agent.store_id.to_string())];
+        let mut query = vec![
+            ("tenant_id".to_string(), agent.tenant_id.to_string()),
+            ("store_id".to_string(), agent.store_id.to_string()),
+        ];
         for (k, v) in &c.query {
             query.retain(|(name, _)| name != k);
             query.push((k.clone(), v.clone()));
@@ -283,21 +307,22 @@ fn a_generative_run_over_every_route_gets_no_5xx_and_no_dropped_connection() {
             (None, false) => Some(serde_json::to_vec(&body).unwrap()),
             (None, true) => None,
         };
-        let (status, text) = rt.block_on(async {
-            let mut req = http.request(method.clone(), &url).header("authorization", format!("ApiKey {ADMIN_KEY}"));
-            if let Some(b) = bytes {
-                req = req.header("content-type", "application/json").body(b);
-            }
-            let resp = match req.send().await {
-                Ok(resp) => resp,
-                // A request the client itself cannot build never reached the server.
-                Err(e) if e.is_builder() => return Ok((0, String::new())),
-                Err(e) => return Err(format!("connection failed (a panic?): {e}")),
-            };
-            let status = resp.status().as_u16();
-            Ok::<_, String>((status, resp.text().await.unwrap_or_default()))
-        })
-        .map_err(|e| TestCaseError::fail(format!("{method} {}: {e}", short(&url))))?;
+        let (status, text) = rt
+            .block_on(async {
+                let mut req = http.request(method.clone(), &url).header("authorization", format!("ApiKey {ADMIN_KEY}"));
+                if let Some(b) = bytes {
+                    req = req.header("content-type", "application/json").body(b);
+                }
+                let resp = match req.send().await {
+                    Ok(resp) => resp,
+                    // A request the client itself cannot build never reached the server.
+                    Err(e) if e.is_builder() => return Ok((0, String::new())),
+                    Err(e) => return Err(format!("connection failed (a panic?): {e}")),
+                };
+                let status = resp.status().as_u16();
+                Ok::<_, String>((status, resp.text().await.unwrap_or_default()))
+            })
+            .map_err(|e| TestCaseError::fail(format!("{method} {}: {e}", short(&url))))?;
         sent.fetch_add(1, Ordering::Relaxed);
         let what = || format!("{method} {}: {status} {}", short(&url), short(&text));
         let allowed_503 = ["ANCHORING_NOT_CONFIGURED", "STREAM_PAUSED", "CHECKPOINTS_UNSIGNED"];

@@ -99,7 +99,8 @@ async fn a_declared_oversize_body_is_refused_at_once_with_a_json_413() {
     stream.write_all(request.as_bytes()).await.unwrap();
     let started = Instant::now();
     let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf)).await.expect("answered at once").unwrap();
+    let n =
+        tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf)).await.expect("answered at once").unwrap();
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     assert!(text.contains("PAYLOAD_TOO_LARGE"), "{text}");
@@ -240,8 +241,9 @@ async fn thirty_two_concurrent_maximum_size_ingests_stay_under_the_stated_memory
     // Four distinct batches (signing is slow in a debug build), each sent eight times.
     let batches: Vec<Vec<u8>> = (0..4u64)
         .map(|r| {
-            let events: Vec<_> =
-                (0..9).map(|i| agent.builder().payload(json!({"n": r * 10 + i, "fill": filler})).sign(&agent.key)).collect();
+            let events: Vec<_> = (0..9)
+                .map(|i| agent.builder().payload(json!({"n": r * 10 + i, "fill": filler})).sign(&agent.key))
+                .collect();
             serde_json::to_vec(&json!({"agentId": agent.agent_id, "events": events})).unwrap()
         })
         .collect();

@@ -23,7 +23,17 @@ const JWT_SECRET: &str = "JwtSecret-For-Redaction-Test-0987654321";
 const PRIVATE_KEY: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 
 fn secrets() -> Vec<&'static str> {
-    vec![DB_PASSWORD, RPC_USER, RPC_PASSWORD, RPC_PATH_KEY, RPC_QUERY_KEY, JWT_SECRET, PRIVATE_KEY, ADMIN_KEY, SEQUENCER_SEED_HEX]
+    vec![
+        DB_PASSWORD,
+        RPC_USER,
+        RPC_PASSWORD,
+        RPC_PATH_KEY,
+        RPC_QUERY_KEY,
+        JWT_SECRET,
+        PRIVATE_KEY,
+        ADMIN_KEY,
+        SEQUENCER_SEED_HEX,
+    ]
 }
 
 fn collect(child: &mut Child) -> Arc<Mutex<String>> {

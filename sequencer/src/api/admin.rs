@@ -60,7 +60,8 @@ pub async fn status(
         return Ok(axum::Json(body).into_response());
     }
     body["schemaVersion"] = json!(state.store.schema_version().await?);
-    let by_reason: BTreeMap<String, i64> = state.store.dead_letters_by_reason(scope.tenant_id, scope.store_ids.as_deref()).await?.into_iter().collect();
+    let by_reason: BTreeMap<String, i64> =
+        state.store.dead_letters_by_reason(scope.tenant_id, scope.store_ids.as_deref()).await?.into_iter().collect();
     body["deadLetters"] = json!({"pending": by_reason.values().sum::<i64>(), "byReason": by_reason});
     let (unanchored, oldest) = state.store.unanchored_summary_in(&scope).await?;
     body["anchoring"] = json!({
@@ -240,7 +241,11 @@ pub async fn start_verify_job(
 
 /// `GET /api/v1/admin/verify/jobs/{id}`: the job's state, progress and findings so far. A job outside
 /// the caller's scope is "not found".
-pub async fn verify_job(State(state): State<SharedState>, caller: Auth, ApiPath(id): ApiPath<Uuid>) -> Result<Response> {
+pub async fn verify_job(
+    State(state): State<SharedState>,
+    caller: Auth,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response> {
     caller.require_admin()?;
     let not_found = || Error::NotFound("Verification job not found".into());
     let job = state.verify_jobs.get(id).ok_or_else(not_found)?;

@@ -121,7 +121,8 @@ pub async fn create(
 pub async fn list(State(state): State<SharedState>, caller: Auth) -> Result<Response> {
     caller.require_admin()?;
     let keys = state.store.list_api_keys(caller.tenant_filter()).await?;
-    let keys: Vec<Value> = keys.iter().filter(|k| caller.covers(&crate::auth::Caller::from(*k))).map(describe).collect();
+    let keys: Vec<Value> =
+        keys.iter().filter(|k| caller.covers(&crate::auth::Caller::from(*k))).map(describe).collect();
     Ok(axum::Json(json!({"count": keys.len(), "keys": keys})).into_response())
 }
 

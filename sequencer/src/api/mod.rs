@@ -112,7 +112,8 @@ async fn refuse_oversize(State(state): State<SharedState>, req: Request, next: N
         && n > max as u64
     {
         let mut response =
-            Error::PayloadTooLarge(format!("request body of {n} bytes exceeds the limit of {max} bytes")).into_response();
+            Error::PayloadTooLarge(format!("request body of {n} bytes exceeds the limit of {max} bytes"))
+                .into_response();
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         return response;
     }
@@ -148,8 +149,7 @@ async fn admit(State(state): State<SharedState>, req: Request, next: Next) -> Re
     let body = match axum::body::to_bytes(body, max).await {
         Ok(body) => body,
         Err(e) => {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             return if too_large {
                 Error::PayloadTooLarge(format!("request body exceeds the limit of {max} bytes")).into_response()
             } else {
@@ -176,7 +176,8 @@ async fn json_error_shape(response: Response) -> Response {
         return response;
     }
     let (parts, body) = response.into_parts();
-    let text = axum::body::to_bytes(body, 4096).await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let text =
+        axum::body::to_bytes(body, 4096).await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
     let (code, numeric) = match status {
         StatusCode::METHOD_NOT_ALLOWED => ("METHOD_NOT_ALLOWED", 3005),
         StatusCode::NOT_FOUND => ("RESOURCE_NOT_FOUND", 4001),
