@@ -51,11 +51,12 @@ impl BodyBudget {
 #[derive(Clone)]
 pub struct DbWatch {
     tx: Arc<watch::Sender<bool>>,
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Default for DbWatch {
     fn default() -> Self {
-        DbWatch { tx: Arc::new(watch::channel(true).0) }
+        DbWatch { tx: Arc::new(watch::channel(true).0), wake: Arc::new(tokio::sync::Notify::new()) }
     }
 }
 
@@ -63,6 +64,14 @@ impl DbWatch {
     /// Whether the last probe reached the database.
     pub fn reachable(&self) -> bool {
         *self.tx.borrow()
+    }
+
+    /// For a request arriving while the database is marked unreachable: asks for a probe now and waits
+    /// up to `wait` for the database to answer again. `false`: still unreachable.
+    pub async fn recheck(&self, wait: Duration) -> bool {
+        let mut rx = self.tx.subscribe();
+        self.wake.notify_one();
+        matches!(tokio::time::timeout(wait, rx.wait_for(|up| *up)).await, Ok(Ok(_)))
     }
 
     /// Resolves when the database is (or becomes) unreachable.
@@ -111,7 +120,13 @@ impl DbWatch {
                         tracing::info!("database reachable again");
                     }
                 }
-                tokio::time::sleep(interval).await;
+                // While the database is unreachable, probe often (and at once when a request asks), so
+                // that recovery is seen within milliseconds.
+                let pause = if watch.reachable() { interval } else { Duration::from_millis(50) };
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = watch.wake.notified() => {}
+                }
             }
         })
     }

@@ -98,9 +98,13 @@ async fn authenticate(State(state): State<SharedState>, req: Request, next: Next
             Err(e) => e.into_response(),
         }
     };
+    let unavailable = || Error::Database(sqlx::Error::PoolTimedOut).into_response();
+    if !state.db_watch.reachable() && !state.db_watch.recheck(state.config.db_acquire_timeout).await {
+        return unavailable();
+    }
     tokio::select! {
         response = served => response,
-        () = state.db_watch.unreachable() => Error::Database(sqlx::Error::PoolTimedOut).into_response(),
+        () = state.db_watch.unreachable() => unavailable(),
     }
 }
 
