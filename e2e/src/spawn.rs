@@ -17,7 +17,11 @@ pub fn sequencer_binary(override_bin: Option<&Path>, no_build: bool) -> Result<P
         return Ok(bin.to_path_buf());
     }
     let exe = std::env::current_exe()?;
-    let dir = exe.parent().ok_or_else(|| anyhow!("no directory for {}", exe.display()))?;
+    let mut dir = exe.parent().ok_or_else(|| anyhow!("no directory for {}", exe.display()))?;
+    // A test executable lives in target/<profile>/deps; the binaries one level up.
+    if dir.file_name().is_some_and(|name| name == "deps") {
+        dir = dir.parent().ok_or_else(|| anyhow!("no directory above {}", dir.display()))?;
+    }
     let bin = dir.join("stateset-sequencer");
     if let (Some(cargo), false) = (std::env::var_os("CARGO"), no_build) {
         let profile = dir.file_name().and_then(|p| p.to_str()).unwrap_or("debug").to_owned();
@@ -89,7 +93,19 @@ pub struct SpawnedSequencer {
 
 impl SpawnedSequencer {
     pub fn start(bin: &Path, database_url: &str, admin_key: &str, unsigned: bool) -> Result<Self> {
+        Self::start_with_env(bin, database_url, admin_key, unsigned, &[])
+    }
+
+    /// As [`SpawnedSequencer::start`], with more environment variables (anchoring, worker timings).
+    pub fn start_with_env(
+        bin: &Path,
+        database_url: &str,
+        admin_key: &str,
+        unsigned: bool,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let mut cmd = Command::new(bin);
+        cmd.envs(env.iter().copied());
         cmd.env("DATABASE_URL", database_url)
             .env("HOST", "127.0.0.1")
             .env("PORT", "0")

@@ -14,11 +14,14 @@ use std::fmt::Write as _;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::admin::{AdminError, AnchorResponse, ReplayResponse, VerifyResponse};
+use crate::admin::{
+    AdminError, AnchorResponse, CommitmentAnswer, MaintenanceAnswer, PurgeAnswer, ReplayResponse, StreamAnswer,
+    VerifyResponse,
+};
 use crate::conditions::{Computed, ConditionType, Reason, Status, settle};
 use crate::crd::{
-    ActionPhase, ActionResult, AnchorResult, MAX_LISTED_IN_STATUS, RejectedDeadLetter, ReplayResult,
-    SequencerActionStatus, VerifyFinding, VerifyResult,
+    ActionPhase, ActionResult, AnchorResult, CorrectionResult, MAX_LISTED_IN_STATUS, MaintenanceResult, PurgeResult,
+    RejectedDeadLetter, ReplayResult, SequencerActionStatus, StreamResult, VerifyFinding, VerifyResult,
 };
 
 /// What happened to an action since its last status.
@@ -30,7 +33,7 @@ pub enum Input {
     /// A call to the admin API is about to be made.
     Attempt,
     /// The admin API answered; the outcome says how the action ended.
-    Finished(Outcome),
+    Finished(Box<Outcome>),
     /// The call failed in a way that may pass (unreachable, 5xx, 429); it is retried until the deadline.
     TransientError { message: String },
     /// The action can never succeed as specified (refused request, invalid spec).
@@ -125,22 +128,48 @@ pub fn next(
     Ok(status)
 }
 
-fn conditions(phase: ActionPhase, reason: Reason, message: &str) -> Vec<Computed> {
-    let (succeeded, complete) = match phase {
-        ActionPhase::Pending | ActionPhase::Running => (Status::Unknown, Status::False),
-        ActionPhase::Succeeded => (Status::True, Status::True),
-        ActionPhase::Failed => (Status::False, Status::True),
+/// The conditions of a phase, in the kstatus conventions GitOps tools read (the contract the
+/// kstatus test and the Argo CD health script are written against):
+///
+/// | phase            | Ready | Reconciling          | Stalled        | Succeeded | Complete |
+/// |------------------|-------|----------------------|----------------|-----------|----------|
+/// | Pending, Running | False | True (reason: phase) | False          | Unknown   | False    |
+/// | Succeeded        | True  | False                | False          | True      | True     |
+/// | Failed           | False | False                | True (reason)  | False     | True     |
+///
+/// Every condition but Reconciling carries the reason of the last step; Reconciling's is the phase.
+pub fn conditions(phase: ActionPhase, reason: Reason, message: &str) -> Vec<Computed> {
+    use Status::{False, True, Unknown};
+    let (ready, reconciling, stalled, succeeded, complete) = match phase {
+        ActionPhase::Pending | ActionPhase::Running => (False, True, False, Unknown, False),
+        ActionPhase::Succeeded => (True, False, False, True, True),
+        ActionPhase::Failed => (False, False, True, False, True),
+    };
+    let reconciling_reason = match phase {
+        ActionPhase::Pending => Reason::Pending,
+        ActionPhase::Running => Reason::Running,
+        _ => reason,
     };
     vec![
+        Computed::new(ConditionType::Ready, ready, reason, message),
+        Computed::new(ConditionType::Reconciling, reconciling, reconciling_reason, message),
+        Computed::new(ConditionType::Stalled, stalled, reason, message),
         Computed::new(ConditionType::Succeeded, succeeded, reason, message),
         Computed::new(ConditionType::Complete, complete, reason, message),
     ]
 }
 
-/// The input an admin API error amounts to.
-pub fn input_for_error(error: &AdminError) -> Input {
+/// The input an admin API error amounts to. `sequencer_rolling` says whether the Sequencer's pods
+/// are being replaced: a 401 then may come from a pod that does not have a rotated admin key yet
+/// (or still has the old one), so it is retried until the deadline instead of failing the action.
+pub fn input_for_error(error: &AdminError, sequencer_rolling: bool) -> Input {
     if error.is_transient() {
         return Input::TransientError { message: error.to_string() };
+    }
+    if sequencer_rolling && error.status() == Some(401) {
+        return Input::TransientError {
+            message: format!("{error} while the Sequencer's pods roll (an admin key rotation?); retrying"),
+        };
     }
     let reason = match error {
         AdminError::Decode { .. } => Reason::UnreadableResponse,
@@ -209,6 +238,79 @@ pub fn replay_outcome(answer: ReplayResponse) -> Outcome {
         ),
     };
     Outcome { succeeded, reason, message, result }
+}
+
+/// How a PauseStream or ResumeStream ended.
+pub fn stream_outcome(tenant_id: &str, store_id: &str, answer: StreamAnswer) -> Outcome {
+    let (reason, verb) =
+        if answer.paused { (Reason::StreamPaused, "paused") } else { (Reason::StreamResumed, "resumed") };
+    Outcome {
+        succeeded: true,
+        reason,
+        message: format!("ingestion of stream {tenant_id}/{store_id} {verb}"),
+        result: ActionResult { stream: Some(StreamResult { paused: answer.paused }), ..Default::default() },
+    }
+}
+
+/// How a CorrectCommitment ended: `answer` is the correcting commitment, or, when the sequencer
+/// answered 409, the bad commitment as read afterwards (corrected already, by an earlier attempt
+/// whose answer was lost or by someone else: the runbook's goal holds either way).
+pub fn correction_outcome(batch_id: &str, answer: Correction) -> Outcome {
+    let (reason, correction, message) = match answer {
+        Correction::Created(c) => {
+            let id = c.batch_id.unwrap_or_default();
+            let message = format!("commitment {batch_id} corrected by the new commitment {id}");
+            (Reason::CommitmentCorrected, id, message)
+        }
+        Correction::AlreadyCorrected(bad) => {
+            let id = bad.superseded_by.unwrap_or_default();
+            let message = format!("commitment {batch_id} was already corrected by commitment {id}");
+            (Reason::AlreadyCorrected, id, message)
+        }
+    };
+    Outcome {
+        succeeded: true,
+        reason,
+        message,
+        result: ActionResult {
+            correction: Some(CorrectionResult { correction_batch_id: Some(correction) }),
+            ..Default::default()
+        },
+    }
+}
+
+/// What the sequencer said to a correction.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Correction {
+    Created(CommitmentAnswer),
+    AlreadyCorrected(CommitmentAnswer),
+}
+
+/// How a DeadLetterPurge ended.
+pub fn purge_outcome(status: &str, answer: PurgeAnswer) -> Outcome {
+    Outcome {
+        succeeded: true,
+        reason: Reason::DeadLettersPurged,
+        message: format!("{} {status} dead letters deleted", answer.deleted),
+        result: ActionResult { dead_letter_purge: Some(PurgeResult { deleted: answer.deleted }), ..Default::default() },
+    }
+}
+
+/// How a VacuumAnalyze or TerminateIdleConnections ended.
+pub fn maintenance_outcome(answer: MaintenanceAnswer) -> Outcome {
+    let (reason, message) = match answer.terminated {
+        Some(n) => (Reason::IdleConnectionsTerminated, format!("{n} idle connections terminated")),
+        None => (Reason::Vacuumed, format!("VACUUM ANALYZE of {}", answer.tables.join(", "))),
+    };
+    Outcome {
+        succeeded: true,
+        reason,
+        message,
+        result: ActionResult {
+            maintenance: Some(MaintenanceResult { tables: answer.tables, terminated: answer.terminated }),
+            ..Default::default()
+        },
+    }
 }
 
 /// How a VerifyStream ended: any finding fails it, with the findings summarised.
@@ -290,7 +392,7 @@ mod tests {
         assert_eq!((running.phase, running.attempts), (ActionPhase::Running, 1));
         assert_eq!(running.start_time, Some(at(20)));
 
-        let done = step(&running, Input::Finished(succeeded()), 30);
+        let done = step(&running, Input::Finished(Box::new(succeeded())), 30);
         assert_eq!(done.phase, ActionPhase::Succeeded);
         assert_eq!(done.completion_time, Some(at(30)));
         assert_eq!(condition(&done, ConditionType::Succeeded), ("True", "Anchored"));
@@ -301,7 +403,7 @@ mod tests {
     #[test]
     fn a_finished_action_refuses_every_input_so_it_never_runs_twice() {
         let running = step(&SequencerActionStatus::default(), Input::Attempt, 1);
-        let done = step(&running, Input::Finished(succeeded()), 2);
+        let done = step(&running, Input::Finished(Box::new(succeeded())), 2);
         for input in [Input::Attempt, Input::DeadlinePassed, Input::TransientError { message: "x".into() }] {
             let refused = next(&done, input, Some(1), &at(3)).unwrap_err();
             assert_eq!(refused.phase, ActionPhase::Succeeded);
@@ -311,8 +413,8 @@ mod tests {
 
     #[test]
     fn a_pending_action_refuses_results_because_nothing_was_attempted() {
-        let refused =
-            next(&SequencerActionStatus::default(), Input::Finished(succeeded()), Some(1), &at(1)).unwrap_err();
+        let refused = next(&SequencerActionStatus::default(), Input::Finished(Box::new(succeeded())), Some(1), &at(1))
+            .unwrap_err();
         assert_eq!(refused.input, "Finished");
     }
 
@@ -348,12 +450,92 @@ mod tests {
     #[test]
     fn client_errors_abort_with_a_reason_and_server_errors_are_retried() {
         let api = |status| AdminError::Api { status, code: "c".into(), message: "m".into() };
-        assert!(matches!(input_for_error(&api(401)), Input::Abort { reason: Reason::Unauthorized, .. }));
-        assert!(matches!(input_for_error(&api(404)), Input::Abort { reason: Reason::NotFound, .. }));
-        assert!(matches!(input_for_error(&api(400)), Input::Abort { reason: Reason::RequestRejected, .. }));
-        assert!(matches!(input_for_error(&api(503)), Input::TransientError { .. }));
+        assert!(matches!(input_for_error(&api(401), false), Input::Abort { reason: Reason::Unauthorized, .. }));
+        assert!(matches!(input_for_error(&api(404), false), Input::Abort { reason: Reason::NotFound, .. }));
+        assert!(matches!(input_for_error(&api(400), false), Input::Abort { reason: Reason::RequestRejected, .. }));
+        assert!(matches!(input_for_error(&api(503), false), Input::TransientError { .. }));
         let decode = AdminError::Decode { url: "u".into(), message: "m".into() };
-        assert!(matches!(input_for_error(&decode), Input::Abort { reason: Reason::UnreadableResponse, .. }));
+        assert!(matches!(input_for_error(&decode, false), Input::Abort { reason: Reason::UnreadableResponse, .. }));
+    }
+
+    #[test]
+    fn a_401_while_the_sequencers_pods_roll_is_retried_but_a_403_is_not() {
+        let api = |status| AdminError::Api { status, code: "c".into(), message: "m".into() };
+        assert!(matches!(input_for_error(&api(401), true), Input::TransientError { .. }));
+        assert!(matches!(input_for_error(&api(403), true), Input::Abort { reason: Reason::Unauthorized, .. }));
+    }
+
+    /// The kstatus contract of a SequencerAction (what the kstatus test and the Argo CD health
+    /// script read): (type, status, reason) of every condition in each phase.
+    #[test]
+    fn each_phase_has_the_conditions_of_the_kstatus_contract() {
+        let all = |s: &SequencerActionStatus| -> Vec<(String, String, String)> {
+            s.conditions.iter().map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone())).collect()
+        };
+        let row = |t: &str, st: &str, r: &str| (t.to_string(), st.to_string(), r.to_string());
+        let wait = Input::Wait { reason: Reason::WaitingForSequencer, message: "no ready replica".into() };
+        let pending = step(&SequencerActionStatus::default(), wait, 1);
+        assert_eq!(
+            all(&pending),
+            vec![
+                row("Ready", "False", "WaitingForSequencer"),
+                row("Reconciling", "True", "Pending"),
+                row("Stalled", "False", "WaitingForSequencer"),
+                row("Succeeded", "Unknown", "WaitingForSequencer"),
+                row("Complete", "False", "WaitingForSequencer"),
+            ]
+        );
+        let running = step(&pending, Input::Attempt, 2);
+        assert!(all(&running).contains(&row("Reconciling", "True", "Running")));
+        assert!(all(&running).contains(&row("Ready", "False", "Running")));
+        assert!(!all(&running).iter().any(|(t, s, _)| t == "Stalled" && s == "True"));
+
+        let done = step(&running, Input::Finished(Box::new(succeeded())), 3);
+        assert_eq!(
+            all(&done),
+            vec![
+                row("Ready", "True", "Anchored"),
+                row("Reconciling", "False", "Anchored"),
+                row("Stalled", "False", "Anchored"),
+                row("Succeeded", "True", "Anchored"),
+                row("Complete", "True", "Anchored"),
+            ]
+        );
+        let failed = step(&running, Input::DeadlinePassed, 3);
+        assert_eq!(
+            all(&failed),
+            vec![
+                row("Ready", "False", "DeadlineExceeded"),
+                row("Reconciling", "False", "DeadlineExceeded"),
+                row("Stalled", "True", "DeadlineExceeded"),
+                row("Succeeded", "False", "DeadlineExceeded"),
+                row("Complete", "True", "DeadlineExceeded"),
+            ]
+        );
+        for status in [&pending, &running, &done, &failed] {
+            assert_eq!(status.observed_generation, Some(1));
+            assert!(status.conditions.iter().all(|c| c.observed_generation == Some(1)));
+        }
+    }
+
+    #[test]
+    fn the_new_operations_succeed_with_their_own_reasons_and_results() {
+        let paused = stream_outcome("t", "s", StreamAnswer { paused: true, ..Default::default() });
+        assert_eq!((paused.reason, paused.result.stream.unwrap().paused), (Reason::StreamPaused, true));
+        let resumed = stream_outcome("t", "s", StreamAnswer::default());
+        assert_eq!(resumed.reason, Reason::StreamResumed);
+        let purged = purge_outcome("resolved", PurgeAnswer { deleted: 4 });
+        assert_eq!(purged.message, "4 resolved dead letters deleted");
+        let vacuumed = maintenance_outcome(MaintenanceAnswer { tables: vec!["events".into()], terminated: None });
+        assert_eq!((vacuumed.reason, vacuumed.message.as_str()), (Reason::Vacuumed, "VACUUM ANALYZE of events"));
+        let terminated = maintenance_outcome(MaintenanceAnswer { tables: vec![], terminated: Some(2) });
+        assert_eq!(terminated.reason, Reason::IdleConnectionsTerminated);
+        let again = correction_outcome(
+            "b",
+            Correction::AlreadyCorrected(CommitmentAnswer { superseded_by: Some("c".into()), ..Default::default() }),
+        );
+        assert!(again.succeeded);
+        assert_eq!(again.reason, Reason::AlreadyCorrected);
     }
 
     #[test]

@@ -5,9 +5,15 @@
 //! `{"error":{"code","message"}}`. Response types tolerate unknown and missing fields, so a newer
 //! sequencer does not break an older operator. The API key never appears in `Debug` output, logs
 //! or errors.
+//!
+//! Key rotation: a [`KeyRing`] remembers, in memory only, the previous value of each admin key
+//! Secret the operator read. A client made after a rotation sends the new key and, when a pod
+//! still running with the old one answers 401, repeats the call once with the previous key (a 401
+//! is answered before the request does anything, so repeating it cannot run an action twice).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -30,6 +36,40 @@ impl ApiKey {
 impl fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+impl PartialEq for ApiKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+/// The admin keys read so far, per Secret key: the current value and the one before it. Held in
+/// this process's memory only; never written to any object, log or status.
+#[derive(Default)]
+pub struct KeyRing {
+    seen: Mutex<HashMap<String, (ApiKey, Option<ApiKey>)>>,
+}
+
+impl KeyRing {
+    /// Records `current` as the value of `slot` (namespace/secret/key) and returns it with the
+    /// previous distinct value, if this process saw one.
+    pub fn rotate(&self, slot: &str, current: ApiKey) -> (ApiKey, Option<ApiKey>) {
+        let mut seen = self.seen.lock().expect("key ring lock");
+        let entry = match seen.remove(slot) {
+            Some((last, previous)) if last == current => (last, previous),
+            Some((last, _)) => (current, Some(last)),
+            None => (current, None),
+        };
+        seen.insert(slot.to_string(), entry.clone());
+        entry
+    }
+}
+
+impl fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyRing(<redacted>)")
     }
 }
 
@@ -99,9 +139,15 @@ pub struct DeadLetterStatus {
 #[serde(rename_all = "camelCase", default)]
 pub struct AnchoringStatus {
     pub enabled: Option<bool>,
+    /// The worker leader's breaker state (whichever replica answers), or the answering replica's
+    /// own when no leader has reported.
     pub circuit_state: Option<String>,
     pub unanchored_commitments: Option<u64>,
     pub oldest_unanchored_age_seconds: Option<u64>,
+    /// `leader` or `local`: whose breaker `circuit_state` is.
+    pub reported_by: Option<String>,
+    /// Whether the leader's last report is older than a few report intervals (no live leader).
+    pub stale: Option<bool>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
@@ -179,6 +225,52 @@ pub struct Finding {
     pub detail: String,
 }
 
+/// Answer of a stream pause or resume.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct StreamAnswer {
+    pub tenant_id: Option<String>,
+    pub store_id: Option<String>,
+    pub paused: bool,
+}
+
+/// A commitment as `GET /api/v1/ves/commitments/{batch_id}` and the correct route answer it (snake case).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(default)]
+pub struct CommitmentAnswer {
+    pub batch_id: Option<String>,
+    pub corrects_batch_id: Option<String>,
+    pub superseded_by: Option<String>,
+}
+
+/// Which dead letters a purge deletes; absent criteria are left out of the body.
+#[derive(Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PurgeFilter {
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `POST /api/v1/admin/dead-letters/purge` answer.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PurgeAnswer {
+    pub deleted: u64,
+}
+
+/// `POST /api/v1/admin/maintenance/*` answer.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MaintenanceAnswer {
+    pub tables: Vec<String>,
+    pub terminated: Option<u64>,
+}
+
 #[derive(Deserialize)]
 struct ErrorBody {
     error: ErrorDetail,
@@ -201,12 +293,20 @@ pub struct AdminClient {
     http: reqwest::Client,
     base_url: String,
     key: ApiKey,
+    /// The key before a rotation, tried once when `key` is answered 401.
+    previous_key: Option<ApiKey>,
 }
 
 impl AdminClient {
     /// A client of the sequencer at `base_url` (`http://host:port`, no trailing path) using `key`.
     pub fn new(http: reqwest::Client, base_url: impl Into<String>, key: ApiKey) -> Self {
-        Self { http, base_url: base_url.into().trim_end_matches('/').to_string(), key }
+        Self { http, base_url: base_url.into().trim_end_matches('/').to_string(), key, previous_key: None }
+    }
+
+    /// Also tries `previous` when a pod answers 401 to the current key (pods not yet rolled).
+    pub fn with_previous_key(mut self, previous: Option<ApiKey>) -> Self {
+        self.previous_key = previous;
+        self
     }
 
     /// A shared HTTP client with the operator's connection timeout; request timeouts are per call.
@@ -249,8 +349,89 @@ impl AdminClient {
         self.call(reqwest::Method::POST, "/api/v1/admin/verify", Some(&body), timeout).await
     }
 
+    /// Pauses ingestion of one stream.
+    pub async fn pause_stream(
+        &self,
+        tenant_id: &str,
+        store_id: &str,
+        reason: Option<&str>,
+        timeout: Duration,
+    ) -> Result<StreamAnswer, AdminError> {
+        let path = format!("/api/v1/admin/streams/{tenant_id}/{store_id}/pause");
+        let body = serde_json::json!({ "reason": reason });
+        self.call(reqwest::Method::POST, &path, Some(&body), timeout).await
+    }
+
+    /// Resumes ingestion of one stream.
+    pub async fn resume_stream(
+        &self,
+        tenant_id: &str,
+        store_id: &str,
+        timeout: Duration,
+    ) -> Result<StreamAnswer, AdminError> {
+        let path = format!("/api/v1/admin/streams/{tenant_id}/{store_id}/resume");
+        self.call(reqwest::Method::POST, &path, None::<&()>, timeout).await
+    }
+
+    /// Creates the correcting commitment of batch `batch_id`.
+    pub async fn correct_commitment(
+        &self,
+        batch_id: &str,
+        reason: &str,
+        timeout: Duration,
+    ) -> Result<CommitmentAnswer, AdminError> {
+        let path = format!("/api/v1/ves/commitments/{batch_id}/correct");
+        let body = serde_json::json!({ "reason": reason });
+        self.call(reqwest::Method::POST, &path, Some(&body), timeout).await
+    }
+
+    /// Reads commitment `batch_id`.
+    pub async fn commitment(&self, batch_id: &str, timeout: Duration) -> Result<CommitmentAnswer, AdminError> {
+        let path = format!("/api/v1/ves/commitments/{batch_id}");
+        self.call(reqwest::Method::GET, &path, None::<&()>, timeout).await
+    }
+
+    /// Deletes the dead letters `filter` selects.
+    pub async fn purge_dead_letters(&self, filter: &PurgeFilter, timeout: Duration) -> Result<PurgeAnswer, AdminError> {
+        self.call(reqwest::Method::POST, "/api/v1/admin/dead-letters/purge", Some(filter), timeout).await
+    }
+
+    /// VACUUM ANALYZE of `tables` (the sequencer's default set when None).
+    pub async fn vacuum(&self, tables: Option<&[String]>, timeout: Duration) -> Result<MaintenanceAnswer, AdminError> {
+        let body = serde_json::json!({ "tables": tables });
+        self.call(reqwest::Method::POST, "/api/v1/admin/maintenance/vacuum", Some(&body), timeout).await
+    }
+
+    /// Terminates connections to the database idle longer than `seconds`.
+    pub async fn terminate_idle_connections(
+        &self,
+        seconds: u32,
+        timeout: Duration,
+    ) -> Result<MaintenanceAnswer, AdminError> {
+        let body = serde_json::json!({ "idleLongerThanSeconds": seconds });
+        let path = "/api/v1/admin/maintenance/terminate-idle-connections";
+        self.call(reqwest::Method::POST, path, Some(&body), timeout).await
+    }
+
     async fn call<B: Serialize + ?Sized, T: serde::de::DeserializeOwned>(
         &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+        timeout: Duration,
+    ) -> Result<T, AdminError> {
+        match self.call_with(&self.key, method.clone(), path, body, timeout).await {
+            Err(AdminError::Api { status: 401, .. }) if self.previous_key.is_some() => {
+                let previous = self.previous_key.as_ref().expect("checked above");
+                self.call_with(previous, method, path, body, timeout).await
+            }
+            other => other,
+        }
+    }
+
+    async fn call_with<B: Serialize + ?Sized, T: serde::de::DeserializeOwned>(
+        &self,
+        key: &ApiKey,
         method: reqwest::Method,
         path: &str,
         body: Option<&B>,
@@ -260,7 +441,7 @@ impl AdminClient {
         let mut request = self
             .http
             .request(method, &url)
-            .header(reqwest::header::AUTHORIZATION, self.key.header_value())
+            .header(reqwest::header::AUTHORIZATION, key.header_value())
             .header(reqwest::header::ACCEPT, "application/json")
             .timeout(timeout);
         if let Some(body) = body {
@@ -505,6 +686,46 @@ mod tests {
         assert!(matches!(error, AdminError::Transport { .. }));
         assert!(error.is_transient());
         assert!(!format!("{error} {error:?}").contains(KEY));
+    }
+
+    #[test]
+    fn the_key_ring_keeps_the_previous_value_of_a_rotated_key_and_forgets_nothing_else() {
+        let ring = KeyRing::default();
+        assert_eq!(ring.rotate("ns/admin/key", ApiKey::new("old")), (ApiKey::new("old"), None));
+        assert_eq!(ring.rotate("ns/admin/key", ApiKey::new("old")), (ApiKey::new("old"), None));
+        let rotated = ring.rotate("ns/admin/key", ApiKey::new("new"));
+        assert_eq!(rotated, (ApiKey::new("new"), Some(ApiKey::new("old"))));
+        assert_eq!(ring.rotate("ns/admin/key", ApiKey::new("new")), rotated, "read again: still both");
+        assert_eq!(ring.rotate("ns/other/key", ApiKey::new("x")).1, None);
+        assert!(!format!("{ring:?}").contains("old"));
+    }
+
+    #[tokio::test]
+    async fn a_401_is_repeated_once_with_the_previous_key_and_never_otherwise() {
+        let seen = Seen::default();
+        let router = Router::new()
+            .route(
+                "/api/v1/admin/status",
+                get(|State(seen): State<Seen>, headers: HeaderMap| async move {
+                    seen.record("status", &headers, Value::Null);
+                    if headers["authorization"] == "ApiKey old" {
+                        (StatusCode::OK, Json(json!({"version": "0.1.0"})))
+                    } else {
+                        (StatusCode::UNAUTHORIZED, Json(json!({"error": {"code": "INVALID_API_KEY", "message": "no"}})))
+                    }
+                }),
+            )
+            .with_state(seen.clone());
+        let base = serve(router).await;
+        let rotated = AdminClient::new(AdminClient::http_client(), &base, ApiKey::new("new"))
+            .with_previous_key(Some(ApiKey::new("old")));
+        assert_eq!(rotated.status(T).await.unwrap().version.as_deref(), Some("0.1.0"));
+        let auths: Vec<_> = seen.all().into_iter().map(|r| r.1.unwrap()).collect();
+        assert_eq!(auths, vec!["ApiKey new", "ApiKey old"]);
+
+        let alone = AdminClient::new(AdminClient::http_client(), &base, ApiKey::new("new"));
+        assert!(matches!(alone.status(T).await, Err(AdminError::Api { status: 401, .. })));
+        assert_eq!(seen.all().len(), 3, "without a previous key a 401 is not repeated");
     }
 
     #[test]

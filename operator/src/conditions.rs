@@ -70,6 +70,10 @@ spelled_enum! {
         Succeeded,
         /// SequencerAction: the action finished, either way.
         Complete,
+        /// SequencerAction (kstatus): Pending or Running.
+        Reconciling,
+        /// SequencerAction (kstatus): Failed, and it will not resolve by itself.
+        Stalled,
     }
 }
 
@@ -127,11 +131,15 @@ spelled_enum! {
         CircuitHalfOpen,
         /// The oldest unanchored commitment waits far longer than the anchoring interval.
         AnchoringLagging,
+        /// The worker leader's anchoring report is old: no replica leads the worker.
+        LeaderStatusStale,
         /// Dead letters are pending.
         DeadLettersPresent,
         /// No dead letter is pending.
         NoDeadLetters,
         // SequencerAction.
+        /// The action has not called the admin API yet.
+        Pending,
         /// The action waits for its Sequencer to have a ready replica.
         WaitingForSequencer,
         /// The admin API is being called.
@@ -150,6 +158,20 @@ spelled_enum! {
         StreamConsistent,
         /// The stream has findings (gaps, duplicates, bad hashes or signatures, mismatches).
         StreamInconsistent,
+        /// The stream's ingestion was paused.
+        StreamPaused,
+        /// The stream's ingestion was resumed.
+        StreamResumed,
+        /// A correcting commitment was created.
+        CommitmentCorrected,
+        /// The commitment had already been corrected.
+        AlreadyCorrected,
+        /// Dead letters were deleted.
+        DeadLettersPurged,
+        /// VACUUM ANALYZE ran.
+        Vacuumed,
+        /// Idle database connections were terminated.
+        IdleConnectionsTerminated,
         /// The admin API refused the request (a 4xx other than 401/403/404).
         RequestRejected,
         /// The admin API refused the key.
@@ -535,6 +557,17 @@ fn anchoring_healthy(spec: &SequencerSpec, admin: &AdminState) -> Computed {
         );
     };
     let unanchored = anchoring.unanchored_commitments.unwrap_or(0);
+    if anchoring.stale == Some(true) {
+        return Computed::new(
+            AnchoringHealthy,
+            Status::Unknown,
+            Reason::LeaderStatusStale,
+            format!(
+                "the worker leader's last anchoring report is old (last breaker state {}): no replica leads the anchoring worker; {unanchored} commitments wait",
+                anchoring.circuit_state.as_deref().unwrap_or("unknown")
+            ),
+        );
+    }
     if anchoring.enabled == Some(false) {
         return Computed::new(
             AnchoringHealthy,
@@ -664,6 +697,7 @@ mod tests {
                     circuit_state: Some("closed".into()),
                     unanchored_commitments: Some(1),
                     oldest_unanchored_age_seconds: Some(30),
+                    ..Default::default()
                 }),
                 ..Default::default()
             }),

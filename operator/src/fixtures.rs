@@ -151,6 +151,7 @@ impl SequencerAction {
         action.metadata.namespace = Some(NAMESPACE.into());
         action.metadata.uid = Some("5c0e7a9b-3d2f-4e1a-8b6c-9d0e1f2a3b4c".into());
         action.metadata.generation = Some(1);
+        action.metadata.resource_version = Some("1".into());
         action.metadata.creation_timestamp = Some(Time(Timestamp::now()));
         action
     }
@@ -411,13 +412,16 @@ impl ApiServer {
         status
     }
 
-    /// The action's status written; returns it.
+    /// The action's status written: a PUT of the status subresource carrying a resourceVersion
+    /// precondition, answered as stored with the next resourceVersion; returns the status.
     pub async fn action_status_written(&mut self, action: &SequencerAction) -> SequencerActionStatus {
-        let call = self.expect(Method::PATCH, &format!("{}/status", path("action", &action.name_any()))).await;
-        call.assert_is_apply();
+        let call = self.expect(Method::PUT, &format!("{}/status", path("action", &action.name_any()))).await;
+        let version =
+            call.body["metadata"]["resourceVersion"].as_str().expect("a status write carries a resourceVersion");
+        let next: u64 = version.parse::<u64>().expect("numeric resourceVersion in fixtures") + 1;
         let status: SequencerActionStatus = serde_json::from_value(call.body["status"].clone()).unwrap();
-        let mut stored = action.clone();
-        stored.status = Some(status.clone());
+        let mut stored: SequencerAction = serde_json::from_value(call.body.clone()).unwrap();
+        stored.metadata.resource_version = Some(next.to_string());
         call.ok(&stored);
         status
     }
@@ -484,7 +488,7 @@ pub enum Scenario {
     ActionPastDeadlineFails(SequencerAction),
     /// A finished action still within its TTL: nothing is requested (it is never run again).
     FinishedActionIsLeftAlone,
-    /// A finished action past its TTL: it is deleted.
+    /// A finished action past its TTL: it is deleted, on condition that its UID is unchanged.
     FinishedActionPastTtlIsDeleted(SequencerAction),
 }
 
@@ -658,7 +662,9 @@ impl Scenario {
                 api.expect_event(Reason::ActionFailed).await;
             }
             Scenario::FinishedActionPastTtlIsDeleted(action) => {
-                api.expect(Method::DELETE, &path("action", &action.name_any())).await.ok(&action);
+                let deleted = api.expect(Method::DELETE, &path("action", &action.name_any())).await;
+                assert_eq!(deleted.body["preconditions"]["uid"], json!(action.metadata.uid), "{}", deleted.body);
+                deleted.ok(&action);
             }
         }
         api.done().await;

@@ -109,3 +109,32 @@ async fn every_action_call_works_against_a_real_sequencer() {
         other => panic!("expected a 401, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn the_calls_of_the_runbook_action_kinds_work_against_a_real_sequencer() {
+    let server = TestServer::start_with(&[("WORKER_ENABLED", "false")]).await;
+    let admin = AdminClient::new(AdminClient::http_client(), server.base_url.clone(), ApiKey::new(ADMIN_KEY));
+    let (tenant, store) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
+
+    let paused = admin.pause_stream(&tenant, &store, Some("sequence gap"), T).await.unwrap();
+    assert!(paused.paused);
+    assert!(!admin.resume_stream(&tenant, &store, T).await.unwrap().paused);
+
+    let filter = sequencer_operator::admin::PurgeFilter {
+        status: "resolved".into(),
+        tenant_id: Some(tenant.clone()),
+        ..Default::default()
+    };
+    assert_eq!(admin.purge_dead_letters(&filter, T).await.unwrap().deleted, 0);
+
+    let vacuumed = admin.vacuum(None, T).await.unwrap();
+    assert_eq!(vacuumed.tables, vec!["events", "ves_events", "commitments"]);
+    let tables = vec!["dead_letter_events".to_string()];
+    assert_eq!(admin.vacuum(Some(&tables), T).await.unwrap().tables, tables);
+    assert_eq!(admin.terminate_idle_connections(600, T).await.unwrap().terminated, Some(0));
+
+    match admin.correct_commitment(&Uuid::new_v4().to_string(), "bad root", T).await {
+        Err(e @ AdminError::Api { status: 404, .. }) => assert!(!e.is_transient()),
+        other => panic!("expected a 404, got {other:?}"),
+    }
+}

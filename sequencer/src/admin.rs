@@ -25,10 +25,50 @@ pub async fn connect(url: &str) -> anyhow::Result<Store> {
     Ok(Store::from_pool(pool))
 }
 
-/// `migrate`: applies pending migrations and prints the schema version.
+/// Like [`connect`], but waits up to `wait` for a database that does not accept connections yet (a
+/// migration Job may start before its database): retried with backoff while the server is
+/// unreachable or starting up, never when it refused us (bad password, TLS, unknown database).
+pub async fn connect_waiting(url: &str, wait: Duration) -> anyhow::Result<Store> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let options = crate::store::connect_options(url)
+            .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a PostgreSQL URL: {e}"))?;
+        match PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+        {
+            Ok(pool) => return Ok(Store::from_pool(pool)),
+            Err(e) if retry_connect(&e) && tokio::time::Instant::now() + delay < deadline => {
+                eprintln!("the database does not accept connections yet ({e}); retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                anyhow::bail!("cannot connect to the database (DATABASE_URL) within {}s: {e}", wait.as_secs())
+            }
+        }
+    }
+}
+
+/// Worth waiting for: the server is not there or not ready yet (not: it refused our credentials or
+/// certificate).
+fn retry_connect(e: &sqlx::Error) -> bool {
+    !matches!(e, sqlx::Error::Tls(_)) && crate::error::database_unavailable(e)
+}
+
+/// `migrate`: applies pending migrations and says what it did. Over a schema that a newer release
+/// migrated compatibly it applies nothing and says so; over an incompatible one it fails.
 pub async fn migrate(store: &Store) -> anyhow::Result<ExitCode> {
-    store.migrate().await.context("migration failed")?;
-    println!("migrations applied; schema version {}", store.schema_version().await?);
+    migrate_with(store, &crate::store::MIGRATOR).await
+}
+
+/// [`migrate`] with a given migration set (tests run it as an older release).
+pub async fn migrate_with(store: &Store, migrations: &sqlx::migrate::Migrator) -> anyhow::Result<ExitCode> {
+    let report = store.migrate_with(migrations).await.context("migration failed")?;
+    println!("{report}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -216,6 +256,61 @@ pub async fn delete_dead_letters(store: &Store, ids: Vec<Uuid>) -> anyhow::Resul
         }
     }
     Ok(if missing == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `dead-letters purge`: deletes the entries matching the filters, by default the resolved ones.
+pub async fn purge_dead_letters(
+    store: &Store,
+    status: String,
+    tenant_id: Option<Uuid>,
+    store_id: Option<Uuid>,
+    reason: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    if status != "resolved" && status != "pending" {
+        anyhow::bail!("--status must be resolved or pending, not {status:?}");
+    }
+    let filter =
+        DeadLetterFilter { tenant_id, store_id, reason, status: Some(status.clone()), since: None, until: None };
+    let deleted = store.delete_dead_letters_matching(&filter).await?;
+    println!("deleted {deleted} {status} dead letters");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `maintenance vacuum`: VACUUM ANALYZE of the runbook's tables (or `tables`).
+pub async fn vacuum(store: &Store, tables: Vec<String>) -> anyhow::Result<ExitCode> {
+    let tables = crate::store::maintenance::vacuum_tables(Some(&tables)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    store.vacuum_analyze(&tables).await?;
+    println!("VACUUM ANALYZE done: {}", tables.join(", "));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `maintenance terminate-idle-connections`: the runbook's "Kill idle connections".
+pub async fn terminate_idle_connections(store: &Store, idle_longer_than_seconds: u32) -> anyhow::Result<ExitCode> {
+    if idle_longer_than_seconds < 60 {
+        anyhow::bail!("--idle-longer-than-seconds must be at least 60");
+    }
+    let ended = store.terminate_idle_connections(idle_longer_than_seconds).await?;
+    for c in &ended {
+        println!(
+            "terminated pid {}  {}  idle {:.0}s",
+            c.pid,
+            c.application_name.as_deref().unwrap_or(""),
+            c.idle_seconds
+        );
+    }
+    println!("{} idle connections terminated", ended.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `commitments correct`: a correcting commitment for a bad one (as `POST .../correct`).
+pub async fn correct_commitment(store: &Store, batch_id: Uuid, reason: &str) -> anyhow::Result<ExitCode> {
+    if reason.trim().is_empty() {
+        anyhow::bail!("--reason must say why the commitment is wrong");
+    }
+    let engine = crate::commitments::CommitmentEngine::new(store.clone());
+    let correction = engine.correct(batch_id, reason.trim()).await?;
+    println!("commitment {batch_id} corrected by {}", correction.batch_id);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `streams pause|resume`.

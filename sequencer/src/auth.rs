@@ -215,6 +215,9 @@ pub struct Authenticator {
     jwt: Option<(DecodingKey, Validation)>,
     cache: Cache<String, Option<Arc<ApiKeyRecord>>>,
     metrics: Arc<Metrics>,
+    /// Hash of `BOOTSTRAP_ADMIN_API_KEY`: recognised without the database while it is unreachable,
+    /// so the admin status can still say "database not connected" to the operator.
+    bootstrap_hash: Option<String>,
 }
 
 enum Presented<'a> {
@@ -257,7 +260,8 @@ impl Authenticator {
             .max_capacity(config.api_key_cache.max_entries)
             .time_to_live(config.api_key_cache.ttl)
             .build();
-        Authenticator { store, mode: config.auth_mode, jwt, cache, metrics }
+        let bootstrap_hash = config.bootstrap_admin_api_key.as_ref().map(|k| hash_api_key(k.expose_secret()));
+        Authenticator { store, mode: config.auth_mode, jwt, cache, metrics, bootstrap_hash }
     }
 
     /// Entries currently cached (for `/metrics`).
@@ -304,10 +308,18 @@ impl Authenticator {
             }
             None => {
                 self.metrics.cache_lookup(CacheName::ApiKey, false);
-                let record = self.store.api_key_by_hash(&hash).await.map_err(|e| {
-                    tracing::warn!(error = %e, "API key lookup failed");
-                    Error::unavailable("AUTH_BACKEND_UNAVAILABLE", "Authentication backend unavailable", 1)
-                })?;
+                let record = match self.store.api_key_by_hash(&hash).await {
+                    Ok(record) => record,
+                    Err(_) if self.bootstrap_hash.as_deref() == Some(hash.as_str()) => return Ok(Caller::bootstrap()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "API key lookup failed");
+                        return Err(Error::unavailable(
+                            "AUTH_BACKEND_UNAVAILABLE",
+                            "Authentication backend unavailable",
+                            1,
+                        ));
+                    }
+                };
                 let record = record.map(Arc::new);
                 self.cache.insert(hash, record.clone()).await;
                 record

@@ -52,6 +52,9 @@ pub struct Config {
     pub max_db_connections: u32,
     pub min_db_connections: u32,
     pub db_acquire_timeout: Duration,
+    /// `DB_STATEMENT_TIMEOUT_MS` (30 s), `DB_LOCK_TIMEOUT_MS` (5 s), `DB_IDLE_IN_TRANSACTION_TIMEOUT_MS`
+    /// (60 s); 0 turns one off.
+    pub db_session_guards: crate::store::SessionGuards,
     pub db_migrate_on_startup: bool,
     pub bootstrap_admin_api_key: Option<SecretString>,
     pub auth_mode: AuthMode,
@@ -146,6 +149,7 @@ impl std::fmt::Debug for Config {
             .field("max_db_connections", &self.max_db_connections)
             .field("min_db_connections", &self.min_db_connections)
             .field("db_acquire_timeout", &self.db_acquire_timeout)
+            .field("db_session_guards", &self.db_session_guards)
             .field("db_migrate_on_startup", &self.db_migrate_on_startup)
             .field("bootstrap_admin_api_key", &self.bootstrap_admin_api_key.as_ref().map(|_| "<set>"))
             .field("auth_mode", &self.auth_mode)
@@ -375,6 +379,18 @@ impl Config {
             max_db_connections,
             min_db_connections,
             db_acquire_timeout: Duration::from_millis(env.positive("DB_ACQUIRE_TIMEOUT_MS", 5_000u64)?),
+            db_session_guards: {
+                let d = crate::store::SessionGuards::default();
+                let ms = |var, default: Duration| env.parse(var, default.as_millis() as u64).map(Duration::from_millis);
+                crate::store::SessionGuards {
+                    statement_timeout: ms("DB_STATEMENT_TIMEOUT_MS", d.statement_timeout)?,
+                    lock_timeout: ms("DB_LOCK_TIMEOUT_MS", d.lock_timeout)?,
+                    idle_in_transaction_timeout: ms(
+                        "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+                        d.idle_in_transaction_timeout,
+                    )?,
+                }
+            },
             db_migrate_on_startup: env.flag("DB_MIGRATE_ON_STARTUP", true)?,
             bootstrap_admin_api_key,
             auth_mode,
@@ -450,6 +466,17 @@ mod tests {
         assert_eq!(c.max_event_payload_size, 1024 * 1024);
         assert!(c.db_migrate_on_startup);
         assert_eq!(c.auth_mode, AuthMode::Required);
+        assert_eq!(c.db_session_guards, crate::store::SessionGuards::default());
+        assert!(!c.db_session_guards.lock_timeout.is_zero(), "a stuck lock holder must not block a stream forever");
+    }
+
+    #[test]
+    fn session_guards_come_from_the_environment_and_zero_turns_one_off() {
+        let c = Config::from_map(&vars(&[("DB_LOCK_TIMEOUT_MS", "250"), ("DB_STATEMENT_TIMEOUT_MS", "0")])).unwrap();
+        assert_eq!(c.db_session_guards.lock_timeout, Duration::from_millis(250));
+        assert!(c.db_session_guards.statement_timeout.is_zero());
+        let err = Config::from_map(&vars(&[("DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", "soon")])).unwrap_err();
+        assert!(err.to_string().contains("DB_IDLE_IN_TRANSACTION_TIMEOUT_MS"), "{err}");
     }
 
     #[test]

@@ -94,6 +94,13 @@ impl Error {
                 (S::SERVICE_UNAVAILABLE, code, 8002, message.clone(), *retry_after_secs)
             }
             Error::Timeout => (S::GATEWAY_TIMEOUT, "TIMEOUT", 8003, "Request timed out".into(), None),
+            Error::Database(e) if database_busy(e) => (
+                S::SERVICE_UNAVAILABLE,
+                "DATABASE_BUSY",
+                8002,
+                "The database did not answer in time (lock or statement timeout); retry later".into(),
+                Some(1),
+            ),
             Error::Database(e) if database_unavailable(e) => (
                 S::SERVICE_UNAVAILABLE,
                 "DATABASE_UNAVAILABLE",
@@ -113,8 +120,19 @@ impl Error {
     }
 }
 
-/// True for errors that mean "no usable connection" rather than "this query failed".
+/// True when a session guard (`DB_LOCK_TIMEOUT_MS`, `DB_STATEMENT_TIMEOUT_MS`,
+/// `DB_IDLE_IN_TRANSACTION_TIMEOUT_MS`) ended the query: nothing was written, a retry may succeed.
+pub fn database_busy(e: &sqlx::Error) -> bool {
+    // 55P03 lock_not_available, 57014 query_canceled, 25P03 idle_in_transaction_session_timeout.
+    matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| matches!(&*c, "55P03" | "57014" | "25P03")))
+}
+
+/// True for errors that mean "no usable connection" (or a session guard's timeout: the request is
+/// answered 503 and may be retried) rather than "this query failed".
 pub fn database_unavailable(e: &sqlx::Error) -> bool {
+    if database_busy(e) {
+        return true;
+    }
     match e {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
         sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,

@@ -70,6 +70,83 @@ pub struct CacheLabels {
     pub cache: CacheName,
 }
 
+/// Why a commitment could not be created (label `reason` of `sequencer_commitment_failures_total`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum CommitmentFailure {
+    /// The range has a gap or runs past the head: the runbook's "Sequence Gap Detected".
+    NonContiguous,
+    Database,
+    Unavailable,
+    Other,
+}
+
+impl CommitmentFailure {
+    pub const ALL: [CommitmentFailure; 4] = [Self::NonContiguous, Self::Database, Self::Unavailable, Self::Other];
+
+    pub fn of(error: &crate::Error) -> Self {
+        match error {
+            crate::Error::Invalid { code: "NON_CONTIGUOUS_SEQUENCE", .. } | crate::Error::SequenceGap(_) => {
+                Self::NonContiguous
+            }
+            crate::Error::Database(_) => Self::Database,
+            crate::Error::Unavailable { .. } => Self::Unavailable,
+            _ => Self::Other,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NonContiguous => "non_contiguous",
+            Self::Database => "database",
+            Self::Unavailable => "unavailable",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// Why `/ready` answered 503: its `database` field and label `reason` of
+/// `sequencer_ready_failures_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ReadyFailure {
+    Unreachable,
+    Error,
+    Timeout,
+}
+
+impl ReadyFailure {
+    pub const ALL: [ReadyFailure; 3] = [Self::Unreachable, Self::Error, Self::Timeout];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unreachable => "unreachable",
+            Self::Error => "error",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+impl EncodeLabelValue for CommitmentFailure {
+    fn encode(&self, encoder: &mut prometheus_client::encoding::LabelValueEncoder) -> std::fmt::Result {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+impl EncodeLabelValue for ReadyFailure {
+    fn encode(&self, encoder: &mut prometheus_client::encoding::LabelValueEncoder) -> std::fmt::Result {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommitmentFailureLabels {
+    pub reason: CommitmentFailure,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadyFailureLabels {
+    pub reason: ReadyFailure,
+}
+
 /// Every series the sequencer exports.
 pub struct Metrics {
     registry: Registry,
@@ -106,6 +183,12 @@ pub struct Metrics {
     pub tlog: crate::tlog::metrics::TlogMetrics,
     /// 1 while this replica holds the background worker's leadership.
     pub worker_leader: Gauge,
+    pub commitment_failures: Family<CommitmentFailureLabels, Counter>,
+    pub ready: Gauge,
+    pub ready_failures: Family<ReadyFailureLabels, Counter>,
+    pub unanchored_commitments: Gauge,
+    pub oldest_unanchored_commitment_age: Gauge,
+    pub anchor_interval: Gauge,
     /// Tasks waiting for a database connection right now (sampled into `db_pool_waiting`).
     pub db_waiting: Arc<AtomicI64>,
 }
@@ -249,9 +332,64 @@ impl Metrics {
             worker_leader.clone(),
         );
         let tlog = crate::tlog::metrics::TlogMetrics::register(&mut registry);
+        // The series the runbook's alerts need (monitoring/sequencer-rules.yaml).
+        let commitment_failures = Family::<CommitmentFailureLabels, Counter>::default();
+        registry.register(
+            "commitment_failures",
+            "Commitment creations that failed, by reason (non_contiguous, database, other)",
+            commitment_failures.clone(),
+        );
+        // NB: the server starts only after the database answered, so it starts ready.
+        let ready = Gauge::default();
+        ready.set(1);
+        registry.register("ready", "1 when the last /ready check passed, 0 when it failed", ready.clone());
+        let ready_failures = Family::<ReadyFailureLabels, Counter>::default();
+        registry.register(
+            "ready_failures",
+            "/ready checks that answered 503, by reason (unreachable, error, timeout)",
+            ready_failures.clone(),
+        );
+        let unanchored_commitments = Gauge::default();
+        registry.register(
+            "unanchored_commitments",
+            "Live commitments not yet anchored on the L2 (sampled)",
+            unanchored_commitments.clone(),
+        );
+        let oldest_unanchored_commitment_age = Gauge::default();
+        registry.register(
+            "oldest_unanchored_commitment_age_seconds",
+            "Age of the oldest live unanchored commitment, 0 when none (sampled)",
+            oldest_unanchored_commitment_age.clone(),
+        );
+        let anchor_interval = Gauge::default();
+        registry.register(
+            "anchor_interval_seconds",
+            "ANCHOR_INTERVAL_SECS when anchoring is configured, else 0",
+            anchor_interval.clone(),
+        );
+        // NB: the series the alerts watch exist from the start at 0, so that `increase()` and `rate()`
+        // see their first change (a counter born at 1 shows no increase).
+        for reason in CommitmentFailure::ALL {
+            let _ = commitment_failures.get_or_create(&CommitmentFailureLabels { reason });
+        }
+        for reason in ["invalid_signature", "agent_key_invalid"] {
+            let _ = events_rejected.get_or_create(&ReasonLabels { reason: reason.into() });
+        }
+        for scope in ["tenant", "api_key"] {
+            let _ = ratelimit_rejected.get_or_create(&ScopeLabels { scope: scope.into() });
+        }
+        for reason in ReadyFailure::ALL {
+            let _ = ready_failures.get_or_create(&ReadyFailureLabels { reason });
+        }
         Metrics {
             tlog,
             registry,
+            commitment_failures,
+            ready,
+            ready_failures,
+            unanchored_commitments,
+            oldest_unanchored_commitment_age,
+            anchor_interval,
             ingest_latency,
             events_rejected,
             events_sequenced,
@@ -290,6 +428,19 @@ impl Metrics {
     pub fn reject(&self, reason: &str) {
         let category = reason.split(':').next().unwrap_or(reason).trim();
         self.events_rejected.get_or_create(&ReasonLabels { reason: category.to_owned() }).inc();
+    }
+
+    /// Counts a failed commitment creation under its reason; `non_contiguous` is the runbook's
+    /// "Sequence Gap Detected" incident.
+    pub fn commitment_failed(&self, error: &crate::Error) {
+        self.commitment_failures.get_or_create(&CommitmentFailureLabels { reason: CommitmentFailure::of(error) }).inc();
+    }
+
+    /// Counts an ingest request refused as a whole (today: its stream is paused).
+    pub fn ingest_failed(&self, error: &crate::Error) {
+        if matches!(error, crate::Error::Unavailable { code: "STREAM_PAUSED", .. }) {
+            self.ingest_paused_rejections.inc();
+        }
     }
 
     /// Records a cache lookup.

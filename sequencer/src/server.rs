@@ -79,6 +79,7 @@ pub fn open_store(config: &Config, metrics: &Metrics) -> Result<Store> {
             max_connections: config.max_db_connections,
             min_connections: config.min_db_connections,
             acquire_timeout: config.db_acquire_timeout,
+            guards: config.db_session_guards,
         },
         metrics.db_waiting.clone(),
     )
@@ -87,14 +88,24 @@ pub fn open_store(config: &Config, metrics: &Metrics) -> Result<Store> {
 /// Migrations (when enabled), the bootstrap key, and a check that someone can authenticate. Retries
 /// while the database is still coming up.
 pub async fn prepare_database(config: &Config, store: &Store) -> Result<()> {
+    prepare_database_with(config, store, &crate::store::MIGRATOR).await
+}
+
+/// [`prepare_database`] with a given migration set (tests start this binary as an older release).
+/// A schema that a newer release changed incompatibly stops start-up with a message that says so.
+pub async fn prepare_database_with(config: &Config, store: &Store, migrations: &sqlx::migrate::Migrator) -> Result<()> {
     let retry = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(250))
         .with_max_delay(Duration::from_secs(5))
         .with_max_times(10);
     let notify = |e: &Error, after: Duration| tracing::warn!(error = %e, retry_in = ?after, "database not ready yet");
+    // NB: an incompatible schema is not retried: waiting does not fix it.
+    let transient = |e: &Error| !matches!(e, Error::Invalid { code: "SCHEMA_INCOMPATIBLE", .. });
     if config.db_migrate_on_startup {
-        (|| store.migrate()).retry(retry).notify(notify).await?;
-        tracing::info!(schema_version = store.schema_version().await?, "migrations applied");
+        let report = (|| store.migrate_with(migrations)).retry(retry).when(transient).notify(notify).await?;
+        tracing::info!(schema_version = report.schema_version, "{report}");
+    } else {
+        (|| store.check_compatibility(migrations)).retry(retry).when(transient).notify(notify).await?;
     }
     if let Some(key) = &config.bootstrap_admin_api_key {
         let hash = hash_api_key(key.expose_secret());

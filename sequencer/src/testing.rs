@@ -109,6 +109,11 @@ impl TestServer {
 
     /// A server on an existing (migrated) database.
     pub async fn start_on(db: TestDb, vars: &[(&str, &str)]) -> Self {
+        Self::start_as_release(db, vars, &crate::store::MIGRATOR).await
+    }
+
+    /// A server whose embedded migration set is `migrations` (an older release's, say).
+    pub async fn start_as_release(db: TestDb, vars: &[(&str, &str)], migrations: &sqlx::migrate::Migrator) -> Self {
         let mut env: HashMap<String, String> = [
             ("DATABASE_URL", db.url.as_str()),
             ("BOOTSTRAP_ADMIN_API_KEY", ADMIN_KEY),
@@ -125,7 +130,7 @@ impl TestServer {
         let config = Config::from_map(&env).expect("test configuration");
         let metrics = Arc::new(Metrics::new());
         let store = server::open_store(&config, &metrics).expect("open store");
-        server::prepare_database(&config, &store).await.expect("prepare database");
+        server::prepare_database_with(&config, &store, migrations).await.expect("prepare database");
         let state = server::build_state(config, store, metrics).expect("build state");
         let worker = crate::worker::spawn(state.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

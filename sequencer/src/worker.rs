@@ -5,8 +5,17 @@
 //! pool): exactly one replica per database holds it, and it passes to another replica as soon as the
 //! holder's connection ends (crash, network loss), with no lease to tune. NB: hand-written because
 //! no well-kept crate offers leader election over PostgreSQL advisory locks; it is a few lines.
+//!
+//! The leader publishes its anchoring view (breaker state) to `worker_status` every
+//! [`STATUS_INTERVAL`], so that any replica's admin status reports the leader's breaker, and says
+//! the report is stale when it is older than [`STATUS_STALE_AFTER`].
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
 
 use sqlx::PgConnection;
 use sqlx::pool::PoolConnection;
@@ -16,6 +25,12 @@ use tokio::time::{MissedTickBehavior, interval};
 use crate::api::SharedState;
 use crate::error::Error;
 use crate::store::events::StreamKey;
+use crate::store::maintenance::{WorkerReport, WorkerStatus};
+
+/// How often the leader publishes its anchoring view.
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(5);
+/// A leader report older than this is stale: no replica leads (or the leader cannot write).
+pub const STATUS_STALE_AFTER: Duration = Duration::from_secs(30);
 
 /// Advisory lock key of the worker's leadership ("STSA_wrk").
 pub const LEADER_LOCK_KEY: i64 = 0x5354_5341_5f77_726b;
@@ -41,7 +56,10 @@ pub fn spawn(state: SharedState) -> Background {
         if state.config.tlog.enabled && state.checkpoints.is_some() {
             tasks.push(tokio::spawn(crate::tlog::service::run(state.clone())));
         }
-        tasks.push(tokio::spawn(lead(state)));
+        // The backend pid of the leadership connection while this replica leads, else 0.
+        let leader_pid = Arc::new(AtomicI32::new(0));
+        tasks.push(tokio::spawn(publish_status(state.clone(), leader_pid.clone())));
+        tasks.push(tokio::spawn(lead(state, leader_pid)));
     }
     Background { tasks }
 }
@@ -67,11 +85,13 @@ pub(crate) struct Leadership {
     conn: Option<PgConnection>,
     key: i64,
     duty: &'static str,
+    /// The connection's backend pid while it holds the lock, else 0 (the status publisher reads it).
+    pid: Arc<AtomicI32>,
 }
 
 impl Leadership {
     pub(crate) fn new(key: i64, duty: &'static str) -> Self {
-        Leadership { conn: None, key, duty }
+        Leadership { conn: None, key, duty, pid: Arc::new(AtomicI32::new(0)) }
     }
 
     /// Whether this replica leads now: keeps the lock while its connection lives, else tries to take it.
@@ -82,6 +102,7 @@ impl Leadership {
             }
             tracing::warn!("lost the worker leadership connection");
             self.conn = None;
+            self.pid.store(0, Ordering::Relaxed);
         }
         let conn: PoolConnection<sqlx::Postgres> = match state.store.pool().acquire().await {
             Ok(c) => c,
@@ -93,6 +114,9 @@ impl Leadership {
         {
             Ok(true) => {
                 tracing::info!(duty = self.duty, "this replica now leads");
+                let pid =
+                    sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()").fetch_one(&mut conn).await.unwrap_or(0);
+                self.pid.store(pid, Ordering::Relaxed);
                 self.conn = Some(conn);
                 true
             }
@@ -101,13 +125,14 @@ impl Leadership {
     }
 }
 
-async fn lead(state: SharedState) {
+async fn lead(state: SharedState, leader_pid: Arc<AtomicI32>) {
     let worker = state.config.worker;
     let mut commit_tick = interval(worker.commit_interval);
     let mut anchor_tick = interval(worker.anchor_interval);
     commit_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     anchor_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut leadership = Leadership::new(LEADER_LOCK_KEY, "commitment and anchoring worker");
+    leadership.pid = leader_pid;
     loop {
         let commit = tokio::select! {
             _ = commit_tick.tick() => true,
@@ -124,6 +149,69 @@ async fn lead(state: SharedState) {
             anchor_round(&state).await;
         }
     }
+}
+
+/// While this replica leads, publishes its anchoring view every [`STATUS_INTERVAL`]. The write
+/// succeeds only while the leadership connection still holds the lock (checked in SQL).
+async fn publish_status(state: SharedState, leader_pid: Arc<AtomicI32>) {
+    let instance = std::env::var("HOSTNAME").unwrap_or_else(|_| format!("sequencer-{}", uuid::Uuid::new_v4()));
+    let mut tick = interval(STATUS_INTERVAL);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut since: Option<(i32, DateTime<Utc>)> = None;
+    loop {
+        tick.tick().await;
+        let pid = leader_pid.load(Ordering::Relaxed);
+        if pid == 0 {
+            since = None;
+            continue;
+        }
+        let leader_since = match since {
+            Some((p, at)) if p == pid => at,
+            _ => since.insert((pid, Utc::now())).1,
+        };
+        let circuit = state.anchor.as_ref().map(|a| a.circuit());
+        let report = WorkerReport {
+            instance: &instance,
+            anchoring_enabled: circuit.is_some(),
+            circuit_state: circuit.as_ref().map_or("disabled", |c| c.state.as_str()),
+            circuit_opened: circuit.as_ref().map_or(0, |c| c.opened_total as i64),
+            leader_since,
+        };
+        match state.store.publish_worker_status(pid, LEADER_LOCK_KEY, &report).await {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!("not publishing the worker status: the leadership lock is not held"),
+            Err(e) => tracing::warn!(error = %e, "publishing the worker status failed"),
+        }
+    }
+}
+
+/// The `anchoring` section of the admin status, the backlog figures excepted: the worker leader's
+/// breaker. On the leader itself that is its own, live; on another replica it is the leader's last
+/// report, marked stale when old; with no report at all (nobody leads the worker yet, or it is
+/// disabled everywhere) the answering replica's own (`local`).
+pub fn anchoring_view(enabled_here: bool, local_circuit: &str, leads: bool, leader: Option<&WorkerStatus>) -> Value {
+    let mut view = match (leads, leader) {
+        (true, _) => {
+            json!({"enabled": enabled_here, "circuitState": local_circuit, "reportedBy": "leader", "stale": false})
+        }
+        (false, Some(l)) => json!({
+            "enabled": l.anchoring_enabled,
+            "circuitState": l.circuit_state,
+            "circuitOpenedTotal": l.circuit_opened,
+            "reportedBy": "leader",
+            "stale": l.age_seconds > STATUS_STALE_AFTER.as_secs_f64(),
+        }),
+        (false, None) => return json!({"enabled": enabled_here, "circuitState": local_circuit, "reportedBy": "local"}),
+    };
+    if let Some(l) = leader {
+        view["leader"] = json!({
+            "instance": l.instance,
+            "since": l.leader_since.to_rfc3339(),
+            "reportedAt": l.reported_at.to_rfc3339(),
+            "ageSeconds": l.age_seconds.max(0.0).round() as i64,
+        });
+    }
+    view
 }
 
 /// Commits every stream with uncommitted events (bounded per round).
@@ -144,6 +232,7 @@ pub async fn commit_round(state: &SharedState) {
                 }
                 Ok(None) => break,
                 Err(e) => {
+                    state.metrics.commitment_failed(&e);
                     tracing::warn!(error = %e, %tenant_id, %store_id, "automatic commitment failed");
                     break;
                 }
@@ -178,5 +267,40 @@ pub async fn anchor_round(state: &SharedState) {
                 tracing::warn!(error = %e, %batch_id, "anchoring failed; will retry");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(circuit: &str, age_seconds: f64) -> WorkerStatus {
+        WorkerStatus {
+            instance: "ledger-7d9f-abcde".into(),
+            anchoring_enabled: true,
+            circuit_state: circuit.into(),
+            circuit_opened: 1,
+            leader_since: Utc::now(),
+            reported_at: Utc::now(),
+            age_seconds,
+        }
+    }
+
+    #[test]
+    fn any_replica_reports_the_leaders_breaker_and_marks_an_old_report_stale() {
+        let fresh = anchoring_view(true, "closed", false, Some(&report("open", 3.0)));
+        assert_eq!((fresh["circuitState"].as_str(), fresh["reportedBy"].as_str()), (Some("open"), Some("leader")));
+        assert_eq!(fresh["stale"], false);
+        let old = anchoring_view(true, "closed", false, Some(&report("open", 31.0)));
+        assert_eq!(old["stale"], true);
+        // The leader answers with its own breaker as it is now, not its last report.
+        let itself = anchoring_view(true, "half_open", true, Some(&report("open", 4.0)));
+        assert_eq!((itself["circuitState"].as_str(), itself["stale"].as_bool()), (Some("half_open"), Some(false)));
+        assert_eq!(itself["leader"]["instance"], "ledger-7d9f-abcde");
+        let nobody = anchoring_view(true, "half_open", false, None);
+        assert_eq!(
+            (nobody["circuitState"].as_str(), nobody["reportedBy"].as_str()),
+            (Some("half_open"), Some("local"))
+        );
     }
 }

@@ -121,6 +121,8 @@ impl Victim {
             "POST /api/v1/admin/dead-letters/retry" => json!({"ids": [self.dead_letter]}),
             "POST /api/v1/admin/verify" | "POST /api/v1/admin/verify/jobs" => json!({"tenantId": t, "storeId": s}),
             "POST /api/v1/admin/api-keys" => json!({"tenantId": t, "storeIds": [s], "permissions": ["read"]}),
+            "POST /api/v1/admin/dead-letters/purge" => json!({"tenantId": t, "storeId": s, "status": "pending"}),
+            "POST /api/v1/admin/maintenance/terminate-idle-connections" => json!({"idleLongerThanSeconds": 86400}),
             _ if route.method == Method::POST => json!({}),
             _ => Value::Null,
         };
@@ -188,7 +190,9 @@ async fn every_route_refuses_another_tenant_another_store_a_narrower_permission_
         let (path, body) = victim.request(route);
         let narrower = match route.access {
             Access::Stream(Perm::Write) | Access::Tenant(Perm::Write) => Some(&read_only),
-            Access::Stream(Perm::Admin) | Access::Tenant(Perm::Admin) | Access::Filtered => Some(&read_write),
+            Access::Stream(Perm::Admin) | Access::Tenant(Perm::Admin) | Access::Filtered | Access::Global => {
+                Some(&read_write)
+            }
             _ => None,
         };
         let mut hostile: Vec<(&str, String)> = vec![
@@ -200,7 +204,7 @@ async fn every_route_refuses_another_tenant_another_store_a_narrower_permission_
         if route.access != Access::AnyCaller {
             hostile.push(("another tenant's admin", format!("ApiKey {other_tenant}")));
         }
-        if matches!(route.access, Access::Stream(_) | Access::Tenant(Perm::Admin) | Access::Filtered) {
+        if matches!(route.access, Access::Stream(_) | Access::Tenant(Perm::Admin) | Access::Filtered | Access::Global) {
             hostile.push(("another store's admin", format!("ApiKey {other_store}")));
         }
         if let Some(key) = narrower {
@@ -242,9 +246,14 @@ async fn every_route_refuses_another_tenant_another_store_a_narrower_permission_
     // boundary, not a malformed request).
     let own = admin.mint_key(t, &[victim.store], &["read", "write", "admin"]).await;
     let tenant_admin = admin.mint_key(t, &[], &["read", "write", "admin"]).await;
+    let bootstrap = ADMIN_KEY.to_string();
     for route in &routes {
         let (path, body) = victim.request(route);
-        let key = if matches!(route.access, Access::Tenant(_)) { &tenant_admin } else { &own };
+        let key = match route.access {
+            Access::Tenant(_) => &tenant_admin,
+            Access::Global => &bootstrap,
+            _ => &own,
+        };
         let (status, text) = send(&server, &route.method, &path, &format!("ApiKey {key}"), body.as_ref()).await;
         assert!(
             !matches!(status, 401 | 403 | 405) && status < 500 || status == 503,

@@ -16,6 +16,9 @@ async fn migrate_below(pool: &PgPool, below: u32) {
     for entry in std::fs::read_dir(source).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if !name.ends_with(".sql") {
+            continue; // README.md
+        }
         let number: u32 = name.split('_').next().unwrap().parse().unwrap();
         if number < below {
             std::fs::copy(&path, dir.join(&name)).unwrap();

@@ -37,8 +37,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
   resources: ["sequencers", "sequenceractions"]
   verbs: ["get", "list", "watch"]
 - apiGroups: ["sequencer.stateset.io"]
-  resources: ["sequencers/status", "sequenceractions/status"]
+  resources: ["sequencers/status"]
   verbs: ["get", "patch"]
+# An action's status is replaced (PUT) with a resourceVersion precondition: it runs at most once.
+- apiGroups: ["sequencer.stateset.io"]
+  resources: ["sequenceractions/status"]
+  verbs: ["update"]
 - apiGroups: ["sequencer.stateset.io"]
   resources: ["sequenceractions"]
   verbs: ["delete"]

@@ -22,7 +22,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
-use crate::admin::{AdminClient, ApiKey};
+use crate::admin::{AdminClient, ApiKey, KeyRing};
 use crate::conditions::Reason;
 use crate::crd::{SecretKeyRef, Sequencer, SequencerAction};
 use crate::labels::{FIELD_MANAGER, HTTP_PORT, LABEL_MANAGED_BY, OPERATOR_NAME};
@@ -56,6 +56,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub http: reqwest::Client,
     pub admin_endpoint: AdminEndpoint,
+    /// Admin keys read so far (memory only), so calls keep working while pods roll after a rotation.
+    pub admin_keys: KeyRing,
 }
 
 impl Context {
@@ -68,6 +70,7 @@ impl Context {
             metrics,
             http: AdminClient::http_client(),
             admin_endpoint,
+            admin_keys: KeyRing::default(),
         }
     }
 
@@ -117,8 +120,9 @@ impl Context {
         }
     }
 
-    /// An admin API client of sequencer `name`, with the key read from `key_ref`. The error is a
-    /// sentence for a condition; it never contains the key.
+    /// An admin API client of sequencer `name`, with the key read (fresh) from `key_ref`, and the
+    /// key read before it if it was rotated. The error is a sentence for a condition; it never
+    /// contains the key.
     pub async fn admin_client(
         &self,
         namespace: &str,
@@ -142,7 +146,10 @@ impl Context {
         if key.is_empty() {
             return Err(format!("key {} of Secret {} is empty", key_ref.key, key_ref.name));
         }
-        Ok(AdminClient::new(self.http.clone(), self.admin_endpoint.base_url(name, namespace), ApiKey::new(key)))
+        let slot = format!("{namespace}/{}/{}", key_ref.name, key_ref.key);
+        let (key, previous) = self.admin_keys.rotate(&slot, ApiKey::new(key));
+        Ok(AdminClient::new(self.http.clone(), self.admin_endpoint.base_url(name, namespace), key)
+            .with_previous_key(previous))
     }
 }
 

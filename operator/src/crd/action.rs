@@ -13,7 +13,7 @@ use super::{LocalObjectReference, UUID_PATTERN};
 /// verification findings); the totals are always complete.
 pub const MAX_LISTED_IN_STATUS: usize = 20;
 
-/// A runbook action against one Sequencer of this namespace: retry an anchor, replay dead letters or verify a stream. It runs once, ends Succeeded or Failed before its deadline, and is deleted a while after.
+/// A runbook action against one Sequencer of this namespace: retry an anchor, replay or purge dead letters, verify, pause or resume a stream, correct a commitment, or run database maintenance. It runs at most once, ends Succeeded or Failed before its deadline, and is kept until deleted (or ttlSecondsAfterFinished after it finished, when set).
 // NB: clippy reads the repeated `type_ = "string"` of the printer columns as duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -25,7 +25,7 @@ pub const MAX_LISTED_IN_STATUS: usize = 20;
     shortname = "seqaction",
     category = "stateset",
     status = "SequencerActionStatus",
-    doc = "One runbook action (AnchorRetry, DeadLetterReplay or VerifyStream) run once against one Sequencer through its admin API; its outcome is kept in status until the action is deleted after ttlSecondsAfterFinished.",
+    doc = "One runbook action (AnchorRetry, DeadLetterReplay, DeadLetterPurge, VerifyStream, PauseStream, ResumeStream, CorrectCommitment, VacuumAnalyze or TerminateIdleConnections) run at most once against one Sequencer through its admin API; its outcome is kept in status until the action is deleted.",
     printcolumn(
         name = "Sequencer",
         type_ = "string",
@@ -48,7 +48,7 @@ pub const MAX_LISTED_IN_STATUS: usize = 20;
 )]
 #[x_kube(
     validation = Rule::new("self == oldSelf").message("spec is immutable: create a new SequencerAction instead"),
-    validation = Rule::new("(has(self.anchorRetry) ? 1 : 0) + (has(self.deadLetterReplay) ? 1 : 0) + (has(self.verifyStream) ? 1 : 0) == 1").message("set exactly one of anchorRetry, deadLetterReplay or verifyStream")
+    validation = Rule::new("(has(self.anchorRetry) ? 1 : 0) + (has(self.deadLetterReplay) ? 1 : 0) + (has(self.verifyStream) ? 1 : 0) + (has(self.pauseStream) ? 1 : 0) + (has(self.resumeStream) ? 1 : 0) + (has(self.correctCommitment) ? 1 : 0) + (has(self.deadLetterPurge) ? 1 : 0) + (has(self.vacuumAnalyze) ? 1 : 0) + (has(self.terminateIdleConnections) ? 1 : 0) == 1").message("set exactly one operation: anchorRetry, deadLetterReplay, deadLetterPurge, verifyStream, pauseStream, resumeStream, correctCommitment, vacuumAnalyze or terminateIdleConnections")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SequencerActionSpec {
@@ -67,23 +67,43 @@ pub struct SequencerActionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify_stream: Option<VerifyStream>,
 
+    /// Stop ingestion of one stream (its ingest answers 503) until it is resumed: the runbook's first step on a sequence gap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_stream: Option<PauseStream>,
+
+    /// Accept events for one paused stream again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_stream: Option<StreamRef>,
+
+    /// Create a correcting commitment for a bad one (POST /api/v1/ves/commitments/{batchId}/correct); the bad one is marked superseded and stays queryable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correct_commitment: Option<CorrectCommitment>,
+
+    /// Delete dead letters (by default the resolved ones) matching a filter: the runbook's last step after a replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_purge: Option<DeadLetterPurge>,
+
+    /// Run VACUUM ANALYZE on the runbook's tables (database-wide: needs the bootstrap admin key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vacuum_analyze: Option<VacuumAnalyze>,
+
+    /// Terminate connections to the sequencer's database idle longer than a given time (database-wide: needs the bootstrap admin key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminate_idle_connections: Option<TerminateIdleConnections>,
+
     /// Seconds after creation by which the action must have finished; after that it fails with reason DeadlineExceeded and is not tried again.
     #[serde(default = "default_deadline_seconds")]
     #[schemars(range(min = 10, max = 86400))]
     pub deadline_seconds: u32,
 
-    /// Seconds after the action finishes (Succeeded or Failed) before the operator deletes it.
-    #[serde(default = "default_ttl_seconds")]
+    /// Seconds after the action finishes (Succeeded or Failed) before the operator deletes it. Unset (the default) keeps a finished action until someone deletes it: a GitOps tool (Argo CD, Flux) would re-create a deleted action from Git and run it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 31536000))]
-    pub ttl_seconds_after_finished: u32,
+    pub ttl_seconds_after_finished: Option<u32>,
 }
 
 fn default_deadline_seconds() -> u32 {
     600
-}
-
-fn default_ttl_seconds() -> u32 {
-    86400
 }
 
 /// Re-send the anchor transaction of one commitment batch.
@@ -145,21 +165,175 @@ pub struct VerifyStream {
     pub store_id: String,
 }
 
+/// Stop ingestion of one stream.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PauseStream {
+    /// Tenant UUID of the stream.
+    #[schemars(pattern(UUID_PATTERN), length(max = 36))]
+    pub tenant_id: String,
+
+    /// Store UUID of the stream.
+    #[schemars(pattern(UUID_PATTERN), length(max = 36))]
+    pub store_id: String,
+
+    /// Why the stream is paused, shown in the sequencer's stream status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub reason: Option<String>,
+}
+
+/// One stream (tenant and store).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamRef {
+    /// Tenant UUID of the stream.
+    #[schemars(pattern(UUID_PATTERN), length(max = 36))]
+    pub tenant_id: String,
+
+    /// Store UUID of the stream.
+    #[schemars(pattern(UUID_PATTERN), length(max = 36))]
+    pub store_id: String,
+}
+
+/// Correct one commitment stored with wrong data.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CorrectCommitment {
+    /// UUID of the bad commitment batch.
+    #[schemars(pattern(UUID_PATTERN), length(max = 36))]
+    pub batch_id: String,
+
+    /// Why the commitment is wrong; recorded in the bad commitment's metadata.
+    #[schemars(length(min = 1, max = 1024))]
+    pub reason: String,
+}
+
+/// Which dead letters to delete; all given criteria must match.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterPurge {
+    /// resolved (the default: entries a replay sequenced) or pending (entries nobody will fix; their events are lost).
+    #[serde(default)]
+    pub status: DeadLetterStatus,
+
+    /// Only dead letters of this tenant (UUID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(UUID_PATTERN), length(max = 36))]
+    pub tenant_id: Option<String>,
+
+    /// Only dead letters of this store (UUID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(UUID_PATTERN), length(max = 36))]
+    pub store_id: Option<String>,
+
+    /// Only dead letters rejected for this reason, such as invalid_signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub reason: Option<String>,
+}
+
+/// The state of a dead letter.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeadLetterStatus {
+    /// Sequenced by a replay; kept for the record.
+    #[default]
+    Resolved,
+    /// Still refused.
+    Pending,
+}
+
+impl DeadLetterStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterStatus::Resolved => "resolved",
+            DeadLetterStatus::Pending => "pending",
+        }
+    }
+}
+
+/// VACUUM ANALYZE of the sequencer's tables.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VacuumAnalyze {
+    /// Tables to vacuum; unset means the runbook's events, ves_events and commitments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 16))]
+    pub tables: Option<Vec<MaintainedTable>>,
+}
+
+/// A table of the sequencer that maintenance may vacuum.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MaintainedTable {
+    Events,
+    VesEvents,
+    Commitments,
+    DeadLetterEvents,
+    EventLeafRuns,
+    SequenceCounters,
+    AgentKeys,
+    ApiKeys,
+}
+
+impl MaintainedTable {
+    /// The table's name in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MaintainedTable::Events => "events",
+            MaintainedTable::VesEvents => "ves_events",
+            MaintainedTable::Commitments => "commitments",
+            MaintainedTable::DeadLetterEvents => "dead_letter_events",
+            MaintainedTable::EventLeafRuns => "event_leaf_runs",
+            MaintainedTable::SequenceCounters => "sequence_counters",
+            MaintainedTable::AgentKeys => "agent_keys",
+            MaintainedTable::ApiKeys => "api_keys",
+        }
+    }
+}
+
+/// Terminate idle connections, as the runbook's "Database Connection Exhaustion" does.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TerminateIdleConnections {
+    /// Connections idle longer than this many seconds are terminated (the runbook uses 600).
+    #[serde(default = "default_idle_seconds")]
+    #[schemars(range(min = 60, max = 86400))]
+    pub idle_longer_than_seconds: u32,
+}
+
+fn default_idle_seconds() -> u32 {
+    600
+}
+
 /// The one operation an action's spec asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Operation<'a> {
     AnchorRetry(&'a AnchorRetry),
     DeadLetterReplay(&'a DeadLetterReplay),
     VerifyStream(&'a VerifyStream),
+    PauseStream(&'a PauseStream),
+    ResumeStream(&'a StreamRef),
+    CorrectCommitment(&'a CorrectCommitment),
+    DeadLetterPurge(&'a DeadLetterPurge),
+    VacuumAnalyze(&'a VacuumAnalyze),
+    TerminateIdleConnections(&'a TerminateIdleConnections),
 }
 
 impl Operation<'_> {
-    /// The operation's name as the CRD spells it (AnchorRetry, DeadLetterReplay, VerifyStream).
+    /// The operation's name as the CRD spells it (AnchorRetry, DeadLetterReplay, ...).
     pub fn kind(&self) -> &'static str {
         match self {
             Operation::AnchorRetry(_) => "AnchorRetry",
             Operation::DeadLetterReplay(_) => "DeadLetterReplay",
             Operation::VerifyStream(_) => "VerifyStream",
+            Operation::PauseStream(_) => "PauseStream",
+            Operation::ResumeStream(_) => "ResumeStream",
+            Operation::CorrectCommitment(_) => "CorrectCommitment",
+            Operation::DeadLetterPurge(_) => "DeadLetterPurge",
+            Operation::VacuumAnalyze(_) => "VacuumAnalyze",
+            Operation::TerminateIdleConnections(_) => "TerminateIdleConnections",
         }
     }
 }
@@ -168,14 +342,42 @@ impl SequencerActionSpec {
     /// The operation, or why the spec names none or several (the CRD's CEL rules reject both, so
     /// this only matters when the CRD in the cluster is older than the operator).
     pub fn operation(&self) -> Result<Operation<'_>, String> {
-        match (&self.anchor_retry, &self.dead_letter_replay, &self.verify_stream) {
-            (Some(a), None, None) => Ok(Operation::AnchorRetry(a)),
-            (None, Some(d), None) => match (&d.ids, &d.filter) {
-                (Some(_), None) | (None, Some(_)) => Ok(Operation::DeadLetterReplay(d)),
-                _ => Err("deadLetterReplay needs exactly one of ids or filter".into()),
-            },
-            (None, None, Some(v)) => Ok(Operation::VerifyStream(v)),
-            _ => Err("set exactly one of anchorRetry, deadLetterReplay or verifyStream".into()),
+        let mut set = Vec::with_capacity(1);
+        if let Some(a) = &self.anchor_retry {
+            set.push(Operation::AnchorRetry(a));
+        }
+        if let Some(d) = &self.dead_letter_replay {
+            if d.ids.is_some() == d.filter.is_some() {
+                return Err("deadLetterReplay needs exactly one of ids or filter".into());
+            }
+            set.push(Operation::DeadLetterReplay(d));
+        }
+        if let Some(v) = &self.verify_stream {
+            set.push(Operation::VerifyStream(v));
+        }
+        if let Some(p) = &self.pause_stream {
+            set.push(Operation::PauseStream(p));
+        }
+        if let Some(r) = &self.resume_stream {
+            set.push(Operation::ResumeStream(r));
+        }
+        if let Some(c) = &self.correct_commitment {
+            set.push(Operation::CorrectCommitment(c));
+        }
+        if let Some(p) = &self.dead_letter_purge {
+            set.push(Operation::DeadLetterPurge(p));
+        }
+        if let Some(v) = &self.vacuum_analyze {
+            set.push(Operation::VacuumAnalyze(v));
+        }
+        if let Some(t) = &self.terminate_idle_connections {
+            set.push(Operation::TerminateIdleConnections(t));
+        }
+        match set.len() {
+            1 => Ok(set.remove(0)),
+            _ => Err("set exactly one operation: anchorRetry, deadLetterReplay, deadLetterPurge, verifyStream, \
+                      pauseStream, resumeStream, correctCommitment, vacuumAnalyze or terminateIdleConnections"
+                .into()),
         }
     }
 }
@@ -213,7 +415,7 @@ pub struct SequencerActionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// Succeeded (Unknown until the action finishes) and Complete, one of each.
+    /// Ready, Reconciling and Stalled (the kstatus conventions GitOps tools read), Succeeded (Unknown until the action finishes) and Complete, one of each.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -254,6 +456,59 @@ pub struct ActionResult {
     /// Outcome of a VerifyStream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifyResult>,
+
+    /// Outcome of a PauseStream or ResumeStream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamResult>,
+
+    /// Outcome of a CorrectCommitment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correction: Option<CorrectionResult>,
+
+    /// Outcome of a DeadLetterPurge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_purge: Option<PurgeResult>,
+
+    /// Outcome of a VacuumAnalyze or TerminateIdleConnections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<MaintenanceResult>,
+}
+
+/// Outcome of a PauseStream or ResumeStream.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamResult {
+    /// Whether the stream's ingestion is paused now.
+    pub paused: bool,
+}
+
+/// Outcome of a CorrectCommitment.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CorrectionResult {
+    /// UUID of the correcting commitment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correction_batch_id: Option<String>,
+}
+
+/// Outcome of a DeadLetterPurge.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PurgeResult {
+    /// Dead letters deleted.
+    pub deleted: u64,
+}
+
+/// Outcome of database maintenance.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceResult {
+    /// Tables vacuumed and analyzed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<String>,
+    /// Connections terminated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminated: Option<u64>,
 }
 
 /// Outcome of an AnchorRetry.

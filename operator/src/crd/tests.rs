@@ -191,13 +191,40 @@ const UUID: &str = "0b5f8a32-7c1e-4d52-9a61-3f0e8c2b7d41";
 #[test]
 fn an_action_must_name_exactly_one_operation() {
     let none = action(serde_json::json!({}));
-    assert!(rejection(&none).contains("set exactly one of anchorRetry, deadLetterReplay or verifyStream"));
+    assert!(rejection(&none).contains("set exactly one operation"));
     let two = action(serde_json::json!({
         "anchorRetry": {"batchId": UUID},
         "verifyStream": {"tenantId": UUID, "storeId": UUID}
     }));
     assert!(rejection(&two).contains("set exactly one"));
     assert_eq!(rejection(&action(serde_json::json!({"anchorRetry": {"batchId": UUID}}))), "");
+}
+
+#[test]
+fn every_operation_alone_is_accepted_and_the_spec_names_it() {
+    let operations = [
+        ("PauseStream", serde_json::json!({"pauseStream": {"tenantId": UUID, "storeId": UUID, "reason": "gap"}})),
+        ("ResumeStream", serde_json::json!({"resumeStream": {"tenantId": UUID, "storeId": UUID}})),
+        ("CorrectCommitment", serde_json::json!({"correctCommitment": {"batchId": UUID, "reason": "bad root"}})),
+        ("DeadLetterPurge", serde_json::json!({"deadLetterPurge": {"status": "resolved", "storeId": UUID}})),
+        ("VacuumAnalyze", serde_json::json!({"vacuumAnalyze": {"tables": ["events", "ves_events"]}})),
+        ("TerminateIdleConnections", serde_json::json!({"terminateIdleConnections": {"idleLongerThanSeconds": 600}})),
+    ];
+    for (kind, spec) in operations {
+        let action = action(spec);
+        assert_eq!(rejection(&action), "", "{kind}");
+        assert_eq!(action.spec.operation().unwrap().kind(), kind);
+    }
+    let two = action(serde_json::json!({"vacuumAnalyze": {}, "resumeStream": {"tenantId": UUID, "storeId": UUID}}));
+    assert!(rejection(&two).contains("set exactly one operation"));
+    assert!(two.spec.operation().is_err());
+}
+
+#[test]
+fn a_finished_action_has_no_ttl_unless_one_is_set() {
+    let action = action(serde_json::json!({"vacuumAnalyze": {}}));
+    assert_eq!(action.spec.ttl_seconds_after_finished, None);
+    assert!(serde_json::to_value(&action.spec).unwrap().get("ttlSecondsAfterFinished").is_none());
 }
 
 #[test]

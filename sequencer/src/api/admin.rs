@@ -11,6 +11,9 @@
 //!  "streams": [{"tenantId", "storeId", "head", "paused", "pausedReason", "lastCommittedSequence", "updatedAt"}]}
 //! ```
 //! `streams` is present only with `?streams=true` (optionally narrowed by `tenant_id` / `store_id`).
+//! `anchoring.circuitState` is the worker leader's breaker, whichever replica answers
+//! (`reportedBy: "leader"`, with `leader: {instance, reportedAt, ageSeconds}` and `stale: true` once
+//! the leader's report is old); `reportedBy: "local"` when no leader ever reported (worker off).
 
 use std::collections::BTreeMap;
 
@@ -64,12 +67,14 @@ pub async fn status(
         state.store.dead_letters_by_reason(scope.tenant_id, scope.store_ids.as_deref()).await?.into_iter().collect();
     body["deadLetters"] = json!({"pending": by_reason.values().sum::<i64>(), "byReason": by_reason});
     let (unanchored, oldest) = state.store.unanchored_summary_in(&scope).await?;
-    body["anchoring"] = json!({
-        "enabled": state.anchor.is_some(),
-        "circuitState": state.anchor.as_ref().map_or("disabled", |a| a.circuit().state.as_str()),
-        "unanchoredCommitments": unanchored,
-        "oldestUnanchoredAgeSeconds": oldest.map(|s| s.round() as i64),
-    });
+    // The breaker that matters is the worker leader's (it anchors); any replica reports it.
+    let local = state.anchor.as_ref().map_or("disabled", |a| a.circuit().state.as_str());
+    let leader = state.store.worker_status().await?;
+    let leads = state.metrics.worker_leader.get() == 1;
+    let mut anchoring = crate::worker::anchoring_view(state.anchor.is_some(), local, leads, leader.as_ref());
+    anchoring["unanchoredCommitments"] = json!(unanchored);
+    anchoring["oldestUnanchoredAgeSeconds"] = json!(oldest.map(|s| s.round() as i64));
+    body["anchoring"] = anchoring;
     body["ingestion"] = json!({"pausedStreams": state.store.paused_streams_in(&scope).await?});
     body["transparencyLog"] = super::tlog::status(&state, &scope).await?;
     if q.streams {
@@ -321,4 +326,92 @@ pub async fn resume(
 ) -> Result<Response> {
     let stream = StreamKey { tenant_id, store_id };
     Ok(axum::Json(set_paused(&state, &caller, stream, false, None).await?).into_response())
+}
+
+// Runbook steps a SequencerAction runs: purging resolved dead letters, database maintenance.
+
+/// Narrows a caller limited to some stores to one of them.
+fn require_store_scope(caller: &Auth, store_id: Option<Uuid>) -> Result<()> {
+    if caller.is_bootstrap_admin() || caller.store_ids.is_empty() {
+        return Ok(());
+    }
+    match store_id {
+        Some(store) if caller.store_ids.contains(&store) => Ok(()),
+        _ => Err(Error::Forbidden("Store access denied: name one of the credential's stores in storeId".into())),
+    }
+}
+
+/// `POST /api/v1/admin/dead-letters/purge` `{"status"?: "resolved"|"pending", "tenantId"?, "storeId"?,
+/// "reason"?, "since"?, "until"?}`: deletes the matching dead letters, by default only the resolved
+/// ones (the runbook's last step after a replay). Answers `{"deleted", "status"}`.
+pub async fn purge_dead_letters(
+    State(state): State<SharedState>,
+    caller: Auth,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    let filter: DeadLetterFilter = super::optional_json(&body)?;
+    let mut filter = scoped_filter(&caller, filter)?;
+    require_store_scope(&caller, filter.store_id)?;
+    let status = filter.status.get_or_insert_with(|| "resolved".into()).clone();
+    if status != "resolved" && status != "pending" {
+        return Err(Error::BadRequest(format!("status must be resolved or pending, not {status:?}")));
+    }
+    let deleted = state.store.delete_dead_letters_matching(&filter).await?;
+    tracing::warn!(deleted, %status, tenant_id = ?filter.tenant_id, store_id = ?filter.store_id, "dead letters purged");
+    Ok(axum::Json(json!({"deleted": deleted, "status": status})).into_response())
+}
+
+/// Database-wide maintenance is for the bootstrap (global) admin only.
+fn require_global_admin(caller: &Auth) -> Result<()> {
+    caller.require_admin()?;
+    if !caller.is_bootstrap_admin() {
+        return Err(Error::Forbidden("database maintenance is database-wide: it needs the bootstrap admin key".into()));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VacuumBody {
+    tables: Option<Vec<String>>,
+}
+
+/// `POST /api/v1/admin/maintenance/vacuum` `{"tables"?: [...]}`: VACUUM ANALYZE of the runbook's
+/// tables (events, ves_events, commitments) or of the named sequencer tables.
+pub async fn vacuum(State(state): State<SharedState>, caller: Auth, body: axum::body::Bytes) -> Result<Response> {
+    require_global_admin(&caller)?;
+    let body: VacuumBody = super::optional_json(&body)?;
+    let tables = crate::store::maintenance::vacuum_tables(body.tables.as_deref())?;
+    let started = std::time::Instant::now();
+    state.store.vacuum_analyze(&tables).await?;
+    let ms = started.elapsed().as_millis() as u64;
+    tracing::info!(tables = ?tables, ms, "VACUUM ANALYZE done");
+    Ok(axum::Json(json!({"tables": tables, "durationMs": ms})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TerminateBody {
+    idle_longer_than_seconds: u32,
+}
+
+/// `POST /api/v1/admin/maintenance/terminate-idle-connections` `{"idleLongerThanSeconds"}` (at least
+/// 60): the runbook's "Kill idle connections" on the sequencer's database. Answers `{"terminated",
+/// "connections": [{"pid", "applicationName", "idleSeconds"}]}`.
+pub async fn terminate_idle_connections(
+    State(state): State<SharedState>,
+    caller: Auth,
+    ApiJson(body): ApiJson<TerminateBody>,
+) -> Result<Response> {
+    require_global_admin(&caller)?;
+    if body.idle_longer_than_seconds < 60 {
+        return Err(Error::BadRequest("idleLongerThanSeconds must be at least 60".into()));
+    }
+    let ended = state.store.terminate_idle_connections(body.idle_longer_than_seconds).await?;
+    tracing::warn!(
+        terminated = ended.len(),
+        idle_longer_than_seconds = body.idle_longer_than_seconds,
+        "idle connections terminated"
+    );
+    Ok(axum::Json(json!({"terminated": ended.len(), "connections": ended})).into_response())
 }

@@ -28,7 +28,11 @@ pub async fn create(
 ) -> Result<Response> {
     let stream = StreamKey { tenant_id: body.tenant_id, store_id: body.store_id };
     caller.require_write(stream)?;
-    let (row, _created) = state.commitments.create(stream, body.sequence_start, body.sequence_end).await?;
+    let (row, _created) = state
+        .commitments
+        .create(stream, body.sequence_start, body.sequence_end)
+        .await
+        .inspect_err(|e| state.metrics.commitment_failed(e))?;
     Ok(axum::Json(commitment_json(&row)).into_response())
 }
 

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::SharedState;
-use crate::metrics::{CacheLabels, CacheName};
+use crate::metrics::{CacheLabels, CacheName, ReadyFailure, ReadyFailureLabels};
 
 /// Liveness: answers without touching the database.
 pub async fn health() -> Response {
@@ -41,22 +41,28 @@ pub async fn ready(State(state): State<SharedState>) -> Response {
     let result = tokio::time::timeout(budget, state.store.ping()).await;
     let elapsed_ms = start.elapsed().as_millis() as u64;
     match result {
-        Ok(Ok(())) => axum::Json(json!({
-            "status": "ready",
-            "database": "connected",
-            "responseTimeMs": elapsed_ms,
-            "pool": pool_figures(&state),
-        }))
-        .into_response(),
+        Ok(Ok(())) => {
+            state.metrics.ready.set(1);
+            axum::Json(json!({
+                "status": "ready",
+                "database": "connected",
+                "responseTimeMs": elapsed_ms,
+                "pool": pool_figures(&state),
+            }))
+            .into_response()
+        }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness check failed");
-            not_ready(&state, if e.is_database_unavailable() { "unreachable" } else { "error" })
+            not_ready(&state, if e.is_database_unavailable() { ReadyFailure::Unreachable } else { ReadyFailure::Error })
         }
-        Err(_) => not_ready(&state, "timeout"),
+        Err(_) => not_ready(&state, ReadyFailure::Timeout),
     }
 }
 
-fn not_ready(state: &SharedState, database: &str) -> Response {
+fn not_ready(state: &SharedState, reason: ReadyFailure) -> Response {
+    state.metrics.ready.set(0);
+    state.metrics.ready_failures.get_or_create(&ReadyFailureLabels { reason }).inc();
+    let database = reason.as_str();
     let body = json!({
         "status": "not_ready",
         "database": database,
@@ -82,6 +88,13 @@ pub async fn metrics(State(state): State<SharedState>) -> Response {
     }
     if let Some(anchor) = &state.anchor {
         anchor.export_metrics(m);
+        m.anchor_interval.set(state.config.worker.anchor_interval.as_secs() as i64);
+        if let Ok(Ok((count, oldest))) =
+            tokio::time::timeout(Duration::from_millis(500), state.store.unanchored_summary()).await
+        {
+            m.unanchored_commitments.set(count);
+            m.oldest_unanchored_commitment_age.set(oldest.unwrap_or(0.0) as i64);
+        }
     }
     let body = m.render(state.store.pool(), state.store.max_connections());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()

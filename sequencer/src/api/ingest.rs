@@ -15,7 +15,7 @@ pub async fn ingest_ves(
     ApiJson(req): ApiJson<IngestRequest>,
 ) -> Result<Response> {
     let _timer = Timer::start(&state.metrics.ingest_latency);
-    let response = state.ingest.ingest(&caller, req).await?;
+    let response = state.ingest.ingest(&caller, req).await.inspect_err(|e| state.metrics.ingest_failed(e))?;
     Ok(axum::Json(response).into_response())
 }
 
@@ -33,7 +33,8 @@ pub async fn ingest_legacy(
         state.config.max_events_per_batch,
         state.config.max_event_payload_size,
     )
-    .await?;
+    .await
+    .inspect_err(|e| state.metrics.ingest_failed(e))?;
     for r in &response.rejections {
         state.metrics.reject(r.reason);
     }

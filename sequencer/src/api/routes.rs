@@ -31,6 +31,8 @@ pub enum Access {
     Stream(Perm),
     /// An admin listing or aggregate, filtered to the caller's tenant and stores.
     Filtered,
+    /// The bootstrap admin only (database-wide maintenance).
+    Global,
 }
 
 /// One row of the table.
@@ -99,6 +101,9 @@ fn table() -> Vec<Route> {
         r(GET, "/api/v1/admin/status", Filtered, admin::status),
         r(GET, "/api/v1/admin/dead-letters", Filtered, admin::list_dead_letters),
         r(POST, "/api/v1/admin/dead-letters/retry", Stream(Admin), admin::retry_dead_letters),
+        r(POST, "/api/v1/admin/dead-letters/purge", Stream(Admin), admin::purge_dead_letters),
+        r(POST, "/api/v1/admin/maintenance/vacuum", Global, admin::vacuum),
+        r(POST, "/api/v1/admin/maintenance/terminate-idle-connections", Global, admin::terminate_idle_connections),
         r(GET, "/api/v1/admin/dead-letters/{id}", Stream(Admin), admin::get_dead_letter),
         r(DELETE, "/api/v1/admin/dead-letters/{id}", Stream(Admin), admin::delete_dead_letter),
         r(POST, "/api/v1/admin/dead-letters/{id}/retry", Stream(Admin), admin::retry_dead_letter),

@@ -24,8 +24,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Apply every pending database migration (idempotent).
-    Migrate,
+    /// Apply every pending database migration (idempotent). Waits for the database to accept
+    /// connections first; over a schema a newer release migrated compatibly, applies nothing.
+    Migrate {
+        /// Longest wait, in seconds, for the database to accept connections.
+        #[arg(long, env = "DB_CONNECT_WAIT_SECS", default_value_t = 60)]
+        wait_secs: u64,
+    },
     /// Check streams for gaps, duplicates, bad hashes or signatures and commitments that do not match
     /// their events. Exits 1 when anything is found.
     Verify {
@@ -43,6 +48,12 @@ enum Command {
     /// Pause or resume ingestion of one stream.
     #[command(subcommand)]
     Streams(StreamsCommand),
+    /// Correct commitments.
+    #[command(subcommand)]
+    Commitments(CommitmentsCommand),
+    /// The runbook's database maintenance.
+    #[command(subcommand)]
+    Maintenance(MaintenanceCommand),
     /// Manage API keys.
     #[command(subcommand)]
     ApiKeys(ApiKeysCommand),
@@ -109,6 +120,43 @@ enum DeadLettersCommand {
     },
     /// Delete entries by id.
     Delete { ids: Vec<Uuid> },
+    /// Delete every entry matching the filters; by default the resolved ones (after a replay).
+    Purge {
+        /// resolved or pending.
+        #[arg(long, default_value = "resolved")]
+        status: String,
+        #[arg(long)]
+        tenant_id: Option<Uuid>,
+        #[arg(long)]
+        store_id: Option<Uuid>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CommitmentsCommand {
+    /// Create a correcting commitment for a bad one, which is marked superseded and kept.
+    Correct {
+        batch_id: Uuid,
+        /// Why the commitment is wrong.
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum MaintenanceCommand {
+    /// VACUUM ANALYZE of the runbook's tables (events, ves_events, commitments) or of the named ones.
+    Vacuum {
+        #[arg(long, value_delimiter = ',')]
+        tables: Vec<String>,
+    },
+    /// Terminate connections to the database idle longer than the given time.
+    TerminateIdleConnections {
+        #[arg(long, default_value_t = 600)]
+        idle_longer_than_seconds: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -173,9 +221,13 @@ fn main() -> ExitCode {
         if let Command::DeployRegistry { rpc_url, private_key, permissionless } = &cli.command {
             return admin::deploy_registry(rpc_url, private_key, *permissionless).await;
         }
+        if let Command::Migrate { wait_secs } = cli.command {
+            let store = admin::connect_waiting(&cli.database_url, std::time::Duration::from_secs(wait_secs)).await?;
+            return admin::migrate(&store).await;
+        }
         let store = admin::connect(&cli.database_url).await?;
         match cli.command {
-            Command::Migrate => admin::migrate(&store).await,
+            Command::Migrate { .. } => unreachable!("handled above"),
             Command::Verify { tenant_id, store_id, json } => admin::verify(&store, tenant_id, store_id, json).await,
             Command::DeadLetters(DeadLettersCommand::List { tenant_id, store_id, reason, status, limit }) => {
                 admin::list_dead_letters(&store, tenant_id, store_id, reason, status, limit).await
@@ -184,6 +236,16 @@ fn main() -> ExitCode {
                 admin::retry_dead_letters(&cli.database_url, ids, tenant_id, store_id, reason, all).await
             }
             Command::DeadLetters(DeadLettersCommand::Delete { ids }) => admin::delete_dead_letters(&store, ids).await,
+            Command::DeadLetters(DeadLettersCommand::Purge { status, tenant_id, store_id, reason }) => {
+                admin::purge_dead_letters(&store, status, tenant_id, store_id, reason).await
+            }
+            Command::Commitments(CommitmentsCommand::Correct { batch_id, reason }) => {
+                admin::correct_commitment(&store, batch_id, &reason).await
+            }
+            Command::Maintenance(MaintenanceCommand::Vacuum { tables }) => admin::vacuum(&store, tables).await,
+            Command::Maintenance(MaintenanceCommand::TerminateIdleConnections { idle_longer_than_seconds }) => {
+                admin::terminate_idle_connections(&store, idle_longer_than_seconds).await
+            }
             Command::Streams(StreamsCommand::Pause { tenant_id, store_id, reason }) => {
                 admin::set_paused(&store, tenant_id, store_id, true, reason).await
             }

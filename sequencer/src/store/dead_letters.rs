@@ -199,6 +199,25 @@ impl Store {
         .await?)
     }
 
+    /// Deletes the entries matching `filter` (its status defaults to `resolved`: the runbook's
+    /// "Delete from dead letter queue after successful retry"); returns how many.
+    pub async fn delete_dead_letters_matching(&self, filter: &DeadLetterFilter) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM dead_letter_events WHERE ($1::uuid IS NULL OR tenant_id = $1) \
+             AND ($2::uuid IS NULL OR store_id = $2) AND ($3::text IS NULL OR reason = $3) AND status = $4 \
+             AND ($5::timestamptz IS NULL OR created_at >= $5) AND ($6::timestamptz IS NULL OR created_at < $6)",
+        )
+        .bind(filter.tenant_id)
+        .bind(filter.store_id)
+        .bind(filter.reason.as_deref())
+        .bind(filter.status.as_deref().unwrap_or("resolved"))
+        .bind(filter.since)
+        .bind(filter.until)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Deletes entries older than `days` days; returns how many.
     pub async fn purge_dead_letters(&self, days: u32) -> Result<u64> {
         let done = sqlx::query("DELETE FROM dead_letter_events WHERE created_at < NOW() - make_interval(days => $1)")

@@ -6,6 +6,7 @@ pub mod commitments;
 pub mod dead_letters;
 pub mod events;
 pub mod keys;
+pub mod maintenance;
 pub mod scope;
 pub mod tlog;
 
@@ -13,7 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::error::Result;
@@ -23,7 +25,19 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 /// Parses a PostgreSQL URL. Like libpq, a URL without a user (and no `PGUSER`) means the
 /// operating-system user, so `postgres://localhost/stateset_sequencer` works as it does for psql.
+///
+/// TLS follows libpq: the URL's `sslmode` (`disable`, `prefer` (the default), `require`, `verify-ca`,
+/// `verify-full`) and `sslrootcert`, else the `PGSSLMODE` and `PGSSLROOTCERT` variables (sqlx reads
+/// both; URL parameters win). An invalid `PGSSLMODE` is an error here, where sqlx would silently fall
+/// back to `prefer`.
 pub fn connect_options(url: &str) -> std::result::Result<PgConnectOptions, sqlx::Error> {
+    if let Ok(mode) = std::env::var("PGSSLMODE")
+        && mode.parse::<sqlx::postgres::PgSslMode>().is_err()
+    {
+        return Err(sqlx::Error::Configuration(
+            format!("PGSSLMODE={mode:?} is not one of disable, allow, prefer, require, verify-ca, verify-full").into(),
+        ));
+    }
     let options: PgConnectOptions = url.parse()?;
     if !url.contains('@')
         && std::env::var_os("PGUSER").is_none()
@@ -53,6 +67,38 @@ pub struct PoolSettings {
     pub max_connections: u32,
     pub min_connections: u32,
     pub acquire_timeout: Duration,
+    pub guards: SessionGuards,
+}
+
+/// Session limits set on every pooled connection (`DB_STATEMENT_TIMEOUT_MS`, `DB_LOCK_TIMEOUT_MS`,
+/// `DB_IDLE_IN_TRANSACTION_TIMEOUT_MS`; zero turns one off), so that a stuck query or transaction
+/// cannot hold a stream's counter lock forever and a request waiting on it fails with a 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionGuards {
+    pub statement_timeout: Duration,
+    pub lock_timeout: Duration,
+    pub idle_in_transaction_timeout: Duration,
+}
+
+impl Default for SessionGuards {
+    fn default() -> Self {
+        SessionGuards {
+            statement_timeout: Duration::from_secs(30),
+            lock_timeout: Duration::from_secs(5),
+            idle_in_transaction_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl SessionGuards {
+    /// The guards as startup parameters: no extra round trip per connection.
+    pub fn apply(self, options: PgConnectOptions) -> PgConnectOptions {
+        options.options([
+            ("statement_timeout", self.statement_timeout.as_millis()),
+            ("lock_timeout", self.lock_timeout.as_millis()),
+            ("idle_in_transaction_session_timeout", self.idle_in_transaction_timeout.as_millis()),
+        ])
+    }
 }
 
 /// Handle to the database: a connection pool plus the count of tasks waiting for a connection.
@@ -67,7 +113,7 @@ impl Store {
     /// Opens a pool. Connections are made lazily, so a database that is down at start-up shows up as
     /// `/ready` answering 503 rather than as a crash loop.
     pub fn connect_lazy(url: &str, settings: PoolSettings, waiting: Arc<AtomicI64>) -> Result<Self> {
-        let options = connect_options(url)?.application_name("stateset-sequencer");
+        let options = settings.guards.apply(connect_options(url)?.application_name("stateset-sequencer"));
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .min_connections(settings.min_connections)
@@ -93,20 +139,53 @@ impl Store {
         self.max_connections
     }
 
-    /// Applies every pending migration (idempotent; sqlx serialises concurrent runs with a lock).
+    /// Applies every pending migration of the embedded set (see [`Store::migrate_with`]).
+    pub async fn migrate(&self) -> Result<MigrationReport> {
+        self.migrate_with(&MIGRATOR).await
+    }
+
+    /// Applies every pending migration of `migrations` (idempotent; sqlx serialises concurrent runs
+    /// with a lock), after checking that this binary may run on the schema at all.
     ///
-    /// Also (re)applies the database's `search_path` that migration 0003 sets, because a database
-    /// restored with `pg_restore` into a fresh `createdb` does not carry database-level settings.
-    pub async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.pool).await.map_err(|e| crate::Error::Internal(format!("migration failed: {e}")))?;
+    /// Migrations a newer release applied are ignored when the recorded compatibility floor allows
+    /// it (migrations/README.md: expand/contract), so an image can be rolled back over an additive
+    /// change. Also (re)applies the database's `search_path` that migration 0003 sets, because a
+    /// database restored with `pg_restore` into a fresh `createdb` does not carry database settings.
+    pub async fn migrate_with(&self, migrations: &Migrator) -> Result<MigrationReport> {
+        let mut conn = self.pool.acquire().await?;
+        // NB: a migration may rewrite a large table: the request guards do not apply to it. The
+        // connection keeps these settings, so it is closed rather than returned to the pool.
+        conn.close_on_drop();
+        sqlx::raw_sql("SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0")
+            .execute(&mut *conn)
+            .await?;
+        let binary_version = migrations.iter().map(|m| m.version).max().unwrap_or(0);
+        check_floor(&mut conn, binary_version).await?;
+        let before = applied_versions(&mut conn).await?;
+        let mut migrator = Migrator::with_migrations(migrations.iter().cloned().collect());
+        migrator.set_ignore_missing(true);
+        migrator.run(&mut *conn).await.map_err(|e| crate::Error::Internal(format!("migration failed: {e}")))?;
         sqlx::raw_sql(
             "DO $$ BEGIN \
                EXECUTE format('ALTER DATABASE %I SET search_path = \"$user\", public, pg_catalog', current_database()); \
              EXCEPTION WHEN insufficient_privilege THEN NULL; END $$",
         )
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?;
-        Ok(())
+        let after = applied_versions(&mut conn).await?;
+        Ok(MigrationReport {
+            applied: after.iter().copied().filter(|v| !before.contains(v)).collect(),
+            unknown: after.iter().copied().filter(|v| !migrations.version_exists(*v)).collect(),
+            schema_version: after.last().copied().unwrap_or(0),
+            binary_version,
+        })
+    }
+
+    /// Refuses a schema that a newer release contracted past what `migrations` (this binary's set)
+    /// knows; used at start-up when migrations are not run.
+    pub async fn check_compatibility(&self, migrations: &Migrator) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        check_floor(&mut conn, migrations.iter().map(|m| m.version).max().unwrap_or(0)).await
     }
 
     /// The highest applied migration version (0 when none).
@@ -132,6 +211,78 @@ impl Store {
     }
 }
 
+/// What a migration run found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// Versions this run applied.
+    pub applied: Vec<i64>,
+    /// Applied versions this binary does not know: a newer release migrated the schema.
+    pub unknown: Vec<i64>,
+    /// The highest applied version.
+    pub schema_version: i64,
+    /// The highest version this binary embeds.
+    pub binary_version: i64,
+}
+
+impl std::fmt::Display for MigrationReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.applied.as_slice(), self.unknown.as_slice()) {
+            ([], []) => write!(f, "no migration to apply; schema version {}", self.schema_version),
+            ([], newer) => write!(
+                f,
+                "no migration to apply: the schema (version {}) is newer than this binary (version {}); \
+                 migrations {newer:?} are additive, so this binary runs on it unchanged",
+                self.schema_version, self.binary_version
+            ),
+            (applied, _) => write!(f, "applied migrations {applied:?}; schema version {}", self.schema_version),
+        }
+    }
+}
+
+/// Applied migration versions, ascending (none before the first migration).
+async fn applied_versions(conn: &mut PgConnection) -> Result<Vec<i64>> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL").fetch_one(&mut *conn).await?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    Ok(sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+        .fetch_all(conn)
+        .await?)
+}
+
+/// The compatibility floor (migration 0005): the oldest migration a binary must embed to run on this
+/// schema. A contracting migration raises it; an additive one leaves it.
+async fn check_floor(conn: &mut PgConnection, binary_version: i64) -> Result<()> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT to_regclass('schema_compatibility') IS NOT NULL").fetch_one(&mut *conn).await?;
+    if !exists {
+        return Ok(());
+    }
+    let floor: Option<(i64, String)> =
+        sqlx::query_as("SELECT min_binary_version, reason FROM schema_compatibility").fetch_optional(conn).await?;
+    match floor {
+        Some((floor, reason)) => compatible(binary_version, floor, &reason),
+        None => Ok(()),
+    }
+}
+
+/// Whether a binary whose newest migration is `binary_version` may run on a schema whose floor is
+/// `floor`, and if not, an error that says why and what to do.
+fn compatible(binary_version: i64, floor: i64, reason: &str) -> Result<()> {
+    if binary_version >= floor {
+        return Ok(());
+    }
+    Err(crate::Error::Invalid {
+        code: "SCHEMA_INCOMPATIBLE",
+        message: format!(
+            "this binary knows migrations up to {binary_version}, but a newer release changed the schema \
+             incompatibly (it needs migration {floor} or newer: {reason}); deploy an image of that release \
+             or newer instead of rolling back"
+        ),
+    })
+}
+
 struct WaitGuard<'a>(&'a AtomicI64);
 
 impl<'a> WaitGuard<'a> {
@@ -144,5 +295,30 @@ impl<'a> WaitGuard<'a> {
 impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_binary_runs_at_or_above_the_floor_and_is_told_why_below_it() {
+        assert!(compatible(4, 4, "").is_ok());
+        assert!(compatible(9, 4, "").is_ok());
+        let err = compatible(4, 7, "migration 0007 drops a column").unwrap_err().to_string();
+        assert!(
+            err.contains("up to 4") && err.contains("needs migration 7") && err.contains("drops a column"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_report_says_when_a_newer_release_migrated_the_schema() {
+        let report = MigrationReport { applied: vec![], unknown: vec![6], schema_version: 6, binary_version: 5 };
+        let said = report.to_string();
+        assert!(said.contains("no migration to apply") && said.contains("newer than this binary"), "{said}");
+        let report = MigrationReport { applied: vec![4, 5], unknown: vec![], schema_version: 5, binary_version: 5 };
+        assert_eq!(report.to_string(), "applied migrations [4, 5]; schema version 5");
     }
 }
