@@ -269,8 +269,7 @@ pub async fn purge_dead_letters(
     if status != "resolved" && status != "pending" {
         anyhow::bail!("--status must be resolved or pending, not {status:?}");
     }
-    let filter =
-        DeadLetterFilter { tenant_id, store_id, reason, status: Some(status.clone()), since: None, until: None };
+    let filter = DeadLetterFilter { tenant_id, store_id, reason, status: Some(status.clone()), ..Default::default() };
     let deleted = store.delete_dead_letters_matching(&filter).await?;
     println!("deleted {deleted} {status} dead letters");
     Ok(ExitCode::SUCCESS)
