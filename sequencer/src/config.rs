@@ -35,6 +35,27 @@ pub enum AuthMode {
     Disabled,
 }
 
+/// Request rate limits (`RATE_LIMIT_PER_MINUTE`, `RATE_LIMIT_TENANT_OVERRIDES`), applied by
+/// the `ratelimit` module.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    pub per_tenant_per_minute: Option<std::num::NonZeroU32>,
+    pub tenant_overrides: HashMap<Uuid, std::num::NonZeroU32>,
+}
+
+/// Parses `RATE_LIMIT_TENANT_OVERRIDES`.
+pub fn parse_rate_limit_overrides(value: &str) -> std::result::Result<HashMap<Uuid, std::num::NonZeroU32>, String> {
+    let map: HashMap<String, u32> = serde_json::from_str(value)
+        .map_err(|e| format!("must be a JSON object of tenant UUID to requests per minute ({e})"))?;
+    map.into_iter()
+        .map(|(k, v)| {
+            let tenant = Uuid::parse_str(&k).map_err(|_| format!("{k:?} is not a tenant UUID"))?;
+            let n = std::num::NonZeroU32::new(v).ok_or_else(|| format!("the limit for {k} must be greater than 0"))?;
+            Ok((tenant, n))
+        })
+        .collect()
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -94,7 +115,7 @@ pub struct Config {
     pub ingest_max_group_events: usize,
 
     /// `RATE_LIMIT_PER_MINUTE` and `RATE_LIMIT_TENANT_OVERRIDES`.
-    pub rate_limits: crate::ratelimit::RateLimitConfig,
+    pub rate_limits: RateLimitConfig,
     /// `MAX_CLOCK_SKEW_SECS`: refuse events whose `created_at` is further than this from server time
     /// (off when unset).
     pub max_clock_skew: Option<Duration>,
@@ -326,7 +347,7 @@ impl Config {
         };
         let tenant_overrides = match env.raw("RATE_LIMIT_TENANT_OVERRIDES") {
             None => Default::default(),
-            Some(v) => crate::ratelimit::parse_overrides(v)
+            Some(v) => parse_rate_limit_overrides(v)
                 .map_err(|reason| ConfigError::Invalid { var: "RATE_LIMIT_TENANT_OVERRIDES", reason })?,
         };
         let max_clock_skew = match env.raw("MAX_CLOCK_SKEW_SECS") {
@@ -419,7 +440,7 @@ impl Config {
             ingest_max_queued_events: env.positive("INGEST_MAX_QUEUED_EVENTS", 50_000usize)?,
             ingest_max_group_events: env.positive("INGEST_MAX_GROUP_EVENTS", 2_000usize)?,
 
-            rate_limits: crate::ratelimit::RateLimitConfig {
+            rate_limits: RateLimitConfig {
                 per_tenant_per_minute: per_tenant.and_then(std::num::NonZeroU32::new),
                 tenant_overrides,
             },

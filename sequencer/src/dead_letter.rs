@@ -10,6 +10,7 @@ use ves::envelope::VesEventEnvelope;
 use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::ingest::{Ingest, IngestRequest};
+use crate::reason::Reason;
 use crate::store::Store;
 use crate::store::dead_letters::DeadLetter;
 use crate::store::events::StreamKey;
@@ -52,11 +53,11 @@ impl RetrySummary {
 
 /// Retries one entry.
 pub async fn retry(store: &Store, ingest: &Ingest, letter: &DeadLetter) -> Result<RetryResult> {
-    let rejected = |reason: String| RetryResult {
+    let rejected = |reason: &Reason| RetryResult {
         id: letter.id,
         event_id: letter.event_id,
         outcome: "rejected",
-        reason: Some(reason),
+        reason: Some(reason.wire()),
         sequence_number: None,
     };
     if letter.source != "ves" {
@@ -65,9 +66,9 @@ pub async fn retry(store: &Store, ingest: &Ingest, letter: &DeadLetter) -> Resul
     let envelope: VesEventEnvelope = match serde_json::from_value(letter.payload.clone()) {
         Ok(e) => e,
         Err(e) => {
-            let reason = "schema_validation: payload".to_string();
-            store.record_failed_retry(letter.id, "schema_validation", &format!("{reason}: {e}")).await?;
-            return Ok(rejected(reason));
+            let reason = Reason::SchemaValidation(Some("payload".into()));
+            store.record_failed_retry(letter.id, reason.label(), &reason.dead_letter_message(&e.to_string())).await?;
+            return Ok(rejected(&reason));
         }
     };
     // A retry writes only into the stream its entry belongs to: the envelope must name that stream,
@@ -82,9 +83,9 @@ pub async fn retry(store: &Store, ingest: &Ingest, letter: &DeadLetter) -> Resul
     let response = match ingest.ingest(&caller, request).await {
         Ok(r) => r,
         Err(e) if e.status().is_client_error() => {
-            let reason = format!("invalid_request: {e}");
-            store.record_failed_retry(letter.id, "invalid_request", &reason).await?;
-            return Ok(rejected(reason));
+            let reason = Reason::InvalidRequest(e.to_string());
+            store.record_failed_retry(letter.id, reason.label(), &reason.wire()).await?;
+            return Ok(rejected(&reason));
         }
         Err(e) => return Err(e),
     };
@@ -101,8 +102,8 @@ pub async fn retry(store: &Store, ingest: &Ingest, letter: &DeadLetter) -> Resul
     let rejection = response.rejections.first().ok_or_else(|| Error::Internal("ingest answered nothing".into()))?;
     // Fixable causes were recorded on the entry by the ingest path itself; record the others here.
     if store.dead_letter(letter.id).await?.is_some_and(|l| l.retry_count == letter.retry_count) {
-        let category = rejection.reason.split(':').next().unwrap_or(&rejection.reason);
-        store.record_failed_retry(letter.id, category, &format!("{}: {}", rejection.reason, rejection.message)).await?;
+        let reason = &rejection.reason;
+        store.record_failed_retry(letter.id, reason.label(), &reason.dead_letter_message(&rejection.message)).await?;
     }
-    Ok(rejected(rejection.reason.clone()))
+    Ok(rejected(&rejection.reason))
 }

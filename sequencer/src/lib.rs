@@ -29,6 +29,7 @@ pub mod limits;
 pub mod metrics;
 pub mod private_postgres;
 pub mod ratelimit;
+pub mod reason;
 pub mod sequencing;
 pub mod server;
 pub mod store;

@@ -33,7 +33,7 @@ pub struct RouteLabels {
     pub route: String,
 }
 
-/// Why an event was rejected (the part of the rejection reason before any `:`).
+/// Why an event was rejected: [`crate::reason::Reason::label`].
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: String,
@@ -424,10 +424,9 @@ impl Metrics {
         }
     }
 
-    /// Counts one rejected event under the category of its reason string.
-    pub fn reject(&self, reason: &str) {
-        let category = reason.split(':').next().unwrap_or(reason).trim();
-        self.events_rejected.get_or_create(&ReasonLabels { reason: category.to_owned() }).inc();
+    /// Counts one rejected event under its reason's label.
+    pub fn reject(&self, reason: &crate::reason::Reason) {
+        self.events_rejected.get_or_create(&ReasonLabels { reason: reason.label().to_owned() }).inc();
     }
 
     /// Counts a failed commitment creation under its reason; `non_contiguous` is the runbook's
@@ -494,9 +493,10 @@ mod tests {
     #[test]
     fn rejection_reasons_are_counted_by_category() {
         let m = Metrics::new();
-        m.reject("agent_key_invalid: Agent key not found");
-        m.reject("agent_key_invalid: Agent key has been revoked");
-        m.reject("invalid_signature");
+        use crate::reason::Reason;
+        m.reject(&Reason::AgentKeyInvalid("Agent key not found".into()));
+        m.reject(&Reason::AgentKeyInvalid("Agent key has been revoked".into()));
+        m.reject(&Reason::InvalidSignature);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &m.registry).unwrap();
         assert!(out.contains("sequencer_events_rejected_total{reason=\"agent_key_invalid\"} 2"), "{out}");

@@ -25,12 +25,9 @@ use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::metrics::ScopeLabels;
 
-/// Limits configuration, parsed from the environment.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RateLimitConfig {
-    pub per_tenant_per_minute: Option<NonZeroU32>,
-    pub tenant_overrides: HashMap<Uuid, NonZeroU32>,
-}
+// NB: the configuration types live in `config` (a leaf of the module graph), so that config does not
+// import this module, which imports auth, which imports config.
+pub use crate::config::{RateLimitConfig, parse_rate_limit_overrides as parse_overrides};
 
 /// The limiters of this process.
 pub struct RateLimiters {
@@ -91,19 +88,6 @@ impl RateLimiters {
             l.shrink_to_fit();
         }
     }
-}
-
-/// Parses `RATE_LIMIT_TENANT_OVERRIDES`.
-pub fn parse_overrides(value: &str) -> std::result::Result<HashMap<Uuid, NonZeroU32>, String> {
-    let map: HashMap<String, u32> = serde_json::from_str(value)
-        .map_err(|e| format!("must be a JSON object of tenant UUID to requests per minute ({e})"))?;
-    map.into_iter()
-        .map(|(k, v)| {
-            let tenant = Uuid::parse_str(&k).map_err(|_| format!("{k:?} is not a tenant UUID"))?;
-            let n = NonZeroU32::new(v).ok_or_else(|| format!("the limit for {k} must be greater than 0"))?;
-            Ok((tenant, n))
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 use sqlx::pool::PoolConnection;
 use tokio::task::JoinHandle;
-use tokio::time::{MissedTickBehavior, interval};
+use tokio::time::{Instant, MissedTickBehavior, interval, interval_at};
 
 use crate::api::SharedState;
 use crate::error::Error;
@@ -127,7 +127,9 @@ impl Leadership {
 
 async fn lead(state: SharedState, leader_pid: Arc<AtomicI32>) {
     let worker = state.config.worker;
-    let mut commit_tick = interval(worker.commit_interval);
+    // NB: the first commitment round comes one interval after start-up, not at once: a round that runs
+    // late (a slow leadership check) would otherwise commit what a client is about to commit itself.
+    let mut commit_tick = interval_at(Instant::now() + worker.commit_interval, worker.commit_interval);
     let mut anchor_tick = interval(worker.anchor_interval);
     commit_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     anchor_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);

@@ -86,6 +86,8 @@ async fn tls_connections_follow_sslmode_and_sslrootcert_and_refuse_a_certificate
     let ca = pg.ca_pem.display().to_string();
     let other = pg.other_ca_pem.display().to_string();
 
+    assert_eq!(connect(&pg.url("")).await, Ok(true), "the default (prefer) uses TLS when the server offers it");
+    assert_eq!(connect(&pg.url("?sslmode=prefer")).await, Ok(true));
     assert_eq!(connect(&pg.url("?sslmode=require")).await, Ok(true), "require: encrypted, certificate not checked");
     assert_eq!(connect(&pg.url(&format!("?sslmode=verify-ca&sslrootcert={ca}"))).await, Ok(true));
     assert_eq!(connect(&pg.url(&format!("?sslmode=verify-full&sslrootcert={ca}"))).await, Ok(true));

@@ -36,7 +36,7 @@ pub async fn ingest_legacy(
     .await
     .inspect_err(|e| state.metrics.ingest_failed(e))?;
     for r in &response.rejections {
-        state.metrics.reject(r.reason);
+        state.metrics.reject(&r.reason);
     }
     state.metrics.events_sequenced.inc_by(u64::from(response.events_accepted));
     Ok(axum::Json(response).into_response())

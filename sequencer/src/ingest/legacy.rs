@@ -7,7 +7,7 @@
 //! (`DuplicateEventId`), not answered with a receipt. One transaction per request: the legacy path is
 //! for compatibility, not throughput.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
@@ -17,9 +17,11 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::{Error, Result};
+use crate::reason::{Reason, Refusal};
+use crate::sequencing::decide::{Decision, Flavour, Paused, Prior, Proposal, StoreView, decide};
 use crate::store::Store;
 use crate::store::dead_letters::{NewDeadLetter, insert_dead_letters};
-use crate::store::events::{self, StreamKey};
+use crate::store::events::{self, LegacyEventRow, StreamKey};
 
 /// One legacy event as clients send it.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -51,8 +53,14 @@ pub struct LegacyRequest {
 #[derive(Debug, Serialize)]
 pub struct LegacyRejection {
     pub event_id: Uuid,
-    pub reason: &'static str,
+    /// Upstream's legacy wire name (`DuplicateEventId`, ...).
+    #[serde(serialize_with = "legacy_reason")]
+    pub reason: Reason,
     pub message: String,
+}
+
+fn legacy_reason<S: serde::Serializer>(reason: &Reason, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(reason.legacy_wire())
 }
 
 /// The legacy answer.
@@ -151,133 +159,129 @@ pub async fn ingest(
         }
     }
 
-    let mut tx = store.begin().await?;
-    let locked = events::lock_stream(&mut tx, stream).await?;
-    crate::sequencing::ensure_not_paused(stream, locked.paused)?;
-    let ids: Vec<Uuid> = req.events.iter().map(|e| e.event_id).collect();
-    let existing: HashSet<Uuid> =
-        events::find_by_event_ids(&mut tx, &ids).await?.into_iter().map(|e| e.event_id).collect();
-    let commands: Vec<Uuid> = req.events.iter().filter_map(|e| e.command_id).collect();
-    let used: HashSet<Uuid> = events::find_by_command_ids(&mut tx, stream, &commands)
-        .await?
-        .into_iter()
-        .filter_map(|e| e.command_id)
-        .collect();
-    let entities: Vec<(String, String)> = req
+    // Checks that need no database (after the duplicate checks, as upstream orders them).
+    let hashes: Vec<std::result::Result<[u8; 32], Refusal>> = req
         .events
         .iter()
-        .filter(|e| e.base_version.is_some())
-        .map(|e| (e.entity_type.clone(), e.entity_id.clone()))
-        .collect::<HashSet<_>>()
-        .into_iter()
+        .map(|e| match parse_hash(&e.payload_hash) {
+            None => Err(Refusal::new(
+                Reason::SchemaValidation(Some("payload_hash".into())),
+                "payload_hash must be 64 hex characters without 0x",
+            )),
+            Some(h) if h != legacy_payload_hash(&e.payload) => {
+                Err(Refusal::new(Reason::InvalidPayloadHash, "Payload hash verification failed"))
+            }
+            Some(h) => Ok(h),
+        })
         .collect();
-    let mut versions: HashMap<(String, String), i64> =
-        events::entity_versions(&mut tx, stream, &entities).await?.into_iter().map(|(t, i, v)| ((t, i), v)).collect();
+
+    let mut tx = store.begin().await?;
+    let locked = events::lock_stream(&mut tx, stream).await?;
+    let view = if locked.paused {
+        StoreView { paused: true, ..Default::default() }
+    } else {
+        let commands: Vec<Uuid> = req.events.iter().filter_map(|e| e.command_id).collect();
+        let entities: Vec<(String, String)> = req
+            .events
+            .iter()
+            .filter(|e| e.base_version.is_some())
+            .map(|e| (e.entity_type.clone(), e.entity_id.clone()))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        StoreView {
+            paused: false,
+            commands: events::find_by_command_ids(&mut tx, stream, &commands)
+                .await?
+                .into_iter()
+                .filter_map(|e| e.command_id)
+                .collect(),
+            versions: events::entity_versions(&mut tx, stream, &entities)
+                .await?
+                .into_iter()
+                .map(|(t, i, v)| ((t, i), v))
+                .collect(),
+        }
+    };
+    let ids: Vec<Uuid> = req.events.iter().map(|e| e.event_id).collect();
+    let existing: HashSet<Uuid> = if locked.paused {
+        HashSet::new()
+    } else {
+        events::find_by_event_ids(&mut tx, stream.tenant_id, &ids).await?.into_iter().map(|e| e.event_id).collect()
+    };
+    const NO_SIGNATURE: [u8; 64] = [0; 64];
+    let proposals: Vec<Proposal> = req
+        .events
+        .iter()
+        .zip(&hashes)
+        .map(|(e, hash)| Proposal {
+            event_id: e.event_id,
+            command_id: e.command_id,
+            entity_type: &e.entity_type,
+            entity_id: &e.entity_id,
+            base_version: e.base_version,
+            content: (hash.as_ref().unwrap_or(&[0; 32]), &NO_SIGNATURE),
+            // NB: legacy ingest refuses every reuse of an id alike, so how it differs does not matter.
+            prior: if existing.contains(&e.event_id) { Prior::Different } else { Prior::Fresh },
+            refused: hash.as_ref().err().cloned(),
+        })
+        .collect();
+    let plan = decide(Flavour::Legacy, &view, &proposals).map_err(|Paused| crate::sequencing::paused(stream))?;
 
     let sequenced_at = Utc::now().trunc_subsecs(6);
     let mut head = locked.head;
-    let mut seen_ids = HashSet::new();
-    let mut seen_commands = HashSet::new();
     let mut rows = Vec::new();
     let mut dead_letters = Vec::new();
-    for e in &req.events {
-        let reject = |reason: &'static str, message: String| LegacyRejection { event_id: e.event_id, reason, message };
-        let rejection = if existing.contains(&e.event_id) || !seen_ids.insert(e.event_id) {
-            Some(reject("DuplicateEventId", format!("Event {} already exists", e.event_id)))
-        } else if e.command_id.is_some_and(|c| used.contains(&c) || !seen_commands.insert(c)) {
-            Some(reject("DuplicateCommandId", format!("Command {} already processed", e.command_id.expect("checked"))))
-        } else {
-            match parse_hash(&e.payload_hash) {
-                None => Some(reject("SchemaValidation", "payload_hash must be 64 hex characters without 0x".into())),
-                Some(h) if h != legacy_payload_hash(&e.payload) => {
-                    Some(reject("InvalidPayloadHash", "Payload hash verification failed".into()))
-                }
-                Some(h) => {
-                    let key = (e.entity_type.clone(), e.entity_id.clone());
-                    let actual = versions.get(&key).copied().unwrap_or(0);
-                    match e.base_version {
-                        Some(expected) if expected as i64 != actual => {
-                            let message = format!("Version conflict: expected {expected}, actual {actual}");
-                            dead_letters.push(NewDeadLetter {
-                                event_id: e.event_id,
-                                tenant_id: e.tenant_id,
-                                store_id: e.store_id,
-                                agent_id: Some(e.source_agent),
-                                event_type: Some(e.event_type.clone()),
-                                source: "legacy",
-                                reason: "version_conflict".into(),
-                                error_message: message.clone(),
-                                payload: serde_json::to_value(e).unwrap_or_default(),
-                            });
-                            Some(reject("VersionConflict", message))
-                        }
-                        _ => {
-                            *versions.entry(key).or_insert(0) += 1;
-                            head += 1;
-                            rows.push((head, e, h));
-                            None
-                        }
-                    }
-                }
+    for ((e, d), hash) in req.events.iter().zip(&plan).zip(&hashes) {
+        match d {
+            Decision::Accept => {
+                head += 1;
+                let payload_hash = *hash.as_ref().expect("accepted events have a valid hash");
+                rows.push(LegacyEventRow {
+                    sequence_number: head,
+                    event_id: e.event_id,
+                    entity_type: &e.entity_type,
+                    entity_id: &e.entity_id,
+                    event_type: &e.event_type,
+                    created_at: e.created_at,
+                    source_agent_id: e.source_agent,
+                    command_id: e.command_id,
+                    base_version: e.base_version.map(|v| v as i64),
+                    payload: &e.payload,
+                    payload_hash,
+                    leaf_hash: legacy_leaf(stream, head as u64, &payload_hash),
+                });
             }
-        };
-        if let Some(r) = rejection {
-            response.rejections.push(r);
+            Decision::Refuse(r) => {
+                if r.reason.dead_letter() {
+                    dead_letters.push(NewDeadLetter {
+                        event_id: e.event_id,
+                        tenant_id: e.tenant_id,
+                        store_id: e.store_id,
+                        agent_id: Some(e.source_agent),
+                        event_type: Some(e.event_type.clone()),
+                        source: "legacy",
+                        reason: r.reason.label().to_owned(),
+                        error_message: r.reason.dead_letter_message(&r.message),
+                        payload: serde_json::to_value(e).unwrap_or_default(),
+                    });
+                }
+                response.rejections.push(LegacyRejection {
+                    event_id: e.event_id,
+                    reason: r.reason.clone(),
+                    message: r.message.clone(),
+                });
+            }
+            Decision::Replay(_) | Decision::SameAs(_) => unreachable!("legacy ingest answers no receipts"),
         }
     }
-    if !rows.is_empty() {
-        let seq: Vec<i64> = rows.iter().map(|r| r.0).collect();
-        let event_id: Vec<Uuid> = rows.iter().map(|r| r.1.event_id).collect();
-        let entity_type: Vec<&str> = rows.iter().map(|r| r.1.entity_type.as_str()).collect();
-        let entity_id: Vec<&str> = rows.iter().map(|r| r.1.entity_id.as_str()).collect();
-        let event_type: Vec<&str> = rows.iter().map(|r| r.1.event_type.as_str()).collect();
-        let created_at: Vec<DateTime<Utc>> = rows.iter().map(|r| r.1.created_at).collect();
-        let source: Vec<Uuid> = rows.iter().map(|r| r.1.source_agent).collect();
-        let command_id: Vec<Option<Uuid>> = rows.iter().map(|r| r.1.command_id).collect();
-        let base_version: Vec<Option<i64>> = rows.iter().map(|r| r.1.base_version.map(|v| v as i64)).collect();
-        let payload: Vec<&Value> = rows.iter().map(|r| &r.1.payload).collect();
-        let payload_hash: Vec<Vec<u8>> = rows.iter().map(|r| r.2.to_vec()).collect();
-        let leaf: Vec<Vec<u8>> = rows.iter().map(|r| legacy_leaf(stream, r.0 as u64, &r.2).to_vec()).collect();
-        sqlx::query(
-            "INSERT INTO legacy_events (tenant_id, store_id, sequence_number, event_id, signed, entity_type, entity_id, \
-               event_type, created_at, sequenced_at, source_agent_id, command_id, base_version, payload, payload_hash, \
-               leaf_hash) \
-             SELECT $1, $2, u.seq, u.event_id, FALSE, u.entity_type, u.entity_id, u.event_type, u.created_at, $9, \
-               u.source, u.command_id, u.base_version, u.payload, u.payload_hash, u.leaf \
-             FROM UNNEST($3::bigint[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::timestamptz[], $10::uuid[], \
-               $11::uuid[], $12::bigint[], $13::jsonb[], $14::bytea[], $15::bytea[]) \
-               AS u(seq, event_id, entity_type, entity_id, event_type, created_at, source, command_id, base_version, \
-                 payload, payload_hash, leaf)",
-        )
-        .bind(stream.tenant_id)
-        .bind(stream.store_id)
-        .bind(&seq)
-        .bind(&event_id)
-        .bind(&entity_type)
-        .bind(&entity_id)
-        .bind(&event_type)
-        .bind(&created_at)
-        .bind(sequenced_at)
-        .bind(&source)
-        .bind(&command_id)
-        .bind(&base_version)
-        .bind(&payload)
-        .bind(&payload_hash)
-        .bind(&leaf)
-        .execute(&mut *tx)
-        .await?;
-        crate::store::events::insert_leaf_run(&mut tx, stream, rows[0].0, &leaf).await?;
-        sqlx::query("UPDATE sequence_counters SET current_sequence = $3, updated_at = NOW() WHERE tenant_id = $1 AND store_id = $2")
-            .bind(stream.tenant_id)
-            .bind(stream.store_id)
-            .bind(head)
-            .execute(&mut *tx)
-            .await?;
-        response.assigned_sequence_start = Some(rows[0].0 as u64);
-        response.assigned_sequence_end = Some(head as u64);
-    }
+    events::insert_legacy_events(&mut tx, stream, &rows, sequenced_at).await?;
     insert_dead_letters(&mut tx, &dead_letters).await?;
     tx.commit().await?;
+    if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
+        response.assigned_sequence_start = Some(first.sequence_number as u64);
+        response.assigned_sequence_end = Some(last.sequence_number as u64);
+    }
     response.events_accepted = rows.len() as u32;
     response.events_rejected = response.rejections.len() as u32;
     response.head_sequence = head as u64;

@@ -22,7 +22,8 @@ use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::ingest::keys::{AgentKeyCache, SignatureCheck};
 use crate::metrics::Metrics;
-use crate::sequencing::{Candidate, Outcome, Receipt, Sequencer, is_exact_replay};
+use crate::reason::{Reason, Refusal};
+use crate::sequencing::{Candidate, Outcome, Receipt, Sequencer, dead_letter_of, is_exact_replay};
 use crate::store::Store;
 use crate::store::dead_letters::NewDeadLetter;
 use crate::store::events::StreamKey;
@@ -35,11 +36,11 @@ pub struct IngestRequest {
     pub events: Vec<VesEventEnvelope>,
 }
 
-/// One refused event, keys snake_case as upstream.
+/// One refused event, keys snake_case as upstream (`reason` as its wire string).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Rejection {
     pub event_id: Uuid,
-    pub reason: String,
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -80,16 +81,12 @@ pub struct Ingest {
 
 enum Verdict {
     Valid(Candidate),
-    /// Refused before sequencing. `dead_letter`: a fix could make it acceptable.
-    Rejected {
-        reason: String,
-        message: String,
-        dead_letter: bool,
-    },
+    /// Refused before sequencing.
+    Rejected(Refusal),
 }
 
-fn rejected(reason: impl Into<String>, message: impl Into<String>, dead_letter: bool) -> Verdict {
-    Verdict::Rejected { reason: reason.into(), message: message.into(), dead_letter }
+fn rejected(reason: Reason, message: impl Into<String>) -> Verdict {
+    Verdict::Rejected(Refusal::new(reason, message))
 }
 
 /// Batches above this size are verified on the blocking pool rather than inline.
@@ -163,7 +160,7 @@ impl Ingest {
             .iter()
             .map(|e| {
                 if !seen_ids.insert(e.event_id) {
-                    return rejected("duplicate_event_id", format!("Event {} duplicated in batch", e.event_id), false);
+                    return rejected(Reason::DuplicateEventId, format!("Event {} duplicated in batch", e.event_id));
                 }
                 self.validate(e)
             })
@@ -191,9 +188,9 @@ impl Ingest {
             let e = &c.envelope;
             let id = (e.tenant_id, e.source_agent_id, e.agent_key_id);
             match keys[&id].as_ref().map(|k| k.usable_at(now)) {
-                None => *v = rejected("agent_key_invalid: Agent key not found", "Agent key not found", true),
+                None => *v = rejected(Reason::AgentKeyInvalid("Agent key not found".into()), "Agent key not found"),
                 Some(Err(problem)) => {
-                    *v = rejected(format!("agent_key_invalid: {}", problem.message()), problem.message(), true)
+                    *v = rejected(Reason::AgentKeyInvalid(problem.message().into()), problem.message())
                 }
                 Some(Ok(())) => {
                     *signatures_per_key.entry(id).or_default() += 1;
@@ -211,7 +208,7 @@ impl Ingest {
         for (i, ok) in verify_signatures(to_verify).await? {
             if !ok {
                 verdicts[i] =
-                    rejected("invalid_signature", "Agent signature verification failed: VerificationFailed", true);
+                    rejected(Reason::InvalidSignature, "Agent signature verification failed: VerificationFailed");
             }
         }
 
@@ -222,7 +219,7 @@ impl Ingest {
                 && let Some(cmd) = c.envelope.command_id
                 && !seen_commands.insert(cmd)
             {
-                *v = rejected("duplicate_command_id", format!("Command {cmd} duplicated in batch"), false);
+                *v = rejected(Reason::DuplicateCommandId, format!("Command {cmd} duplicated in batch"));
             }
         }
 
@@ -232,12 +229,12 @@ impl Ingest {
         let refused: Vec<usize> = verdicts
             .iter()
             .enumerate()
-            .filter(|(_, v)| matches!(v, Verdict::Rejected { dead_letter: true, .. }))
+            .filter(|(_, v)| matches!(v, Verdict::Rejected(r) if r.reason.dead_letter()))
             .map(|(i, _)| i)
             .collect();
         if !refused.is_empty() {
             let ids: Vec<Uuid> = refused.iter().map(|&i| envelopes[i].event_id).collect();
-            let stored = self.store.find_by_event_ids(&ids).await?;
+            let stored = self.store.find_by_event_ids(stream.tenant_id, &ids).await?;
             for &i in &refused {
                 let e = &envelopes[i];
                 let Some(s) = stored.iter().find(|s| s.event_id == e.event_id) else { continue };
@@ -247,8 +244,7 @@ impl Ingest {
                 {
                     receipts_by_index.insert(i, r);
                 } else {
-                    verdicts[i] =
-                        rejected("duplicate_event_id", "Event ID already exists with different contents", false);
+                    verdicts[i] = rejected(Reason::DuplicateEventId, "Event ID already exists with different contents");
                 }
             }
         }
@@ -258,19 +254,8 @@ impl Ingest {
             .iter()
             .enumerate()
             .filter_map(|(i, v)| match v {
-                Verdict::Rejected { reason, message, dead_letter: true } if !receipts_by_index.contains_key(&i) => {
-                    let e = &envelopes[i];
-                    Some(NewDeadLetter {
-                        event_id: e.event_id,
-                        tenant_id: e.tenant_id,
-                        store_id: e.store_id,
-                        agent_id: Some(e.source_agent_id),
-                        event_type: Some(e.event_type.clone()),
-                        source: "ves",
-                        reason: reason.split(':').next().unwrap_or(reason).to_owned(),
-                        error_message: format!("{reason}: {message}"),
-                        payload: serde_json::to_value(e.as_ref()).unwrap_or_default(),
-                    })
+                Verdict::Rejected(r) if r.reason.dead_letter() && !receipts_by_index.contains_key(&i) => {
+                    Some(dead_letter_of(&envelopes[i], r))
                 }
                 _ => None,
             })
@@ -310,10 +295,10 @@ impl Ingest {
             let event_id = envelopes[i].event_id;
             let outcome = match v {
                 Verdict::Valid(_) => outcomes.remove(&i).expect("every candidate has an outcome"),
-                Verdict::Rejected { .. } if receipts_by_index.contains_key(&i) => {
+                Verdict::Rejected(_) if receipts_by_index.contains_key(&i) => {
                     Outcome::Replayed(receipts_by_index.remove(&i).expect("checked"))
                 }
-                Verdict::Rejected { reason, message, .. } => Outcome::Rejected { reason, message },
+                Verdict::Rejected(r) => Outcome::Rejected(r),
             };
             match outcome {
                 Outcome::Sequenced(r) => {
@@ -326,7 +311,7 @@ impl Ingest {
                     self.metrics.events_replayed.inc();
                     response.receipts.push(r);
                 }
-                Outcome::Rejected { reason, message } => {
+                Outcome::Rejected(Refusal { reason, message }) => {
                     self.metrics.reject(&reason);
                     response.rejections.push(Rejection { event_id, reason, message });
                 }
@@ -338,17 +323,16 @@ impl Ingest {
 
     /// The per-event checks of ves-wire.md §3.1 pass 2 that need neither a key nor the database.
     fn validate(&self, e: &Arc<VesEventEnvelope>) -> Verdict {
-        let schema = |field: &str, message: String| rejected(format!("schema_validation: {field}"), message, false);
+        let schema = |field: &str, message: String| rejected(Reason::SchemaValidation(Some(field.into())), message);
         match e.ves_version {
             1 if self.limits.require_signed_execution_controls => {
                 return rejected(
-                    "unsupported_version",
+                    Reason::UnsupportedVersion,
                     "ves_version 1 is not accepted: this sequencer requires signed execution controls (ves_version 2)",
-                    false,
                 );
             }
             1 | 2 => {}
-            v => return rejected("unsupported_version", format!("Expected VES version 1 or 2, got {v}"), false),
+            v => return rejected(Reason::UnsupportedVersion, format!("Expected VES version 1 or 2, got {v}")),
         }
         if let Some(scheme) = e.agent_signature_scheme
             && !(0..=1).contains(&scheme)
@@ -377,14 +361,13 @@ impl Ingest {
             let skew = (Utc::now() - created_at).num_milliseconds().unsigned_abs();
             if u128::from(skew) > max.as_millis() {
                 return rejected(
-                    "clock_skew",
+                    Reason::ClockSkew,
                     format!(
                         "created_at {} is {:.1}s from server time, more than MAX_CLOCK_SKEW_SECS ({}s); check the agent's clock",
                         e.created_at,
                         skew as f64 / 1000.0,
                         max.as_secs()
                     ),
-                    true,
                 );
             }
         }
@@ -409,7 +392,7 @@ impl Ingest {
                     return schema("payload", "payload strings must not contain NUL characters".into());
                 }
                 if ves::hash::payload_plain_hash(payload) != e.payload_plain_hash.0 {
-                    return rejected("invalid_payload_hash", "Payload hash verification failed", false);
+                    return rejected(Reason::InvalidPayloadHash, "Payload hash verification failed");
                 }
             }
             1 => {
@@ -426,7 +409,7 @@ impl Ingest {
                 let aad = ves::cipher::payload_aad(&input);
                 match ves::cipher::cipher_hash(encrypted, &aad) {
                     Ok(h) if h == e.payload_cipher_hash.0 => {}
-                    _ => return rejected("invalid_cipher_hash", "Cipher hash verification failed", false),
+                    _ => return rejected(Reason::InvalidCipherHash, "Cipher hash verification failed"),
                 }
             }
             k => return schema("payload_kind", format!("payload_kind must be 0 or 1, got {k}")),

@@ -1,18 +1,27 @@
 //! Per-stream group commit: gives verified events their sequence numbers.
 //!
-//! Concurrent requests for one stream are queued in this process and sequenced together: a single
-//! worker per stream takes everything queued (up to `INGEST_MAX_GROUP_EVENTS`), and in ONE transaction
-//! locks the stream's counter row, decides each event (new, exact replay, duplicate, version conflict),
-//! writes all new events with one statement and moves the head. The lock is held for one round of
-//! statements per group, never per event, and signatures were checked before any of this, outside
-//! any lock. Other replicas serialise on the same row lock, so numbers stay gap-free across processes.
+//! Three parts:
+//! - [`queue`]: concurrent requests for one stream wait in this process while the stream's single
+//!   worker sequences the group before them, and are then taken together (up to
+//!   `INGEST_MAX_GROUP_EVENTS`);
+//! - [`decide`]: a pure function that decides every event of a group (new, exact replay, duplicate
+//!   id, duplicate command, version conflict, paused) from what the store returned;
+//! - the write paths, below, whose SQL is in [`crate::store::events`]: one autocommit statement at a
+//!   remembered head, or one transaction under the stream's counter row lock.
 //!
-//! A receipt is only returned after the transaction that stored its event has committed.
+//! The lock is held for one round of statements per group, never per event, and signatures were
+//! checked before any of this, outside any lock. Other replicas serialise on the same row lock, so
+//! numbers stay gap-free across processes. A receipt is only returned after the statement or
+//! transaction that stored its event has committed.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+pub mod decide;
+pub mod queue;
+
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use ed25519_dalek::{Signer, SigningKey};
@@ -24,9 +33,12 @@ use ves::envelope::VesEventEnvelope;
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::reason::Refusal;
 use crate::store::Store;
 use crate::store::dead_letters::{NewDeadLetter, insert_dead_letters};
 use crate::store::events::{self, ExistingEvent, StreamKey, VesEventRow};
+use decide::{Decision, Flavour, Paused, Prior, Proposal, StoreView, decide};
+use queue::StreamQueues;
 
 /// An event that passed every check that needs no lock.
 #[derive(Debug, Clone)]
@@ -90,8 +102,8 @@ pub enum Outcome {
     Sequenced(Receipt),
     /// An exact replay of a stored event: its original receipt.
     Replayed(Receipt),
-    /// Refused, with upstream's reason string and message.
-    Rejected { reason: String, message: String },
+    /// Refused.
+    Rejected(Refusal),
 }
 
 /// The answer for one submitted request.
@@ -124,6 +136,46 @@ pub fn is_exact_replay(stored: &ExistingEvent, candidate: &Candidate) -> bool {
         && stored.payload_encrypted == encrypted
 }
 
+/// What the store holds under a candidate's event id, for [`decide`].
+pub fn prior_of(stored: Option<&ExistingEvent>, candidate: &Candidate) -> Prior {
+    let e = &candidate.envelope;
+    match stored {
+        None => Prior::Fresh,
+        Some(s) if is_exact_replay(s, candidate) => Prior::ExactReplay(Receipt::from_stored(s)),
+        Some(s) if s.tenant_id != e.tenant_id || s.store_id != e.store_id => Prior::OtherStream,
+        Some(_) => Prior::Different,
+    }
+}
+
+fn proposal(c: &Candidate, prior: Prior) -> Proposal<'_> {
+    let e = &c.envelope;
+    Proposal {
+        event_id: e.event_id,
+        command_id: e.command_id,
+        entity_type: &e.entity_type,
+        entity_id: &e.entity_id,
+        base_version: e.base_version,
+        content: (&c.signing_hash, &e.agent_signature.0),
+        prior,
+        refused: None,
+    }
+}
+
+/// The dead-letter record of a refused signed event.
+pub fn dead_letter_of(e: &VesEventEnvelope, refusal: &Refusal) -> NewDeadLetter {
+    NewDeadLetter {
+        event_id: e.event_id,
+        tenant_id: e.tenant_id,
+        store_id: e.store_id,
+        agent_id: Some(e.source_agent_id),
+        event_type: Some(e.event_type.clone()),
+        source: "ves",
+        reason: refusal.reason.label().to_owned(),
+        error_message: refusal.reason.dead_letter_message(&refusal.message),
+        payload: serde_json::to_value(e).unwrap_or_default(),
+    }
+}
+
 /// Signs receipts with `VES_SEQUENCER_SIGNING_KEY` (or leaves them unsigned without one).
 pub struct ReceiptSigner {
     pub sequencer_id: Uuid,
@@ -136,28 +188,28 @@ struct Job {
     reply: oneshot::Sender<Result<Sequenced>>,
 }
 
-#[derive(Default)]
-struct StreamQueue {
-    jobs: VecDeque<Job>,
-    running: bool,
-}
-
-/// Streams whose head this process remembers, at most (a hint; forgetting one costs a lock round trip).
-const KNOWN_HEADS_MAX: usize = 100_000;
+/// Streams whose head this process remembers, at most: a hint (forgetting one costs one read of the
+/// head), so it is bounded rather than exact. About 150 bytes each, so at most ~15 MB.
+pub const KNOWN_HEADS_MAX: u64 = 100_000;
+/// A stream quiet for this long is forgotten (its remembered head is dropped).
+pub const KNOWN_HEADS_IDLE: Duration = Duration::from_secs(600);
 
 /// The group-commit sequencer of this process.
 pub struct Sequencer {
     store: Store,
     metrics: Arc<Metrics>,
     signer: ReceiptSigner,
-    queues: Mutex<HashMap<StreamKey, StreamQueue>>,
+    queues: StreamQueues<Job>,
     /// The head each stream had when this process last committed to it. Only a guess: another replica
     /// may have moved it since, which [`events::append_at_head`] detects (and then writes nothing).
-    known_heads: Mutex<HashMap<StreamKey, i64>>,
+    known_heads: moka::sync::Cache<StreamKey, i64>,
     queued_events: AtomicUsize,
     max_queued_events: usize,
     max_group_events: usize,
 }
+
+/// How one group ended: each request's outcomes and the head after commit.
+type GroupResult = (Vec<Vec<Outcome>>, i64);
 
 impl Sequencer {
     pub fn new(
@@ -171,8 +223,11 @@ impl Sequencer {
             store,
             metrics,
             signer,
-            queues: Mutex::new(HashMap::new()),
-            known_heads: Mutex::new(HashMap::new()),
+            queues: StreamQueues::default(),
+            known_heads: moka::sync::Cache::builder()
+                .max_capacity(KNOWN_HEADS_MAX)
+                .time_to_idle(KNOWN_HEADS_IDLE)
+                .build(),
             queued_events: AtomicUsize::new(0),
             max_queued_events,
             max_group_events,
@@ -206,48 +261,21 @@ impl Sequencer {
         }
         self.metrics.ingest_queued_events.set((queued + n) as i64);
         let (reply, answer) = oneshot::channel();
-        let start_worker = {
-            let mut queues = self.queues.lock().expect("sequencer queue lock");
-            let queue = queues.entry(stream).or_default();
-            queue.jobs.push_back(Job { stream, candidates, reply });
-            !std::mem::replace(&mut queue.running, true)
-        };
-        if start_worker {
+        if self.queues.push(stream, Job { stream, candidates, reply }) {
             let this = Arc::clone(self);
             tokio::spawn(async move { this.drain(stream).await });
         }
         answer.await.unwrap_or_else(|_| Err(Error::Internal("sequencing worker stopped".into())))
     }
 
-    /// Takes the next group of jobs for a stream, or marks the stream idle when there is none.
-    fn next_group(&self, stream: StreamKey) -> Vec<Job> {
-        let mut queues = self.queues.lock().expect("sequencer queue lock");
-        let Some(queue) = queues.get_mut(&stream) else {
-            return Vec::new();
-        };
-        let mut group = Vec::new();
-        let mut events = 0;
-        while let Some(job) = queue.jobs.front() {
-            if !group.is_empty() && events + job.candidates.len() > self.max_group_events {
-                break;
-            }
-            events += job.candidates.len();
-            group.push(queue.jobs.pop_front().expect("front exists"));
-        }
-        if group.is_empty() {
-            queues.remove(&stream);
-        }
-        group
-    }
-
     async fn drain(self: Arc<Self>, stream: StreamKey) {
         loop {
-            let group = self.next_group(stream);
+            let group = self.queues.next_group(stream, self.max_group_events, |j| j.candidates.len());
             if group.is_empty() {
                 return;
             }
             let events: usize = group.iter().map(|j| j.candidates.len()).sum();
-            // NB: a panic must not strand the stream with `running = true`; it fails this group only.
+            // NB: a panic must not strand the stream's queue; it fails this group only.
             let result = AssertUnwindSafe(self.process(group)).catch_unwind().await;
             if result.is_err() {
                 tracing::error!(tenant_id = %stream.tenant_id, store_id = %stream.store_id, "sequencing group panicked");
@@ -286,195 +314,172 @@ impl Sequencer {
         }
     }
 
-    /// One transaction for a group of requests of one stream. Returns each request's outcomes and the
-    /// head after commit.
-    async fn sequence_group(&self, stream: StreamKey, batches: &[&[Candidate]]) -> Result<(Vec<Vec<Outcome>>, i64)> {
+    /// Sequences a group of requests of one stream and remembers (or forgets) the stream's head.
+    async fn sequence_group(&self, stream: StreamKey, batches: &[&[Candidate]]) -> Result<GroupResult> {
         let result = self.sequence_group_once(stream, batches).await;
-        let mut heads = self.known_heads.lock().expect("known heads lock");
         match &result {
-            Ok((_, head)) => {
-                if heads.len() >= KNOWN_HEADS_MAX && !heads.contains_key(&stream) {
-                    heads.clear();
-                }
-                heads.insert(stream, *head);
-            }
+            Ok((_, head)) => self.known_heads.insert(stream, *head),
             // NB: the outcome may be unknown (the connection died around COMMIT): look next time.
-            Err(_) => {
-                heads.remove(&stream);
-            }
+            Err(_) => self.known_heads.invalidate(&stream),
         }
         result
     }
 
-    async fn sequence_group_once(
+    async fn sequence_group_once(&self, stream: StreamKey, batches: &[&[Candidate]]) -> Result<GroupResult> {
+        let all: Vec<&Candidate> = batches.iter().flat_map(|b| b.iter()).collect();
+        let sequenced_at = Utc::now().trunc_subsecs(6);
+        // A base_version must be checked against the stored versions: only the locked path reads them.
+        if !all.iter().any(|c| c.envelope.base_version.is_some()) {
+            // Optimistic: assume the store holds none of the ids and commands (the unique indexes tell
+            // if it does). A repeat inside the group goes straight to the careful path.
+            let fresh: Vec<Proposal> = all.iter().map(|c| proposal(c, Prior::Fresh)).collect();
+            let plan = decide(Flavour::Signed, &StoreView::default(), &fresh).expect("not paused");
+            if plan.iter().all(|d| *d == Decision::Accept) {
+                match self.append_at_guessed_head(stream, batches, &all, &plan, sequenced_at).await? {
+                    Attempt::Done(result) => return Ok(result),
+                    Attempt::Conflict => {}
+                    Attempt::StaleHead => {
+                        if let Some(result) = self.append_locked(stream, batches, &all, &fresh, sequenced_at).await? {
+                            return Ok(result);
+                        }
+                    }
+                }
+            }
+        }
+        self.sequence_careful(stream, batches, &all, sequenced_at).await
+    }
+
+    /// Fastest path: number the events after the head this process remembers (or, for a stream it
+    /// does not know, the head read without a lock), sign the receipts outside any lock and append
+    /// everything in one autocommit statement that applies only if the head is still that.
+    async fn append_at_guessed_head(
         &self,
         stream: StreamKey,
         batches: &[&[Candidate]],
-    ) -> Result<(Vec<Vec<Outcome>>, i64)> {
-        let all: Vec<&Candidate> = batches.iter().flat_map(|b| b.iter()).collect();
-        let has_base_version = all.iter().any(|c| c.envelope.base_version.is_some());
-        let sequenced_at = Utc::now().trunc_subsecs(6);
-        let mut careful = has_base_version;
-
-        let known_head = self.known_heads.lock().expect("known heads lock").get(&stream).copied();
-        if let (false, Some(expected)) = (careful, known_head) {
-            // Fastest path: this process wrote the head last, so number (and sign) the events after it
-            // outside any lock and append them in one statement that only applies if the head is
-            // still that.
-            let plan: Vec<Decision> = (0..all.len()).map(|_| Decision::Accept).collect();
-            let (rows, head) = self.rows(stream, &all, &plan, expected);
-            let mut conn = self.store.pool().acquire().await?;
-            match events::append_at_head(
-                &mut conn,
-                stream,
-                &rows,
-                sequenced_at,
-                self.signer.sequencer_id,
-                expected,
-                head,
-            )
-            .await
-            {
-                Ok(true) => {
-                    self.metrics.events_sequenced.inc_by(rows.len() as u64);
-                    self.metrics.sequencing_group_events.observe(rows.len() as f64);
-                    self.metrics.sequencing_transactions.inc();
-                    let outcomes = self.outcomes(batches, &plan, &rows, sequenced_at, &[]);
-                    return Ok((outcomes, head));
-                }
-                // Another replica moved the head, or the stream is paused: lock and look.
-                Ok(false) => {}
-                // A replayed or reused id or command: nothing was written; decide event by event.
-                Err(Error::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => careful = true,
-                Err(e) => return Err(e),
+        all: &[&Candidate],
+        plan: &[Decision],
+        sequenced_at: DateTime<Utc>,
+    ) -> Result<Attempt> {
+        let mut conn = self.store.pool().acquire().await?;
+        let (expected, exists) = match self.known_heads.get(&stream) {
+            Some(head) => (head, true),
+            None => match events::peek_stream(&mut conn, stream).await? {
+                // Paused: the locked path answers 503.
+                Some(s) if s.paused => return Ok(Attempt::StaleHead),
+                Some(s) => (s.head, true),
+                None => (0, false),
+            },
+        };
+        let (rows, head) = self.rows(stream, all, plan, expected);
+        let appended =
+            events::append_at_head(&mut conn, stream, &rows, sequenced_at, self.signer.sequencer_id, expected, !exists)
+                .await;
+        match appended {
+            Ok(true) => {
+                self.count_group(rows.len(), 0);
+                let outcomes = self.outcomes(batches, plan, &rows, sequenced_at, all);
+                Ok(Attempt::Done((outcomes, head)))
             }
+            // Another replica moved the head, or the stream is paused: lock and look.
+            Ok(false) => Ok(Attempt::StaleHead),
+            // A replayed or reused id or command: nothing was written; decide event by event.
+            Err(Error::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => Ok(Attempt::Conflict),
+            Err(e) => Err(e),
         }
+    }
 
-        if !careful {
-            // Fast path: assume every event is new; the unique indexes tell us if one is not.
-            let mut tx = self.store.begin().await?;
-            let locked = events::lock_stream(&mut tx, stream).await?;
-            ensure_not_paused(stream, locked.paused)?;
-            let plan: Vec<Decision> = (0..all.len()).map(|_| Decision::Accept).collect();
-            let (rows, head) = self.rows(stream, &all, &plan, locked.head);
-            if events::insert_ves_events(&mut tx, stream, &rows, sequenced_at, self.signer.sequencer_id, head, true)
-                .await?
-            {
-                tx.commit().await?;
-                self.metrics.events_sequenced.inc_by(rows.len() as u64);
-                self.metrics.sequencing_group_events.observe(rows.len() as f64);
-                self.metrics.sequencing_transactions.inc();
-                let outcomes = self.outcomes(batches, &plan, &rows, sequenced_at, &[]);
-                return Ok((outcomes, head));
-            }
-            tx.rollback().await?;
-        }
-
-        // Careful path: look at what is stored before deciding each event.
+    /// Under the stream's lock, still assuming every event is new; `None` when the unique indexes say
+    /// one is not (nothing was written).
+    async fn append_locked(
+        &self,
+        stream: StreamKey,
+        batches: &[&[Candidate]],
+        all: &[&Candidate],
+        fresh: &[Proposal<'_>],
+        sequenced_at: DateTime<Utc>,
+    ) -> Result<Option<GroupResult>> {
         let mut tx = self.store.begin().await?;
         let locked = events::lock_stream(&mut tx, stream).await?;
-        ensure_not_paused(stream, locked.paused)?;
-        let event_ids: Vec<Uuid> = all.iter().map(|c| c.envelope.event_id).collect();
-        let existing = events::find_by_event_ids(&mut tx, &event_ids).await?;
-        let command_ids: Vec<Uuid> = all.iter().filter_map(|c| c.envelope.command_id).collect();
-        let by_command = events::find_by_command_ids(&mut tx, stream, &command_ids).await?;
-        let entities: Vec<(String, String)> = all
-            .iter()
-            .filter(|c| c.envelope.base_version.is_some())
-            .map(|c| (c.envelope.entity_type.clone(), c.envelope.entity_id.clone()))
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        let stored_versions = events::entity_versions(&mut tx, stream, &entities).await?;
-
-        let existing: HashMap<Uuid, &ExistingEvent> = existing.iter().map(|e| (e.event_id, e)).collect();
-        let stored_commands: HashSet<Uuid> = by_command.iter().filter_map(|e| e.command_id).collect();
-        let mut versions: HashMap<(&str, &str), i64> =
-            stored_versions.iter().map(|(t, i, v)| ((t.as_str(), i.as_str()), *v)).collect();
-        let mut accepted_ids: HashMap<Uuid, usize> = HashMap::new();
-        let mut accepted_commands: HashSet<Uuid> = HashSet::new();
-        let mut plan = Vec::with_capacity(all.len());
-        let mut dead_letters = Vec::new();
-
-        for (i, c) in all.iter().enumerate() {
-            let e = &c.envelope;
-            let decision = if let Some(stored) = existing.get(&e.event_id) {
-                if is_exact_replay(stored, c) {
-                    match Receipt::from_stored(stored) {
-                        Some(r) => Decision::Replay(r),
-                        None => reject("duplicate_event_id", "Event already exists but receipt not found"),
-                    }
-                } else if stored.tenant_id != e.tenant_id || stored.store_id != e.store_id {
-                    reject("duplicate_event_id", "Event ID already exists")
-                } else {
-                    reject("duplicate_event_id", "Event ID already exists with different contents")
-                }
-            } else if let Some(&first) = accepted_ids.get(&e.event_id) {
-                // The same event id twice in this group (two clients racing, or one retrying).
-                if all[first].signing_hash == c.signing_hash
-                    && all[first].envelope.agent_signature == e.agent_signature
-                    && all[first].envelope.command_id == e.command_id
-                    && all[first].envelope.base_version == e.base_version
-                {
-                    Decision::SameAs(first)
-                } else {
-                    reject("duplicate_event_id", "Event ID already exists with different contents")
-                }
-            } else if e.command_id.is_some_and(|cmd| stored_commands.contains(&cmd) || accepted_commands.contains(&cmd))
-            {
-                let cmd = e.command_id.expect("checked");
-                Decision::Reject {
-                    reason: "duplicate_command_id".into(),
-                    message: format!("Command {cmd} already processed"),
-                }
-            } else {
-                let key = (e.entity_type.as_str(), e.entity_id.as_str());
-                let actual = versions.get(&key).copied().unwrap_or(0);
-                match e.base_version {
-                    Some(expected) if expected as i64 != actual => {
-                        let reason = format!("version_conflict: expected {expected}, actual {actual}");
-                        let message = format!("Version conflict: expected {expected}, actual {actual}");
-                        dead_letters.push(NewDeadLetter {
-                            event_id: e.event_id,
-                            tenant_id: e.tenant_id,
-                            store_id: e.store_id,
-                            agent_id: Some(e.source_agent_id),
-                            event_type: Some(e.event_type.clone()),
-                            source: "ves",
-                            reason: "version_conflict".into(),
-                            error_message: format!("{reason}: {message}"),
-                            payload: serde_json::to_value(e.as_ref()).unwrap_or_default(),
-                        });
-                        Decision::Reject { reason, message }
-                    }
-                    _ => {
-                        *versions.entry(key).or_insert(0) += 1;
-                        accepted_ids.insert(e.event_id, i);
-                        if let Some(cmd) = e.command_id {
-                            accepted_commands.insert(cmd);
-                        }
-                        Decision::Accept
-                    }
-                }
-            };
-            plan.push(decision);
+        let view = StoreView { paused: locked.paused, ..Default::default() };
+        let plan = decide(Flavour::Signed, &view, fresh).map_err(|Paused| paused(stream))?;
+        let (rows, head) = self.rows(stream, all, &plan, locked.head);
+        if events::insert_ves_events(&mut tx, stream, &rows, sequenced_at, self.signer.sequencer_id, head, true).await?
+        {
+            tx.commit().await?;
+            self.count_group(rows.len(), 0);
+            let outcomes = self.outcomes(batches, &plan, &rows, sequenced_at, all);
+            return Ok(Some((outcomes, head)));
         }
+        tx.rollback().await?;
+        Ok(None)
+    }
 
-        let (rows, head) = self.rows(stream, &all, &plan, locked.head);
+    /// Careful path: under the stream's lock, read what the store holds for the group's ids, commands
+    /// and entities, and decide each event from that.
+    async fn sequence_careful(
+        &self,
+        stream: StreamKey,
+        batches: &[&[Candidate]],
+        all: &[&Candidate],
+        sequenced_at: DateTime<Utc>,
+    ) -> Result<GroupResult> {
+        let mut tx = self.store.begin().await?;
+        let locked = events::lock_stream(&mut tx, stream).await?;
+        let (view, existing) = if locked.paused {
+            // Nothing to look up: the decision refuses the whole group.
+            (StoreView { paused: true, ..Default::default() }, Vec::new())
+        } else {
+            let event_ids: Vec<Uuid> = all.iter().map(|c| c.envelope.event_id).collect();
+            let existing = events::find_by_event_ids(&mut tx, stream.tenant_id, &event_ids).await?;
+            let command_ids: Vec<Uuid> = all.iter().filter_map(|c| c.envelope.command_id).collect();
+            let by_command = events::find_by_command_ids(&mut tx, stream, &command_ids).await?;
+            let entities: Vec<(String, String)> = all
+                .iter()
+                .filter(|c| c.envelope.base_version.is_some())
+                .map(|c| (c.envelope.entity_type.clone(), c.envelope.entity_id.clone()))
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            let versions = events::entity_versions(&mut tx, stream, &entities).await?;
+            let view = StoreView {
+                paused: false,
+                commands: by_command.iter().filter_map(|e| e.command_id).collect(),
+                versions: versions.into_iter().map(|(t, i, v)| ((t, i), v)).collect(),
+            };
+            (view, existing)
+        };
+        let existing: HashMap<Uuid, &ExistingEvent> = existing.iter().map(|e| (e.event_id, e)).collect();
+        let proposals: Vec<Proposal> =
+            all.iter().map(|c| proposal(c, prior_of(existing.get(&c.envelope.event_id).copied(), c))).collect();
+        let plan = decide(Flavour::Signed, &view, &proposals).map_err(|Paused| paused(stream))?;
+        let dead_letters: Vec<NewDeadLetter> = all
+            .iter()
+            .zip(&plan)
+            .filter_map(|(c, d)| match d {
+                Decision::Refuse(r) if r.reason.dead_letter() => Some(dead_letter_of(&c.envelope, r)),
+                _ => None,
+            })
+            .collect();
+
+        let (rows, head) = self.rows(stream, all, &plan, locked.head);
         if !rows.is_empty() {
             events::insert_ves_events(&mut tx, stream, &rows, sequenced_at, self.signer.sequencer_id, head, false)
                 .await?;
         }
         insert_dead_letters(&mut tx, &dead_letters).await?;
         tx.commit().await?;
-        if !rows.is_empty() {
-            self.metrics.events_sequenced.inc_by(rows.len() as u64);
-            self.metrics.sequencing_group_events.observe(rows.len() as f64);
-        }
-        self.metrics.dead_letters_written.inc_by(dead_letters.len() as u64);
-        self.metrics.sequencing_transactions.inc();
-        let outcomes = self.outcomes(batches, &plan, &rows, sequenced_at, &all);
+        self.count_group(rows.len(), dead_letters.len());
+        let outcomes = self.outcomes(batches, &plan, &rows, sequenced_at, all);
         Ok((outcomes, head))
+    }
+
+    fn count_group(&self, sequenced: usize, dead_letters: usize) {
+        if sequenced > 0 {
+            self.metrics.events_sequenced.inc_by(sequenced as u64);
+            self.metrics.sequencing_group_events.observe(sequenced as f64);
+        }
+        self.metrics.dead_letters_written.inc_by(dead_letters as u64);
+        self.metrics.sequencing_transactions.inc();
     }
 
     /// Numbers the accepted events after `head` and computes their receipts.
@@ -486,9 +491,9 @@ impl Sequencer {
         head: i64,
     ) -> (Vec<VesEventRow<'a>>, i64) {
         let mut next = head;
-        let mut rows = Vec::new();
+        let mut rows = Vec::with_capacity(all.len());
         for (c, d) in all.iter().zip(plan) {
-            if !matches!(d, Decision::Accept) {
+            if *d != Decision::Accept {
                 continue;
             }
             next += 1;
@@ -529,10 +534,10 @@ impl Sequencer {
         sequenced_at: DateTime<Utc>,
         all: &[&Candidate],
     ) -> Vec<Vec<Outcome>> {
-        let mut receipts: HashMap<Uuid, Receipt> = HashMap::with_capacity(rows.len());
-        let mut in_order = Vec::with_capacity(plan.len());
+        let mut receipts: Vec<Option<Receipt>> = vec![None; plan.len()];
         let mut row = rows.iter();
-        for d in plan {
+        let mut in_order = Vec::with_capacity(plan.len());
+        for (i, d) in plan.iter().enumerate() {
             in_order.push(match d {
                 Decision::Accept => {
                     let r = row.next().expect("one row per accepted event");
@@ -544,15 +549,17 @@ impl Sequencer {
                         &r.receipt_hash,
                         r.sequencer_signature.as_ref().map(|s| &s[..]),
                     );
-                    receipts.insert(r.envelope.event_id, receipt.clone());
+                    if all.len() > 1 {
+                        receipts[i] = Some(receipt.clone());
+                    }
                     Outcome::Sequenced(receipt)
                 }
                 Decision::Replay(r) => Outcome::Replayed(r.clone()),
-                // The copy stored earlier in this group: its receipt is already in the map.
-                Decision::SameAs(first) => Outcome::Replayed(receipts[&all[*first].envelope.event_id].clone()),
-                Decision::Reject { reason, message } => {
-                    Outcome::Rejected { reason: reason.clone(), message: message.clone() }
+                // The copy stored earlier in this group: its receipt is already known.
+                Decision::SameAs(first) => {
+                    Outcome::Replayed(receipts[*first].clone().expect("the first copy was accepted"))
                 }
+                Decision::Refuse(r) => Outcome::Rejected(r.clone()),
             });
         }
         let mut out = Vec::with_capacity(batches.len());
@@ -564,34 +571,25 @@ impl Sequencer {
     }
 }
 
-enum Decision {
-    Accept,
-    Replay(Receipt),
-    /// Identical to the accepted event at this index of the group.
-    SameAs(usize),
-    Reject {
-        reason: String,
-        message: String,
-    },
+/// How an optimistic append ended.
+enum Attempt {
+    Done(GroupResult),
+    /// The head was not the one guessed (or the stream is paused): nothing was written.
+    StaleHead,
+    /// An id or command is already stored: nothing was written.
+    Conflict,
 }
 
-fn reject(reason: &str, message: &str) -> Decision {
-    Decision::Reject { reason: reason.into(), message: message.into() }
-}
-
-/// 503 `STREAM_PAUSED` when an operator paused the stream.
-pub fn ensure_not_paused(stream: StreamKey, paused: bool) -> Result<()> {
-    if paused {
-        return Err(Error::Unavailable {
-            code: "STREAM_PAUSED",
-            message: format!(
-                "Ingestion of stream {}/{} is paused by an operator; events are not accepted until it is resumed",
-                stream.tenant_id, stream.store_id
-            ),
-            retry_after_secs: Some(30),
-        });
+/// 503 `STREAM_PAUSED`: an operator paused the stream.
+pub fn paused(stream: StreamKey) -> Error {
+    Error::Unavailable {
+        code: "STREAM_PAUSED",
+        message: format!(
+            "Ingestion of stream {}/{} is paused by an operator; events are not accepted until it is resumed",
+            stream.tenant_id, stream.store_id
+        ),
+        retry_after_secs: Some(30),
     }
-    Ok(())
 }
 
 /// The same error, for every request of a failed group.
@@ -606,6 +604,3 @@ fn replicate(e: &Error) -> Error {
         other => Error::Internal(other.to_string()),
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -165,13 +165,30 @@ pub async fn lock_stream(conn: &mut PgConnection, stream: StreamKey) -> Result<L
     Ok(LockedStream { head, paused })
 }
 
-/// Events (of any stream) with one of these ids.
-pub async fn find_by_event_ids(conn: &mut PgConnection, event_ids: &[Uuid]) -> Result<Vec<ExistingEvent>> {
+/// The stream's counter row read without a lock (`None`: the stream has never been written or paused).
+/// Only a guess at the head, for [`append_at_head`], which re-checks it.
+pub async fn peek_stream(conn: &mut PgConnection, stream: StreamKey) -> Result<Option<LockedStream>> {
+    let row: Option<(i64, bool)> =
+        sqlx::query_as("SELECT current_sequence, paused FROM sequence_counters WHERE tenant_id = $1 AND store_id = $2")
+            .bind(stream.tenant_id)
+            .bind(stream.store_id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(row.map(|(head, paused)| LockedStream { head, paused }))
+}
+
+/// Events of the tenant (any of its streams) with one of these ids. Event ids are unique per tenant
+/// (migration 0008): another tenant's events are never looked at, so their ids are as good as fresh.
+pub async fn find_by_event_ids(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    event_ids: &[Uuid],
+) -> Result<Vec<ExistingEvent>> {
     if event_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = format!("SELECT {EXISTING_COLUMNS} FROM events WHERE event_id = ANY($1)");
-    Ok(sqlx::query_as(AssertSqlSafe(sql)).bind(event_ids).fetch_all(conn).await?)
+    let sql = format!("SELECT {EXISTING_COLUMNS} FROM events WHERE tenant_id = $1 AND event_id = ANY($2)");
+    Ok(sqlx::query_as(AssertSqlSafe(sql)).bind(tenant_id).bind(event_ids).fetch_all(conn).await?)
 }
 
 /// Events of the stream carrying one of these command ids.
@@ -416,9 +433,11 @@ pub async fn insert_ves_events(
     Ok(updated.is_some())
 }
 
-/// Appends signed events numbered `expected_head + 1 ..= new_head` in ONE autocommit statement, if
+/// Appends signed events numbered `expected_head + 1 ..` (in `rows`) in ONE autocommit statement, if
 /// and only if the stream's head is still `expected_head` and the stream is not paused. Returns
-/// whether it did (`false`: nothing was written).
+/// whether it did (`false`: nothing was written). With `create` (a stream without a counter row,
+/// `expected_head` 0) the statement also creates the row, or, if another writer created it
+/// meanwhile, applies only if that row is still at head 0 and not paused.
 ///
 /// This is group commit's fast path when the sequencer already knows the head (it wrote it last): one
 /// round trip instead of BEGIN, lock, insert, COMMIT, and the counter row is locked only for the
@@ -433,14 +452,20 @@ pub async fn append_at_head(
     sequenced_at: DateTime<Utc>,
     sequencer_id: Uuid,
     expected_head: i64,
-    new_head: i64,
+    create: bool,
 ) -> Result<bool> {
-    debug_assert_eq!(new_head - expected_head, rows.len() as i64);
+    let new_head = expected_head + rows.len() as i64;
+    debug_assert!(!create || expected_head == 0);
+    let move_head = if create {
+        "INSERT INTO sequence_counters AS s (tenant_id, store_id, current_sequence) VALUES ($1, $2, $26) \
+         ON CONFLICT (tenant_id, store_id) DO UPDATE SET current_sequence = $26, updated_at = NOW() \
+         WHERE s.current_sequence = $27 AND NOT s.paused"
+    } else {
+        "UPDATE sequence_counters SET current_sequence = $26, updated_at = NOW() \
+         WHERE tenant_id = $1 AND store_id = $2 AND current_sequence = $27 AND NOT paused"
+    };
     let sql = format!(
-        "WITH moved AS ( \
-           UPDATE sequence_counters SET current_sequence = $26, updated_at = NOW() \
-           WHERE tenant_id = $1 AND store_id = $2 AND current_sequence = $27 AND NOT paused \
-           RETURNING 1), \
+        "WITH moved AS ({move_head} RETURNING 1), \
          ins AS ({} RETURNING 1), \
          run AS ({}) \
          SELECT COUNT(*) FROM ins",
@@ -449,6 +474,97 @@ pub async fn append_at_head(
     );
     let inserted = run_insert(conn, sql, stream, rows, sequenced_at, sequencer_id, (new_head, expected_head)).await?;
     Ok(inserted == Some(rows.len() as i64))
+}
+
+/// One unsigned legacy event ready to be written, with its number chosen.
+#[derive(Debug, Clone)]
+pub struct LegacyEventRow<'a> {
+    pub sequence_number: i64,
+    pub event_id: Uuid,
+    pub entity_type: &'a str,
+    pub entity_id: &'a str,
+    pub event_type: &'a str,
+    pub created_at: DateTime<Utc>,
+    pub source_agent_id: Uuid,
+    pub command_id: Option<Uuid>,
+    pub base_version: Option<i64>,
+    pub payload: &'a Value,
+    pub payload_hash: [u8; 32],
+    pub leaf_hash: [u8; 32],
+}
+
+/// Inserts legacy events (numbered after the locked head, in order), their leaf run, and moves the
+/// stream's head to the last one, inside the caller's transaction that holds the stream's lock.
+pub async fn insert_legacy_events(
+    conn: &mut PgConnection,
+    stream: StreamKey,
+    rows: &[LegacyEventRow<'_>],
+    sequenced_at: DateTime<Utc>,
+) -> Result<()> {
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+        return Ok(());
+    };
+    let seq: Vec<i64> = rows.iter().map(|r| r.sequence_number).collect();
+    let event_id: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
+    let entity_type: Vec<&str> = rows.iter().map(|r| r.entity_type).collect();
+    let entity_id: Vec<&str> = rows.iter().map(|r| r.entity_id).collect();
+    let event_type: Vec<&str> = rows.iter().map(|r| r.event_type).collect();
+    let created_at: Vec<DateTime<Utc>> = rows.iter().map(|r| r.created_at).collect();
+    let source: Vec<Uuid> = rows.iter().map(|r| r.source_agent_id).collect();
+    let command_id: Vec<Option<Uuid>> = rows.iter().map(|r| r.command_id).collect();
+    let base_version: Vec<Option<i64>> = rows.iter().map(|r| r.base_version).collect();
+    let payload: Vec<&Value> = rows.iter().map(|r| r.payload).collect();
+    let payload_hash: Vec<&[u8]> = rows.iter().map(|r| &r.payload_hash[..]).collect();
+    let leaf: Vec<&[u8]> = rows.iter().map(|r| &r.leaf_hash[..]).collect();
+    sqlx::query(
+        "INSERT INTO legacy_events (tenant_id, store_id, sequence_number, event_id, signed, entity_type, entity_id, \
+           event_type, created_at, sequenced_at, source_agent_id, command_id, base_version, payload, payload_hash, \
+           leaf_hash) \
+         SELECT $1, $2, u.seq, u.event_id, FALSE, u.entity_type, u.entity_id, u.event_type, u.created_at, $9, \
+           u.source, u.command_id, u.base_version, u.payload, u.payload_hash, u.leaf \
+         FROM UNNEST($3::bigint[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::timestamptz[], $10::uuid[], \
+           $11::uuid[], $12::bigint[], $13::jsonb[], $14::bytea[], $15::bytea[]) \
+           AS u(seq, event_id, entity_type, entity_id, event_type, created_at, source, command_id, base_version, \
+             payload, payload_hash, leaf)",
+    )
+    .bind(stream.tenant_id)
+    .bind(stream.store_id)
+    .bind(&seq)
+    .bind(&event_id)
+    .bind(&entity_type)
+    .bind(&entity_id)
+    .bind(&event_type)
+    .bind(&created_at)
+    .bind(sequenced_at)
+    .bind(&source)
+    .bind(&command_id)
+    .bind(&base_version)
+    .bind(&payload)
+    .bind(&payload_hash)
+    .bind(&leaf)
+    .execute(&mut *conn)
+    .await?;
+    let leaves: Vec<u8> = rows.iter().flat_map(|r| r.leaf_hash).collect();
+    sqlx::query(
+        "INSERT INTO event_leaf_runs (tenant_id, store_id, first_sequence, last_sequence, leaves) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(stream.tenant_id)
+    .bind(stream.store_id)
+    .bind(first.sequence_number)
+    .bind(last.sequence_number)
+    .bind(leaves)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE sequence_counters SET current_sequence = $3, updated_at = NOW() WHERE tenant_id = $1 AND store_id = $2",
+    )
+    .bind(stream.tenant_id)
+    .bind(stream.store_id)
+    .bind(last.sequence_number)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Appends the run of leaves of events `first..` of a stream (see migration 0004), inside the caller's
@@ -556,10 +672,10 @@ impl Store {
         Ok(head.unwrap_or(0))
     }
 
-    /// Events (of any stream) with one of these ids, outside any lock.
-    pub async fn find_by_event_ids(&self, event_ids: &[Uuid]) -> Result<Vec<ExistingEvent>> {
+    /// Events of the tenant with one of these ids, outside any lock.
+    pub async fn find_by_event_ids(&self, tenant_id: Uuid, event_ids: &[Uuid]) -> Result<Vec<ExistingEvent>> {
         let mut conn = self.pool().acquire().await?;
-        find_by_event_ids(&mut conn, event_ids).await
+        find_by_event_ids(&mut conn, tenant_id, event_ids).await
     }
 
     /// Events `from..=to` of a stream, in order. Fails with [`Error::SequenceGap`] when a number in

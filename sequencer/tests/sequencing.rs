@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 use ves::envelope::{EventBuilder, VesEventEnvelope};
 
-use crate::store::events::StreamKey;
-use crate::testing::{ADMIN_KEY, TestDb, TestServer};
+use sequencer::store::events::StreamKey;
+use sequencer::testing::{ADMIN_KEY, TestDb, TestServer};
 
 struct Writer {
     stream: StreamKey,

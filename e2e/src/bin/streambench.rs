@@ -1,0 +1,304 @@
+//! `streambench`: many streams with a few events each (issue 15, item 4).
+//!
+//! Measures, against a sequencer it starts (`--spawn`, as `loadgen`) or one already running:
+//! - the time to sequence the first event of a new stream against the next event of a stream that
+//!   already exists, one request at a time from one client, alternating the two so that machine noise
+//!   falls on both alike (before and after the fill);
+//! - the sequencer's resident memory (VmRSS from /proc, with `--spawn`) as it writes `--streams` new
+//!   streams of `--events-per-stream` events each, then as many again (the per-stream state this
+//!   process keeps is bounded, so memory must level off);
+//! - and then checks that every stream holds exactly 1..K.
+//!
+//! One tenant and one agent write every stream (streams are stores of that tenant), so no key has to
+//! be registered per stream. Every event is signed before the clock starts.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, ensure};
+use clap::Parser;
+use ed25519_dalek::SigningKey;
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use uuid::Uuid;
+use ves::envelope::{EventBuilder, VesEventEnvelope};
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "streambench", about = "Memory and first-event latency of stateset-sequencer over many streams")]
+struct Args {
+    /// Base URL of a running sequencer (ignored with --spawn).
+    #[arg(long, env = "SEQUENCER_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// An admin API key of that sequencer.
+    #[arg(long, env = "SEQUENCER_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Start a stateset-sequencer (as loadgen --spawn) on a throw-away database, and stop it afterwards.
+    #[arg(long)]
+    spawn: bool,
+    #[arg(long)]
+    sequencer_bin: Option<std::path::PathBuf>,
+    #[arg(long)]
+    no_build: bool,
+    #[arg(long, env = "LOADGEN_ADMIN_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    admin_database_url: String,
+    /// New streams written by each of the two fill rounds.
+    #[arg(long, default_value_t = 100_000)]
+    streams: usize,
+    /// Events per stream (sent in one request).
+    #[arg(long, default_value_t = 3)]
+    events_per_stream: usize,
+    /// Concurrent clients of the fill.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Pairs (first event of a new stream, next event of an existing one) timed before and after.
+    #[arg(long, default_value_t = 1000)]
+    probes: usize,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+struct Writer {
+    tenant_id: Uuid,
+    agent_id: Uuid,
+    key: SigningKey,
+}
+
+impl Writer {
+    fn events(&self, store_id: Uuid, first: u64, n: usize) -> Vec<VesEventEnvelope> {
+        (0..n as u64)
+            .map(|i| {
+                EventBuilder::new(self.tenant_id, store_id, self.agent_id, 1)
+                    .entity("Order", format!("ORD-{}", (first + i) % 97))
+                    .event_type("OrderUpdated")
+                    .payload(json!({"n": first + i, "status": "confirmed", "amount_cents": 1299, "currency": "USD"}))
+                    .sign(&self.key)
+            })
+            .collect()
+    }
+
+    fn body(&self, events: &[VesEventEnvelope]) -> Vec<u8> {
+        serde_json::to_vec(&json!({"agentId": self.agent_id, "events": events})).expect("serialise")
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if !args.spawn {
+        let key = args.api_key.clone().ok_or_else(|| anyhow!("--api-key (or SEQUENCER_API_KEY) is required"))?;
+        return runtime.block_on(run(&args, args.url.trim_end_matches('/').to_owned(), key, None));
+    }
+    let bin = e2e::spawn::sequencer_binary(args.sequencer_bin.as_deref(), args.no_build)?;
+    let db = runtime.block_on(e2e::spawn::ThrowawayDb::create(&args.admin_database_url))?;
+    let admin_key = format!("ss_streambench_{}", hex::encode(rand::random::<[u8; 16]>()));
+    let result = (|| {
+        let server = e2e::spawn::SpawnedSequencer::start(&bin, &db.url, &admin_key, false)?;
+        let pid = server.child.id();
+        let result =
+            runtime.block_on(run(&args, server.base_url.clone(), admin_key.clone(), Some((pid, db.url.clone()))));
+        server.stop().context("stopping the sequencer")?;
+        result
+    })();
+    runtime.block_on(db.drop_db());
+    result
+}
+
+/// The sequencer's resident and peak memory in MiB (`None` without a pid).
+fn memory(pid: Option<u32>) -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    let kib = |name: &str| -> Option<f64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        line.split_whitespace().nth(1)?.parse::<f64>().ok()
+    };
+    Some((kib("VmRSS:")? / 1024.0, kib("VmHWM:")? / 1024.0))
+}
+
+async fn post(http: &reqwest::Client, base: &str, key: &str, body: Vec<u8>) -> Result<Value> {
+    let response = http
+        .post(format!("{base}/api/v1/ves/events/ingest"))
+        .header("authorization", format!("ApiKey {key}"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    let status = response.status();
+    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    ensure!(status.is_success(), "ingest answered {status}: {answer}");
+    Ok(answer)
+}
+
+/// Times `probes` pairs: the first event of a new stream, then the next event of a stream written
+/// just before (so its head is known), alternating. Returns (new, existing) latency histograms in µs.
+async fn probe(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    w: &Writer,
+    probes: usize,
+) -> Result<(Histogram<u64>, Histogram<u64>)> {
+    let mut new = Histogram::<u64>::new(3)?;
+    let mut existing = Histogram::<u64>::new(3)?;
+    // Signed before timing: (new stream's first event, an existing stream's next event).
+    let warm = Uuid::new_v4();
+    post(http, base, key, w.body(&w.events(warm, 0, 1))).await?;
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..probes)
+        .map(|i| (w.body(&w.events(Uuid::new_v4(), 0, 1)), w.body(&w.events(warm, 1 + i as u64, 1))))
+        .collect();
+    for (first, next) in pairs {
+        let t = Instant::now();
+        post(http, base, key, first).await?;
+        new.record(t.elapsed().as_micros() as u64)?;
+        let t = Instant::now();
+        post(http, base, key, next).await?;
+        existing.record(t.elapsed().as_micros() as u64)?;
+    }
+    Ok((new, existing))
+}
+
+fn summary(h: &Histogram<u64>) -> Value {
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    json!({"p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99), "mean_ms": h.mean() / 1000.0, "count": h.len()})
+}
+
+async fn run(args: &Args, base: String, key: String, spawned: Option<(u32, String)>) -> Result<()> {
+    let http = reqwest::Client::new();
+    let pid = spawned.as_ref().map(|s| s.0);
+    let w = Arc::new(Writer {
+        tenant_id: Uuid::new_v4(),
+        agent_id: Uuid::new_v4(),
+        key: SigningKey::from_bytes(&rand::random::<[u8; 32]>()),
+    });
+    let response = http
+        .post(format!("{base}/api/v1/agents/keys"))
+        .header("authorization", format!("ApiKey {key}"))
+        .json(&json!({
+            "tenantId": w.tenant_id, "agentId": w.agent_id, "keyId": 1,
+            "publicKey": format!("0x{}", hex::encode(w.key.verifying_key().to_bytes())),
+        }))
+        .send()
+        .await?;
+    ensure!(response.status().is_success(), "registering the agent key: {}", response.status());
+
+    let mut report = json!({"streams_per_round": args.streams, "events_per_stream": args.events_per_stream});
+    let (new, existing) = probe(&http, &base, &key, &w, args.probes).await?;
+    eprintln!(
+        "streambench: empty database, {} pairs: first event of a new stream p50 {:.2} ms p99 {:.2} ms; next event of \
+         an existing stream p50 {:.2} ms p99 {:.2} ms",
+        args.probes,
+        new.value_at_quantile(0.5) as f64 / 1000.0,
+        new.value_at_quantile(0.99) as f64 / 1000.0,
+        existing.value_at_quantile(0.5) as f64 / 1000.0,
+        existing.value_at_quantile(0.99) as f64 / 1000.0,
+    );
+    report["probe_before"] = json!({"new_stream": summary(&new), "existing_stream": summary(&existing)});
+    let mut rss = vec![json!({"streams": 0, "rss_mib": memory(pid).map(|m| m.0)})];
+
+    let mut all_stores = Vec::new();
+    for round in 0..2 {
+        let stores: Vec<Uuid> = (0..args.streams).map(|_| Uuid::new_v4()).collect();
+        let sign_start = Instant::now();
+        let bodies: Arc<Vec<Vec<u8>>> =
+            Arc::new(stores.iter().map(|s| w.body(&w.events(*s, 0, args.events_per_stream))).collect());
+        eprintln!(
+            "streambench: round {}: signed {} events for {} new streams in {:.1} s (not timed)",
+            round + 1,
+            args.streams * args.events_per_stream,
+            args.streams,
+            sign_start.elapsed().as_secs_f64()
+        );
+        let next = Arc::new(AtomicUsize::new(0));
+        let t0 = Instant::now();
+        let tasks: Vec<_> = (0..args.clients)
+            .map(|_| {
+                let (http, base, key, bodies, next) =
+                    (http.clone(), base.clone(), key.clone(), bodies.clone(), next.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= bodies.len() {
+                            return Ok::<_, anyhow::Error>(());
+                        }
+                        post(&http, &base, &key, bodies[i].clone()).await?;
+                    }
+                })
+            })
+            .collect();
+        // Sample memory while the round runs.
+        let mut peak = 0.0f64;
+        while next.load(Ordering::Relaxed) < bodies.len() {
+            if let Some((r, _)) = memory(pid) {
+                peak = peak.max(r);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        for t in tasks {
+            t.await??;
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let streams = (round + 1) * args.streams;
+        let m = memory(pid);
+        eprintln!(
+            "streambench: round {}: {} streams in {secs:.1} s ({:.0} streams/s, {:.0} events/s); sequencer RSS {} MiB \
+             (peak during the round {:.0} MiB, process peak {} MiB)",
+            round + 1,
+            args.streams,
+            args.streams as f64 / secs,
+            (args.streams * args.events_per_stream) as f64 / secs,
+            m.map_or("?".into(), |m| format!("{:.0}", m.0)),
+            peak,
+            m.map_or("?".into(), |m| format!("{:.0}", m.1)),
+        );
+        rss.push(json!({
+            "streams": streams, "rss_mib": m.map(|m| m.0), "round_peak_rss_mib": peak, "hwm_mib": m.map(|m| m.1),
+            "seconds": secs,
+        }));
+        all_stores.extend(stores);
+    }
+    report["memory"] = json!(rss);
+
+    let (new, existing) = probe(&http, &base, &key, &w, args.probes).await?;
+    let ratio = new.value_at_quantile(0.5) as f64 / existing.value_at_quantile(0.5).max(1) as f64;
+    eprintln!(
+        "streambench: after {} streams, {} pairs: first event of a new stream p50 {:.2} ms p99 {:.2} ms; next event of \
+         an existing stream p50 {:.2} ms p99 {:.2} ms; new/existing p50 {ratio:.2}x",
+        all_stores.len(),
+        args.probes,
+        new.value_at_quantile(0.5) as f64 / 1000.0,
+        new.value_at_quantile(0.99) as f64 / 1000.0,
+        existing.value_at_quantile(0.5) as f64 / 1000.0,
+        existing.value_at_quantile(0.99) as f64 / 1000.0,
+    );
+    report["probe_after"] =
+        json!({"new_stream": summary(&new), "existing_stream": summary(&existing), "p50_ratio": ratio});
+
+    if let Some((_, url)) = &spawned {
+        // Every stream of the fill holds exactly 1..K, and every stream of the tenant is gap-free.
+        let pool = sqlx::PgPool::connect(url).await?;
+        let (full, broken): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*) FILTER (WHERE e.n = $2 AND c.current_sequence = $2 AND e.max = $2), \
+                    COUNT(*) FILTER (WHERE e.n <> c.current_sequence OR e.max <> c.current_sequence) \
+             FROM sequence_counters c JOIN (SELECT store_id, COUNT(*) AS n, MAX(sequence_number) AS max FROM events \
+             WHERE tenant_id = $1::uuid GROUP BY store_id) e USING (store_id) WHERE c.tenant_id = $1::uuid",
+        )
+        .bind(w.tenant_id.to_string())
+        .bind(args.events_per_stream as i64)
+        .fetch_one(&pool)
+        .await?;
+        // NB: with --events-per-stream 1 the probes' new streams count as full too.
+        ensure!(full as usize >= all_stores.len() && broken == 0, "{full} full streams, {broken} not 1..N");
+        eprintln!(
+            "streambench: check: {} streams each hold exactly 1..{}; no stream of the tenant has a gap",
+            all_stores.len(),
+            args.events_per_stream
+        );
+        let streams = all_stores.len();
+        report["check"] = json!({"streams": streams, "ok": true});
+        pool.close().await;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
+}
