@@ -74,9 +74,9 @@ pub async fn retry(store: &Store, ingest: &Ingest, letter: &DeadLetter) -> Resul
     // A retry writes only into the stream its entry belongs to: the envelope must name that stream,
     // and the replay runs with a credential limited to it.
     if envelope.tenant_id != letter.tenant_id || envelope.store_id != letter.store_id {
-        let reason = "invalid_request: the stored envelope names another stream than its dead letter".to_string();
-        store.record_failed_retry(letter.id, "invalid_request", &reason).await?;
-        return Ok(rejected(reason));
+        let reason = Reason::InvalidRequest("the stored envelope names another stream than its dead letter".into());
+        store.record_failed_retry(letter.id, reason.label(), &reason.wire()).await?;
+        return Ok(rejected(&reason));
     }
     let request = IngestRequest { agent_id: envelope.source_agent_id, events: vec![envelope] };
     let caller = Caller::writer_of(StreamKey { tenant_id: letter.tenant_id, store_id: letter.store_id });
