@@ -23,7 +23,9 @@ pub mod commitments;
 pub mod config;
 pub mod dead_letter;
 pub mod error;
+pub mod fuzzing;
 pub mod ingest;
+pub mod limits;
 pub mod metrics;
 pub mod private_postgres;
 pub mod ratelimit;
@@ -34,6 +36,7 @@ pub mod store;
 pub mod telemetry;
 pub mod testing;
 pub mod tlog;
+pub mod validate;
 pub mod verify;
 pub mod worker;
 

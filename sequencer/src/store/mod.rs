@@ -7,6 +7,7 @@ pub mod dead_letters;
 pub mod events;
 pub mod keys;
 pub mod maintenance;
+pub mod scope;
 pub mod tlog;
 
 use std::sync::Arc;
