@@ -3,7 +3,11 @@
 #   1. `helm lint` of the chart (through the PyPI package helm-sdkpy; no helm binary needed);
 #   2. the chart's CRDs are the generated ones (crds/);
 #   3. every object `sequencer-operator render` produces for the example Sequencer, and the CRDs,
-#      validate against the real Kubernetes OpenAPI schemas (kubernetes-validate --strict).
+#      validate against the real Kubernetes OpenAPI schemas (kubernetes-validate --strict);
+#   4. the Argo CD health scripts (operator/health/*.lua) give the expected health for every state
+#      in a real Lua 5.1 (Debian's lua5.1, installed with apt-get when missing).
+# The RBAC contract (operator/src/rbac_contract.rs) and the kstatus contract (operator/src/kstatus.rs)
+# are cargo tests: they run in `cargo test`.
 # Exits non-zero on any failure. Honours CARGO_TARGET_DIR. K8S_VERSIONS overrides the versions.
 set -euo pipefail
 
@@ -80,5 +84,15 @@ for version in $K8S_VERSIONS; do
   kubernetes-validate --strict --quiet -k "$version" "$CRDS" \
     || fail "$CRDS does not validate against Kubernetes $version"
 done
+
+log "Argo CD health scripts in Lua 5.1"
+if ! command -v lua5.1 >/dev/null 2>&1; then
+  log "installing lua5.1"
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq lua5.1 >/dev/null \
+    || fail "could not install lua5.1 (apt-get install lua5.1)"
+fi
+lua5.1 operator/health/test.lua || fail "an Argo CD health script gives the wrong health (operator/health/test.lua)"
 
 log "operator checks passed"

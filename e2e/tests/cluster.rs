@@ -4,10 +4,15 @@
 //! passes. Each test works in a namespace of its own and runs the operator's controllers in
 //! process, limited to that namespace; waits are watches with a deadline, never sleeps.
 //!
-//! The sequencer image is not needed: the tests check what the operator does with the API
-//! (CRDs, CEL rules, children, owner references, drift, garbage collection, a failing migration
-//! Job, action deadlines and TTL). A failing migration uses `E2E_FAILING_IMAGE` (default
-//! `busybox:1.36`), an image without `stateset-sequencer-admin`.
+//! Most tests check what the operator does with the API (CRDs, CEL rules, children, owner
+//! references, drift, garbage collection, a failing migration Job, action deadlines and TTL) and
+//! need no sequencer image; a failing migration uses `E2E_FAILING_IMAGE` (default `busybox:1.36`).
+//! The install test runs the controllers as a ServiceAccount holding exactly the chart's RBAC (read
+//! from its templates), in both install modes. The happy path runs the sequencer image
+//! (`E2E_SEQUENCER_IMAGE`, default the operator's default image, built by the root Dockerfile and
+//! loaded into kind) on an in-cluster PostgreSQL (`E2E_POSTGRES_IMAGE`, default `postgres:16-alpine`)
+//! up to `Ready=True`. Every namespace (and cluster-wide role) a test creates is deleted, and the
+//! deletion awaited, when the test ends.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,11 +20,12 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{Condition, await_condition, conditions};
 use kube::{Client, ResourceExt};
-use sequencer_operator::controller::{AdminEndpoint, Context, run_controllers};
+use sequencer_operator::controller::{AdminEndpoint, Context, check_crds_installed, run_controllers};
 use sequencer_operator::crd::{ActionPhase, Sequencer, SequencerAction, all_crds};
 use sequencer_operator::metrics::Metrics;
 use serde_json::json;
@@ -67,18 +73,13 @@ struct Scene {
     client: Client,
     namespace: String,
     stop: Option<oneshot::Sender<()>>,
+    /// Cluster-scoped RBAC objects (ClusterRole and ClusterRoleBinding names) to delete at the end.
+    cluster_rbac: Vec<String>,
 }
 
 impl Scene {
     async fn new(client: Client, test: &str) -> Scene {
-        install_crds(&client).await;
-        let suffix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-        let namespace = format!("seq-e2e-{}-{suffix:08x}", &test[..test.len().min(20)].replace('_', "-"));
-        let namespace = namespace.trim_end_matches('-').to_string();
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        let object: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
-        namespaces.create(&PostParams::default(), &object).await.unwrap();
-
+        let mut scene = Scene::bare(client.clone(), test).await;
         let ctx = Arc::new(Context::new(
             client.clone(),
             Arc::new(Metrics::default()),
@@ -86,10 +87,80 @@ impl Scene {
             Some(format!("e2e-{test}")),
         ));
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(run_controllers(ctx, Some(namespace.clone()), async move {
+        tokio::spawn(run_controllers(ctx, Some(scene.namespace.clone()), async move {
             let _ = stopped.await;
         }));
-        Scene { client, namespace, stop: Some(stop) }
+        scene.stop = Some(stop);
+        scene
+    }
+
+    /// A fresh namespace with the CRDs installed, and no controllers yet.
+    async fn bare(client: Client, test: &str) -> Scene {
+        install_crds(&client).await;
+        let suffix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let namespace = format!("seq-e2e-{}-{suffix:08x}", &test[..test.len().min(20)].replace('_', "-"));
+        let namespace = namespace.trim_end_matches('-').to_string();
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let object: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
+        namespaces.create(&PostParams::default(), &object).await.unwrap();
+        Scene { client, namespace, stop: None, cluster_rbac: Vec::new() }
+    }
+
+    /// Installs the chart's RBAC (its rules, read from the templates) for a ServiceAccount
+    /// `sequencer-operator` in this namespace: cluster-wide (ClusterRole) or, with
+    /// `watch_namespace`, a Role here, plus the leader-election Role. Returns a client acting as
+    /// that ServiceAccount (impersonation), and starts the controllers with it.
+    async fn run_with_chart_rbac(&mut self, watch_namespace: bool) -> Client {
+        let ns = self.namespace.clone();
+        let account: ServiceAccount =
+            serde_json::from_value(json!({"metadata": {"name": "sequencer-operator"}})).unwrap();
+        self.api::<ServiceAccount>().create(&PostParams::default(), &account).await.unwrap();
+        let subject = json!([{"kind": "ServiceAccount", "name": "sequencer-operator", "namespace": ns}]);
+        let rules = json!(sequencer_operator::chart_rbac::operator_rules());
+        let apply = PatchParams::apply(MANAGER).force();
+        if watch_namespace {
+            let roles: Api<Role> = self.api();
+            let role: Role = serde_json::from_value(json!({"metadata": {"name": "operator"}, "rules": rules})).unwrap();
+            roles.patch("operator", &apply, &Patch::Apply(&role)).await.unwrap();
+            let binding: RoleBinding = serde_json::from_value(json!({"metadata": {"name": "operator"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "operator"}, "subjects": subject}))
+            .unwrap();
+            self.api::<RoleBinding>().patch("operator", &apply, &Patch::Apply(&binding)).await.unwrap();
+        } else {
+            let name = format!("sequencer-operator-e2e-{ns}");
+            let role: ClusterRole =
+                serde_json::from_value(json!({"metadata": {"name": name}, "rules": rules})).unwrap();
+            Api::<ClusterRole>::all(self.client.clone()).patch(&name, &apply, &Patch::Apply(&role)).await.unwrap();
+            let binding: ClusterRoleBinding = serde_json::from_value(json!({"metadata": {"name": name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name}, "subjects": subject}))
+            .unwrap();
+            Api::<ClusterRoleBinding>::all(self.client.clone())
+                .patch(&name, &apply, &Patch::Apply(&binding))
+                .await
+                .unwrap();
+            self.cluster_rbac.push(name);
+        }
+        let leader_rules = json!(sequencer_operator::chart_rbac::leader_rules("sequencer-operator"));
+        let leader: Role =
+            serde_json::from_value(json!({"metadata": {"name": "leader-election"}, "rules": leader_rules})).unwrap();
+        self.api::<Role>().patch("leader-election", &apply, &Patch::Apply(&leader)).await.unwrap();
+        let binding: RoleBinding = serde_json::from_value(json!({"metadata": {"name": "leader-election"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "leader-election"}, "subjects": subject}))
+        .unwrap();
+        self.api::<RoleBinding>().patch("leader-election", &apply, &Patch::Apply(&binding)).await.unwrap();
+
+        let mut config = kube::Config::infer().await.unwrap();
+        config.auth_info.impersonate = Some(format!("system:serviceaccount:{ns}:sequencer-operator"));
+        let operator = Client::try_from(config).unwrap();
+        let scope = if watch_namespace { Some(ns.clone()) } else { None };
+        let ctx =
+            Arc::new(Context::new(operator.clone(), Arc::new(Metrics::default()), AdminEndpoint::ServiceDns, None));
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(run_controllers(ctx, scope, async move {
+            let _ = stopped.await;
+        }));
+        self.stop = Some(stop);
+        operator
     }
 
     fn api<K>(&self) -> Api<K>
@@ -113,16 +184,36 @@ impl Scene {
 }
 
 impl Drop for Scene {
+    /// Stops the controllers, deletes the namespace and the cluster-wide roles, and waits until the
+    /// namespace is gone, so that a run leaves nothing behind (also when the test failed).
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let namespaces: Api<Namespace> = Api::all(self.client.clone());
         let namespace = self.namespace.clone();
-        // Best effort: the namespace's deletion (and everything in it) proceeds in the cluster.
-        tokio::spawn(async move {
-            let _ = namespaces.delete(&namespace, &DeleteParams::default()).await;
+        let cluster_rbac = std::mem::take(&mut self.cluster_rbac);
+        // NB: on a thread of its own with its own runtime and client: the test's runtime is
+        // ending, and a client is bound to the runtime that made it.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().expect("a runtime for the clean-up");
+            runtime.block_on(async move {
+                let client = Client::try_default().await.expect("the cluster of the test");
+                for name in cluster_rbac {
+                    let _ =
+                        Api::<ClusterRoleBinding>::all(client.clone()).delete(&name, &DeleteParams::default()).await;
+                    let _ = Api::<ClusterRole>::all(client.clone()).delete(&name, &DeleteParams::default()).await;
+                }
+                let namespaces: Api<Namespace> = Api::all(client);
+                let Ok(Some(ns)) = namespaces.get_opt(&namespace).await else { return };
+                let _ = namespaces.delete(&namespace, &DeleteParams::default()).await;
+                let uid = ns.uid().unwrap_or_default();
+                let gone = await_condition(namespaces, &namespace, conditions::is_deleted(&uid));
+                if tokio::time::timeout(Duration::from_secs(300), gone).await.is_err() {
+                    skip("clean-up", format_args!("namespace {namespace} still terminating after 300s"));
+                }
+            });
         });
+        let _ = cleanup.join();
     }
 }
 
@@ -252,7 +343,7 @@ async fn a_failing_migration_job_is_reported_and_no_deployment_is_created() {
     let image = std::env::var("E2E_FAILING_IMAGE").unwrap_or_else(|_| "busybox:1.36".to_string());
     let seq = sequencer(
         "ledger",
-        json!({"image": image, "migrations": {"mode": "Job", "backoffLimit": 0, "activeDeadlineSeconds": 60}}),
+        json!({"image": image, "migrations": {"mode": "Job", "backoffLimit": 0, "retries": 0, "activeDeadlineSeconds": 60}}),
     );
     scene.api::<Sequencer>().create(&PostParams::default(), &seq).await.unwrap();
 
@@ -302,4 +393,90 @@ async fn an_action_whose_sequencer_never_serves_fails_at_its_deadline_and_is_del
     let reason = failed.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Succeeded").unwrap().reason;
     assert_eq!(reason, "DeadlineExceeded");
     wait(&actions, "verify", conditions::is_deleted(&created.uid().unwrap()), "deleted after its TTL").await;
+}
+
+#[tokio::test]
+async fn with_only_the_charts_rbac_the_operator_starts_and_reconciles_in_both_install_modes() {
+    let test = "with_only_the_charts_rbac_the_operator_starts_and_reconciles_in_both_install_modes";
+    let Some(client) = cluster(test).await else {
+        return;
+    };
+    for watch_namespace in [true, false] {
+        let mut scene = Scene::bare(client.clone(), if watch_namespace { "rbac-ns" } else { "rbac-cluster" }).await;
+        let operator = scene.run_with_chart_rbac(watch_namespace).await;
+        let scope = watch_namespace.then(|| scene.namespace.clone());
+        check_crds_installed(&operator, scope.as_deref())
+            .await
+            .expect("the start-up check passes with the chart's RBAC");
+        if watch_namespace {
+            let error = check_crds_installed(&operator, None).await.unwrap_err().to_string();
+            assert!(error.contains("RBAC") && !error.contains("CRD not installed"), "{error}");
+        }
+        scene.secrets().await;
+        let seq = sequencer("ledger", json!({"image": "busybox:1.36", "migrations": {"mode": "OnStartup"}}));
+        scene.api::<Sequencer>().create(&PostParams::default(), &seq).await.unwrap();
+        wait(&scene.api::<Deployment>(), "ledger", |d: Option<&Deployment>| d.is_some(), "Deployment applied").await;
+        let written = wait(
+            &scene.api::<Sequencer>(),
+            "ledger",
+            |s: Option<&Sequencer>| {
+                s.and_then(|s| s.status.as_ref()).is_some_and(|st| st.observed_generation.is_some())
+            },
+            "status written by the operator",
+        )
+        .await
+        .unwrap();
+        assert!(written.condition("Ready").is_some());
+    }
+}
+
+#[tokio::test]
+async fn a_sequencer_on_the_sequencer_image_and_an_in_cluster_postgres_becomes_ready() {
+    let Some(client) = cluster("a_sequencer_on_the_sequencer_image_and_an_in_cluster_postgres_becomes_ready").await
+    else {
+        return;
+    };
+    let scene = Scene::new(client, "happy").await;
+    let postgres_image = std::env::var("E2E_POSTGRES_IMAGE").unwrap_or_else(|_| "postgres:16-alpine".to_string());
+    let labels = json!({"app": "postgres"});
+    let postgres: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "postgres"},
+        "spec": {"selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {"containers": [{
+            "name": "postgres", "image": postgres_image,
+            "env": [{"name": "POSTGRES_USER", "value": "ledger"}, {"name": "POSTGRES_PASSWORD", "value": "ledger"},
+                    {"name": "POSTGRES_DB", "value": "ledger"}],
+            "ports": [{"containerPort": 5432}],
+            "readinessProbe": {"exec": {"command": ["pg_isready", "-U", "ledger"]}, "periodSeconds": 2}
+        }]}}}
+    }))
+    .unwrap();
+    scene.api::<Deployment>().create(&PostParams::default(), &postgres).await.unwrap();
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": "postgres"}, "spec": {"selector": labels, "ports": [{"port": 5432, "targetPort": 5432}]}
+    }))
+    .unwrap();
+    scene.api::<Service>().create(&PostParams::default(), &service).await.unwrap();
+    scene.secrets().await;
+
+    let image =
+        std::env::var("E2E_SEQUENCER_IMAGE").unwrap_or_else(|_| sequencer_operator::crd::DEFAULT_IMAGE.to_string());
+    // Job mode: the migration Job (stateset-sequencer-admin from the same image) waits for the
+    // database and is retried if it is not up yet.
+    let seq = sequencer("ledger", json!({"image": image, "replicas": 1}));
+    scene.api::<Sequencer>().create(&PostParams::default(), &seq).await.unwrap();
+    let ready = within(
+        Duration::from_secs(600),
+        await_condition(scene.api::<Sequencer>(), "ledger", |s: Option<&Sequencer>| {
+            has_condition(s, "Ready", "True", "AllReplicasReady")
+        }),
+        "Ready=True",
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        has_condition(Some(&ready), "MigrationsApplied", "True", "MigrationJobSucceeded")
+            || has_condition(Some(&ready), "MigrationsApplied", "True", "UpToDate")
+    );
+    assert_eq!(ready.status.as_ref().and_then(|s| s.current_image.clone()), Some(image));
 }

@@ -48,8 +48,12 @@ fn anchored_spec() -> SequencerSpec {
 
 /// The condition `type_` the operator computes from one admin status answer.
 fn condition(status: AdminStatus, type_: ConditionType) -> Computed {
-    let seen =
-        SequencerObservation { deployment: None, migration: MigrationState::UpToDate, admin: AdminState::Read(status) };
+    let seen = SequencerObservation {
+        deployment: None,
+        migration: MigrationState::UpToDate,
+        admin: AdminState::Read(status),
+        monitoring: Default::default(),
+    };
     sequencer_conditions(&anchored_spec(), &seen).into_iter().find(|c| c.type_ == type_).expect("condition computed")
 }
 

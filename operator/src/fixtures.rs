@@ -78,6 +78,11 @@ impl Sequencer {
         self
     }
 
+    pub fn with_migration_retries(mut self, retries: i32) -> Self {
+        self.spec.migrations.retries = retries;
+        self
+    }
+
     pub fn with_rate_limit(mut self, per_tenant_per_minute: u32) -> Self {
         self.spec.rate_limits.per_tenant_per_minute = Some(per_tenant_per_minute);
         self
@@ -207,6 +212,24 @@ impl SequencerAction {
     }
 }
 
+/// Secret `name` holding every key `seq` references in it, each with the value `<key>-<version>`.
+pub fn fixture_secret(seq: &Sequencer, name: &str, version: &str) -> Secret {
+    let data = seq
+        .referenced_secret_keys()
+        .into_iter()
+        .filter(|r| r.name == name)
+        .map(|r| {
+            let value = if name == ADMIN_KEY_SECRET { ADMIN_KEY.to_string() } else { format!("{}-{version}", r.key) };
+            (r.key, ByteString(value.into_bytes()))
+        })
+        .collect();
+    Secret {
+        metadata: ObjectMeta { name: Some(name.into()), namespace: Some(NAMESPACE.into()), ..Default::default() },
+        data: Some(data),
+        ..Default::default()
+    }
+}
+
 /// The Secret holding the admin key of the fixture Sequencer.
 pub fn admin_key_secret() -> Secret {
     Secret {
@@ -314,8 +337,16 @@ impl ApiServer {
         let (request, send) =
             self.handle.next_request().await.expect("the reconcile ended before making the expected request");
         let (parts, body) = request.into_parts();
+        crate::rbac_contract::record(&parts.method, parts.uri.path(), parts.uri.query().unwrap_or_default());
         let bytes = body.collect_bytes().await.unwrap();
         let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        if parts.method == Method::PATCH {
+            crate::rbac_contract::record_owner_reference(&body, NAMESPACE);
+            let apply = parts.headers.get("content-type").is_some_and(|v| v == "application/apply-patch+yaml");
+            if apply {
+                crate::rbac_contract::record_apply_may_create(parts.uri.path());
+            }
+        }
         Call {
             method: parts.method,
             path: parts.uri.path().to_string(),
@@ -372,22 +403,56 @@ impl ApiServer {
         tokio::spawn(scenario.play(self))
     }
 
-    /// ServiceAccount, ConfigMap and Service applied; the PodDisruptionBudget applied with more
-    /// than one replica, deleted (absent) otherwise. Returns the applied ConfigMap.
-    pub async fn children_applied(&mut self, seq: &Sequencer) -> Value {
+    /// The referenced Secrets read (for the pod template's secrets hash), in name order; each
+    /// answered by `secret_of(name)` (None: 404).
+    pub async fn secrets_read_with(&mut self, seq: &Sequencer, secret_of: impl Fn(&str) -> Option<Secret>) {
+        for name in seq.referenced_secrets() {
+            let call = self.expect(Method::GET, &path("secret", &name)).await;
+            match secret_of(&name) {
+                Some(secret) => call.ok(&secret),
+                None => call.not_found(),
+            }
+        }
+    }
+
+    /// The referenced Secrets read, each holding the fixture values of its keys.
+    pub async fn secrets_read(&mut self, seq: &Sequencer) {
+        let seq_for = seq.clone();
+        self.secrets_read_with(seq, |name| Some(fixture_secret(&seq_for, name, "v1"))).await;
+    }
+
+    /// Secrets read; ServiceAccount and ConfigMap each read (absent) and applied: what comes before
+    /// a migration Job. Returns the applied ConfigMap's data.
+    pub async fn secrets_and_job_prerequisites_applied(&mut self, seq: &Sequencer) -> Value {
+        self.secrets_read(seq).await;
+        self.expect(Method::GET, &path("serviceaccount", NAME)).await.not_found();
         self.expect_apply(&path("serviceaccount", NAME)).await.echo();
+        self.expect(Method::GET, &path("configmap", &Names(NAME).config_map())).await.not_found();
         let config = self.expect_apply(&path("configmap", &Names(NAME).config_map())).await;
         let data = config.body["data"].clone();
         config.echo();
+        data
+    }
+
+    /// Secrets read; ServiceAccount, ConfigMap and Service each read (absent) and applied; the
+    /// PodDisruptionBudget read (absent) and applied with more than one replica, left alone
+    /// otherwise. Returns the applied ConfigMap's data.
+    pub async fn children_applied(&mut self, seq: &Sequencer) -> Value {
+        let data = self.secrets_and_job_prerequisites_applied(seq).await;
+        self.service_and_budget_applied(seq).await;
+        data
+    }
+
+    /// The Service and the PodDisruptionBudget (after any migration Job).
+    pub async fn service_and_budget_applied(&mut self, seq: &Sequencer) {
+        self.expect(Method::GET, &path("service", NAME)).await.not_found();
         self.expect_apply(&path("service", NAME)).await.echo();
+        self.expect(Method::GET, &path("pdb", NAME)).await.not_found();
         if seq.spec.replicas > 1 {
             let pdb = self.expect_apply(&path("pdb", NAME)).await;
             assert_eq!(pdb.body["spec"]["maxUnavailable"], 1);
             pdb.echo();
-        } else {
-            self.expect(Method::DELETE, &path("pdb", NAME)).await.not_found();
         }
-        data
     }
 
     /// The Deployment applied; answered with `status`. Returns the applied body.
@@ -474,6 +539,24 @@ pub enum Scenario {
     ReadyReadsAdminStatus(Sequencer),
     /// Being deleted: nothing is requested at all.
     DeletionTouchesNothing,
+    /// A migration Job that failed an hour ago with attempts left: the failure is announced, the
+    /// Job removed (UID precondition) so that the next reconcile starts attempt 2, the old
+    /// Deployment kept; status is Reconciling (not Stalled) and counts the attempt.
+    FailedMigrationIsRetriedAfterBackoff(Sequencer),
+    /// A Service of another owner under the Sequencer's name: after the ServiceAccount and
+    /// ConfigMap (ours), the Service is read and nothing more is written; a Warning event and
+    /// status (Ready=False, Stalled=True, NameConflict naming the Service) say why.
+    ServiceNameConflictWritesNothingToIt(Sequencer),
+    /// One replica and a PodDisruptionBudget under the Sequencer's name: deleted (UID
+    /// precondition) when ours, left alone when someone else's.
+    PodDisruptionBudgetOnScaleDown { seq: Sequencer, ours: bool },
+    /// spec.monitoring.podMonitor enabled (OnStartup, fresh): after the Service, the PodMonitor is
+    /// read and applied; without the monitoring.coreos.com CRDs both answer 404, a Warning event
+    /// says so and MonitoringReady=False, but the reconcile goes on.
+    PodMonitor { seq: Sequencer, crds_installed: bool },
+    /// The API server fails (500) on the first read: a Warning event and status (Ready=False,
+    /// Reconciling=True, ReconcileFailed with the error) record it.
+    ReconcileErrorReachesStatus(Sequencer),
     /// AnchorRetry against a ready Sequencer: Running is recorded and announced, the admin API is
     /// called, Succeeded with the result is recorded and announced.
     ActionRunsToSuccess(SequencerAction),
@@ -498,6 +581,8 @@ impl Scenario {
             Scenario::CreateStartsMigrationJob(seq) => {
                 let job = Names(NAME).migration_job(&seq.spec.image);
                 api.expect(Method::GET, &path("deployment", NAME)).await.not_found();
+                // The Job's ServiceAccount and the ConfigMap exist before the Job.
+                api.secrets_and_job_prerequisites_applied(&seq).await;
                 api.expect(Method::GET, &path("job", &job)).await.not_found();
                 let created = api.expect_apply(&path("job", &job)).await;
                 let container = &created.body["spec"]["template"]["spec"]["containers"][0];
@@ -506,7 +591,7 @@ impl Scenario {
                 assert_eq!(created.body["metadata"]["ownerReferences"][0]["kind"], "Sequencer");
                 created.echo();
                 api.expect_event(Reason::MigrationJobCreated).await;
-                api.children_applied(&seq).await;
+                api.service_and_budget_applied(&seq).await;
                 let status = api.sequencer_status_written(&seq).await;
                 assert_eq!(condition(&status.conditions, "Ready").1, "MigrationJobRunning");
                 assert_eq!(condition(&status.conditions, "MigrationsApplied").0, "False");
@@ -529,12 +614,13 @@ impl Scenario {
                 let job = Names(NAME).migration_job(&seq.spec.image);
                 let old_job = Names(NAME).migration_job(OLD_IMAGE);
                 api.expect(Method::GET, &path("deployment", NAME)).await.ok(&seq.live_deployment(OLD_IMAGE, 1));
+                api.secrets_and_job_prerequisites_applied(&seq).await;
                 api.expect(Method::GET, &path("job", &job)).await.ok(&seq.live_migration_job(Some((
                     "Complete",
                     "CompletionsReached",
                     "",
                 ))));
-                api.children_applied(&seq).await;
+                api.service_and_budget_applied(&seq).await;
                 let deployment = api.deployment_applied(not_ready_status()).await;
                 assert_eq!(deployment["spec"]["template"]["spec"]["containers"][0]["image"], IMAGE);
                 api.expect_event(Reason::MigrationJobSucceeded).await;
@@ -558,6 +644,7 @@ impl Scenario {
             Scenario::MigrationFailedKeepsOldDeployment(seq) => {
                 let job = Names(NAME).migration_job(&seq.spec.image);
                 api.expect(Method::GET, &path("deployment", NAME)).await.ok(&seq.live_deployment(OLD_IMAGE, 1));
+                api.secrets_and_job_prerequisites_applied(&seq).await;
                 api.expect(Method::GET, &path("job", &job)).await.ok(&seq.live_migration_job(Some((
                     "Failed",
                     "BackoffLimitExceeded",
@@ -565,7 +652,7 @@ impl Scenario {
                 ))));
                 let warning = api.expect_event(Reason::MigrationJobFailed).await;
                 assert_eq!(warning["type"], "Warning");
-                api.children_applied(&seq).await;
+                api.service_and_budget_applied(&seq).await;
                 let deployment = api
                     .deployment_applied(json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}))
                     .await;
@@ -578,7 +665,124 @@ impl Scenario {
                 assert!(message.contains("BackoffLimitExceeded"), "{message}");
                 assert_eq!(condition(&status.conditions, "Degraded").0, "True");
                 assert_eq!(condition(&status.conditions, "Ready").0, "False");
+                assert_eq!(condition(&status.conditions, "Stalled").0, "True");
+                assert_eq!(condition(&status.conditions, "Reconciling").0, "False");
                 assert_eq!(status.current_image.as_deref(), Some(OLD_IMAGE));
+            }
+            Scenario::FailedMigrationIsRetriedAfterBackoff(seq) => {
+                let job = Names(NAME).migration_job(&seq.spec.image);
+                api.expect(Method::GET, &path("deployment", NAME)).await.ok(&seq.live_deployment(OLD_IMAGE, 1));
+                let mut failed = seq.live_migration_job(Some(("Failed", "BackoffLimitExceeded", "database not up")));
+                failed.metadata.uid = Some("7e57a11e-0000-4000-8000-000000000001".into());
+                let long_ago = Time(Timestamp::now() - SignedDuration::from_secs(3600));
+                failed.status.as_mut().unwrap().conditions.as_mut().unwrap()[0].last_transition_time = Some(long_ago);
+                api.secrets_and_job_prerequisites_applied(&seq).await;
+                api.expect(Method::GET, &path("job", &job)).await.ok(&failed);
+                api.expect_event(Reason::MigrationJobFailed).await;
+                let deleted = api.expect(Method::DELETE, &path("job", &job)).await;
+                assert_eq!(deleted.body["preconditions"]["uid"], "7e57a11e-0000-4000-8000-000000000001");
+                deleted.ok(&failed);
+                api.service_and_budget_applied(&seq).await;
+                let deployment = api
+                    .deployment_applied(json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}))
+                    .await;
+                assert_eq!(deployment["spec"]["template"]["spec"]["containers"][0]["image"], OLD_IMAGE);
+                api.expect(Method::GET, &path("secret", ADMIN_KEY_SECRET)).await.ok(&admin_key_secret());
+                let status = api.sequencer_status_written(&seq).await;
+                assert_eq!(condition(&status.conditions, "MigrationsApplied").1, "MigrationJobRetrying");
+                assert_eq!(condition(&status.conditions, "Reconciling").0, "True");
+                assert_eq!(condition(&status.conditions, "Stalled").0, "False");
+                assert_eq!(
+                    status.migration.map(|m| m.attempts),
+                    Some(1),
+                    "attempt 1 failed; the next reconcile starts 2"
+                );
+            }
+            Scenario::ServiceNameConflictWritesNothingToIt(seq) => {
+                api.expect(Method::GET, &path("deployment", NAME)).await.not_found();
+                api.secrets_read(&seq).await;
+                api.expect(Method::GET, &path("serviceaccount", NAME)).await.not_found();
+                api.expect_apply(&path("serviceaccount", NAME)).await.echo();
+                api.expect(Method::GET, &path("configmap", &Names(NAME).config_map())).await.not_found();
+                api.expect_apply(&path("configmap", &Names(NAME).config_map())).await.echo();
+                let mut foreign = resources::service(&seq);
+                foreign.metadata.owner_references = None;
+                foreign.metadata.labels = Some([("app".to_string(), "billing".to_string())].into());
+                api.expect(Method::GET, &path("service", NAME)).await.ok(&foreign);
+                let warning = api.expect_event(Reason::NameConflict).await;
+                assert_eq!(warning["type"], "Warning");
+                assert!(warning["note"].as_str().unwrap().contains("Service payments/ledger"), "{warning}");
+                let status = api.sequencer_status_written(&seq).await;
+                let (ready, reason, message) = condition(&status.conditions, "Ready");
+                assert_eq!((ready, reason), ("False", "NameConflict"));
+                assert!(message.contains("Service payments/ledger"), "{message}");
+                assert_eq!(condition(&status.conditions, "Stalled").0, "True");
+                assert_eq!(status.observed_generation, Some(1));
+            }
+            Scenario::PodDisruptionBudgetOnScaleDown { seq, ours } => {
+                api.expect(Method::GET, &path("deployment", NAME)).await.ok(&seq.live_deployment(&seq.spec.image, 1));
+                api.secrets_read(&seq).await;
+                for (kind, name) in [
+                    ("serviceaccount", NAME.to_string()),
+                    ("configmap", Names(NAME).config_map()),
+                    ("service", NAME.to_string()),
+                ] {
+                    api.expect(Method::GET, &path(kind, &name)).await.not_found();
+                    api.expect_apply(&path(kind, &name)).await.echo();
+                }
+                let mut pdb = resources::pod_disruption_budget(&seq.clone().with_replicas(3)).unwrap();
+                pdb.metadata.uid = Some("9d9d9d9d-0000-4000-8000-000000000002".into());
+                if !ours {
+                    pdb.metadata.owner_references = None;
+                }
+                api.expect(Method::GET, &path("pdb", NAME)).await.ok(&pdb);
+                if ours {
+                    let deleted = api.expect(Method::DELETE, &path("pdb", NAME)).await;
+                    assert_eq!(deleted.body["preconditions"]["uid"], "9d9d9d9d-0000-4000-8000-000000000002");
+                    deleted.ok(&pdb);
+                }
+                api.deployment_applied(not_ready_status()).await;
+                api.sequencer_status_written(&seq).await;
+            }
+            Scenario::PodMonitor { seq, crds_installed } => {
+                api.expect(Method::GET, &path("deployment", NAME)).await.not_found();
+                api.secrets_and_job_prerequisites_applied(&seq).await;
+                api.expect(Method::GET, &path("service", NAME)).await.not_found();
+                api.expect_apply(&path("service", NAME)).await.echo();
+                let monitor = format!("/apis/monitoring.coreos.com/v1/namespaces/{NAMESPACE}/podmonitors/{NAME}");
+                api.expect(Method::GET, &monitor).await.not_found();
+                let applied = api.expect_apply(&monitor).await;
+                assert_eq!(applied.body["spec"]["podMetricsEndpoints"][0]["path"], "/metrics");
+                assert_eq!(applied.body["metadata"]["ownerReferences"][0]["kind"], "Sequencer");
+                if crds_installed {
+                    applied.echo();
+                } else {
+                    applied.not_found();
+                    let warning = api.expect_event(Reason::MonitoringCrdsAbsent).await;
+                    assert_eq!(warning["type"], "Warning");
+                }
+                api.expect(Method::GET, &path("pdb", NAME)).await.not_found();
+                api.deployment_applied(not_ready_status()).await;
+                let status = api.sequencer_status_written(&seq).await;
+                let expected =
+                    if crds_installed { ("True", "PodMonitorApplied") } else { ("False", "MonitoringCrdsAbsent") };
+                let (state, reason, _) = condition(&status.conditions, "MonitoringReady");
+                assert_eq!((state, reason), expected);
+            }
+            Scenario::ReconcileErrorReachesStatus(seq) => {
+                let status = json!({
+                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": "etcdserver: request timed out", "reason": "InternalError", "code": 500
+                });
+                api.expect(Method::GET, &path("deployment", NAME)).await.reply(500, &status);
+                api.expect_event(Reason::ReconcileFailed).await;
+                let written = api.sequencer_status_written(&seq).await;
+                let (ready, reason, message) = condition(&written.conditions, "Ready");
+                assert_eq!((ready, reason), ("False", "ReconcileFailed"));
+                assert!(message.contains("request timed out"), "{message}");
+                assert_eq!(condition(&written.conditions, "Reconciling").0, "True");
+                assert_eq!(condition(&written.conditions, "Stalled").0, "False");
+                assert_eq!(written.observed_generation, seq.metadata.generation);
             }
             Scenario::DriftIsRepaired(seq) => {
                 let mut drifted = seq.live_deployment(&seq.spec.image, 0);

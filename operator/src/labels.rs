@@ -35,6 +35,10 @@ pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// which rolls the Deployment (environment from a ConfigMap is read only at container start).
 pub const ANNOTATION_CONFIG_HASH: &str = "sequencer.stateset.io/config-hash";
 
+/// Pod template annotation: SHA-256 over the values of every Secret key the Sequencer references.
+/// Rotating a referenced Secret changes it, which rolls the Deployment.
+pub const ANNOTATION_SECRETS_HASH: &str = "sequencer.stateset.io/secrets-hash";
+
 /// Migration Job annotation: the image whose migrations the Job applies. The operator reads it
 /// back to know which image a finished Job cleared for rollout.
 pub const ANNOTATION_MIGRATION_IMAGE: &str = "sequencer.stateset.io/migration-image";

@@ -11,6 +11,7 @@
 
 pub mod action_state;
 pub mod admin;
+pub mod chart_rbac;
 pub mod conditions;
 pub mod controller;
 pub mod crd;
@@ -24,6 +25,10 @@ pub mod telemetry;
 
 #[cfg(test)]
 pub mod fixtures;
+#[cfg(test)]
+mod kstatus;
+#[cfg(test)]
+mod rbac_contract;
 
 /// Everything that can make a reconcile (or the operator's start-up) fail.
 #[derive(Debug, thiserror::Error)]
@@ -36,9 +41,21 @@ pub enum Error {
     #[error("invalid {kind} {name}: {reason}")]
     InvalidSpec { kind: &'static str, name: String, reason: String },
 
-    /// The operator's CRDs are not installed (or not readable with its RBAC).
+    /// The operator's RBAC does not allow a request it needs (the API server answered 403).
     #[error(
-        "listing {kind} failed: {reason}. CRD not installed? run `kubectl apply --server-side -f crds/` (or `sequencer-operator crd | kubectl apply --server-side -f -`)"
+        "RBAC: the operator may not {verb} {resource} {scope}: {reason}. Check the operator's (Cluster)Role: the chart grants it, in watchNamespace mode only in that namespace"
+    )]
+    Forbidden { verb: &'static str, resource: &'static str, scope: String, reason: String },
+
+    /// An object the Sequencer would own exists and is not controlled by it; nothing is written to it.
+    #[error(
+        "{kind} {namespace}/{name} exists and is not controlled by this Sequencer ({controller}); rename the Sequencer, or delete that object if it is not needed"
+    )]
+    NameConflict { kind: String, namespace: String, name: String, controller: String },
+
+    /// The operator's CRDs are not installed.
+    #[error(
+        "listing {kind} failed: {reason}. CRD not installed? run `kubectl apply --server-side --force-conflicts -f crds/` (or `sequencer-operator crd | kubectl apply --server-side --force-conflicts -f -`)"
     )]
     CrdsMissing { kind: &'static str, reason: String },
 
@@ -62,10 +79,6 @@ pub enum Error {
     #[error("leader election failed: {0}")]
     LeaderElection(#[source] kube_lease_manager::LeaseManagerError),
 
-    /// This replica lost the leader lease; it exits so it restarts as a standby.
-    #[error("the leader lease was lost; exiting to restart as a standby")]
-    LostLease,
-
     /// The operator's own HTTP endpoints (health, metrics) could not start.
     #[error("serving health and metrics on {addr} failed: {source}")]
     Serve {
@@ -85,17 +98,37 @@ impl Error {
     /// A short, stable label for the failure metric (never contains object names or values).
     pub fn metric_label(&self) -> &'static str {
         match self {
+            Error::Kube(kube::Error::Api(status)) if status.code == 403 => "forbidden",
             Error::Kube(kube::Error::Api(status)) if status.code == 409 => "conflict",
             Error::Kube(kube::Error::Api(status)) if status.code == 422 => "invalid",
             Error::Kube(_) => "kube",
             Error::InvalidSpec { .. } => "invalid_spec",
             Error::CrdsMissing { .. } => "crds_missing",
+            Error::Forbidden { .. } => "forbidden",
+            Error::NameConflict { .. } => "name_conflict",
             Error::Secret { .. } => "secret",
             Error::Serialize { .. } => "serialize",
             Error::Manifest { .. } => "manifest",
-            Error::LeaderElection(_) | Error::LostLease => "leader_election",
+            Error::LeaderElection(_) => "leader_election",
             Error::Serve { .. } => "serve",
         }
+    }
+}
+
+impl Error {
+    /// The reason and message a failed reconcile writes into the `Ready` condition. Reasons for
+    /// what will not resolve by itself (see [`conditions::reason_is_stalled`]) make it `Stalled`.
+    pub fn status_reason(&self) -> (conditions::Reason, String) {
+        use conditions::Reason;
+        let reason = match self {
+            Error::NameConflict { .. } => Reason::NameConflict,
+            Error::Forbidden { .. } => Reason::Forbidden,
+            Error::Kube(kube::Error::Api(status)) if status.code == 403 => Reason::Forbidden,
+            Error::Kube(kube::Error::Api(status)) if status.code == 400 || status.code == 422 => Reason::SpecRejected,
+            Error::InvalidSpec { .. } => Reason::SpecRejected,
+            _ => Reason::ReconcileFailed,
+        };
+        (reason, self.to_string())
     }
 }
 

@@ -24,15 +24,20 @@ enum Command {
         /// Watch only this namespace; all namespaces when unset.
         #[arg(long, env = "WATCH_NAMESPACE")]
         namespace: Option<String>,
-        /// Address of /healthz, /readyz and /metrics.
-        #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+        /// Address of /healthz, /readyz and /metrics; `[::]` listens on IPv6 and IPv4.
+        #[arg(long, env = "LISTEN_ADDR", default_value = "[::]:8080")]
         listen: SocketAddr,
         /// Name of the leader-election Lease.
         #[arg(long, env = "LEASE_NAME", default_value = "sequencer-operator")]
         lease_name: String,
-        /// Namespace of the leader-election Lease (the operator's own namespace).
+        /// Namespace of the leader-election Lease; the operator's own namespace (POD_NAMESPACE) when
+        /// unset. The chart puts it in watchNamespace when that is set, so that every request of a
+        /// least-privilege install stays in that one namespace.
+        #[arg(long, env = "LEASE_NAMESPACE")]
+        lease_namespace: Option<String>,
+        /// The operator's own namespace.
         #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
-        lease_namespace: String,
+        pod_namespace: String,
         /// Identity in the Lease and in events; the pod name in a cluster.
         #[arg(long, env = "POD_NAME")]
         identity: Option<String>,
@@ -79,14 +84,23 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { namespace, listen, lease_name, lease_namespace, identity, admin_url, log_format } => {
+        Command::Run {
+            namespace,
+            listen,
+            lease_name,
+            lease_namespace,
+            pod_namespace,
+            identity,
+            admin_url,
+            log_format,
+        } => {
             telemetry::init(log_format);
             let identity = identity.unwrap_or_else(default_identity);
             let options = RunOptions {
                 watch_namespace: namespace.filter(|n| !n.is_empty()),
                 listen,
                 lease_name,
-                lease_namespace,
+                lease_namespace: lease_namespace.filter(|n| !n.is_empty()).unwrap_or(pod_namespace),
                 identity,
                 admin_endpoint: admin_url.map_or(AdminEndpoint::ServiceDns, AdminEndpoint::Fixed),
             };

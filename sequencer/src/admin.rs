@@ -137,7 +137,22 @@ pub async fn verify(
     store_id: Option<Uuid>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let report = crate::verify::verify(store, tenant_id, store_id).await?;
+    // Progress goes to stderr as the streams are checked (stdout keeps only the report).
+    let streams = store.streams(tenant_id, store_id, i64::MAX).await?;
+    let total = streams.len();
+    let mut last = std::time::Instant::now();
+    let report = crate::verify::verify_streams_with(store, streams, |r| {
+        if last.elapsed() >= std::time::Duration::from_secs(1) || r.streams_checked as usize == total {
+            last = std::time::Instant::now();
+            eprintln!(
+                "verify: {}/{total} streams, {} events, {} findings so far",
+                r.streams_checked,
+                r.events_checked,
+                r.findings.len()
+            );
+        }
+    })
+    .await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -166,7 +181,7 @@ pub async fn list_dead_letters(
     status: Option<String>,
     limit: i64,
 ) -> anyhow::Result<ExitCode> {
-    let filter = DeadLetterFilter { tenant_id, store_id, reason, status, since: None, until: None };
+    let filter = DeadLetterFilter { tenant_id, store_id, reason, status, ..Default::default() };
     for l in store.list_dead_letters(&filter, limit, 0).await? {
         println!(
             "{}  event={}  {}/{}  {}  {}  attempts={}  {}",
@@ -209,7 +224,7 @@ pub async fn retry_dead_letters(
         letters
     } else if all || tenant_id.is_some() || store_id.is_some() || reason.is_some() {
         let filter =
-            DeadLetterFilter { tenant_id, store_id, reason, status: Some("pending".into()), since: None, until: None };
+            DeadLetterFilter { tenant_id, store_id, reason, status: Some("pending".into()), ..Default::default() };
         store.list_dead_letters(&filter, 10_000, 0).await?
     } else {
         anyhow::bail!("give dead-letter ids, or filters (--tenant-id, --store-id, --reason) or --all");
@@ -254,8 +269,7 @@ pub async fn purge_dead_letters(
     if status != "resolved" && status != "pending" {
         anyhow::bail!("--status must be resolved or pending, not {status:?}");
     }
-    let filter =
-        DeadLetterFilter { tenant_id, store_id, reason, status: Some(status.clone()), since: None, until: None };
+    let filter = DeadLetterFilter { tenant_id, store_id, reason, status: Some(status.clone()), ..Default::default() };
     let deleted = store.delete_dead_letters_matching(&filter).await?;
     println!("deleted {deleted} {status} dead letters");
     Ok(ExitCode::SUCCESS)

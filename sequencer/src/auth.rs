@@ -78,15 +78,25 @@ impl Caller {
         self.check_scope(stream.tenant_id, Some(stream.store_id))
     }
 
-    /// May administer this tenant (its keys, its dead letters...).
+    /// May administer this whole tenant (tenant-wide resources such as agent keys): an admin
+    /// credential of the tenant that is not limited to some of its stores.
     pub fn require_admin_of(&self, tenant_id: Uuid) -> Result<()> {
-        if !self.can_admin {
-            return Err(Error::Forbidden("Admin permission required".into()));
+        self.require_admin()?;
+        self.check_scope(tenant_id, None)?;
+        if !self.is_bootstrap_admin() && !self.store_ids.is_empty() {
+            return Err(Error::Forbidden("A tenant-wide admin credential is required".into()));
         }
-        self.check_scope(tenant_id, None)
+        Ok(())
     }
 
-    /// Any admin credential (results are then filtered to its tenant unless it is the bootstrap admin).
+    /// May administer this stream (pause it, retry its dead letters, verify it...).
+    pub fn require_admin_of_stream(&self, stream: StreamKey) -> Result<()> {
+        self.require_admin()?;
+        self.check_scope(stream.tenant_id, Some(stream.store_id))
+    }
+
+    /// Any admin credential (results are then filtered to its tenant and stores unless it is the
+    /// bootstrap admin).
     pub fn require_admin(&self) -> Result<()> {
         if !self.can_admin {
             return Err(Error::Forbidden("Admin permission required".into()));
@@ -99,9 +109,49 @@ impl Caller {
         (!self.is_bootstrap_admin()).then_some(self.tenant_id)
     }
 
-    /// The sequencer acting on its own behalf (dead-letter retries).
-    pub fn system() -> Self {
-        Self::bootstrap()
+    /// The stores a listing is limited to (`None` = every store of [`Self::tenant_filter`]).
+    pub fn store_filter(&self) -> Option<Vec<Uuid>> {
+        (!self.is_bootstrap_admin() && !self.store_ids.is_empty()).then(|| self.store_ids.clone())
+    }
+
+    /// What an admin listing or aggregate of this caller covers.
+    pub fn scope(&self) -> crate::store::scope::Scope {
+        crate::store::scope::Scope { tenant_id: self.tenant_filter(), store_ids: self.store_filter() }
+    }
+
+    /// Whether a credential of `scope` grants nothing this caller lacks: same tenant (or the caller is
+    /// the bootstrap admin), stores within the caller's, permissions within the caller's, bound to the
+    /// caller's agent when the caller is. Minting and revoking keys can only narrow, never widen.
+    pub fn covers(&self, scope: &Caller) -> bool {
+        if self.is_bootstrap_admin() {
+            return true;
+        }
+        let stores_within = self.store_ids.is_empty()
+            || (!scope.store_ids.is_empty() && scope.store_ids.iter().all(|s| self.store_ids.contains(s)));
+        let perms_within = (self.can_admin || !scope.can_admin)
+            && (self.can_admin || self.can_write || !scope.can_write)
+            && (self.can_admin || self.can_read || !scope.can_read);
+        let agent_within = self.agent_id.is_none() || self.agent_id == scope.agent_id;
+        let rate_within = match (self.rate_limit, scope.rate_limit) {
+            (None, _) => true,
+            (Some(mine), Some(theirs)) => theirs <= mine,
+            (Some(_), None) => false,
+        };
+        self.tenant_id == scope.tenant_id && stores_within && perms_within && agent_within && rate_within
+    }
+
+    /// A credential that may write to one stream only (dead-letter retries replay as it).
+    pub fn writer_of(stream: StreamKey) -> Self {
+        Caller {
+            tenant_id: stream.tenant_id,
+            store_ids: vec![stream.store_id],
+            can_read: true,
+            can_write: true,
+            can_admin: false,
+            agent_id: None,
+            rate_limit: None,
+            api_key_id: None,
+        }
     }
 
     fn bootstrap() -> Self {
@@ -200,6 +250,9 @@ impl Authenticator {
             let mut validation = Validation::new(Algorithm::HS256);
             validation.set_issuer(&[j.issuer.as_str()]);
             validation.set_audience(&[j.audience.as_str()]);
+            // NB: a claim that is absent is not checked at all unless it is required.
+            validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+            validation.validate_nbf = true;
             validation.leeway = 60;
             (DecodingKey::from_secret(j.secret.expose_secret().as_bytes()), validation)
         });

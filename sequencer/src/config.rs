@@ -91,6 +91,14 @@ pub struct Config {
     pub max_body_size_bytes: usize,
     pub max_event_payload_size: usize,
     pub request_timeout: Duration,
+    /// `HTTP_HEADER_READ_TIMEOUT_SECS`: a connection must send a request's headers within this long,
+    /// including while idle between keep-alive requests (so it is also the idle timeout).
+    pub http_header_read_timeout: Duration,
+    /// `HTTP_MAX_CONNECTIONS`: open client connections at most (further ones are closed at once).
+    pub http_max_connections: usize,
+    /// `MAX_INFLIGHT_BODY_BYTES`: request body bytes held at once across all requests (at least
+    /// `MAX_BODY_SIZE_BYTES`); a request that would exceed it waits briefly, then gets a 503.
+    pub max_inflight_body_bytes: usize,
     /// `REQUIRE_SIGNED_EXECUTION_CONTROLS`: reject new `ves_version` 1 events.
     pub require_signed_execution_controls: bool,
     pub log_format: LogFormat,
@@ -174,6 +182,9 @@ impl std::fmt::Debug for Config {
             .field("max_body_size_bytes", &self.max_body_size_bytes)
             .field("max_event_payload_size", &self.max_event_payload_size)
             .field("request_timeout", &self.request_timeout)
+            .field("http_header_read_timeout", &self.http_header_read_timeout)
+            .field("http_max_connections", &self.http_max_connections)
+            .field("max_inflight_body_bytes", &self.max_inflight_body_bytes)
             .field("require_signed_execution_controls", &self.require_signed_execution_controls)
             .field("log_format", &self.log_format)
             .field("ingest_max_queued_events", &self.ingest_max_queued_events)
@@ -412,6 +423,9 @@ impl Config {
             max_body_size_bytes: env.positive("MAX_BODY_SIZE_BYTES", 10 * 1024 * 1024usize)?,
             max_event_payload_size: env.positive("MAX_EVENT_PAYLOAD_SIZE", 1024 * 1024usize)?,
             request_timeout: Duration::from_secs(env.positive("REQUEST_TIMEOUT_SECS", 30u64)?),
+            http_header_read_timeout: Duration::from_secs(env.positive("HTTP_HEADER_READ_TIMEOUT_SECS", 10u64)?),
+            http_max_connections: env.positive("HTTP_MAX_CONNECTIONS", 2048usize)?,
+            max_inflight_body_bytes: env.positive("MAX_INFLIGHT_BODY_BYTES", 64 * 1024 * 1024usize)?,
             require_signed_execution_controls: env.flag("REQUIRE_SIGNED_EXECUTION_CONTROLS", false)?,
             log_format,
             agent_key_cache: CacheConfig {

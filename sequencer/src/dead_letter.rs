@@ -13,6 +13,7 @@ use crate::ingest::{Ingest, IngestRequest};
 use crate::reason::Reason;
 use crate::store::Store;
 use crate::store::dead_letters::DeadLetter;
+use crate::store::events::StreamKey;
 
 /// What became of one retried entry.
 #[derive(Debug, Clone, Serialize)]
@@ -70,8 +71,16 @@ pub async fn retry(store: &Store, ingest: &Ingest, letter: &DeadLetter) -> Resul
             return Ok(rejected(&reason));
         }
     };
+    // A retry writes only into the stream its entry belongs to: the envelope must name that stream,
+    // and the replay runs with a credential limited to it.
+    if envelope.tenant_id != letter.tenant_id || envelope.store_id != letter.store_id {
+        let reason = Reason::InvalidRequest("the stored envelope names another stream than its dead letter".into());
+        store.record_failed_retry(letter.id, reason.label(), &reason.wire()).await?;
+        return Ok(rejected(&reason));
+    }
     let request = IngestRequest { agent_id: envelope.source_agent_id, events: vec![envelope] };
-    let response = match ingest.ingest(&Caller::system(), request).await {
+    let caller = Caller::writer_of(StreamKey { tenant_id: letter.tenant_id, store_id: letter.store_id });
+    let response = match ingest.ingest(&caller, request).await {
         Ok(r) => r,
         Err(e) if e.status().is_client_error() => {
             let reason = Reason::InvalidRequest(e.to_string());

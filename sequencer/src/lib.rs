@@ -24,7 +24,9 @@ pub mod commitments;
 pub mod config;
 pub mod dead_letter;
 pub mod error;
+pub mod fuzzing;
 pub mod ingest;
+pub mod limits;
 pub mod metrics;
 pub mod policy;
 pub mod private_postgres;
@@ -36,6 +38,7 @@ pub mod store;
 pub mod telemetry;
 pub mod testing;
 pub mod tlog;
+pub mod validate;
 pub mod verify;
 pub mod worker;
 

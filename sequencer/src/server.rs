@@ -53,6 +53,7 @@ pub fn build_state(config: Config, store: Store, metrics: Arc<Metrics>) -> Resul
         .sequencer_signing_key
         .clone()
         .map(|key| crate::checkpoint::CheckpointSigner::new(&config.checkpoint_origin, key));
+    let max_inflight_body_bytes = config.max_inflight_body_bytes.max(config.max_body_size_bytes);
     Ok(Arc::new(AppState {
         config,
         store,
@@ -64,6 +65,9 @@ pub fn build_state(config: Config, store: Store, metrics: Arc<Metrics>) -> Resul
         anchor,
         checkpoints,
         started: Instant::now(),
+        verify_jobs: Default::default(),
+        body_budget: crate::limits::BodyBudget::new(max_inflight_body_bytes),
+        db_watch: Default::default(),
     }))
 }
 
@@ -146,8 +150,81 @@ pub async fn serve(
     state: SharedState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    use axum::extract::ConnectInfo;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    let fd_limit = crate::limits::raise_fd_limit();
+    // Leave descriptors for the database pool, the database watch, logs and child processes.
+    let max_connections = state.config.http_max_connections.min((fd_limit as usize).saturating_sub(256).max(16));
+    tracing::info!(fd_limit, max_connections, "connection limits");
+    let header_read_timeout = state.config.http_header_read_timeout;
+    let watch = state
+        .config
+        .database_url
+        .clone()
+        .map(|url| state.db_watch.spawn(url, state.config.db_acquire_timeout, Duration::from_millis(250)));
+    let app = api::router(state);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let (closing, closed) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    let shutdown = shutdown;
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning on the error.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        while connections.try_join_next().is_some() {}
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Over HTTP_MAX_CONNECTIONS: closed at once rather than left waiting.
+            tracing::debug!(%peer, "connection refused: HTTP_MAX_CONNECTIONS reached");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = app.clone().map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            req
+        });
+        let mut closed = closed.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            // NB: hyper starts the header-read timer whenever it waits for a request head, so an idle
+            // keep-alive connection is closed after the same timeout.
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(service));
+            tokio::pin!(conn);
+            let closing = async move {
+                let _ = closed.wait_for(|c| *c).await;
+            };
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = closing => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    let _ = closing.send(true);
+    while connections.join_next().await.is_some() {}
+    if let Some(watch) = watch {
+        watch.abort();
+    }
+    Ok(())
 }
 
 /// Runs the sequencer until SIGTERM.

@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::error::Result;
 use crate::store::Store;
 use crate::store::commitments::{CommitmentRow, LeafRun, ListFilter};
-use crate::store::events::{StoredEvent, StreamKey, scan_stream};
+use crate::store::events::{StoredEvent, StreamKey, StreamStatus, scan_stream};
 
 /// One problem found.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -57,16 +57,119 @@ const CHUNK: i64 = 5000;
 
 /// Verifies one stream, or every stream of a tenant, or everything.
 pub async fn verify(store: &Store, tenant_id: Option<Uuid>, store_id: Option<Uuid>) -> Result<Report> {
-    let streams = store.streams(tenant_id, store_id, i64::MAX).await?;
+    verify_streams(store, store.streams(tenant_id, store_id, i64::MAX).await?).await
+}
+
+/// Verifies the streams given.
+pub async fn verify_streams(store: &Store, streams: Vec<StreamStatus>) -> Result<Report> {
+    verify_streams_with(store, streams, |_| {}).await
+}
+
+/// Verifies the streams given, handing the report so far to `progress` after each stream (the
+/// background jobs publish it; the admin CLI prints it).
+pub async fn verify_streams_with(
+    store: &Store,
+    streams: Vec<StreamStatus>,
+    mut progress: impl FnMut(&Report),
+) -> Result<Report> {
     let mut report = Report::default();
     for s in streams {
         let stream = StreamKey { tenant_id: s.tenant_id, store_id: s.store_id };
         verify_stream(store, stream, s.head, &mut report).await?;
         report.streams_checked += 1;
+        report.findings.truncate(MAX_FINDINGS);
+        report.ok = report.findings.is_empty();
+        progress(&report);
     }
     report.findings.truncate(MAX_FINDINGS);
     report.ok = report.findings.is_empty();
     Ok(report)
+}
+
+/// A background verification: `POST /api/v1/admin/verify/jobs` starts one over the caller's scope and
+/// `GET /api/v1/admin/verify/jobs/{id}` reports its progress and findings, so a tenant with 10^5
+/// streams is verified without holding a request open. Jobs live in the memory of the replica that
+/// started them (ask the same replica; a restart forgets them).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyJob {
+    pub id: Uuid,
+    /// `running`, `done` or `failed`.
+    pub state: &'static str,
+    pub streams_total: u64,
+    pub report: Report,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// What the job covers: only callers whose scope covers it may read it.
+    #[serde(skip)]
+    pub scope: crate::store::scope::Scope,
+}
+
+/// Finished jobs kept for reading (the oldest finished are forgotten first).
+const KEPT_JOBS: usize = 100;
+
+/// The jobs of this replica.
+#[derive(Default)]
+pub struct VerifyJobs {
+    jobs: std::sync::Arc<std::sync::Mutex<Vec<VerifyJob>>>,
+}
+
+impl VerifyJobs {
+    /// Starts verifying `streams` in the background; returns the job as it starts.
+    pub fn start(&self, store: Store, streams: Vec<StreamStatus>, scope: crate::store::scope::Scope) -> VerifyJob {
+        let job = VerifyJob {
+            id: Uuid::new_v4(),
+            state: "running",
+            streams_total: streams.len() as u64,
+            report: Report { ok: true, ..Report::default() },
+            error: None,
+            started_at: chrono::Utc::now(),
+            finished_at: None,
+            scope,
+        };
+        {
+            let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            while jobs.len() >= KEPT_JOBS {
+                match jobs.iter().position(|j| j.state != "running") {
+                    Some(i) => jobs.remove(i),
+                    None => break,
+                };
+            }
+            jobs.push(job.clone());
+        }
+        let (jobs, id) = (self.jobs.clone(), job.id);
+        let update = move |f: &dyn Fn(&mut VerifyJob)| {
+            let mut jobs = jobs.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(j) = jobs.iter_mut().find(|j| j.id == id) {
+                f(j);
+            }
+        };
+        tokio::spawn(async move {
+            let result = verify_streams_with(&store, streams, |r| update(&|j| j.report = r.clone())).await;
+            update(&|j| {
+                j.finished_at = Some(chrono::Utc::now());
+                match &result {
+                    Ok(report) => {
+                        j.state = "done";
+                        j.report = report.clone();
+                    }
+                    Err(e) => {
+                        j.state = "failed";
+                        j.error = Some(e.to_string());
+                    }
+                }
+            });
+        });
+        job
+    }
+
+    /// A job by id.
+    pub fn get(&self, id: Uuid) -> Option<VerifyJob> {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|j| j.id == id).cloned()
+    }
 }
 
 fn finding(stream: StreamKey, kind: &'static str, seq: Option<i64>, detail: String) -> Finding {

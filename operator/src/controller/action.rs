@@ -37,7 +37,7 @@ const WAIT_REQUEUE: Duration = Duration::from_secs(5);
 const RETRY_BASE: Duration = Duration::from_secs(5);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 /// Longest single call to the admin API (a stream verification may take minutes).
-const CALL_TIMEOUT_MAX: Duration = Duration::from_secs(300);
+pub(crate) const CALL_TIMEOUT_MAX: Duration = Duration::from_secs(300);
 /// Requeue after a failed reconcile.
 const ERROR_REQUEUE: Duration = Duration::from_secs(15);
 /// Requeue after losing a status write to a newer object (its watch event usually comes first).
@@ -378,7 +378,7 @@ mod tests {
 }
 
 #[cfg(test)]
-mod reconcile_tests {
+pub(crate) mod reconcile_tests {
     //! Each action path against the mocked API server and a stub of the admin API.
 
     use serde_json::json;
@@ -396,7 +396,7 @@ mod reconcile_tests {
     }
 
     #[tokio::test]
-    async fn an_anchor_retry_calls_the_admin_api_once_and_records_success() {
+    pub(crate) async fn an_anchor_retry_calls_the_admin_api_once_and_records_success() {
         let stub = AdminStub::default();
         let url = stub
             .start(vec![(
@@ -515,7 +515,7 @@ mod reconcile_tests {
     }
 
     #[tokio::test]
-    async fn an_action_against_a_missing_sequencer_waits_pending() {
+    pub(crate) async fn an_action_against_a_missing_sequencer_waits_pending() {
         let action = SequencerAction::test();
         let requeue =
             reconcile_in(action.clone(), Scenario::ActionWaitsForMissingSequencer(action), None).await.unwrap();
@@ -544,7 +544,7 @@ mod reconcile_tests {
     }
 
     #[tokio::test]
-    async fn a_finished_action_is_deleted_after_its_ttl_only_if_it_is_still_the_same_object() {
+    pub(crate) async fn a_finished_action_is_deleted_after_its_ttl_only_if_it_is_still_the_same_object() {
         let mut action = SequencerAction::test().finished_seconds_ago(ActionPhase::Failed, 90000);
         action.spec.ttl_seconds_after_finished = Some(86400);
         let requeue =
@@ -566,7 +566,7 @@ mod reconcile_tests {
     }
 
     #[tokio::test]
-    async fn a_stale_running_object_delivered_after_the_terminal_write_makes_no_second_admin_call() {
+    pub(crate) async fn a_stale_running_object_delivered_after_the_terminal_write_makes_no_second_admin_call() {
         let stub = AdminStub::default();
         let url =
             stub.start(vec![("/api/v1/ves/anchor", 200, json!({"batch_id": BATCH_ID, "status": "anchored"}))]).await;
@@ -637,7 +637,7 @@ mod reconcile_tests {
     }
 
     #[tokio::test]
-    async fn a_conflicting_outcome_write_on_a_still_running_action_is_written_on_the_fresh_object() {
+    pub(crate) async fn a_conflicting_outcome_write_on_a_still_running_action_is_written_on_the_fresh_object() {
         let stub = AdminStub::default();
         let url =
             stub.start(vec![("/api/v1/ves/anchor", 200, json!({"batch_id": BATCH_ID, "status": "anchored"}))]).await;

@@ -19,7 +19,42 @@ pub const UUID_PATTERN: &str = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0
 
 /// Every CRD of the operator, in the order `sequencer-operator crd` prints them.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    vec![Sequencer::crd(), SequencerAction::crd()]
+    vec![Sequencer::crd(), SequencerAction::crd()].into_iter().map(with_kubernetes_integer_formats).collect()
+}
+
+/// Rewrites schemars' unsigned integer formats (`uint32`, `uint64`, …), which the API server does
+/// not know, into the `int32`/`int64` it does, bounded so that every value fits both the Rust type
+/// and the format: `minimum: 0`, and at most `i32::MAX` for 32-bit ones.
+fn with_kubernetes_integer_formats(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                let format = map.get("format").and_then(|f| f.as_str()).map(str::to_string);
+                let rewritten = match format.as_deref() {
+                    Some("uint8" | "uint16" | "uint32") => Some(("int32", Some(i64::from(i32::MAX)))),
+                    Some("uint64" | "uint" | "uint128") => Some(("int64", None)),
+                    _ => None,
+                };
+                if let Some((format, max)) = rewritten {
+                    // NB: schemars writes bounds as floats (5.0); read them as numbers of any kind.
+                    let bound = |key: &str| map.get(key).and_then(|m| m.as_f64()).map(|f| f as i64);
+                    let min = bound("minimum").unwrap_or(0).max(0);
+                    let upper = max.map(|max| bound("maximum").map_or(max, |m| m.min(max)));
+                    map.insert("format".into(), format.into());
+                    map.insert("minimum".into(), min.into());
+                    if let Some(upper) = upper {
+                        map.insert("maximum".into(), upper.into());
+                    }
+                }
+                map.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(&crd).expect("a CRD serialises");
+    walk(&mut value);
+    serde_json::from_value(value).expect("a rewritten CRD deserialises")
 }
 
 /// The CRDs as one multi-document YAML stream: exactly what `crds/` holds.

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint};
+use k8s_openapi::api::core::v1::{Affinity, EnvVar, ResourceRequirements, Toleration, TopologySpreadConstraint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -71,6 +71,7 @@ pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/stateset/stateset-sequencer:", 
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.size() <= 47").message("metadata.name must be at most 47 characters, so that the names of the sequencer's migration Jobs fit in 63"),
+    validation = Rule::new("!has(self.spec.env) || self.spec.env.all(e, !(e.name in ['DATABASE_URL', 'BOOTSTRAP_ADMIN_API_KEY', 'VES_SEQUENCER_SIGNING_KEY', 'L2_RPC_URL', 'SEQUENCER_PRIVATE_KEY', 'PGSSLMODE', 'PGSSLROOTCERT']))").message("spec.env must not set DATABASE_URL, BOOTSTRAP_ADMIN_API_KEY, VES_SEQUENCER_SIGNING_KEY, L2_RPC_URL, SEQUENCER_PRIVATE_KEY, PGSSLMODE or PGSSLROOTCERT: the operator sets them from the spec"),
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS-1035 label (lower-case letters, digits and '-', starting with a letter), because it names the sequencer's Service"),
 )]
 #[serde(rename_all = "camelCase")]
@@ -96,6 +97,10 @@ pub struct SequencerSpec {
 
     /// The PostgreSQL database holding the event log; all replicas share it.
     pub database: DatabaseSpec,
+
+    /// The sequencer's identity in receipts and signed checkpoints.
+    #[serde(default)]
+    pub identity: IdentitySpec,
 
     /// How and when database migrations run.
     #[serde(default)]
@@ -138,6 +143,19 @@ pub struct SequencerSpec {
     /// Where the sequencer pods (and migration Jobs) may be scheduled.
     #[serde(default)]
     pub scheduling: SchedulingSpec,
+
+    /// Labels and annotations added to the sequencer pods (and migration Job pods), for example for a service mesh or cost allocation. The operator's own labels win over these.
+    #[serde(default)]
+    pub pod: PodMetadataSpec,
+
+    /// The ServiceAccount of the sequencer pods.
+    #[serde(default)]
+    pub service_account: ServiceAccountSpec,
+
+    /// Extra environment variables of the sequencer container, for settings the spec does not model (any variable the sequencer reads). They override the ConfigMap's settings of the same name; the variables the operator sets from Secrets cannot be overridden. Secrets go through valueFrom.secretKeyRef: they are hashed into the pod template like the others, so rotating them rolls the pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub env: Vec<EnvVar>,
 }
 
 fn default_replicas() -> i32 {
@@ -181,6 +199,115 @@ pub struct DatabaseSpec {
     /// Connection pool of each replica; the database must accept replicas × maxConnections connections (plus one for a migration Job).
     #[serde(default)]
     pub pool: PoolSpec,
+
+    /// TLS to PostgreSQL: the sslmode and the CA that signs the server's certificate. When unset the URL's own parameters apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<DatabaseTlsSpec>,
+
+    /// Server-side session guards, so that a stuck query cannot hold a stream's counter lock forever. When unset the sequencer's defaults apply.
+    #[serde(default)]
+    pub timeouts: DatabaseTimeoutsSpec,
+}
+
+/// TLS to PostgreSQL, given to the pods and the migration Job as PGSSLMODE and PGSSLROOTCERT.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("!(self.sslMode in ['verify-ca', 'verify-full']) || has(self.caSecret)").message("database.tls.sslMode verify-ca and verify-full need database.tls.caSecret")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseTlsSpec {
+    /// PostgreSQL sslmode (PGSSLMODE): disable, prefer, require, verify-ca or verify-full.
+    pub ssl_mode: SslMode,
+
+    /// Secret key holding the PEM CA certificate(s) that sign the server's certificate. It is mounted read-only into the pods and the migration Job, and PGSSLROOTCERT names the mounted file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret: Option<SecretKeyRef>,
+}
+
+/// PostgreSQL sslmode.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// Plain TCP only.
+    Disable,
+    /// TLS when the server offers it, without checking its certificate.
+    Prefer,
+    /// TLS always, without checking the server's certificate.
+    Require,
+    /// TLS with the server's certificate checked against the CA.
+    VerifyCa,
+    /// TLS with the certificate checked against the CA and the host name.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// The libpq spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// PostgreSQL session timeouts of the sequencer's connections, in milliseconds.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseTimeoutsSpec {
+    /// Longest a statement may run (DB_STATEMENT_TIMEOUT_MS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400000))]
+    pub statement_timeout_ms: Option<i32>,
+
+    /// Longest a statement waits for a lock (DB_LOCK_TIMEOUT_MS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400000))]
+    pub lock_timeout_ms: Option<i32>,
+
+    /// Longest a session may sit idle inside a transaction (DB_IDLE_IN_TRANSACTION_TIMEOUT_MS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400000))]
+    pub idle_in_transaction_timeout_ms: Option<i32>,
+}
+
+/// The sequencer's identity.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentitySpec {
+    /// UUID written into receipts (VES_SEQUENCER_ID). When unset it is this Sequencer's metadata.uid, so it is stable across restarts and the same for every replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(UUID_PATTERN), length(max = 36))]
+    pub sequencer_id: Option<String>,
+
+    /// Key name of signed checkpoints (VES_CHECKPOINT_ORIGIN), e.g. `ledger.example.com/sequencer`. When unset it is `stateset-sequencer/<namespace>/<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern("^[^\\s+]+$"))]
+    pub checkpoint_origin: Option<String>,
+}
+
+/// Labels and annotations of the sequencer pods.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodMetadataSpec {
+    /// Labels added to the pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+
+    /// Annotations added to the pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The ServiceAccount of the sequencer pods.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccountSpec {
+    /// Annotations of the ServiceAccount, e.g. for workload identity (`eks.amazonaws.com/role-arn`, `iam.gke.io/gcp-service-account`, `azure.workload.identity/client-id`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// Connection pool sizes of each replica.
@@ -243,6 +370,15 @@ pub struct MigrationsSpec {
     #[serde(default = "default_migration_deadline")]
     #[schemars(range(min = 30, max = 86400))]
     pub active_deadline_seconds: i64,
+
+    /// Times a failed migration Job is replaced by a new one (after 30 s, then doubling up to 10 minutes), for example while the database is still starting. The Sequencer is Stalled only after the last attempt failed.
+    #[serde(default = "default_migration_retries")]
+    #[schemars(range(min = 0, max = 20))]
+    pub retries: i32,
+}
+
+fn default_migration_retries() -> i32 {
+    3
 }
 
 fn default_backoff_limit() -> i32 {
@@ -258,6 +394,7 @@ impl Default for MigrationsSpec {
             mode: MigrationsMode::default(),
             backoff_limit: default_backoff_limit(),
             active_deadline_seconds: default_migration_deadline(),
+            retries: default_migration_retries(),
         }
     }
 }
@@ -431,6 +568,38 @@ pub struct MonitoringSpec {
     #[serde(default = "default_status_poll_seconds")]
     #[schemars(range(min = 5, max = 3600))]
     pub status_poll_seconds: u32,
+
+    /// A Prometheus Operator PodMonitor scraping the sequencer pods' /metrics. When the monitoring.coreos.com CRDs are absent the operator reports it in the MonitoringReady condition and an event instead of failing.
+    #[serde(default)]
+    pub pod_monitor: PodMonitorSpec,
+}
+
+/// The PodMonitor of the sequencer pods.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodMonitorSpec {
+    /// Whether the operator creates the PodMonitor `<name>`.
+    #[serde(default)]
+    pub enabled: bool,
+
+    /// Scrape interval, e.g. `30s`.
+    #[serde(default = "default_scrape_interval")]
+    #[schemars(pattern("^[0-9]+(ms|s|m|h)$"), length(max = 16))]
+    pub interval: String,
+
+    /// Extra labels of the PodMonitor, so that your Prometheus selects it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn default_scrape_interval() -> String {
+    "30s".to_string()
+}
+
+impl Default for PodMonitorSpec {
+    fn default() -> Self {
+        Self { enabled: false, interval: default_scrape_interval(), labels: BTreeMap::new() }
+    }
 }
 
 fn default_status_poll_seconds() -> u32 {
@@ -439,7 +608,7 @@ fn default_status_poll_seconds() -> u32 {
 
 impl Default for MonitoringSpec {
     fn default() -> Self {
-        Self { status_poll_seconds: default_status_poll_seconds() }
+        Self { status_poll_seconds: default_status_poll_seconds(), pod_monitor: PodMonitorSpec::default() }
     }
 }
 
@@ -548,6 +717,20 @@ pub struct SequencerStatus {
     /// What the operator last read from the sequencer's admin status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<AdminStatusSummary>,
+
+    /// Migration Jobs run for the image being rolled out (Job mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<MigrationStatus>,
+}
+
+/// The migration attempts for one image.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationStatus {
+    /// The image whose migrations the attempts apply.
+    pub image: String,
+    /// Migration Jobs started for that image (the first run counts as 1).
+    pub attempts: i32,
 }
 
 /// The figures the operator reads from the sequencer's admin status.
@@ -580,6 +763,34 @@ pub struct AdminStatusSummary {
 }
 
 impl Sequencer {
+    /// Every Secret key the pods read, in a fixed order: the database URL, the admin key, the
+    /// signing key, the anchoring Secrets when anchoring is on, the database CA, and the
+    /// secretKeyRefs of `spec.env`.
+    pub fn referenced_secret_keys(&self) -> Vec<SecretKeyRef> {
+        let spec = &self.spec;
+        let mut keys = vec![
+            spec.database.url_secret.clone(),
+            spec.auth.admin_api_key_secret.clone(),
+            spec.receipt_signing_key_secret.clone(),
+        ];
+        if spec.anchoring.enabled {
+            keys.extend(spec.anchoring.rpc_url_secret.clone());
+            keys.extend(spec.anchoring.private_key_secret.clone());
+        }
+        keys.extend(spec.database.tls.as_ref().and_then(|tls| tls.ca_secret.clone()));
+        for var in &spec.env {
+            if let Some(selector) = var.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()) {
+                keys.push(SecretKeyRef::new(selector.name.clone(), selector.key.clone()));
+            }
+        }
+        keys
+    }
+
+    /// Names of the Secrets the pods read (what the operator watches for this Sequencer).
+    pub fn referenced_secrets(&self) -> std::collections::BTreeSet<String> {
+        self.referenced_secret_keys().into_iter().map(|k| k.name).collect()
+    }
+
     /// The condition of type `type_`, if the status has one.
     pub fn condition(&self, type_: &str) -> Option<&Condition> {
         self.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))

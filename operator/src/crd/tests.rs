@@ -248,3 +248,53 @@ fn an_actions_spec_cannot_change_but_its_status_can() {
     progressed.status = Some(SequencerActionStatus { phase: ActionPhase::Running, ..Default::default() });
     assert!(validate_cel_update(&progressed, &before).is_ok());
 }
+
+#[test]
+fn spec_env_cannot_override_a_variable_the_operator_sets_from_a_secret() {
+    let overriding = sequencer(serde_json::json!({"env": [{"name": "DATABASE_URL", "value": "postgres://elsewhere"}]}));
+    assert!(rejection(&overriding).contains("spec.env must not set DATABASE_URL"), "{}", rejection(&overriding));
+    let extra = sequencer(serde_json::json!({"env": [{"name": "COMMIT_INTERVAL_MS", "value": "250"}]}));
+    assert!(validate_cel(&extra).is_ok());
+}
+
+#[test]
+fn verify_full_without_a_ca_is_rejected() {
+    let seq = sequencer(serde_json::json!({"database": {"tls": {"sslMode": "verify-full"}}}));
+    assert!(rejection(&seq).contains("need database.tls.caSecret"), "{}", rejection(&seq));
+}
+
+#[test]
+fn every_integer_of_both_crds_has_a_format_the_api_server_knows_and_bounds() {
+    fn walk(value: &Value, path: &str, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if map.get("type") == Some(&Value::from("integer")) {
+                    let format = map.get("format").and_then(Value::as_str);
+                    if !matches!(format, Some("int32" | "int64")) {
+                        out.push(format!("{path}: format {format:?}"));
+                    }
+                }
+                for (k, v) in map {
+                    walk(v, &format!("{path}.{k}"), out);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, path, out)),
+            _ => {}
+        }
+    }
+    let mut bad = Vec::new();
+    for crd in all_crds() {
+        let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+        walk(&schema, &crd.spec.names.kind, &mut bad);
+    }
+    assert!(bad.is_empty(), "integers the API server does not know: {bad:#?}");
+    let crds = serde_json::to_value(all_crds()).unwrap().to_string();
+    assert!(!crds.contains("uint"), "no unsigned format is left");
+    let spec = &serde_json::to_value(&all_crds()[0]).unwrap()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+        ["spec"]["properties"];
+    let poll = &spec["monitoring"]["properties"]["statusPollSeconds"];
+    assert_eq!(
+        (poll["format"].as_str(), poll["minimum"].as_f64(), poll["maximum"].as_f64()),
+        (Some("int32"), Some(5.0), Some(3600.0))
+    );
+}

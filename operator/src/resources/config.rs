@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 
-use super::{Names, child_meta};
+use super::{Names, UNASSIGNED_UID, child_meta};
 use crate::crd::{MigrationsMode, Sequencer};
 use crate::labels::{COMPONENT_SERVER, HTTP_PORT};
 
@@ -56,9 +56,36 @@ fn settings(seq: &Sequencer) -> BTreeMap<String, String> {
     if let Some(max) = spec.ingest.max_body_size_bytes {
         set("MAX_BODY_SIZE_BYTES", max.to_string());
     }
+    set("VES_SEQUENCER_ID", sequencer_id(seq));
+    set("VES_CHECKPOINT_ORIGIN", checkpoint_origin(seq));
+    let timeouts = &spec.database.timeouts;
+    for (key, value) in [
+        ("DB_STATEMENT_TIMEOUT_MS", timeouts.statement_timeout_ms),
+        ("DB_LOCK_TIMEOUT_MS", timeouts.lock_timeout_ms),
+        ("DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", timeouts.idle_in_transaction_timeout_ms),
+    ] {
+        if let Some(ms) = value {
+            set(key, ms.to_string());
+        }
+    }
     set("LOG_FORMAT", spec.logging.format.as_str().into());
     set("RUST_LOG", spec.logging.level.clone());
     env
+}
+
+/// VES_SEQUENCER_ID: `spec.identity.sequencerId`, else the Sequencer's UID (a UUID), so receipts
+/// name one sequencer across restarts and replicas. A Sequencer never stored (render) gets the
+/// placeholder UID.
+pub fn sequencer_id(seq: &Sequencer) -> String {
+    seq.spec.identity.sequencer_id.clone().unwrap_or_else(|| seq.uid().unwrap_or_else(|| UNASSIGNED_UID.to_string()))
+}
+
+/// VES_CHECKPOINT_ORIGIN: `spec.identity.checkpointOrigin`, else `stateset-sequencer/<namespace>/<name>`
+/// (no spaces or '+', as a signed-note key name requires).
+pub fn checkpoint_origin(seq: &Sequencer) -> String {
+    seq.spec.identity.checkpoint_origin.clone().unwrap_or_else(|| {
+        format!("stateset-sequencer/{}/{}", seq.namespace().unwrap_or_else(|| "default".into()), seq.name_any())
+    })
 }
 
 /// SHA-256 of the ConfigMap's data. Stamped on the pod template so that a change rolls the pods.

@@ -5,16 +5,16 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
-    HTTPGetAction, Lifecycle, LifecycleHandler, LocalObjectReference, PodAffinityTerm, PodAntiAffinity,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext,
-    SleepAction, Volume, VolumeMount, WeightedPodAffinityTerm,
+    HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, LocalObjectReference, PodAffinityTerm, PodAntiAffinity,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+    SecurityContext, SleepAction, Volume, VolumeMount, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
-use super::{Names, child_meta, labels, secret_env, selector_labels};
+use super::{Names, child_meta, labels, plain_env, secret_env, selector_labels};
 use crate::crd::Sequencer;
 use crate::labels::*;
 
@@ -46,6 +46,10 @@ pub fn deployment(seq: &Sequencer, image: &str, config_hash: &str) -> Deployment
             env.push(secret_env("SEQUENCER_PRIVATE_KEY", key));
         }
     }
+    env.extend(database_tls_env(seq));
+    // NB: last, so that they override the ConfigMap's settings (env wins over envFrom); the CRD
+    // refuses the names set above.
+    env.extend(spec.env.iter().cloned());
 
     let container = Container {
         name: CONTAINER_SEQUENCER.to_string(),
@@ -74,12 +78,10 @@ pub fn deployment(seq: &Sequencer, image: &str, config_hash: &str) -> Deployment
         }),
         resources: Some(resources(seq)),
         security_context: Some(container_security_context()),
-        volume_mounts: Some(vec![tmp_mount()]),
+        volume_mounts: Some(volume_mounts(seq)),
         ..Default::default()
     };
 
-    let mut pod_labels = labels(seq, COMPONENT_SERVER);
-    pod_labels.remove(LABEL_MANAGED_BY);
     let mut pod_spec = pod_spec(seq, container, None);
     if pod_spec.affinity.is_none() {
         pod_spec.affinity = Some(spread_over_nodes(seq));
@@ -104,14 +106,14 @@ pub fn deployment(seq: &Sequencer, image: &str, config_hash: &str) -> Deployment
             }),
             revision_history_limit: Some(5),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    annotations: Some(BTreeMap::from([
-                        (ANNOTATION_CONFIG_HASH.to_string(), config_hash.to_string()),
-                        (ANNOTATION_DEFAULT_CONTAINER.to_string(), CONTAINER_SEQUENCER.to_string()),
-                    ])),
-                    ..Default::default()
-                }),
+                metadata: Some(pod_metadata(
+                    seq,
+                    COMPONENT_SERVER,
+                    [
+                        (ANNOTATION_CONFIG_HASH, config_hash.to_string()),
+                        (ANNOTATION_DEFAULT_CONTAINER, CONTAINER_SEQUENCER.to_string()),
+                    ],
+                )),
                 spec: Some(pod_spec),
             },
             ..Default::default()
@@ -160,13 +162,75 @@ pub(super) fn pod_spec(seq: &Sequencer, container: Container, restart_policy: Op
         topology_spread_constraints: (!scheduling.topology_spread_constraints.is_empty())
             .then(|| scheduling.topology_spread_constraints.clone()),
         priority_class_name: scheduling.priority_class_name.clone(),
-        volumes: Some(vec![Volume {
-            name: "tmp".to_string(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Default::default()
-        }]),
+        volumes: Some(volumes(seq)),
         ..Default::default()
     }
+}
+
+/// Directory of the database CA inside the pods, and the file PGSSLROOTCERT names.
+pub const DB_CA_DIR: &str = "/etc/stateset/db-ca";
+pub const DB_CA_FILE: &str = "/etc/stateset/db-ca/ca.crt";
+const DB_CA_VOLUME: &str = "db-ca";
+
+/// PGSSLMODE and PGSSLROOTCERT from `spec.database.tls` (none when unset).
+pub(super) fn database_tls_env(seq: &Sequencer) -> Vec<EnvVar> {
+    let Some(tls) = &seq.spec.database.tls else { return Vec::new() };
+    let mut env = vec![plain_env("PGSSLMODE", tls.ssl_mode.as_str())];
+    if tls.ca_secret.is_some() {
+        env.push(plain_env("PGSSLROOTCERT", DB_CA_FILE));
+    }
+    env
+}
+
+/// /tmp, and the database CA when the spec names one.
+fn volumes(seq: &Sequencer) -> Vec<Volume> {
+    let mut volumes = vec![Volume {
+        name: "tmp".to_string(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }];
+    if let Some(ca) = seq.spec.database.tls.as_ref().and_then(|tls| tls.ca_secret.as_ref()) {
+        volumes.push(Volume {
+            name: DB_CA_VOLUME.to_string(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(ca.name.clone()),
+                items: Some(vec![KeyToPath { key: ca.key.clone(), path: "ca.crt".to_string(), mode: None }]),
+                default_mode: Some(0o444),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        });
+    }
+    volumes
+}
+
+/// The mounts matching [`volumes`], for the sequencer container and the migration container.
+pub(super) fn volume_mounts(seq: &Sequencer) -> Vec<VolumeMount> {
+    let mut mounts = vec![tmp_mount()];
+    if seq.spec.database.tls.as_ref().is_some_and(|tls| tls.ca_secret.is_some()) {
+        mounts.push(VolumeMount {
+            name: DB_CA_VOLUME.to_string(),
+            mount_path: DB_CA_DIR.to_string(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    mounts
+}
+
+/// Pod metadata of `seq`'s `component`: `spec.pod` labels and annotations under the operator's own
+/// (which win), without the managed-by label (pods are the Deployment's, not the operator's).
+pub(super) fn pod_metadata<const N: usize>(
+    seq: &Sequencer,
+    component: &str,
+    annotations: [(&str, String); N],
+) -> ObjectMeta {
+    let mut pod_labels = seq.spec.pod.labels.clone();
+    pod_labels.extend(labels(seq, component));
+    pod_labels.remove(LABEL_MANAGED_BY);
+    let mut pod_annotations = seq.spec.pod.annotations.clone();
+    pod_annotations.extend(annotations.into_iter().map(|(k, v)| (k.to_string(), v)));
+    ObjectMeta { labels: Some(pod_labels), annotations: Some(pod_annotations), ..Default::default() }
 }
 
 /// The restricted-profile security context of every container the operator runs.
@@ -180,7 +244,7 @@ pub(super) fn container_security_context() -> SecurityContext {
 }
 
 /// The writable /tmp of a read-only root filesystem.
-pub(super) fn tmp_mount() -> VolumeMount {
+fn tmp_mount() -> VolumeMount {
     VolumeMount { name: "tmp".to_string(), mount_path: "/tmp".to_string(), ..Default::default() }
 }
 

@@ -4,11 +4,12 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Container, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
-use super::deployment::{container_security_context, pod_spec, resources, tmp_mount};
-use super::{Names, child_meta, labels, plain_env, secret_env};
+use super::deployment::{
+    container_security_context, database_tls_env, pod_metadata, pod_spec, resources, volume_mounts,
+};
+use super::{Names, child_meta, plain_env, secret_env};
 use crate::crd::Sequencer;
 use crate::labels::*;
 
@@ -25,19 +26,21 @@ pub fn migration_job(seq: &Sequencer) -> Job {
         image: Some(image.to_string()),
         image_pull_policy: Some(spec.image_pull_policy.as_str().to_string()),
         command: Some(vec!["stateset-sequencer-admin".to_string(), "migrate".to_string()]),
-        env: Some(vec![
-            secret_env("DATABASE_URL", &spec.database.url_secret),
-            plain_env("LOG_FORMAT", spec.logging.format.as_str()),
-            plain_env("RUST_LOG", spec.logging.level.clone()),
-        ]),
+        env: Some(
+            [
+                secret_env("DATABASE_URL", &spec.database.url_secret),
+                plain_env("LOG_FORMAT", spec.logging.format.as_str()),
+                plain_env("RUST_LOG", spec.logging.level.clone()),
+            ]
+            .into_iter()
+            .chain(database_tls_env(seq))
+            .collect(),
+        ),
         resources: Some(resources(seq)),
         security_context: Some(container_security_context()),
-        volume_mounts: Some(vec![tmp_mount()]),
+        volume_mounts: Some(volume_mounts(seq)),
         ..Default::default()
     };
-
-    let mut pod_labels = labels(seq, COMPONENT_MIGRATIONS);
-    pod_labels.remove(LABEL_MANAGED_BY);
 
     Job {
         metadata,
@@ -45,14 +48,11 @@ pub fn migration_job(seq: &Sequencer) -> Job {
             backoff_limit: Some(spec.migrations.backoff_limit),
             active_deadline_seconds: Some(spec.migrations.active_deadline_seconds),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    annotations: Some(BTreeMap::from([(
-                        ANNOTATION_DEFAULT_CONTAINER.to_string(),
-                        CONTAINER_MIGRATE.to_string(),
-                    )])),
-                    ..Default::default()
-                }),
+                metadata: Some(pod_metadata(
+                    seq,
+                    COMPONENT_MIGRATIONS,
+                    [(ANNOTATION_DEFAULT_CONTAINER, CONTAINER_MIGRATE.to_string())],
+                )),
                 spec: Some(pod_spec(seq, container, Some("Never"))),
             },
             ..Default::default()

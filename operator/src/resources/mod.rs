@@ -8,6 +8,7 @@ mod config;
 mod deployment;
 mod migration_job;
 mod pdb;
+mod pod_monitor;
 mod service;
 mod service_account;
 
@@ -15,6 +16,7 @@ pub use config::{config_hash, config_map};
 pub use deployment::{deployment, sequencer_container_image};
 pub use migration_job::{migration_job, migration_job_image};
 pub use pdb::pod_disruption_budget;
+pub use pod_monitor::{pod_monitor, pod_monitor_resource};
 pub use service::service;
 pub use service_account::service_account;
 
@@ -145,6 +147,60 @@ pub fn child_meta(seq: &Sequencer, name: String, component: &str) -> ObjectMeta 
         labels: Some(labels(seq, component)),
         owner_references: Some(vec![owner_reference(seq)]),
         ..Default::default()
+    }
+}
+
+/// Whether `meta` names the owner with UID `owner_uid` as its controller.
+pub fn is_controlled_by(meta: &ObjectMeta, owner_uid: &str) -> bool {
+    meta.owner_references.iter().flatten().any(|o| o.controller == Some(true) && o.uid == owner_uid)
+}
+
+/// Whether `meta` is a child of `seq`'s `component` this operator may delete: controlled by `seq`
+/// (owner UID) and carrying every label the operator gives such a child.
+pub fn is_own_child(meta: &ObjectMeta, seq: &Sequencer, component: &str) -> bool {
+    let Some(uid) = seq.uid() else { return false };
+    let have = meta.labels.clone().unwrap_or_default();
+    is_controlled_by(meta, &uid) && labels(seq, component).iter().all(|(k, v)| have.get(k) == Some(v))
+}
+
+/// Who controls the object of `meta`, for a conflict message.
+pub fn describe_controller(meta: &ObjectMeta) -> String {
+    match meta.owner_references.iter().flatten().find(|o| o.controller == Some(true)) {
+        Some(owner) => format!("controlled by {} {} (uid {})", owner.kind, owner.name, owner.uid),
+        None => "it has no controller owner reference".to_string(),
+    }
+}
+
+/// SHA-256 over the values of every Secret key `seq` references, in a fixed order. `value_of`
+/// returns a key's value, or None when the Secret or key is absent. Stamped on the pod template,
+/// so that rotating any referenced Secret rolls the pods (environment from a Secret is read only
+/// at container start). The hash reveals nothing about the values.
+pub fn secrets_hash(seq: &Sequencer, value_of: impl Fn(&SecretKeyRef) -> Option<Vec<u8>>) -> String {
+    let mut hasher = Sha256::new();
+    for reference in seq.referenced_secret_keys() {
+        hasher.update(reference.name.as_bytes());
+        hasher.update([0]);
+        hasher.update(reference.key.as_bytes());
+        hasher.update([0]);
+        match value_of(&reference) {
+            Some(value) => {
+                hasher.update([1]);
+                hasher.update((value.len() as u64).to_be_bytes());
+                hasher.update(&value);
+            }
+            None => hasher.update([0]),
+        }
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// Stamps `hash` (see [`secrets_hash`]) on the pod template of `deployment`.
+pub fn stamp_secrets_hash(deployment: &mut Deployment, hash: &str) {
+    if let Some(spec) = deployment.spec.as_mut() {
+        let meta = spec.template.metadata.get_or_insert_with(Default::default);
+        meta.annotations
+            .get_or_insert_with(Default::default)
+            .insert(ANNOTATION_SECRETS_HASH.to_string(), hash.to_string());
     }
 }
 

@@ -233,3 +233,138 @@ fn a_sequencer_never_stored_renders_with_a_placeholder_owner_uid() {
     let value: Value = serde_json::to_value(service(&seq)).unwrap();
     assert_eq!(value["metadata"]["ownerReferences"][0]["uid"], UNASSIGNED_UID);
 }
+
+/// `seq` with every kind of referenced Secret: anchoring, a database CA and a `spec.env` secret.
+fn with_every_secret() -> Sequencer {
+    let mut seq = Sequencer::test().anchoring();
+    seq.spec.database.tls = Some(crate::crd::DatabaseTlsSpec {
+        ssl_mode: crate::crd::SslMode::VerifyFull,
+        ca_secret: Some(crate::crd::SecretKeyRef::new("ledger-db-ca", "ca.crt")),
+    });
+    seq.spec.env = vec![
+        serde_json::from_value(serde_json::json!({
+            "name": "JWT_SECRET", "valueFrom": {"secretKeyRef": {"name": "ledger-jwt", "key": "secret"}}
+        }))
+        .unwrap(),
+    ];
+    seq
+}
+
+#[test]
+fn rotating_any_referenced_secret_changes_the_pod_template_secrets_hash() {
+    let seq = with_every_secret();
+    let references = seq.referenced_secret_keys();
+    assert_eq!(
+        references.iter().map(|r| format!("{}/{}", r.name, r.key)).collect::<Vec<_>>(),
+        vec![
+            "ledger-db/url",
+            "ledger-admin/key",
+            "ledger-signing/seed",
+            "ledger-l2/rpc-url",
+            "ledger-l2/private-key",
+            "ledger-db-ca/ca.crt",
+            "ledger-jwt/secret"
+        ]
+    );
+    let value = |r: &crate::crd::SecretKeyRef| Some(format!("{}-v1", r.key).into_bytes());
+    let before = secrets_hash(&seq, value);
+    assert_eq!(before, secrets_hash(&seq, value), "the hash is stable");
+    for rotated in &references {
+        let after =
+            secrets_hash(&seq, |r| if r == rotated { Some(format!("{}-v2", r.key).into_bytes()) } else { value(r) });
+        assert_ne!(before, after, "rotating {}/{} must roll the pods", rotated.name, rotated.key);
+        let removed = secrets_hash(&seq, |r| if r == rotated { None } else { value(r) });
+        assert_ne!(before, removed, "removing {}/{} must change the hash", rotated.name, rotated.key);
+    }
+    assert!(!before.contains("v1"), "the hash reveals no value");
+}
+
+#[test]
+fn the_secrets_hash_is_stamped_on_the_pod_template_only() {
+    let seq = Sequencer::test();
+    let mut children = all_children(&seq);
+    let deployment = children.deployment.as_mut().unwrap();
+    stamp_secrets_hash(deployment, "abc");
+    let annotations =
+        deployment.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().annotations.clone().unwrap();
+    assert_eq!(annotations[crate::labels::ANNOTATION_SECRETS_HASH], "abc");
+    assert!(deployment.metadata.annotations.is_none());
+}
+
+#[test]
+fn the_sequencer_id_is_the_sequencers_uid_unless_set_and_the_origin_names_namespace_and_name() {
+    let seq = Sequencer::test();
+    let config = config_map(&seq).data.unwrap();
+    assert_eq!(config["VES_SEQUENCER_ID"], seq.uid().unwrap());
+    assert_eq!(config["VES_CHECKPOINT_ORIGIN"], "stateset-sequencer/payments/ledger");
+    assert!(!config["VES_CHECKPOINT_ORIGIN"].contains(' ') && !config["VES_CHECKPOINT_ORIGIN"].contains('+'));
+
+    let mut seq = Sequencer::test();
+    seq.spec.identity.sequencer_id = Some("11111111-2222-4333-8444-555555555555".into());
+    seq.spec.identity.checkpoint_origin = Some("ledger.example.com/sequencer".into());
+    let config = config_map(&seq).data.unwrap();
+    assert_eq!(config["VES_SEQUENCER_ID"], "11111111-2222-4333-8444-555555555555");
+    assert_eq!(config["VES_CHECKPOINT_ORIGIN"], "ledger.example.com/sequencer");
+}
+
+#[test]
+fn database_tls_mounts_the_ca_and_sets_sslmode_in_the_pods_and_the_migration_job() {
+    let seq = with_every_secret();
+    let children = all_children(&seq);
+    let job = children.migration_job.clone().unwrap();
+    let job_pod = job.spec.unwrap().template.spec.unwrap();
+    for (what, pod) in [("Deployment", pod(&children).clone()), ("migration Job", job_pod)] {
+        let c = &pod.containers[0];
+        assert_eq!(env(c, "PGSSLMODE").and_then(|e| e.value.as_deref()), Some("verify-full"), "{what}");
+        assert_eq!(
+            env(c, "PGSSLROOTCERT").and_then(|e| e.value.as_deref()),
+            Some("/etc/stateset/db-ca/ca.crt"),
+            "{what}"
+        );
+        let mount = c.volume_mounts.iter().flatten().find(|m| m.mount_path == "/etc/stateset/db-ca").expect(what);
+        assert_eq!(mount.read_only, Some(true), "{what}");
+        let volume = pod.volumes.iter().flatten().find(|v| v.name == mount.name).unwrap();
+        let secret = volume.secret.as_ref().unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("ledger-db-ca"), "{what}");
+        assert_eq!(secret.items.as_ref().unwrap()[0].key, "ca.crt");
+    }
+    let plain = all_children(&Sequencer::test());
+    assert!(env(container(&plain), "PGSSLMODE").is_none(), "the default set-up is unchanged");
+}
+
+#[test]
+fn session_timeouts_reach_the_config_map_only_when_set() {
+    let mut seq = Sequencer::test();
+    assert!(!config_map(&seq).data.unwrap().contains_key("DB_STATEMENT_TIMEOUT_MS"));
+    seq.spec.database.timeouts.statement_timeout_ms = Some(30000);
+    seq.spec.database.timeouts.lock_timeout_ms = Some(5000);
+    seq.spec.database.timeouts.idle_in_transaction_timeout_ms = Some(60000);
+    let config = config_map(&seq).data.unwrap();
+    assert_eq!(config["DB_STATEMENT_TIMEOUT_MS"], "30000");
+    assert_eq!(config["DB_LOCK_TIMEOUT_MS"], "5000");
+    assert_eq!(config["DB_IDLE_IN_TRANSACTION_TIMEOUT_MS"], "60000");
+}
+
+#[test]
+fn spec_env_pod_metadata_and_service_account_annotations_reach_their_objects() {
+    let mut seq = with_every_secret();
+    seq.spec.pod.labels =
+        [("team".to_string(), "ledger".to_string()), (LABEL_INSTANCE.to_string(), "spoof".to_string())].into();
+    seq.spec.pod.annotations = [("sidecar.istio.io/inject".to_string(), "true".to_string())].into();
+    seq.spec.service_account.annotations =
+        [("eks.amazonaws.com/role-arn".to_string(), "arn:aws:iam::1:role/ledger".to_string())].into();
+    let children = all_children(&seq);
+    let template = children.deployment.as_ref().unwrap().spec.as_ref().unwrap().template.metadata.clone().unwrap();
+    let labels = template.labels.unwrap();
+    assert_eq!(labels["team"], "ledger");
+    assert_eq!(labels[LABEL_INSTANCE], "ledger", "the operator's own labels win");
+    assert_eq!(template.annotations.unwrap()["sidecar.istio.io/inject"], "true");
+    let env_names: Vec<&str> = container(&children).env.iter().flatten().map(|e| e.name.as_str()).collect();
+    assert_eq!(env_names.last(), Some(&"JWT_SECRET"), "spec.env comes last, overriding the ConfigMap");
+    assert_eq!(
+        children.service_account.metadata.annotations.unwrap()["eks.amazonaws.com/role-arn"],
+        "arn:aws:iam::1:role/ledger"
+    );
+    let job_labels = children.migration_job.unwrap().spec.unwrap().template.metadata.unwrap().labels.unwrap();
+    assert_eq!(job_labels["team"], "ledger");
+}

@@ -44,7 +44,7 @@ pub async fn status(
     ApiQuery(q): ApiQuery<StatusQuery>,
 ) -> Result<Response> {
     caller.require_admin()?;
-    let tenant = caller.tenant_filter();
+    let scope = caller.scope();
     let pool = state.store.pool();
     let (size, idle) = (pool.size(), pool.num_idle() as u32);
     let connected = state.store.ping().await.is_ok();
@@ -63,9 +63,10 @@ pub async fn status(
         return Ok(axum::Json(body).into_response());
     }
     body["schemaVersion"] = json!(state.store.schema_version().await?);
-    let by_reason: BTreeMap<String, i64> = state.store.dead_letters_by_reason(tenant).await?.into_iter().collect();
+    let by_reason: BTreeMap<String, i64> =
+        state.store.dead_letters_by_reason(scope.tenant_id, scope.store_ids.as_deref()).await?.into_iter().collect();
     body["deadLetters"] = json!({"pending": by_reason.values().sum::<i64>(), "byReason": by_reason});
-    let (unanchored, oldest) = state.store.unanchored_summary().await?;
+    let (unanchored, oldest) = state.store.unanchored_summary_in(&scope).await?;
     // The breaker that matters is the worker leader's (it anchors); any replica reports it.
     let local = state.anchor.as_ref().map_or("disabled", |a| a.circuit().state.as_str());
     let leader = state.store.worker_status().await?;
@@ -74,14 +75,10 @@ pub async fn status(
     anchoring["unanchoredCommitments"] = json!(unanchored);
     anchoring["oldestUnanchoredAgeSeconds"] = json!(oldest.map(|s| s.round() as i64));
     body["anchoring"] = anchoring;
-    body["ingestion"] = json!({"pausedStreams": state.store.paused_streams().await?});
-    body["transparencyLog"] = super::tlog::status(&state, tenant).await?;
+    body["ingestion"] = json!({"pausedStreams": state.store.paused_streams_in(&scope).await?});
+    body["transparencyLog"] = super::tlog::status(&state, &scope).await?;
     if q.streams {
-        let tenant_id = match tenant {
-            Some(t) => Some(t),
-            None => q.tenant_id,
-        };
-        body["streams"] = json!(state.store.streams(tenant_id, q.store_id, 10_000).await?);
+        body["streams"] = json!(state.store.streams_in(&scope, q.tenant_id, q.store_id, 10_000).await?);
     }
     Ok(axum::Json(body).into_response())
 }
@@ -101,6 +98,12 @@ fn scoped_filter(caller: &Auth, mut filter: DeadLetterFilter) -> Result<DeadLett
             return Err(Error::Forbidden("Tenant access denied".into()));
         }
         filter.tenant_id = Some(own);
+    }
+    if let Some(stores) = caller.store_filter() {
+        if filter.store_id.is_some_and(|s| !stores.contains(&s)) {
+            return Err(Error::Forbidden("Store access denied".into()));
+        }
+        filter.scope_store_ids = Some(stores);
     }
     Ok(filter)
 }
@@ -129,7 +132,8 @@ async fn owned_letter(state: &SharedState, caller: &Auth, id: Uuid) -> Result<De
     caller.require_admin()?;
     let not_found = || Error::NotFound("Dead letter not found".into());
     let letter = state.store.dead_letter(id).await?.ok_or_else(not_found)?;
-    caller.require_admin_of(letter.tenant_id).map_err(|_| not_found())?;
+    let stream = StreamKey { tenant_id: letter.tenant_id, store_id: letter.store_id };
+    caller.require_admin_of_stream(stream).map_err(|_| not_found())?;
     Ok(letter)
 }
 
@@ -216,13 +220,71 @@ pub struct VerifyBody {
 pub async fn verify(State(state): State<SharedState>, caller: Auth, body: axum::body::Bytes) -> Result<Response> {
     caller.require_admin()?;
     let body: VerifyBody = super::optional_json(&body)?;
-    let tenant_id = match (caller.tenant_filter(), body.tenant_id) {
-        (Some(own), Some(t)) if own != t => return Err(Error::Forbidden("Tenant access denied".into())),
-        (Some(own), _) => Some(own),
-        (None, t) => t,
-    };
-    let report = crate::verify::verify(&state.store, tenant_id, body.store_id).await?;
+    let streams = scoped_streams(&state, &caller, body.tenant_id, body.store_id).await?;
+    let report = crate::verify::verify_streams(&state.store, streams).await?;
     Ok(axum::Json(report).into_response())
+}
+
+/// `POST /api/v1/admin/verify/jobs` `{"tenantId"?, "storeId"?}` → 202 with the job (`id`, `state`,
+/// `streamsTotal`, `report` so far): verifies in the background, for scopes too large for one request.
+pub async fn start_verify_job(
+    State(state): State<SharedState>,
+    caller: Auth,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    caller.require_admin()?;
+    let body: VerifyBody = super::optional_json(&body)?;
+    let streams = scoped_streams(&state, &caller, body.tenant_id, body.store_id).await?;
+    let own = caller.scope();
+    let scope = crate::store::scope::Scope {
+        tenant_id: own.tenant_id.or(body.tenant_id),
+        store_ids: body.store_id.map(|s| vec![s]).or(own.store_ids),
+    };
+    let job = state.verify_jobs.start(state.store.clone(), streams, scope);
+    Ok((axum::http::StatusCode::ACCEPTED, axum::Json(job)).into_response())
+}
+
+/// `GET /api/v1/admin/verify/jobs/{id}`: the job's state, progress and findings so far. A job outside
+/// the caller's scope is "not found".
+pub async fn verify_job(
+    State(state): State<SharedState>,
+    caller: Auth,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response> {
+    caller.require_admin()?;
+    let not_found = || Error::NotFound("Verification job not found".into());
+    let job = state.verify_jobs.get(id).ok_or_else(not_found)?;
+    let own = caller.scope();
+    let tenant_ok = own.tenant_id.is_none() || job.scope.tenant_id == own.tenant_id;
+    let stores_ok = match (&own.store_ids, &job.scope.store_ids) {
+        (None, _) => true,
+        (Some(mine), Some(theirs)) => theirs.iter().all(|s| mine.contains(s)),
+        (Some(_), None) => false,
+    };
+    if !(tenant_ok && stores_ok) {
+        return Err(not_found());
+    }
+    Ok(axum::Json(job).into_response())
+}
+
+/// The streams a verification of (`tenant_id`?, `store_id`?) covers for this caller; naming a tenant
+/// or store outside the caller's scope is refused.
+async fn scoped_streams(
+    state: &SharedState,
+    caller: &Auth,
+    tenant_id: Option<Uuid>,
+    store_id: Option<Uuid>,
+) -> Result<Vec<crate::store::events::StreamStatus>> {
+    let scope = caller.scope();
+    if tenant_id.zip(scope.tenant_id).is_some_and(|(asked, own)| asked != own) {
+        return Err(Error::Forbidden("Tenant access denied".into()));
+    }
+    if let (Some(s), Some(stores)) = (store_id, &scope.store_ids)
+        && !stores.contains(&s)
+    {
+        return Err(Error::Forbidden("Store access denied".into()));
+    }
+    state.store.streams_in(&scope, tenant_id, store_id, i64::MAX).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -237,7 +299,7 @@ async fn set_paused(
     paused: bool,
     reason: Option<String>,
 ) -> Result<Value> {
-    caller.require_admin_of(stream.tenant_id)?;
+    caller.require_admin_of_stream(stream)?;
     state.store.set_paused(stream, paused, reason.as_deref()).await?;
     tracing::warn!(tenant_id = %stream.tenant_id, store_id = %stream.store_id, paused, "stream ingestion {}", if paused { "paused" } else { "resumed" });
     Ok(json!({"tenantId": stream.tenant_id, "storeId": stream.store_id, "paused": paused, "reason": reason}))

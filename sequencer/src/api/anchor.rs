@@ -48,9 +48,10 @@ pub async fn anchor(
     caller: Auth,
     ApiJson(body): ApiJson<AnchorBody>,
 ) -> Result<Response> {
+    caller.require_admin()?;
     let service = service(&state)?;
     let row = readable(&state, &caller, body.batch_id).await?;
-    caller.require_admin_of(row.tenant_id)?;
+    caller.require_admin_of_stream(row.stream())?;
     let (row, newly) = service.anchor_row(row).await?;
     Ok(axum::Json(anchored_json(&row, newly)).into_response())
 }
@@ -71,9 +72,9 @@ pub async fn commit_and_anchor(
     caller: Auth,
     ApiJson(body): ApiJson<CommitAndAnchor>,
 ) -> Result<Response> {
-    let service = service(&state)?;
     let stream = StreamKey { tenant_id: body.tenant_id, store_id: body.store_id };
-    caller.require_admin_of(stream.tenant_id)?;
+    caller.require_admin_of_stream(stream)?;
+    let service = service(&state)?;
     let row = match (body.sequence_start, body.sequence_end) {
         (Some(start), Some(end)) => state.commitments.create(stream, start, end).await?.0,
         (None, None) => {
@@ -96,8 +97,8 @@ pub async fn verify(
     caller: Auth,
     ApiPath(batch_id): ApiPath<Uuid>,
 ) -> Result<Response> {
-    let service = service(&state)?;
     let row = readable(&state, &caller, batch_id).await?;
+    let service = service(&state)?;
     let (anchored, roots_match) = service.verify_on_chain(&row).await?;
     Ok(axum::Json(json!({
         "batch_id": batch_id,

@@ -56,7 +56,7 @@ pub async fn create(
     caller: Auth,
     ApiJson(body): ApiJson<CreateApiKey>,
 ) -> Result<Response> {
-    caller.require_admin_of(body.tenant_id)?;
+    caller.require_admin()?;
     if body.permissions.is_empty() {
         return Err(Error::BadRequest("permissions must list at least one of read, write, admin".into()));
     }
@@ -77,6 +77,25 @@ pub async fn create(
         .map(i32::try_from)
         .transpose()
         .map_err(|_| Error::BadRequest("rateLimit is too large".into()))?;
+    // Minting can only narrow: the new key grants nothing the caller's own credential lacks.
+    let minted = crate::auth::Caller {
+        tenant_id: body.tenant_id,
+        store_ids: body.store_ids.clone(),
+        can_read: read,
+        can_write: write,
+        can_admin: admin,
+        agent_id: body.agent_id,
+        rate_limit: body.rate_limit,
+        api_key_id: None,
+    };
+    if caller.tenant_id != body.tenant_id && !caller.is_bootstrap_admin() {
+        return Err(Error::Forbidden("Tenant access denied".into()));
+    }
+    if !caller.covers(&minted) {
+        return Err(Error::Forbidden(
+            "a key can only be minted within the caller's own stores, permissions, agent and rate limit".into(),
+        ));
+    }
     let key = generate_api_key(body.tenant_id);
     let record = state
         .store
@@ -98,11 +117,12 @@ pub async fn create(
     Ok((StatusCode::CREATED, axum::Json(out)).into_response())
 }
 
-/// `GET /api/v1/admin/api-keys`: the caller's tenant's keys (all tenants for the bootstrap admin).
+/// `GET /api/v1/admin/api-keys`: the keys within the caller's scope (all keys for the bootstrap admin).
 pub async fn list(State(state): State<SharedState>, caller: Auth) -> Result<Response> {
     caller.require_admin()?;
     let keys = state.store.list_api_keys(caller.tenant_filter()).await?;
-    let keys: Vec<Value> = keys.iter().map(describe).collect();
+    let keys: Vec<Value> =
+        keys.iter().filter(|k| caller.covers(&crate::auth::Caller::from(*k))).map(describe).collect();
     Ok(axum::Json(json!({"count": keys.len(), "keys": keys})).into_response())
 }
 
@@ -111,8 +131,9 @@ pub async fn revoke(State(state): State<SharedState>, caller: Auth, ApiPath(id):
     caller.require_admin()?;
     let not_found = || Error::NotFound("API key not found".into());
     let existing = state.store.api_key_by_id(id).await?.ok_or_else(not_found)?;
-    // NB: another tenant's key answers 404, not 403, so that ids cannot be probed across tenants.
-    if caller.require_admin_of(existing.tenant_id).is_err() {
+    // NB: a key outside the caller's scope (another tenant's, or wider than the caller's own) answers
+    // 404, not 403, so that ids cannot be probed. Revoking can only narrow what exists.
+    if !caller.covers(&crate::auth::Caller::from(&existing)) {
         return Err(not_found());
     }
     let revoked = state.store.revoke_api_key(id).await?.ok_or_else(not_found)?;

@@ -93,7 +93,7 @@ pub async fn correct(
     ApiJson(body): ApiJson<CorrectBody>,
 ) -> Result<Response> {
     let row = readable(&state, &caller, batch_id).await?;
-    caller.require_admin_of(row.tenant_id)?;
+    caller.require_admin_of_stream(row.stream())?;
     if body.reason.trim().is_empty() {
         return Err(Error::BadRequest("reason must say why the commitment is wrong".into()));
     }

@@ -110,7 +110,9 @@ mod tests {
         assert!(authorize(&agent_caller(t, s, a), Uuid::new_v4(), stream).is_err());
         let reader = Caller { agent_id: None, ..agent_caller(t, s, a) };
         assert!(authorize(&reader, a, stream).is_err());
-        assert!(authorize(&Caller::system(), Uuid::new_v4(), stream).is_ok());
+        let bootstrap =
+            Caller { tenant_id: Uuid::nil(), store_ids: Vec::new(), can_admin: true, agent_id: None, ..reader.clone() };
+        assert!(authorize(&bootstrap, Uuid::new_v4(), stream).is_ok());
         // An admin of another tenant does not.
         let other_admin = Caller { tenant_id: Uuid::new_v4(), can_admin: true, ..reader };
         assert!(authorize(&other_admin, a, stream).is_err());

@@ -14,6 +14,7 @@ mod events;
 mod health;
 mod ingest;
 mod openapi;
+pub mod routes;
 mod tlog;
 
 pub use events::event_json;
@@ -27,7 +28,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Extension, Router};
 use serde::de::DeserializeOwned;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -53,66 +53,28 @@ pub struct AppState {
     /// Signs checkpoints (only when receipts are signed: it uses the receipt key).
     pub checkpoints: Option<crate::checkpoint::CheckpointSigner>,
     pub started: Instant,
+    /// Background verifications started through the admin API.
+    pub verify_jobs: crate::verify::VerifyJobs,
+    /// Request-body bytes held at once (`MAX_INFLIGHT_BODY_BYTES`).
+    pub body_budget: crate::limits::BodyBudget,
+    /// Whether the database answers at all.
+    pub db_watch: crate::limits::DbWatch,
 }
 
 pub type SharedState = Arc<AppState>;
 
-/// Builds the whole router.
+/// Builds the whole router from the route table ([`routes`]).
 pub fn router(state: SharedState) -> Router {
-    let api = Router::new()
-        .route("/v1/ves/events/ingest", post(ingest::ingest_ves))
-        .route("/v1/ves/events", get(events::ves_events))
-        .route("/v1/ves/head", get(events::head))
-        .route("/v1/ves/entities/{entity_type}/{entity_id}", get(events::ves_entity))
-        .route("/v1/ves/sequencer", get(ingest::sequencer_info))
-        .route("/v1/ves/commitments", post(commitments::create).get(commitments::list))
-        .route("/v1/ves/commitments/anchor", post(anchor::commit_and_anchor))
-        .route("/v1/ves/anchor", post(anchor::anchor))
-        .route("/v1/ves/anchor/{batch_id}/verify", get(anchor::verify))
-        .route("/v1/ves/commitments/consistency", get(commitments::consistency))
-        .route("/v1/ves/checkpoint", get(commitments::checkpoint))
-        .route("/v1/ves/commitments/{batch_id}", get(commitments::get_one))
-        .route("/v1/ves/commitments/{batch_id}/correct", post(commitments::correct))
-        .route("/v1/ves/proofs/verify", post(commitments::verify))
-        .route("/v1/ves/proofs/{sequence_number}", get(commitments::proof))
-        .route("/v1/ves/tlog/{tenant_id}/{store_id}/checkpoint", get(tlog::checkpoint))
-        .route("/v1/ves/tlog/{tenant_id}/{store_id}/tile/{*path}", get(tlog::tile))
-        .route("/v1/ves/tlog/{tenant_id}/{store_id}/proof/inclusion", get(tlog::inclusion))
-        .route("/v1/ves/tlog/{tenant_id}/{store_id}/proof/consistency", get(tlog::consistency))
-        .route("/v1/ves/tlog/{tenant_id}/{store_id}/bundle", get(tlog::bundle))
-        .route("/v1/admin/tlog/witnesses", get(tlog::witnesses))
-        .route("/v1/events/ingest", post(ingest::ingest_legacy))
-        .route("/v1/events", get(events::events))
-        .route("/v1/head", get(events::head))
-        .route("/v1/entities/{entity_type}/{entity_id}", get(events::entity))
-        .route("/v1/agents/keys", post(agent_keys::register).get(agent_keys::list))
-        .route("/v1/agents/keys/{tenant_id}/{agent_id}/{key_id}/revoke", post(agent_keys::revoke))
-        .route("/v1/agents/keys/{tenant_id}/{agent_id}/{key_id}/rotate", post(agent_keys::rotate))
-        .route("/v1/admin/status", get(admin::status))
-        .route("/v1/admin/dead-letters", get(admin::list_dead_letters))
-        .route("/v1/admin/dead-letters/retry", post(admin::retry_dead_letters))
-        .route("/v1/admin/dead-letters/purge", post(admin::purge_dead_letters))
-        .route("/v1/admin/maintenance/vacuum", post(admin::vacuum))
-        .route("/v1/admin/maintenance/terminate-idle-connections", post(admin::terminate_idle_connections))
-        .route("/v1/admin/dead-letters/{id}", get(admin::get_dead_letter).delete(admin::delete_dead_letter))
-        .route("/v1/admin/dead-letters/{id}/retry", post(admin::retry_dead_letter))
-        .route("/v1/admin/verify", post(admin::verify))
-        .route("/v1/admin/streams/{tenant_id}/{store_id}/pause", post(admin::pause))
-        .route("/v1/admin/streams/{tenant_id}/{store_id}/resume", post(admin::resume))
-        .route("/v1/admin/api-keys", post(api_keys::create).get(api_keys::list))
-        .route("/v1/admin/api-keys/{id}", axum::routing::delete(api_keys::revoke))
-        .merge(client_routes())
+    let (public, api) = routes::routers();
+    // NB: route layers run last-added first: authenticate, then admit.
+    let api = api
+        .route_layer(middleware::from_fn_with_state(state.clone(), admit))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    // After the authentication layer: the API description needs no credential.
-    let api = api.route("/v1/openapi.json", get(openapi::serve));
-
-    Router::new()
-        .route("/health", get(health::health))
-        .route("/ready", get(health::ready))
-        .route("/metrics", get(health::metrics))
-        .nest("/api", api)
+    public
+        .merge(api)
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(state.config.max_body_size_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), refuse_oversize))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -121,36 +83,135 @@ pub fn router(state: SharedState) -> Router {
 
 /// The routes the newer upstream clients (0.8/0.9 Node `VesClient`, Python SDK) call: cursors, agent
 /// API keys and policies, and the 501s of what stays out of scope.
-fn client_routes() -> Router<SharedState> {
-    use axum::routing::{any, put};
-    Router::new()
-        .route("/v1/ves/cursors/{agent_id}", get(cursors::get).put(cursors::acknowledge))
-        .route("/v1/agents/{agent_id}/api-keys", post(agents::create_key).get(agents::list_keys))
-        .route("/v1/agents/{agent_id}/api-keys/{key_prefix}", axum::routing::delete(agents::revoke_key))
-        .route("/v1/agents/{agent_id}/policy", get(agents::get_policy).merge(put(agents::put_policy)))
-        .route("/v1/projections/{entity_type}/{entity_id}", get(compat::projections))
-        .route("/v1/ves/validity/{*rest}", any(compat::stark_proofs))
-        .route("/v1/ves/compliance/{*rest}", any(compat::stark_proofs))
-        .route("/v1/x402/{*rest}", any(compat::x402))
-}
-
 async fn not_found() -> Error {
     Error::NotFound("No such route".into())
 }
 
-/// Resolves the credential, applies the rate limits, and hands the [`Caller`] to the handler.
-async fn authenticate(State(state): State<SharedState>, mut req: Request, next: Next) -> Response {
-    let caller = match state.auth.authenticate(req.headers()).await {
-        Ok(caller) => state.limits.check(&caller).await.map(|()| caller),
-        Err(e) => Err(e),
-    };
-    match caller {
-        Ok(caller) => {
-            req.extensions_mut().insert(caller);
-            next.run(req).await
+/// Resolves the credential, applies the rate limits, and hands the [`Caller`] to the handler. A
+/// request waiting on a database that stopped answering (a black-holed network) ends with a 503 once
+/// the database watch notices, not when TCP gives up minutes later.
+async fn authenticate(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+    let served = async {
+        let mut req = req;
+        let caller = match state.auth.authenticate(req.headers()).await {
+            Ok(caller) => state.limits.check(&caller).await.map(|()| caller),
+            Err(e) => Err(e),
+        };
+        match caller {
+            Ok(caller) => {
+                req.extensions_mut().insert(caller);
+                next.run(req).await
+            }
+            Err(e) => e.into_response(),
         }
-        Err(e) => e.into_response(),
+    };
+    let unavailable = || Error::Database(sqlx::Error::PoolTimedOut).into_response();
+    if !state.db_watch.reachable() && !state.db_watch.recheck(state.config.db_acquire_timeout).await {
+        return unavailable();
     }
+    tokio::select! {
+        response = served => response,
+        () = state.db_watch.unreachable() => unavailable(),
+    }
+}
+
+/// A declared body over `MAX_BODY_SIZE_BYTES` is refused at once (413), without waiting for its bytes
+/// and before anything else is done for the request.
+async fn refuse_oversize(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+    let max = state.config.max_body_size_bytes;
+    if let Some(n) = declared_length(&req)
+        && n > max as u64
+    {
+        let mut response =
+            Error::PayloadTooLarge(format!("request body of {n} bytes exceeds the limit of {max} bytes"))
+                .into_response();
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    }
+    next.run(req).await
+}
+
+fn declared_length(req: &Request) -> Option<u64> {
+    req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+}
+
+/// Admission of an authenticated request: its body's bytes are reserved from the in-flight budget
+/// (`MAX_INFLIGHT_BODY_BYTES`; a body of unknown length reserves the maximum), the body is read, and
+/// path, query and body values PostgreSQL would refuse are refused with a 400 naming the field
+/// ([`crate::validate`]).
+async fn admit(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+    let max = state.config.max_body_size_bytes;
+    let bytes = match declared_length(&req) {
+        Some(n) => n as usize,
+        None if req.headers().contains_key(header::TRANSFER_ENCODING) => max,
+        None => 0,
+    };
+    let _permit = match state.body_budget.admit(bytes, crate::limits::BODY_BUDGET_WAIT).await {
+        Ok(permit) => permit,
+        Err(e) => return e.into_response(),
+    };
+    let template = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let checked = crate::validate::check_path(template.as_deref(), req.uri().path())
+        .and_then(|()| req.uri().query().map_or(Ok(()), crate::validate::check_query));
+    if let Err(e) = checked {
+        return e.into_response();
+    }
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, max).await {
+        Ok(body) => body,
+        Err(e) => {
+            let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return if too_large {
+                Error::PayloadTooLarge(format!("request body exceeds the limit of {max} bytes")).into_response()
+            } else {
+                Error::BadRequest(format!("cannot read the request body: {e}")).into_response()
+            };
+        }
+    };
+    if let Err(e) = crate::validate::check_body(&body) {
+        return e.into_response();
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(body))).await
+}
+
+/// Answers the framework gives on its own (405, 404, 415, 413, extractor 400s, timeouts) in the JSON
+/// error shape every other answer has.
+async fn json_error_shape(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text =
+        axum::body::to_bytes(body, 4096).await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let (code, numeric) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ("METHOD_NOT_ALLOWED", 3005),
+        StatusCode::NOT_FOUND => ("RESOURCE_NOT_FOUND", 4001),
+        StatusCode::PAYLOAD_TOO_LARGE => ("PAYLOAD_TOO_LARGE", 3004),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("UNSUPPORTED_MEDIA_TYPE", 3006),
+        StatusCode::REQUEST_TIMEOUT => ("TIMEOUT", 8003),
+        s if s.is_server_error() => ("INTERNAL_ERROR", 8999),
+        _ => ("INVALID_REQUEST", 3001),
+    };
+    let message = if status.is_server_error() || text.trim().is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text.trim().to_string()
+    };
+    let body = serde_json::json!({"error": {"code": code, "numeric_code": numeric, "message": message}});
+    let mut response = (status, axum::Json(body)).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            response.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    response.headers_mut().insert("x-error-code", HeaderValue::from_static(code));
+    response
 }
 
 /// Per-route counts and latencies, the request timeout and the response headers every answer carries.
@@ -160,7 +221,7 @@ async fn observe(State(state): State<SharedState>, req: Request, next: Next) -> 
     let route =
         req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
     let mut response = match tokio::time::timeout(state.config.request_timeout, next.run(req)).await {
-        Ok(r) => r,
+        Ok(r) => json_error_shape(r).await,
         Err(_) => Error::Timeout.into_response(),
     };
     let status = response.status().as_u16();

@@ -192,6 +192,10 @@ const OPERATIONS: &[Op] = &[
         auth: true, query: NONE, body: Some(&[("idleLongerThanSeconds", Int, true)]), Json("200")),
     op!(Post, "/api/v1/admin/verify", "Check the log, leaf runs and commitments", auth: true, query: NONE,
         body: Some(&[("tenantId", Uuid, false), ("storeId", Uuid, false)]), Json("200")),
+    op!(Post, "/api/v1/admin/verify/jobs", "Start a verification in the background", auth: true, query: NONE,
+        body: Some(&[("tenantId", Uuid, false), ("storeId", Uuid, false)]), Json("202")),
+    op!(Get, "/api/v1/admin/verify/jobs/{id}", "A background verification's progress and findings", auth: true,
+        query: NONE, body: None, Json("200")),
     op!(Post, "/api/v1/admin/streams/{tenant_id}/{store_id}/pause", "Pause a stream's ingest", auth: true,
         query: NONE, body: Some(&[("reason", Str, false)]), Json("200")),
     op!(Post, "/api/v1/admin/streams/{tenant_id}/{store_id}/resume", "Resume a stream's ingest", auth: true,
@@ -430,29 +434,16 @@ mod tests {
 
     /// `(METHOD, path)` of every `.route(...)` in the router's source; `{*rest}` catch-alls end in `*`.
     fn router_routes() -> Vec<(String, String)> {
-        let source = include_str!("mod.rs");
-        let source = source.split("#[cfg(test)]").next().unwrap_or(source);
-        let mut routes = Vec::new();
-        for call in source.split(".route(").skip(1) {
-            let Some(path) = call.split('"').nth(1) else { continue };
-            // NB: every route of the router is written on one line.
-            let call = call.lines().next().unwrap_or(call);
-            let prefix = if path.starts_with("/v1/") { "/api" } else { "" };
-            let path = match path.find("{*") {
-                Some(i) => format!("{prefix}{}*", &path[..i]),
-                None => format!("{prefix}{path}"),
-            };
-            for (token, method) in
-                [("get(", "GET"), ("post(", "POST"), ("put(", "PUT"), ("delete(", "DELETE"), ("any(", "ANY")]
-            {
-                if call.match_indices(token).any(|(i, _)| {
-                    i == 0 || !call.as_bytes()[i - 1].is_ascii_alphanumeric() && call.as_bytes()[i - 1] != b'_'
-                }) {
-                    routes.push((method.to_string(), path.clone()));
-                }
-            }
-        }
-        routes
+        super::super::routes::route_table()
+            .into_iter()
+            .map(|route| {
+                let path = match route.path.find("{*") {
+                    Some(i) => format!("{}*", &route.path[..i]),
+                    None => route.path.to_string(),
+                };
+                (route.method.to_string(), path)
+            })
+            .collect()
     }
 
     #[test]
@@ -461,7 +452,8 @@ mod tests {
         let paths = doc["paths"].as_object().unwrap();
         let routes = router_routes();
         assert!(routes.len() > 40, "the router's routes were not found: {routes:?}");
-        for known in [("GET", "/api/v1/ves/head"), ("PUT", "/api/v1/ves/cursors/{agent_id}"), ("ANY", "/api/v1/x402/*")]
+        for known in
+            [("GET", "/api/v1/ves/head"), ("PUT", "/api/v1/ves/cursors/{agent_id}"), ("POST", "/api/v1/x402/*")]
         {
             assert!(routes.contains(&(known.0.to_string(), known.1.to_string())), "{known:?} not parsed: {routes:?}");
         }

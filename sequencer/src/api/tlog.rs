@@ -145,9 +145,10 @@ pub async fn bundle(
 
 /// The admin status's `transparencyLog`: whether the log runs, and each configured witness's health
 /// over the caller's streams (`failingStreams`: streams whose last attempt it refused or missed).
-pub(super) async fn status(state: &SharedState, tenant: Option<Uuid>) -> Result<serde_json::Value> {
+pub(super) async fn status(state: &SharedState, scope: &crate::store::scope::Scope) -> Result<serde_json::Value> {
     let cfg = &state.config.tlog;
-    let rows = state.store.tlog_witness_rows(tenant).await?;
+    let mut rows = state.store.tlog_witness_rows(scope.tenant_id).await?;
+    rows.retain(|r| scope.store_ids.as_ref().is_none_or(|stores| stores.contains(&r.store_id)));
     let witnesses: Vec<_> = cfg
         .witnesses
         .iter()
@@ -173,7 +174,11 @@ pub(super) async fn status(state: &SharedState, tenant: Option<Uuid>) -> Result<
 /// `GET /api/v1/admin/tlog/witnesses`: configured witnesses and what each last did per stream.
 pub async fn witnesses(State(state): State<SharedState>, caller: Auth) -> Result<Response> {
     caller.require_admin()?;
-    let rows = state.store.tlog_witness_rows(caller.tenant_filter()).await?;
+    let mut rows = state.store.tlog_witness_rows(caller.tenant_filter()).await?;
+    // A store-scoped admin sees its stores' rows only.
+    if let Some(stores) = caller.store_filter() {
+        rows.retain(|r| stores.contains(&r.store_id));
+    }
     let configured: Vec<_> = state
         .config
         .tlog

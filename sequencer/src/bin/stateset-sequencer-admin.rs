@@ -102,7 +102,8 @@ enum Command {
     },
     /// Deploy the StateSetAnchor registry contract and print its address.
     DeployRegistry {
-        #[arg(long, env = "L2_RPC_URL")]
+        /// JSON-RPC URL of the L2 (its path and query often hold a provider key: never printed).
+        #[arg(long, env = "L2_RPC_URL", hide_env_values = true)]
         rpc_url: String,
         /// Hex private key of the deploying account (never printed).
         #[arg(long, env = "SEQUENCER_PRIVATE_KEY", hide_env_values = true)]
@@ -343,7 +344,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("stateset-sequencer-admin: {e:#}");
+            eprintln!("stateset-sequencer-admin: {}", sequencer::telemetry::redact(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

@@ -12,7 +12,8 @@ fn main() -> ExitCode {
     let config = match sequencer::config::Config::from_env() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("stateset-sequencer: configuration error: {e}");
+            sequencer::telemetry::add_env_secrets();
+            eprintln!("stateset-sequencer: configuration error: {}", sequencer::telemetry::redact(&e.to_string()));
             return ExitCode::from(2);
         }
     };
@@ -34,7 +35,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "stateset-sequencer failed");
-            eprintln!("stateset-sequencer: {e:#}");
+            eprintln!("stateset-sequencer: {}", sequencer::telemetry::redact(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::error::Result;
 use crate::store::Store;
+use crate::store::events::StreamKey;
 
 /// One refused event to record.
 #[derive(Debug, Clone)]
@@ -50,8 +51,10 @@ pub struct DeadLetter {
     pub payload: Value,
 }
 
-/// Records refused events in one statement. An event refused again (a client retry) updates its
-/// entry: the latest envelope and reason win and `retry_count` counts the repeats.
+/// Records refused events in one statement. An event refused again in the same stream (a client
+/// retry) updates its entry: the latest envelope and reason win and `retry_count` counts the repeats.
+/// Entries are keyed by (tenant, store, event id), so a refused event never touches another stream's
+/// entry, whatever its `event_id`.
 pub async fn insert_dead_letters(conn: &mut PgConnection, letters: &[NewDeadLetter]) -> Result<()> {
     if letters.is_empty() {
         return Ok(());
@@ -71,7 +74,7 @@ pub async fn insert_dead_letters(conn: &mut PgConnection, letters: &[NewDeadLett
            error_message, payload) \
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[], $7::text[], \
            $8::text[], $9::text[], $10::jsonb[]) \
-         ON CONFLICT (event_id) DO UPDATE SET reason = EXCLUDED.reason, error_message = EXCLUDED.error_message, \
+         ON CONFLICT (tenant_id, store_id, event_id) DO UPDATE SET reason = EXCLUDED.reason, error_message = EXCLUDED.error_message, \
            payload = EXCLUDED.payload, status = 'pending', resolved_at = NULL, resolved_sequence_number = NULL, \
            retry_count = dead_letter_events.retry_count + 1, last_retry_at = NOW(), updated_at = NOW()",
     )
@@ -102,6 +105,9 @@ pub struct DeadLetterFilter {
     pub tenant_id: Option<Uuid>,
     #[serde(alias = "store_id")]
     pub store_id: Option<Uuid>,
+    /// The stores the caller's credential is limited to (never from the request); `None` = all.
+    #[serde(skip)]
+    pub scope_store_ids: Option<Vec<Uuid>>,
     pub reason: Option<String>,
     /// `pending` (default for retries) or `resolved`.
     pub status: Option<String>,
@@ -121,7 +127,8 @@ impl Store {
             "SELECT {COLUMNS} FROM dead_letter_events WHERE ($1::uuid IS NULL OR tenant_id = $1) \
              AND ($2::uuid IS NULL OR store_id = $2) AND ($3::text IS NULL OR reason = $3) \
              AND ($4::text IS NULL OR status = $4) AND ($5::timestamptz IS NULL OR created_at >= $5) \
-             AND ($6::timestamptz IS NULL OR created_at < $6) ORDER BY created_at DESC, id LIMIT $7 OFFSET $8"
+             AND ($6::timestamptz IS NULL OR created_at < $6) AND ($9::uuid[] IS NULL OR store_id = ANY($9)) \
+             ORDER BY created_at DESC, id LIMIT $7 OFFSET $8"
         );
         Ok(sqlx::query_as(AssertSqlSafe(sql))
             .bind(filter.tenant_id)
@@ -132,6 +139,7 @@ impl Store {
             .bind(filter.until)
             .bind(limit)
             .bind(offset)
+            .bind(filter.scope_store_ids.as_deref())
             .fetch_all(self.pool())
             .await?)
     }
@@ -174,13 +182,19 @@ impl Store {
         Ok(())
     }
 
-    /// Pending entries by reason.
-    pub async fn dead_letters_by_reason(&self, tenant_id: Option<Uuid>) -> Result<Vec<(String, i64)>> {
+    /// Pending entries by reason, within the tenant and stores given (`None` = all).
+    pub async fn dead_letters_by_reason(
+        &self,
+        tenant_id: Option<Uuid>,
+        store_ids: Option<&[Uuid]>,
+    ) -> Result<Vec<(String, i64)>> {
         Ok(sqlx::query_as(
             "SELECT reason, COUNT(*) FROM dead_letter_events WHERE status = 'pending' \
-             AND ($1::uuid IS NULL OR tenant_id = $1) GROUP BY reason ORDER BY reason",
+             AND ($1::uuid IS NULL OR tenant_id = $1) AND ($2::uuid[] IS NULL OR store_id = ANY($2)) \
+             GROUP BY reason ORDER BY reason",
         )
         .bind(tenant_id)
+        .bind(store_ids)
         .fetch_all(self.pool())
         .await?)
     }
@@ -221,10 +235,23 @@ impl Store {
         insert_dead_letters(&mut conn, letters).await
     }
 
-    /// Dead letters of one event id (tests and the admin API).
+    /// The oldest dead letter with this event id, in any stream (tests).
     pub async fn dead_letter_by_event_id(&self, event_id: Uuid) -> Result<Option<DeadLetter>> {
-        let sql = format!("SELECT {COLUMNS} FROM dead_letter_events WHERE event_id = $1");
+        let sql = format!("SELECT {COLUMNS} FROM dead_letter_events WHERE event_id = $1 ORDER BY created_at LIMIT 1");
         Ok(sqlx::query_as(AssertSqlSafe(sql)).bind(event_id).fetch_optional(self.pool()).await?)
+    }
+
+    /// The dead letter of this event id in this stream.
+    pub async fn dead_letter_in_stream(&self, stream: StreamKey, event_id: Uuid) -> Result<Option<DeadLetter>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM dead_letter_events WHERE tenant_id = $1 AND store_id = $2 AND event_id = $3"
+        );
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
+            .bind(stream.tenant_id)
+            .bind(stream.store_id)
+            .bind(event_id)
+            .fetch_optional(self.pool())
+            .await?)
     }
 
     /// Pending entries in the queue.
