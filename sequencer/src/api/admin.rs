@@ -47,7 +47,9 @@ pub async fn status(
     let scope = caller.scope();
     let pool = state.store.pool();
     let (size, idle) = (pool.size(), pool.num_idle() as u32);
-    let connected = state.store.ping().await.is_ok();
+    // Bounded: a black-holed network must not hold the answer that reports it.
+    let connected = state.db_watch.reachable()
+        && tokio::time::timeout(state.config.db_acquire_timeout, state.store.ping()).await.is_ok_and(|r| r.is_ok());
     let mut body = json!({
         "version": crate::VERSION,
         "database": {
