@@ -315,6 +315,13 @@ impl Config {
                 ),
             });
         }
+        let tlog = crate::tlog::TlogConfig::from_vars(|k| env.raw(k).map(str::to_owned))
+            .map_err(|(var, reason)| ConfigError::Invalid { var, reason })?;
+        for w in &tlog.witnesses {
+            let name = w.key.split('+').next().unwrap_or_default();
+            crate::tlog::witness::check_cosigner_name(name, &checkpoint_origin)
+                .map_err(|reason| ConfigError::Invalid { var: "TLOG_WITNESSES", reason })?;
+        }
         let sequencer_signing_key = match env.raw("VES_SEQUENCER_SIGNING_KEY") {
             None => None,
             Some(v) => Some(parse_signing_key(v).map_err(|reason| ConfigError::Invalid {
@@ -448,8 +455,7 @@ impl Config {
             dead_letter_retention_days: env.positive("DEAD_LETTER_RETENTION_DAYS", 30u32)?,
             anchor,
             worker,
-            tlog: crate::tlog::TlogConfig::from_vars(|k| env.raw(k).map(str::to_owned))
-                .map_err(|(var, reason)| ConfigError::Invalid { var, reason })?,
+            tlog,
         })
     }
 }
@@ -520,6 +526,30 @@ mod tests {
         }
         let c = Config::from_map(&vars(&[("VES_CHECKPOINT_ORIGIN", "ledger.example.com/sequencer")])).unwrap();
         assert_eq!(c.checkpoint_origin, "ledger.example.com/sequencer");
+    }
+
+    #[test]
+    fn a_witness_named_like_the_log_is_refused_at_start_up() {
+        use base64::Engine;
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let mut pk = vec![0x04];
+        pk.extend_from_slice(key.verifying_key().as_bytes());
+        let witnesses = |name: &str| {
+            let vkey = format!(
+                "{name}+{:08x}+{}",
+                signed_note::key_id(name, &pk),
+                base64::engine::general_purpose::STANDARD.encode(&pk)
+            );
+            format!(r#"[{{"url":"https://w.example/sub","key":"{vkey}"}}]"#)
+        };
+        let origin = ("VES_CHECKPOINT_ORIGIN", "ledger.example.com");
+        let ok = witnesses("witness.example.org/w1");
+        assert!(Config::from_map(&vars(&[origin, ("TLOG_WITNESSES", &ok)])).is_ok());
+        for name in ["ledger.example.com", "ledger.example.com/tlog/x/y"] {
+            let bad = witnesses(name);
+            let err = Config::from_map(&vars(&[origin, ("TLOG_WITNESSES", &bad)])).unwrap_err();
+            assert!(err.to_string().contains("TLOG_WITNESSES"), "{err}");
+        }
     }
 
     #[test]

@@ -104,19 +104,30 @@ pub fn verify(
         log_names.push((v.name().to_owned(), v.key_id()));
         verifiers.push(Box::new(v));
     }
+    let origin = tlog_tiles::Checkpoint::from_bytes(note.text()).map(|c| c.origin().to_owned()).ok();
     for k in witness_keys {
-        verifiers.push(Box::new(CosignatureVerifier::new(k).map_err(|e| format!("witness key {k:?}: {e}"))?));
+        let v = CosignatureVerifier::new(k).map_err(|e| format!("witness key {k:?}: {e}"))?;
+        for (log_name, _) in &log_names {
+            super::witness::check_cosigner_name(v.name(), log_name).map_err(|e| format!("witness key {k:?}: {e}"))?;
+        }
+        if origin.as_deref() == Some(v.name()) {
+            return Err(format!("witness key {k:?}: its name is the checkpoint's origin"));
+        }
+        verifiers.push(Box::new(v));
     }
     let (verified, _) =
         note.verify(&VerifierList::new(verifiers)).map_err(|e| format!("checkpoint signatures: {e}"))?;
     if !verified.iter().any(|s| log_names.contains(&(s.name().to_owned(), s.id()))) {
         return Err("the checkpoint is not signed by the log key".into());
     }
-    let witnesses: Vec<String> = verified
+    // NB: a witness counts once, however many of its keys cosigned.
+    let mut witnesses: Vec<String> = verified
         .iter()
         .filter(|s| !log_names.contains(&(s.name().to_owned(), s.id())))
         .map(|s| s.name().to_owned())
         .collect();
+    witnesses.sort();
+    witnesses.dedup();
     if witnesses.len() < min_witnesses {
         return Err(format!("{} witness cosignature(s), {min_witnesses} required", witnesses.len()));
     }

@@ -336,6 +336,28 @@ fn a_bundle_verifies_offline_with_the_log_and_witness_keys_and_nothing_else() {
     // A cosignature over another checkpoint does not count.
     let forged = cosign("witness.example/w1", &wkey, 1_700_000_000, b"log.example/x\n1\nAAAA\n");
     assert!(witness::accepted_cosignatures(&note, &forged, &verifier).is_empty());
+
+    // A witness counts once, however many of its keys cosigned.
+    let second = ed25519_dalek::SigningKey::from_bytes(&[10; 32]);
+    let mut twice = note.clone();
+    twice.extend_from_slice(cosign("witness.example/w1", &second, 1_700_000_001, &text).as_bytes());
+    let b2 = bundle::format(&all[index as usize], index, &proof, &twice);
+    let keys = [wvkey.clone(), witness_vkey("witness.example/w1", &second)];
+    assert_eq!(bundle::verify(&b2, &log_key, &keys, 1).unwrap().witnesses, vec!["witness.example/w1".to_owned()]);
+    assert!(bundle::verify(&b2, &log_key, &keys, 2).unwrap_err().contains("1 witness cosignature(s), 2 required"));
+    // A "witness" named like the log, or like its origin, is refused rather than counted.
+    for name in ["log.example", &origin("log.example", s)] {
+        let err = bundle::verify(&b, &log_key, &[witness_vkey(name, &wkey)], 0).unwrap_err();
+        assert!(err.contains("witness key"), "{name}: {err}");
+    }
+}
+
+#[test]
+fn a_cosigner_name_is_never_the_log_s_name_or_one_of_its_origins() {
+    assert!(witness::check_cosigner_name("witness.example/w1", "log.example").is_ok());
+    assert!(witness::check_cosigner_name("log.examples", "log.example").is_ok());
+    assert!(witness::check_cosigner_name("log.example", "log.example").is_err());
+    assert!(witness::check_cosigner_name("log.example/tlog/1/2", "log.example").is_err());
 }
 
 #[test]

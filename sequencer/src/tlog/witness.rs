@@ -84,6 +84,18 @@ impl signed_note::Verifier for CosignatureVerifier {
     }
 }
 
+/// A witness's cosigner name must not be the log's own key name nor one of its origins
+/// (`<log key name>/...`): C2SP tlog-cosignature keeps cosigner names apart from log names, so that a
+/// cosignature line can never be taken for the log's signature, or the log's for a cosignature.
+pub fn check_cosigner_name(cosigner: &str, log_key_name: &str) -> Result<(), String> {
+    if cosigner == log_key_name || cosigner.strip_prefix(log_key_name).is_some_and(|rest| rest.starts_with('/')) {
+        return Err(format!(
+            "the witness name {cosigner:?} is the log's own key name or one of its origins; a cosigner needs a name of its own"
+        ));
+    }
+    Ok(())
+}
+
 fn signed_note_name_valid(name: &str) -> bool {
     !name.is_empty() && !name.chars().any(|c| c.is_whitespace() || c == '+')
 }
