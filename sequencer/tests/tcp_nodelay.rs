@@ -49,7 +49,10 @@ async fn every_pooled_connection_to_postgres_disables_nagle() {
     let sockets = sockets_to(port);
     assert!(sockets.len() >= 3, "expected the 3 pooled TCP connections to port {port}, found {sockets:?}");
     let nagle: Vec<i32> = sockets.iter().filter(|(_, nodelay)| !nodelay).map(|(fd, _)| *fd).collect();
-    assert!(nagle.is_empty(), "sockets to PostgreSQL without TCP_NODELAY (fds {nagle:?}); is the sqlx-core patch gone?");
+    assert!(
+        nagle.is_empty(),
+        "sockets to PostgreSQL without TCP_NODELAY (fds {nagle:?}); is the sqlx-core patch gone?"
+    );
     drop(held);
     store.pool().close().await;
 }
