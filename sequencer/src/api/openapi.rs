@@ -8,7 +8,7 @@
 
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
 use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, SchemaType, Type};
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
 };
@@ -26,6 +26,8 @@ enum T {
     Bool,
     Array,
     Object,
+    /// Any JSON value, `null` included (optional values the answer spells as `null`).
+    Any,
 }
 
 fn schema(t: T) -> RefOr<Schema> {
@@ -37,6 +39,7 @@ fn schema(t: T) -> RefOr<Schema> {
         T::Bool => b.schema_type(Type::Boolean),
         T::Array => b.schema_type(Type::Array),
         T::Object => b.schema_type(Type::Object),
+        T::Any => b.schema_type(SchemaType::AnyValue),
     };
     RefOr::T(Schema::Object(b.build()))
 }
@@ -44,12 +47,12 @@ fn schema(t: T) -> RefOr<Schema> {
 /// What a successful answer is.
 #[derive(Clone, Copy)]
 enum Answer {
-    /// A JSON object with this status.
-    Json(&'static str),
     /// A JSON object with these fields (name, type, always present), status 200.
     Fields(&'static [(&'static str, T, bool)]),
-    /// Either status, JSON (created or already there).
-    JsonOr(&'static str, &'static str),
+    /// The same with another status.
+    FieldsAt(&'static str, &'static [(&'static str, T, bool)]),
+    /// Either status (created or already there), a JSON object with these fields.
+    FieldsOr(&'static str, &'static str, &'static [(&'static str, T, bool)]),
     /// Plain text.
     Text,
     /// Bytes.
@@ -98,6 +101,235 @@ const POLICY: &[(&str, T, bool)] = &[
     ("enabled", Bool, true),
 ];
 
+// The answers' fields, as the handlers build them (schemathesis checks every answer against these).
+type F = &'static [(&'static str, T, bool)];
+const HEALTH: F = &[("status", Str, true), ("service", Str, true), ("version", Str, true)];
+const READY: F =
+    &[("status", Str, true), ("database", Str, true), ("responseTimeMs", Int, true), ("pool", Object, true)];
+const NOT_READY: F = &[("status", Str, true), ("database", Str, true), ("pool", Object, true), ("error", Object, true)];
+const DOCUMENT: F = &[("openapi", Str, true), ("info", Object, true), ("paths", Object, true)];
+const INGESTED: F = &[
+    ("batchId", Uuid, true),
+    ("eventsAccepted", Int, true),
+    ("eventsRejected", Int, true),
+    ("sequenceStart", Any, true),
+    ("sequenceEnd", Any, true),
+    ("headSequence", Int, true),
+    ("rejections", Array, false),
+    ("receipts", Array, false),
+];
+const LEGACY_INGESTED: F = &[
+    ("batch_id", Uuid, true),
+    ("events_accepted", Int, true),
+    ("events_rejected", Int, true),
+    ("assigned_sequence_start", Any, true),
+    ("assigned_sequence_end", Any, true),
+    ("head_sequence", Int, true),
+    ("rejections", Array, false),
+];
+const EVENTS: F = &[
+    ("events", Array, true),
+    ("count", Int, true),
+    ("next_sequence", Int, true),
+    ("head_sequence", Int, true),
+    ("has_more", Bool, true),
+];
+const LEGACY_EVENTS: F = &[("events", Array, true), ("count", Int, true)];
+const HEAD: F = &[("head_sequence", Int, true), ("tenant_id", Uuid, true), ("store_id", Uuid, true)];
+const ENTITY: F = &[
+    ("entity_type", Str, true),
+    ("entity_id", Str, true),
+    ("events", Array, true),
+    ("count", Int, true),
+    ("total", Int, true),
+    ("has_more", Bool, true),
+];
+const SEQUENCER: F = &[
+    ("sequencer_id", Uuid, true),
+    ("signature_alg", Str, true),
+    ("public_key", Any, true),
+    ("checkpoint_origin", Str, true),
+    ("checkpoint_verifier_key", Any, true),
+    ("version", Str, true),
+];
+const COMMITMENT: F = &[
+    ("batch_id", Uuid, true),
+    ("tenant_id", Uuid, true),
+    ("store_id", Uuid, true),
+    ("ves_version", Int, true),
+    ("tree_depth", Int, true),
+    ("leaf_count", Int, true),
+    ("padded_leaf_count", Int, true),
+    ("merkle_root", Str, true),
+    ("prev_state_root", Str, true),
+    ("new_state_root", Str, true),
+    ("sequence_start", Int, true),
+    ("sequence_end", Int, true),
+    ("committed_at", Str, true),
+    ("chain_id", Any, true),
+    ("chain_tx_hash", Any, true),
+    ("chain_block_number", Any, true),
+    ("anchored_at", Any, true),
+    ("is_anchored", Bool, true),
+    ("corrects_batch_id", Any, true),
+    ("superseded_by", Any, true),
+    ("metadata", Any, true),
+];
+const COMMITMENTS: F = &[("count", Int, true), ("commitments", Array, true)];
+const ANCHORED: F = &[
+    ("batch_id", Uuid, true),
+    ("status", Str, true),
+    ("chain_id", Any, true),
+    ("chain_tx_hash", Any, true),
+    ("chain_block_number", Any, true),
+    ("merkle_root", Str, true),
+    ("prev_state_root", Str, true),
+    ("new_state_root", Str, true),
+    ("sequence_start", Int, true),
+    ("sequence_end", Int, true),
+];
+const ANCHOR_CHECK: F = &[
+    ("batch_id", Uuid, true),
+    ("anchored_on_chain", Any, true),
+    ("roots_match", Any, true),
+    ("chain_tx_hash", Any, true),
+];
+const VES_CONSISTENCY: F = &[
+    ("tenant_id", Uuid, true),
+    ("store_id", Uuid, true),
+    ("from_size", Int, true),
+    ("from_state_root", Str, true),
+    ("to_size", Int, true),
+    ("to_state_root", Str, true),
+    ("commitments", Array, true),
+];
+const PROOF_CHECK: F = &[("valid", Bool, true), ("leaf_hash", Str, true), ("merkle_root", Str, true)];
+const VES_PROOF: F = &[
+    ("sequence_number", Int, true),
+    ("batch_id", Uuid, true),
+    ("merkle_root", Str, true),
+    ("leaf_hash", Str, true),
+    ("leaf_index", Int, true),
+    ("proof_path", Array, true),
+    ("directions", Array, true),
+];
+const TLOG_INCLUSION: F = &[
+    ("index", Int, true),
+    ("sequence_number", Int, true),
+    ("tree_size", Int, true),
+    ("leaf_hash", Str, true),
+    ("root_hash", Str, true),
+    ("proof", Array, true),
+];
+const TLOG_CONSISTENCY: F = &[
+    ("from_size", Int, true),
+    ("to_size", Int, true),
+    ("from_root", Str, true),
+    ("to_root", Str, true),
+    ("proof", Array, true),
+];
+const WITNESSES: F = &[("witnesses", Array, true), ("streams", Array, true)];
+const LISTED_KEYS: F = &[("count", Int, true), ("keys", Array, true)];
+const AGENT_KEY_REGISTERED: F = &[
+    ("success", Bool, true),
+    ("tenantId", Uuid, true),
+    ("agentId", Uuid, true),
+    ("keyId", Int, true),
+    ("keyAlgorithm", Int, true),
+    ("message", Str, true),
+];
+const AGENT_KEY_REVOKED: F = &[("success", Bool, true), ("key", Object, true)];
+const AGENT_KEY_ROTATED: F = &[("success", Bool, true), ("oldKey", Object, true), ("newKey", Object, true)];
+const STATUS: F = &[
+    ("version", Str, true),
+    ("database", Object, true),
+    // The rest only while the database is connected.
+    ("schemaVersion", Int, false),
+    ("deadLetters", Object, false),
+    ("anchoring", Object, false),
+    ("ingestion", Object, false),
+    ("transparencyLog", Object, false),
+    ("streams", Array, false),
+];
+const DEAD_LETTERS: F = &[("deadLetters", Array, true), ("count", Int, true), ("nextOffset", Any, true)];
+const DEAD_LETTER: F = &[
+    ("id", Uuid, true),
+    ("eventId", Uuid, true),
+    ("tenantId", Uuid, true),
+    ("storeId", Uuid, true),
+    ("agentId", Any, true),
+    ("eventType", Any, true),
+    ("source", Str, true),
+    ("reason", Str, true),
+    ("errorMessage", Str, true),
+    ("status", Str, true),
+    ("retryCount", Int, true),
+    ("lastRetryAt", Any, true),
+    ("resolvedAt", Any, true),
+    ("resolvedSequenceNumber", Any, true),
+    ("createdAt", Str, true),
+    ("updatedAt", Str, true),
+    ("payload", Any, true),
+];
+const RETRIED: F = &[
+    ("id", Uuid, true),
+    ("eventId", Uuid, true),
+    ("outcome", Str, true),
+    ("reason", Str, false),
+    ("sequenceNumber", Int, false),
+];
+const RETRIED_MANY: F =
+    &[("attempted", Int, true), ("succeeded", Int, true), ("failed", Int, true), ("results", Array, true)];
+const DELETED_LETTER: F = &[("id", Uuid, true), ("deleted", Bool, true)];
+const PURGED: F = &[("deleted", Int, true), ("status", Str, true)];
+const VACUUMED: F = &[("tables", Array, true), ("durationMs", Int, true)];
+const TERMINATED: F = &[("terminated", Int, true), ("connections", Array, true)];
+const REPORT: F = &[
+    ("ok", Bool, true),
+    ("streamsChecked", Int, true),
+    ("eventsChecked", Int, true),
+    ("commitmentsChecked", Int, true),
+    ("findings", Array, true),
+];
+const JOB: F = &[
+    ("id", Uuid, true),
+    ("state", Str, true),
+    ("streamsTotal", Int, true),
+    ("report", Object, true),
+    ("error", Str, false),
+    ("startedAt", Str, true),
+    ("finishedAt", Str, false),
+];
+const PAUSED: F = &[("tenantId", Uuid, true), ("storeId", Uuid, true), ("paused", Bool, true), ("reason", Any, true)];
+const API_KEY: F = &[
+    ("id", Uuid, true),
+    ("keyHashPrefix", Str, true),
+    ("tenantId", Uuid, true),
+    ("storeIds", Any, true),
+    ("permissions", Array, true),
+    ("agentId", Any, true),
+    ("rateLimit", Any, true),
+    ("label", Any, true),
+    ("active", Bool, true),
+    ("createdAt", Str, true),
+    ("revokedAt", Any, true),
+];
+const API_KEY_MINTED: F = &[
+    ("id", Uuid, true),
+    ("apiKey", Str, true),
+    ("keyHashPrefix", Str, true),
+    ("tenantId", Uuid, true),
+    ("storeIds", Any, true),
+    ("permissions", Array, true),
+    ("agentId", Any, true),
+    ("rateLimit", Any, true),
+    ("label", Any, true),
+    ("active", Bool, true),
+    ("createdAt", Str, true),
+    ("revokedAt", Any, true),
+];
+const SUCCESS: F = &[("success", Bool, true), ("message", Str, true)];
+
 macro_rules! op {
     ($m:expr, $p:expr, $s:expr, auth: $a:expr, query: $q:expr, body: $b:expr, $ans:expr) => {
         Op { method: $m, path: $p, summary: $s, auth: $a, query: $q, body: $b, answer: $ans }
@@ -106,105 +338,105 @@ macro_rules! op {
 
 /// Every route the router serves.
 const OPERATIONS: &[Op] = &[
-    op!(Get, "/health", "Liveness (no database)", auth: false, query: NONE, body: None, Json("200")),
-    op!(Get, "/ready", "Readiness: one database round trip", auth: false, query: NONE, body: None, Json("200")),
+    op!(Get, "/health", "Liveness (no database)", auth: false, query: NONE, body: None, Fields(HEALTH)),
+    op!(Get, "/ready", "Readiness: one database round trip", auth: false, query: NONE, body: None, Fields(READY)),
     op!(Get, "/metrics", "Prometheus metrics", auth: false, query: NONE, body: None, Text),
-    op!(Get, "/api/v1/openapi.json", "This document", auth: false, query: NONE, body: None, Json("200")),
+    op!(Get, "/api/v1/openapi.json", "This document", auth: false, query: NONE, body: None, Fields(DOCUMENT)),
     op!(Post, "/api/v1/ves/events/ingest", "Ingest signed VES events", auth: true, query: NONE,
-        body: Some(&[("agentId", Uuid, true), ("events", Array, true)]), Json("200")),
-    op!(Get, "/api/v1/ves/events", "A range of a stream's signed events", auth: true, query: RANGE, body: None, Json("200")),
-    op!(Get, "/api/v1/ves/head", "A stream's head", auth: true, query: STREAM, body: None, Json("200")),
+        body: Some(&[("agentId", Uuid, true), ("events", Array, true)]), Fields(INGESTED)),
+    op!(Get, "/api/v1/ves/events", "A range of a stream's signed events", auth: true, query: RANGE, body: None, Fields(EVENTS)),
+    op!(Get, "/api/v1/ves/head", "A stream's head", auth: true, query: STREAM, body: None, Fields(HEAD)),
     op!(Get, "/api/v1/ves/entities/{entity_type}/{entity_id}", "An entity's history", auth: true, query: RANGE,
-        body: None, Json("200")),
-    op!(Get, "/api/v1/ves/sequencer", "Sequencer id and public keys", auth: true, query: NONE, body: None, Json("200")),
+        body: None, Fields(ENTITY)),
+    op!(Get, "/api/v1/ves/sequencer", "Sequencer id and public keys", auth: true, query: NONE, body: None, Fields(SEQUENCER)),
     op!(Post, "/api/v1/ves/commitments", "Commit a contiguous range", auth: true, query: NONE,
         body: Some(&[("tenant_id", Uuid, true), ("store_id", Uuid, true), ("sequence_start", Int, true),
-                     ("sequence_end", Int, true)]), JsonOr("200", "201")),
+                     ("sequence_end", Int, true)]), FieldsOr("200", "201", COMMITMENT)),
     op!(Get, "/api/v1/ves/commitments", "A stream's commitments", auth: true,
         query: &[("tenant_id", Uuid, true), ("store_id", Uuid, true), ("anchored", Bool, false),
-                 ("include_superseded", Bool, false)], body: None, Json("200")),
+                 ("include_superseded", Bool, false)], body: None, Fields(COMMITMENTS)),
     op!(Post, "/api/v1/ves/commitments/anchor", "Commit the next range and anchor it", auth: true, query: NONE,
-        body: Some(&[("tenant_id", Uuid, true), ("store_id", Uuid, true)]), JsonOr("200", "201")),
+        body: Some(&[("tenant_id", Uuid, true), ("store_id", Uuid, true)]), FieldsOr("200", "201", ANCHORED)),
     op!(Post, "/api/v1/ves/anchor", "Anchor a commitment on the L2", auth: true, query: NONE,
-        body: Some(&[("batch_id", Uuid, true)]), Json("200")),
+        body: Some(&[("batch_id", Uuid, true)]), Fields(ANCHORED)),
     op!(Get, "/api/v1/ves/anchor/{batch_id}/verify", "Compare a commitment with the L2 registry", auth: true,
-        query: NONE, body: None, Json("200")),
+        query: NONE, body: None, Fields(ANCHOR_CHECK)),
     op!(Get, "/api/v1/ves/commitments/consistency", "Consistency between two sizes of a stream", auth: true,
         query: &[("tenant_id", Uuid, true), ("store_id", Uuid, true), ("from_size", Int, true), ("to_size", Int, false)],
-        body: None, Json("200")),
+        body: None, Fields(VES_CONSISTENCY)),
     op!(Get, "/api/v1/ves/checkpoint", "The stream's signed checkpoint (C2SP signed note)", auth: true,
         query: STREAM, body: None, Text),
-    op!(Get, "/api/v1/ves/commitments/{batch_id}", "One commitment", auth: true, query: NONE, body: None, Json("200")),
+    op!(Get, "/api/v1/ves/commitments/{batch_id}", "One commitment", auth: true, query: NONE, body: None, Fields(COMMITMENT)),
     op!(Post, "/api/v1/ves/commitments/{batch_id}/correct", "Supersede a commitment with a recomputed one",
-        auth: true, query: NONE, body: Some(&[("reason", Str, true)]), JsonOr("200", "201")),
+        auth: true, query: NONE, body: Some(&[("reason", Str, true)]), FieldsOr("200", "201", COMMITMENT)),
     op!(Post, "/api/v1/ves/proofs/verify", "Check an inclusion proof offline", auth: true, query: NONE,
         body: Some(&[("leaf_hash", Str, true), ("merkle_root", Str, true), ("proof_path", Array, true),
-                     ("leaf_index", Int, true)]), Json("200")),
+                     ("leaf_index", Int, true)]), Fields(PROOF_CHECK)),
     op!(Get, "/api/v1/ves/proofs/{sequence_number}", "Inclusion proof of an event", auth: true,
         query: &[("tenant_id", Uuid, true), ("store_id", Uuid, true), ("batch_id", Uuid, false)], body: None,
-        Json("200")),
+        Fields(VES_PROOF)),
     op!(Get, "/api/v1/ves/tlog/{tenant_id}/{store_id}/checkpoint", "The transparency log's newest checkpoint",
         auth: true, query: NONE, body: None, Text),
     op!(Get, "/api/v1/ves/tlog/{tenant_id}/{store_id}/tile/{path}", "A tlog tile or entry bundle", auth: true,
         query: NONE, body: None, Binary),
     op!(Get, "/api/v1/ves/tlog/{tenant_id}/{store_id}/proof/inclusion", "A tlog inclusion proof", auth: true,
-        query: TLOG_ENTRY, body: None, Json("200")),
+        query: TLOG_ENTRY, body: None, Fields(TLOG_INCLUSION)),
     op!(Get, "/api/v1/ves/tlog/{tenant_id}/{store_id}/proof/consistency", "A tlog consistency proof", auth: true,
-        query: &[("from_size", Int, true), ("to_size", Int, false)], body: None, Json("200")),
+        query: &[("from_size", Int, true), ("to_size", Int, false)], body: None, Fields(TLOG_CONSISTENCY)),
     op!(Get, "/api/v1/ves/tlog/{tenant_id}/{store_id}/bundle", "A C2SP tlog-proof of one entry", auth: true,
         query: TLOG_ENTRY, body: None, Text),
     op!(Get, "/api/v1/admin/tlog/witnesses", "The transparency log's witnesses", auth: true, query: NONE,
-        body: None, Json("200")),
+        body: None, Fields(WITNESSES)),
     op!(Post, "/api/v1/events/ingest", "Ingest legacy (unsigned) events", auth: true, query: NONE,
-        body: Some(&[("agent_id", Uuid, true), ("events", Array, true)]), Json("200")),
-    op!(Get, "/api/v1/events", "A range of a stream (legacy shape)", auth: true, query: RANGE, body: None, Json("200")),
-    op!(Get, "/api/v1/head", "A stream's head", auth: true, query: STREAM, body: None, Json("200")),
+        body: Some(&[("agent_id", Uuid, true), ("events", Array, true)]), Fields(LEGACY_INGESTED)),
+    op!(Get, "/api/v1/events", "A range of a stream (legacy shape)", auth: true, query: RANGE, body: None, Fields(LEGACY_EVENTS)),
+    op!(Get, "/api/v1/head", "A stream's head", auth: true, query: STREAM, body: None, Fields(HEAD)),
     op!(Get, "/api/v1/entities/{entity_type}/{entity_id}", "An entity's history (legacy shape)", auth: true,
-        query: RANGE, body: None, Json("200")),
+        query: RANGE, body: None, Fields(ENTITY)),
     op!(Post, "/api/v1/agents/keys", "Register an agent signing key", auth: true, query: NONE,
         body: Some(&[("tenantId", Uuid, true), ("agentId", Uuid, true), ("keyId", Int, true), ("publicKey", Str, true)]),
-        Json("200")),
+        Fields(AGENT_KEY_REGISTERED)),
     op!(Get, "/api/v1/agents/keys", "List agent signing keys", auth: true,
-        query: &[("tenant_id", Uuid, true), ("agent_id", Uuid, false)], body: None, Json("200")),
+        query: &[("tenant_id", Uuid, true), ("agent_id", Uuid, false)], body: None, Fields(LISTED_KEYS)),
     op!(Post, "/api/v1/agents/keys/{tenant_id}/{agent_id}/{key_id}/revoke", "Revoke an agent signing key",
-        auth: true, query: NONE, body: Some(&[("reason", Str, false)]), Json("200")),
+        auth: true, query: NONE, body: Some(&[("reason", Str, false)]), Fields(AGENT_KEY_REVOKED)),
     op!(Post, "/api/v1/agents/keys/{tenant_id}/{agent_id}/{key_id}/rotate", "Rotate an agent signing key",
         auth: true, query: NONE, body: Some(&[("newKeyId", Int, true), ("publicKey", Str, true), ("graceSeconds", Int, false)]),
-        Json("200")),
+        Fields(AGENT_KEY_ROTATED)),
     op!(Get, "/api/v1/admin/status", "What the operator reads", auth: true, query: &[("streams", Bool, false)],
-        body: None, Json("200")),
+        body: None, Fields(STATUS)),
     op!(Get, "/api/v1/admin/dead-letters", "List dead letters", auth: true,
         query: &[("tenant_id", Uuid, false), ("store_id", Uuid, false), ("reason", Str, false), ("status", Str, false),
                  ("since", Str, false), ("until", Str, false), ("limit", Int, false), ("offset", Int, false)],
-        body: None, Json("200")),
+        body: None, Fields(DEAD_LETTERS)),
     op!(Post, "/api/v1/admin/dead-letters/retry", "Replay dead letters by id or filter", auth: true, query: NONE,
-        body: Some(&[("ids", Array, false), ("filter", Object, false)]), Json("200")),
-    op!(Get, "/api/v1/admin/dead-letters/{id}", "One dead letter", auth: true, query: NONE, body: None, Json("200")),
-    op!(Delete, "/api/v1/admin/dead-letters/{id}", "Delete a dead letter", auth: true, query: NONE, body: None, Json("200")),
+        body: Some(&[("ids", Array, false), ("filter", Object, false)]), Fields(RETRIED_MANY)),
+    op!(Get, "/api/v1/admin/dead-letters/{id}", "One dead letter", auth: true, query: NONE, body: None, Fields(DEAD_LETTER)),
+    op!(Delete, "/api/v1/admin/dead-letters/{id}", "Delete a dead letter", auth: true, query: NONE, body: None, Fields(DELETED_LETTER)),
     op!(Post, "/api/v1/admin/dead-letters/{id}/retry", "Replay one dead letter", auth: true, query: NONE, body: None,
-        Json("200")),
+        Fields(RETRIED)),
     op!(Post, "/api/v1/admin/dead-letters/purge", "Delete resolved (or pending) dead letters", auth: true,
         query: NONE, body: Some(&[("status", Str, false), ("tenantId", Uuid, false), ("storeId", Uuid, false),
-                                  ("reason", Str, false)]), Json("200")),
+                                  ("reason", Str, false)]), Fields(PURGED)),
     op!(Post, "/api/v1/admin/maintenance/vacuum", "VACUUM ANALYZE the sequencer's tables", auth: true, query: NONE,
-        body: Some(&[("tables", Array, false)]), Json("200")),
+        body: Some(&[("tables", Array, false)]), Fields(VACUUMED)),
     op!(Post, "/api/v1/admin/maintenance/terminate-idle-connections", "Terminate long-idle database sessions",
-        auth: true, query: NONE, body: Some(&[("idleLongerThanSeconds", Int, true)]), Json("200")),
+        auth: true, query: NONE, body: Some(&[("idleLongerThanSeconds", Int, true)]), Fields(TERMINATED)),
     op!(Post, "/api/v1/admin/verify", "Check the log, leaf runs and commitments", auth: true, query: NONE,
-        body: Some(&[("tenantId", Uuid, false), ("storeId", Uuid, false)]), Json("200")),
+        body: Some(&[("tenantId", Uuid, false), ("storeId", Uuid, false)]), Fields(REPORT)),
     op!(Post, "/api/v1/admin/verify/jobs", "Start a verification in the background", auth: true, query: NONE,
-        body: Some(&[("tenantId", Uuid, false), ("storeId", Uuid, false)]), Json("202")),
+        body: Some(&[("tenantId", Uuid, false), ("storeId", Uuid, false)]), FieldsAt("202", JOB)),
     op!(Get, "/api/v1/admin/verify/jobs/{id}", "A background verification's progress and findings", auth: true,
-        query: NONE, body: None, Json("200")),
+        query: NONE, body: None, Fields(JOB)),
     op!(Post, "/api/v1/admin/streams/{tenant_id}/{store_id}/pause", "Pause a stream's ingest", auth: true,
-        query: NONE, body: Some(&[("reason", Str, false)]), Json("200")),
+        query: NONE, body: Some(&[("reason", Str, false)]), Fields(PAUSED)),
     op!(Post, "/api/v1/admin/streams/{tenant_id}/{store_id}/resume", "Resume a stream's ingest", auth: true,
-        query: NONE, body: None, Json("200")),
+        query: NONE, body: None, Fields(PAUSED)),
     op!(Post, "/api/v1/admin/api-keys", "Mint an API key", auth: true, query: NONE,
         body: Some(&[("tenantId", Uuid, true), ("storeIds", Array, false), ("permissions", Array, true),
-                     ("rateLimit", Int, false), ("agentId", Uuid, false), ("label", Str, false)]), Json("201")),
-    op!(Get, "/api/v1/admin/api-keys", "List API keys", auth: true, query: NONE, body: None, Json("200")),
-    op!(Delete, "/api/v1/admin/api-keys/{id}", "Revoke an API key", auth: true, query: NONE, body: None, Json("200")),
+                     ("rateLimit", Int, false), ("agentId", Uuid, false), ("label", Str, false)]), FieldsAt("201", API_KEY_MINTED)),
+    op!(Get, "/api/v1/admin/api-keys", "List API keys", auth: true, query: NONE, body: None, Fields(LISTED_KEYS)),
+    op!(Delete, "/api/v1/admin/api-keys/{id}", "Revoke an API key", auth: true, query: NONE, body: None, Fields(API_KEY)),
     op!(Get, "/api/v1/ves/cursors/{agent_id}", "An agent's durable cursor", auth: true, query: STREAM, body: None,
         Fields(CURSOR)),
     op!(Put, "/api/v1/ves/cursors/{agent_id}", "Acknowledge up to a sequence number", auth: true, query: NONE,
@@ -216,7 +448,7 @@ const OPERATIONS: &[Op] = &[
     op!(Get, "/api/v1/agents/{agent_id}/api-keys", "The agent's API keys", auth: true, query: NONE, body: None,
         Fields(&[("count", Int, true), ("keys", Array, true)])),
     op!(Delete, "/api/v1/agents/{agent_id}/api-keys/{key_prefix}", "Revoke an agent's API key by hash prefix",
-        auth: true, query: NONE, body: None, Json("200")),
+        auth: true, query: NONE, body: None, Fields(SUCCESS)),
     op!(Get, "/api/v1/agents/{agent_id}/policy", "The agent's event policy", auth: true,
         query: &[("tenant_id", Uuid, true)], body: None, Fields(POLICY)),
     op!(Put, "/api/v1/agents/{agent_id}/policy", "Set the agent's event policy", auth: true, query: NONE,
@@ -282,10 +514,10 @@ fn error_response(description: &str) -> utoipa::openapi::Response {
         .build()
 }
 
-fn json_response(description: &str) -> utoipa::openapi::Response {
+fn fields_response(description: &str, fields: F) -> utoipa::openapi::Response {
     ResponseBuilder::new()
         .description(description)
-        .content("application/json", ContentBuilder::new().schema(Some(schema(Object))).build())
+        .content("application/json", ContentBuilder::new().schema(Some(object(fields))).build())
         .build()
 }
 
@@ -339,15 +571,11 @@ pub fn document() -> OpenApi {
             ));
         }
         b = match op.answer {
-            Json(status) => b.response(status, json_response("OK")),
-            Fields(fields) => b.response(
-                "200",
-                ResponseBuilder::new()
-                    .description("OK")
-                    .content("application/json", ContentBuilder::new().schema(Some(object(fields))).build())
-                    .build(),
-            ),
-            JsonOr(a, c) => b.response(a, json_response("OK")).response(c, json_response("Created")),
+            Fields(fields) => b.response("200", fields_response("OK", fields)),
+            FieldsAt(status, fields) => b.response(status, fields_response("OK", fields)),
+            FieldsOr(a, c, fields) => {
+                b.response(a, fields_response("OK", fields)).response(c, fields_response("Created", fields))
+            }
             Text => b.response(
                 "200",
                 ResponseBuilder::new()
@@ -372,7 +600,7 @@ pub fn document() -> OpenApi {
                 .security(SecurityRequirement::new("apiKey", Vec::<String>::new()))
                 .security(SecurityRequirement::new("bearer", Vec::<String>::new()));
         } else if op.path == "/ready" {
-            b = b.response("503", json_response("The database is unreachable"));
+            b = b.response("503", fields_response("The database is unreachable", NOT_READY));
         }
         paths = paths.path(op.path, utoipa::openapi::PathItem::new(op.method.clone(), b.build()));
     }
@@ -480,6 +708,25 @@ mod tests {
             ingest["responses"]["429"]["content"]["application/json"]["schema"]["$ref"],
             "#/components/schemas/Error"
         );
+    }
+
+    #[test]
+    fn every_json_answer_names_its_fields() {
+        let doc = serde_json::to_value(document()).unwrap();
+        let mut untyped = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                for (status, response) in op["responses"].as_object().unwrap() {
+                    let Some(schema) = response.pointer("/content/application~1json/schema") else { continue };
+                    let typed =
+                        schema.get("$ref").is_some() || schema["properties"].as_object().is_some_and(|p| !p.is_empty());
+                    if !typed {
+                        untyped.push(format!("{method} {path} {status}"));
+                    }
+                }
+            }
+        }
+        assert!(untyped.is_empty(), "JSON answers documented without their fields: {untyped:?}");
     }
 
     #[test]
