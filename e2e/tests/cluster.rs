@@ -14,6 +14,8 @@
 //! up to `Ready=True`. Every namespace (and cluster-wide role) a test creates is deleted, and the
 //! deletion awaited, when the test ends.
 
+mod chart;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
