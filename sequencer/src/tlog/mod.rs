@@ -25,6 +25,7 @@
 
 pub mod bundle;
 pub mod metrics;
+pub mod public_read;
 pub mod reader;
 pub mod service;
 pub mod witness;
@@ -416,6 +417,8 @@ pub struct TlogConfig {
     pub witness_interval: std::time::Duration,
     /// `TLOG_WITNESS_TIMEOUT_MS`: per request (default 5000).
     pub witness_timeout: std::time::Duration,
+    /// `TLOG_PUBLIC_READ`: streams whose log anyone may read without a credential (default none).
+    pub public_read: public_read::PublicRead,
 }
 
 impl Default for TlogConfig {
@@ -427,6 +430,7 @@ impl Default for TlogConfig {
             witnesses: Vec::new(),
             witness_interval: std::time::Duration::from_millis(1000),
             witness_timeout: std::time::Duration::from_millis(5000),
+            public_read: public_read::PublicRead::default(),
         }
     }
 }
@@ -473,6 +477,9 @@ impl TlogConfig {
                 }
             }
             c.witnesses = list;
+        }
+        if let Some(v) = get("TLOG_PUBLIC_READ") {
+            c.public_read = public_read::PublicRead::parse(&v).map_err(|e| ("TLOG_PUBLIC_READ", e))?;
         }
         Ok(c)
     }

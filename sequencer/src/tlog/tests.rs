@@ -400,3 +400,38 @@ fn witness_settings_are_checked_at_start_up() {
     }
     assert_eq!(redact_url("https://user:secret@w.example:8443/path?x"), "https://w.example:8443");
 }
+
+#[test]
+fn public_read_lists_streams_and_whole_tenants_and_refuses_anything_else_at_start_up() {
+    let (t, s, other) = (
+        uuid::Uuid::parse_str("6f1c2a70-5b3e-4c8d-9e0f-1a2b3c4d5e6f").unwrap(),
+        uuid::Uuid::parse_str("9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d").unwrap(),
+        uuid::Uuid::parse_str("0b5f8a32-7c1e-4d52-9a61-3f0e8c2b7d41").unwrap(),
+    );
+    let stream = |tenant_id, store_id| StreamKey { tenant_id, store_id };
+    let listed = public_read::PublicRead::parse(&format!(" {t}/{s} , {}/*", other.to_string().to_uppercase())).unwrap();
+    assert!(listed.covers(stream(t, s)));
+    assert!(!listed.covers(stream(t, other)), "another store of a listed stream's tenant stays private");
+    assert!(!listed.covers(stream(s, t)));
+    assert!(listed.covers(stream(other, s)) && listed.covers(stream(other, other)), "<tenant>/* covers every store");
+    for empty in ["", "  "] {
+        assert!(public_read::PublicRead::parse(empty).unwrap().is_empty());
+    }
+    assert_eq!(TlogConfig::from_vars(|_| None).unwrap().public_read, public_read::PublicRead::default());
+
+    for bad in [
+        format!("{t}"),
+        format!("{t}/{s},"),
+        format!("{t}/{s},,{t}/*"),
+        format!("*/{s}"),
+        "*/*".to_owned(),
+        format!("{t}/{s}/x"),
+        format!("{}/{s}", t.simple()),
+        format!("{t}/store-1"),
+        format!("[\"{t}/{s}\"]"),
+    ] {
+        let err = TlogConfig::from_vars(|k| (k == "TLOG_PUBLIC_READ").then(|| bad.clone())).unwrap_err();
+        assert_eq!(err.0, "TLOG_PUBLIC_READ", "{bad}");
+        assert!(!err.1.is_empty(), "{bad}");
+    }
+}
