@@ -154,6 +154,21 @@ impl Caller {
         }
     }
 
+    /// Whoever reads the transparency log of a stream listed in `TLOG_PUBLIC_READ`, without a
+    /// credential: a reader of that one stream and nothing else.
+    pub fn public_reader_of(stream: StreamKey) -> Self {
+        Caller {
+            tenant_id: stream.tenant_id,
+            store_ids: vec![stream.store_id],
+            can_read: true,
+            can_write: false,
+            can_admin: false,
+            agent_id: None,
+            rate_limit: None,
+            api_key_id: None,
+        }
+    }
+
     fn bootstrap() -> Self {
         Caller {
             tenant_id: Uuid::nil(),

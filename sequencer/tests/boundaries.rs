@@ -207,7 +207,14 @@ async fn every_route_refuses_another_tenant_another_store_a_narrower_permission_
         if !matches!(route.access, Access::AnyCaller | Access::Agent) {
             hostile.push(("another tenant's admin", format!("ApiKey {other_tenant}")));
         }
-        if matches!(route.access, Access::Stream(_) | Access::Tenant(Perm::Admin) | Access::Filtered | Access::Global) {
+        if matches!(
+            route.access,
+            Access::Stream(_)
+                | Access::PublicIfListed
+                | Access::Tenant(Perm::Admin)
+                | Access::Filtered
+                | Access::Global
+        ) {
             hostile.push(("another store's admin", format!("ApiKey {other_store}")));
         }
         if let Some(key) = narrower {
@@ -265,6 +272,45 @@ async fn every_route_refuses_another_tenant_another_store_a_narrower_permission_
             route.path
         );
     }
+}
+
+#[tokio::test]
+async fn a_stream_listed_for_public_read_opens_its_log_routes_to_anyone_and_nothing_else() {
+    let server = TestServer::start().await;
+    let victim = Victim::create(&Api::admin(&server)).await;
+    let listed = format!("{}/{}", victim.tenant, victim.store);
+    let server = TestServer::start_on(server.stop().await, &[("TLOG_PUBLIC_READ", listed.as_str())]).await;
+    let anonymous = |method: &Method, path: &str, body: Option<&Value>| {
+        let mut req = reqwest::Client::new().request(method.clone(), server.url(path));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        async move {
+            let resp = req.send().await.expect("request");
+            (resp.status().as_u16(), resp.text().await.unwrap_or_default())
+        }
+    };
+    let mut opened = 0;
+    for route in route_table() {
+        if route.access == Access::Public {
+            continue;
+        }
+        let (path, body) = victim.request(&route);
+        let what = format!("{} {} without a credential", route.method, route.path);
+        let (status, text) = anonymous(&route.method, &path, body.as_ref()).await;
+        if route.access == Access::PublicIfListed {
+            assert!(!matches!(status, 401 | 403) && status < 500, "{what}, listed stream: {status} {text}");
+            opened += 1;
+        } else {
+            assert_eq!(status, 401, "{what}, listed stream: {text}");
+        }
+        // Another store of the same tenant is not listed: everything needs a credential, as before.
+        let (store, other) = (victim.store.to_string(), victim.other_store.to_string());
+        let body = body.map(|b| serde_json::from_str::<Value>(&b.to_string().replace(&store, &other)).unwrap());
+        let (status, text) = anonymous(&route.method, &path.replace(&store, &other), body.as_ref()).await;
+        assert_eq!(status, 401, "{what}, unlisted stream of the same tenant: {text}");
+    }
+    assert_eq!(opened, 5, "checkpoint, tiles, two proofs and the bundle");
 }
 
 #[tokio::test]

@@ -246,6 +246,106 @@ async fn every_event_is_in_its_streams_rfc_6962_log_and_off_the_shelf_verifiers_
     assert!(ves_cp.extension().starts_with("ves-commitment "));
 }
 
+#[tokio::test]
+async fn a_stream_listed_for_public_read_is_verified_by_anyone_without_credentials_and_its_neighbours_stay_private() {
+    let public = Agent::random();
+    let neighbour = Agent { store_id: Uuid::new_v4(), ..public.clone() };
+    let open_tenant = Uuid::new_v4();
+    let listed = format!("{}/{}, {open_tenant}/*", public.tenant_id, public.store_id);
+    let server =
+        TestServer::start_with(&[("TLOG_INTEGRATE_INTERVAL_MS", "20"), ("TLOG_PUBLIC_READ", listed.as_str())]).await;
+    let api = Api::admin(&server);
+    api.register_key(&public).await;
+    ingest_n(&api, &public, 260, 1).await;
+    ingest_n(&api, &neighbour, 3, 1).await;
+    // The verifier key comes out of band (here: from the operator of the log, who has a credential).
+    let key = log_key(&api).await;
+    checkpoint_at_least(&api, &public, 260, &key).await;
+    checkpoint_at_least(&api, &neighbour, 3, &key).await;
+
+    // Anyone: no Authorization header at all.
+    let anyone = reqwest::Client::new();
+    let get = |path: String| {
+        let req = anyone.get(server.url(&path));
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let cache = resp.headers().get("cache-control").map(|v| v.to_str().unwrap().to_owned());
+            (status, cache.unwrap_or_default(), resp.bytes().await.unwrap().to_vec())
+        }
+    };
+    let (status, cache, note) = get(format!("{}/checkpoint", prefix(&public))).await;
+    assert_eq!(status, 200);
+    assert_eq!(cache, "no-store", "the checkpoint moves on");
+    let note = Note::from_bytes(&note).expect("a signed note");
+    note.verify(&VerifierList::new(vec![Box::new(StandardVerifier::new(&key).unwrap())])).expect("the log signed it");
+    let cp = Checkpoint::from_bytes(note.text()).unwrap();
+    assert_eq!(cp.size(), 260);
+
+    let mut fetched = HashMap::new();
+    for t in Tile::new_tiles(8, 0, 260) {
+        let (status, cache, body) = get(format!("{}/{}", prefix(&public), c2sp_path(&t))).await;
+        assert_eq!(status, 200, "{}", c2sp_path(&t));
+        assert_eq!(cache, "public, max-age=31536000, immutable", "{}: shared caches may keep it", c2sp_path(&t));
+        fetched.insert((t.level(), t.level_index(), t.width()), body);
+    }
+    let tiles = HttpTiles(fetched);
+    let reader = TileHashReader::new(260, *cp.hash(), &tiles);
+    let indexes: Vec<u64> = (0..260).map(|i| tlog_tiles::stored_hash_index(0, i)).collect();
+    let leaves = reader.read_hashes(&indexes).expect("tiles authenticate against the signed root");
+    let mut entries = Vec::new();
+    for path in ["tile/entries/000", "tile/entries/001.p/4"] {
+        let (status, cache, body) = get(format!("{}/{path}", prefix(&public))).await;
+        assert_eq!((status, cache.starts_with("public")), (200, true), "{path}");
+        entries
+            .extend(sequencer::tlog::bundle_entries(&body).expect("an entry bundle").into_iter().map(<[u8]>::to_vec));
+    }
+    for (i, entry) in entries.iter().enumerate() {
+        assert_eq!(leaves[i], tlog_tiles::record_hash(entry), "leaf {i}");
+        let envelope: ves::envelope::VesEventEnvelope = serde_json::from_slice(entry).unwrap();
+        assert!(envelope.verify_signature(&public.key.verifying_key()), "signature of entry {i}");
+    }
+    let (status, _, bundle) = get(format!("{}/bundle?sequence_number=257", prefix(&public))).await;
+    assert_eq!(status, 200);
+    let v = sequencer::tlog::bundle::verify(&bundle, std::slice::from_ref(&key), &[], 0).expect("an offline proof");
+    assert_eq!(v.index, 256);
+    let (status, _, body) = get(format!("{}/proof/consistency?from_size=100", prefix(&public))).await;
+    assert_eq!(status, 200);
+    let c: Value = serde_json::from_slice(&body).unwrap();
+    let old_root = Hash(B64.decode(c["from_root"].as_str().unwrap()).unwrap().try_into().unwrap());
+    tlog_tiles::check_tree(&hashes(&c["proof"]), 260, *cp.hash(), 100, old_root).expect("consistency 100 -> 260");
+
+    // A credential is not looked at: another tenant's key reads the same, a revoked or bogus one too.
+    let stranger = api.mint_key(Uuid::new_v4(), &[], &["read"]).await;
+    for auth in [format!("ApiKey {stranger}"), "ApiKey ss_not_a_key".to_owned()] {
+        let resp = anyone.get(server.url(&format!("{}/tile/0/000", prefix(&public)))).header("authorization", auth);
+        assert_eq!(resp.send().await.unwrap().status(), 200);
+    }
+
+    // The stream's other routes, and every route of the tenant's other store, still need a credential.
+    let (t, s, n) = (public.tenant_id, public.store_id, neighbour.store_id);
+    for path in [
+        format!("/api/v1/ves/events?tenant_id={t}&store_id={s}"),
+        format!("/api/v1/ves/head?tenant_id={t}&store_id={s}"),
+        format!("/api/v1/ves/checkpoint?tenant_id={t}&store_id={s}"),
+        format!("{}/checkpoint", prefix(&neighbour)),
+        format!("{}/tile/0/000.p/3", prefix(&neighbour)),
+        format!("{}/tile/entries/000.p/3", prefix(&neighbour)),
+        format!("{}/bundle?sequence_number=1", prefix(&neighbour)),
+        format!("{}/proof/inclusion?sequence_number=1", prefix(&neighbour)),
+        format!("/api/v1/ves/tlog/{n}/{s}/checkpoint"),
+    ] {
+        assert_eq!(get(path.clone()).await.0, 401, "{path}");
+    }
+    // With a credential, the neighbour's tiles stay `private`.
+    let (status, headers, _) = get_raw(&api, &format!("{}/tile/0/000.p/3", prefix(&neighbour))).await;
+    assert_eq!((status, headers["cache-control"].as_str()), (200, "private, max-age=31536000, immutable"));
+
+    // `<tenant>/*` lists every store of a tenant, even one with no log yet.
+    let (status, _, body) = get(format!("/api/v1/ves/tlog/{open_tenant}/{}/checkpoint", Uuid::new_v4())).await;
+    assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
+}
+
 fn hashes(v: &Value) -> Vec<Hash> {
     v.as_array().unwrap().iter().map(|h| Hash(B64.decode(h.as_str().unwrap()).unwrap().try_into().unwrap())).collect()
 }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, RawPathParams, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -65,13 +65,17 @@ pub type SharedState = Arc<AppState>;
 
 /// Builds the whole router from the route table ([`routes`]).
 pub fn router(state: SharedState) -> Router {
-    let (public, api) = routes::routers();
+    let routes::Routers { public, public_if_listed, authenticated } = routes::routers();
     // NB: route layers run last-added first: authenticate, then admit.
-    let api = api
+    let api = authenticated
         .route_layer(middleware::from_fn_with_state(state.clone(), admit))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    let log_reads = public_if_listed
+        .route_layer(middleware::from_fn_with_state(state.clone(), admit))
+        .route_layer(middleware::from_fn_with_state(state.clone(), public_log_or_authenticate));
     public
         .merge(api)
+        .merge(log_reads)
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(state.config.max_body_size_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), refuse_oversize))
@@ -112,6 +116,11 @@ async fn authenticate(State(state): State<SharedState>, req: Request, next: Next
     if req_reports_outage {
         return served.await;
     }
+    while_database_answers(&state, served).await
+}
+
+/// `served`, unless the database is unreachable or becomes so meanwhile: then a 503.
+async fn while_database_answers(state: &SharedState, served: impl Future<Output = Response>) -> Response {
     let unavailable = || Error::Database(sqlx::Error::PoolTimedOut).into_response();
     if !state.db_watch.reachable() && !state.db_watch.recheck(state.config.db_acquire_timeout).await {
         return unavailable();
@@ -120,6 +129,27 @@ async fn authenticate(State(state): State<SharedState>, req: Request, next: Next
         response = served => response,
         () = state.db_watch.unreachable() => unavailable(),
     }
+}
+
+/// The way in of [`routes::Access::PublicIfListed`] routes. For a stream listed in `TLOG_PUBLIC_READ`
+/// no credential is asked for or looked at, and no tenant's rate limit is charged: the handler gets a
+/// reader of that one stream, so every caller gets the same answer (which shared caches may keep).
+/// Any other stream goes through [`authenticate`] exactly as a `Stream(Read)` route would.
+async fn public_log_or_authenticate(
+    State(state): State<SharedState>,
+    params: RawPathParams,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let param = |name: &str| params.iter().find(|(k, _)| *k == name).and_then(|(_, v)| uuid::Uuid::try_parse(v).ok());
+    if let (Some(tenant_id), Some(store_id)) = (param("tenant_id"), param("store_id")) {
+        let stream = crate::store::events::StreamKey { tenant_id, store_id };
+        if state.config.tlog.public_read.covers(stream) {
+            req.extensions_mut().insert(Caller::public_reader_of(stream));
+            return while_database_answers(&state, next.run(req)).await;
+        }
+    }
+    authenticate(State(state), req, next).await
 }
 
 /// A declared body over `MAX_BODY_SIZE_BYTES` is refused at once (413), without waiting for its bytes

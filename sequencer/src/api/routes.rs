@@ -32,6 +32,10 @@ pub enum Access {
     Tenant(Perm),
     /// Data of one stream: the credential's tenant and store list must cover it.
     Stream(Perm),
+    /// A read of one stream's transparency log (`{tenant_id}/{store_id}` in the path): `Stream(Read)`,
+    /// except for a stream listed in `TLOG_PUBLIC_READ`, where anyone gets the same answer without a
+    /// credential (none is looked at). Only for what the log's tiles and checkpoint already show.
+    PublicIfListed,
     /// An admin listing or aggregate, filtered to the caller's tenant and stores.
     Filtered,
     /// The bootstrap admin only (database-wide maintenance).
@@ -92,11 +96,11 @@ fn table() -> Vec<Route> {
         r(POST, "/api/v1/ves/commitments/{batch_id}/correct", Stream(Admin), commitments::correct),
         r(POST, "/api/v1/ves/proofs/verify", AnyCaller, commitments::verify),
         r(GET, "/api/v1/ves/proofs/{sequence_number}", Stream(Read), commitments::proof),
-        r(GET, "/api/v1/ves/tlog/{tenant_id}/{store_id}/checkpoint", Stream(Read), tlog::checkpoint),
-        r(GET, "/api/v1/ves/tlog/{tenant_id}/{store_id}/tile/{*path}", Stream(Read), tlog::tile),
-        r(GET, "/api/v1/ves/tlog/{tenant_id}/{store_id}/proof/inclusion", Stream(Read), tlog::inclusion),
-        r(GET, "/api/v1/ves/tlog/{tenant_id}/{store_id}/proof/consistency", Stream(Read), tlog::consistency),
-        r(GET, "/api/v1/ves/tlog/{tenant_id}/{store_id}/bundle", Stream(Read), tlog::bundle),
+        r(GET, "/api/v1/ves/tlog/{tenant_id}/{store_id}/checkpoint", PublicIfListed, tlog::checkpoint),
+        r(GET, "/api/v1/ves/tlog/{tenant_id}/{store_id}/tile/{*path}", PublicIfListed, tlog::tile),
+        r(GET, "/api/v1/ves/tlog/{tenant_id}/{store_id}/proof/inclusion", PublicIfListed, tlog::inclusion),
+        r(GET, "/api/v1/ves/tlog/{tenant_id}/{store_id}/proof/consistency", PublicIfListed, tlog::consistency),
+        r(GET, "/api/v1/ves/tlog/{tenant_id}/{store_id}/bundle", PublicIfListed, tlog::bundle),
         r(GET, "/api/v1/admin/tlog/witnesses", Filtered, tlog::witnesses),
         r(POST, "/api/v1/events/ingest", Stream(Write), ingest::ingest_legacy),
         r(GET, "/api/v1/events", Stream(Read), events::events),
@@ -146,16 +150,26 @@ pub fn route_table() -> Vec<RouteSpec> {
     table().into_iter().map(|r| r.spec).collect()
 }
 
-/// The public routes and the authenticated ones, as two routers (the caller layers authentication on
-/// the second).
-pub(super) fn routers() -> (Router<SharedState>, Router<SharedState>) {
-    let (mut public, mut authenticated) = (Router::new(), Router::new());
+/// The routers of each way in, by the access their routes need; the caller layers on the second
+/// and third what lets a request through.
+pub(super) struct Routers {
+    /// [`Access::Public`]: no credential.
+    pub public: Router<SharedState>,
+    /// [`Access::PublicIfListed`]: no credential for a listed stream, else authenticated.
+    pub public_if_listed: Router<SharedState>,
+    /// Every other route: authenticated.
+    pub authenticated: Router<SharedState>,
+}
+
+pub(super) fn routers() -> Routers {
+    let mut routers = Routers { public: Router::new(), public_if_listed: Router::new(), authenticated: Router::new() };
     for route in table() {
-        if route.spec.access == Access::Public {
-            public = public.route(route.spec.path, route.handler);
-        } else {
-            authenticated = authenticated.route(route.spec.path, route.handler);
-        }
+        let router = match route.spec.access {
+            Access::Public => &mut routers.public,
+            Access::PublicIfListed => &mut routers.public_if_listed,
+            _ => &mut routers.authenticated,
+        };
+        *router = std::mem::take(router).route(route.spec.path, route.handler);
     }
-    (public, authenticated)
+    routers
 }

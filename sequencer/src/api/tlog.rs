@@ -1,6 +1,9 @@
 //! The transparency log's read API per stream, under `/api/v1/ves/tlog/{tenant_id}/{store_id}/`:
 //! C2SP tlog-tiles (`checkpoint`, `tile/<L>/<N>[.p/<W>]`, `tile/entries/<N>[.p/<W>]`), proofs and
-//! proof bundles. Every route needs read access to the stream.
+//! proof bundles. Every route needs read access to the stream, except on a stream listed in
+//! `TLOG_PUBLIC_READ`, where anyone reads them without a credential (`routes::Access::PublicIfListed`:
+//! the route table decides, not these handlers). They show nothing the stream's tiles, entries and
+//! checkpoints do not, apart from an event id's sequence number up to one integration interval early.
 
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
@@ -78,11 +81,17 @@ pub async fn tile(State(state): State<SharedState>, caller: Auth, ApiPath(p): Ap
         .await?
         .ok_or_else(|| Error::NotFound(format!("tile {} is not in the integrated tree", p.path)))?;
     // NB: a tile's bytes never change once its width is reached (partial tiles are addressed by
-    // width), so every tile is immutable; `private` because reads need credentials.
+    // width), so every tile is immutable; `private` unless the stream is public, because reads need
+    // credentials and a shared cache must not hand them to whoever asks next.
+    let cache = if state.config.tlog.public_read.covers(stream) {
+        "public, max-age=31536000, immutable"
+    } else {
+        "private, max-age=31536000, immutable"
+    };
     Ok((
         [
             (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
-            (header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=31536000, immutable")),
+            (header::CACHE_CONTROL, HeaderValue::from_static(cache)),
         ],
         data,
     )
