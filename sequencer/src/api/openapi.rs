@@ -599,6 +599,13 @@ pub fn document() -> OpenApi {
             b = b
                 .security(SecurityRequirement::new("apiKey", Vec::<String>::new()))
                 .security(SecurityRequirement::new("bearer", Vec::<String>::new()));
+            if public_if_listed(op) {
+                // NB: the empty requirement is OpenAPI's "or no credential at all".
+                b = b.security(SecurityRequirement::default()).description(Some(
+                    "Answers without any credential (and looks at none) when the stream is listed in \
+                     `TLOG_PUBLIC_READ`; its tiles are then `Cache-Control: public`. Other streams need read access.",
+                ));
+            }
         } else if op.path == "/ready" {
             b = b.response("503", fields_response("The database is unreachable", NOT_READY));
         }
@@ -629,6 +636,16 @@ pub fn document() -> OpenApi {
         .paths(paths.build())
         .components(Some(components))
         .build()
+}
+
+/// Whether the route table serves this operation without a credential for the streams listed in
+/// `TLOG_PUBLIC_READ` ([`super::routes::Access::PublicIfListed`]).
+fn public_if_listed(op: &Op) -> bool {
+    super::routes::route_table().iter().any(|route| {
+        route.access == super::routes::Access::PublicIfListed
+            && route.method.as_str().eq_ignore_ascii_case(method_name(&op.method))
+            && route.path.replace("{*", "{") == op.path
+    })
 }
 
 fn method_name(m: &HttpMethod) -> &'static str {
@@ -727,6 +744,29 @@ mod tests {
             }
         }
         assert!(untyped.is_empty(), "JSON answers documented without their fields: {untyped:?}");
+    }
+
+    #[test]
+    fn the_transparency_log_reads_say_a_listed_stream_needs_no_credential_and_nothing_else_does() {
+        let doc = serde_json::to_value(document()).unwrap();
+        let mut optional = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let security = op["security"].as_array().cloned().unwrap_or_default();
+                if security.iter().any(|r| r.as_object().is_some_and(|r| r.is_empty())) {
+                    assert!(security.len() > 1, "{method} {path}: credentials are still accepted");
+                    optional.push(format!("{method} {path}"));
+                }
+            }
+        }
+        optional.sort();
+        let tlog = "/api/v1/ves/tlog/{tenant_id}/{store_id}";
+        let mut expected: Vec<String> = ["bundle", "checkpoint", "proof/consistency", "proof/inclusion", "tile/{path}"]
+            .iter()
+            .map(|route| format!("get {tlog}/{route}"))
+            .collect();
+        expected.sort();
+        assert_eq!(optional, expected);
     }
 
     #[test]
