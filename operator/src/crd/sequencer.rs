@@ -120,6 +120,10 @@ pub struct SequencerSpec {
     #[serde(default)]
     pub anchoring: AnchoringSpec,
 
+    /// The transparency log of every stream (RFC 6962, served as C2SP tlog-tiles): how often events are integrated, the witnesses that cosign its checkpoints, and the streams anyone may read without a credential.
+    #[serde(default)]
+    pub transparency_log: TransparencyLogSpec,
+
     /// Size limits of ingest requests.
     #[serde(default)]
     pub ingest: IngestSpec,
@@ -498,6 +502,82 @@ impl Default for AnchoringSpec {
             interval_seconds: default_anchor_interval(),
         }
     }
+}
+
+/// Each stream's transparency log, its witnesses and who may read it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TransparencyLogSpec {
+    /// Whether the sequencer integrates every stream's events into its transparency log, signs its checkpoints with the receipt signing key and sends them to the witnesses (TLOG_ENABLED).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// Milliseconds between two integration rounds, about how long after its receipt an event is in a signed checkpoint (TLOG_INTEGRATE_INTERVAL_MS). When unset the sequencer's default (200) applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600000))]
+    pub integrate_interval_ms: Option<u32>,
+
+    /// Most events of one stream integrated in one transaction (TLOG_INTEGRATE_MAX_EVENTS). When unset the sequencer's default (4096) applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub integrate_max_events: Option<u32>,
+
+    /// C2SP tlog-witness witnesses: each new checkpoint of every stream goes to each of them with a consistency proof, and the cosignatures they answer with are served with the checkpoint (TLOG_WITNESSES). A witness that refuses or is down never holds ingest up; it shows in the sequencer's metrics and admin status.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["key"]))]
+    pub witnesses: Vec<WitnessSpec>,
+
+    /// Milliseconds between two rounds of sending checkpoints to the witnesses (TLOG_WITNESS_INTERVAL_MS). When unset the sequencer's default (1000) applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600000))]
+    pub witness_interval_ms: Option<u32>,
+
+    /// Milliseconds one request to a witness may take (TLOG_WITNESS_TIMEOUT_MS). When unset the sequencer's default (5000) applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 600000))]
+    pub witness_timeout_ms: Option<u32>,
+
+    /// Streams whose transparency log (checkpoint, tiles, proofs and bundles, nothing else) anyone may read without a credential, each `<tenant id>/<store id>`, or `<tenant id>/*` for every store of a tenant (TLOG_PUBLIC_READ). Listing a stream publishes all its events, payloads included. Empty (the default): reading a log needs the tenant's read credentials.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(max = 73)), extend("x-kubernetes-list-type" = "set"))]
+    #[x_kube(validation = Rule::new("self.all(s, s.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}/([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[*])$'))").message("transparencyLog.publicRead entries must be <tenant UUID>/<store UUID> or <tenant UUID>/*"))]
+    pub public_read: Vec<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for TransparencyLogSpec {
+    fn default() -> Self {
+        Self {
+            enabled: default_true(),
+            integrate_interval_ms: None,
+            integrate_max_events: None,
+            witnesses: Vec::new(),
+            witness_interval_ms: None,
+            witness_timeout_ms: None,
+            public_read: Vec::new(),
+        }
+    }
+}
+
+/// A C2SP tlog-witness the sequencer sends checkpoints to.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WitnessSpec {
+    /// The witness's submission URL prefix, http:// or https://; `add-checkpoint` is appended. It may not carry credentials (this spec and the ConfigMap are not secret): set TLOG_WITNESSES from a Secret through spec.env for a witness that needs them.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(
+        validation = Rule::new("self.matches('^https?://[^/?#[:space:]]+([/?#][^[:space:]]*)?$')").message("transparencyLog.witnesses[].url must be an http:// or https:// URL"),
+        validation = Rule::new("!self.matches('^https?://[^/?#]*@')").message("transparencyLog.witnesses[].url must not carry credentials: this spec and the ConfigMap are not secret (set TLOG_WITNESSES from a Secret through spec.env instead)")
+    )]
+    pub url: String,
+
+    /// The witness's cosignature/v1 verifier key, `<name>+<key id, 8 hex digits>+<base64 of 0x04 and its 32-byte Ed25519 public key>` (a C2SP vkey). The sequencer also checks at start-up that the key id matches the name and key.
+    #[schemars(length(min = 1, max = 256))]
+    #[x_kube(validation = Rule::new("self.matches('^[^+[:space:]]+[+][0-9a-fA-F]{8}[+]B[A-P][A-Za-z0-9+/]{42}$')").message("transparencyLog.witnesses[].key must be a C2SP cosignature/v1 verifier key: <name>+<8 hex digits>+<base64 of 0x04 and a 32-byte Ed25519 key>"))]
+    pub key: String,
 }
 
 /// Size limits of ingest requests.

@@ -298,3 +298,89 @@ fn every_integer_of_both_crds_has_a_format_the_api_server_knows_and_bounds() {
         (Some("int32"), Some(5.0), Some(3600.0))
     );
 }
+
+/// A well-formed cosignature/v1 verifier key (the CEL rule checks its shape; the sequencer its key id).
+const WITNESS_KEY: &str = "witness.example/w+1a2b3c4d+BKsS2Xu9PIHbYUcA1nHIy2RfMCxXjtvO8Ih7wYhSAdlN";
+
+#[test]
+fn transparency_log_settings_with_witnesses_and_public_streams_pass_every_cel_rule() {
+    let seq = sequencer(serde_json::json!({"transparencyLog": {
+        "integrateIntervalMs": 100,
+        "witnesses": [
+            {"url": "https://witness.example/submit/", "key": WITNESS_KEY},
+            {"url": "http://witness.internal:8080", "key": WITNESS_KEY.replacen("witness.example/w", "w2", 1)},
+        ],
+        "publicRead": [format!("{UUID}/{UUID}"), format!("{}/*", UUID.to_uppercase())],
+    }}));
+    assert_eq!(rejection(&seq), "");
+    assert!(seq.spec.transparency_log.enabled, "on by default");
+    assert!(sequencer(serde_json::json!({})).spec.transparency_log.enabled);
+}
+
+#[test]
+fn a_witness_key_that_is_not_a_cosignature_vkey_is_rejected() {
+    for key in [
+        "witness.example/w",
+        "witness.example/w+1a2b3c4d",
+        "witness.example/w+1a2b3c+BKsS2Xu9PIHbYUcA1nHIy2RfMCxXjtvO8Ih7wYhSAdlN",
+        // An Ed25519 note key (0x01), not a cosignature/v1 key (0x04).
+        "witness.example/w+1a2b3c4d+AasS2Xu9PIHbYUcA1nHIy2RfMCxXjtvO8Ih7wYhSAdlN",
+        "witness.example/w+1a2b3c4d+BKsS2Xu9PIHbYUcA1nHIy2RfMCxXjtvO8Ih7wYhSAdl",
+        "witness example+1a2b3c4d+BKsS2Xu9PIHbYUcA1nHIy2RfMCxXjtvO8Ih7wYhSAdlN",
+    ] {
+        let seq = sequencer(serde_json::json!({"transparencyLog": {"witnesses": [
+            {"url": "https://witness.example/", "key": key}
+        ]}}));
+        assert!(rejection(&seq).contains("must be a C2SP cosignature/v1 verifier key"), "{key}: {}", rejection(&seq));
+    }
+}
+
+#[test]
+fn a_witness_url_must_be_http_and_carry_no_credentials() {
+    let with = |url: &str| {
+        sequencer(serde_json::json!({"transparencyLog": {"witnesses": [{"url": url, "key": WITNESS_KEY}]}}))
+    };
+    for url in ["witness.example/submit", "ftp://witness.example/", "https:// witness.example/"] {
+        assert!(
+            rejection(&with(url)).contains("must be an http:// or https:// URL"),
+            "{url}: {}",
+            rejection(&with(url))
+        );
+    }
+    let secret = with("https://user:token@witness.example/submit");
+    assert!(rejection(&secret).contains("must not carry credentials"), "{}", rejection(&secret));
+    assert_eq!(rejection(&with("https://witness.example/submit?for=ledger@example")), "");
+}
+
+#[test]
+fn a_public_read_entry_that_names_no_stream_is_rejected() {
+    for entry in [
+        UUID.to_string(),
+        format!("*/{UUID}"),
+        "*/*".to_string(),
+        format!("{UUID}/store-1"),
+        format!("{UUID}/{UUID}/x"),
+        format!("{}/*", UUID.replace('-', "")),
+        format!(" {UUID}/*"),
+    ] {
+        let seq = sequencer(serde_json::json!({"transparencyLog": {"publicRead": [entry]}}));
+        assert!(
+            rejection(&seq).contains("publicRead entries must be <tenant UUID>/<store UUID> or <tenant UUID>/*"),
+            "{entry}: {}",
+            rejection(&seq)
+        );
+    }
+}
+
+#[test]
+fn the_transparency_log_lists_are_bounded_and_typed_for_server_side_apply() {
+    let schema = schema_of::<Sequencer>();
+    let tlog = &schema["properties"]["spec"]["properties"]["transparencyLog"]["properties"];
+    assert_eq!(tlog["enabled"]["default"], true);
+    assert_eq!(tlog["publicRead"]["x-kubernetes-list-type"], "set");
+    assert_eq!(tlog["publicRead"]["maxItems"], 256);
+    assert_eq!(tlog["publicRead"]["items"]["maxLength"], 73);
+    assert_eq!(tlog["witnesses"]["x-kubernetes-list-type"], "map");
+    assert_eq!(tlog["witnesses"]["x-kubernetes-list-map-keys"], serde_json::json!(["key"]));
+    assert_eq!(tlog["witnesses"]["items"]["properties"]["key"]["maxLength"], 256);
+}
