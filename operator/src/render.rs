@@ -211,6 +211,17 @@ mod tests {
     }
 
     #[test]
+    fn the_example_sequencers_transparency_log_settings_are_what_the_sequencer_accepts() {
+        let path = format!("{EXAMPLES}/sequencer.yaml");
+        let seq: Sequencer = yaml_serde::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let config = resources::config_map(&seq).data.unwrap();
+        // NB: the sequencer checks what the CRD cannot, such as each witness key's id.
+        let tlog = sequencer::tlog::TlogConfig::from_vars(|k| config.get(k).cloned())
+            .unwrap_or_else(|(var, reason)| panic!("{path}: {var}: {reason}"));
+        assert_eq!(tlog.witnesses.len(), seq.spec.transparency_log.witnesses.len());
+    }
+
+    #[test]
     fn rendering_fills_defaults_like_the_api_server_would() {
         let manifest = r#"
 apiVersion: sequencer.stateset.io/v1alpha1

@@ -50,6 +50,24 @@ fn settings(seq: &Sequencer) -> BTreeMap<String, String> {
         }
         set("ANCHOR_INTERVAL_SECS", spec.anchoring.interval_seconds.to_string());
     }
+    let tlog = &spec.transparency_log;
+    set("TLOG_ENABLED", tlog.enabled.to_string());
+    for (key, value) in [
+        ("TLOG_INTEGRATE_INTERVAL_MS", tlog.integrate_interval_ms),
+        ("TLOG_INTEGRATE_MAX_EVENTS", tlog.integrate_max_events),
+        ("TLOG_WITNESS_INTERVAL_MS", tlog.witness_interval_ms),
+        ("TLOG_WITNESS_TIMEOUT_MS", tlog.witness_timeout_ms),
+    ] {
+        if let Some(value) = value {
+            set(key, value.to_string());
+        }
+    }
+    if !tlog.witnesses.is_empty() {
+        set("TLOG_WITNESSES", serde_json::to_string(&tlog.witnesses).expect("witnesses serialise"));
+    }
+    if !tlog.public_read.is_empty() {
+        set("TLOG_PUBLIC_READ", tlog.public_read.join(","));
+    }
     if let Some(max) = spec.ingest.max_events_per_batch {
         set("MAX_EVENTS_PER_BATCH", max.to_string());
     }

@@ -5,7 +5,8 @@ use kube::ResourceExt;
 use serde_json::Value;
 
 use super::*;
-use crate::crd::{MigrationsMode, TenantRateLimit};
+use crate::crd::{MigrationsMode, TenantRateLimit, WitnessSpec};
+use crate::fixtures::{BATCH_ID, STORE_ID, TENANT_ID};
 
 fn pod(children: &Children) -> &PodSpec {
     children.deployment.as_ref().unwrap().spec.as_ref().unwrap().template.spec.as_ref().unwrap()
@@ -343,6 +344,83 @@ fn session_timeouts_reach_the_config_map_only_when_set() {
     assert_eq!(config["DB_STATEMENT_TIMEOUT_MS"], "30000");
     assert_eq!(config["DB_LOCK_TIMEOUT_MS"], "5000");
     assert_eq!(config["DB_IDLE_IN_TRANSACTION_TIMEOUT_MS"], "60000");
+}
+
+/// A witness verifier key as C2SP tlog-cosignature defines it: `<name>+<key id>+<base64(0x04 || key)>`.
+fn witness_vkey(name: &str, seed: u8) -> String {
+    use sha2::{Digest, Sha256};
+    // NB: standard base64 by hand, so that the operator does not depend on a base64 crate for one test.
+    fn encode(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+            for i in 0..4 {
+                let c = if i <= chunk.len() { ALPHABET[(n >> (18 - 6 * i) & 63) as usize] } else { b'=' };
+                out.push(c as char);
+            }
+        }
+        out
+    }
+    let mut key = vec![0x04];
+    key.extend_from_slice(ed25519_dalek::SigningKey::from_bytes(&[seed; 32]).verifying_key().as_bytes());
+    let id = Sha256::new().chain_update(name).chain_update("\n").chain_update(&key).finalize();
+    format!("{name}+{}+{}", hex::encode(&id[..4]), encode(&key))
+}
+
+#[test]
+fn the_transparency_log_is_on_by_default_with_the_sequencers_own_settings() {
+    let config = config_map(&Sequencer::test()).data.unwrap();
+    assert_eq!(config["TLOG_ENABLED"], "true");
+    let tlog: Vec<&String> = config.keys().filter(|k| k.starts_with("TLOG_")).collect();
+    assert_eq!(tlog, ["TLOG_ENABLED"], "nothing else unless the spec sets it");
+}
+
+#[test]
+fn transparency_log_settings_reach_the_config_map_as_the_sequencer_parses_them() {
+    let mut seq = Sequencer::test();
+    let tlog = &mut seq.spec.transparency_log;
+    tlog.enabled = false;
+    tlog.integrate_interval_ms = Some(50);
+    tlog.integrate_max_events = Some(1000);
+    tlog.witness_interval_ms = Some(2000);
+    tlog.witness_timeout_ms = Some(3000);
+    tlog.witnesses = vec![
+        WitnessSpec { url: "https://w1.example/submit/".into(), key: witness_vkey("w1.example/w", 1) },
+        WitnessSpec { url: "http://w2.internal:8080".into(), key: witness_vkey("w2.internal", 2) },
+    ];
+    tlog.public_read = vec![format!("{TENANT_ID}/{STORE_ID}"), "0b5f8a32-7c1e-4d52-9a61-3f0e8c2b7d41/*".into()];
+    let config = config_map(&seq).data.unwrap();
+    assert_eq!(config["TLOG_ENABLED"], "false");
+    assert_eq!(config["TLOG_INTEGRATE_INTERVAL_MS"], "50");
+    assert_eq!(config["TLOG_INTEGRATE_MAX_EVENTS"], "1000");
+    assert_eq!(config["TLOG_WITNESS_INTERVAL_MS"], "2000");
+    assert_eq!(config["TLOG_WITNESS_TIMEOUT_MS"], "3000");
+    assert_eq!(
+        serde_json::from_str::<Value>(&config["TLOG_WITNESSES"]).unwrap(),
+        serde_json::json!([
+            {"url": "https://w1.example/submit/", "key": witness_vkey("w1.example/w", 1)},
+            {"url": "http://w2.internal:8080", "key": witness_vkey("w2.internal", 2)},
+        ])
+    );
+    assert_eq!(config["TLOG_PUBLIC_READ"], format!("{TENANT_ID}/{STORE_ID},0b5f8a32-7c1e-4d52-9a61-3f0e8c2b7d41/*"));
+
+    // The sequencer's own parser accepts exactly what was rendered.
+    let parsed = sequencer::tlog::TlogConfig::from_vars(|k| config.get(k).cloned()).expect("the sequencer accepts it");
+    assert!(!parsed.enabled);
+    assert_eq!(parsed.integrate_interval, std::time::Duration::from_millis(50));
+    assert_eq!(parsed.integrate_max_events, 1000);
+    assert_eq!(parsed.witness_interval, std::time::Duration::from_millis(2000));
+    assert_eq!(parsed.witness_timeout, std::time::Duration::from_millis(3000));
+    assert_eq!(parsed.witnesses.len(), 2);
+    assert_eq!(parsed.witnesses[1].key, witness_vkey("w2.internal", 2));
+    let stream = |tenant: &str, store: &str| sequencer::store::events::StreamKey {
+        tenant_id: tenant.parse().unwrap(),
+        store_id: store.parse().unwrap(),
+    };
+    assert!(parsed.public_read.covers(stream(TENANT_ID, STORE_ID)));
+    assert!(parsed.public_read.covers(stream("0b5f8a32-7c1e-4d52-9a61-3f0e8c2b7d41", STORE_ID)));
+    assert!(!parsed.public_read.covers(stream(TENANT_ID, BATCH_ID)), "only the listed store of that tenant");
 }
 
 #[test]
