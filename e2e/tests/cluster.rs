@@ -404,6 +404,24 @@ async fn the_api_server_rejects_invalid_resources_with_the_crds_cel_messages() {
     let error = scene.api::<Sequencer>().create(&PostParams::default(), &anchoring_without_secrets).await.unwrap_err();
     assert!(error.to_string().contains("anchoring.enabled requires anchoring.rpcUrlSecret"), "{error}");
 
+    // The transparency log's rules compile in the API server's CEL (RE2 classes, cost) and say why.
+    let witness = |url: &str, key: &str| json!({"transparencyLog": {"witnesses": [{"url": url, "key": key}]}});
+    let good_key = "witness.example.com+87ef5671+BOpKbGPinFIKvvVQexMuxfmVR3auvr57kkIe6mkURtIs";
+    let dry_run = PostParams { dry_run: true, ..Default::default() };
+    let tenant = "0b5f8a32-7c1e-4d52-9a61-3f0e8c2b7d41";
+    let mut accepted = witness("https://witness.example.com/", good_key);
+    accepted["transparencyLog"]["publicRead"] = json!([format!("{tenant}/{tenant}"), format!("{tenant}/*")]);
+    scene.api::<Sequencer>().create(&dry_run, &sequencer("ledger", accepted)).await.unwrap();
+    for (spec, message) in [
+        (witness("https://witness.example.com/", "witness.example.com+87ef5671"), "must be a C2SP cosignature/v1"),
+        (witness("https://user:token@witness.example.com/", good_key), "must not carry credentials"),
+        (witness("witness.example.com", good_key), "must be an http:// or https:// URL"),
+        (json!({"transparencyLog": {"publicRead": ["*/*"]}}), "publicRead entries must be"),
+    ] {
+        let error = scene.api::<Sequencer>().create(&dry_run, &sequencer("ledger", spec.clone())).await.unwrap_err();
+        assert!(error.to_string().contains(message), "{spec}: {error}");
+    }
+
     let action: SequencerAction = serde_json::from_value(json!({
         "apiVersion": "sequencer.stateset.io/v1alpha1", "kind": "SequencerAction",
         "metadata": {"name": "retry"},
