@@ -108,8 +108,8 @@ fn cycle_from(graph: &BTreeMap<String, BTreeSet<String>>, start: &str) -> Option
 }
 
 /// Modules left out of the check, each a known cycle to remove: `tlog` (the transparency log) imports
-/// `api` (the served event JSON) and `worker` (leadership), which import it, and `store` imports its tile
-/// types; `worker` imports `api` (`SharedState`) and `api` imports `worker` (the leader's status).
+/// `api` (`SharedState`) and `worker` (leadership), which import it, and `store` imports its tile types;
+/// `worker` imports `api` (`SharedState`) and `api` imports `worker` (the leader's status).
 const KNOWN_CYCLES: &[&str] = &["tlog", "worker"];
 
 #[test]

@@ -17,8 +17,6 @@ mod openapi;
 pub mod routes;
 mod tlog;
 
-pub use events::event_json;
-
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -10,11 +10,11 @@
 //! the `tlog_tiles` crate's.
 //!
 //! **Entry.** Entry `i` (zero-based) is the event with `sequence_number = i + 1`, as the compact JSON
-//! of the object `GET /api/v1/ves/events` serves for it (`api::event_json`: the signed envelope with
-//! every signed field byte-identical, plus `sequence_number` and `sequenced_at`), so anyone holding
-//! the entries re-verifies every agent signature. tlog-tiles entry bundles prefix each entry with a
-//! 16-bit length, so an event whose JSON is longer than 65,535 bytes is logged without its
-//! `payload` member (its `payload_hash`, which the agent signed, stays): see [`entry_bytes`].
+//! of the object `GET /api/v1/ves/events` serves for it (`store::events::event_json`: the signed
+//! envelope with every signed field byte-identical, plus `sequence_number` and `sequenced_at`), so
+//! anyone holding the entries re-verifies every agent signature. tlog-tiles entry bundles prefix each
+//! entry with a 16-bit length, so an event whose JSON is longer than 65,535 bytes is logged without
+//! its `payload` member (its `payload_hash`, which the agent signed, stays): see [`entry_bytes`].
 //! The leaf hash is RFC 6962's, `SHA-256(0x00 || entry)`.
 //!
 //! **Origin.** `<VES_CHECKPOINT_ORIGIN>/tlog/<tenant_id>/<store_id>`, signed under the key name

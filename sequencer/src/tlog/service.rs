@@ -20,7 +20,7 @@ use crate::checkpoint::CheckpointSigner;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::store::events::StreamKey;
+use crate::store::events::{StreamKey, event_json};
 use crate::store::tlog::Integration;
 
 /// Advisory lock key of the log integrator's leadership ("STSA_tlg").
@@ -43,8 +43,7 @@ pub async fn integrate_stream(
         return Ok(0);
     }
     let events = store.read_range(stream, size + 1, max_events, head).await?;
-    let entries =
-        events.iter().map(|e| Ok(super::entry_bytes(&crate::api::event_json(e)?)?)).collect::<Result<Vec<_>>>()?;
+    let entries = events.iter().map(|e| Ok(super::entry_bytes(&event_json(e)?)?)).collect::<Result<Vec<_>>>()?;
 
     let size_u = size as u64;
     let edges = super::edge_tiles(size_u);
