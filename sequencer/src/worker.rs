@@ -22,8 +22,8 @@ use sqlx::pool::PoolConnection;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior, interval, interval_at};
 
-use crate::api::SharedState;
 use crate::error::Error;
+use crate::state::SharedState;
 use crate::store::events::StreamKey;
 use crate::store::maintenance::{WorkerReport, WorkerStatus};
 

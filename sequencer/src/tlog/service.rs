@@ -15,10 +15,10 @@ use tokio::time::{MissedTickBehavior, interval};
 
 use super::TileKey;
 use super::witness::{CosignatureVerifier, WitnessAnswer};
-use crate::api::SharedState;
 use crate::checkpoint::CheckpointSigner;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::state::SharedState;
 use crate::store::Store;
 use crate::store::events::{StreamKey, event_json};
 use crate::store::tlog::Integration;
