@@ -5,9 +5,10 @@
 //! [C2SP tlog-proof](https://c2sp.org/tlog-proof) format.
 //!
 //! This module is the pure part: what an entry is, how tiles grow when entries are appended, which
-//! tiles a proof needs, the checkpoint and the proof bundle. It does no I/O. The integrator and the
-//! witness client (`service`) read and write through `store::tlog`; the tree and tile arithmetic is
-//! the `tlog_tiles` crate's.
+//! tiles a proof needs, the checkpoint and the proof bundle. It does no I/O but for [`reader`], which
+//! answers the log's reads (tiles, checkpoint, proofs) from `store::tlog`. The integrator and the
+//! witness client, which write the log, are the leader's background duties (`worker::tlog`); the tree
+//! and tile arithmetic is the `tlog_tiles` crate's.
 //!
 //! **Entry.** Entry `i` (zero-based) is the event with `sequence_number = i + 1`, as the compact JSON
 //! of the object `GET /api/v1/ves/events` serves for it (`store::events::event_json`: the signed
@@ -26,7 +27,6 @@
 pub mod bundle;
 pub mod metrics;
 pub mod reader;
-pub mod service;
 pub mod witness;
 
 use std::cell::RefCell;
