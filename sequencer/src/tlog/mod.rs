@@ -54,6 +54,12 @@ pub enum TlogError {
     Invalid(String),
 }
 
+impl From<TlogError> for crate::error::Error {
+    fn from(e: TlogError) -> Self {
+        crate::error::Error::Internal(e.to_string())
+    }
+}
+
 /// The origin line of a stream's log checkpoints.
 pub fn origin(key_name: &str, stream: StreamKey) -> String {
     format!("{key_name}/tlog/{}/{}", stream.tenant_id, stream.store_id)

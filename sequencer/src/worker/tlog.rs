@@ -147,7 +147,8 @@ pub async fn witness_stream(
         let proof = if old == 0 || old == size {
             Vec::new()
         } else {
-            let tiles = store.tlog_hash_tiles(stream, &tlog::tiles_for_consistency(size as u64, old as u64)).await?;
+            let tiles =
+                tlog::reader::hash_tiles(store, stream, &tlog::tiles_for_consistency(size as u64, old as u64)).await?;
             tlog_tiles::prove_tree(size as u64, old as u64, &tiles).map_err(|e| Error::Internal(e.to_string()))?
         };
         let body = tlog::witness::add_checkpoint_body(old as u64, &proof, note);
