@@ -34,6 +34,7 @@ pub mod ratelimit;
 pub mod reason;
 pub mod sequencing;
 pub mod server;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod testing;

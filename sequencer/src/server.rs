@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 
 use crate::anchoring::AnchorService;
-use crate::api::{self, AppState, SharedState};
+use crate::api;
 use crate::auth::{Authenticator, generate_api_key, hash_api_key};
 use crate::commitments::CommitmentEngine;
 use crate::config::{AuthMode, Config};
@@ -21,6 +21,7 @@ use crate::ingest::{Ingest, IngestLimits};
 use crate::metrics::Metrics;
 use crate::private_postgres::PrivatePostgres;
 use crate::sequencing::{ReceiptSigner, Sequencer};
+use crate::state::{AppState, SharedState};
 use crate::store::{PoolSettings, Store};
 
 /// Builds the shared state of a running sequencer.

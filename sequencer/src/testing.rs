@@ -15,10 +15,10 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::api::SharedState;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::server;
+use crate::state::SharedState;
 
 /// The bootstrap admin key every test server accepts.
 pub const ADMIN_KEY: &str = "ss_test_bootstrap_admin_key_0123456789";

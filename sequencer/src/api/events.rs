@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{ApiPath, ApiQuery, Auth, SharedState};
 use crate::error::{Error, Result};
-use crate::store::events::{StoredEvent, StreamKey};
+use crate::store::events::{StreamKey, event_json};
 
 #[derive(Debug, Deserialize)]
 pub struct RangeQuery {
@@ -33,32 +33,6 @@ pub struct EntityQuery {
     store_id: Uuid,
     from: Option<i64>,
     limit: Option<i64>,
-}
-
-/// A stored event as JSON: the signed envelope plus `sequence_number` and `sequenced_at`; unsigned
-/// legacy events in their legacy shape.
-pub fn event_json(e: &StoredEvent) -> Result<Value> {
-    let mut v = if e.signed {
-        serde_json::to_value(e.envelope()?).map_err(|err| Error::Internal(err.to_string()))?
-    } else {
-        json!({
-            "event_id": e.event_id,
-            "tenant_id": e.tenant_id,
-            "store_id": e.store_id,
-            "entity_type": e.entity_type,
-            "entity_id": e.entity_id,
-            "event_type": e.event_type,
-            "payload": e.payload,
-            "payload_hash": e.payload_hash.as_deref().map(hex::encode),
-            "created_at": e.created_at.to_rfc3339(),
-            "source_agent": e.source_agent_id,
-            "command_id": e.command_id,
-            "base_version": e.base_version,
-        })
-    };
-    v["sequence_number"] = json!(e.sequence_number);
-    v["sequenced_at"] = json!(e.sequenced_at.to_rfc3339());
-    Ok(v)
 }
 
 const DEFAULT_LIMIT: i64 = 100;

@@ -1,6 +1,6 @@
-//! The HTTP surface: router, shared state, request plumbing (auth, metrics, timeouts, JSON errors).
-//! Handlers parse and authorise, call a domain service or the store, and shape the answer; they hold
-//! no business rules of their own.
+//! The HTTP surface: router, request plumbing (auth, metrics, timeouts, JSON errors) over the shared
+//! state ([`crate::state`], re-exported here). Handlers parse and authorise, call a domain service or
+//! the store, and shape the answer; they hold no business rules of their own.
 
 mod admin;
 mod agent_keys;
@@ -17,9 +17,8 @@ mod openapi;
 pub mod routes;
 mod tlog;
 
-pub use events::event_json;
+pub use crate::state::{AppState, SharedState};
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -32,36 +31,9 @@ use axum::{Extension, Router};
 use serde::de::DeserializeOwned;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
-use crate::auth::{Authenticator, Caller};
-use crate::commitments::CommitmentEngine;
-use crate::config::Config;
+use crate::auth::Caller;
 use crate::error::Error;
-use crate::ingest::Ingest;
-use crate::metrics::{HttpLabels, Metrics, RouteLabels};
-use crate::store::Store;
-
-/// Everything a handler may use.
-pub struct AppState {
-    pub config: Config,
-    pub store: Store,
-    pub metrics: Arc<Metrics>,
-    pub auth: Authenticator,
-    pub limits: crate::ratelimit::RateLimiters,
-    pub ingest: Ingest,
-    pub commitments: CommitmentEngine,
-    pub anchor: Option<Arc<crate::anchoring::AnchorService>>,
-    /// Signs checkpoints (only when receipts are signed: it uses the receipt key).
-    pub checkpoints: Option<crate::checkpoint::CheckpointSigner>,
-    pub started: Instant,
-    /// Background verifications started through the admin API.
-    pub verify_jobs: crate::verify::VerifyJobs,
-    /// Request-body bytes held at once (`MAX_INFLIGHT_BODY_BYTES`).
-    pub body_budget: crate::limits::BodyBudget,
-    /// Whether the database answers at all.
-    pub db_watch: crate::limits::DbWatch,
-}
-
-pub type SharedState = Arc<AppState>;
+use crate::metrics::{HttpLabels, RouteLabels};
 
 /// Builds the whole router from the route table ([`routes`]).
 pub fn router(state: SharedState) -> Router {

@@ -1,7 +1,7 @@
 //! The event log: sequencing writes (under the stream's counter row lock) and reads.
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::{Value, json};
 use sqlx::AssertSqlSafe;
 use sqlx::{FromRow, PgConnection};
 use uuid::Uuid;
@@ -132,6 +132,33 @@ impl StoredEvent {
             base_version: self.base_version.map(|v| v as u64),
         })
     }
+}
+
+/// A stored event as JSON: the signed envelope plus `sequence_number` and `sequenced_at`; unsigned
+/// legacy events in their legacy shape. It is what the API serves for an event and what the
+/// transparency log logs as its entry.
+pub fn event_json(e: &StoredEvent) -> Result<Value> {
+    let mut v = if e.signed {
+        serde_json::to_value(e.envelope()?).map_err(|err| Error::Internal(err.to_string()))?
+    } else {
+        json!({
+            "event_id": e.event_id,
+            "tenant_id": e.tenant_id,
+            "store_id": e.store_id,
+            "entity_type": e.entity_type,
+            "entity_id": e.entity_id,
+            "event_type": e.event_type,
+            "payload": e.payload,
+            "payload_hash": e.payload_hash.as_deref().map(hex::encode),
+            "created_at": e.created_at.to_rfc3339(),
+            "source_agent": e.source_agent_id,
+            "command_id": e.command_id,
+            "base_version": e.base_version,
+        })
+    };
+    v["sequence_number"] = json!(e.sequence_number);
+    v["sequenced_at"] = json!(e.sequenced_at.to_rfc3339());
+    Ok(v)
 }
 
 const EVENT_COLUMNS: &str = "tenant_id, store_id, sequence_number, event_id, signed, entity_type, entity_id, \

@@ -8,8 +8,7 @@ use uuid::Uuid;
 
 use super::Store;
 use super::events::StreamKey;
-use crate::error::{Error, Result};
-use crate::tlog::TileKey;
+use crate::error::Result;
 
 /// A stream's integrated tree.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -102,13 +101,6 @@ impl Store {
         Ok(rows.into_iter().map(|(l, i, d)| ((l, i), d)).collect())
     }
 
-    /// Hash tiles as the pure code reads them.
-    pub async fn tlog_hash_tiles(&self, stream: StreamKey, keys: &[TileKey]) -> Result<crate::tlog::TileSet> {
-        let wanted: Vec<(i16, i64)> = keys.iter().map(|&(l, n)| (i16::from(l), n as i64)).collect();
-        let tiles = self.tlog_tiles(stream, &wanted).await?;
-        Ok(crate::tlog::TileSet { tiles: tiles.into_iter().map(|((l, n), d)| ((l as u8, n as u64), d)).collect() })
-    }
-
     /// Writes an integration: the new head (only if the tree still has `old_size` entries, so two
     /// integrators never both append) and the changed tiles, in one transaction. False when another
     /// integrator got there first.
@@ -187,9 +179,10 @@ impl Store {
         .await?)
     }
 
-    /// The index of the first leaf with this hash, found by scanning the stream's leaf tiles in the
-    /// database (no per-event index is kept: it would cost every event a write).
-    pub async fn tlog_find_leaf(&self, stream: StreamKey, leaf: &[u8; 32]) -> Result<Option<u64>> {
+    /// The first leaf with this hash, as the index of its leaf tile (level 0) and its position in that
+    /// tile, found by scanning the stream's leaf tiles in the database (no per-event index is kept: it
+    /// would cost every event a write).
+    pub async fn tlog_find_leaf(&self, stream: StreamKey, leaf: &[u8; 32]) -> Result<Option<(u64, u64)>> {
         let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
             "SELECT idx, data FROM tlog_tiles WHERE tenant_id = $1 AND store_id = $2 AND level = 0 \
              AND position($3::bytea IN data) > 0 ORDER BY idx",
@@ -201,7 +194,7 @@ impl Store {
         .await?;
         for (idx, data) in rows {
             if let Some(i) = data.chunks_exact(32).position(|h| h == leaf) {
-                return Ok(Some(idx as u64 * crate::tlog::TILE_WIDTH + i as u64));
+                return Ok(Some((idx as u64, i as u64)));
             }
         }
         Ok(None)
@@ -334,11 +327,5 @@ impl Store {
         .bind(tenant)
         .fetch_all(self.pool())
         .await?)
-    }
-}
-
-impl From<crate::tlog::TlogError> for Error {
-    fn from(e: crate::tlog::TlogError) -> Self {
-        Error::Internal(e.to_string())
     }
 }

@@ -5,16 +5,17 @@
 //! [C2SP tlog-proof](https://c2sp.org/tlog-proof) format.
 //!
 //! This module is the pure part: what an entry is, how tiles grow when entries are appended, which
-//! tiles a proof needs, the checkpoint and the proof bundle. It does no I/O. The integrator and the
-//! witness client (`service`) read and write through `store::tlog`; the tree and tile arithmetic is
-//! the `tlog_tiles` crate's.
+//! tiles a proof needs, the checkpoint and the proof bundle. It does no I/O but for [`reader`], which
+//! answers the log's reads (tiles, checkpoint, proofs) from `store::tlog`. The integrator and the
+//! witness client, which write the log, are the leader's background duties (`worker::tlog`); the tree
+//! and tile arithmetic is the `tlog_tiles` crate's.
 //!
 //! **Entry.** Entry `i` (zero-based) is the event with `sequence_number = i + 1`, as the compact JSON
-//! of the object `GET /api/v1/ves/events` serves for it (`api::event_json`: the signed envelope with
-//! every signed field byte-identical, plus `sequence_number` and `sequenced_at`), so anyone holding
-//! the entries re-verifies every agent signature. tlog-tiles entry bundles prefix each entry with a
-//! 16-bit length, so an event whose JSON is longer than 65,535 bytes is logged without its
-//! `payload` member (its `payload_hash`, which the agent signed, stays): see [`entry_bytes`].
+//! of the object `GET /api/v1/ves/events` serves for it (`store::events::event_json`: the signed
+//! envelope with every signed field byte-identical, plus `sequence_number` and `sequenced_at`), so
+//! anyone holding the entries re-verifies every agent signature. tlog-tiles entry bundles prefix each
+//! entry with a 16-bit length, so an event whose JSON is longer than 65,535 bytes is logged without
+//! its `payload` member (its `payload_hash`, which the agent signed, stays): see [`entry_bytes`].
 //! The leaf hash is RFC 6962's, `SHA-256(0x00 || entry)`.
 //!
 //! **Origin.** `<VES_CHECKPOINT_ORIGIN>/tlog/<tenant_id>/<store_id>`, signed under the key name
@@ -27,7 +28,6 @@ pub mod bundle;
 pub mod metrics;
 pub mod public_read;
 pub mod reader;
-pub mod service;
 pub mod witness;
 
 use std::cell::RefCell;
@@ -53,6 +53,12 @@ pub enum TlogError {
     Tree(#[from] tlog_tiles::Error),
     #[error("tlog: {0}")]
     Invalid(String),
+}
+
+impl From<TlogError> for crate::error::Error {
+    fn from(e: TlogError) -> Self {
+        crate::error::Error::Internal(e.to_string())
+    }
 }
 
 /// The origin line of a stream's log checkpoints.

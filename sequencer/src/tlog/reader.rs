@@ -4,10 +4,10 @@
 
 use tlog_tiles::{Hash, HashReader};
 
-use super::{TILE_WIDTH, TileRequest};
+use super::{TILE_WIDTH, TileKey, TileRequest, TileSet};
 use crate::error::{Error, Result};
 use crate::store::Store;
-use crate::store::events::StreamKey;
+use crate::store::events::{StreamKey, event_json};
 use crate::store::tlog::TreeHead;
 
 /// An inclusion proof of one entry in the tree of `tree_size` entries.
@@ -41,6 +41,13 @@ fn tree_err(e: tlog_tiles::Error) -> Error {
     Error::Internal(format!("transparency log tiles: {e}"))
 }
 
+/// A stream's hash tiles by key, as the pure code reads them.
+pub async fn hash_tiles(store: &Store, stream: StreamKey, keys: &[TileKey]) -> Result<TileSet> {
+    let wanted: Vec<(i16, i64)> = keys.iter().map(|&(l, n)| (i16::from(l), n as i64)).collect();
+    let tiles = store.tlog_tiles(stream, &wanted).await?;
+    Ok(TileSet { tiles: tiles.into_iter().map(|((l, n), d)| ((l as u8, n as u64), d)).collect() })
+}
+
 /// A tile's bytes, or `None` when it is not part of the integrated tree.
 pub async fn tile(store: &Store, stream: StreamKey, t: TileRequest) -> Result<Option<Vec<u8>>> {
     let Some(head) = store.tlog_head(stream).await? else { return Ok(None) };
@@ -71,7 +78,7 @@ pub async fn entries(store: &Store, stream: StreamKey, first: u64, count: u64) -
     if events.len() as u64 != count {
         return Err(Error::Internal(format!("entries {first}..+{count}: the log holds fewer events")));
     }
-    events.iter().map(|e| Ok(super::entry_bytes(&crate::api::event_json(e)?)?)).collect()
+    events.iter().map(|e| Ok(super::entry_bytes(&event_json(e)?)?)).collect()
 }
 
 /// The newest checkpoint, with the cosignatures witnesses returned for it.
@@ -103,7 +110,7 @@ pub async fn resolve_index(
             let leaf = parse_hash(h)
                 .ok_or_else(|| Error::BadRequest("leaf_hash must be 32 bytes as base64 or (0x-prefixed) hex".into()))?;
             match store.tlog_find_leaf(stream, &leaf.0).await? {
-                Some(i) => Ok(i),
+                Some((tile, i)) => Ok(tile * TILE_WIDTH + i),
                 None => Err(Error::NotFound("no integrated entry has this leaf hash".into())),
             }
         }
@@ -141,7 +148,7 @@ pub async fn inclusion(store: &Store, stream: StreamKey, index: u64, tree_size: 
     }
     let mut keys = super::tiles_for_inclusion(size, index);
     keys.push((0, index / TILE_WIDTH));
-    let tiles = store.tlog_hash_tiles(stream, &keys).await?;
+    let tiles = hash_tiles(store, stream, &keys).await?;
     let proof = tlog_tiles::prove_record(size, index, &tiles).map_err(tree_err)?;
     let root = tlog_tiles::tree_hash(size, &tiles).map_err(tree_err)?;
     let leaf_hash = tiles.read_hashes(&[tlog_tiles::stored_hash_index(0, index)]).map_err(tree_err)?[0];
@@ -155,7 +162,7 @@ pub async fn consistency(store: &Store, stream: StreamKey, from: u64, to: Option
     if from > to {
         return Err(Error::BadRequest(format!("from_size {from} is larger than to_size {to}")));
     }
-    let tiles = store.tlog_hash_tiles(stream, &super::tiles_for_consistency(to, from)).await?;
+    let tiles = hash_tiles(store, stream, &super::tiles_for_consistency(to, from)).await?;
     let proof = if from == 0 { Vec::new() } else { tlog_tiles::prove_tree(to, from, &tiles).map_err(tree_err)? };
     Ok(Consistency {
         from_size: from,
@@ -184,7 +191,7 @@ pub async fn bundle(store: &Store, stream: StreamKey, index: u64) -> Result<Vec<
         note.extend_from_slice(line.as_bytes());
     }
     let size = size as u64;
-    let tiles = store.tlog_hash_tiles(stream, &super::tiles_for_inclusion(size, index)).await?;
+    let tiles = hash_tiles(store, stream, &super::tiles_for_inclusion(size, index)).await?;
     let proof = tlog_tiles::prove_record(size, index, &tiles).map_err(tree_err)?;
     let entry = entries(store, stream, index, 1).await?.remove(0);
     Ok(super::bundle::format(&entry, index, &proof, &note))

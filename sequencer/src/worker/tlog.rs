@@ -1,6 +1,6 @@
-//! The log's background work, on the leader only (its own PostgreSQL advisory lock, so a slow
-//! witness or a commitment round never delays integration): the integrator, which appends each
-//! stream's new events to its tree off the write path, and the witness client.
+//! The transparency log's background work, on the leader only (its own PostgreSQL advisory lock, so
+//! a slow witness or a commitment round never delays integration): the integrator, which appends
+//! each stream's new events to its tree off the write path, and the witness client.
 //!
 //! Integration reads the stream's head and new events, computes the new tiles and root in memory
 //! (`tlog::append`), signs the checkpoint and writes tiles and head in one transaction that applies
@@ -13,15 +13,15 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::time::{MissedTickBehavior, interval};
 
-use super::TileKey;
-use super::witness::{CosignatureVerifier, WitnessAnswer};
-use crate::api::SharedState;
 use crate::checkpoint::CheckpointSigner;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::state::SharedState;
 use crate::store::Store;
-use crate::store::events::StreamKey;
+use crate::store::events::{StreamKey, event_json};
 use crate::store::tlog::Integration;
+use crate::tlog::witness::{CosignatureVerifier, WitnessAnswer};
+use crate::tlog::{self, TileKey};
 
 /// Advisory lock key of the log integrator's leadership ("STSA_tlg").
 pub const TLOG_LOCK_KEY: i64 = 0x5354_5341_5f74_6c67;
@@ -43,11 +43,10 @@ pub async fn integrate_stream(
         return Ok(0);
     }
     let events = store.read_range(stream, size + 1, max_events, head).await?;
-    let entries =
-        events.iter().map(|e| Ok(super::entry_bytes(&crate::api::event_json(e)?)?)).collect::<Result<Vec<_>>>()?;
+    let entries = events.iter().map(|e| Ok(tlog::entry_bytes(&event_json(e)?)?)).collect::<Result<Vec<_>>>()?;
 
     let size_u = size as u64;
-    let edges = super::edge_tiles(size_u);
+    let edges = tlog::edge_tiles(size_u);
     let keys: Vec<(i16, i64)> = edges.iter().map(|&(l, n, _)| (i16::from(l), n as i64)).collect();
     let stored = store.tlog_tiles(stream, &keys).await?;
     let mut edge: HashMap<TileKey, Vec<u8>> = HashMap::new();
@@ -58,11 +57,11 @@ pub async fn integrate_stream(
             edge.insert((level, index), data[..(width as usize * 32).min(data.len())].to_vec());
         }
     }
-    let appended = super::append(size_u, &edge, &entries)?;
+    let appended = tlog::append(size_u, &edge, &entries)?;
 
     let name = signed_note::Signer::name(signer).to_owned();
-    let text = super::checkpoint_text(&super::origin(&name, stream), appended.size, appended.root)?;
-    let note = super::sign_checkpoint(&text, signer)?;
+    let text = tlog::checkpoint_text(&tlog::origin(&name, stream), appended.size, appended.root)?;
+    let note = tlog::sign_checkpoint(&text, signer)?;
     let tiles: Vec<(i16, i64, i32, Vec<u8>)> = appended
         .tiles
         .into_iter()
@@ -122,7 +121,7 @@ pub struct Witness {
 }
 
 impl Witness {
-    pub fn from_config(w: &super::WitnessConfig) -> std::result::Result<Self, String> {
+    pub fn from_config(w: &tlog::WitnessConfig) -> std::result::Result<Self, String> {
         Ok(Witness { verifier: CosignatureVerifier::new(&w.key)?, url: w.url.trim_end_matches('/').to_owned() })
     }
 }
@@ -148,10 +147,11 @@ pub async fn witness_stream(
         let proof = if old == 0 || old == size {
             Vec::new()
         } else {
-            let tiles = store.tlog_hash_tiles(stream, &super::tiles_for_consistency(size as u64, old as u64)).await?;
+            let tiles =
+                tlog::reader::hash_tiles(store, stream, &tlog::tiles_for_consistency(size as u64, old as u64)).await?;
             tlog_tiles::prove_tree(size as u64, old as u64, &tiles).map_err(|e| Error::Internal(e.to_string()))?
         };
-        let body = super::witness::add_checkpoint_body(old as u64, &proof, note);
+        let body = tlog::witness::add_checkpoint_body(old as u64, &proof, note);
         let sent = http.post(format!("{}/add-checkpoint", witness.url)).body(body).send().await;
         let response = match sent {
             Ok(r) => r,
@@ -164,11 +164,11 @@ pub async fn witness_stream(
         let content_type =
             response.headers().get(http_client::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let text = response.text().await.unwrap_or_default();
-        match super::witness::classify_answer(status, content_type.as_deref(), &text, note, &witness.verifier) {
+        match tlog::witness::classify_answer(status, content_type.as_deref(), &text, note, &witness.verifier) {
             WitnessAnswer::Cosigned(lines) => {
                 store.tlog_store_cosignature(stream, &name, size, &lines.concat()).await?;
                 if let Some(m) = metrics {
-                    let labels = super::metrics::WitnessLabels { witness: name.clone() };
+                    let labels = tlog::metrics::WitnessLabels { witness: name.clone() };
                     m.tlog.witness_cosignatures.get_or_create(&labels).inc();
                     m.tlog.witness_up.get_or_create(&labels).set(1);
                 }
@@ -198,7 +198,7 @@ async fn refused(
     tracing::warn!(witness, tenant_id = %stream.tenant_id, store_id = %stream.store_id, reason,
         "a witness did not cosign the transparency log checkpoint");
     if let Some(m) = metrics {
-        let labels = super::metrics::WitnessLabels { witness: witness.to_owned() };
+        let labels = tlog::metrics::WitnessLabels { witness: witness.to_owned() };
         m.tlog.witness_failures.get_or_create(&labels).inc();
         m.tlog.witness_up.get_or_create(&labels).set(0);
     }
@@ -273,7 +273,7 @@ async fn integrate_loop(state: SharedState) {
     let Some(signer) = state.checkpoints.as_ref() else { return };
     let mut tick = interval(state.config.tlog.integrate_interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut leadership = crate::worker::Leadership::new(TLOG_LOCK_KEY, "transparency log integrator");
+    let mut leadership = super::Leadership::new(TLOG_LOCK_KEY, "transparency log integrator");
     loop {
         tick.tick().await;
         if leadership.check(&state).await {
@@ -298,7 +298,7 @@ async fn witness_loop(state: SharedState) {
     };
     let mut tick = interval(cfg.witness_interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut leadership = crate::worker::Leadership::new(TLOG_WITNESS_LOCK_KEY, "transparency log witness client");
+    let mut leadership = super::Leadership::new(TLOG_WITNESS_LOCK_KEY, "transparency log witness client");
     let mut sent = HashMap::new();
     loop {
         tick.tick().await;

@@ -1,5 +1,6 @@
-//! Background work: the leader-elected commitment and anchoring worker, and per-replica housekeeping
-//! (dead-letter retention, rate-limiter memory).
+//! Background work: the leader-elected commitment and anchoring worker, the transparency log's
+//! integrator and witness client ([`tlog`], each with its own leadership), and per-replica
+//! housekeeping (dead-letter retention, rate-limiter memory).
 //!
 //! Leadership is a PostgreSQL session advisory lock held on a dedicated connection (taken out of the
 //! pool): exactly one replica per database holds it, and it passes to another replica as soon as the
@@ -9,6 +10,8 @@
 //! The leader publishes its anchoring view (breaker state) to `worker_status` every
 //! [`STATUS_INTERVAL`], so that any replica's admin status reports the leader's breaker, and says
 //! the report is stale when it is older than [`STATUS_STALE_AFTER`].
+
+pub mod tlog;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -22,8 +25,8 @@ use sqlx::pool::PoolConnection;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior, interval, interval_at};
 
-use crate::api::SharedState;
 use crate::error::Error;
+use crate::state::SharedState;
 use crate::store::events::StreamKey;
 use crate::store::maintenance::{WorkerReport, WorkerStatus};
 
@@ -54,7 +57,7 @@ pub fn spawn(state: SharedState) -> Background {
     let mut tasks = vec![tokio::spawn(housekeeping(state.clone()))];
     if state.config.worker.enabled {
         if state.config.tlog.enabled && state.checkpoints.is_some() {
-            tasks.push(tokio::spawn(crate::tlog::service::run(state.clone())));
+            tasks.push(tokio::spawn(tlog::run(state.clone())));
         }
         // The backend pid of the leadership connection while this replica leads, else 0.
         let leader_pid = Arc::new(AtomicI32::new(0));
