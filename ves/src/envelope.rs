@@ -287,8 +287,13 @@ fn parse_hex<const N: usize>(s: &str) -> Result<[u8; N], HexError> {
 }
 
 fn write_0x_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
-    f.write_str("0x")?;
-    bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    // NB: encoded into a stack buffer and written once: `write!("{b:02x}")` per byte went through
+    // the formatting machinery 64 or 128 times per value, a visible share of serving an event.
+    let mut buf = [0u8; 2 + 2 * 64];
+    let out = &mut buf[..2 + 2 * bytes.len().min(64)];
+    out[..2].copy_from_slice(b"0x");
+    hex::encode_to_slice(&bytes[..bytes.len().min(64)], &mut out[2..]).map_err(|_| fmt::Error)?;
+    f.write_str(std::str::from_utf8(out).map_err(|_| fmt::Error)?)
 }
 
 macro_rules! hex_newtype {
