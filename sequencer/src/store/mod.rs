@@ -105,12 +105,16 @@ impl SessionGuards {
     }
 }
 
+/// A pooled connection idle at least this long is pinged before use.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// Handle to the database: a connection pool plus the count of tasks waiting for a connection.
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
     waiting: Arc<AtomicI64>,
     max_connections: u32,
+    tiles: Arc<tlog::TileCache>,
 }
 
 impl Store {
@@ -123,16 +127,39 @@ impl Store {
             .min_connections(settings.min_connections)
             .acquire_timeout(settings.acquire_timeout)
             // NB: a connection that died while the database was down is noticed on checkout, so the
-            // pool recovers by itself once the database is back.
-            .test_before_acquire(true)
+            // pool recovers by itself once the database is back. Only a connection idle for a while
+            // is pinged: sqlx already pings every connection as it returns to the pool, so a busy
+            // pool's checkouts would otherwise each cost a second round trip.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IF_IDLE_FOR {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy_with(options);
-        Ok(Store { pool, waiting, max_connections: settings.max_connections })
+        Ok(Store { pool, waiting, max_connections: settings.max_connections, tiles: new_tile_cache() })
     }
 
     /// Wraps an existing pool (tests, admin CLI).
     pub fn from_pool(pool: PgPool) -> Self {
         let max_connections = pool.options().get_max_connections();
-        Store { pool, waiting: Arc::new(AtomicI64::new(0)), max_connections }
+        Store { pool, waiting: Arc::new(AtomicI64::new(0)), max_connections, tiles: new_tile_cache() }
+    }
+
+    /// A pool of its own, of at most `max_connections`, to the same database with the same options
+    /// (and tile cache): for background work that must not queue behind requests for connections.
+    pub fn sibling(&self, max_connections: u32) -> Store {
+        let options = (*self.pool.connect_options()).clone();
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .min_connections(0)
+            .acquire_timeout(self.pool.options().get_acquire_timeout())
+            .test_before_acquire(true)
+            .connect_lazy_with(options);
+        Store { pool, waiting: Arc::new(AtomicI64::new(0)), max_connections, tiles: self.tiles.clone() }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -213,6 +240,10 @@ impl Store {
         sqlx::query("SELECT 1").execute(&mut *conn).await?;
         Ok(())
     }
+}
+
+fn new_tile_cache() -> Arc<tlog::TileCache> {
+    Arc::new(tlog::TileCache::new(tlog::TILE_CACHE_BYTES))
 }
 
 /// What a migration run found and did.
