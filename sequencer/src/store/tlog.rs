@@ -40,6 +40,38 @@ pub struct Integration<'a> {
     pub tiles: Vec<(i16, i64, i32, Vec<u8>)>,
 }
 
+/// Full hash tiles (256 hashes) recently read, by stream, level and index. A full tile never changes
+/// once written, so it can be served from memory for as long as it is held; partial tiles are never
+/// cached. Bounded by bytes (moka evicts the least useful first).
+pub struct TileCache(moka::sync::Cache<(StreamKey, i16, i64), std::sync::Arc<[u8]>>);
+
+/// Bytes of tiles the cache holds at most: 8,192 full tiles, the level-0 tiles of 2M entries.
+pub const TILE_CACHE_BYTES: u64 = 64 << 20;
+
+const FULL_TILE_BYTES: usize = 256 * 32;
+
+impl TileCache {
+    pub fn new(max_bytes: u64) -> Self {
+        TileCache(
+            moka::sync::Cache::builder()
+                .weigher(|_, v: &std::sync::Arc<[u8]>| u32::try_from(v.len()).unwrap_or(u32::MAX))
+                .max_capacity(max_bytes)
+                .build(),
+        )
+    }
+
+    fn get(&self, stream: StreamKey, level: i16, idx: i64) -> Option<std::sync::Arc<[u8]>> {
+        self.0.get(&(stream, level, idx))
+    }
+
+    /// Keeps a tile read from the database if it is full.
+    fn offer(&self, stream: StreamKey, level: i16, idx: i64, data: &[u8]) {
+        if data.len() == FULL_TILE_BYTES {
+            self.0.insert((stream, level, idx), data.into());
+        }
+    }
+}
+
 impl Store {
     /// Streams whose head is beyond their integrated tree: `(stream, head, tree size)`.
     pub async fn tlog_streams_behind(&self, limit: i64) -> Result<Vec<(StreamKey, i64, i64)>> {
@@ -74,22 +106,34 @@ impl Store {
         Ok(rows.into_iter().map(|(t, s, n, c)| (StreamKey { tenant_id: t, store_id: s }, n, c)).collect())
     }
 
-    /// Hash tiles by key (level and index), with their stored data.
+    /// Hash tiles by key (level and index), with their stored data. Full tiles come from the
+    /// store's tile cache when it holds them; the rest in one round trip.
     pub async fn tlog_tiles(&self, stream: StreamKey, keys: &[(i16, i64)]) -> Result<HashMap<(i16, i64), Vec<u8>>> {
-        if keys.is_empty() {
-            return Ok(HashMap::new());
+        let mut found = HashMap::with_capacity(keys.len());
+        let mut levels = Vec::new();
+        let mut idxs = Vec::new();
+        for &(level, idx) in keys {
+            match self.tiles.get(stream, level, idx) {
+                Some(data) => {
+                    found.insert((level, idx), data.to_vec());
+                }
+                None if !found.contains_key(&(level, idx)) => {
+                    levels.push(level);
+                    idxs.push(idx);
+                }
+                None => {}
+            }
         }
-        // NB: `level = ANY AND idx = ANY` keeps this a primary-key index scan (a join against UNNEST
-        // let the planner scan every tile of the stream); the few extra combinations are dropped here.
-        let mut levels: Vec<i16> = keys.iter().map(|k| k.0).collect();
-        let mut idxs: Vec<i64> = keys.iter().map(|k| k.1).collect();
-        levels.sort_unstable();
-        levels.dedup();
-        idxs.sort_unstable();
-        idxs.dedup();
+        if levels.is_empty() {
+            return Ok(found);
+        }
+        // NB: one primary-key probe per wanted key, in the LATERAL subquery: `level = ANY AND idx = ANY`
+        // read (and de-TOASTed, 8 KiB each) every combination, and a plain join against UNNEST let the
+        // planner scan every tile of the stream.
         let rows: Vec<(i16, i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT level, idx, data FROM tlog_tiles \
-             WHERE tenant_id = $1 AND store_id = $2 AND level = ANY($3) AND idx = ANY($4)",
+            "SELECT k.level, k.idx, t.data FROM UNNEST($3::int2[], $4::int8[]) AS k(level, idx) \
+             CROSS JOIN LATERAL (SELECT data FROM tlog_tiles \
+               WHERE tenant_id = $1 AND store_id = $2 AND level = k.level AND idx = k.idx) t",
         )
         .bind(stream.tenant_id)
         .bind(stream.store_id)
@@ -97,46 +141,17 @@ impl Store {
         .bind(&idxs)
         .fetch_all(self.pool())
         .await?;
-        let rows: Vec<_> = rows.into_iter().filter(|(l, i, _)| keys.contains(&(*l, *i))).collect();
-        Ok(rows.into_iter().map(|(l, i, d)| ((l, i), d)).collect())
+        for (level, idx, data) in rows {
+            self.tiles.offer(stream, level, idx, &data);
+            found.insert((level, idx), data);
+        }
+        Ok(found)
     }
 
-    /// Writes an integration: the new head (only if the tree still has `old_size` entries, so two
-    /// integrators never both append) and the changed tiles, in one transaction. False when another
-    /// integrator got there first.
+    /// Writes an integration in one statement (so one round trip, and atomic): the new head, only if
+    /// the tree still has `old_size` entries (so two integrators never both append), and the changed
+    /// tiles, only if the head moved. False when another integrator got there first.
     pub async fn tlog_integrate(&self, stream: StreamKey, w: Integration<'_>) -> Result<bool> {
-        let mut tx = self.begin().await?;
-        let moved = if w.old_size == 0 {
-            sqlx::query(
-                "INSERT INTO tlog_trees (tenant_id, store_id, size, root, checkpoint) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (tenant_id, store_id) DO NOTHING",
-            )
-            .bind(stream.tenant_id)
-            .bind(stream.store_id)
-            .bind(w.new_size)
-            .bind(w.root)
-            .bind(w.checkpoint)
-            .execute(&mut *tx)
-            .await?
-        } else {
-            sqlx::query(
-                "UPDATE tlog_trees SET size = $3, root = $4, checkpoint = $5, integrated_at = NOW() \
-                 WHERE tenant_id = $1 AND store_id = $2 AND size = $6",
-            )
-            .bind(stream.tenant_id)
-            .bind(stream.store_id)
-            .bind(w.new_size)
-            .bind(w.root)
-            .bind(w.checkpoint)
-            .bind(w.old_size)
-            .execute(&mut *tx)
-            .await?
-        }
-        .rows_affected();
-        if moved != 1 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
         let mut levels = Vec::with_capacity(w.tiles.len());
         let mut idxs = Vec::with_capacity(w.tiles.len());
         let mut widths = Vec::with_capacity(w.tiles.len());
@@ -147,28 +162,50 @@ impl Store {
             widths.push(wd);
             datas.push(d);
         }
-        sqlx::query(
-            "INSERT INTO tlog_tiles (tenant_id, store_id, level, idx, width, data) \
-             SELECT $1, $2, k.level, k.idx, k.width, k.data FROM UNNEST($3::int2[], $4::int8[], $5::int4[], $6::bytea[]) \
-             AS k(level, idx, width, data) \
-             ON CONFLICT (tenant_id, store_id, level, idx) DO UPDATE SET width = EXCLUDED.width, data = EXCLUDED.data \
-             WHERE tlog_tiles.width < EXCLUDED.width",
-        )
-        .bind(stream.tenant_id)
-        .bind(stream.store_id)
-        .bind(&levels)
-        .bind(&idxs)
-        .bind(&widths)
-        .bind(&datas)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+        // NB: the head's CTE runs exactly once whatever references it; the tiles' INSERT reads its
+        // result, so it writes nothing when the head did not move.
+        let moved_sql = if w.old_size == 0 {
+            "INSERT INTO tlog_trees (tenant_id, store_id, size, root, checkpoint) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (tenant_id, store_id) DO NOTHING RETURNING 1"
+        } else {
+            "UPDATE tlog_trees SET size = $3, root = $4, checkpoint = $5, integrated_at = NOW() \
+             WHERE tenant_id = $1 AND store_id = $2 AND size = $6 RETURNING 1"
+        };
+        let sql = format!(
+            "WITH moved AS ({moved_sql}), tiles AS ( \
+               INSERT INTO tlog_tiles (tenant_id, store_id, level, idx, width, data) \
+               SELECT $1, $2, k.level, k.idx, k.width, k.data \
+               FROM UNNEST($7::int2[], $8::int8[], $9::int4[], $10::bytea[]) AS k(level, idx, width, data) \
+               WHERE EXISTS (SELECT 1 FROM moved) \
+               ON CONFLICT (tenant_id, store_id, level, idx) DO UPDATE SET width = EXCLUDED.width, data = EXCLUDED.data \
+               WHERE tlog_tiles.width < EXCLUDED.width RETURNING 1) \
+             SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM tiles)"
+        );
+        let (moved, _): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(stream.tenant_id)
+            .bind(stream.store_id)
+            .bind(w.new_size)
+            .bind(w.root)
+            .bind(w.checkpoint)
+            .bind(w.old_size)
+            .bind(&levels)
+            .bind(&idxs)
+            .bind(&widths)
+            .bind(&datas)
+            .fetch_one(self.pool())
+            .await?;
+        Ok(moved == 1)
+    }
+
+    /// A full tile from the tile cache, without a round trip: it was read from the database before,
+    /// so it is part of the integrated tree (heads only grow) and its bytes never change.
+    pub fn tlog_cached_full_tile(&self, stream: StreamKey, level: i16, idx: i64) -> Option<std::sync::Arc<[u8]>> {
+        self.tiles.get(stream, level, idx)
     }
 
     /// One tile as stored: `(width, data)`.
     pub async fn tlog_tile(&self, stream: StreamKey, level: i16, idx: i64) -> Result<Option<(i32, Vec<u8>)>> {
-        Ok(sqlx::query_as(
+        let tile: Option<(i32, Vec<u8>)> = sqlx::query_as(
             "SELECT width, data FROM tlog_tiles WHERE tenant_id = $1 AND store_id = $2 AND level = $3 AND idx = $4",
         )
         .bind(stream.tenant_id)
@@ -176,7 +213,11 @@ impl Store {
         .bind(level)
         .bind(idx)
         .fetch_optional(self.pool())
-        .await?)
+        .await?;
+        if let Some((_, data)) = &tile {
+            self.tiles.offer(stream, level, idx, data);
+        }
+        Ok(tile)
     }
 
     /// The first leaf with this hash, as the index of its leaf tile (level 0) and its position in that

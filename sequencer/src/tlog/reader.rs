@@ -50,6 +50,12 @@ pub async fn hash_tiles(store: &Store, stream: StreamKey, keys: &[TileKey]) -> R
 
 /// A tile's bytes, or `None` when it is not part of the integrated tree.
 pub async fn tile(store: &Store, stream: StreamKey, t: TileRequest) -> Result<Option<Vec<u8>>> {
+    if let Some(level) = t.level
+        && u64::from(t.width) == TILE_WIDTH
+        && let Some(data) = store.tlog_cached_full_tile(stream, i16::from(level), t.index as i64)
+    {
+        return Ok(Some(data.to_vec()));
+    }
     let Some(head) = store.tlog_head(stream).await? else { return Ok(None) };
     let size = head.size as u64;
     let available = match t.level {
