@@ -590,3 +590,83 @@ async fn witnesses_cosign_each_new_checkpoint_and_one_that_saw_a_fork_refuses_wi
 fn hex_seed() -> [u8; 32] {
     hex::decode(SEQUENCER_SEED_HEX).unwrap().try_into().unwrap()
 }
+
+/// RFC 6962 §2.1 Merkle tree hash, from scratch (no tiles, no `tlog_tiles`).
+fn mth(leaves: &[[u8; 32]]) -> [u8; 32] {
+    match leaves.len() {
+        0 => Sha256::digest([]).into(),
+        1 => leaves[0],
+        n => {
+            let k = n.next_power_of_two() / 2;
+            let mut h = Sha256::new();
+            h.update([1u8]);
+            h.update(mth(&leaves[..k]));
+            h.update(mth(&leaves[k..]));
+            h.finalize().into()
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_integrator_appends_in_rounds_of_any_size_with_or_without_its_edge_cache_and_a_stale_size_writes_nothing() {
+    use sequencer::worker::tlog::{EdgeCache, integrate_stream};
+    // The server's own integrator is off: this test drives integration round by round.
+    let server = TestServer::start_with(&[("TLOG_ENABLED", "false")]).await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    api.register_key(&agent).await;
+    const N: u64 = 800;
+    for batch in 0..N / 100 {
+        ingest_n(&api, &agent, 100, batch * 100 + 1).await;
+    }
+    let state = &server.state;
+    let store = &state.store;
+    let signer = state.checkpoints.as_ref().expect("checkpoint signer");
+    let stream = sequencer::store::events::StreamKey { tenant_id: agent.tenant_id, store_id: agent.store_id };
+    let events = store.read_range(stream, 1, N as i64, N as i64).await.unwrap();
+    let leaves: Vec<[u8; 32]> = events
+        .iter()
+        .map(|e| {
+            let entry = sequencer::tlog::entry_bytes(&sequencer::store::events::event_json(e).unwrap()).unwrap();
+            let mut h = Sha256::new();
+            h.update([0u8]);
+            h.update(&entry);
+            h.finalize().into()
+        })
+        .collect();
+
+    // Rounds that start and end inside a tile, on a tile boundary, and span several tiles; the cache
+    // is dropped halfway so that the edge tiles are also read back from the database.
+    let mut edges = EdgeCache::default();
+    let mut size = 0i64;
+    for (round, step) in [1i64, 254, 1, 300, 2, 255, 1, 186, 500].into_iter().enumerate() {
+        if round == 4 {
+            edges = EdgeCache::default();
+        }
+        let n = integrate_stream(store, signer, None, &edges, stream, (N as i64, size), step).await.unwrap();
+        assert_eq!(n as i64, step.min(N as i64 - size), "round {round}");
+        size += n as i64;
+        let head = store.tlog_head(stream).await.unwrap().unwrap();
+        assert_eq!(head.size, size);
+        assert_eq!(head.root, mth(&leaves[..size as usize]), "root after round {round} at size {size}");
+    }
+    assert_eq!(size, N as i64);
+
+    // A stale size (an integrator that lost a race) changes nothing.
+    assert_eq!(integrate_stream(store, signer, None, &edges, stream, (N as i64, 700), 50).await.unwrap(), 0);
+    let head = store.tlog_head(stream).await.unwrap().unwrap();
+    assert_eq!((head.size, head.root), (N as i64, mth(&leaves).to_vec()));
+
+    // Every stored tile is what a tree of N entries has, checked by tlog_tiles against the root.
+    let mut fetched = HashMap::new();
+    for t in Tile::new_tiles(8, 0, N) {
+        let (status, _, body) = get_raw(&api, &format!("{}/{}", prefix(&agent), c2sp_path(&t))).await;
+        assert_eq!(status, 200, "{}", c2sp_path(&t));
+        fetched.insert((t.level(), t.level_index(), t.width()), body);
+    }
+    let tiles = HttpTiles(fetched);
+    let reader = TileHashReader::new(N, Hash(mth(&leaves)), &tiles);
+    let indexes: Vec<u64> = (0..N).map(|i| tlog_tiles::stored_hash_index(0, i)).collect();
+    let read = reader.read_hashes(&indexes).expect("tiles authenticate against the root");
+    assert_eq!(read.iter().map(|h| h.0).collect::<Vec<_>>(), leaves);
+}

@@ -29,38 +29,74 @@ pub const TLOG_LOCK_KEY: i64 = 0x5354_5341_5f74_6c67;
 /// Streams integrated concurrently in one round.
 const CONCURRENT_STREAMS: usize = 4;
 
-/// Appends a stream's new events (at most `max_events`) to its log. Returns the events integrated.
+/// The integrator's own database connections (beside `MAX_DB_CONNECTIONS`, on the leader only).
+pub const INTEGRATOR_CONNECTIONS: u32 = 2;
+
+/// The partial edge tiles of the trees this integrator wrote last, by stream, so that the next round
+/// does not read them back: `(tree size, edge tiles cut to that size)`. Bounded by bytes; a stream
+/// whose entry is evicted or stale (another integrator moved its tree) reads its tiles again.
+pub struct EdgeCache(moka::sync::Cache<StreamKey, Arc<(u64, HashMap<TileKey, Vec<u8>>)>>);
+
+impl EdgeCache {
+    pub fn new(max_bytes: u64) -> Self {
+        EdgeCache(
+            moka::sync::Cache::builder()
+                .weigher(|_, v: &Arc<(u64, HashMap<TileKey, Vec<u8>>)>| {
+                    u32::try_from(v.1.values().map(|t| t.len() + 64).sum::<usize>()).unwrap_or(u32::MAX)
+                })
+                .max_capacity(max_bytes)
+                .build(),
+        )
+    }
+}
+
+impl Default for EdgeCache {
+    /// 32 MiB: the edge tiles of at least 1,300 streams at their widest, of many more in practice.
+    fn default() -> Self {
+        EdgeCache::new(32 << 20)
+    }
+}
+
+/// Appends a stream's new events (at most `max_events`) to its log, given the stream's head and the
+/// size of its tree as last read (a stale size only makes the write find the tree moved). Returns the
+/// events integrated. Two round trips when the edge tiles are cached: the events, then the write.
 pub async fn integrate_stream(
     store: &Store,
     signer: &CheckpointSigner,
     metrics: Option<&Metrics>,
+    edges: &EdgeCache,
     stream: StreamKey,
+    (head, size): (i64, i64),
     max_events: i64,
 ) -> Result<u64> {
-    let size = store.tlog_head(stream).await?.map_or(0, |h| h.size);
-    let head = store.head(stream).await?;
     if head <= size {
         return Ok(0);
     }
     let events = store.read_range(stream, size + 1, max_events, head).await?;
-    let entries = events.iter().map(|e| Ok(tlog::entry_bytes(&event_json(e)?)?)).collect::<Result<Vec<_>>>()?;
-
     let size_u = size as u64;
-    let edges = tlog::edge_tiles(size_u);
-    let keys: Vec<(i16, i64)> = edges.iter().map(|&(l, n, _)| (i16::from(l), n as i64)).collect();
-    let stored = store.tlog_tiles(stream, &keys).await?;
-    let mut edge: HashMap<TileKey, Vec<u8>> = HashMap::new();
-    for &(level, index, width) in &edges {
-        if let Some(data) = stored.get(&(i16::from(level), index as i64)) {
-            // NB: cut to the width at this size, so a tile written wider (by a racing integrator whose
-            // head update lost) cannot shift the hashes appended after it.
-            edge.insert((level, index), data[..(width as usize * 32).min(data.len())].to_vec());
-        }
-    }
-    let appended = tlog::append(size_u, &edge, &entries)?;
-
+    let edge = match edges.0.get(&stream) {
+        Some(cached) if cached.0 == size_u => cached.1.clone(),
+        _ => read_edges(store, stream, size_u).await?,
+    };
     let name = signed_note::Signer::name(signer).to_owned();
-    let text = tlog::checkpoint_text(&tlog::origin(&name, stream), appended.size, appended.root)?;
+    // NB: encoding and hashing run on a blocking thread: on the async workers this task was one
+    // among every request's, and under a saturating load the log fell seconds behind.
+    let (events, appended, text, next_edge) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let entries = events.iter().map(|e| Ok(tlog::entry_bytes(&event_json(e)?)?)).collect::<Result<Vec<_>>>()?;
+        let appended = tlog::append(size_u, &edge, &entries)?;
+        let text = tlog::checkpoint_text(&tlog::origin(&name, stream), appended.size, appended.root)?;
+        // The edge tiles of the new size: each either written now or unchanged from the old edge.
+        let mut next_edge = HashMap::new();
+        for (level, index, width) in tlog::edge_tiles(appended.size) {
+            let data = appended.tiles.get(&(level, index)).or_else(|| edge.get(&(level, index)));
+            if let Some(data) = data.filter(|d| d.len() >= width as usize * 32) {
+                next_edge.insert((level, index), data[..width as usize * 32].to_vec());
+            }
+        }
+        Ok((events, appended, text, next_edge))
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("transparency log integration task: {e}")))??;
     let note = tlog::sign_checkpoint(&text, signer)?;
     let tiles: Vec<(i16, i64, i32, Vec<u8>)> = appended
         .tiles
@@ -75,8 +111,10 @@ pub async fn integrate_stream(
         tiles,
     };
     if !store.tlog_integrate(stream, integration).await? {
+        edges.0.invalidate(&stream);
         return Ok(0);
     }
+    edges.0.insert(stream, Arc::new((appended.size, next_edge)));
     if let Some(m) = metrics {
         let now = chrono::Utc::now();
         m.tlog.integrated_events.inc_by(events.len() as u64);
@@ -87,10 +125,26 @@ pub async fn integrate_stream(
     Ok(events.len() as u64)
 }
 
+/// The partial edge tiles of a tree of `size` entries, from the database.
+async fn read_edges(store: &Store, stream: StreamKey, size: u64) -> Result<HashMap<TileKey, Vec<u8>>> {
+    let edges = tlog::edge_tiles(size);
+    let keys: Vec<(i16, i64)> = edges.iter().map(|&(l, n, _)| (i16::from(l), n as i64)).collect();
+    let stored = store.tlog_tiles(stream, &keys).await?;
+    let mut edge = HashMap::new();
+    for &(level, index, width) in &edges {
+        if let Some(data) = stored.get(&(i16::from(level), index as i64)) {
+            // NB: cut to the width at this size, so a tile stored wider cannot shift the hashes
+            // appended after it.
+            edge.insert((level, index), data[..(width as usize * 32).min(data.len())].to_vec());
+        }
+    }
+    Ok(edge)
+}
+
 /// One integration round over every stream with new events.
-pub async fn integrate_round(state: &SharedState, signer: &CheckpointSigner) -> u64 {
+pub async fn integrate_round(state: &SharedState, store: &Store, signer: &CheckpointSigner, edges: &EdgeCache) -> u64 {
     let cfg = &state.config.tlog;
-    let streams = match state.store.tlog_streams_behind(10_000).await {
+    let streams = match store.tlog_streams_behind(10_000).await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot list streams to integrate into the transparency log");
@@ -98,8 +152,18 @@ pub async fn integrate_round(state: &SharedState, signer: &CheckpointSigner) -> 
         }
     };
     futures::stream::iter(streams)
-        .map(|(stream, _, _)| async move {
-            match integrate_stream(&state.store, signer, Some(&state.metrics), stream, cfg.integrate_max_events).await {
+        .map(|(stream, head, size)| async move {
+            let integrated = integrate_stream(
+                store,
+                signer,
+                Some(&state.metrics),
+                edges,
+                stream,
+                (head, size),
+                cfg.integrate_max_events,
+            )
+            .await;
+            match integrated {
                 Ok(n) => n,
                 Err(e) => {
                     state.metrics.tlog.integration_failures.inc();
@@ -274,10 +338,14 @@ async fn integrate_loop(state: SharedState) {
     let mut tick = interval(state.config.tlog.integrate_interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut leadership = super::Leadership::new(TLOG_LOCK_KEY, "transparency log integrator");
+    let edges = EdgeCache::default();
+    // Connections of its own, so that integration never queues behind requests for one: under a
+    // saturating load the shared pool's wait alone kept the log seconds behind.
+    let store = state.store.sibling(INTEGRATOR_CONNECTIONS);
     loop {
         tick.tick().await;
         if leadership.check(&state).await {
-            integrate_round(&state, signer).await;
+            integrate_round(&state, &store, signer, &edges).await;
         }
     }
 }
