@@ -424,6 +424,66 @@ mod tests {
         assert_eq!(Health::new(t0).lag(t0 + Duration::from_secs(3)), Duration::from_secs(3));
     }
 
+    /// A pool on a port nothing listens on, told apart from another by its size.
+    fn unreachable_store(max_connections: u32) -> Store {
+        let settings = crate::store::PoolSettings {
+            max_connections,
+            min_connections: 0,
+            acquire_timeout: Duration::from_millis(200),
+            guards: Default::default(),
+        };
+        Store::connect_lazy("postgres://nobody@127.0.0.1:1/none", settings, Default::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_read_that_fails_on_the_replica_is_served_by_the_primary_and_the_replica_is_left() {
+        let metrics = Metrics::new();
+        let router =
+            ReadRouter::new(unreachable_store(7), Some(unreachable_store(3)), ReadReplicaConfig::default(), &metrics);
+        assert!(!router.replica_in_use(), "not before a check says the replica is fresh");
+        {
+            let mut health = router.replica.as_ref().unwrap().health.lock().unwrap();
+            (health.reachable, health.standby, health.fresh_as_of) = (true, true, Some(Instant::now()));
+        }
+        assert!(router.replica_in_use());
+        // The "primary" answers without a database; the replica's pool cannot connect.
+        let read = |store: Store| async move {
+            match store.max_connections() {
+                7 => Ok("primary"),
+                _ => store.ping().await.map(|()| "replica"),
+            }
+        };
+        assert_eq!(router.read(read).await.unwrap(), "primary");
+        assert_eq!(metrics.read_replica_fallbacks.get(), 1);
+        assert!(!router.replica_in_use(), "left until the next check reaches it");
+        assert_eq!(router.status()["reachable"], false);
+        assert_eq!(router.read(read).await.unwrap(), "primary");
+        assert_eq!(metrics.read_replica_fallbacks.get(), 1, "the second read went to the primary at once");
+        let routed = |target| metrics.reads_routed.get_or_create(&crate::metrics::ReadTargetLabels { target }).get();
+        assert_eq!((routed(ReadTarget::Primary), routed(ReadTarget::Replica)), (2, 1));
+    }
+
+    #[tokio::test]
+    async fn an_error_of_the_read_itself_is_not_retried_on_the_primary() {
+        let metrics = Metrics::new();
+        let router =
+            ReadRouter::new(unreachable_store(7), Some(unreachable_store(3)), ReadReplicaConfig::default(), &metrics);
+        {
+            let mut health = router.replica.as_ref().unwrap().health.lock().unwrap();
+            (health.reachable, health.standby, health.fresh_as_of) = (true, true, Some(Instant::now()));
+        }
+        let read = |store: Store| async move {
+            match store.max_connections() {
+                7 => Ok(()),
+                _ => Err(Error::NotFound("not replayed yet".into())),
+            }
+        };
+        assert!(matches!(router.read(read).await, Err(Error::NotFound(_))), "a 404 of the replica stands");
+        assert_eq!(metrics.read_replica_fallbacks.get(), 0);
+        assert!(router.replica_in_use());
+        assert_eq!(router.status()["configured"], true);
+    }
+
     #[test]
     fn only_failures_the_primary_may_not_share_are_retried_there() {
         assert!(replica_failed(&Error::Database(sqlx::Error::PoolTimedOut)));
