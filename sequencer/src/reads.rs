@@ -69,8 +69,28 @@ struct Health {
     since: Instant,
     /// The primary's recent positions.
     history: History,
-    /// Whether reads went to the replica after the last check (for logging the changes).
-    served: bool,
+    /// What the last check concluded (its changes are logged).
+    said: Option<Verdict>,
+}
+
+/// Where reads go, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Replica,
+    Unreachable,
+    NotStandby,
+    Lags,
+}
+
+impl Verdict {
+    fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Replica => "fresh",
+            Verdict::Unreachable => "unreachable",
+            Verdict::NotStandby => "not_standby",
+            Verdict::Lags => "lags",
+        }
+    }
 }
 
 impl Health {
@@ -81,7 +101,7 @@ impl Health {
             fresh_as_of: None,
             since: now,
             history: History::default(),
-            served: false,
+            said: None,
         }
     }
 
@@ -90,8 +110,20 @@ impl Health {
         now.saturating_duration_since(self.fresh_as_of.unwrap_or(self.since))
     }
 
+    fn verdict(&self, now: Instant, max_lag: Duration) -> Verdict {
+        if !self.reachable {
+            Verdict::Unreachable
+        } else if !self.standby {
+            Verdict::NotStandby
+        } else if self.fresh_as_of.is_none() || self.lag(now) > max_lag {
+            Verdict::Lags
+        } else {
+            Verdict::Replica
+        }
+    }
+
     fn serves(&self, now: Instant, max_lag: Duration) -> bool {
-        self.reachable && self.standby && self.fresh_as_of.is_some() && self.lag(now) <= max_lag
+        self.verdict(now, max_lag) == Verdict::Replica
     }
 }
 
@@ -221,9 +253,11 @@ impl ReadRouter {
         let now = Instant::now();
         let health = replica.health.lock().unwrap_or_else(|e| e.into_inner());
         let pool = replica.store.pool();
+        let verdict = health.verdict(now, replica.config.max_lag);
         json!({
             "configured": true,
-            "inUse": health.serves(now, replica.config.max_lag),
+            "inUse": verdict == Verdict::Replica,
+            "state": verdict.as_str(),
             "reachable": health.reachable,
             "standby": health.standby,
             "lagSeconds": (health.lag(now).as_secs_f64() * 1000.0).round() / 1000.0,
@@ -344,22 +378,22 @@ impl Checks {
                 None => health.fresh_as_of.filter(|&t| health.history.oldest().is_none_or(|oldest| t < oldest)),
             };
         }
-        let serves = health.serves(now, max_lag);
-        if serves != health.served {
-            health.served = serves;
+        let verdict = health.verdict(now, max_lag);
+        if health.said != Some(verdict) {
+            health.said = Some(verdict);
             let lag_ms = health.lag(now).as_millis() as u64;
-            if serves {
-                tracing::info!(lag_ms, "reads go to the read replica");
-            } else if !health.reachable {
-                tracing::warn!("the read replica is unreachable: reads go to the primary");
-            } else if !health.standby {
-                tracing::warn!("READ_DATABASE_URL is not a standby in recovery: reads go to the primary");
-            } else {
-                tracing::warn!(
+            match verdict {
+                Verdict::Replica => tracing::info!(lag_ms, "reads go to the read replica"),
+                Verdict::Unreachable => tracing::warn!("the read replica is unreachable: reads go to the primary"),
+                Verdict::NotStandby => tracing::warn!(
+                    "READ_DATABASE_URL is not a standby in recovery (a primary, or a promoted standby): reads go to \
+                     the primary"
+                ),
+                Verdict::Lags => tracing::warn!(
                     lag_ms,
                     max_lag_ms = max_lag.as_millis() as u64,
-                    "the read replica lags: reads go to the primary"
-                );
+                    "the read replica lags behind the primary: reads go to the primary"
+                ),
             }
         }
     }

@@ -138,7 +138,7 @@ async fn reads_go_to_a_fresh_standby_and_to_the_primary_when_it_lags_or_stops() 
     for api in [&patient, &strict] {
         let status = wait_in_use(api, true).await;
         assert_eq!(status["configured"], true);
-        assert_eq!(status["standby"], true, "{status}");
+        assert_eq!((&status["state"], &status["standby"]), (&json!("fresh"), &json!(true)), "{status}");
         eventually("the standby replays events 1..3 and their commitment", Duration::from_secs(20), || async {
             (events(api, &agent).await.0 == 3 && proof_status(api, &agent, 3).await == 200).then_some(())
         })
@@ -170,7 +170,7 @@ async fn reads_go_to_a_fresh_standby_and_to_the_primary_when_it_lags_or_stops() 
     // Past its bound, `strict` reads the primary: the new events and their proof are there.
     let status = wait_in_use(&strict, false).await;
     assert!(status["lagSeconds"].as_f64().unwrap() > 1.5, "{status}");
-    assert_eq!(status["reachable"], true, "{status}");
+    assert_eq!((&status["state"], &status["reachable"]), (&json!("lags"), &json!(true)), "{status}");
     let before = routed(&strict).await;
     assert_eq!(events(&strict, &agent).await, (5, vec![1, 2, 3, 4, 5]), "served by the primary");
     assert_eq!(proof_status(&strict, &agent, 5).await, 200);
@@ -194,7 +194,7 @@ async fn reads_go_to_a_fresh_standby_and_to_the_primary_when_it_lags_or_stops() 
             assert_eq!(proof_status(api, &agent, 5).await, 200);
         }
         let (p, s) = (replica_status(&patient).await, replica_status(&strict).await);
-        (p["inUse"] == false && s["inUse"] == false && p["reachable"] == false && s["reachable"] == false).then_some(())
+        (p["state"] == "unreachable" && s["state"] == "unreachable").then_some(())
     })
     .await;
     for api in [&patient, &strict] {

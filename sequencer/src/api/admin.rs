@@ -5,16 +5,18 @@
 //! ```json
 //! {"version": "0.1.0", "schemaVersion": 2,
 //!  "database": {"connected": true, "pool": {"size": 10, "idle": 8, "inUse": 2, "waiting": 0, "max": 20},
-//!               "readReplica": {"configured": true, "inUse": true, "reachable": true, "standby": true,
-//!                               "lagSeconds": 0.4, "maxLagSeconds": 5.0, "pool": {"size", "idle", "max"}}},
+//!               "readReplica": {"configured": true, "inUse": true, "state": "fresh", "reachable": true,
+//!                               "standby": true, "lagSeconds": 0.4, "maxLagSeconds": 5.0,
+//!                               "pool": {"size", "idle", "max"}}},
 //!  "deadLetters": {"pending": 5, "byReason": {"invalid_signature": 3, "agent_key_invalid": 2}},
 //!  "anchoring": {"enabled": true, "circuitState": "closed", "unanchoredCommitments": 2, "oldestUnanchoredAgeSeconds": 120},
 //!  "ingestion": {"pausedStreams": 0},
 //!  "streams": [{"tenantId", "storeId", "head", "paused", "pausedReason", "lastCommittedSequence", "updatedAt"}]}
 //! ```
 //! `database.readReplica` is `{"configured": false, "inUse": false}` without `READ_DATABASE_URL`; with
-//! it, `inUse` says whether reads go to the replica now and `lagSeconds` how long ago it was last
-//! known to hold everything the primary had committed ([`crate::reads`]).
+//! it, `inUse` says whether reads go to the replica now, `state` why (`fresh`, `lags`, `unreachable`,
+//! `not_standby`) and `lagSeconds` how long ago it was last known to hold everything the primary had
+//! committed ([`crate::reads`]).
 //! `streams` is present only with `?streams=true` (optionally narrowed by `tenant_id` / `store_id`).
 //! `anchoring.circuitState` is the worker leader's breaker, whichever replica answers
 //! (`reportedBy: "leader"`, with `leader: {instance, reportedAt, ageSeconds}` and `stale: true` once
