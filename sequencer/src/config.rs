@@ -68,6 +68,11 @@ pub enum LogFormat {
 pub struct Config {
     /// `DATABASE_URL`. When unset the sequencer starts a private, throw-away PostgreSQL.
     pub database_url: Option<SecretString>,
+    /// `READ_DATABASE_URL`: a streaming standby of `DATABASE_URL` that serves reads while it is fresh
+    /// enough (`READ_REPLICA_*`, see [`crate::reads`]); every read goes to the primary when unset.
+    pub read_database_url: Option<SecretString>,
+    /// `READ_REPLICA_MAX_LAG_MS` and `READ_REPLICA_CHECK_INTERVAL_MS`.
+    pub read_replica: ReadReplicaConfig,
     pub host: IpAddr,
     pub port: u16,
     pub max_db_connections: u32,
@@ -145,6 +150,22 @@ pub struct WorkerConfig {
     pub anchor_batch_size: i64,
 }
 
+/// When reads go to the replica (`READ_REPLICA_MAX_LAG_MS`, `READ_REPLICA_CHECK_INTERVAL_MS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadReplicaConfig {
+    /// The replica serves reads only while it is known to hold everything the primary had committed
+    /// this long ago (default 5 s); otherwise reads go to the primary.
+    pub max_lag: Duration,
+    /// How often the replica's replay position is compared with the primary's (default 500 ms).
+    pub check_interval: Duration,
+}
+
+impl Default for ReadReplicaConfig {
+    fn default() -> Self {
+        ReadReplicaConfig { max_lag: Duration::from_secs(5), check_interval: Duration::from_millis(500) }
+    }
+}
+
 /// HS256 JWT validation settings (`JWT_SECRET`, `JWT_ISSUER`, `JWT_AUDIENCE`).
 #[derive(Clone)]
 pub struct JwtConfig {
@@ -165,6 +186,8 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
+            .field("read_database_url", &self.read_database_url.as_ref().map(|_| "<set>"))
+            .field("read_replica", &self.read_replica)
             .field("host", &self.host)
             .field("port", &self.port)
             .field("max_db_connections", &self.max_db_connections)
@@ -400,8 +423,29 @@ impl Config {
             None => worker,
         };
 
+        let database_url = env.secret("DATABASE_URL");
+        let read_database_url = env.secret("READ_DATABASE_URL");
+        if read_database_url.is_some() && database_url.is_none() {
+            return Err(ConfigError::Inconsistent(
+                "READ_DATABASE_URL names a replica of DATABASE_URL, which is not set (without it the sequencer \
+                 starts a private PostgreSQL that has no replica)"
+                    .into(),
+            ));
+        }
+        let read_replica = ReadReplicaConfig {
+            max_lag: Duration::from_millis(
+                env.positive("READ_REPLICA_MAX_LAG_MS", ReadReplicaConfig::default().max_lag.as_millis() as u64)?,
+            ),
+            check_interval: Duration::from_millis(env.positive(
+                "READ_REPLICA_CHECK_INTERVAL_MS",
+                ReadReplicaConfig::default().check_interval.as_millis() as u64,
+            )?),
+        };
+
         Ok(Config {
-            database_url: env.secret("DATABASE_URL"),
+            database_url,
+            read_database_url,
+            read_replica,
             host: env.parse("HOST", IpAddr::from([0, 0, 0, 0]))?,
             port: env.parse("PORT", 8080u16)?,
             max_db_connections,
@@ -573,6 +617,32 @@ mod tests {
         .unwrap();
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("topsecretpw") && !dbg.contains("ss_bootstrap") && !dbg.contains("jwt-secret"));
+    }
+
+    #[test]
+    fn a_read_replica_is_a_secret_url_with_a_lag_bound() {
+        let c = Config::from_map(&vars(&[])).unwrap();
+        assert!(c.read_database_url.is_none());
+        assert_eq!(c.read_replica, ReadReplicaConfig::default());
+        assert_eq!(c.read_replica.max_lag, Duration::from_secs(5));
+        let c = Config::from_map(&vars(&[
+            ("DATABASE_URL", "postgres://u:primarypw@db/x"),
+            ("READ_DATABASE_URL", "postgres://u:replicapw-secret@db-ro/x"),
+            ("READ_REPLICA_MAX_LAG_MS", "1500"),
+            ("READ_REPLICA_CHECK_INTERVAL_MS", "100"),
+        ]))
+        .unwrap();
+        assert_eq!(c.read_database_url.as_ref().unwrap().expose_secret(), "postgres://u:replicapw-secret@db-ro/x");
+        assert_eq!(c.read_replica.max_lag, Duration::from_millis(1500));
+        assert_eq!(c.read_replica.check_interval, Duration::from_millis(100));
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("replicapw-secret") && !dbg.contains("db-ro"), "{dbg}");
+        let err = Config::from_map(&vars(&[("DATABASE_URL", "postgres://db/x"), ("READ_REPLICA_MAX_LAG_MS", "0")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("READ_REPLICA_MAX_LAG_MS"), "{err}");
+        let err =
+            Config::from_map(&vars(&[("READ_DATABASE_URL", "postgres://u:replicapw-secret@db-ro/x")])).unwrap_err();
+        assert!(err.to_string().contains("DATABASE_URL") && !err.to_string().contains("replicapw"), "{err}");
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod policy;
 pub mod private_postgres;
 pub mod ratelimit;
+pub mod reads;
 pub mod reason;
 pub mod sequencing;
 pub mod server;

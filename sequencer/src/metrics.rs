@@ -4,7 +4,7 @@
 //! Names are the ones the runbook greps for (`db_pool`, `ratelimit`, `cache`, `circuit`) and SPEC §6.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -137,6 +137,30 @@ impl EncodeLabelValue for ReadyFailure {
     }
 }
 
+/// Where a read was served (label `target` of `sequencer_reads_routed_total`): see [`crate::reads`].
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ReadTarget {
+    Primary,
+    Replica,
+}
+
+impl EncodeLabelValue for ReadTarget {
+    fn encode(&self, encoder: &mut prometheus_client::encoding::LabelValueEncoder) -> std::fmt::Result {
+        std::fmt::Write::write_str(
+            encoder,
+            match self {
+                ReadTarget::Primary => "primary",
+                ReadTarget::Replica => "replica",
+            },
+        )
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadTargetLabels {
+    pub target: ReadTarget,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CommitmentFailureLabels {
     pub reason: CommitmentFailure,
@@ -189,6 +213,14 @@ pub struct Metrics {
     pub unanchored_commitments: Gauge,
     pub oldest_unanchored_commitment_age: Gauge,
     pub anchor_interval: Gauge,
+    /// Reads by the database that served them (`READ_DATABASE_URL`).
+    pub reads_routed: Family<ReadTargetLabels, Counter>,
+    /// Reads that failed on the read replica and were served by the primary instead.
+    pub read_replica_fallbacks: Counter,
+    /// Seconds since the read replica was last known to hold everything the primary had committed.
+    pub read_replica_lag: Gauge<f64, AtomicU64>,
+    /// 1 while reads go to the read replica.
+    pub read_replica_in_use: Gauge,
     /// Tasks waiting for a database connection right now (sampled into `db_pool_waiting`).
     pub db_waiting: Arc<AtomicI64>,
 }
@@ -367,6 +399,33 @@ impl Metrics {
             "ANCHOR_INTERVAL_SECS when anchoring is configured, else 0",
             anchor_interval.clone(),
         );
+        let reads_routed = Family::<ReadTargetLabels, Counter>::default();
+        registry.register(
+            "reads_routed",
+            "Reads (log, proofs, checkpoints, transparency log, verification) by the database that served them (primary or replica)",
+            reads_routed.clone(),
+        );
+        let read_replica_fallbacks = Counter::default();
+        registry.register(
+            "read_replica_fallbacks",
+            "Reads that failed on the read replica (unreachable, recovery conflict) and were served by the primary",
+            read_replica_fallbacks.clone(),
+        );
+        let read_replica_lag = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "read_replica_lag_seconds",
+            "Seconds since the read replica was last known to hold everything the primary had committed (0 without a replica)",
+            read_replica_lag.clone(),
+        );
+        let read_replica_in_use = Gauge::default();
+        registry.register(
+            "read_replica_in_use",
+            "1 while reads go to the read replica, 0 while they go to the primary",
+            read_replica_in_use.clone(),
+        );
+        for target in [ReadTarget::Primary, ReadTarget::Replica] {
+            let _ = reads_routed.get_or_create(&ReadTargetLabels { target });
+        }
         // NB: the series the alerts watch exist from the start at 0, so that `increase()` and `rate()`
         // see their first change (a counter born at 1 shows no increase).
         for reason in CommitmentFailure::ALL {
@@ -390,6 +449,10 @@ impl Metrics {
             unanchored_commitments,
             oldest_unanchored_commitment_age,
             anchor_interval,
+            reads_routed,
+            read_replica_fallbacks,
+            read_replica_lag,
+            read_replica_in_use,
             ingest_latency,
             events_rejected,
             events_sequenced,

@@ -20,6 +20,7 @@ use crate::ingest::keys::AgentKeyCache;
 use crate::ingest::{Ingest, IngestLimits};
 use crate::metrics::Metrics;
 use crate::private_postgres::PrivatePostgres;
+use crate::reads::ReadRouter;
 use crate::sequencing::{ReceiptSigner, Sequencer};
 use crate::state::{AppState, SharedState};
 use crate::store::{PoolSettings, Store};
@@ -55,9 +56,11 @@ pub fn build_state(config: Config, store: Store, metrics: Arc<Metrics>) -> Resul
         .clone()
         .map(|key| crate::checkpoint::CheckpointSigner::new(&config.checkpoint_origin, key));
     let max_inflight_body_bytes = config.max_inflight_body_bytes.max(config.max_body_size_bytes);
+    let reads = ReadRouter::new(store.clone(), open_read_store(&config)?, config.read_replica, &metrics);
     Ok(Arc::new(AppState {
         config,
         store,
+        reads,
         metrics,
         auth,
         limits,
@@ -85,6 +88,27 @@ pub fn open_store(config: &Config, metrics: &Metrics) -> Result<Store> {
         },
         metrics.db_waiting.clone(),
     )
+}
+
+/// A read replica's pool waits at most this long for a connection: a read that cannot have one sooner
+/// is served by the primary instead ([`ReadRouter::read`]).
+const READ_REPLICA_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Opens the read replica's pool (`READ_DATABASE_URL`) lazily, with the primary's pool settings;
+/// `None` when no replica is configured.
+pub fn open_read_store(config: &Config) -> Result<Option<Store>> {
+    let Some(url) = config.read_database_url.as_ref() else { return Ok(None) };
+    let store = Store::connect_lazy(
+        url.expose_secret(),
+        PoolSettings {
+            max_connections: config.max_db_connections,
+            min_connections: 0,
+            acquire_timeout: config.db_acquire_timeout.min(READ_REPLICA_ACQUIRE_TIMEOUT),
+            guards: config.db_session_guards,
+        },
+        Default::default(),
+    )?;
+    Ok(Some(store))
 }
 
 /// Migrations (when enabled), the bootstrap key, and a check that someone can authenticate. Retries
@@ -165,6 +189,10 @@ pub async fn serve(
         .database_url
         .clone()
         .map(|url| state.db_watch.spawn(url, state.config.db_acquire_timeout, Duration::from_millis(250)));
+    let replica_checks = match (&state.config.database_url, &state.config.read_database_url) {
+        (Some(primary), Some(replica)) => state.reads.spawn_checks(primary, replica, state.config.db_acquire_timeout),
+        _ => None,
+    };
     let app = api::router(state);
     let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let (closing, closed) = tokio::sync::watch::channel(false);
@@ -224,6 +252,9 @@ pub async fn serve(
     while connections.join_next().await.is_some() {}
     if let Some(watch) = watch {
         watch.abort();
+    }
+    if let Some(checks) = replica_checks {
+        checks.abort();
     }
     Ok(())
 }

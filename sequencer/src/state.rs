@@ -13,7 +13,11 @@ use crate::store::Store;
 /// Everything a handler or a background duty may use.
 pub struct AppState {
     pub config: Config,
+    /// The primary: writes, and every read that must see the newest writes.
     pub store: Store,
+    /// Where the log's reads, proofs, checkpoints and verification go: a streaming replica while it is
+    /// fresh enough (`READ_DATABASE_URL`), else `store`.
+    pub reads: crate::reads::ReadRouter,
     pub metrics: Arc<Metrics>,
     pub auth: Authenticator,
     pub limits: crate::ratelimit::RateLimiters,

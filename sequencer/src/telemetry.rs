@@ -1,9 +1,9 @@
 //! Logging: `tracing` with `RUST_LOG` filtering, plain text or JSON (`LOG_FORMAT=json`).
 //!
 //! Every line passes through a redacting writer: the secrets the process was configured with (the
-//! database password, the L2 RPC URL's credentials, path and query, where hosted providers put their
-//! API key, the JWT secret, the bootstrap admin key, private keys) are replaced by `[REDACTED]` at
-//! every log level, whatever library wrote the line.
+//! passwords of the database and of its read replica, the L2 RPC URL's credentials, path and query,
+//! where hosted providers put their API key, the JWT secret, the bootstrap admin key, private keys)
+//! are replaced by `[REDACTED]` at every log level, whatever library wrote the line.
 
 use std::io::Write;
 use std::sync::RwLock;
@@ -20,7 +20,7 @@ static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
 const SECRET_VARS: &[&str] =
     &["JWT_SECRET", "BOOTSTRAP_ADMIN_API_KEY", "SEQUENCER_PRIVATE_KEY", "VES_SEQUENCER_SIGNING_KEY", "PGPASSWORD"];
 /// Environment variables holding URLs whose credentials, path and query are secret.
-const SECRET_URL_VARS: &[&str] = &["L2_RPC_URL", "DATABASE_URL", "TEST_DATABASE_URL"];
+const SECRET_URL_VARS: &[&str] = &["L2_RPC_URL", "DATABASE_URL", "READ_DATABASE_URL", "TEST_DATABASE_URL"];
 
 /// The parts of a URL that may carry a credential: the user and password, and for non-database URLs
 /// the path and query (and their longer pieces).

@@ -15,6 +15,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 const DB_PASSWORD: &str = "DbPassw0rd-Secret-7731";
+const REPLICA_PASSWORD: &str = "ReplicaPassw0rd-Secret-4417";
 const RPC_USER: &str = "rpcuser-Secret-5521";
 const RPC_PASSWORD: &str = "RpcPassw0rd-Secret-9912";
 const RPC_PATH_KEY: &str = "RpcPathKey0123456789abcdef";
@@ -25,6 +26,7 @@ const PRIVATE_KEY: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784
 fn secrets() -> Vec<&'static str> {
     vec![
         DB_PASSWORD,
+        REPLICA_PASSWORD,
         RPC_USER,
         RPC_PASSWORD,
         RPC_PATH_KEY,
@@ -61,6 +63,9 @@ fn environment(db: &TestDb, rpc_port: u16) -> Vec<(String, String)> {
     let (user, rest) = db.url.split_once('@').unwrap();
     vec![
         ("DATABASE_URL".into(), format!("{user}:{DB_PASSWORD}@{rest}")),
+        // The same database as the read replica: not a standby, so reads stay on the primary, but its
+        // checks connect with this password.
+        ("READ_DATABASE_URL".into(), format!("{user}:{REPLICA_PASSWORD}@{rest}")),
         ("BOOTSTRAP_ADMIN_API_KEY".into(), ADMIN_KEY.into()),
         ("VES_SEQUENCER_SIGNING_KEY".into(), SEQUENCER_SEED_HEX.into()),
         ("JWT_SECRET".into(), JWT_SECRET.into()),

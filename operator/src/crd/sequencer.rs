@@ -71,7 +71,7 @@ pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/stateset/stateset-sequencer:", 
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.size() <= 47").message("metadata.name must be at most 47 characters, so that the names of the sequencer's migration Jobs fit in 63"),
-    validation = Rule::new("!has(self.spec.env) || self.spec.env.all(e, !(e.name in ['DATABASE_URL', 'BOOTSTRAP_ADMIN_API_KEY', 'VES_SEQUENCER_SIGNING_KEY', 'L2_RPC_URL', 'SEQUENCER_PRIVATE_KEY', 'PGSSLMODE', 'PGSSLROOTCERT']))").message("spec.env must not set DATABASE_URL, BOOTSTRAP_ADMIN_API_KEY, VES_SEQUENCER_SIGNING_KEY, L2_RPC_URL, SEQUENCER_PRIVATE_KEY, PGSSLMODE or PGSSLROOTCERT: the operator sets them from the spec"),
+    validation = Rule::new("!has(self.spec.env) || self.spec.env.all(e, !(e.name in ['DATABASE_URL', 'READ_DATABASE_URL', 'BOOTSTRAP_ADMIN_API_KEY', 'VES_SEQUENCER_SIGNING_KEY', 'L2_RPC_URL', 'SEQUENCER_PRIVATE_KEY', 'PGSSLMODE', 'PGSSLROOTCERT']))").message("spec.env must not set DATABASE_URL, READ_DATABASE_URL, BOOTSTRAP_ADMIN_API_KEY, VES_SEQUENCER_SIGNING_KEY, L2_RPC_URL, SEQUENCER_PRIVATE_KEY, PGSSLMODE or PGSSLROOTCERT: the operator sets them from the spec"),
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS-1035 label (lower-case letters, digits and '-', starting with a letter), because it names the sequencer's Service"),
 )]
 #[serde(rename_all = "camelCase")]
@@ -211,6 +211,28 @@ pub struct DatabaseSpec {
     /// Server-side session guards, so that a stuck query cannot hold a stream's counter lock forever. When unset the sequencer's defaults apply.
     #[serde(default)]
     pub timeouts: DatabaseTimeoutsSpec,
+
+    /// A PostgreSQL streaming replica (hot standby) of the database that serves reads: event listings, proofs, checkpoints, transparency-log reads and verification go to it while it lags the primary by at most maxLagMs, and to the primary otherwise. Reads served by it may miss the newest writes for up to maxLagMs (a just-sequenced event's proof may answer 404 until then). When unset every read goes to the primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_replica: Option<ReadReplicaSpec>,
+}
+
+/// A streaming replica of the database for reads.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadReplicaSpec {
+    /// Secret key holding the replica's connection URL (`postgres://user:password@replica-host:5432/database`), given to the pods as READ_DATABASE_URL. database.tls applies to it too. Each sequencer pod opens up to pool.maxConnections connections to it (it must accept them, and allow hot-standby reads).
+    pub url_secret: SecretKeyRef,
+
+    /// Reads go to the replica only while it is known to hold everything the primary had committed this many milliseconds ago (READ_REPLICA_MAX_LAG_MS). When unset the sequencer's default (5000) applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600000))]
+    pub max_lag_ms: Option<u32>,
+
+    /// Milliseconds between two comparisons of the replica's replayed position with the primary's (READ_REPLICA_CHECK_INTERVAL_MS). When unset the sequencer's default (500) applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 10, max = 60000))]
+    pub check_interval_ms: Option<u32>,
 }
 
 /// TLS to PostgreSQL, given to the pods and the migration Job as PGSSLMODE and PGSSLROOTCERT.
@@ -844,8 +866,8 @@ pub struct AdminStatusSummary {
 
 impl Sequencer {
     /// Every Secret key the pods read, in a fixed order: the database URL, the admin key, the
-    /// signing key, the anchoring Secrets when anchoring is on, the database CA, and the
-    /// secretKeyRefs of `spec.env`.
+    /// signing key, the anchoring Secrets when anchoring is on, the database CA, the read replica's
+    /// URL, and the secretKeyRefs of `spec.env`.
     pub fn referenced_secret_keys(&self) -> Vec<SecretKeyRef> {
         let spec = &self.spec;
         let mut keys = vec![
@@ -858,6 +880,7 @@ impl Sequencer {
             keys.extend(spec.anchoring.private_key_secret.clone());
         }
         keys.extend(spec.database.tls.as_ref().and_then(|tls| tls.ca_secret.clone()));
+        keys.extend(spec.database.read_replica.as_ref().map(|r| r.url_secret.clone()));
         for var in &spec.env {
             if let Some(selector) = var.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()) {
                 keys.push(SecretKeyRef::new(selector.name.clone(), selector.key.clone()));

@@ -253,6 +253,10 @@ fn an_actions_spec_cannot_change_but_its_status_can() {
 fn spec_env_cannot_override_a_variable_the_operator_sets_from_a_secret() {
     let overriding = sequencer(serde_json::json!({"env": [{"name": "DATABASE_URL", "value": "postgres://elsewhere"}]}));
     assert!(rejection(&overriding).contains("spec.env must not set DATABASE_URL"), "{}", rejection(&overriding));
+    let replica = sequencer(serde_json::json!({"env": [{"name": "READ_DATABASE_URL", "value": "postgres://replica"}]}));
+    assert!(rejection(&replica).contains("READ_DATABASE_URL"), "{}", rejection(&replica));
+    let lag = sequencer(serde_json::json!({"env": [{"name": "READ_REPLICA_MAX_LAG_MS", "value": "1000"}]}));
+    assert!(validate_cel(&lag).is_ok(), "a non-secret setting may be overridden");
     let extra = sequencer(serde_json::json!({"env": [{"name": "COMMIT_INTERVAL_MS", "value": "250"}]}));
     assert!(validate_cel(&extra).is_ok());
 }

@@ -86,6 +86,16 @@ fn settings(seq: &Sequencer) -> BTreeMap<String, String> {
             set(key, ms.to_string());
         }
     }
+    if let Some(replica) = &spec.database.read_replica {
+        for (key, value) in [
+            ("READ_REPLICA_MAX_LAG_MS", replica.max_lag_ms),
+            ("READ_REPLICA_CHECK_INTERVAL_MS", replica.check_interval_ms),
+        ] {
+            if let Some(ms) = value {
+                set(key, ms.to_string());
+            }
+        }
+    }
     set("LOG_FORMAT", spec.logging.format.as_str().into());
     set("RUST_LOG", spec.logging.level.clone());
     env

@@ -38,6 +38,9 @@ pub fn deployment(seq: &Sequencer, image: &str, config_hash: &str) -> Deployment
         secret_env("BOOTSTRAP_ADMIN_API_KEY", &spec.auth.admin_api_key_secret),
         secret_env("VES_SEQUENCER_SIGNING_KEY", &spec.receipt_signing_key_secret),
     ];
+    if let Some(replica) = &spec.database.read_replica {
+        env.push(secret_env("READ_DATABASE_URL", &replica.url_secret));
+    }
     if spec.anchoring.enabled {
         if let Some(url) = &spec.anchoring.rpc_url_secret {
             env.push(secret_env("L2_RPC_URL", url));

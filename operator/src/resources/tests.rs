@@ -49,6 +49,38 @@ fn secrets_reach_the_pod_only_through_secret_key_refs() {
     }
 }
 
+fn read_replica(max_lag_ms: Option<u32>) -> crate::crd::ReadReplicaSpec {
+    crate::crd::ReadReplicaSpec {
+        url_secret: crate::crd::SecretKeyRef::new("ledger-db-replica", "url"),
+        max_lag_ms,
+        check_interval_ms: None,
+    }
+}
+
+#[test]
+fn the_read_replica_url_reaches_the_pods_only_from_its_secret_and_its_lag_bound_through_the_config_map() {
+    let none = all_children(&Sequencer::test());
+    assert!(env(container(&none), "READ_DATABASE_URL").is_none(), "no replica, no variable");
+    assert!(!none.config_map.data.as_ref().unwrap().keys().any(|k| k.starts_with("READ_")));
+
+    let mut seq = Sequencer::test();
+    seq.spec.database.read_replica = Some(read_replica(Some(2500)));
+    let children = all_children(&seq);
+    let var = env(container(&children), "READ_DATABASE_URL").expect("READ_DATABASE_URL");
+    assert_eq!(var.value, None, "READ_DATABASE_URL must not carry a literal value");
+    let selector = var.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+    assert_eq!((selector.name.as_str(), selector.key.as_str()), ("ledger-db-replica", "url"));
+    let config = children.config_map.data.as_ref().unwrap();
+    assert!(!config.contains_key("READ_DATABASE_URL"), "the URL must not be in the ConfigMap");
+    assert_eq!(config["READ_REPLICA_MAX_LAG_MS"], "2500");
+    assert!(!config.contains_key("READ_REPLICA_CHECK_INTERVAL_MS"), "unset: the sequencer's default");
+    // Migrations run on the primary only.
+    let job = children.migration_job.as_ref().expect("a migration Job");
+    let job_container = &job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+    assert!(env(job_container, "READ_DATABASE_URL").is_none());
+    assert!(seq.referenced_secrets().contains("ledger-db-replica"), "rotating it rolls the pods");
+}
+
 #[test]
 fn anchoring_settings_are_configured_only_when_anchoring_is_enabled() {
     let off = all_children(&Sequencer::test());
@@ -235,13 +267,15 @@ fn a_sequencer_never_stored_renders_with_a_placeholder_owner_uid() {
     assert_eq!(value["metadata"]["ownerReferences"][0]["uid"], UNASSIGNED_UID);
 }
 
-/// `seq` with every kind of referenced Secret: anchoring, a database CA and a `spec.env` secret.
+/// `seq` with every kind of referenced Secret: anchoring, a database CA, a read replica and a
+/// `spec.env` secret.
 fn with_every_secret() -> Sequencer {
     let mut seq = Sequencer::test().anchoring();
     seq.spec.database.tls = Some(crate::crd::DatabaseTlsSpec {
         ssl_mode: crate::crd::SslMode::VerifyFull,
         ca_secret: Some(crate::crd::SecretKeyRef::new("ledger-db-ca", "ca.crt")),
     });
+    seq.spec.database.read_replica = Some(read_replica(None));
     seq.spec.env = vec![
         serde_json::from_value(serde_json::json!({
             "name": "JWT_SECRET", "valueFrom": {"secretKeyRef": {"name": "ledger-jwt", "key": "secret"}}
@@ -264,6 +298,7 @@ fn rotating_any_referenced_secret_changes_the_pod_template_secrets_hash() {
             "ledger-l2/rpc-url",
             "ledger-l2/private-key",
             "ledger-db-ca/ca.crt",
+            "ledger-db-replica/url",
             "ledger-jwt/secret"
         ]
     );

@@ -4,12 +4,19 @@
 //! `GET /api/v1/admin/status` answers (tenant admins see their tenant's figures only):
 //! ```json
 //! {"version": "0.1.0", "schemaVersion": 2,
-//!  "database": {"connected": true, "pool": {"size": 10, "idle": 8, "inUse": 2, "waiting": 0, "max": 20}},
+//!  "database": {"connected": true, "pool": {"size": 10, "idle": 8, "inUse": 2, "waiting": 0, "max": 20},
+//!               "readReplica": {"configured": true, "inUse": true, "state": "fresh", "reachable": true,
+//!                               "standby": true, "lagSeconds": 0.4, "maxLagSeconds": 5.0,
+//!                               "pool": {"size", "idle", "max"}}},
 //!  "deadLetters": {"pending": 5, "byReason": {"invalid_signature": 3, "agent_key_invalid": 2}},
 //!  "anchoring": {"enabled": true, "circuitState": "closed", "unanchoredCommitments": 2, "oldestUnanchoredAgeSeconds": 120},
 //!  "ingestion": {"pausedStreams": 0},
 //!  "streams": [{"tenantId", "storeId", "head", "paused", "pausedReason", "lastCommittedSequence", "updatedAt"}]}
 //! ```
+//! `database.readReplica` is `{"configured": false, "inUse": false}` without `READ_DATABASE_URL`; with
+//! it, `inUse` says whether reads go to the replica now, `state` why (`fresh`, `lags`, `unreachable`,
+//! `not_standby`) and `lagSeconds` how long ago it was last known to hold everything the primary had
+//! committed ([`crate::reads`]).
 //! `streams` is present only with `?streams=true` (optionally narrowed by `tenant_id` / `store_id`).
 //! `anchoring.circuitState` is the worker leader's breaker, whichever replica answers
 //! (`reportedBy: "leader"`, with `leader: {instance, reportedAt, ageSeconds}` and `stale: true` once
@@ -26,6 +33,7 @@ use uuid::Uuid;
 use super::{ApiJson, ApiPath, ApiQuery, Auth, SharedState};
 use crate::dead_letter::{self, RetrySummary};
 use crate::error::{Error, Result};
+use crate::store::Store;
 use crate::store::dead_letters::{DeadLetter, DeadLetterFilter};
 use crate::store::events::StreamKey;
 
@@ -59,6 +67,7 @@ pub async fn status(
                 "waiting": state.metrics.db_waiting.load(std::sync::atomic::Ordering::Relaxed).max(0),
                 "max": state.store.max_connections(),
             },
+            "readReplica": state.reads.status(),
         },
     });
     if !connected {
@@ -222,8 +231,14 @@ pub struct VerifyBody {
 pub async fn verify(State(state): State<SharedState>, caller: Auth, body: axum::body::Bytes) -> Result<Response> {
     caller.require_admin()?;
     let body: VerifyBody = super::optional_json(&body)?;
-    let streams = scoped_streams(&state, &caller, body.tenant_id, body.store_id).await?;
-    let report = crate::verify::verify_streams(&state.store, streams).await?;
+    let caller = &caller;
+    let report = state
+        .reads
+        .read(|store| async move {
+            let streams = scoped_streams(&store, caller, body.tenant_id, body.store_id).await?;
+            crate::verify::verify_streams(&store, streams).await
+        })
+        .await?;
     Ok(axum::Json(report).into_response())
 }
 
@@ -236,13 +251,15 @@ pub async fn start_verify_job(
 ) -> Result<Response> {
     caller.require_admin()?;
     let body: VerifyBody = super::optional_json(&body)?;
-    let streams = scoped_streams(&state, &caller, body.tenant_id, body.store_id).await?;
+    // NB: the job reads one database throughout, the replica when it is in use now.
+    let store = state.reads.store();
+    let streams = scoped_streams(&store, &caller, body.tenant_id, body.store_id).await?;
     let own = caller.scope();
     let scope = crate::store::scope::Scope {
         tenant_id: own.tenant_id.or(body.tenant_id),
         store_ids: body.store_id.map(|s| vec![s]).or(own.store_ids),
     };
-    let job = state.verify_jobs.start(state.store.clone(), streams, scope);
+    let job = state.verify_jobs.start(store, streams, scope);
     Ok((axum::http::StatusCode::ACCEPTED, axum::Json(job)).into_response())
 }
 
@@ -272,7 +289,7 @@ pub async fn verify_job(
 /// The streams a verification of (`tenant_id`?, `store_id`?) covers for this caller; naming a tenant
 /// or store outside the caller's scope is refused.
 async fn scoped_streams(
-    state: &SharedState,
+    store: &Store,
     caller: &Auth,
     tenant_id: Option<Uuid>,
     store_id: Option<Uuid>,
@@ -286,7 +303,7 @@ async fn scoped_streams(
     {
         return Err(Error::Forbidden("Store access denied".into()));
     }
-    state.store.streams_in(&scope, tenant_id, store_id, i64::MAX).await
+    store.streams_in(&scope, tenant_id, store_id, i64::MAX).await
 }
 
 #[derive(Debug, Default, Deserialize)]

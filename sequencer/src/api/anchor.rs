@@ -50,7 +50,7 @@ pub async fn anchor(
 ) -> Result<Response> {
     caller.require_admin()?;
     let service = service(&state)?;
-    let row = readable(&state, &caller, body.batch_id).await?;
+    let row = readable(&state.store, &caller, body.batch_id).await?;
     caller.require_admin_of_stream(row.stream())?;
     let (row, newly) = service.anchor_row(row).await?;
     Ok(axum::Json(anchored_json(&row, newly)).into_response())
@@ -97,7 +97,8 @@ pub async fn verify(
     caller: Auth,
     ApiPath(batch_id): ApiPath<Uuid>,
 ) -> Result<Response> {
-    let row = readable(&state, &caller, batch_id).await?;
+    let caller = &caller;
+    let row = state.reads.read(|store| async move { readable(&store, caller, batch_id).await }).await?;
     let service = service(&state)?;
     let (anchored, roots_match) = service.verify_on_chain(&row).await?;
     Ok(axum::Json(json!({

@@ -1,4 +1,5 @@
-//! Commitments and inclusion proofs (ves-wire.md §1.9–1.10).
+//! Commitments and inclusion proofs (ves-wire.md §1.9–1.10). Reads are served by the read replica while
+//! it is fresh enough ([`crate::reads`]); creating and correcting a commitment use the primary.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -7,8 +8,9 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{ApiJson, ApiPath, ApiQuery, Auth, SharedState};
-use crate::commitments::commitment_json;
+use crate::commitments::{CommitmentEngine, InclusionProof, commitment_json};
 use crate::error::{Error, Result};
+use crate::store::Store;
 use crate::store::commitments::{CommitmentRow, ListFilter};
 use crate::store::events::StreamKey;
 
@@ -56,15 +58,15 @@ pub async fn list(
     caller.require_read(stream)?;
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     let filter = ListFilter { anchored: q.anchored, include_superseded: q.include_superseded };
-    let rows = state.store.list_commitments(stream, filter, limit).await?;
+    let rows = state.reads.read(|store| async move { store.list_commitments(stream, filter, limit).await }).await?;
     let commitments: Vec<_> = rows.iter().map(commitment_json).collect();
     Ok(axum::Json(json!({"count": commitments.len(), "commitments": commitments})).into_response())
 }
 
-/// Loads a commitment the caller may read; another tenant's commitment is "not found".
-pub async fn readable(state: &SharedState, caller: &Auth, batch_id: Uuid) -> Result<CommitmentRow> {
+/// Loads a commitment the caller may read from `store`; another tenant's commitment is "not found".
+pub async fn readable(store: &Store, caller: &Auth, batch_id: Uuid) -> Result<CommitmentRow> {
     let not_found = || Error::NotFound("Commitment not found".into());
-    let row = state.store.commitment(batch_id).await?.ok_or_else(not_found)?;
+    let row = store.commitment(batch_id).await?.ok_or_else(not_found)?;
     caller.require_read(row.stream()).map_err(|_| not_found())?;
     Ok(row)
 }
@@ -75,7 +77,8 @@ pub async fn get_one(
     caller: Auth,
     ApiPath(batch_id): ApiPath<Uuid>,
 ) -> Result<Response> {
-    let row = readable(&state, &caller, batch_id).await?;
+    let caller = &caller;
+    let row = state.reads.read(|store| async move { readable(&store, caller, batch_id).await }).await?;
     Ok(axum::Json(commitment_json(&row)).into_response())
 }
 
@@ -92,7 +95,7 @@ pub async fn correct(
     ApiPath(batch_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<CorrectBody>,
 ) -> Result<Response> {
-    let row = readable(&state, &caller, batch_id).await?;
+    let row = readable(&state.store, &caller, batch_id).await?;
     caller.require_admin_of_stream(row.stream())?;
     if body.reason.trim().is_empty() {
         return Err(Error::BadRequest("reason must say why the commitment is wrong".into()));
@@ -118,21 +121,33 @@ pub async fn proof(
 ) -> Result<Response> {
     let stream = StreamKey { tenant_id: q.tenant_id, store_id: q.store_id };
     caller.require_read(stream)?;
-    let commitment = match q.batch_id {
+    let batch_id = q.batch_id;
+    let proof =
+        state.reads.read(|store| async move { proof_from(store, stream, sequence_number, batch_id).await }).await?;
+    Ok(axum::Json(proof.to_json()).into_response())
+}
+
+/// The inclusion proof of `sequence_number` in commitment `batch_id` (default: the live one covering
+/// it), all read from `store`.
+async fn proof_from(
+    store: Store,
+    stream: StreamKey,
+    sequence_number: i64,
+    batch_id: Option<Uuid>,
+) -> Result<InclusionProof> {
+    let commitment = match batch_id {
         Some(id) => {
-            let row =
-                state.store.commitment(id).await?.ok_or_else(|| Error::NotFound("Commitment not found".into()))?;
+            let row = store.commitment(id).await?.ok_or_else(|| Error::NotFound("Commitment not found".into()))?;
             if row.stream() != stream {
                 return Err(Error::Forbidden("Commitment access denied".into()));
             }
             row
         }
-        None => state.store.commitment_covering(stream, sequence_number).await?.ok_or_else(|| {
+        None => store.commitment_covering(stream, sequence_number).await?.ok_or_else(|| {
             Error::NotFound(format!("No commitment covers sequence number {sequence_number} of this stream yet"))
         })?,
     };
-    let proof = state.commitments.proof(&commitment, sequence_number).await?;
-    Ok(axum::Json(proof.to_json()).into_response())
+    CommitmentEngine::new(store).proof(&commitment, sequence_number).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,7 +200,11 @@ pub async fn consistency(
 ) -> Result<Response> {
     let stream = StreamKey { tenant_id: q.tenant_id, store_id: q.store_id };
     caller.require_read(stream)?;
-    let proof = state.commitments.consistency(stream, q.from_size, q.to_size).await?;
+    let (from_size, to_size) = (q.from_size, q.to_size);
+    let proof = state
+        .reads
+        .read(|store| async move { CommitmentEngine::new(store).consistency(stream, from_size, to_size).await })
+        .await?;
     let commitments: Vec<_> = proof.links.iter().map(commitment_json).collect();
     Ok(axum::Json(json!({
         "tenant_id": stream.tenant_id,
@@ -219,6 +238,7 @@ pub async fn checkpoint(
         message: "Checkpoints are signed with VES_SEQUENCER_SIGNING_KEY, which this sequencer does not have".into(),
         retry_after_secs: None,
     })?;
-    let note = state.commitments.checkpoint(signer, stream).await?;
+    let note =
+        state.reads.read(|store| async move { CommitmentEngine::new(store).checkpoint(signer, stream).await }).await?;
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response())
 }

@@ -1,7 +1,8 @@
 //! Reads over the signed log: a stream's range, its head, an entity's history.
 //!
 //! Every signed field comes back byte-identical to what was signed (the `created_at` string as sent,
-//! hashes and signature as `0x` hex), so a client can re-verify each signature.
+//! hashes and signature as `0x` hex), so a client can re-verify each signature. Served by the read
+//! replica while it is fresh enough ([`crate::reads`]).
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -11,7 +12,8 @@ use uuid::Uuid;
 
 use super::{ApiPath, ApiQuery, Auth, SharedState};
 use crate::error::{Error, Result};
-use crate::store::events::{StreamKey, event_json};
+use crate::store::Store;
+use crate::store::events::{StoredEvent, StreamKey, event_json};
 
 #[derive(Debug, Deserialize)]
 pub struct RangeQuery {
@@ -50,6 +52,12 @@ fn range(from: Option<i64>, limit: Option<i64>) -> Result<(i64, i64)> {
     Ok((from.max(1), limit.min(MAX_LIMIT)))
 }
 
+/// The stream's head and the events `from..` (at most `limit`) up to it, from one database.
+async fn range_and_head(store: Store, stream: StreamKey, from: i64, limit: i64) -> Result<(i64, Vec<StoredEvent>)> {
+    let head = store.head(stream).await?;
+    Ok((head, store.read_range(stream, from, limit, head).await?))
+}
+
 /// `GET /api/v1/ves/events`: `{"events","count","next_sequence","head_sequence","has_more"}`.
 pub async fn ves_events(
     State(state): State<SharedState>,
@@ -59,8 +67,7 @@ pub async fn ves_events(
     let stream = StreamKey { tenant_id: q.tenant_id, store_id: q.store_id };
     caller.require_read(stream)?;
     let (from, limit) = range(q.from, q.limit)?;
-    let head = state.store.head(stream).await?;
-    let events = state.store.read_range(stream, from, limit, head).await?;
+    let (head, events) = state.reads.read(|store| range_and_head(store, stream, from, limit)).await?;
     let next = events.last().map_or(from, |e| e.sequence_number + 1);
     let events = events.iter().map(event_json).collect::<Result<Vec<_>>>()?;
     Ok(axum::Json(json!({
@@ -82,8 +89,7 @@ pub async fn events(
     let stream = StreamKey { tenant_id: q.tenant_id, store_id: q.store_id };
     caller.require_read(stream)?;
     let (from, limit) = range(q.from, q.limit)?;
-    let head = state.store.head(stream).await?;
-    let events = state.store.read_range(stream, from, limit, head).await?;
+    let (_, events) = state.reads.read(|store| range_and_head(store, stream, from, limit)).await?;
     let events = events
         .iter()
         .map(|e| Ok(json!({"envelope": event_json(e)?, "sequenced_at": e.sequenced_at.to_rfc3339()})))
@@ -99,7 +105,7 @@ pub async fn head(
 ) -> Result<Response> {
     let stream = StreamKey { tenant_id: q.tenant_id, store_id: q.store_id };
     caller.require_read(stream)?;
-    let head = state.store.head(stream).await?;
+    let head = state.reads.read(|store| async move { store.head(stream).await }).await?;
     Ok(axum::Json(json!({"head_sequence": head, "tenant_id": q.tenant_id, "store_id": q.store_id})).into_response())
 }
 
@@ -121,7 +127,9 @@ async fn entity_history(
         Some(l) if l < 0 => return Err(Error::BadRequest("limit must not be negative".into())),
         Some(l) => l.min(100),
     };
-    let (events, total) = state.store.entity_history(stream, &entity_type, &entity_id, offset, limit).await?;
+    let (et, eid) = (entity_type.as_str(), entity_id.as_str());
+    let (events, total) =
+        state.reads.read(|store| async move { store.entity_history(stream, et, eid, offset, limit).await }).await?;
     let count = events.len() as i64;
     let events = events.iter().map(event_json).collect::<Result<Vec<_>>>()?;
     Ok(json!({

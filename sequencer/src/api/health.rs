@@ -86,6 +86,7 @@ pub async fn metrics(State(state): State<SharedState>) -> Response {
     if let Ok(Ok(depth)) = tokio::time::timeout(Duration::from_millis(500), state.store.dead_letter_depth()).await {
         m.dead_letter_events.set(depth);
     }
+    state.reads.export_metrics(m);
     if let Some(anchor) = &state.anchor {
         anchor.export_metrics(m);
         m.anchor_interval.set(state.config.worker.anchor_interval.as_secs() as i64);

@@ -4,6 +4,7 @@
 //! `TLOG_PUBLIC_READ`, where anyone reads them without a credential (`routes::Access::PublicIfListed`:
 //! the route table decides, not these handlers). They show nothing the stream's tiles, entries and
 //! checkpoints do not, apart from an event id's sequence number up to one integration interval early.
+//! The reads are served by the read replica while it is fresh enough ([`crate::reads`]).
 
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
@@ -68,7 +69,7 @@ pub async fn checkpoint(
     ApiPath(p): ApiPath<StreamPath>,
 ) -> Result<Response> {
     let stream = stream(&caller, p.tenant_id, p.store_id)?;
-    Ok(text(reader::checkpoint(&state.store, stream).await?))
+    Ok(text(state.reads.read(|store| async move { reader::checkpoint(&store, stream).await }).await?))
 }
 
 /// `GET .../tile/{path}`: a hash tile or an entry bundle, full or partial.
@@ -77,7 +78,9 @@ pub async fn tile(State(state): State<SharedState>, caller: Auth, ApiPath(p): Ap
     let t = crate::tlog::parse_tile_path(&p.path).ok_or_else(|| {
         Error::NotFound(format!("{:?} is not a tile path (<L>/<N>[.p/<W>] or entries/<N>[.p/<W>])", p.path))
     })?;
-    let data = reader::tile(&state.store, stream, t)
+    let data = state
+        .reads
+        .read(|store| async move { reader::tile(&store, stream, t).await })
         .await?
         .ok_or_else(|| Error::NotFound(format!("tile {} is not in the integrated tree", p.path)))?;
     // NB: a tile's bytes never change once its width is reached (partial tiles are addressed by
@@ -106,9 +109,15 @@ pub async fn inclusion(
     ApiQuery(q): ApiQuery<EntryQuery>,
 ) -> Result<Response> {
     let stream = stream(&caller, p.tenant_id, p.store_id)?;
-    let index =
-        reader::resolve_index(&state.store, stream, q.sequence_number, q.event_id, q.leaf_hash.as_deref()).await?;
-    let proof = reader::inclusion(&state.store, stream, index, q.tree_size).await?;
+    let q = &q;
+    let proof = state
+        .reads
+        .read(|store| async move {
+            let index =
+                reader::resolve_index(&store, stream, q.sequence_number, q.event_id, q.leaf_hash.as_deref()).await?;
+            reader::inclusion(&store, stream, index, q.tree_size).await
+        })
+        .await?;
     Ok(axum::Json(json!({
         "index": proof.index,
         "sequence_number": proof.index + 1,
@@ -128,7 +137,9 @@ pub async fn consistency(
     ApiQuery(q): ApiQuery<ConsistencyQuery>,
 ) -> Result<Response> {
     let stream = stream(&caller, p.tenant_id, p.store_id)?;
-    let c = reader::consistency(&state.store, stream, q.from_size, q.to_size).await?;
+    let (from_size, to_size) = (q.from_size, q.to_size);
+    let c =
+        state.reads.read(|store| async move { reader::consistency(&store, stream, from_size, to_size).await }).await?;
     Ok(axum::Json(json!({
         "from_size": c.from_size,
         "to_size": c.to_size,
@@ -147,9 +158,16 @@ pub async fn bundle(
     ApiQuery(q): ApiQuery<EntryQuery>,
 ) -> Result<Response> {
     let stream = stream(&caller, p.tenant_id, p.store_id)?;
-    let index =
-        reader::resolve_index(&state.store, stream, q.sequence_number, q.event_id, q.leaf_hash.as_deref()).await?;
-    Ok(text(reader::bundle(&state.store, stream, index).await?))
+    let q = &q;
+    let bundle = state
+        .reads
+        .read(|store| async move {
+            let index =
+                reader::resolve_index(&store, stream, q.sequence_number, q.event_id, q.leaf_hash.as_deref()).await?;
+            reader::bundle(&store, stream, index).await
+        })
+        .await?;
+    Ok(text(bundle))
 }
 
 /// The admin status's `transparencyLog`: whether the log runs, and each configured witness's health

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod maintenance;
 pub mod policies;
 pub mod rate_limits;
+pub mod replica;
 pub mod scope;
 pub mod tlog;
 

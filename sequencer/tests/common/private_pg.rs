@@ -1,7 +1,7 @@
 //! A PostgreSQL server of one test only, in a temporary directory, on a free port, run as the
 //! `postgres` OS user when the test runs as root (through util-linux's `setpriv`); stopped and deleted
-//! on drop. For tests that need a server of their own (TLS, start-up timing) so the shared one is
-//! never disturbed.
+//! on drop. For tests that need a server of their own (TLS, start-up timing, streaming replication) so
+//! the shared one is never disturbed.
 #![allow(dead_code)]
 
 use std::net::TcpListener;
@@ -19,8 +19,13 @@ pub struct PrivatePg {
 }
 
 impl PrivatePg {
-    /// `initdb` (trust authentication); the server is not started.
-    pub fn init() -> Self {
+    /// The `postgres` options a primary needs so that [`PrivatePg::standby_of`] can stream from it.
+    /// (`initdb --auth=trust` already lets 127.0.0.1 connect for replication: `host replication all
+    /// 127.0.0.1/32 trust` is in its default `pg_hba.conf`.)
+    pub const PRIMARY: &str = "-c wal_level=replica -c max_wal_senders=4";
+
+    /// An empty directory and a free port; no data directory yet.
+    fn empty() -> Self {
         let bin = sequencer::private_postgres::find_server_binaries().expect(sequencer::private_postgres::INSTALL_HINT);
         let dir = std::env::temp_dir().join(format!("seq-pg-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -30,8 +35,28 @@ impl PrivatePg {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let pg = PrivatePg { dir, port, bin, as_postgres };
         pg.chown(&pg.dir);
+        pg
+    }
+
+    /// `initdb` (trust authentication); the server is not started.
+    pub fn init() -> Self {
+        let pg = Self::empty();
         let out = pg.run("initdb", &["-D", &pg.data(), "-U", "postgres", "--auth=trust", "--no-sync"]);
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        pg
+    }
+
+    /// A streaming standby of `primary` (running, started with [`PrivatePg::PRIMARY`]): a base backup
+    /// taken with `pg_basebackup -R`, which writes `standby.signal` and the `primary_conninfo` to
+    /// stream from; not started. Hot standby (read-only queries) is PostgreSQL's default.
+    pub fn standby_of(primary: &PrivatePg) -> Self {
+        let pg = Self::empty();
+        let port = primary.port.to_string();
+        let out = pg.run(
+            "pg_basebackup",
+            &["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-D", &pg.data(), "-R", "--checkpoint=fast"],
+        );
+        assert!(out.status.success(), "pg_basebackup: {}", String::from_utf8_lossy(&out.stderr));
         pg
     }
 
@@ -51,6 +76,12 @@ impl PrivatePg {
             String::from_utf8_lossy(&out.stderr),
             std::fs::read_to_string(&log).unwrap_or_default()
         );
+    }
+
+    /// Stops the server (fast shutdown: sessions are ended, as when a replica is taken down).
+    pub fn stop(&self) {
+        let out = self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "-t", "60", "stop"]);
+        assert!(out.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// Hands a path to the server's user.
