@@ -84,6 +84,16 @@ pub fn entry_bytes(event: &serde_json::Value) -> Result<Vec<u8>, TlogError> {
     Ok(bytes)
 }
 
+/// The entry of a stored event: [`entry_bytes`] of its served JSON, encoded without the `Value` when
+/// it fits ([`crate::store::events::event_json_bytes`]).
+pub fn entry_of(e: &crate::store::events::StoredEvent) -> crate::error::Result<Vec<u8>> {
+    let bytes = crate::store::events::event_json_bytes(e)?;
+    if bytes.len() <= MAX_ENTRY_BYTES {
+        return Ok(bytes);
+    }
+    Ok(entry_bytes(&crate::store::events::event_json(e)?)?)
+}
+
 /// RFC 6962 leaf hash of an entry.
 pub fn leaf_hash(entry: &[u8]) -> Hash {
     tlog_tiles::record_hash(entry)

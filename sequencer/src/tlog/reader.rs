@@ -7,7 +7,7 @@ use tlog_tiles::{Hash, HashReader};
 use super::{TILE_WIDTH, TileKey, TileRequest, TileSet};
 use crate::error::{Error, Result};
 use crate::store::Store;
-use crate::store::events::{StreamKey, event_json};
+use crate::store::events::StreamKey;
 use crate::store::tlog::TreeHead;
 
 /// An inclusion proof of one entry in the tree of `tree_size` entries.
@@ -84,7 +84,7 @@ pub async fn entries(store: &Store, stream: StreamKey, first: u64, count: u64) -
     if events.len() as u64 != count {
         return Err(Error::Internal(format!("entries {first}..+{count}: the log holds fewer events")));
     }
-    events.iter().map(|e| Ok(super::entry_bytes(&event_json(e)?)?)).collect()
+    events.iter().map(super::entry_of).collect()
 }
 
 /// The newest checkpoint, with the cosignatures witnesses returned for it.
