@@ -218,6 +218,13 @@ pub fn tiles_for_inclusion(size: u64, index: u64) -> Vec<TileKey> {
     tiles_of(r)
 }
 
+/// The tiles an inclusion proof of entry `index` in a tree of `size` entries needs, without its root.
+pub fn tiles_for_record_proof(size: u64, index: u64) -> Vec<TileKey> {
+    let r = IndexRecorder::default();
+    let _ = tlog_tiles::prove_record(size, index, &r);
+    tiles_of(r)
+}
+
 /// The tiles a consistency proof from `old` to `size` (and both roots) needs.
 pub fn tiles_for_consistency(size: u64, old: u64) -> Vec<TileKey> {
     let r = IndexRecorder::default();

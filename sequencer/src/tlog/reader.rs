@@ -145,6 +145,17 @@ fn checked_size(head: &TreeHead, wanted: Option<u64>) -> Result<u64> {
     }
 }
 
+/// The root of the tree of `size` entries: the signed head's when it is that tree (no hashing up the
+/// right edge's partial tiles), else computed from the tiles.
+fn root_at(head: &TreeHead, size: u64, tiles: &TileSet) -> Result<Hash> {
+    if size == head.size as u64
+        && let Ok(root) = <[u8; 32]>::try_from(head.root.as_slice())
+    {
+        return Ok(Hash(root));
+    }
+    tlog_tiles::tree_hash(size, tiles).map_err(tree_err)
+}
+
 /// Inclusion proof of entry `index` in the tree of `tree_size` entries (default: the integrated one).
 pub async fn inclusion(store: &Store, stream: StreamKey, index: u64, tree_size: Option<u64>) -> Result<Inclusion> {
     let head = head(store, stream).await?;
@@ -152,11 +163,15 @@ pub async fn inclusion(store: &Store, stream: StreamKey, index: u64, tree_size: 
     if index >= size {
         return Err(Error::BadRequest(format!("entry {index} is not in a tree of {size} entries")));
     }
-    let mut keys = super::tiles_for_inclusion(size, index);
+    let mut keys = if size == head.size as u64 {
+        super::tiles_for_record_proof(size, index)
+    } else {
+        super::tiles_for_inclusion(size, index)
+    };
     keys.push((0, index / TILE_WIDTH));
     let tiles = hash_tiles(store, stream, &keys).await?;
     let proof = tlog_tiles::prove_record(size, index, &tiles).map_err(tree_err)?;
-    let root = tlog_tiles::tree_hash(size, &tiles).map_err(tree_err)?;
+    let root = root_at(&head, size, &tiles)?;
     let leaf_hash = tiles.read_hashes(&[tlog_tiles::stored_hash_index(0, index)]).map_err(tree_err)?[0];
     Ok(Inclusion { index, tree_size: size, leaf_hash, root, proof })
 }
@@ -173,8 +188,8 @@ pub async fn consistency(store: &Store, stream: StreamKey, from: u64, to: Option
     Ok(Consistency {
         from_size: from,
         to_size: to,
-        from_root: tlog_tiles::tree_hash(from, &tiles).map_err(tree_err)?,
-        to_root: tlog_tiles::tree_hash(to, &tiles).map_err(tree_err)?,
+        from_root: root_at(&head, from, &tiles)?,
+        to_root: root_at(&head, to, &tiles)?,
         proof,
     })
 }

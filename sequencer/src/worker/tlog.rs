@@ -367,7 +367,9 @@ async fn integrate_loop(state: SharedState) {
 /// fast as events arrived and fell seconds behind. A thread of its own gets the operating system's
 /// fair share of the CPU instead. Its connections are its own too (`INTEGRATOR_CONNECTIONS`), so it
 /// never queues behind requests for one.
-fn integrator_thread(state: SharedState) -> std::io::Result<tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<u64>>> {
+fn integrator_thread(
+    state: SharedState,
+) -> std::io::Result<tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<u64>>> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<tokio::sync::oneshot::Sender<u64>>(1);
     std::thread::Builder::new().name("tlog-integrator".into()).spawn(move || {
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
