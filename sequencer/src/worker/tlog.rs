@@ -35,13 +35,16 @@ pub const INTEGRATOR_CONNECTIONS: u32 = 2;
 /// The partial edge tiles of the trees this integrator wrote last, by stream, so that the next round
 /// does not read them back: `(tree size, edge tiles cut to that size)`. Bounded by bytes; a stream
 /// whose entry is evicted or stale (another integrator moved its tree) reads its tiles again.
-pub struct EdgeCache(moka::sync::Cache<StreamKey, Arc<(u64, HashMap<TileKey, Vec<u8>>)>>);
+pub struct EdgeCache(moka::sync::Cache<StreamKey, Arc<Edge>>);
+
+/// A tree size and its partial edge tiles, cut to that size.
+type Edge = (u64, HashMap<TileKey, Vec<u8>>);
 
 impl EdgeCache {
     pub fn new(max_bytes: u64) -> Self {
         EdgeCache(
             moka::sync::Cache::builder()
-                .weigher(|_, v: &Arc<(u64, HashMap<TileKey, Vec<u8>>)>| {
+                .weigher(|_, v: &Arc<Edge>| {
                     u32::try_from(v.1.values().map(|t| t.len() + 64).sum::<usize>()).unwrap_or(u32::MAX)
                 })
                 .max_capacity(max_bytes)
