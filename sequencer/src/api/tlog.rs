@@ -101,6 +101,11 @@ pub async fn tile(State(state): State<SharedState>, caller: Auth, ApiPath(p): Ap
         .into_response())
 }
 
+/// The zero-based index of the entry an [`EntryQuery`] names.
+async fn entry_index(store: &crate::store::Store, stream: StreamKey, q: &EntryQuery) -> Result<u64> {
+    reader::resolve_index(store, stream, q.sequence_number, q.event_id, q.leaf_hash.as_deref()).await
+}
+
 /// `GET .../proof/inclusion?{sequence_number|event_id|leaf_hash}[&tree_size]`.
 pub async fn inclusion(
     State(state): State<SharedState>,
@@ -113,8 +118,7 @@ pub async fn inclusion(
     let proof = state
         .reads
         .read(|store| async move {
-            let index =
-                reader::resolve_index(&store, stream, q.sequence_number, q.event_id, q.leaf_hash.as_deref()).await?;
+            let index = entry_index(&store, stream, q).await?;
             reader::inclusion(&store, stream, index, q.tree_size).await
         })
         .await?;
@@ -162,8 +166,7 @@ pub async fn bundle(
     let bundle = state
         .reads
         .read(|store| async move {
-            let index =
-                reader::resolve_index(&store, stream, q.sequence_number, q.event_id, q.leaf_hash.as_deref()).await?;
+            let index = entry_index(&store, stream, q).await?;
             reader::bundle(&store, stream, index).await
         })
         .await?;

@@ -88,6 +88,12 @@ pub struct StoredEvent {
     pub leaf_hash: Option<Vec<u8>>,
 }
 
+fn signature64(v: &Option<Vec<u8>>) -> Result<[u8; 64]> {
+    v.as_deref()
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+        .ok_or_else(|| Error::Internal("stored signature is not 64 bytes".into()))
+}
+
 fn bytes32(v: &Option<Vec<u8>>) -> Result<[u8; 32]> {
     v.as_deref()
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
@@ -98,11 +104,7 @@ impl StoredEvent {
     /// The envelope as the client signed it (signed events only).
     pub fn envelope(&self) -> Result<ves::envelope::VesEventEnvelope> {
         use ves::envelope::{Hex32, Sig64, VesEventEnvelope};
-        let signature = self
-            .agent_signature
-            .as_deref()
-            .and_then(|b| <[u8; 64]>::try_from(b).ok())
-            .ok_or_else(|| Error::Internal("stored signature is not 64 bytes".into()))?;
+        let signature = signature64(&self.agent_signature)?;
         let payload_encrypted = match &self.payload_encrypted {
             None => None,
             Some(v) => Some(
@@ -197,11 +199,7 @@ pub fn event_json_bytes(e: &StoredEvent) -> Result<Vec<u8>> {
         tenant_id: Uuid,
         ves_version: u32,
     }
-    let signature = e
-        .agent_signature
-        .as_deref()
-        .and_then(|b| <[u8; 64]>::try_from(b).ok())
-        .ok_or_else(|| Error::Internal("stored signature is not 64 bytes".into()))?;
+    let signature = signature64(&e.agent_signature)?;
     let entry = Entry {
         agent_key_id: e.agent_key_id.unwrap_or(0) as u32,
         agent_signature: ves::envelope::Sig64(signature),
