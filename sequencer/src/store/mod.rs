@@ -106,9 +106,6 @@ impl SessionGuards {
     }
 }
 
-/// A pooled connection idle at least this long is pinged before use.
-const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
-
 /// Handle to the database: a connection pool plus the count of tasks waiting for a connection.
 #[derive(Clone)]
 pub struct Store {
@@ -128,18 +125,8 @@ impl Store {
             .min_connections(settings.min_connections)
             .acquire_timeout(settings.acquire_timeout)
             // NB: a connection that died while the database was down is noticed on checkout, so the
-            // pool recovers by itself once the database is back. Only a connection idle for a while
-            // is pinged: sqlx already pings every connection as it returns to the pool, so a busy
-            // pool's checkouts would otherwise each cost a second round trip.
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for >= PING_IF_IDLE_FOR {
-                        sqlx::Connection::ping(conn).await?;
-                    }
-                    Ok(true)
-                })
-            })
+            // pool recovers by itself once the database is back.
+            .test_before_acquire(true)
             .connect_lazy_with(options);
         Ok(Store { pool, waiting, max_connections: settings.max_connections, tiles: new_tile_cache() })
     }
