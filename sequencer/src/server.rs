@@ -34,6 +34,7 @@ pub fn build_state(config: Config, store: Store, metrics: Arc<Metrics>) -> Resul
         signer,
         config.ingest_max_queued_events,
         config.ingest_max_group_events,
+        config.tlog.enabled && config.sequencer_signing_key.is_some(),
     );
     let keys = AgentKeyCache::new(store.clone(), config.agent_key_cache, config.verify_tables_max, metrics.clone());
     let limits = IngestLimits {

@@ -607,24 +607,12 @@ fn mth(leaves: &[[u8; 32]]) -> [u8; 32] {
     }
 }
 
-#[tokio::test]
-async fn the_integrator_appends_in_rounds_of_any_size_with_or_without_its_edge_cache_and_a_stale_size_writes_nothing() {
-    use sequencer::worker::tlog::{EdgeCache, integrate_stream};
-    // The server's own integrator is off: this test drives integration round by round.
-    let server = TestServer::start_with(&[("TLOG_ENABLED", "false")]).await;
-    let api = Api::admin(&server);
-    let agent = Agent::random();
-    api.register_key(&agent).await;
-    const N: u64 = 800;
-    for batch in 0..N / 100 {
-        ingest_n(&api, &agent, 100, batch * 100 + 1).await;
-    }
-    let state = &server.state;
-    let store = &state.store;
-    let signer = state.checkpoints.as_ref().expect("checkpoint signer");
+/// The leaf hash of each stored event's entry, computed here from the event as read back and served
+/// (`event_json`, a `Value`), not by the integrator's own encoding.
+async fn served_leaves(store: &sequencer::store::Store, agent: &Agent, n: i64) -> Vec<[u8; 32]> {
     let stream = sequencer::store::events::StreamKey { tenant_id: agent.tenant_id, store_id: agent.store_id };
-    let events = store.read_range(stream, 1, N as i64, N as i64).await.unwrap();
-    let leaves: Vec<[u8; 32]> = events
+    let events = store.read_range(stream, 1, n, n).await.unwrap();
+    events
         .iter()
         .map(|e| {
             let entry = sequencer::tlog::entry_bytes(&sequencer::store::events::event_json(e).unwrap()).unwrap();
@@ -633,40 +621,210 @@ async fn the_integrator_appends_in_rounds_of_any_size_with_or_without_its_edge_c
             h.update(&entry);
             h.finalize().into()
         })
-        .collect();
+        .collect()
+}
 
-    // Rounds that start and end inside a tile, on a tile boundary, and span several tiles; the cache
-    // is dropped halfway so that the edge tiles are also read back from the database.
+/// The stream's leaf runs: `(first, last, transparency log leaves)`.
+async fn tlog_runs(pool: &sqlx::PgPool, agent: &Agent) -> Vec<(i64, i64, Option<Vec<u8>>)> {
+    sqlx::query_as(
+        "SELECT first_sequence, last_sequence, tlog_leaves FROM event_leaf_runs \
+         WHERE tenant_id = $1 AND store_id = $2 ORDER BY first_sequence",
+    )
+    .bind(agent.tenant_id)
+    .bind(agent.store_id)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// Drives integration round by round over `N` ingested events (the server's own integrator does not
+/// run), in rounds that start and end inside a tile, on a tile boundary, and span several tiles; the
+/// edge cache is dropped halfway so that the edge tiles are also read back. Every round's root is the
+/// reference root of its size; a stale size writes nothing; the stored tiles authenticate.
+async fn integrate_in_rounds(server: &TestServer, agent: &Agent, leaves: &[[u8; 32]]) {
+    use sequencer::worker::tlog::{EdgeCache, integrate_stream};
+    let n_all = leaves.len() as i64;
+    let api = Api::admin(server);
+    let state = &server.state;
+    let store = &state.store;
+    let signer = state.checkpoints.as_ref().expect("checkpoint signer");
+    let stream = sequencer::store::events::StreamKey { tenant_id: agent.tenant_id, store_id: agent.store_id };
     let mut edges = EdgeCache::default();
     let mut size = 0i64;
-    for (round, step) in [1i64, 254, 1, 300, 2, 255, 1, 186, 500].into_iter().enumerate() {
+    let mut steps = [1i64, 254, 1, 300, 2, 255, 1, 186].into_iter().chain(std::iter::repeat(500));
+    for round in 0.. {
+        if size == n_all {
+            break;
+        }
+        assert!(round < 100, "integration does not progress at size {size}");
         if round == 4 {
             edges = EdgeCache::default();
         }
-        let n = integrate_stream(store, signer, None, &edges, stream, (N as i64, size), step).await.unwrap();
-        assert_eq!(n as i64, step.min(N as i64 - size), "round {round}");
-        size += n as i64;
+        let step = steps.next().unwrap();
+        let n = integrate_stream(store, signer, None, &edges, stream, (n_all, size), step).await.unwrap() as i64;
+        // NB: a round may end early at the edge of a run whose leaves the sequencer did not know.
+        assert!(n >= 1 && n <= step.min(n_all - size), "round {round} integrated {n} of {step}");
+        size += n;
         let head = store.tlog_head(stream).await.unwrap().unwrap();
         assert_eq!(head.size, size);
         assert_eq!(head.root, mth(&leaves[..size as usize]), "root after round {round} at size {size}");
     }
-    assert_eq!(size, N as i64);
 
     // A stale size (an integrator that lost a race) changes nothing.
-    assert_eq!(integrate_stream(store, signer, None, &edges, stream, (N as i64, 700), 50).await.unwrap(), 0);
+    assert_eq!(integrate_stream(store, signer, None, &edges, stream, (n_all, n_all - 100), 50).await.unwrap(), 0);
     let head = store.tlog_head(stream).await.unwrap().unwrap();
-    assert_eq!((head.size, head.root), (N as i64, mth(&leaves).to_vec()));
+    assert_eq!((head.size, head.root), (n_all, mth(leaves).to_vec()));
 
     // Every stored tile is what a tree of N entries has, checked by tlog_tiles against the root.
     let mut fetched = HashMap::new();
-    for t in Tile::new_tiles(8, 0, N) {
-        let (status, _, body) = get_raw(&api, &format!("{}/{}", prefix(&agent), c2sp_path(&t))).await;
+    for t in Tile::new_tiles(8, 0, n_all as u64) {
+        let (status, _, body) = get_raw(&api, &format!("{}/{}", prefix(agent), c2sp_path(&t))).await;
         assert_eq!(status, 200, "{}", c2sp_path(&t));
         fetched.insert((t.level(), t.level_index(), t.width()), body);
     }
     let tiles = HttpTiles(fetched);
-    let reader = TileHashReader::new(N, Hash(mth(&leaves)), &tiles);
-    let indexes: Vec<u64> = (0..N).map(|i| tlog_tiles::stored_hash_index(0, i)).collect();
+    let reader = TileHashReader::new(n_all as u64, Hash(mth(leaves)), &tiles);
+    let indexes: Vec<u64> = (0..n_all as u64).map(|i| tlog_tiles::stored_hash_index(0, i)).collect();
     let read = reader.read_hashes(&indexes).expect("tiles authenticate against the root");
     assert_eq!(read.iter().map(|h| h.0).collect::<Vec<_>>(), leaves);
+}
+
+#[tokio::test]
+async fn the_integrator_appends_in_rounds_of_any_size_with_or_without_its_edge_cache_and_a_stale_size_writes_nothing() {
+    // The log is off, so the runs carry no log leaves: every round reads its events back.
+    let server = TestServer::start_with(&[("TLOG_ENABLED", "false")]).await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    api.register_key(&agent).await;
+    const N: u64 = 800;
+    for batch in 0..N / 100 {
+        ingest_n(&api, &agent, 100, batch * 100 + 1).await;
+    }
+    assert!(tlog_runs(server.state.store.pool(), &agent).await.iter().all(|r| r.2.is_none()));
+    let leaves = served_leaves(&server.state.store, &agent, N as i64).await;
+    integrate_in_rounds(&server, &agent, &leaves).await;
+}
+
+#[tokio::test]
+async fn the_integrator_takes_the_leaves_the_sequencer_wrote_with_each_run_and_reads_back_only_runs_without_them() {
+    // The log is on, but this test holds the integrator's leadership lock, so the server's own
+    // integrator never runs and the rounds below are the only ones.
+    let db = TestDb::migrated().await;
+    let mut lock = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(sequencer::worker::tlog::TLOG_LOCK_KEY)
+        .fetch_one(&mut lock)
+        .await
+        .unwrap();
+    assert!(locked);
+    let server = TestServer::start_on(db, &[]).await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    api.register_key(&agent).await;
+    // Eight requests of 100 events; the fifth holds a float that jsonb prints in another notation,
+    // so the sequencer cannot know its entry's bytes before storing it, and writes no log leaves for
+    // that run.
+    const N: u64 = 800;
+    for batch in 0..N / 100 {
+        let events: Vec<_> = (batch * 100 + 1..=batch * 100 + 100)
+            .map(|i| match (batch, i % 100) {
+                (4, 50) => agent.builder().payload(serde_json::json!({"delta": i, "ratio": 1e300})).sign(&agent.key),
+                _ => agent.event(i),
+            })
+            .collect();
+        let (status, body) = api.ingest(agent.agent_id, &events).await;
+        assert_eq!((status, body["eventsAccepted"].as_u64()), (200, Some(100)), "{body}");
+    }
+    let leaves = served_leaves(&server.state.store, &agent, N as i64).await;
+    let runs = tlog_runs(server.state.store.pool(), &agent).await;
+    assert_eq!(runs.iter().map(|r| r.1 - r.0 + 1).sum::<i64>(), N as i64);
+    let unknown: Vec<_> = runs.iter().filter(|r| r.2.is_none()).map(|r| (r.0, r.1)).collect();
+    assert!(unknown.iter().any(|&(a, b)| a <= 450 && 450 <= b), "{unknown:?}");
+    assert!(unknown.iter().all(|&(a, b)| a > 400 && b <= 500), "only the float's run is unknown: {unknown:?}");
+    // Every leaf the sequencer wrote is the leaf of the entry as served.
+    for (first, _, known) in &runs {
+        if let Some(known) = known {
+            for (i, leaf) in known.chunks_exact(32).enumerate() {
+                assert_eq!(leaf, leaves[*first as usize - 1 + i], "log leaf of event {}", first + i as i64);
+            }
+        }
+    }
+    integrate_in_rounds(&server, &agent, &leaves).await;
+    drop(lock);
+}
+
+/// A JSON value drawn from `rng`: nested objects and arrays, strings with escapes and non-ASCII
+/// characters, integers across i64 and u64, and floats of every magnitude (some of which serde_json
+/// prints in exponent notation or as `-0.0`).
+fn random_json(rng: &mut impl rand::Rng, depth: u32) -> Value {
+    const CHARS: &[char] =
+        &['a', 'Z', '0', ' ', '"', '\\', '/', '\n', '\t', '\u{1}', '\u{1f}', 'é', 'ß', '€', '😀', '\u{2028}'];
+    let string = |rng: &mut dyn rand::RngCore| -> String {
+        let n = rand::Rng::gen_range(rng, 0..8);
+        (0..n).map(|_| CHARS[rand::Rng::gen_range(rng, 0..CHARS.len())]).collect()
+    };
+    match rng.gen_range(0..if depth == 0 { 6 } else { 8 }) {
+        0 => Value::Null,
+        1 => Value::Bool(rng.r#gen()),
+        2 => Value::String(string(rng)),
+        3 => serde_json::json!(rng.r#gen::<i64>() >> rng.gen_range(0u32..64)),
+        4 => serde_json::json!(rng.r#gen::<u64>()),
+        5 => {
+            let mantissa: f64 = rng.gen_range(-1000.0..1000.0);
+            let f = match rng.gen_range(0..4) {
+                0 => -0.0,
+                1 => (mantissa * 100.0).round() / 100.0,
+                _ => mantissa * 10f64.powi(rng.gen_range(-12..22)),
+            };
+            serde_json::json!(f)
+        }
+        6 => Value::Array((0..rng.gen_range(0..4)).map(|_| random_json(rng, depth - 1)).collect()),
+        _ => Value::Object((0..rng.gen_range(0..4)).map(|_| (string(rng), random_json(rng, depth - 1))).collect()),
+    }
+}
+
+#[tokio::test]
+async fn a_log_leaf_written_at_sequencing_is_the_leaf_of_the_entry_served_for_any_payload() {
+    let server = TestServer::start_with(&[("TLOG_INTEGRATE_INTERVAL_MS", "20")]).await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    api.register_key(&agent).await;
+    // One event per request, so one run per event: its log leaves are present exactly when the
+    // sequencer judged the payload's stored form predictable.
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x7106);
+    const N: usize = 300;
+    let mut payloads = Vec::new();
+    for i in 0..N {
+        let payload = serde_json::json!({"n": i, "v": random_json(&mut rng, 3)});
+        let event = agent.builder().payload(payload.clone()).sign(&agent.key);
+        let (status, body) = api.ingest(agent.agent_id, &[event]).await;
+        assert_eq!((status, body["eventsAccepted"].as_u64()), (200, Some(1)), "{payload} {body}");
+        payloads.push(payload);
+    }
+    let leaves = served_leaves(&server.state.store, &agent, N as i64).await;
+    let runs = tlog_runs(server.state.store.pool(), &agent).await;
+    assert_eq!(runs.len(), N);
+    let mut known = 0;
+    for (first, last, tlog) in &runs {
+        assert_eq!(first, last);
+        let payload = &payloads[*first as usize - 1];
+        match tlog {
+            Some(leaf) => {
+                known += 1;
+                assert_eq!(leaf[..], leaves[*first as usize - 1], "event {first}, payload {payload}");
+            }
+            None => assert!(
+                !sequencer::store::events::survives_jsonb(payload),
+                "event {first}: no log leaf for a predictable payload {payload}"
+            ),
+        }
+    }
+    assert!(known > N / 2 && known < N, "{known} of {N} runs carry log leaves: the draw covers both cases");
+
+    // The integrator (the server's own) builds the tree of exactly these leaves, the unknown ones
+    // read back.
+    let key = log_key(&api).await;
+    let (cp, _) = checkpoint_at_least(&api, &agent, N as u64, &key).await;
+    assert_eq!((cp.size(), cp.hash().0), (N as u64, mth(&leaves)));
 }

@@ -206,6 +206,8 @@ pub struct Sequencer {
     queued_events: AtomicUsize,
     max_queued_events: usize,
     max_group_events: usize,
+    /// Whether to hash each event's transparency log entry as it is numbered (the log is on).
+    tlog_leaves: bool,
 }
 
 /// How one group ended: each request's outcomes and the head after commit.
@@ -218,6 +220,7 @@ impl Sequencer {
         signer: ReceiptSigner,
         max_queued_events: usize,
         max_group_events: usize,
+        tlog_leaves: bool,
     ) -> Arc<Self> {
         Arc::new(Sequencer {
             store,
@@ -231,6 +234,7 @@ impl Sequencer {
             queued_events: AtomicUsize::new(0),
             max_queued_events,
             max_group_events,
+            tlog_leaves,
         })
     }
 
@@ -370,7 +374,7 @@ impl Sequencer {
                 None => (0, false),
             },
         };
-        let (rows, head) = self.rows(stream, all, plan, expected);
+        let (rows, head) = self.rows(stream, all, plan, expected, sequenced_at);
         let appended =
             events::append_at_head(&mut conn, stream, &rows, sequenced_at, self.signer.sequencer_id, expected, !exists)
                 .await;
@@ -402,7 +406,7 @@ impl Sequencer {
         let locked = events::lock_stream(&mut tx, stream).await?;
         let view = StoreView { paused: locked.paused, ..Default::default() };
         let plan = decide(Flavour::Signed, &view, fresh).map_err(|Paused| paused(stream))?;
-        let (rows, head) = self.rows(stream, all, &plan, locked.head);
+        let (rows, head) = self.rows(stream, all, &plan, locked.head, sequenced_at);
         if events::insert_ves_events(&mut tx, stream, &rows, sequenced_at, self.signer.sequencer_id, head, true).await?
         {
             tx.commit().await?;
@@ -461,7 +465,7 @@ impl Sequencer {
             })
             .collect();
 
-        let (rows, head) = self.rows(stream, all, &plan, locked.head);
+        let (rows, head) = self.rows(stream, all, &plan, locked.head, sequenced_at);
         if !rows.is_empty() {
             events::insert_ves_events(&mut tx, stream, &rows, sequenced_at, self.signer.sequencer_id, head, false)
                 .await?;
@@ -489,6 +493,7 @@ impl Sequencer {
         all: &[&'a Candidate],
         plan: &[Decision],
         head: i64,
+        sequenced_at: DateTime<Utc>,
     ) -> (Vec<VesEventRow<'a>>, i64) {
         let mut next = head;
         let mut rows = Vec::with_capacity(all.len());
@@ -512,7 +517,7 @@ impl Sequencer {
                 &c.signing_hash,
                 &c.envelope.agent_signature.0,
             );
-            rows.push(VesEventRow {
+            let mut row = VesEventRow {
                 envelope: c.envelope.as_ref(),
                 created_at: c.created_at,
                 signing_hash: c.signing_hash,
@@ -520,7 +525,12 @@ impl Sequencer {
                 receipt_hash,
                 sequencer_signature,
                 leaf_hash,
-            });
+                tlog_leaf: None,
+            };
+            if self.tlog_leaves {
+                row.tlog_leaf = crate::tlog::leaf_before_storing(&row, sequenced_at);
+            }
+            rows.push(row);
         }
         (rows, next)
     }

@@ -33,6 +33,9 @@ pub struct VesEventRow<'a> {
     pub receipt_hash: [u8; 32],
     pub sequencer_signature: Option<[u8; 64]>,
     pub leaf_hash: [u8; 32],
+    /// The RFC 6962 leaf hash of the event's transparency log entry, when the log is on and the
+    /// entry's bytes are known before storing (`tlog::leaf_before_storing`).
+    pub tlog_leaf: Option<[u8; 32]>,
 }
 
 /// What the sequencer needs to know about an event that is already stored, to tell an exact replay
@@ -163,46 +166,55 @@ pub fn event_json(e: &StoredEvent) -> Result<Value> {
     Ok(v)
 }
 
-/// `serde_json::to_vec(&event_json(e))`, byte for byte, without building the `Value` first: the
-/// integrator encodes every event once, and the `Value` (a map per object, a string per key) was most
-/// of that cost. Signed events with a plaintext payload only; others go through [`event_json`].
+/// The served JSON of a signed event with a plaintext payload, as a struct: serializes to exactly
+/// `serde_json::to_vec(&event_json(e))` without building the `Value` (a map per object, a string per
+/// key), which was most of the cost of encoding an entry.
 ///
 /// NB: `Value` objects are sorted maps (serde_json without `preserve_order`), so the fields below are
 /// declared in byte order of their names and serialized exactly as the envelope's own `Serialize`
 /// does; a property test holds the two paths equal.
+#[derive(serde::Serialize)]
+struct SignedEntry<'a> {
+    agent_key_id: u32,
+    agent_signature: ves::envelope::Sig64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    base_version: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command_id: Option<Uuid>,
+    created_at: &'a str,
+    entity_id: &'a str,
+    entity_type: &'a str,
+    event_id: Uuid,
+    event_type: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<&'a Value>,
+    payload_cipher_hash: ves::envelope::Hex32,
+    payload_kind: u32,
+    payload_plain_hash: ves::envelope::Hex32,
+    sequence_number: i64,
+    sequenced_at: String,
+    source_agent_id: Uuid,
+    store_id: Uuid,
+    tenant_id: Uuid,
+    ves_version: u32,
+}
+
+impl SignedEntry<'_> {
+    fn to_vec(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec(self).map_err(|err| Error::Internal(err.to_string()))
+    }
+}
+
+/// `serde_json::to_vec(&event_json(e))`, byte for byte (see [`SignedEntry`]): what the integrator
+/// encodes for an event it reads back. Signed events with a plaintext payload are encoded directly;
+/// others go through [`event_json`].
 pub fn event_json_bytes(e: &StoredEvent) -> Result<Vec<u8>> {
     if !e.signed || e.payload_encrypted.is_some() {
         return serde_json::to_vec(&event_json(e)?).map_err(|err| Error::Internal(err.to_string()));
     }
-    #[derive(serde::Serialize)]
-    struct Entry<'a> {
-        agent_key_id: u32,
-        agent_signature: ves::envelope::Sig64,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        base_version: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        command_id: Option<Uuid>,
-        created_at: &'a str,
-        entity_id: &'a str,
-        entity_type: &'a str,
-        event_id: Uuid,
-        event_type: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        payload: Option<&'a Value>,
-        payload_cipher_hash: ves::envelope::Hex32,
-        payload_kind: u32,
-        payload_plain_hash: ves::envelope::Hex32,
-        sequence_number: i64,
-        sequenced_at: String,
-        source_agent_id: Uuid,
-        store_id: Uuid,
-        tenant_id: Uuid,
-        ves_version: u32,
-    }
-    let signature = signature64(&e.agent_signature)?;
-    let entry = Entry {
+    SignedEntry {
         agent_key_id: e.agent_key_id.unwrap_or(0) as u32,
-        agent_signature: ves::envelope::Sig64(signature),
+        agent_signature: ves::envelope::Sig64(signature64(&e.agent_signature)?),
         base_version: e.base_version.map(|v| v as u64),
         command_id: e.command_id,
         created_at: e.created_at_str.as_deref().unwrap_or_default(),
@@ -220,8 +232,63 @@ pub fn event_json_bytes(e: &StoredEvent) -> Result<Vec<u8>> {
         store_id: e.store_id,
         tenant_id: e.tenant_id,
         ves_version: e.ves_version.unwrap_or(1) as u32,
-    };
-    serde_json::to_vec(&entry).map_err(|err| Error::Internal(err.to_string()))
+    }
+    .to_vec()
+}
+
+/// The served JSON of a signed event about to be stored as `row` (with `sequenced_at`), byte for byte
+/// what [`event_json_bytes`] will encode once it is read back, without the payload when `trimmed`; or
+/// `None` where that cannot be known here: an encrypted payload, or a payload whose jsonb form prints
+/// differently (see [`survives_jsonb`]).
+pub fn entry_before_storing(row: &VesEventRow<'_>, sequenced_at: DateTime<Utc>, trimmed: bool) -> Option<Vec<u8>> {
+    let e = row.envelope;
+    if e.payload_encrypted.is_some() || !e.payload.as_ref().is_none_or(survives_jsonb) {
+        return None;
+    }
+    SignedEntry {
+        // NB: each field as the column stores it and `StoredEvent::envelope` reads it back (the
+        // integer columns are narrower than the envelope's).
+        agent_key_id: i64::from(e.agent_key_id) as u32,
+        agent_signature: e.agent_signature,
+        base_version: e.base_version.map(|v| v as i64 as u64),
+        command_id: e.command_id,
+        created_at: &e.created_at,
+        entity_id: &e.entity_id,
+        entity_type: &e.entity_type,
+        event_id: e.event_id,
+        event_type: &e.event_type,
+        payload: if trimmed { None } else { e.payload.as_ref() },
+        payload_cipher_hash: e.payload_cipher_hash,
+        payload_kind: (e.payload_kind as i16) as u32,
+        payload_plain_hash: e.payload_plain_hash,
+        sequence_number: row.sequence_number,
+        sequenced_at: sequenced_at.to_rfc3339(),
+        source_agent_id: e.source_agent_id,
+        store_id: e.store_id,
+        tenant_id: e.tenant_id,
+        ves_version: (e.ves_version as i32) as u32,
+    }
+    .to_vec()
+    .ok()
+}
+
+/// Whether a JSON value reads back from a jsonb column as the same `Value`, so that it serializes to
+/// the same bytes. PostgreSQL keeps strings, keys and the digits of a number as written, and prints a
+/// number in positional notation without a negative zero; serde_json writes a float in exponent
+/// notation beyond about 1e16 or below 1e-5, and `-0.0`. Such a float comes back as other text, which
+/// serde_json (without `float_roundtrip`) may not parse to the same float. Integers always survive.
+pub fn survives_jsonb(v: &Value) -> bool {
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or_default();
+            let negative_zero = f == 0.0 && f.is_sign_negative();
+            let exponent = n.to_string().contains(['e', 'E']);
+            !negative_zero && !exponent
+        }
+        Value::Array(items) => items.iter().all(survives_jsonb),
+        Value::Object(map) => map.values().all(survives_jsonb),
+        _ => true,
+    }
 }
 
 const EVENT_COLUMNS: &str = "tenant_id, store_id, sequence_number, event_id, signed, entity_type, entity_id, \
@@ -434,11 +501,13 @@ fn insert_rows_sql(tail: &str) -> String {
 }
 
 /// `INSERT INTO event_leaf_runs` of the rows' leaves as one run (`$29`: its first number, `$26`: its
-/// last, `$30`: the leaves concatenated), followed by `condition`.
+/// last, `$30`: the leaves concatenated, `$31`: their transparency log leaves concatenated or NULL,
+/// `$9`: when they were numbered), followed by `condition`.
 fn insert_run_sql(condition: &str) -> String {
     format!(
-        "INSERT INTO event_leaf_runs (tenant_id, store_id, first_sequence, last_sequence, leaves) \
-         SELECT $1, $2, $29, $26, $30 {condition}"
+        "INSERT INTO event_leaf_runs (tenant_id, store_id, first_sequence, last_sequence, leaves, tlog_leaves, \
+           sequenced_at) \
+         SELECT $1, $2, $29, $26, $30, $31, $9 {condition}"
     )
 }
 
@@ -456,6 +525,8 @@ async fn run_insert(
 ) -> Result<Option<i64>> {
     let c = Columns::new(rows);
     let run: Vec<u8> = rows.iter().flat_map(|r| r.leaf_hash).collect();
+    // NB: all or nothing: the integrator reads a run's events back when its log leaves are NULL.
+    let tlog_run: Option<Vec<u8>> = rows.iter().map(|r| r.tlog_leaf).collect::<Option<Vec<_>>>().map(|l| l.concat());
     let first = rows.first().map_or(0, |r| r.sequence_number);
     Ok(sqlx::query_scalar(AssertSqlSafe(sql))
         .bind(stream.tenant_id)
@@ -488,6 +559,7 @@ async fn run_insert(
         .bind(&c.leaf_hash)
         .bind(first)
         .bind(run)
+        .bind(tlog_run)
         .fetch_optional(conn)
         .await?)
 }
@@ -636,14 +708,15 @@ pub async fn insert_legacy_events(
     .await?;
     let leaves: Vec<u8> = rows.iter().flat_map(|r| r.leaf_hash).collect();
     sqlx::query(
-        "INSERT INTO event_leaf_runs (tenant_id, store_id, first_sequence, last_sequence, leaves) \
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO event_leaf_runs (tenant_id, store_id, first_sequence, last_sequence, leaves, sequenced_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(stream.tenant_id)
     .bind(stream.store_id)
     .bind(first.sequence_number)
     .bind(last.sequence_number)
     .bind(leaves)
+    .bind(sequenced_at)
     .execute(&mut *conn)
     .await?;
     sqlx::query(

@@ -72,7 +72,34 @@ impl TileCache {
     }
 }
 
+/// A leaf run as the integrator reads it (migrations 0004 and 0012).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TlogRun {
+    pub first_sequence: i64,
+    pub last_sequence: i64,
+    /// The transparency log leaves of events `first_sequence..=last_sequence`, 32 bytes each; NULL
+    /// when the sequencer did not know them (the integrator then reads the events back).
+    pub tlog_leaves: Option<Vec<u8>>,
+    pub sequenced_at: Option<DateTime<Utc>>,
+}
+
 impl Store {
+    /// The leaf runs of a stream that overlap `from..=to`, in order, in one index range scan.
+    pub async fn tlog_runs(&self, stream: StreamKey, from: i64, to: i64) -> Result<Vec<TlogRun>> {
+        let sql = format!(
+            "SELECT r.first_sequence, r.last_sequence, r.tlog_leaves, r.sequenced_at FROM event_leaf_runs r \
+             WHERE {} AND r.last_sequence >= $3 ORDER BY r.first_sequence",
+            super::commitments::RUNS_OVERLAPPING
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(stream.tenant_id)
+            .bind(stream.store_id)
+            .bind(from)
+            .bind(to)
+            .fetch_all(self.pool())
+            .await?)
+    }
+
     /// Streams whose head is beyond their integrated tree: `(stream, head, tree size)`.
     pub async fn tlog_streams_behind(&self, limit: i64) -> Result<Vec<(StreamKey, i64, i64)>> {
         let rows: Vec<(Uuid, Uuid, i64, i64)> = sqlx::query_as(

@@ -94,6 +94,23 @@ pub fn entry_of(e: &crate::store::events::StoredEvent) -> crate::error::Result<V
     Ok(entry_bytes(&crate::store::events::event_json(e)?)?)
 }
 
+/// The leaf hash of the entry an event about to be stored as `row` will have (as [`entry_of`] will
+/// encode it once stored), when it can be known before storing (`store::events::entry_before_storing`).
+/// The sequencer computes it as it numbers the event, so that the integrator need not read the event
+/// back (migration 0012).
+pub fn leaf_before_storing(
+    row: &crate::store::events::VesEventRow<'_>,
+    sequenced_at: chrono::DateTime<chrono::Utc>,
+) -> Option<[u8; 32]> {
+    use crate::store::events::entry_before_storing;
+    let bytes = entry_before_storing(row, sequenced_at, false)?;
+    if bytes.len() <= MAX_ENTRY_BYTES {
+        return Some(leaf_hash(&bytes).0);
+    }
+    let bytes = entry_before_storing(row, sequenced_at, true)?;
+    (bytes.len() <= MAX_ENTRY_BYTES).then(|| leaf_hash(&bytes).0)
+}
+
 /// RFC 6962 leaf hash of an entry.
 pub fn leaf_hash(entry: &[u8]) -> Hash {
     tlog_tiles::record_hash(entry)
@@ -268,10 +285,19 @@ pub struct Appended {
 /// append-only) and encoded on request by [`entry_bundle`]; storing them would write every event
 /// twice more (once whole, then again each time its partial bundle grows).
 pub fn append(size: u64, edge: &HashMap<TileKey, Vec<u8>>, entries: &[Vec<u8>]) -> Result<Appended, TlogError> {
+    if let Some(entry) = entries.iter().find(|e| e.len() > MAX_ENTRY_BYTES) {
+        return Err(TlogError::Invalid(format!("entry of {} bytes", entry.len())));
+    }
+    let leaves: Vec<Hash> = entries.iter().map(|e| leaf_hash(e)).collect();
+    append_leaves(size, edge, &leaves)
+}
+
+/// [`append`], given the entries' leaf hashes.
+pub fn append_leaves(size: u64, edge: &HashMap<TileKey, Vec<u8>>, leaves: &[Hash]) -> Result<Appended, TlogError> {
     let mut levels: Vec<(u64, Vec<u8>)> = Vec::new();
     for level in 0u8.. {
         let shift = u32::from(TILE_HEIGHT) * u32::from(level);
-        let after = size + entries.len() as u64;
+        let after = size + leaves.len() as u64;
         if level > 0 && (after >> shift) == 0 {
             break;
         }
@@ -295,10 +321,10 @@ pub fn append(size: u64, edge: &HashMap<TileKey, Vec<u8>>, entries: &[Vec<u8>]) 
         levels.push((index, data));
     }
 
-    let mut out = Appended { size: size + entries.len() as u64, ..Default::default() };
+    let mut out = Appended { size: size + leaves.len() as u64, ..Default::default() };
     let mut dirty = vec![false; levels.len() + 1];
-    for entry in entries {
-        let mut hash = leaf_hash(entry);
+    for leaf in leaves {
+        let mut hash = *leaf;
         let mut level = 0usize;
         loop {
             if level == levels.len() {
@@ -323,10 +349,6 @@ pub fn append(size: u64, edge: &HashMap<TileKey, Vec<u8>>, entries: &[Vec<u8>]) 
         if dirty[level] && !data.is_empty() {
             out.tiles.insert((level as u8, *index), data.clone());
         }
-    }
-
-    if let Some(entry) = entries.iter().find(|e| e.len() > MAX_ENTRY_BYTES) {
-        return Err(TlogError::Invalid(format!("entry of {} bytes", entry.len())));
     }
 
     let mut view = TileSet::default();

@@ -2,8 +2,9 @@
 //! a slow witness or a commitment round never delays integration): the integrator, which appends
 //! each stream's new events to its tree off the write path, and the witness client.
 //!
-//! Integration reads the stream's head and new events, computes the new tiles and root in memory
-//! (`tlog::append`), signs the checkpoint and writes tiles and head in one transaction that applies
+//! Integration reads the leaves of the stream's new events (from the leaf runs the sequencer wrote
+//! with them, or by reading the events back), computes the new tiles and root in memory
+//! (`tlog::append_leaves`), signs the checkpoint and writes tiles and head in one transaction that applies
 //! only if the tree still has the size it started from. Ingest never waits for it.
 
 use std::collections::HashMap;
@@ -62,7 +63,12 @@ impl Default for EdgeCache {
 
 /// Appends a stream's new events (at most `max_events`) to its log, given the stream's head and the
 /// size of its tree as last read (a stale size only makes the write find the tree moved). Returns the
-/// events integrated. Two round trips when the edge tiles are cached: the events, then the write.
+/// events integrated. Two round trips when the edge tiles are cached: the leaves, then the write.
+///
+/// The leaves come from the leaf runs, where the sequencer wrote them as it numbered the events
+/// (migration 0012). Where a run has none (written before that migration, by legacy ingest or an
+/// import, or holding an event whose stored form could not be predicted), this round integrates only
+/// that run's events, read back and encoded here as `tlog::entry_of`.
 pub async fn integrate_stream(
     store: &Store,
     signer: &CheckpointSigner,
@@ -75,7 +81,15 @@ pub async fn integrate_stream(
     if head <= size {
         return Ok(0);
     }
-    let events = store.read_range(stream, size + 1, max_events, head).await?;
+    let to = size.saturating_add(max_events).min(head);
+    let (source, sequenced) = match new_leaves(store, stream, size, to).await? {
+        NewLeaves::Known(leaves, sequenced) => (Leaves::Hashes(leaves), sequenced),
+        NewLeaves::Unknown(upto) => {
+            let events = store.read_range(stream, size + 1, upto - size, head).await?;
+            let sequenced = events.iter().map(|e| (Some(e.sequenced_at), 1)).collect();
+            (Leaves::Events(events), sequenced)
+        }
+    };
     let size_u = size as u64;
     let edge = match edges.0.get(&stream) {
         Some(cached) if cached.0 == size_u => cached.1.clone(),
@@ -84,9 +98,14 @@ pub async fn integrate_stream(
     let name = signed_note::Signer::name(signer).to_owned();
     // NB: encoding and hashing run on a blocking thread: on the async workers this task was one
     // among every request's, and under a saturating load the log fell seconds behind.
-    let (events, appended, text, next_edge) = tokio::task::spawn_blocking(move || -> Result<_> {
-        let entries = events.iter().map(tlog::entry_of).collect::<Result<Vec<_>>>()?;
-        let appended = tlog::append(size_u, &edge, &entries)?;
+    let (appended, text, next_edge) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let appended = match source {
+            Leaves::Hashes(leaves) => tlog::append_leaves(size_u, &edge, &leaves)?,
+            Leaves::Events(events) => {
+                let entries = events.iter().map(tlog::entry_of).collect::<Result<Vec<_>>>()?;
+                tlog::append(size_u, &edge, &entries)?
+            }
+        };
         let text = tlog::checkpoint_text(&tlog::origin(&name, stream), appended.size, appended.root)?;
         // The edge tiles of the new size: each either written now or unchanged from the old edge.
         let mut next_edge = HashMap::new();
@@ -96,10 +115,11 @@ pub async fn integrate_stream(
                 next_edge.insert((level, index), data[..width as usize * 32].to_vec());
             }
         }
-        Ok((events, appended, text, next_edge))
+        Ok((appended, text, next_edge))
     })
     .await
     .map_err(|e| Error::Internal(format!("transparency log integration task: {e}")))??;
+    let integrated = appended.size - size_u;
     let note = tlog::sign_checkpoint(&text, signer)?;
     let tiles: Vec<(i16, i64, i32, Vec<u8>)> = appended
         .tiles
@@ -120,12 +140,67 @@ pub async fn integrate_stream(
     edges.0.insert(stream, Arc::new((appended.size, next_edge)));
     if let Some(m) = metrics {
         let now = chrono::Utc::now();
-        m.tlog.integrated_events.inc_by(events.len() as u64);
-        for e in &events {
-            m.tlog.integration_delay.observe((now - e.sequenced_at).num_microseconds().unwrap_or(0) as f64 / 1e6);
+        m.tlog.integrated_events.inc_by(integrated);
+        for (at, n) in sequenced {
+            let Some(at) = at else { continue };
+            let delay = (now - at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+            for _ in 0..n {
+                m.tlog.integration_delay.observe(delay);
+            }
         }
     }
-    Ok(events.len() as u64)
+    Ok(integrated)
+}
+
+/// What a round appends: leaf hashes from the runs, or events read back to encode.
+enum Leaves {
+    Hashes(Vec<tlog_tiles::Hash>),
+    Events(Vec<crate::store::events::StoredEvent>),
+}
+
+/// The leaves of events `size + 1 ..= to` the runs hold, or where the first run without them ends.
+enum NewLeaves {
+    /// The leaves of `size + 1 ..` (at least one), up to the first run without them or `to`, and
+    /// when they were numbered (`(time, events)` per run).
+    Known(Vec<tlog_tiles::Hash>, Vec<(Option<chrono::DateTime<chrono::Utc>>, u64)>),
+    /// Event `size + 1` has no leaf in the runs: read back events up to this number.
+    Unknown(i64),
+}
+
+async fn new_leaves(store: &Store, stream: StreamKey, size: i64, to: i64) -> Result<NewLeaves> {
+    let runs = store.tlog_runs(stream, size + 1, to).await?;
+    let mut leaves = Vec::new();
+    let mut sequenced = Vec::new();
+    let mut next = size + 1;
+    for run in runs {
+        if run.first_sequence > next || run.last_sequence < next {
+            // NB: a healthy log has no gap between runs; where one is, reading the events back
+            // reports it (`read_range`).
+            break;
+        }
+        let count = (run.last_sequence - run.first_sequence + 1) as usize;
+        let Some(data) = run.tlog_leaves.filter(|d| d.len() == count * 32) else {
+            if leaves.is_empty() {
+                return Ok(NewLeaves::Unknown(run.last_sequence.min(to)));
+            }
+            break;
+        };
+        let last = run.last_sequence.min(to);
+        let from_idx = (next - run.first_sequence) as usize;
+        let to_idx = (last - run.first_sequence) as usize;
+        for chunk in data[from_idx * 32..(to_idx + 1) * 32].chunks_exact(32) {
+            leaves.push(tlog_tiles::Hash(chunk.try_into().expect("32-byte chunk")));
+        }
+        sequenced.push((run.sequenced_at, (to_idx - from_idx + 1) as u64));
+        next = last + 1;
+        if next > to {
+            break;
+        }
+    }
+    if leaves.is_empty() {
+        return Ok(NewLeaves::Unknown(to));
+    }
+    Ok(NewLeaves::Known(leaves, sequenced))
 }
 
 /// The partial edge tiles of a tree of `size` entries, from the database.
