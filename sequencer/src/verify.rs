@@ -12,8 +12,8 @@
 //! - `log_modified`: a row of the log was deleted or updated (or the log truncated) with its
 //!   append-only triggers bypassed (`session_replication_role = replica`), as recorded by the
 //!   database;
-//! - `leaf_run_mismatch`: a leaf run (the per-transaction copy of the leaves that commitments read)
-//!   differs from the leaves the events give.
+//! - `leaf_run_mismatch`: a leaf run (the per-transaction copy of the leaves that commitments read,
+//!   and of the transparency log leaves the integrator reads) differs from the leaves the events give.
 
 use std::collections::HashMap;
 
@@ -188,6 +188,9 @@ async fn verify_stream(store: &Store, stream: StreamKey, head: i64, report: &mut
     let mut keys: HashMap<(Uuid, i64), Option<VerifyingKey>> = HashMap::new();
     // Recomputed leaves by sequence number, for the commitment checks.
     let mut leaves: HashMap<i64, [u8; 32]> = HashMap::new();
+    // The transparency log leaf of each event's entry, as the integrator would compute it reading the
+    // event back (`None` when the event cannot be encoded; the log then cannot hold it either).
+    let mut log_leaves: HashMap<i64, Option<[u8; 32]>> = HashMap::new();
     let mut expected = 1i64;
     let mut after = (0i64, Uuid::nil());
     loop {
@@ -219,6 +222,7 @@ async fn verify_stream(store: &Store, stream: StreamKey, head: i64, report: &mut
             if let Some(leaf) = check_event(stream, e, report) {
                 leaves.insert(seq, leaf);
             }
+            log_leaves.insert(seq, crate::tlog::entry_of(e).ok().map(|entry| crate::tlog::leaf_hash(&entry).0));
             if e.signed {
                 let agent_key = (e.source_agent_id, e.agent_key_id.unwrap_or(-1));
                 if let std::collections::hash_map::Entry::Vacant(slot) = keys.entry(agent_key) {
@@ -268,24 +272,25 @@ async fn verify_stream(store: &Store, stream: StreamKey, head: i64, report: &mut
             format!("{operation} at {at} bypassed the log's append-only triggers"),
         ));
     }
-    check_leaf_runs(&mut conn, stream, &leaves, report).await?;
+    check_leaf_runs(&mut conn, stream, (&leaves, &log_leaves), report).await?;
     let commitments = store.list_commitments(stream, ListFilter::default(), i64::MAX).await?;
     check_commitments(stream, &commitments, &leaves, report);
     Ok(())
 }
 
-/// Every leaf run of the stream must hold the recomputed leaves of its events. (Events without a
-/// run are not a finding: runs are an index, and events stored by a version without them have none.)
+/// Every leaf run of the stream must hold the recomputed leaves of its events, and the recomputed
+/// transparency log leaves where it holds those. (Events without a run are not a finding: runs are an
+/// index, and events stored by a version without them have none.)
 async fn check_leaf_runs(
     conn: &mut sqlx::PgConnection,
     stream: StreamKey,
-    leaves: &HashMap<i64, [u8; 32]>,
+    (leaves, log_leaves): (&HashMap<i64, [u8; 32]>, &HashMap<i64, Option<[u8; 32]>>),
     report: &mut Report,
 ) -> Result<()> {
     let mut after = 0i64;
     loop {
-        let runs: Vec<LeafRun> = sqlx::query_as(
-            "SELECT first_sequence, last_sequence, leaves FROM event_leaf_runs \
+        let rows: Vec<(i64, i64, Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT first_sequence, last_sequence, leaves, tlog_leaves FROM event_leaf_runs \
              WHERE tenant_id = $1 AND store_id = $2 AND first_sequence > $3 ORDER BY first_sequence LIMIT 1000",
         )
         .bind(stream.tenant_id)
@@ -293,9 +298,10 @@ async fn check_leaf_runs(
         .bind(after)
         .fetch_all(&mut *conn)
         .await?;
-        let Some(last) = runs.last() else { return Ok(()) };
-        after = last.first_sequence;
-        for run in &runs {
+        let Some(last) = rows.last() else { return Ok(()) };
+        after = last.0;
+        for (first_sequence, last_sequence, run_leaves, tlog_leaves) in rows {
+            let run = LeafRun { first_sequence, last_sequence, leaves: run_leaves };
             let mut bad = |seq: i64, detail: String| {
                 report.findings.push(finding(stream, "leaf_run_mismatch", Some(seq), detail));
             };
@@ -314,6 +320,30 @@ async fn check_leaf_runs(
                         seq,
                         format!(
                             "the leaf run starting at {} holds a leaf that the event {seq} does not give",
+                            run.first_sequence
+                        ),
+                    );
+                    break;
+                }
+            }
+            let Some(tlog_leaves) = tlog_leaves else { continue };
+            if tlog_leaves.len() != run.leaves.len() {
+                bad(
+                    run.first_sequence,
+                    format!(
+                        "the transparency log leaves of the run {}..={} have a wrong length",
+                        run.first_sequence, run.last_sequence
+                    ),
+                );
+                continue;
+            }
+            for (i, stored) in tlog_leaves.chunks_exact(32).enumerate() {
+                let seq = run.first_sequence + i as i64;
+                if log_leaves.get(&seq).is_none_or(|l| l.is_none_or(|l| l[..] != *stored)) {
+                    bad(
+                        seq,
+                        format!(
+                            "the leaf run starting at {} holds a transparency log leaf that the event {seq} does not give",
                             run.first_sequence
                         ),
                     );

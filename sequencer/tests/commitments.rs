@@ -318,6 +318,28 @@ async fn proofs_hold_for_every_event_whatever_the_leaf_runs_look_like() {
     assert_eq!(report["ok"], false, "{report}");
     let findings = report["findings"].as_array().unwrap();
     assert!(findings.iter().any(|f| f["kind"] == "leaf_run_mismatch" && f["sequenceNumber"] == 10), "{report}");
+
+    // So is a run whose transparency log leaves disagree with the entries the events give (the
+    // integrator would build a tree that the served entries do not match).
+    tamper(
+        server.state.store.pool(),
+        &format!(
+            "UPDATE event_leaf_runs SET tlog_leaves = overlay(tlog_leaves PLACING \
+               set_byte('\\x00'::bytea, 0, get_byte(tlog_leaves, 39) # 1) FROM 40 FOR 1) \
+             WHERE tenant_id = '{}' AND store_id = '{}' AND first_sequence = 2",
+            agent.tenant_id, agent.store_id
+        ),
+    )
+    .await;
+    let (_, report) =
+        api.post("/api/v1/admin/verify", json!({"tenantId": agent.tenant_id, "storeId": agent.store_id})).await;
+    let findings = report["findings"].as_array().unwrap();
+    assert!(
+        findings.iter().any(|f| f["kind"] == "leaf_run_mismatch"
+            && f["sequenceNumber"] == 3
+            && f["detail"].as_str().unwrap().contains("transparency log")),
+        "{report}"
+    );
 }
 
 #[tokio::test]
