@@ -190,7 +190,7 @@ async fn verify_stream(store: &Store, stream: StreamKey, head: i64, report: &mut
     let mut leaves: HashMap<i64, [u8; 32]> = HashMap::new();
     // The transparency log leaf of each event's entry, as the integrator would compute it reading the
     // event back (`None` when the event cannot be encoded; the log then cannot hold it either).
-    let mut log_leaves: HashMap<i64, Option<[u8; 32]>> = HashMap::new();
+    let mut log_leaves: LogLeaves = HashMap::new();
     let mut expected = 1i64;
     let mut after = (0i64, Uuid::nil());
     loop {
@@ -278,18 +278,24 @@ async fn verify_stream(store: &Store, stream: StreamKey, head: i64, report: &mut
     Ok(())
 }
 
+/// Each event's recomputed transparency log leaf, by number (`None`: the event cannot be encoded).
+type LogLeaves = HashMap<i64, Option<[u8; 32]>>;
+
+/// A leaf run as verification reads it: first and last number, VES leaves, transparency log leaves.
+type RunRow = (i64, i64, Vec<u8>, Option<Vec<u8>>);
+
 /// Every leaf run of the stream must hold the recomputed leaves of its events, and the recomputed
 /// transparency log leaves where it holds those. (Events without a run are not a finding: runs are an
 /// index, and events stored by a version without them have none.)
 async fn check_leaf_runs(
     conn: &mut sqlx::PgConnection,
     stream: StreamKey,
-    (leaves, log_leaves): (&HashMap<i64, [u8; 32]>, &HashMap<i64, Option<[u8; 32]>>),
+    (leaves, log_leaves): (&HashMap<i64, [u8; 32]>, &LogLeaves),
     report: &mut Report,
 ) -> Result<()> {
     let mut after = 0i64;
     loop {
-        let rows: Vec<(i64, i64, Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
+        let rows: Vec<RunRow> = sqlx::query_as(
             "SELECT first_sequence, last_sequence, leaves, tlog_leaves FROM event_leaf_runs \
              WHERE tenant_id = $1 AND store_id = $2 AND first_sequence > $3 ORDER BY first_sequence LIMIT 1000",
         )
