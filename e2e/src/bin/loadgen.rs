@@ -80,8 +80,9 @@ struct Args {
     /// Untimed requests per client before the clock starts (connections, caches).
     #[arg(long, default_value_t = 5)]
     warmup: usize,
-    /// Approximate size of each event's JSON payload in bytes.
-    #[arg(long, default_value_t = 100)]
+    /// Approximate size of each event's JSON payload in bytes (at least the ~190 bytes of the
+    /// realistic fields; a `note` pads it up to this size).
+    #[arg(long, default_value_t = 200)]
     payload_bytes: usize,
     /// Skip the gap and receipt check after the run.
     #[arg(long)]
@@ -625,12 +626,10 @@ async fn send(conn: &mut Conn, body: &Bytes) -> (Fate, Instant) {
 fn prepare(agents: &[StreamAgent], n: usize, batch: usize, payload_bytes: usize) -> Vec<Prepared> {
     let threads = std::thread::available_parallelism().map(|p| p.get()).unwrap_or(1);
     let chunk = n.div_ceil(threads).max(1);
-    let pad = "x".repeat(payload_bytes.saturating_sub(40));
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..n)
             .step_by(chunk)
             .map(|start| {
-                let pad = &pad;
                 s.spawn(move || {
                     (start..(start + chunk).min(n))
                         .map(|i| {
@@ -639,10 +638,12 @@ fn prepare(agents: &[StreamAgent], n: usize, batch: usize, payload_bytes: usize)
                             let events: Vec<VesEventEnvelope> = (0..batch)
                                 .map(|j| {
                                     let n = (i * batch + j) as u64;
+                                    let sku = format!("SKU-{:05}", n % 10_000);
+                                    let payload = inventory_adjustment(n, &sku, payload_bytes);
                                     EventBuilder::new(a.tenant_id, a.store_id, a.agent_id, 1)
-                                        .entity("InventoryItem", format!("SKU-{:05}", n % 10_000))
+                                        .entity("InventoryItem", sku)
                                         .event_type("InventoryAdjusted")
-                                        .payload(json!({"delta": n % 100, "note": pad}))
+                                        .payload(payload)
                                         .sign(&a.key)
                                 })
                                 .collect();
@@ -660,6 +661,27 @@ fn prepare(agents: &[StreamAgent], n: usize, batch: usize, payload_bytes: usize)
             .collect();
         handles.into_iter().flat_map(|h| h.join().expect("signing thread")).collect()
     })
+}
+
+/// A realistic event payload (issue 15 item 6): an inventory adjustment with several fields of
+/// mixed types, nested once, varying per event, padded with a `note` to about `payload_bytes`.
+fn inventory_adjustment(n: u64, sku: &str, payload_bytes: usize) -> serde_json::Value {
+    const REASONS: [&str; 4] = ["cycle_count", "receiving", "damaged", "customer_return"];
+    let mut payload = json!({
+        "sku": sku,
+        "location": format!("WH-{:02}/A{:02}-{:02}", n % 7, n % 40, n % 12),
+        "delta": (n % 100) as i64 - 50,
+        "reason": REASONS[(n % 4) as usize],
+        "unit_cost": {"amount": format!("{}.{:02}", 3 + n % 200, n % 100), "currency": "USD"},
+        "reference": format!("PO-{:08}", n / 3),
+        "counted_by": format!("associate-{:04}", n % 250),
+    });
+    let size = serde_json::to_vec(&payload).map_or(0, |b| b.len());
+    // `,"note":""` is 10 bytes before the padding itself.
+    if payload_bytes > size + 10 {
+        payload["note"] = json!("x".repeat(payload_bytes - size - 10));
+    }
+    payload
 }
 
 struct CheckReport {
@@ -784,4 +806,23 @@ fn machine_description() -> Value {
         "cpu": cpu,
         "loadavg_at_start": load,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::inventory_adjustment;
+
+    #[test]
+    fn a_payload_has_its_fields_and_about_the_size_asked_for() {
+        for n in [0u64, 7, 12_345, 9_999_999] {
+            let p = inventory_adjustment(n, "SKU-00042", 200);
+            let size = serde_json::to_vec(&p).unwrap().len();
+            assert!((198..=202).contains(&size), "payload {n} is {size} bytes: {p}");
+            assert_eq!(p["sku"], "SKU-00042");
+            assert!(p["unit_cost"]["amount"].is_string() && p["delta"].is_i64());
+        }
+        // Smaller than the fields themselves: no padding, nothing cut.
+        let p = inventory_adjustment(1, "SKU-00001", 10);
+        assert!(p.get("note").is_none() && p.get("reference").is_some());
+    }
 }
