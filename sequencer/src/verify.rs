@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::error::Result;
 use crate::store::Store;
-use crate::store::commitments::{CommitmentRow, LeafRun, ListFilter};
+use crate::store::commitments::{CommitmentRow, ListFilter};
 use crate::store::events::{StoredEvent, StreamKey, StreamStatus, scan_stream};
 
 /// One problem found.
@@ -306,58 +306,43 @@ async fn check_leaf_runs(
         .await?;
         let Some(last) = rows.last() else { return Ok(()) };
         after = last.0;
-        for (first_sequence, last_sequence, run_leaves, tlog_leaves) in rows {
-            let run = LeafRun { first_sequence, last_sequence, leaves: run_leaves };
-            let mut bad = |seq: i64, detail: String| {
-                report.findings.push(finding(stream, "leaf_run_mismatch", Some(seq), detail));
-            };
-            let len = run.last_sequence - run.first_sequence + 1;
-            if run.leaves.len() as i64 != 32 * len {
-                bad(
-                    run.first_sequence,
-                    format!("the leaf run {}..={} has a wrong length", run.first_sequence, run.last_sequence),
-                );
-                continue;
-            }
-            for (i, stored) in run.leaves.chunks_exact(32).enumerate() {
-                let seq = run.first_sequence + i as i64;
-                if leaves.get(&seq).is_none_or(|l| l[..] != *stored) {
-                    bad(
-                        seq,
-                        format!(
-                            "the leaf run starting at {} holds a leaf that the event {seq} does not give",
-                            run.first_sequence
-                        ),
-                    );
-                    break;
-                }
-            }
-            let Some(tlog_leaves) = tlog_leaves else { continue };
-            if tlog_leaves.len() != run.leaves.len() {
-                bad(
-                    run.first_sequence,
-                    format!(
-                        "the transparency log leaves of the run {}..={} have a wrong length",
-                        run.first_sequence, run.last_sequence
-                    ),
-                );
-                continue;
-            }
-            for (i, stored) in tlog_leaves.chunks_exact(32).enumerate() {
-                let seq = run.first_sequence + i as i64;
-                if log_leaves.get(&seq).is_none_or(|l| l.is_none_or(|l| l[..] != *stored)) {
-                    bad(
-                        seq,
-                        format!(
-                            "the leaf run starting at {} holds a transparency log leaf that the event {seq} does not give",
-                            run.first_sequence
-                        ),
-                    );
-                    break;
+        for (first, last, run_leaves, tlog_leaves) in rows {
+            let ves = |seq: i64| leaves.get(&seq).copied();
+            let log = |seq: i64| log_leaves.get(&seq).copied().flatten();
+            let kinds: [(&str, &str, Option<Vec<u8>>, Expected); 2] = [
+                ("leaves", "leaf", Some(run_leaves), &ves),
+                ("transparency log leaves", "transparency log leaf", tlog_leaves, &log),
+            ];
+            for (plural, singular, stored, expected) in kinds {
+                let Some(stored) = stored else { continue };
+                if let Some((seq, detail)) = run_mismatch((first, last), &stored, (plural, singular), expected) {
+                    report.findings.push(finding(stream, "leaf_run_mismatch", Some(seq), detail));
                 }
             }
         }
     }
+}
+
+/// The leaf an event gives, by sequence number (`None`: the event is missing or cannot be encoded).
+type Expected<'a> = &'a dyn Fn(i64) -> Option<[u8; 32]>;
+
+/// Where the leaves a run stores (32 bytes per event, `first..=last`) first differ from what the
+/// events give: `(sequence number, detail)`.
+fn run_mismatch(
+    (first, last): (i64, i64),
+    stored: &[u8],
+    (plural, singular): (&str, &str),
+    expected: Expected,
+) -> Option<(i64, String)> {
+    if stored.len() as i64 != 32 * (last - first + 1) {
+        return Some((first, format!("the {plural} of the run {first}..={last} have a wrong length")));
+    }
+    let (i, _) = stored
+        .chunks_exact(32)
+        .enumerate()
+        .find(|(i, leaf)| expected(first + *i as i64).is_none_or(|l| l[..] != **leaf))?;
+    let seq = first + i as i64;
+    Some((seq, format!("the leaf run starting at {first} holds a {singular} that the event {seq} does not give")))
 }
 
 /// Recomputes an event's hashes; returns its recomputed leaf.

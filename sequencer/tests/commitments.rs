@@ -303,16 +303,7 @@ async fn proofs_hold_for_every_event_whatever_the_leaf_runs_look_like() {
     assert_eq!(report["ok"], true, "missing runs are not a finding: {report}");
 
     // A run that disagrees with the log is.
-    tamper(
-        server.state.store.pool(),
-        &format!(
-            "UPDATE event_leaf_runs SET leaves = overlay(leaves PLACING \
-               set_byte('\\x00'::bytea, 0, get_byte(leaves, 39) # 1) FROM 40 FOR 1) \
-             WHERE tenant_id = '{}' AND store_id = '{}' AND first_sequence = 9",
-            agent.tenant_id, agent.store_id
-        ),
-    )
-    .await;
+    tamper(server.state.store.pool(), &flip_run_byte(&agent, "leaves", 9)).await;
     let (_, report) =
         api.post("/api/v1/admin/verify", json!({"tenantId": agent.tenant_id, "storeId": agent.store_id})).await;
     assert_eq!(report["ok"], false, "{report}");
@@ -321,16 +312,7 @@ async fn proofs_hold_for_every_event_whatever_the_leaf_runs_look_like() {
 
     // So is a run whose transparency log leaves disagree with the entries the events give (the
     // integrator would build a tree that the served entries do not match).
-    tamper(
-        server.state.store.pool(),
-        &format!(
-            "UPDATE event_leaf_runs SET tlog_leaves = overlay(tlog_leaves PLACING \
-               set_byte('\\x00'::bytea, 0, get_byte(tlog_leaves, 39) # 1) FROM 40 FOR 1) \
-             WHERE tenant_id = '{}' AND store_id = '{}' AND first_sequence = 2",
-            agent.tenant_id, agent.store_id
-        ),
-    )
-    .await;
+    tamper(server.state.store.pool(), &flip_run_byte(&agent, "tlog_leaves", 2)).await;
     let (_, report) =
         api.post("/api/v1/admin/verify", json!({"tenantId": agent.tenant_id, "storeId": agent.store_id})).await;
     let findings = report["findings"].as_array().unwrap();
@@ -340,6 +322,16 @@ async fn proofs_hold_for_every_event_whatever_the_leaf_runs_look_like() {
             && f["detail"].as_str().unwrap().contains("transparency log")),
         "{report}"
     );
+}
+
+/// SQL that flips one bit of the second leaf (byte 40) in `column` of the run starting at `first`.
+fn flip_run_byte(agent: &Agent, column: &str, first: i64) -> String {
+    format!(
+        "UPDATE event_leaf_runs SET {column} = overlay({column} PLACING \
+           set_byte('\\x00'::bytea, 0, get_byte({column}, 39) # 1) FROM 40 FOR 1) \
+         WHERE tenant_id = '{}' AND store_id = '{}' AND first_sequence = {first}",
+        agent.tenant_id, agent.store_id
+    )
 }
 
 #[tokio::test]
