@@ -753,6 +753,73 @@ async fn the_integrator_takes_the_leaves_the_sequencer_wrote_with_each_run_and_r
     drop(lock);
 }
 
+#[tokio::test]
+async fn one_integration_batch_appends_every_streams_events_and_leaves_a_stream_whose_tree_moved_alone() {
+    use sequencer::worker::tlog::{EdgeCache, integrate_streams};
+    // As above: the test holds the integrator's lock and drives the batches itself.
+    let db = TestDb::migrated().await;
+    let mut lock = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(sequencer::worker::tlog::TLOG_LOCK_KEY)
+        .fetch_one(&mut lock)
+        .await
+        .unwrap();
+    assert!(locked);
+    let server = TestServer::start_on(db, &[]).await;
+    let api = Api::admin(&server);
+    let store = &server.state.store;
+    let signer = server.state.checkpoints.as_ref().expect("checkpoint signer");
+    let edges = EdgeCache::default();
+    // Streams of 1 to 400 events, in requests of at most 100: runs that end inside, on and across
+    // tile boundaries.
+    let counts = [1u64, 100, 256, 257, 400];
+    let agents: Vec<Agent> = counts.iter().map(|_| Agent::random()).collect();
+    let stream = |a: &Agent| sequencer::store::events::StreamKey { tenant_id: a.tenant_id, store_id: a.store_id };
+    for (agent, &n) in agents.iter().zip(&counts) {
+        api.register_key(agent).await;
+        for from in (1..=n).step_by(100) {
+            ingest_n(&api, agent, (n - from + 1).min(100), from).await;
+        }
+    }
+    let all: Vec<_> = agents.iter().zip(&counts).map(|(a, &n)| (stream(a), n as i64, 0)).collect();
+    let results = integrate_streams(store, signer, None, &edges, &all, 300).await.unwrap();
+    let integrated: HashMap<_, _> = results.into_iter().map(|(s, r)| (s, r.unwrap())).collect();
+    for (agent, &n) in agents.iter().zip(&counts) {
+        let leaves = served_leaves(store, agent, n as i64).await;
+        let expect = n.min(300);
+        assert_eq!(integrated[&stream(agent)], expect, "stream of {n}");
+        let head = store.tlog_head(stream(agent)).await.unwrap().unwrap();
+        assert_eq!((head.size, head.root), (expect as i64, mth(&leaves[..expect as usize]).to_vec()), "stream of {n}");
+    }
+
+    // More events everywhere; the second stream's tree is given a stale size (another integrator
+    // moved it): it is left as it is and every other stream moves on.
+    for (agent, &n) in agents.iter().zip(&counts) {
+        ingest_n(&api, agent, 10, n + 1).await;
+    }
+    let all: Vec<_> = agents
+        .iter()
+        .zip(&counts)
+        .enumerate()
+        .map(|(i, (a, &n))| (stream(a), n as i64 + 10, if i == 1 { 7 } else { n.min(300) as i64 }))
+        .collect();
+    let results = integrate_streams(store, signer, None, &edges, &all, 1_000).await.unwrap();
+    let integrated: HashMap<_, _> = results.into_iter().map(|(s, r)| (s, r.unwrap())).collect();
+    for (i, (agent, &n)) in agents.iter().zip(&counts).enumerate() {
+        let total = n as i64 + 10;
+        let leaves = served_leaves(store, agent, total).await;
+        let head = store.tlog_head(stream(agent)).await.unwrap().unwrap();
+        if i == 1 {
+            assert_eq!(integrated[&stream(agent)], 0);
+            assert_eq!((head.size, head.root), (100, mth(&leaves[..100]).to_vec()));
+        } else {
+            assert_eq!(integrated[&stream(agent)], (total - n.min(300) as i64) as u64, "stream of {n}");
+            assert_eq!((head.size, head.root), (total, mth(&leaves).to_vec()), "stream of {n}");
+        }
+    }
+    drop(lock);
+}
+
 /// A JSON value drawn from `rng`: nested objects and arrays, strings with escapes and non-ASCII
 /// characters, integers across i64 and u64, and floats of every magnitude (some of which serde_json
 /// prints in exponent notation or as `-0.0`).

@@ -100,6 +100,117 @@ impl Store {
             .await?)
     }
 
+    /// [`Store::tlog_runs`] for many streams in one round trip: the runs overlapping each
+    /// `(stream, from, to)`, returned per request in the order asked.
+    pub async fn tlog_runs_many(&self, wanted: &[(StreamKey, i64, i64)]) -> Result<Vec<Vec<TlogRun>>> {
+        let tenants: Vec<Uuid> = wanted.iter().map(|w| w.0.tenant_id).collect();
+        let stores: Vec<Uuid> = wanted.iter().map(|w| w.0.store_id).collect();
+        let froms: Vec<i64> = wanted.iter().map(|w| w.1).collect();
+        let tos: Vec<i64> = wanted.iter().map(|w| w.2).collect();
+        // NB: the same range scan as `tlog_runs` (the lateral subquery probes the primary key once per
+        // stream), with the stream and bounds taken from the arrays.
+        /// `(position in wanted, 1-based; first, last, log leaves, numbered at)`
+        type Row = (i64, i64, i64, Option<Vec<u8>>, Option<DateTime<Utc>>);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT q.i, r.first_sequence, r.last_sequence, r.tlog_leaves, r.sequenced_at \
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::int8[]) WITH ORDINALITY AS q(t, s, f, u, i) \
+             CROSS JOIN LATERAL ( \
+               SELECT r.first_sequence, r.last_sequence, r.tlog_leaves, r.sequenced_at FROM event_leaf_runs r \
+               WHERE r.tenant_id = q.t AND r.store_id = q.s AND r.first_sequence <= q.u AND r.last_sequence >= q.f \
+                 AND r.first_sequence >= COALESCE((SELECT first_sequence FROM event_leaf_runs \
+                   WHERE tenant_id = q.t AND store_id = q.s AND first_sequence <= q.f \
+                   ORDER BY first_sequence DESC LIMIT 1), q.f)) AS r \
+             ORDER BY q.i, r.first_sequence",
+        )
+        .bind(&tenants)
+        .bind(&stores)
+        .bind(&froms)
+        .bind(&tos)
+        .fetch_all(self.pool())
+        .await?;
+        let mut runs = vec![Vec::new(); wanted.len()];
+        for (i, first_sequence, last_sequence, tlog_leaves, sequenced_at) in rows {
+            if let Some(r) = usize::try_from(i - 1).ok().and_then(|i| runs.get_mut(i)) {
+                r.push(TlogRun { first_sequence, last_sequence, tlog_leaves, sequenced_at });
+            }
+        }
+        Ok(runs)
+    }
+
+    /// [`Store::tlog_integrate`] for many streams in one statement: each stream's tree moves (and its
+    /// tiles are written) only if it still has the size its integration started from. Returns, per
+    /// integration in the order given, whether it applied.
+    pub async fn tlog_integrate_many(&self, batch: &[(StreamKey, Integration<'_>)]) -> Result<Vec<bool>> {
+        let mut tenants = Vec::with_capacity(batch.len());
+        let mut stores = Vec::with_capacity(batch.len());
+        let mut old_sizes = Vec::with_capacity(batch.len());
+        let mut new_sizes = Vec::with_capacity(batch.len());
+        let mut roots = Vec::with_capacity(batch.len());
+        let mut checkpoints = Vec::with_capacity(batch.len());
+        let (mut t_tenants, mut t_stores, mut levels, mut idxs, mut widths, mut datas) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (stream, w) in batch {
+            tenants.push(stream.tenant_id);
+            stores.push(stream.store_id);
+            old_sizes.push(w.old_size);
+            new_sizes.push(w.new_size);
+            roots.push(w.root);
+            checkpoints.push(w.checkpoint);
+            for (l, i, wd, d) in &w.tiles {
+                t_tenants.push(stream.tenant_id);
+                t_stores.push(stream.store_id);
+                levels.push(*l);
+                idxs.push(*i);
+                widths.push(*wd);
+                datas.push(d.as_slice());
+            }
+        }
+        // NB: every data-modifying CTE runs exactly once, to completion, whether or not the final
+        // SELECT reads it; the tiles' INSERT reads `moved`, so a stream whose tree did not move gets
+        // no tile written.
+        let moved: Vec<(Uuid, Uuid)> = sqlx::query_as(
+            "WITH input AS ( \
+               SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::int8[], $5::bytea[], $6::bytea[]) \
+                 AS i(tenant_id, store_id, old_size, new_size, root, checkpoint)), \
+             updated AS ( \
+               UPDATE tlog_trees t SET size = i.new_size, root = i.root, checkpoint = i.checkpoint, \
+                 integrated_at = NOW() \
+               FROM input i WHERE i.old_size > 0 AND t.tenant_id = i.tenant_id AND t.store_id = i.store_id \
+                 AND t.size = i.old_size \
+               RETURNING t.tenant_id, t.store_id), \
+             inserted AS ( \
+               INSERT INTO tlog_trees (tenant_id, store_id, size, root, checkpoint) \
+               SELECT tenant_id, store_id, new_size, root, checkpoint FROM input WHERE old_size = 0 \
+               ON CONFLICT (tenant_id, store_id) DO NOTHING RETURNING tenant_id, store_id), \
+             moved AS (SELECT * FROM updated UNION ALL SELECT * FROM inserted), \
+             tiles AS ( \
+               INSERT INTO tlog_tiles (tenant_id, store_id, level, idx, width, data) \
+               SELECT k.tenant_id, k.store_id, k.level, k.idx, k.width, k.data \
+               FROM UNNEST($7::uuid[], $8::uuid[], $9::int2[], $10::int8[], $11::int4[], $12::bytea[]) \
+                 AS k(tenant_id, store_id, level, idx, width, data) \
+               WHERE EXISTS (SELECT 1 FROM moved m WHERE m.tenant_id = k.tenant_id AND m.store_id = k.store_id) \
+               ON CONFLICT (tenant_id, store_id, level, idx) DO UPDATE SET width = EXCLUDED.width, data = EXCLUDED.data \
+               WHERE tlog_tiles.width < EXCLUDED.width RETURNING 1) \
+             SELECT tenant_id, store_id FROM moved",
+        )
+        .bind(&tenants)
+        .bind(&stores)
+        .bind(&old_sizes)
+        .bind(&new_sizes)
+        .bind(&roots)
+        .bind(&checkpoints)
+        .bind(&t_tenants)
+        .bind(&t_stores)
+        .bind(&levels)
+        .bind(&idxs)
+        .bind(&widths)
+        .bind(&datas)
+        .fetch_all(self.pool())
+        .await?;
+        let moved: std::collections::HashSet<(Uuid, Uuid)> = moved.into_iter().collect();
+        Ok(batch.iter().map(|(s, _)| moved.contains(&(s.tenant_id, s.store_id))).collect())
+    }
+
     /// Streams whose head is beyond their integrated tree: `(stream, head, tree size)`.
     pub async fn tlog_streams_behind(&self, limit: i64) -> Result<Vec<(StreamKey, i64, i64)>> {
         let rows: Vec<(Uuid, Uuid, i64, i64)> = sqlx::query_as(

@@ -27,8 +27,12 @@ use crate::tlog::{self, TileKey};
 /// Advisory lock key of the log integrator's leadership ("STSA_tlg").
 pub const TLOG_LOCK_KEY: i64 = 0x5354_5341_5f74_6c67;
 
-/// Streams integrated concurrently in one round.
-const CONCURRENT_STREAMS: usize = 4;
+/// Streams integrated together, with one statement to read their new leaves and one to write their
+/// trees and tiles.
+const BATCH_STREAMS: usize = 256;
+
+/// Batches integrated concurrently in one round (one connection each).
+const CONCURRENT_BATCHES: usize = INTEGRATOR_CONNECTIONS as usize;
 
 /// The integrator's own database connections (beside `MAX_DB_CONNECTIONS`, on the leader only).
 pub const INTEGRATOR_CONNECTIONS: u32 = 2;
@@ -63,12 +67,7 @@ impl Default for EdgeCache {
 
 /// Appends a stream's new events (at most `max_events`) to its log, given the stream's head and the
 /// size of its tree as last read (a stale size only makes the write find the tree moved). Returns the
-/// events integrated. Two round trips when the edge tiles are cached: the leaves, then the write.
-///
-/// The leaves come from the leaf runs, where the sequencer wrote them as it numbered the events
-/// (migration 0012). Where a run has none (written before that migration, by legacy ingest or an
-/// import, or holding an event whose stored form could not be predicted), this round integrates only
-/// that run's events, read back and encoded here as `tlog::entry_of`.
+/// events integrated. [`integrate_streams`] for one stream.
 pub async fn integrate_stream(
     store: &Store,
     signer: &CheckpointSigner,
@@ -78,11 +77,130 @@ pub async fn integrate_stream(
     (head, size): (i64, i64),
     max_events: i64,
 ) -> Result<u64> {
-    if head <= size {
-        return Ok(0);
+    let mut n = 0;
+    for (_, r) in integrate_streams(store, signer, metrics, edges, &[(stream, head, size)], max_events).await? {
+        n += r?;
     }
-    let to = size.saturating_add(max_events).min(head);
-    let (source, sequenced) = match new_leaves(store, stream, size, to).await? {
+    Ok(n)
+}
+
+/// Appends each stream's new events (at most `max_events` each) to its log, given `(stream, head, tree
+/// size as last read)`. Returns per stream the events integrated, or why it could not be (the others
+/// go on). Two statements for the whole batch when the streams' runs hold their leaves and their edge
+/// tiles are cached: one reads every stream's new leaves, one writes every tree and its tiles.
+///
+/// NB: one statement per stream and round made the integrator PostgreSQL's busiest client at 64
+/// streams (about six statements per ingest statement, each rewriting a partial tile).
+///
+/// The leaves come from the leaf runs, where the sequencer wrote them as it numbered the events
+/// (migration 0012). Where a run has none (written before that migration, by legacy ingest or an
+/// import, or holding an event whose stored form could not be predicted), this round integrates only
+/// that run's events, read back and encoded here as `tlog::entry_of`.
+pub async fn integrate_streams(
+    store: &Store,
+    signer: &CheckpointSigner,
+    metrics: Option<&Metrics>,
+    edges: &EdgeCache,
+    streams: &[(StreamKey, i64, i64)],
+    max_events: i64,
+) -> Result<Vec<(StreamKey, Result<u64>)>> {
+    // `(stream, head, size, last event to integrate now)`
+    let behind: Vec<(StreamKey, i64, i64, i64)> = streams
+        .iter()
+        .filter(|(_, head, size)| head > size)
+        .map(|&(stream, head, size)| (stream, head, size, size.saturating_add(max_events).min(head)))
+        .collect();
+    let wanted: Vec<(StreamKey, i64, i64)> = behind.iter().map(|&(s, _, size, to)| (s, size + 1, to)).collect();
+    let runs = if wanted.is_empty() { Vec::new() } else { store.tlog_runs_many(&wanted).await? };
+    let name = signed_note::Signer::name(signer).to_owned();
+    let mut results = Vec::with_capacity(behind.len());
+    let mut work = Vec::with_capacity(behind.len());
+    for ((stream, head, size, to), runs) in behind.into_iter().zip(runs) {
+        match prepare(store, edges, stream, (head, size, to), runs).await {
+            Ok(w) => work.push(w),
+            Err(e) => results.push((stream, Err(e))),
+        }
+    }
+    if work.is_empty() {
+        return Ok(results);
+    }
+    // NB: encoding and hashing run on a blocking thread: on the async workers this task was one
+    // among every request's, and under a saturating load the log fell seconds behind.
+    let computed = tokio::task::spawn_blocking(move || {
+        work.into_iter()
+            .map(|Work { stream, size, source, sequenced, edge }| {
+                (stream, size, sequenced, compute(&name, stream, size, source, &edge))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("transparency log integration task: {e}")))?;
+    let mut ready = Vec::with_capacity(computed.len());
+    for (stream, size, sequenced, c) in computed {
+        match c.and_then(|(appended, text, next_edge)| {
+            let note = tlog::sign_checkpoint(&text, signer)?;
+            Ok((appended, note, next_edge))
+        }) {
+            Ok((appended, note, next_edge)) => ready.push(Ready { stream, size, sequenced, appended, note, next_edge }),
+            Err(e) => results.push((stream, Err(e))),
+        }
+    }
+    let batch: Vec<(StreamKey, Integration)> = ready
+        .iter_mut()
+        .map(|r| {
+            let tiles = std::mem::take(&mut r.appended.tiles)
+                .into_iter()
+                .map(|((level, index), data)| (i16::from(level), index as i64, (data.len() / 32) as i32, data))
+                .collect();
+            let w = Integration {
+                old_size: r.size as i64,
+                new_size: r.appended.size as i64,
+                root: &r.appended.root.0,
+                checkpoint: r.note.as_slice(),
+                tiles,
+            };
+            (r.stream, w)
+        })
+        .collect();
+    let applied = match store.tlog_integrate_many(&batch).await {
+        Ok(applied) => applied,
+        // NB: so that one stream whose write the database refuses cannot hold back every other
+        // stream's log, the batch is retried stream by stream.
+        Err(e) if batch.len() > 1 => {
+            tracing::warn!(error = %e, streams = batch.len(), "transparency log batch write failed; writing stream by stream");
+            let mut applied = Vec::with_capacity(batch.len());
+            for (stream, w) in batch {
+                applied.push(store.tlog_integrate(stream, w).await);
+            }
+            return Ok(finish(metrics, edges, ready, applied, results));
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(finish(metrics, edges, ready, applied.into_iter().map(Ok).collect(), results))
+}
+
+/// One stream's integration, ready to compute: the new leaves (or events) and the edge tiles.
+struct Work {
+    stream: StreamKey,
+    size: u64,
+    source: Leaves,
+    sequenced: Vec<(Option<chrono::DateTime<chrono::Utc>>, u64)>,
+    edge: HashMap<TileKey, Vec<u8>>,
+}
+
+/// What one stream's integration computed: the appended tree, its checkpoint text, its edge tiles.
+type Computed = (tlog::Appended, Vec<u8>, HashMap<TileKey, Vec<u8>>);
+
+/// Reads what one stream's integration needs beyond its runs: events without leaves, edge tiles that
+/// are not cached.
+async fn prepare(
+    store: &Store,
+    edges: &EdgeCache,
+    stream: StreamKey,
+    (head, size, to): (i64, i64, i64),
+    runs: Vec<crate::store::tlog::TlogRun>,
+) -> Result<Work> {
+    let (source, sequenced) = match new_leaves(runs, size, to) {
         NewLeaves::Known(leaves, sequenced) => (Leaves::Hashes(leaves), sequenced),
         NewLeaves::Unknown(upto) => {
             let events = store.read_range(stream, size + 1, upto - size, head).await?;
@@ -90,66 +208,94 @@ pub async fn integrate_stream(
             (Leaves::Events(events), sequenced)
         }
     };
-    let size_u = size as u64;
+    let size = size as u64;
     let edge = match edges.0.get(&stream) {
-        Some(cached) if cached.0 == size_u => cached.1.clone(),
-        _ => read_edges(store, stream, size_u).await?,
+        Some(cached) if cached.0 == size => cached.1.clone(),
+        _ => read_edges(store, stream, size).await?,
     };
-    let name = signed_note::Signer::name(signer).to_owned();
-    // NB: encoding and hashing run on a blocking thread: on the async workers this task was one
-    // among every request's, and under a saturating load the log fell seconds behind.
-    let (appended, text, next_edge) = tokio::task::spawn_blocking(move || -> Result<_> {
-        let appended = match source {
-            Leaves::Hashes(leaves) => tlog::append_leaves(size_u, &edge, &leaves)?,
-            Leaves::Events(events) => {
-                let entries = events.iter().map(tlog::entry_of).collect::<Result<Vec<_>>>()?;
-                tlog::append(size_u, &edge, &entries)?
-            }
-        };
-        let text = tlog::checkpoint_text(&tlog::origin(&name, stream), appended.size, appended.root)?;
-        // The edge tiles of the new size: each either written now or unchanged from the old edge.
-        let mut next_edge = HashMap::new();
-        for (level, index, width) in tlog::edge_tiles(appended.size) {
-            let data = appended.tiles.get(&(level, index)).or_else(|| edge.get(&(level, index)));
-            if let Some(data) = data.filter(|d| d.len() >= width as usize * 32) {
-                next_edge.insert((level, index), data[..width as usize * 32].to_vec());
-            }
+    Ok(Work { stream, size, source, sequenced, edge })
+}
+
+/// Appends one stream's leaves to its tree: the new tiles and root, the checkpoint's text, and the
+/// edge tiles of the new size (each either written now or unchanged from the old edge).
+fn compute(
+    name: &str,
+    stream: StreamKey,
+    size: u64,
+    source: Leaves,
+    edge: &HashMap<TileKey, Vec<u8>>,
+) -> Result<Computed> {
+    let appended = match source {
+        Leaves::Hashes(leaves) => tlog::append_leaves(size, edge, &leaves)?,
+        Leaves::Events(events) => {
+            let entries = events.iter().map(tlog::entry_of).collect::<Result<Vec<_>>>()?;
+            tlog::append(size, edge, &entries)?
         }
-        Ok((appended, text, next_edge))
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("transparency log integration task: {e}")))??;
-    let integrated = appended.size - size_u;
-    let note = tlog::sign_checkpoint(&text, signer)?;
-    let tiles: Vec<(i16, i64, i32, Vec<u8>)> = appended
-        .tiles
-        .into_iter()
-        .map(|((level, index), data)| (i16::from(level), index as i64, (data.len() / 32) as i32, data))
-        .collect();
-    let integration = Integration {
-        old_size: size,
-        new_size: appended.size as i64,
-        root: &appended.root.0,
-        checkpoint: &note,
-        tiles,
     };
-    if !store.tlog_integrate(stream, integration).await? {
-        edges.0.invalidate(&stream);
-        return Ok(0);
-    }
-    edges.0.insert(stream, Arc::new((appended.size, next_edge)));
-    if let Some(m) = metrics {
-        let now = chrono::Utc::now();
-        m.tlog.integrated_events.inc_by(integrated);
-        for (at, n) in sequenced {
-            let Some(at) = at else { continue };
-            let delay = (now - at).num_microseconds().unwrap_or(0) as f64 / 1e6;
-            for _ in 0..n {
-                m.tlog.integration_delay.observe(delay);
-            }
+    let text = tlog::checkpoint_text(&tlog::origin(name, stream), appended.size, appended.root)?;
+    let mut next_edge = HashMap::new();
+    for (level, index, width) in tlog::edge_tiles(appended.size) {
+        let data = appended.tiles.get(&(level, index)).or_else(|| edge.get(&(level, index)));
+        if let Some(data) = data.filter(|d| d.len() >= width as usize * 32) {
+            next_edge.insert((level, index), data[..width as usize * 32].to_vec());
         }
     }
-    Ok(integrated)
+    Ok((appended, text, next_edge))
+}
+
+/// One stream's integration computed and its checkpoint signed, ready to write.
+struct Ready {
+    stream: StreamKey,
+    /// The tree size it started from.
+    size: u64,
+    /// When its new events were numbered: `(time, events)`.
+    sequenced: Vec<(Option<chrono::DateTime<chrono::Utc>>, u64)>,
+    appended: tlog::Appended,
+    /// The signed checkpoint.
+    note: Vec<u8>,
+    /// The edge tiles of the new size.
+    next_edge: HashMap<TileKey, Vec<u8>>,
+}
+
+/// After the write: caches the edges of the trees that moved, forgets those of the trees that did not
+/// (another integrator moved them), counts and observes.
+fn finish(
+    metrics: Option<&Metrics>,
+    edges: &EdgeCache,
+    ready: Vec<Ready>,
+    applied: Vec<Result<bool>>,
+    mut results: Vec<(StreamKey, Result<u64>)>,
+) -> Vec<(StreamKey, Result<u64>)> {
+    let now = chrono::Utc::now();
+    for (r, applied) in ready.into_iter().zip(applied) {
+        let stream = r.stream;
+        match applied {
+            Ok(true) => {
+                let integrated = r.appended.size - r.size;
+                edges.0.insert(stream, Arc::new((r.appended.size, r.next_edge)));
+                if let Some(m) = metrics {
+                    m.tlog.integrated_events.inc_by(integrated);
+                    for (at, n) in r.sequenced {
+                        let Some(at) = at else { continue };
+                        let delay = (now - at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                        for _ in 0..n {
+                            m.tlog.integration_delay.observe(delay);
+                        }
+                    }
+                }
+                results.push((stream, Ok(integrated)));
+            }
+            Ok(false) => {
+                edges.0.invalidate(&stream);
+                results.push((stream, Ok(0)));
+            }
+            Err(e) => {
+                edges.0.invalidate(&stream);
+                results.push((stream, Err(e)));
+            }
+        }
+    }
+    results
 }
 
 /// What a round appends: leaf hashes from the runs, or events read back to encode.
@@ -167,8 +313,7 @@ enum NewLeaves {
     Unknown(i64),
 }
 
-async fn new_leaves(store: &Store, stream: StreamKey, size: i64, to: i64) -> Result<NewLeaves> {
-    let runs = store.tlog_runs(stream, size + 1, to).await?;
+fn new_leaves(runs: Vec<crate::store::tlog::TlogRun>, size: i64, to: i64) -> NewLeaves {
     let mut leaves = Vec::new();
     let mut sequenced = Vec::new();
     let mut next = size + 1;
@@ -181,7 +326,7 @@ async fn new_leaves(store: &Store, stream: StreamKey, size: i64, to: i64) -> Res
         let count = (run.last_sequence - run.first_sequence + 1) as usize;
         let Some(data) = run.tlog_leaves.filter(|d| d.len() == count * 32) else {
             if leaves.is_empty() {
-                return Ok(NewLeaves::Unknown(run.last_sequence.min(to)));
+                return NewLeaves::Unknown(run.last_sequence.min(to));
             }
             break;
         };
@@ -198,9 +343,9 @@ async fn new_leaves(store: &Store, stream: StreamKey, size: i64, to: i64) -> Res
         }
     }
     if leaves.is_empty() {
-        return Ok(NewLeaves::Unknown(to));
+        return NewLeaves::Unknown(to);
     }
-    Ok(NewLeaves::Known(leaves, sequenced))
+    NewLeaves::Known(leaves, sequenced)
 }
 
 /// The partial edge tiles of a tree of `size` entries, from the database.
@@ -229,30 +374,25 @@ pub async fn integrate_round(state: &SharedState, store: &Store, signer: &Checkp
             return 0;
         }
     };
-    futures::stream::iter(streams)
-        .map(|(stream, head, size)| async move {
-            let integrated = integrate_stream(
-                store,
-                signer,
-                Some(&state.metrics),
-                edges,
-                stream,
-                (head, size),
-                cfg.integrate_max_events,
-            )
-            .await;
-            match integrated {
-                Ok(n) => n,
+    let failed = |stream: Option<StreamKey>, e: &Error| {
+        state.metrics.tlog.integration_failures.inc();
+        let (tenant_id, store_id) = stream.map(|s| (s.tenant_id.to_string(), s.store_id.to_string())).unzip();
+        tracing::warn!(error = %e, tenant_id, store_id, "transparency log integration failed; will retry");
+    };
+    futures::stream::iter(streams.chunks(BATCH_STREAMS))
+        .map(|batch| async move {
+            match integrate_streams(store, signer, Some(&state.metrics), edges, batch, cfg.integrate_max_events).await {
+                Ok(results) => {
+                    results.into_iter().map(|(stream, r)| r.inspect_err(|e| failed(Some(stream), e)).unwrap_or(0)).sum()
+                }
                 Err(e) => {
-                    state.metrics.tlog.integration_failures.inc();
-                    tracing::warn!(error = %e, tenant_id = %stream.tenant_id, store_id = %stream.store_id,
-                        "transparency log integration failed; will retry");
+                    failed(None, &e);
                     0
                 }
             }
         })
-        .buffer_unordered(CONCURRENT_STREAMS)
-        .fold(0, |a, n| async move { a + n })
+        .buffer_unordered(CONCURRENT_BATCHES)
+        .fold(0, |a, n: u64| async move { a + n })
         .await
 }
 
