@@ -820,6 +820,55 @@ async fn one_integration_batch_appends_every_streams_events_and_leaves_a_stream_
     drop(lock);
 }
 
+#[tokio::test]
+async fn an_incremental_scan_lists_only_streams_written_since_and_a_full_scan_lists_every_stream_behind() {
+    // The test holds the integrator's lock, so nothing integrates behind its back.
+    let db = TestDb::migrated().await;
+    let mut lock = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(sequencer::worker::tlog::TLOG_LOCK_KEY)
+        .fetch_one(&mut lock)
+        .await
+        .unwrap();
+    assert!(locked);
+    let server = TestServer::start_on(db, &[]).await;
+    let api = Api::admin(&server);
+    let store = &server.state.store;
+    let stream = |a: &Agent| sequencer::store::events::StreamKey { tenant_id: a.tenant_id, store_id: a.store_id };
+    let (recent, quiet, done) = (Agent::random(), Agent::random(), Agent::random());
+    for a in [&recent, &quiet, &done] {
+        api.register_key(a).await;
+        ingest_n(&api, a, 3, 1).await;
+    }
+    // `done` is integrated; `quiet` was last written an hour ago.
+    let signer = server.state.checkpoints.as_ref().unwrap();
+    let edges = sequencer::worker::tlog::EdgeCache::default();
+    sequencer::worker::tlog::integrate_stream(store, signer, None, &edges, stream(&done), (3, 0), 100).await.unwrap();
+    sqlx::query(
+        "UPDATE sequence_counters SET updated_at = NOW() - INTERVAL '1 hour' WHERE tenant_id = $1 AND store_id = $2",
+    )
+    .bind(quiet.tenant_id)
+    .bind(quiet.store_id)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let listed = |v: Vec<(sequencer::store::events::StreamKey, i64, i64)>| {
+        let mut v: Vec<_> = v.into_iter().map(|(s, head, size)| (s.tenant_id, head, size)).collect();
+        v.sort();
+        v
+    };
+    let since = chrono::Utc::now() - chrono::TimeDelta::minutes(1);
+    assert_eq!(listed(store.tlog_streams_behind(Some(since), 100).await.unwrap()), vec![(recent.tenant_id, 3, 0)]);
+    let mut every = vec![(recent.tenant_id, 3, 0), (quiet.tenant_id, 3, 0)];
+    every.sort();
+    assert_eq!(listed(store.tlog_streams_behind(None, 100).await.unwrap()), every);
+    // `done` appears again once written, with its tree's size.
+    ingest_n(&api, &done, 2, 4).await;
+    let recent_ones = listed(store.tlog_streams_behind(Some(since), 100).await.unwrap());
+    assert!(recent_ones.contains(&(done.tenant_id, 5, 3)), "{recent_ones:?}");
+    drop(lock);
+}
+
 /// A JSON value drawn from `rng`: nested objects and arrays, strings with escapes and non-ASCII
 /// characters, integers across i64 and u64, and floats of every magnitude (some of which serde_json
 /// prints in exponent notation or as `-0.0`).

@@ -211,16 +211,46 @@ impl Store {
         Ok(batch.iter().map(|(s, _)| moved.contains(&(s.tenant_id, s.store_id))).collect())
     }
 
-    /// Streams whose head is beyond their integrated tree: `(stream, head, tree size)`.
-    pub async fn tlog_streams_behind(&self, limit: i64) -> Result<Vec<(StreamKey, i64, i64)>> {
-        let rows: Vec<(Uuid, Uuid, i64, i64)> = sqlx::query_as(
-            "SELECT c.tenant_id, c.store_id, c.current_sequence, COALESCE(t.size, 0) \
-             FROM sequence_counters c LEFT JOIN tlog_trees t USING (tenant_id, store_id) \
-             WHERE c.current_sequence > COALESCE(t.size, 0) ORDER BY c.updated_at LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?;
+    /// Streams whose head is beyond their integrated tree: `(stream, head, tree size)`, oldest change
+    /// first; with `since`, only among the streams whose counter changed at or after it.
+    ///
+    /// NB: the full form joins every stream's counter to its tree: 55 to 118 ms of PostgreSQL time (a
+    /// parallel hash join) at 10^5 streams, which five rounds a second would spend even on an idle
+    /// log. With `since`, a scan of the counters alone (6 ms at 10^5) keeps the recently written ones
+    /// and probes their trees by primary key. The `LIMIT 1` keeps the probe a nested loop in generic
+    /// plans too: as a correlated subquery in the filter the planner costed it for every counter, and
+    /// the estimate (8 x 10^5) switched on JIT compilation, 265 ms per execution.
+    pub async fn tlog_streams_behind(
+        &self,
+        since: Option<DateTime<Utc>>,
+        limit: i64,
+    ) -> Result<Vec<(StreamKey, i64, i64)>> {
+        let rows: Vec<(Uuid, Uuid, i64, i64)> = match since {
+            None => {
+                sqlx::query_as(
+                    "SELECT c.tenant_id, c.store_id, c.current_sequence, COALESCE(t.size, 0) \
+                     FROM sequence_counters c LEFT JOIN tlog_trees t USING (tenant_id, store_id) \
+                     WHERE c.current_sequence > COALESCE(t.size, 0) ORDER BY c.updated_at LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await?
+            }
+            Some(since) => {
+                sqlx::query_as(
+                    "SELECT c.tenant_id, c.store_id, c.current_sequence, COALESCE(t.size, 0) \
+                     FROM sequence_counters c LEFT JOIN LATERAL ( \
+                       SELECT size FROM tlog_trees t \
+                       WHERE t.tenant_id = c.tenant_id AND t.store_id = c.store_id LIMIT 1) AS t ON TRUE \
+                     WHERE c.updated_at >= $1 AND c.current_sequence > COALESCE(t.size, 0) \
+                     ORDER BY c.updated_at LIMIT $2",
+                )
+                .bind(since)
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await?
+            }
+        };
         Ok(rows.into_iter().map(|(t, s, head, size)| (StreamKey { tenant_id: t, store_id: s }, head, size)).collect())
     }
 

@@ -364,13 +364,67 @@ async fn read_edges(store: &Store, stream: StreamKey, size: u64) -> Result<HashM
     Ok(edge)
 }
 
-/// One integration round over every stream with new events.
-pub async fn integrate_round(state: &SharedState, store: &Store, signer: &CheckpointSigner, edges: &EdgeCache) -> u64 {
+/// Which streams a round looks at. Most rounds look only at the streams written since shortly before
+/// the previous round started; every `FULL_SCAN_EVERY` rounds, and after a round that left a stream
+/// behind (capped at `TLOG_INTEGRATE_MAX_EVENTS`, failed, or beyond the round's stream limit), a round
+/// looks at every stream.
+///
+/// NB: `since` is this process's clock less `SCAN_MARGIN`, compared with the counters' `updated_at`
+/// (PostgreSQL's clock, at the start of the writing transaction): the margin covers a transaction that
+/// started before the previous round and committed after it, and clock skew; a stream missed all the
+/// same waits for the next full round, at most `FULL_SCAN_EVERY` rounds later.
+#[derive(Debug, Default)]
+pub struct Scan {
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    rounds_since_full: u32,
+    left_behind: bool,
+}
+
+impl Scan {
+    /// Where the next round's scan starts: `None` for every stream.
+    fn since(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let full = self.left_behind || self.rounds_since_full + 1 >= FULL_SCAN_EVERY;
+        self.since.filter(|_| !full).map(|t| t - SCAN_MARGIN)
+    }
+
+    /// Records a round that started at `started`, looked from `since` and left a stream behind or not.
+    fn done(
+        &mut self,
+        started: chrono::DateTime<chrono::Utc>,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        left_behind: bool,
+    ) {
+        self.rounds_since_full = if since.is_none() { 0 } else { self.rounds_since_full + 1 };
+        self.since = Some(started);
+        self.left_behind = left_behind;
+    }
+}
+
+/// Every this many rounds, a round looks at every stream (5 s at the default 200 ms interval).
+const FULL_SCAN_EVERY: u32 = 25;
+
+/// How far before the previous round's start an incremental round looks.
+const SCAN_MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
+
+/// Streams listed per round at most (the rest wait for the next).
+const STREAMS_PER_ROUND: i64 = 10_000;
+
+/// One integration round over every stream with new events (see [`Scan`]).
+pub async fn integrate_round(
+    state: &SharedState,
+    store: &Store,
+    signer: &CheckpointSigner,
+    edges: &EdgeCache,
+    scan: &mut Scan,
+) -> u64 {
     let cfg = &state.config.tlog;
-    let streams = match store.tlog_streams_behind(10_000).await {
+    let started = chrono::Utc::now();
+    let since = scan.since();
+    let streams = match store.tlog_streams_behind(since, STREAMS_PER_ROUND).await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot list streams to integrate into the transparency log");
+            scan.left_behind = true;
             return 0;
         }
     };
@@ -379,21 +433,30 @@ pub async fn integrate_round(state: &SharedState, store: &Store, signer: &Checkp
         let (tenant_id, store_id) = stream.map(|s| (s.tenant_id.to_string(), s.store_id.to_string())).unzip();
         tracing::warn!(error = %e, tenant_id, store_id, "transparency log integration failed; will retry");
     };
-    futures::stream::iter(streams.chunks(BATCH_STREAMS))
+    let behind: HashMap<StreamKey, i64> = streams.iter().map(|&(s, head, size)| (s, head - size)).collect();
+    let behind = &behind;
+    // `(events integrated, whether a stream was left behind)`
+    let (integrated, left_behind) = futures::stream::iter(streams.chunks(BATCH_STREAMS))
         .map(|batch| async move {
             match integrate_streams(store, signer, Some(&state.metrics), edges, batch, cfg.integrate_max_events).await {
-                Ok(results) => {
-                    results.into_iter().map(|(stream, r)| r.inspect_err(|e| failed(Some(stream), e)).unwrap_or(0)).sum()
-                }
+                Ok(results) => results.into_iter().fold((0, false), |(sum, left), (stream, r)| match r {
+                    Ok(n) => (sum + n, left || (n as i64) < behind.get(&stream).copied().unwrap_or(0)),
+                    Err(e) => {
+                        failed(Some(stream), &e);
+                        (sum, true)
+                    }
+                }),
                 Err(e) => {
                     failed(None, &e);
-                    0
+                    (0, true)
                 }
             }
         })
         .buffer_unordered(CONCURRENT_BATCHES)
-        .fold(0, |a, n: u64| async move { a + n })
-        .await
+        .fold((0, false), |(a, l), (n, left): (u64, bool)| async move { (a + n, l || left) })
+        .await;
+    scan.done(started, since, left_behind || streams.len() as i64 >= STREAMS_PER_ROUND);
+    integrated
 }
 
 /// A witness as the client uses it.
@@ -601,8 +664,9 @@ fn integrator_thread(
             let Some(signer) = state.checkpoints.as_ref() else { return };
             let store = state.store.sibling(INTEGRATOR_CONNECTIONS);
             let edges = EdgeCache::default();
+            let mut scan = Scan::default();
             while let Some(done) = rx.recv().await {
-                let _ = done.send(integrate_round(&state, &store, signer, &edges).await);
+                let _ = done.send(integrate_round(&state, &store, signer, &edges, &mut scan).await);
             }
             store.pool().close().await;
         });
@@ -633,5 +697,38 @@ async fn witness_loop(state: SharedState) {
         if leadership.check(&state).await {
             witness_round(&state, &http, &witnesses, &mut sent).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_look_at_recent_writes_and_at_every_stream_periodically_and_after_leaving_one_behind() {
+        let t0 = chrono::Utc::now();
+        let at = |i: i64| t0 + chrono::TimeDelta::milliseconds(200 * i);
+        let mut scan = Scan::default();
+        // The first round looks at every stream.
+        assert_eq!(scan.since(), None);
+        scan.done(at(0), None, false);
+        // Then at the streams written since shortly before the previous round started ...
+        let mut full_rounds = Vec::new();
+        for i in 1..=60 {
+            let since = scan.since();
+            match since {
+                Some(s) => assert_eq!(s, at(i - 1) - SCAN_MARGIN, "round {i}"),
+                None => full_rounds.push(i),
+            }
+            scan.done(at(i), since, false);
+        }
+        // ... and every FULL_SCAN_EVERY rounds at every stream.
+        assert_eq!(full_rounds, vec![25, 50]);
+        // A round that leaves a stream behind (capped, failed) makes the next one look at every stream,
+        // whose own success brings back the incremental rounds.
+        scan.done(at(61), scan.since(), true);
+        assert_eq!(scan.since(), None);
+        scan.done(at(62), None, false);
+        assert_eq!(scan.since(), Some(at(62) - SCAN_MARGIN));
     }
 }
