@@ -7,7 +7,9 @@
 //! - the sequencer's resident memory (VmRSS from /proc, with `--spawn`) as it writes `--streams` new
 //!   streams of `--events-per-stream` events each, then as many again (the per-stream state this
 //!   process keeps is bounded, so memory must level off);
-//! - and then checks that every stream holds exactly 1..K.
+//! - then checks that every stream holds exactly 1..K;
+//! - and, with `--spawn`, once the transparency log holds every stream, the CPU the sequencer and the
+//!   local PostgreSQL spend over `--idle-seconds` of no load (what the streams cost at rest).
 //!
 //! One tenant and one agent write every stream (streams are stores of that tenant), so no key has to
 //! be registered per stream. Every event is signed before the clock starts.
@@ -54,6 +56,10 @@ struct Args {
     /// Pairs (first event of a new stream, next event of an existing one) timed before and after.
     #[arg(long, default_value_t = 1000)]
     probes: usize,
+    /// With --spawn: once the transparency log holds every stream, the CPU the sequencer and
+    /// PostgreSQL spend over this many seconds of no load (what keeping many streams costs at rest).
+    #[arg(long, default_value_t = 10)]
+    idle_seconds: u64,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     json: bool,
@@ -103,6 +109,61 @@ fn main() -> Result<()> {
     })();
     runtime.block_on(db.drop_db());
     result
+}
+
+/// CPU ticks (user + system) of one process, from /proc.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // NB: the command name (field 2) may hold spaces; the fields after it are counted from its ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// CPU ticks of every PostgreSQL process on this machine (the local server's backends and workers).
+fn postgres_ticks() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres"))
+        .filter_map(cpu_ticks)
+        .sum()
+}
+
+/// Waits (at most two minutes) until the transparency log holds every stream, then measures the CPU
+/// the sequencer and PostgreSQL spend over `seconds` without load, as a percentage of one core.
+async fn idle_cost(pool: &sqlx::PgPool, pid: Option<u32>, streams: usize, seconds: u64) -> Result<Value> {
+    let behind = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM sequence_counters c LEFT JOIN tlog_trees t USING (tenant_id, store_id) \
+             WHERE c.current_sequence > COALESCE(t.size, 0)",
+        )
+        .fetch_one(pool)
+        .await
+    };
+    // NB: stops early when the count has not moved for five seconds (the log is off, say).
+    let t0 = Instant::now();
+    let mut left = behind().await?;
+    let mut still = 0;
+    while left > 0 && still < 10 && t0.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = behind().await?;
+        still = if now == left { still + 1 } else { 0 };
+        left = now;
+    }
+    let waited = t0.elapsed().as_secs_f64();
+    let tick = 100.0; // NB: USER_HZ, 100 on Linux for every architecture this runs on.
+    let (seq0, pg0, w0) = (pid.and_then(cpu_ticks), postgres_ticks(), Instant::now());
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let (seq1, pg1, secs) = (pid.and_then(cpu_ticks), postgres_ticks(), w0.elapsed().as_secs_f64());
+    let pct = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / tick / secs * 100.0;
+    let sequencer = seq0.zip(seq1).map(|(a, b)| pct(a, b));
+    let postgres = pct(pg0, pg1);
+    eprintln!(
+        "streambench: at rest with {streams} streams ({left} behind the log after waiting {waited:.1} s): \
+         over {secs:.0} s the sequencer used {}% of a core, PostgreSQL {postgres:.1}%",
+        sequencer.map_or("?".into(), |p| format!("{p:.1}")),
+    );
+    Ok(json!({"streams": streams, "behind_the_log": left, "seconds": secs, "sequencer_core_pct": sequencer,
+              "postgres_core_pct": postgres}))
 }
 
 /// The sequencer's resident and peak memory in MiB (`None` without a pid).
@@ -295,6 +356,9 @@ async fn run(args: &Args, base: String, key: String, spawned: Option<(u32, Strin
         );
         let streams = all_stores.len();
         report["check"] = json!({"streams": streams, "ok": true});
+        if args.idle_seconds > 0 {
+            report["idle"] = idle_cost(&pool, pid, streams, args.idle_seconds).await?;
+        }
         pool.close().await;
     }
     if args.json {
