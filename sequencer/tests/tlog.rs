@@ -637,6 +637,20 @@ async fn tlog_runs(pool: &sqlx::PgPool, agent: &Agent) -> Vec<(i64, i64, Option<
     .unwrap()
 }
 
+/// A server whose own integrator never runs: the returned connection holds the integrator's
+/// leadership lock (drop it to release), so the rounds a test drives itself are the only ones.
+async fn start_holding_the_integrators_lock() -> (TestServer, sqlx::PgConnection) {
+    let db = TestDb::migrated().await;
+    let mut lock = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(sequencer::worker::tlog::TLOG_LOCK_KEY)
+        .fetch_one(&mut lock)
+        .await
+        .unwrap();
+    assert!(locked);
+    (TestServer::start_on(db, &[]).await, lock)
+}
+
 /// Drives integration round by round over `N` ingested events (the server's own integrator does not
 /// run), in rounds that start and end inside a tile, on a tile boundary, and span several tiles; the
 /// edge cache is dropped halfway so that the edge tiles are also read back. Every round's root is the
@@ -709,15 +723,7 @@ async fn the_integrator_appends_in_rounds_of_any_size_with_or_without_its_edge_c
 async fn the_integrator_takes_the_leaves_the_sequencer_wrote_with_each_run_and_reads_back_only_runs_without_them() {
     // The log is on, but this test holds the integrator's leadership lock, so the server's own
     // integrator never runs and the rounds below are the only ones.
-    let db = TestDb::migrated().await;
-    let mut lock = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(sequencer::worker::tlog::TLOG_LOCK_KEY)
-        .fetch_one(&mut lock)
-        .await
-        .unwrap();
-    assert!(locked);
-    let server = TestServer::start_on(db, &[]).await;
+    let (server, lock) = start_holding_the_integrators_lock().await;
     let api = Api::admin(&server);
     let agent = Agent::random();
     api.register_key(&agent).await;
@@ -757,15 +763,7 @@ async fn the_integrator_takes_the_leaves_the_sequencer_wrote_with_each_run_and_r
 async fn one_integration_batch_appends_every_streams_events_and_leaves_a_stream_whose_tree_moved_alone() {
     use sequencer::worker::tlog::{EdgeCache, integrate_streams};
     // As above: the test holds the integrator's lock and drives the batches itself.
-    let db = TestDb::migrated().await;
-    let mut lock = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(sequencer::worker::tlog::TLOG_LOCK_KEY)
-        .fetch_one(&mut lock)
-        .await
-        .unwrap();
-    assert!(locked);
-    let server = TestServer::start_on(db, &[]).await;
+    let (server, lock) = start_holding_the_integrators_lock().await;
     let api = Api::admin(&server);
     let store = &server.state.store;
     let signer = server.state.checkpoints.as_ref().expect("checkpoint signer");
@@ -823,15 +821,7 @@ async fn one_integration_batch_appends_every_streams_events_and_leaves_a_stream_
 #[tokio::test]
 async fn an_incremental_scan_lists_only_streams_written_since_and_a_full_scan_lists_every_stream_behind() {
     // The test holds the integrator's lock, so nothing integrates behind its back.
-    let db = TestDb::migrated().await;
-    let mut lock = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(sequencer::worker::tlog::TLOG_LOCK_KEY)
-        .fetch_one(&mut lock)
-        .await
-        .unwrap();
-    assert!(locked);
-    let server = TestServer::start_on(db, &[]).await;
+    let (server, lock) = start_holding_the_integrators_lock().await;
     let api = Api::admin(&server);
     let store = &server.state.store;
     let stream = |a: &Agent| sequencer::store::events::StreamKey { tenant_id: a.tenant_id, store_id: a.store_id };

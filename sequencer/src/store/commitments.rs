@@ -104,7 +104,7 @@ pub struct LeafRun {
 /// The condition on `event_leaf_runs r` that selects the runs overlapping `$3..=$4` of stream
 /// (`$1`, `$2`): from the run containing `$3` (or the first after it) to the last one starting at or
 /// before `$4`, found through the primary key without scanning the stream's earlier runs.
-pub(super) const RUNS_OVERLAPPING: &str = "r.tenant_id = $1 AND r.store_id = $2 AND r.first_sequence <= $4 \
+const RUNS_OVERLAPPING: &str = "r.tenant_id = $1 AND r.store_id = $2 AND r.first_sequence <= $4 \
      AND r.first_sequence >= COALESCE((SELECT first_sequence FROM event_leaf_runs \
        WHERE tenant_id = $1 AND store_id = $2 AND first_sequence <= $3 \
        ORDER BY first_sequence DESC LIMIT 1), $3)";

@@ -84,31 +84,16 @@ pub struct TlogRun {
 }
 
 impl Store {
-    /// The leaf runs of a stream that overlap `from..=to`, in order, in one index range scan.
-    pub async fn tlog_runs(&self, stream: StreamKey, from: i64, to: i64) -> Result<Vec<TlogRun>> {
-        let sql = format!(
-            "SELECT r.first_sequence, r.last_sequence, r.tlog_leaves, r.sequenced_at FROM event_leaf_runs r \
-             WHERE {} AND r.last_sequence >= $3 ORDER BY r.first_sequence",
-            super::commitments::RUNS_OVERLAPPING
-        );
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(stream.tenant_id)
-            .bind(stream.store_id)
-            .bind(from)
-            .bind(to)
-            .fetch_all(self.pool())
-            .await?)
-    }
-
-    /// [`Store::tlog_runs`] for many streams in one round trip: the runs overlapping each
-    /// `(stream, from, to)`, returned per request in the order asked.
+    /// The leaf runs overlapping each `(stream, from, to)`, in order, returned per request in the order
+    /// asked: one round trip for many streams.
     pub async fn tlog_runs_many(&self, wanted: &[(StreamKey, i64, i64)]) -> Result<Vec<Vec<TlogRun>>> {
         let tenants: Vec<Uuid> = wanted.iter().map(|w| w.0.tenant_id).collect();
         let stores: Vec<Uuid> = wanted.iter().map(|w| w.0.store_id).collect();
         let froms: Vec<i64> = wanted.iter().map(|w| w.1).collect();
         let tos: Vec<i64> = wanted.iter().map(|w| w.2).collect();
-        // NB: the same range scan as `tlog_runs` (the lateral subquery probes the primary key once per
-        // stream), with the stream and bounds taken from the arrays.
+        // NB: `commitments::RUNS_OVERLAPPING`'s range scan (from the run containing `from`, or the first
+        // after it, through the primary key), once per stream, with the stream and bounds taken from
+        // the arrays.
         /// `(position in wanted, 1-based; first, last, log leaves, numbered at)`
         type Row = (i64, i64, i64, Option<Vec<u8>>, Option<DateTime<Utc>>);
         let rows: Vec<Row> = sqlx::query_as(
@@ -137,9 +122,10 @@ impl Store {
         Ok(runs)
     }
 
-    /// [`Store::tlog_integrate`] for many streams in one statement: each stream's tree moves (and its
-    /// tiles are written) only if it still has the size its integration started from. Returns, per
-    /// integration in the order given, whether it applied.
+    /// Writes integrations of many streams in one statement (one round trip, atomic): each stream's
+    /// tree moves only if it still has the size its integration started from (so two integrators never
+    /// both append), and its tiles are written only if it moved. Returns, per integration in the order
+    /// given, whether it applied (false: another integrator got there first).
     pub async fn tlog_integrate_many(&self, batch: &[(StreamKey, Integration<'_>)]) -> Result<Vec<bool>> {
         let mut tenants = Vec::with_capacity(batch.len());
         let mut stores = Vec::with_capacity(batch.len());
@@ -316,55 +302,6 @@ impl Store {
             found.insert((level, idx), data);
         }
         Ok(found)
-    }
-
-    /// Writes an integration in one statement (so one round trip, and atomic): the new head, only if
-    /// the tree still has `old_size` entries (so two integrators never both append), and the changed
-    /// tiles, only if the head moved. False when another integrator got there first.
-    pub async fn tlog_integrate(&self, stream: StreamKey, w: Integration<'_>) -> Result<bool> {
-        let mut levels = Vec::with_capacity(w.tiles.len());
-        let mut idxs = Vec::with_capacity(w.tiles.len());
-        let mut widths = Vec::with_capacity(w.tiles.len());
-        let mut datas = Vec::with_capacity(w.tiles.len());
-        for (l, i, wd, d) in w.tiles {
-            levels.push(l);
-            idxs.push(i);
-            widths.push(wd);
-            datas.push(d);
-        }
-        // NB: the head's CTE runs exactly once whatever references it; the tiles' INSERT reads its
-        // result, so it writes nothing when the head did not move.
-        let moved_sql = if w.old_size == 0 {
-            "INSERT INTO tlog_trees (tenant_id, store_id, size, root, checkpoint) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (tenant_id, store_id) DO NOTHING RETURNING 1"
-        } else {
-            "UPDATE tlog_trees SET size = $3, root = $4, checkpoint = $5, integrated_at = NOW() \
-             WHERE tenant_id = $1 AND store_id = $2 AND size = $6 RETURNING 1"
-        };
-        let sql = format!(
-            "WITH moved AS ({moved_sql}), tiles AS ( \
-               INSERT INTO tlog_tiles (tenant_id, store_id, level, idx, width, data) \
-               SELECT $1, $2, k.level, k.idx, k.width, k.data \
-               FROM UNNEST($7::int2[], $8::int8[], $9::int4[], $10::bytea[]) AS k(level, idx, width, data) \
-               WHERE EXISTS (SELECT 1 FROM moved) \
-               ON CONFLICT (tenant_id, store_id, level, idx) DO UPDATE SET width = EXCLUDED.width, data = EXCLUDED.data \
-               WHERE tlog_tiles.width < EXCLUDED.width RETURNING 1) \
-             SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM tiles)"
-        );
-        let (moved, _): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(stream.tenant_id)
-            .bind(stream.store_id)
-            .bind(w.new_size)
-            .bind(w.root)
-            .bind(w.checkpoint)
-            .bind(w.old_size)
-            .bind(&levels)
-            .bind(&idxs)
-            .bind(&widths)
-            .bind(&datas)
-            .fetch_one(self.pool())
-            .await?;
-        Ok(moved == 1)
     }
 
     /// A full tile from the tile cache, without a round trip: it was read from the database before,

@@ -180,8 +180,8 @@ pub async fn integrate_streams(
         Err(e) if batch.len() > 1 => {
             tracing::warn!(error = %e, streams = batch.len(), "transparency log batch write failed; writing stream by stream");
             let mut applied = Vec::with_capacity(batch.len());
-            for (stream, w) in batch {
-                applied.push(store.tlog_integrate(stream, w).await);
+            for one in &batch {
+                applied.push(store.tlog_integrate_many(std::slice::from_ref(one)).await.map(|a| a[0]));
             }
             return Ok(finish(metrics, edges, ready, applied, results));
         }
