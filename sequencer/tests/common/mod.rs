@@ -224,7 +224,15 @@ impl LogLines {
 }
 
 impl Drop for SequencerProcess {
+    /// SIGTERM first, so that a sequencer on its default set-up stops the private PostgreSQL it
+    /// started (SIGKILL left one running per test run); SIGKILL after 10 s.
     fn drop(&mut self) {
+        // SAFETY: kill(2) with the pid of our own child, which has not been waited for yet.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
