@@ -84,6 +84,10 @@ struct Args {
     /// realistic fields; a `note` pads it up to this size).
     #[arg(long, default_value_t = 200)]
     payload_bytes: usize,
+    /// The pid of the server under load (without --spawn), whose CPU per event is reported beside
+    /// PostgreSQL's, the load generator's and the machine's. With --spawn it is the spawned sequencer.
+    #[arg(long)]
+    cpu_pid: Option<u32>,
     /// Skip the gap and receipt check after the run.
     #[arg(long)]
     no_check: bool,
@@ -153,7 +157,7 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if !args.spawn {
         let key = args.api_key.clone().ok_or_else(|| anyhow!("--api-key (or SEQUENCER_API_KEY) is required"))?;
-        return runtime.block_on(run(&args, args.url.trim_end_matches('/').to_string(), key, None));
+        return runtime.block_on(run(&args, args.url.trim_end_matches('/').to_string(), key, None, args.cpu_pid));
     }
     let bin = e2e::spawn::sequencer_binary(args.sequencer_bin.as_deref(), args.no_build)?;
     let (database_url, throwaway) = match &args.database_url {
@@ -167,7 +171,8 @@ fn main() -> Result<()> {
     let result = (|| {
         let server = e2e::spawn::SpawnedSequencer::start(&bin, &database_url, &admin_key, args.unsigned_receipts)?;
         let info = format!("{} (pid {})", bin.display(), server.child.id());
-        let result = runtime.block_on(run(&args, server.base_url.clone(), admin_key.clone(), Some(info)));
+        let pid = Some(server.child.id());
+        let result = runtime.block_on(run(&args, server.base_url.clone(), admin_key.clone(), Some(info), pid));
         server.stop().context("stopping the sequencer")?;
         result
     })();
@@ -177,7 +182,7 @@ fn main() -> Result<()> {
     result
 }
 
-async fn run(args: &Args, base: String, key: String, spawned: Option<String>) -> Result<()> {
+async fn run(args: &Args, base: String, key: String, spawned: Option<String>, server_pid: Option<u32>) -> Result<()> {
     let machine = machine_description();
     eprintln!("loadgen: sequencer at {base}{}", spawned.as_ref().map(|s| format!(" [{s}]")).unwrap_or_default());
     let admin = reqwest::Client::new();
@@ -248,6 +253,7 @@ async fn run(args: &Args, base: String, key: String, spawned: Option<String>) ->
 
     // The timed run.
     let next = Arc::new(AtomicUsize::new(warmup_requests));
+    let cpu0 = e2e::cpu::Sample::take(server_pid);
     let t0 = Instant::now();
     let deadline = args.duration.map(|d| t0 + Duration::from_secs_f64(d));
     let tasks = conns.into_iter().map(|mut conn| {
@@ -297,6 +303,7 @@ async fn run(args: &Args, base: String, key: String, spawned: Option<String>) ->
         service.add(&s).expect("same bounds");
     }
     let elapsed = t0.elapsed();
+    let cpu1 = e2e::cpu::Sample::take(server_pid);
 
     // Tally the timed run.
     let fates = Arc::try_unwrap(fates).map_err(|_| anyhow!("fates still shared"))?.into_inner().expect("fates");
@@ -344,6 +351,15 @@ async fn run(args: &Args, base: String, key: String, spawned: Option<String>) ->
             service.max() as f64 / 1000.0
         );
     }
+    let cpu = cpu0.per_event(&cpu1, accepted);
+    let us = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.1}"));
+    eprintln!(
+        "  CPU/event  server {} us, PostgreSQL {:.1} us, load generator {} us, machine {} us (/proc, timed run)",
+        us(cpu.server_us),
+        cpu.postgres_us,
+        us(cpu.load_generator_us),
+        us(cpu.machine_us)
+    );
     if errors.is_empty() {
         eprintln!("  errors     none");
     } else {
@@ -396,6 +412,7 @@ async fn run(args: &Args, base: String, key: String, spawned: Option<String>) ->
             "service_time": hist(&service),
             "errors": errors,
             "pool_exhausted": exhausted,
+            "cpu_us_per_event": cpu,
             "check": check.as_ref().map(|c| json!({
                 "ok": true, "streams": agents.len(), "stored": c.stored, "receipts": c.receipts,
                 "stored_without_receipt": c.unreceipted,

@@ -111,23 +111,6 @@ fn main() -> Result<()> {
     result
 }
 
-/// CPU ticks (user + system) of one process, from /proc.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // NB: the command name (field 2) may hold spaces; the fields after it are counted from its ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-}
-
-/// CPU ticks of every PostgreSQL process on this machine (the local server's backends and workers).
-fn postgres_ticks() -> u64 {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres"))
-        .filter_map(cpu_ticks)
-        .sum()
-}
-
 /// Waits (at most two minutes) until the transparency log holds every stream, then measures the CPU
 /// the sequencer and PostgreSQL spend over `seconds` without load, as a percentage of one core.
 async fn idle_cost(pool: &sqlx::PgPool, pid: Option<u32>, streams: usize, seconds: u64) -> Result<Value> {
@@ -150,10 +133,10 @@ async fn idle_cost(pool: &sqlx::PgPool, pid: Option<u32>, streams: usize, second
         left = now;
     }
     let waited = t0.elapsed().as_secs_f64();
-    let tick = 100.0; // NB: USER_HZ, 100 on Linux for every architecture this runs on.
-    let (seq0, pg0, w0) = (pid.and_then(cpu_ticks), postgres_ticks(), Instant::now());
+    use e2e::cpu::{TICKS_PER_SECOND as tick, postgres_ticks, process_ticks};
+    let (seq0, pg0, w0) = (pid.and_then(process_ticks), postgres_ticks(), Instant::now());
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let (seq1, pg1, secs) = (pid.and_then(cpu_ticks), postgres_ticks(), w0.elapsed().as_secs_f64());
+    let (seq1, pg1, secs) = (pid.and_then(process_ticks), postgres_ticks(), w0.elapsed().as_secs_f64());
     let pct = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / tick / secs * 100.0;
     let sequencer = seq0.zip(seq1).map(|(a, b)| pct(a, b));
     let postgres = pct(pg0, pg1);
