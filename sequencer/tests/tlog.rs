@@ -819,6 +819,66 @@ async fn one_integration_batch_appends_every_streams_events_and_leaves_a_stream_
 }
 
 #[tokio::test]
+async fn a_stream_whose_log_write_the_database_refuses_holds_back_no_other_stream_of_its_batch() {
+    use sequencer::worker::tlog::{EdgeCache, integrate_streams};
+    // As above: the test holds the integrator's lock and drives the batches itself.
+    let (server, lock) = start_holding_the_integrators_lock().await;
+    let api = Api::admin(&server);
+    let store = &server.state.store;
+    let signer = server.state.checkpoints.as_ref().expect("checkpoint signer");
+    let edges = EdgeCache::default();
+    let stream = |a: &Agent| sequencer::store::events::StreamKey { tenant_id: a.tenant_id, store_id: a.store_id };
+    let agents: Vec<Agent> = (0..3).map(|_| Agent::random()).collect();
+    for agent in &agents {
+        api.register_key(agent).await;
+        ingest_n(&api, agent, 30, 1).await;
+    }
+    // The database refuses any write of the middle stream's tree, so the batch's one statement fails.
+    let refused = stream(&agents[1]);
+    sqlx::query(
+        "CREATE FUNCTION refuse_one_tree() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN RAISE EXCEPTION 'refused by the test'; END $$",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let trigger = format!(
+        "CREATE TRIGGER refuse_one_tree BEFORE INSERT OR UPDATE ON tlog_trees FOR EACH ROW \
+         WHEN (NEW.store_id = '{}') EXECUTE FUNCTION refuse_one_tree()",
+        refused.store_id
+    );
+    sqlx::query(sqlx::AssertSqlSafe(trigger)).execute(store.pool()).await.unwrap();
+
+    let all: Vec<_> = agents.iter().map(|a| (stream(a), 30, 0)).collect();
+    let results: HashMap<_, _> =
+        integrate_streams(store, signer, None, &edges, &all, 1_000).await.unwrap().into_iter().collect();
+    assert_eq!(results.len(), 3);
+    for agent in &agents {
+        let head = store.tlog_head(stream(agent)).await.unwrap();
+        if stream(agent) == refused {
+            let error = results[&refused].as_ref().expect_err("its write was refused").to_string();
+            assert!(error.contains("refused by the test"), "{error}");
+            assert!(head.is_none(), "nothing of the refused stream's log was written");
+        } else {
+            assert_eq!(results[&stream(agent)].as_ref().ok(), Some(&30), "{results:?}");
+            let leaves = served_leaves(store, agent, 30).await;
+            let head = head.expect("the other streams' logs were written stream by stream");
+            assert_eq!((head.size, head.root), (30, mth(&leaves).to_vec()));
+        }
+    }
+
+    // Once the database takes the write again, the stream catches up where it stood.
+    sqlx::query("DROP TRIGGER refuse_one_tree ON tlog_trees").execute(store.pool()).await.unwrap();
+    let all: Vec<_> = agents.iter().map(|a| (stream(a), 30, if stream(a) == refused { 0 } else { 30 })).collect();
+    let results: HashMap<_, _> =
+        integrate_streams(store, signer, None, &edges, &all, 1_000).await.unwrap().into_iter().collect();
+    assert_eq!(results[&refused].as_ref().ok(), Some(&30), "{results:?}");
+    let head = store.tlog_head(refused).await.unwrap().unwrap();
+    assert_eq!((head.size, head.root), (30, mth(&served_leaves(store, &agents[1], 30).await).to_vec()));
+    drop(lock);
+}
+
+#[tokio::test]
 async fn an_incremental_scan_lists_only_streams_written_since_and_a_full_scan_lists_every_stream_behind() {
     // The test holds the integrator's lock, so nothing integrates behind its back.
     let (server, lock) = start_holding_the_integrators_lock().await;
@@ -928,9 +988,28 @@ async fn a_log_leaf_written_at_sequencing_is_the_leaf_of_the_entry_served_for_an
     }
     assert!(known > N / 2 && known < N, "{known} of {N} runs carry log leaves: the draw covers both cases");
 
+    // A batch: one run whose entries share the group's time and its encoding buffer, payloads of
+    // different sizes so that a longer entry's bytes left in the buffer would show in a shorter one's.
+    const B: usize = 20;
+    let batch: Vec<_> = (0..B)
+        .map(|i| {
+            let payload = serde_json::json!({"i": i, "pad": "x".repeat((B - i) * 37), "list": [i, "y"]});
+            agent.builder().payload(payload).sign(&agent.key)
+        })
+        .collect();
+    let (status, body) = api.ingest(agent.agent_id, &batch).await;
+    assert_eq!((status, body["eventsAccepted"].as_u64()), (200, Some(B as u64)), "{body}");
+    let total = (N + B) as i64;
+    let leaves = served_leaves(&server.state.store, &agent, total).await;
+    let runs = tlog_runs(server.state.store.pool(), &agent).await;
+    let (first, last, tlog) = runs.last().unwrap();
+    assert_eq!((*first, *last), (N as i64 + 1, total));
+    let written: Vec<u8> = tlog.clone().expect("a batch of predictable payloads carries its log leaves");
+    assert_eq!(written, leaves[N..].concat(), "the batch's log leaves are its served entries' leaves");
+
     // The integrator (the server's own) builds the tree of exactly these leaves, the unknown ones
     // read back.
     let key = log_key(&api).await;
-    let (cp, _) = checkpoint_at_least(&api, &agent, N as u64, &key).await;
-    assert_eq!((cp.size(), cp.hash().0), (N as u64, mth(&leaves)));
+    let (cp, _) = checkpoint_at_least(&api, &agent, total as u64, &key).await;
+    assert_eq!((cp.size(), cp.hash().0), (total as u64, mth(&leaves)));
 }
