@@ -141,8 +141,8 @@ impl Ingest {
             check_len("entity_id", &e.entity_id, 512)?;
             check_len("event_type", &e.event_type, 256)?;
             let size = match (&e.payload, &e.payload_encrypted) {
-                (Some(p), _) => serde_json::to_vec(p).map(|v| v.len()).unwrap_or(usize::MAX),
-                (None, Some(p)) => serde_json::to_vec(p).map(|v| v.len()).unwrap_or(usize::MAX),
+                (Some(p), _) => json_len(p),
+                (None, Some(p)) => json_len(p),
                 (None, None) => 0,
             };
             let max = self.limits.max_event_payload_size;
@@ -433,6 +433,26 @@ impl Ingest {
     }
 }
 
+/// The length of `value`'s compact JSON, counted as it is written rather than built (every event's
+/// payload is measured).
+fn json_len(value: &impl Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
+}
+
 fn check_len(field: &str, value: &str, max: usize) -> Result<()> {
     if value.is_empty() || value.len() > max {
         return Err(Error::BadRequest(format!("{field} must be between 1 and {max} bytes (got {})", value.len())));
@@ -466,4 +486,20 @@ async fn verify_signatures(items: Vec<(usize, [u8; 32], [u8; 64], SignatureCheck
     })
     .await
     .map_err(|e| Error::Internal(format!("signature verification task: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::json_len;
+
+    #[test]
+    fn a_payload_is_measured_as_its_compact_json() {
+        for v in
+            [json!(null), json!({"a": [1, 2.5, "é\u{0}\"x"], "b": {"c": -0.0, "d": 1e300}}), json!("x".repeat(5000))]
+        {
+            assert_eq!(json_len(&v), serde_json::to_vec(&v).unwrap().len(), "{v}");
+        }
+    }
 }

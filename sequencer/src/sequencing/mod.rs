@@ -63,11 +63,12 @@ pub struct Receipt {
 }
 
 impl Receipt {
+    /// `sequenced_at` as `DateTime::to_rfc3339` prints it (a group's receipts share one).
     fn new(
         sequencer_id: Uuid,
         event_id: Uuid,
         sequence_number: i64,
-        sequenced_at: DateTime<Utc>,
+        sequenced_at: &str,
         receipt_hash: &[u8],
         signature: Option<&[u8]>,
     ) -> Self {
@@ -75,10 +76,10 @@ impl Receipt {
             sequencer_id,
             event_id,
             sequence_number: sequence_number as u64,
-            sequenced_at: sequenced_at.to_rfc3339(),
-            receipt_hash: hex::encode(receipt_hash),
+            sequenced_at: sequenced_at.to_owned(),
+            receipt_hash: lower_hex(receipt_hash),
             signature_alg: if signature.is_some() { "ed25519" } else { "none" },
-            sequencer_signature: signature.map(hex::encode).unwrap_or_default(),
+            sequencer_signature: signature.map(lower_hex).unwrap_or_default(),
             sequencer_key_version: 0,
         }
     }
@@ -88,11 +89,18 @@ impl Receipt {
             e.sequencer_id?,
             e.event_id,
             e.sequence_number,
-            e.sequenced_at,
+            &e.sequenced_at.to_rfc3339(),
             e.receipt_hash.as_deref()?,
             e.sequencer_signature.as_deref(),
         ))
     }
+}
+
+/// `hex::encode`, without building the string a character at a time (two per receipt).
+fn lower_hex(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; bytes.len() * 2];
+    hex::encode_to_slice(bytes, &mut out).expect("twice the length");
+    String::from_utf8(out).expect("hex digits are ASCII")
 }
 
 /// What became of one candidate.
@@ -381,7 +389,7 @@ impl Sequencer {
         match appended {
             Ok(true) => {
                 self.count_group(rows.len(), 0);
-                let outcomes = self.outcomes(batches, plan, &rows, sequenced_at, all);
+                let outcomes = self.outcomes(batches, plan, &rows, sequenced_at);
                 Ok(Attempt::Done((outcomes, head)))
             }
             // Another replica moved the head, or the stream is paused: lock and look.
@@ -411,7 +419,7 @@ impl Sequencer {
         {
             tx.commit().await?;
             self.count_group(rows.len(), 0);
-            let outcomes = self.outcomes(batches, &plan, &rows, sequenced_at, all);
+            let outcomes = self.outcomes(batches, &plan, &rows, sequenced_at);
             return Ok(Some((outcomes, head)));
         }
         tx.rollback().await?;
@@ -473,7 +481,7 @@ impl Sequencer {
         insert_dead_letters(&mut tx, &dead_letters).await?;
         tx.commit().await?;
         self.count_group(rows.len(), dead_letters.len());
-        let outcomes = self.outcomes(batches, &plan, &rows, sequenced_at, all);
+        let outcomes = self.outcomes(batches, &plan, &rows, sequenced_at);
         Ok((outcomes, head))
     }
 
@@ -497,6 +505,9 @@ impl Sequencer {
     ) -> (Vec<VesEventRow<'a>>, i64) {
         let mut next = head;
         let mut rows = Vec::with_capacity(all.len());
+        let at = sequenced_at.to_rfc3339();
+        // One buffer for every entry of the group: each is hashed and dropped.
+        let mut entry = Vec::new();
         for (c, d) in all.iter().zip(plan) {
             if *d != Decision::Accept {
                 continue;
@@ -528,7 +539,7 @@ impl Sequencer {
                 tlog_leaf: None,
             };
             if self.tlog_leaves {
-                row.tlog_leaf = crate::tlog::leaf_before_storing(&row, sequenced_at);
+                row.tlog_leaf = crate::tlog::leaf_before_storing(&row, &at, &mut entry);
             }
             rows.push(row);
         }
@@ -542,9 +553,11 @@ impl Sequencer {
         plan: &[Decision],
         rows: &[VesEventRow<'_>],
         sequenced_at: DateTime<Utc>,
-        all: &[&Candidate],
     ) -> Vec<Vec<Outcome>> {
-        let mut receipts: Vec<Option<Receipt>> = vec![None; plan.len()];
+        // NB: a receipt is kept for a later copy of its event in the group, when there is one.
+        let copies = plan.iter().any(|d| matches!(d, Decision::SameAs(_)));
+        let mut receipts: Vec<Option<Receipt>> = if copies { vec![None; plan.len()] } else { Vec::new() };
+        let at = sequenced_at.to_rfc3339();
         let mut row = rows.iter();
         let mut in_order = Vec::with_capacity(plan.len());
         for (i, d) in plan.iter().enumerate() {
@@ -555,11 +568,11 @@ impl Sequencer {
                         self.signer.sequencer_id,
                         r.envelope.event_id,
                         r.sequence_number,
-                        sequenced_at,
+                        &at,
                         &r.receipt_hash,
                         r.sequencer_signature.as_ref().map(|s| &s[..]),
                     );
-                    if all.len() > 1 {
+                    if copies {
                         receipts[i] = Some(receipt.clone());
                     }
                     Outcome::Sequenced(receipt)
@@ -612,5 +625,15 @@ fn replicate(e: &Error) -> Error {
             Error::unavailable("DATABASE_UNAVAILABLE", "The database is unavailable; retry later", 1)
         }
         other => Error::Internal(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn receipt_hex_is_hex_encode() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        assert_eq!(super::lower_hex(&bytes), hex::encode(&bytes));
+        assert_eq!(super::lower_hex(&[]), "");
     }
 }

@@ -100,15 +100,16 @@ pub fn entry_of(e: &crate::store::events::StoredEvent) -> crate::error::Result<V
 /// back (migration 0012).
 pub fn leaf_before_storing(
     row: &crate::store::events::VesEventRow<'_>,
-    sequenced_at: chrono::DateTime<chrono::Utc>,
+    sequenced_at: &str,
+    scratch: &mut Vec<u8>,
 ) -> Option<[u8; 32]> {
     use crate::store::events::entry_before_storing;
-    let bytes = entry_before_storing(row, sequenced_at, false)?;
-    if bytes.len() <= MAX_ENTRY_BYTES {
-        return Some(leaf_hash(&bytes).0);
+    entry_before_storing(row, sequenced_at, false, scratch)?;
+    if scratch.len() <= MAX_ENTRY_BYTES {
+        return Some(leaf_hash(scratch).0);
     }
-    let bytes = entry_before_storing(row, sequenced_at, true)?;
-    (bytes.len() <= MAX_ENTRY_BYTES).then(|| leaf_hash(&bytes).0)
+    entry_before_storing(row, sequenced_at, true, scratch)?;
+    (scratch.len() <= MAX_ENTRY_BYTES).then(|| leaf_hash(scratch).0)
 }
 
 /// RFC 6962 leaf hash of an entry.

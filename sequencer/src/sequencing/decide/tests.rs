@@ -15,7 +15,7 @@ const SIG: [u8; 64] = [7; 64];
 
 fn receipt(event_id: Uuid, n: i64) -> Receipt {
     let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-    Receipt::new(Uuid::nil(), event_id, n, at, &[9; 32], None)
+    Receipt::new(Uuid::nil(), event_id, n, &at.to_rfc3339(), &[9; 32], None)
 }
 
 fn id(n: u128) -> Uuid {
