@@ -13,9 +13,10 @@ use crate::domain;
 use crate::encode::{HashWriter, Sink, finish, tagged};
 
 /// RFC 8785 (JCS) canonical bytes of a JSON value, as upstream computes them
-/// (`serde_json_canonicalizer` over the parsed `serde_json::Value`).
+/// (`serde_json_canonicalizer` over the parsed `serde_json::Value`; [`crate::jcs`] writes the same
+/// bytes without its buffering).
 pub fn jcs(payload: &serde_json::Value) -> Vec<u8> {
-    serde_json_canonicalizer::to_vec(payload).expect(JCS_INFALLIBLE)
+    crate::jcs::to_vec(payload).expect(JCS_INFALLIBLE)
 }
 
 // NB: a `serde_json::Value` has string keys and finite numbers only (serde_json refuses NaN and
@@ -26,7 +27,7 @@ const JCS_INFALLIBLE: &str = "JCS of a serde_json::Value cannot fail";
 /// (kind 0) event.
 pub fn payload_plain_hash(payload: &serde_json::Value) -> Hash32 {
     let mut h = tagged(domain::PAYLOAD_PLAIN);
-    serde_json_canonicalizer::to_writer(payload, &mut HashWriter(&mut h)).expect(JCS_INFALLIBLE);
+    crate::jcs::write(payload, &mut HashWriter(&mut h)).expect(JCS_INFALLIBLE);
     finish(h)
 }
 
@@ -36,7 +37,7 @@ pub fn payload_plain_hash(payload: &serde_json::Value) -> Hash32 {
 pub fn payload_plain_hash_salted(salt: &[u8; 16], payload: &serde_json::Value) -> Hash32 {
     let mut h = tagged(domain::PAYLOAD_PLAIN);
     h.put(salt);
-    serde_json_canonicalizer::to_writer(payload, &mut HashWriter(&mut h)).expect(JCS_INFALLIBLE);
+    crate::jcs::write(payload, &mut HashWriter(&mut h)).expect(JCS_INFALLIBLE);
     finish(h)
 }
 

@@ -18,6 +18,7 @@ pub mod cipher;
 pub mod domain;
 pub mod envelope;
 pub mod hash;
+pub mod jcs;
 pub mod merkle;
 pub mod verify;
 
