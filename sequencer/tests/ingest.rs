@@ -359,8 +359,9 @@ async fn bad_requests_get_a_json_4xx_and_store_nothing() {
             "max_events_per_batch",
         ),
         (json!({"agentId": agent.agent_id, "events": [big]}), 413, "max_event_payload_size"),
-        (json!({"agentId": agent.agent_id, "events": [{"ves_version": 1}]}), 422, ""),
-        (json!({"agentId": "not-a-uuid", "events": []}), 422, ""),
+        // A body of the wrong shape is answered naming where.
+        (json!({"agentId": agent.agent_id, "events": [{"ves_version": 1}]}), 422, "at events[0]: missing field"),
+        (json!({"agentId": "not-a-uuid", "events": []}), 422, "at agentId:"),
     ];
     for (body, status, needle) in cases {
         let (got, answer) = api.post("/api/v1/ves/events/ingest", body.clone()).await;
