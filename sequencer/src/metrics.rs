@@ -434,7 +434,7 @@ impl Metrics {
         for reason in ["invalid_signature", "agent_key_invalid"] {
             let _ = events_rejected.get_or_create(&ReasonLabels { reason: reason.into() });
         }
-        for scope in ["tenant", "api_key"] {
+        for scope in ["tenant", "api_key", "public_read"] {
             let _ = ratelimit_rejected.get_or_create(&ScopeLabels { scope: scope.into() });
         }
         for reason in ReadyFailure::ALL {

@@ -56,6 +56,8 @@ pub struct RateLimiters {
     rejected: Family<ScopeLabels, Counter>,
     /// Set in a running server: the deployment-wide counters.
     shared: Option<SharedLimits>,
+    /// `TLOG_PUBLIC_READ_RATE_PER_SECOND`: reads of a public log without a credential, per process.
+    public_read: Option<DefaultDirectRateLimiter>,
 }
 
 /// The deployment-wide side: leases of tokens from the counters in PostgreSQL.
@@ -124,6 +126,26 @@ impl RateLimiters {
             per_key: Cache::builder().max_capacity(100_000).time_to_idle(Duration::from_secs(600)).build(),
             rejected,
             shared: None,
+            public_read: None,
+        }
+    }
+
+    /// Limits the reads of public transparency logs without a credential to `per_second` in this
+    /// process (`None`: no limit). They have no tenant to charge, so they share one allowance.
+    ///
+    /// NB: per process, not deployment-wide like the tenant limits: it protects this replica's database
+    /// connections from anonymous load, and answering it costs no statement. A public log that many
+    /// read belongs behind a cache (full tiles are immutable and served with a year's `max-age`).
+    pub fn with_public_read(mut self, per_second: Option<NonZeroU32>) -> Self {
+        self.public_read = per_second.map(|n| RateLimiter::direct(Quota::per_second(n)));
+        self
+    }
+
+    /// Admits one read of a public log without a credential, or answers 429 with `Retry-After`.
+    pub fn check_public_read(&self) -> Result<()> {
+        match self.public_read.as_ref().map(|l| l.check()) {
+            Some(Err(not_until)) => Err(self.refuse("public_read", not_until.wait_time_from(self.clock.now()))),
+            _ => Ok(()),
         }
     }
 
@@ -247,6 +269,26 @@ mod tests {
         }
         // Another tenant has its own allowance.
         limits.check_local(&caller(Uuid::new_v4())).unwrap();
+    }
+
+    #[test]
+    fn reads_of_public_logs_share_one_allowance_per_second_and_none_means_no_limit() {
+        let rejected = Family::<ScopeLabels, Counter>::default();
+        let limits =
+            RateLimiters::new(&RateLimitConfig::default(), rejected.clone()).with_public_read(NonZeroU32::new(2));
+        limits.check_public_read().unwrap();
+        limits.check_public_read().unwrap();
+        match limits.check_public_read() {
+            Err(Error::RateLimited { retry_after_secs }) => assert_eq!(retry_after_secs, 1),
+            other => panic!("expected 429, got {other:?}"),
+        }
+        assert_eq!(rejected.get_or_create(&ScopeLabels { scope: "public_read".into() }).get(), 1);
+        // Tenants' own allowances are not this one.
+        limits.check_local(&caller(Uuid::new_v4())).unwrap();
+        let unlimited = RateLimiters::new(&RateLimitConfig::default(), Family::default()).with_public_read(None);
+        for _ in 0..1000 {
+            unlimited.check_public_read().unwrap();
+        }
     }
 
     #[test]

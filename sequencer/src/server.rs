@@ -47,7 +47,8 @@ pub fn build_state(config: Config, store: Store, metrics: Arc<Metrics>) -> Resul
     let auth = Authenticator::new(&config, store.clone(), metrics.clone());
     let commitments = CommitmentEngine::new(store.clone());
     let limits = crate::ratelimit::RateLimiters::new(&config.rate_limits, metrics.ratelimit_rejected.clone())
-        .shared_through(store.clone());
+        .shared_through(store.clone())
+        .with_public_read(config.tlog.public_read_per_second);
     let anchor = match &config.anchor {
         Some(settings) => Some(Arc::new(AnchorService::new(settings.clone(), store.clone())?)),
         None => None,

@@ -247,6 +247,49 @@ async fn every_event_is_in_its_streams_rfc_6962_log_and_off_the_shelf_verifiers_
 }
 
 #[tokio::test]
+async fn reads_of_a_public_log_without_a_credential_are_limited_per_second_and_credentialed_reads_are_not() {
+    let public = Agent::random();
+    let listed = format!("{}/{}", public.tenant_id, public.store_id);
+    let server =
+        TestServer::start_with(&[("TLOG_PUBLIC_READ", listed.as_str()), ("TLOG_PUBLIC_READ_RATE_PER_SECOND", "1")])
+            .await;
+    let api = Api::admin(&server);
+    api.register_key(&public).await;
+    ingest_n(&api, &public, 3, 1).await;
+    let path = format!("{}/checkpoint", prefix(&public));
+    // An allowance of one per second: twenty reads sent back to back cannot all fall in new seconds.
+    let anyone = reqwest::Client::new();
+    let mut refused = 0;
+    for _ in 0..20 {
+        let resp = anyone.get(server.url(&path)).send().await.unwrap();
+        match resp.status().as_u16() {
+            200 | 404 => {}
+            429 => {
+                refused += 1;
+                assert_eq!(resp.headers()["retry-after"], "1");
+                let body: Value = resp.json().await.unwrap();
+                assert_eq!(body["error"]["code"], "RATE_LIMIT_EXCEEDED", "{body}");
+            }
+            other => panic!("{other}: {}", resp.text().await.unwrap()),
+        }
+    }
+    assert!(refused >= 1, "{refused} of 20 anonymous reads refused");
+    // A reader with a credential is not locked out by the spent anonymous allowance: it is answered
+    // as an authenticated reader (its tenant's limits apply, none here).
+    for _ in 0..5 {
+        let (status, _, body) = get_raw(&api, &path).await;
+        assert!(status == 200 || status == 404, "{status}: {}", String::from_utf8_lossy(&body));
+    }
+    let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("sequencer_ratelimit_rejected_total{scope=\"public_read\"} ") && !l.ends_with(" 0")),
+        "the refusals are counted"
+    );
+}
+
+#[tokio::test]
 async fn a_stream_listed_for_public_read_is_verified_by_anyone_without_credentials_and_its_neighbours_stay_private() {
     let public = Agent::random();
     let neighbour = Agent { store_id: Uuid::new_v4(), ..public.clone() };

@@ -465,6 +465,11 @@ pub struct TlogConfig {
     pub witness_timeout: std::time::Duration,
     /// `TLOG_PUBLIC_READ`: streams whose log anyone may read without a credential (default none).
     pub public_read: public_read::PublicRead,
+    /// `TLOG_PUBLIC_READ_RATE_PER_SECOND`: the requests without a credential that this process answers
+    /// per second, all public streams and callers together (default 100, bursts of as many; 0: no limit).
+    /// Past it, a 429 with `Retry-After`, except that a request with a credential is then answered as an
+    /// authenticated read (charged to its tenant's limits).
+    pub public_read_per_second: Option<std::num::NonZeroU32>,
 }
 
 impl Default for TlogConfig {
@@ -477,6 +482,7 @@ impl Default for TlogConfig {
             witness_interval: std::time::Duration::from_millis(1000),
             witness_timeout: std::time::Duration::from_millis(5000),
             public_read: public_read::PublicRead::default(),
+            public_read_per_second: std::num::NonZeroU32::new(100),
         }
     }
 }
@@ -526,6 +532,17 @@ impl TlogConfig {
         }
         if let Some(v) = get("TLOG_PUBLIC_READ") {
             c.public_read = public_read::PublicRead::parse(&v).map_err(|e| ("TLOG_PUBLIC_READ", e))?;
+        }
+        if let Some(v) = get("TLOG_PUBLIC_READ_RATE_PER_SECOND") {
+            c.public_read_per_second = match v.trim().parse::<u32>() {
+                Ok(n) => std::num::NonZeroU32::new(n),
+                Err(_) => {
+                    return Err((
+                        "TLOG_PUBLIC_READ_RATE_PER_SECOND",
+                        format!("{v:?} is not a number of requests per second (0: no limit)"),
+                    ));
+                }
+            };
         }
         Ok(c)
     }

@@ -435,3 +435,17 @@ fn public_read_lists_streams_and_whole_tenants_and_refuses_anything_else_at_star
         assert!(!err.1.is_empty(), "{bad}");
     }
 }
+
+#[test]
+fn the_public_read_rate_defaults_to_100_per_second_and_0_lifts_it() {
+    let rate = |v: &str| {
+        TlogConfig::from_vars(|k| (k == "TLOG_PUBLIC_READ_RATE_PER_SECOND").then(|| v.to_owned()))
+            .map(|c| c.public_read_per_second.map(|n| n.get()))
+    };
+    assert_eq!(TlogConfig::from_vars(|_| None).unwrap().public_read_per_second.map(|n| n.get()), Some(100));
+    assert_eq!(rate(" 25 "), Ok(Some(25)));
+    assert_eq!(rate("0"), Ok(None));
+    for bad in ["-1", "ten", "1.5", ""] {
+        assert_eq!(rate(bad).unwrap_err().0, "TLOG_PUBLIC_READ_RATE_PER_SECOND", "{bad}");
+    }
+}
