@@ -564,6 +564,11 @@ pub struct TransparencyLogSpec {
     #[schemars(length(max = 256), inner(length(max = 73)), extend("x-kubernetes-list-type" = "set"))]
     #[x_kube(validation = Rule::new("self.all(s, s.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}/([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[*])$'))").message("transparencyLog.publicRead entries must be <tenant UUID>/<store UUID> or <tenant UUID>/*"))]
     pub public_read: Vec<String>,
+
+    /// Reads of the publicRead streams' logs without a credential that each replica answers per second, all callers together, in bursts of as many; past it they get 429 with Retry-After, and a request that brings a credential is answered as an authenticated read (TLOG_PUBLIC_READ_RATE_PER_SECOND). 0 lifts the limit. When unset the sequencer's default (100) applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000000))]
+    pub public_read_rate_per_second: Option<u32>,
 }
 
 fn default_true() -> bool {
@@ -580,6 +585,7 @@ impl Default for TransparencyLogSpec {
             witness_interval_ms: None,
             witness_timeout_ms: None,
             public_read: Vec::new(),
+            public_read_rate_per_second: None,
         }
     }
 }

@@ -68,6 +68,9 @@ fn settings(seq: &Sequencer) -> BTreeMap<String, String> {
     if !tlog.public_read.is_empty() {
         set("TLOG_PUBLIC_READ", tlog.public_read.join(","));
     }
+    if let Some(rate) = tlog.public_read_rate_per_second {
+        set("TLOG_PUBLIC_READ_RATE_PER_SECOND", rate.to_string());
+    }
     if let Some(max) = spec.ingest.max_events_per_batch {
         set("MAX_EVENTS_PER_BATCH", max.to_string());
     }

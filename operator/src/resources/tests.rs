@@ -425,6 +425,7 @@ fn transparency_log_settings_reach_the_config_map_as_the_sequencer_parses_them()
         WitnessSpec { url: "http://w2.internal:8080".into(), key: witness_vkey("w2.internal", 2) },
     ];
     tlog.public_read = vec![format!("{TENANT_ID}/{STORE_ID}"), "0b5f8a32-7c1e-4d52-9a61-3f0e8c2b7d41/*".into()];
+    tlog.public_read_rate_per_second = Some(0);
     let config = config_map(&seq).data.unwrap();
     assert_eq!(config["TLOG_ENABLED"], "false");
     assert_eq!(config["TLOG_INTEGRATE_INTERVAL_MS"], "50");
@@ -439,6 +440,7 @@ fn transparency_log_settings_reach_the_config_map_as_the_sequencer_parses_them()
         ])
     );
     assert_eq!(config["TLOG_PUBLIC_READ"], format!("{TENANT_ID}/{STORE_ID},0b5f8a32-7c1e-4d52-9a61-3f0e8c2b7d41/*"));
+    assert_eq!(config["TLOG_PUBLIC_READ_RATE_PER_SECOND"], "0");
 
     // The sequencer's own parser accepts exactly what was rendered.
     let parsed = sequencer::tlog::TlogConfig::from_vars(|k| config.get(k).cloned()).expect("the sequencer accepts it");
@@ -456,6 +458,7 @@ fn transparency_log_settings_reach_the_config_map_as_the_sequencer_parses_them()
     assert!(parsed.public_read.covers(stream(TENANT_ID, STORE_ID)));
     assert!(parsed.public_read.covers(stream("0b5f8a32-7c1e-4d52-9a61-3f0e8c2b7d41", STORE_ID)));
     assert!(!parsed.public_read.covers(stream(TENANT_ID, BATCH_ID)), "only the listed store of that tenant");
+    assert_eq!(parsed.public_read_per_second, None, "0 lifts the anonymous read limit");
 }
 
 #[test]
