@@ -148,6 +148,19 @@ mod tests {
     }
 
     #[test]
+    fn a_float_parses_to_the_double_it_denotes_so_its_canonical_form_is_stable() {
+        // The cargo-fuzz JCS target found a near-overflow float that a build of serde_json without
+        // `float_roundtrip` parsed one ULP off, so canonicalising twice gave two different texts.
+        for text in ["1.7900001950813503e+308", "1.7900001950813505e+308", "5e-324", "2.2250738585072014e-308"] {
+            let v: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(v.as_f64().unwrap(), text.parse::<f64>().unwrap(), "{text}");
+            let canonical = super::to_vec(&v).unwrap();
+            let again: Value = serde_json::from_slice(&canonical).unwrap();
+            assert_eq!(super::to_vec(&again).unwrap(), canonical, "{text}");
+        }
+    }
+
+    #[test]
     fn keys_the_utf8_order_puts_elsewhere_are_sorted_by_utf16_code_units() {
         // RFC 8785 §3.2.3: U+E000 sorts after U+1F600 (a surrogate pair, 0xD83D...) in UTF-16.
         let v = json!({"\u{e000}": 1, "😀": 2, "a": 3});
