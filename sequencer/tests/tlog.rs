@@ -653,7 +653,7 @@ fn mth(leaves: &[[u8; 32]]) -> [u8; 32] {
 /// The leaf hash of each stored event's entry, computed here from the event as read back and served
 /// (`event_json`, a `Value`), not by the integrator's own encoding.
 async fn served_leaves(store: &sequencer::store::Store, agent: &Agent, n: i64) -> Vec<[u8; 32]> {
-    let stream = sequencer::store::events::StreamKey { tenant_id: agent.tenant_id, store_id: agent.store_id };
+    let stream = stream_of(agent);
     let events = store.read_range(stream, 1, n, n).await.unwrap();
     events
         .iter()
@@ -665,6 +665,11 @@ async fn served_leaves(store: &sequencer::store::Store, agent: &Agent, n: i64) -
             h.finalize().into()
         })
         .collect()
+}
+
+/// The stream an agent writes to.
+fn stream_of(a: &Agent) -> sequencer::store::events::StreamKey {
+    sequencer::store::events::StreamKey { tenant_id: a.tenant_id, store_id: a.store_id }
 }
 
 /// The stream's leaf runs: `(first, last, transparency log leaves)`.
@@ -705,7 +710,7 @@ async fn integrate_in_rounds(server: &TestServer, agent: &Agent, leaves: &[[u8; 
     let state = &server.state;
     let store = &state.store;
     let signer = state.checkpoints.as_ref().expect("checkpoint signer");
-    let stream = sequencer::store::events::StreamKey { tenant_id: agent.tenant_id, store_id: agent.store_id };
+    let stream = stream_of(agent);
     let mut edges = EdgeCache::default();
     let mut size = 0i64;
     let mut steps = [1i64, 254, 1, 300, 2, 255, 1, 186].into_iter().chain(std::iter::repeat(500));
@@ -815,21 +820,20 @@ async fn one_integration_batch_appends_every_streams_events_and_leaves_a_stream_
     // tile boundaries.
     let counts = [1u64, 100, 256, 257, 400];
     let agents: Vec<Agent> = counts.iter().map(|_| Agent::random()).collect();
-    let stream = |a: &Agent| sequencer::store::events::StreamKey { tenant_id: a.tenant_id, store_id: a.store_id };
     for (agent, &n) in agents.iter().zip(&counts) {
         api.register_key(agent).await;
         for from in (1..=n).step_by(100) {
             ingest_n(&api, agent, (n - from + 1).min(100), from).await;
         }
     }
-    let all: Vec<_> = agents.iter().zip(&counts).map(|(a, &n)| (stream(a), n as i64, 0)).collect();
+    let all: Vec<_> = agents.iter().zip(&counts).map(|(a, &n)| (stream_of(a), n as i64, 0)).collect();
     let results = integrate_streams(store, signer, None, &edges, &all, 300).await.unwrap();
     let integrated: HashMap<_, _> = results.into_iter().map(|(s, r)| (s, r.unwrap())).collect();
     for (agent, &n) in agents.iter().zip(&counts) {
         let leaves = served_leaves(store, agent, n as i64).await;
         let expect = n.min(300);
-        assert_eq!(integrated[&stream(agent)], expect, "stream of {n}");
-        let head = store.tlog_head(stream(agent)).await.unwrap().unwrap();
+        assert_eq!(integrated[&stream_of(agent)], expect, "stream of {n}");
+        let head = store.tlog_head(stream_of(agent)).await.unwrap().unwrap();
         assert_eq!((head.size, head.root), (expect as i64, mth(&leaves[..expect as usize]).to_vec()), "stream of {n}");
     }
 
@@ -842,19 +846,19 @@ async fn one_integration_batch_appends_every_streams_events_and_leaves_a_stream_
         .iter()
         .zip(&counts)
         .enumerate()
-        .map(|(i, (a, &n))| (stream(a), n as i64 + 10, if i == 1 { 7 } else { n.min(300) as i64 }))
+        .map(|(i, (a, &n))| (stream_of(a), n as i64 + 10, if i == 1 { 7 } else { n.min(300) as i64 }))
         .collect();
     let results = integrate_streams(store, signer, None, &edges, &all, 1_000).await.unwrap();
     let integrated: HashMap<_, _> = results.into_iter().map(|(s, r)| (s, r.unwrap())).collect();
     for (i, (agent, &n)) in agents.iter().zip(&counts).enumerate() {
         let total = n as i64 + 10;
         let leaves = served_leaves(store, agent, total).await;
-        let head = store.tlog_head(stream(agent)).await.unwrap().unwrap();
+        let head = store.tlog_head(stream_of(agent)).await.unwrap().unwrap();
         if i == 1 {
-            assert_eq!(integrated[&stream(agent)], 0);
+            assert_eq!(integrated[&stream_of(agent)], 0);
             assert_eq!((head.size, head.root), (100, mth(&leaves[..100]).to_vec()));
         } else {
-            assert_eq!(integrated[&stream(agent)], (total - n.min(300) as i64) as u64, "stream of {n}");
+            assert_eq!(integrated[&stream_of(agent)], (total - n.min(300) as i64) as u64, "stream of {n}");
             assert_eq!((head.size, head.root), (total, mth(&leaves).to_vec()), "stream of {n}");
         }
     }
@@ -870,14 +874,13 @@ async fn a_stream_whose_log_write_the_database_refuses_holds_back_no_other_strea
     let store = &server.state.store;
     let signer = server.state.checkpoints.as_ref().expect("checkpoint signer");
     let edges = EdgeCache::default();
-    let stream = |a: &Agent| sequencer::store::events::StreamKey { tenant_id: a.tenant_id, store_id: a.store_id };
     let agents: Vec<Agent> = (0..3).map(|_| Agent::random()).collect();
     for agent in &agents {
         api.register_key(agent).await;
         ingest_n(&api, agent, 30, 1).await;
     }
     // The database refuses any write of the middle stream's tree, so the batch's one statement fails.
-    let refused = stream(&agents[1]);
+    let refused = stream_of(&agents[1]);
     sqlx::query(
         "CREATE FUNCTION refuse_one_tree() RETURNS trigger LANGUAGE plpgsql AS $$ \
          BEGIN RAISE EXCEPTION 'refused by the test'; END $$",
@@ -892,18 +895,18 @@ async fn a_stream_whose_log_write_the_database_refuses_holds_back_no_other_strea
     );
     sqlx::query(sqlx::AssertSqlSafe(trigger)).execute(store.pool()).await.unwrap();
 
-    let all: Vec<_> = agents.iter().map(|a| (stream(a), 30, 0)).collect();
+    let all: Vec<_> = agents.iter().map(|a| (stream_of(a), 30, 0)).collect();
     let results: HashMap<_, _> =
         integrate_streams(store, signer, None, &edges, &all, 1_000).await.unwrap().into_iter().collect();
     assert_eq!(results.len(), 3);
     for agent in &agents {
-        let head = store.tlog_head(stream(agent)).await.unwrap();
-        if stream(agent) == refused {
+        let head = store.tlog_head(stream_of(agent)).await.unwrap();
+        if stream_of(agent) == refused {
             let error = results[&refused].as_ref().expect_err("its write was refused").to_string();
             assert!(error.contains("refused by the test"), "{error}");
             assert!(head.is_none(), "nothing of the refused stream's log was written");
         } else {
-            assert_eq!(results[&stream(agent)].as_ref().ok(), Some(&30), "{results:?}");
+            assert_eq!(results[&stream_of(agent)].as_ref().ok(), Some(&30), "{results:?}");
             let leaves = served_leaves(store, agent, 30).await;
             let head = head.expect("the other streams' logs were written stream by stream");
             assert_eq!((head.size, head.root), (30, mth(&leaves).to_vec()));
@@ -912,7 +915,7 @@ async fn a_stream_whose_log_write_the_database_refuses_holds_back_no_other_strea
 
     // Once the database takes the write again, the stream catches up where it stood.
     sqlx::query("DROP TRIGGER refuse_one_tree ON tlog_trees").execute(store.pool()).await.unwrap();
-    let all: Vec<_> = agents.iter().map(|a| (stream(a), 30, if stream(a) == refused { 0 } else { 30 })).collect();
+    let all: Vec<_> = agents.iter().map(|a| (stream_of(a), 30, if stream_of(a) == refused { 0 } else { 30 })).collect();
     let results: HashMap<_, _> =
         integrate_streams(store, signer, None, &edges, &all, 1_000).await.unwrap().into_iter().collect();
     assert_eq!(results[&refused].as_ref().ok(), Some(&30), "{results:?}");
@@ -927,7 +930,6 @@ async fn an_incremental_scan_lists_only_streams_written_since_and_a_full_scan_li
     let (server, lock) = start_holding_the_integrators_lock().await;
     let api = Api::admin(&server);
     let store = &server.state.store;
-    let stream = |a: &Agent| sequencer::store::events::StreamKey { tenant_id: a.tenant_id, store_id: a.store_id };
     let (recent, quiet, done) = (Agent::random(), Agent::random(), Agent::random());
     for a in [&recent, &quiet, &done] {
         api.register_key(a).await;
@@ -936,7 +938,9 @@ async fn an_incremental_scan_lists_only_streams_written_since_and_a_full_scan_li
     // `done` is integrated; `quiet` was last written an hour ago.
     let signer = server.state.checkpoints.as_ref().unwrap();
     let edges = sequencer::worker::tlog::EdgeCache::default();
-    sequencer::worker::tlog::integrate_stream(store, signer, None, &edges, stream(&done), (3, 0), 100).await.unwrap();
+    sequencer::worker::tlog::integrate_stream(store, signer, None, &edges, stream_of(&done), (3, 0), 100)
+        .await
+        .unwrap();
     sqlx::query(
         "UPDATE sequence_counters SET updated_at = NOW() - INTERVAL '1 hour' WHERE tenant_id = $1 AND store_id = $2",
     )
