@@ -240,6 +240,12 @@ enum Presented<'a> {
     Jwt(&'a str),
 }
 
+/// Whether the request presents a credential at all, valid or not (the headers [`Authenticator::authenticate`]
+/// reads; it judges them).
+pub fn presents_credential(headers: &HeaderMap) -> bool {
+    !matches!(presented(headers), Ok(None))
+}
+
 fn presented(headers: &HeaderMap) -> Result<Option<Presented<'_>>> {
     let invalid = || Error::Unauthorized { code: "AUTH_REQUIRED", message: "Missing authentication".into() };
     if let Some(value) = headers.get(axum::http::header::AUTHORIZATION) {

@@ -121,7 +121,9 @@ async fn public_log_or_authenticate(
                 Ok(()) => {}
                 // NB: the anonymous allowance is spent; a caller who brought a credential is answered as
                 // an authenticated reader (charged to its tenant), so anonymous load cannot lock it out.
-                Err(_) if has_credential(req.headers()) => return authenticate(State(state), req, next).await,
+                Err(_) if crate::auth::presents_credential(req.headers()) => {
+                    return authenticate(State(state), req, next).await;
+                }
                 Err(e) => return e.into_response(),
             }
             req.extensions_mut().insert(Caller::public_reader_of(stream));
@@ -129,11 +131,6 @@ async fn public_log_or_authenticate(
         }
     }
     authenticate(State(state), req, next).await
-}
-
-/// Whether the request presents a credential at all (valid or not: [`authenticate`] judges it).
-fn has_credential(headers: &axum::http::HeaderMap) -> bool {
-    headers.contains_key(header::AUTHORIZATION) || headers.contains_key("x-api-key")
 }
 
 /// A declared body over `MAX_BODY_SIZE_BYTES` is refused at once (413), without waiting for its bytes
