@@ -8,19 +8,20 @@
 //! `scripts/chaos` runs 20, 5 and 3 on a release build and prints the figures the README quotes.
 
 mod common;
+#[path = "common/private_pg.rs"]
+mod private_pg;
 #[path = "common/procs.rs"]
 mod procs;
 #[path = "common/proxy.rs"]
 mod proxy;
 
 use std::collections::HashSet;
-use std::path::PathBuf;
-use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
+use private_pg::PrivatePg;
 use rand::Rng;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -33,71 +34,6 @@ const RECEIPTS_BETWEEN_FAULTS: usize = 40;
 
 fn setting(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// A PostgreSQL of this run only (as `tests/outage.rs` starts one).
-struct PrivatePg {
-    bin: PathBuf,
-    dir: PathBuf,
-    port: u16,
-    as_postgres: bool,
-}
-
-impl PrivatePg {
-    fn init() -> Self {
-        let bin = sequencer::private_postgres::find_server_binaries().expect(sequencer::private_postgres::INSTALL_HINT);
-        let dir = std::env::temp_dir().join(format!("seq-chaos-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        // SAFETY: getuid has no preconditions.
-        let as_postgres = unsafe { libc::getuid() } == 0;
-        if as_postgres {
-            let status = Command::new("chown").arg("postgres:postgres").arg(&dir).status().expect("chown");
-            assert!(status.success());
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let pg = PrivatePg { bin, dir, port, as_postgres };
-        let out = pg.run("initdb", &["-D", &pg.data(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]);
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
-        pg
-    }
-
-    fn data(&self) -> String {
-        self.dir.join("data").display().to_string()
-    }
-
-    fn run(&self, program: &str, args: &[&str]) -> Output {
-        let exe = self.bin.join(program);
-        let mut cmd = if self.as_postgres {
-            let mut c = Command::new("setpriv");
-            c.args(["--reuid=postgres", "--regid=postgres", "--init-groups"]).arg(&exe);
-            c
-        } else {
-            Command::new(&exe)
-        };
-        cmd.args(args).current_dir(&self.dir).output().unwrap_or_else(|e| panic!("run {program}: {e}"))
-    }
-
-    fn start(&self) {
-        let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=60",
-            self.port,
-            self.dir.display()
-        );
-        let log = self.dir.join("postgres.log").display().to_string();
-        let out = self.run("pg_ctl", &["-D", &self.data(), "-o", &options, "-l", &log, "-w", "-t", "60", "start"]);
-        assert!(out.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&out.stderr));
-    }
-
-    fn stop(&self, mode: &str) -> Output {
-        self.run("pg_ctl", &["-D", &self.data(), "-m", mode, "-w", "-t", "60", "stop"])
-    }
-}
-
-impl Drop for PrivatePg {
-    fn drop(&mut self) {
-        let _ = self.stop("immediate");
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 const ENV: [(&str, &str); 3] =
@@ -171,8 +107,8 @@ async fn two_replicas_survive_kills_database_restarts_and_black_holes_with_every
     let black_holes = setting("CHAOS_BLACKHOLES", 1);
     let started = Instant::now();
     let pg = PrivatePg::init();
-    pg.start();
-    let direct = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port);
+    pg.start("-c max_connections=60");
+    let direct = pg.url("");
     let pool = sqlx::PgPool::connect(&direct).await.expect("connect the private PostgreSQL");
     sequencer::store::MIGRATOR.run(&pool).await.expect("migrate");
     pool.close().await;
@@ -217,9 +153,8 @@ async fn two_replicas_survive_kills_database_restarts_and_black_holes_with_every
                 urls_tx.send_modify(|u| u[victim] = url);
             }
             "restart-postgres" => {
-                let out = pg.stop("immediate");
-                assert!(out.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&out.stderr));
-                pg.start();
+                pg.stop_with("immediate");
+                pg.start("-c max_connections=60");
                 outage += begun.elapsed();
             }
             _ => {

@@ -41,7 +41,7 @@ impl PrivatePg {
     /// `initdb` (trust authentication); the server is not started.
     pub fn init() -> Self {
         let pg = Self::empty();
-        let out = pg.run("initdb", &["-D", &pg.data(), "-U", "postgres", "--auth=trust", "--no-sync"]);
+        let out = pg.run("initdb", &["-D", &pg.data(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]);
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
         pg
     }
@@ -80,8 +80,14 @@ impl PrivatePg {
 
     /// Stops the server (fast shutdown: sessions are ended, as when a replica is taken down).
     pub fn stop(&self) {
-        let out = self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "-t", "60", "stop"]);
-        assert!(out.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&out.stderr));
+        self.stop_with("fast");
+    }
+
+    /// Stops the server in a `pg_ctl` shutdown mode (`smart`, `fast`, `immediate`), waiting until it is
+    /// down.
+    pub fn stop_with(&self, mode: &str) {
+        let out = self.run("pg_ctl", &["-D", &self.data(), "-m", mode, "-w", "-t", "60", "stop"]);
+        assert!(out.status.success(), "pg_ctl stop -m {mode}: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// Hands a path to the server's user.
