@@ -295,19 +295,23 @@ pub fn survives_jsonb(v: &Value) -> bool {
     }
 }
 
-/// Whether serde_json prints `n` in exponent notation, found as it prints (no allocation: this runs
-/// for every float of every payload the sequencer numbers).
+/// Whether serde_json prints `n` in exponent notation, decided from its magnitude (this runs for every
+/// float of every payload the sequencer numbers, so it neither prints nor allocates).
+///
+/// serde_json prints a float with ryu's `format_finite`, which writes the shortest decimal `d` that
+/// reads back as the float positionally when 1e-5 <= |d| < 1e16 and with an exponent otherwise (zero
+/// prints as `0.0`). 1e16 is a double, so |d| < 1e16 exactly when |f| < 1e16; 1e-5 is not, but it
+/// lies strictly inside the rounding interval of the double nearest it (the literal `1e-5`, whose
+/// shortest decimal is `1e-5`), so |d| >= 1e-5 exactly when |f| >= that double. The tests hold this
+/// against the printed text at both boundaries and over random bit patterns.
 fn prints_with_exponent(n: &serde_json::Number) -> bool {
-    struct Scan(bool);
-    impl std::fmt::Write for Scan {
-        fn write_str(&mut self, s: &str) -> std::fmt::Result {
-            self.0 |= s.contains(['e', 'E']);
-            Ok(())
+    match n.as_f64() {
+        Some(f) if n.is_f64() => {
+            let a = f.abs();
+            a != 0.0 && !(1e-5..1e16).contains(&a)
         }
+        _ => false,
     }
-    let mut scan = Scan(false);
-    let _ = std::fmt::Write::write_fmt(&mut scan, format_args!("{n}"));
-    scan.0
 }
 
 const EVENT_COLUMNS: &str = "tenant_id, store_id, sequence_number, event_id, signed, entity_type, entity_id, \
@@ -1009,9 +1013,42 @@ mod tests {
         /// The allocation-free scan agrees with the printed text, across the range where serde_json
         /// switches between positional and exponent notation.
         #[test]
-        fn a_float_prints_with_an_exponent_exactly_when_scanned_so(m in -1e3f64..1e3, e in -30i32..30) {
+        fn a_float_prints_with_an_exponent_exactly_when_its_magnitude_says_so(m in -1e3f64..1e3, e in -30i32..30) {
             let n = serde_json::Number::from_f64(m * 10f64.powi(e)).unwrap();
             prop_assert_eq!(prints_with_exponent(&n), n.to_string().contains(['e', 'E']), "{}", n);
+        }
+
+        /// Any finite double, drawn by its bits (every exponent, subnormals included).
+        #[test]
+        fn any_double_prints_with_an_exponent_exactly_when_its_magnitude_says_so(bits in any::<u64>()) {
+            let f = f64::from_bits(bits);
+            prop_assume!(f.is_finite());
+            let n = serde_json::Number::from_f64(f).unwrap();
+            prop_assert_eq!(prints_with_exponent(&n), n.to_string().contains(['e', 'E']), "{}", n);
+        }
+    }
+
+    /// The doubles on each side of both boundaries, and the numbers that are not floats.
+    #[test]
+    fn the_exponent_boundaries_are_where_serde_json_puts_them() {
+        let step = |f: f64, up: bool| f64::from_bits(if up { f.to_bits() + 1 } else { f.to_bits() - 1 });
+        for edge in [1e-5, 1e16] {
+            for f in [step(step(edge, false), false), step(edge, false), edge, step(edge, true), step(edge, true)] {
+                for f in [f, -f] {
+                    let n = serde_json::Number::from_f64(f).unwrap();
+                    assert_eq!(prints_with_exponent(&n), n.to_string().contains(['e', 'E']), "{n}");
+                }
+            }
+        }
+        assert!(!prints_with_exponent(&serde_json::Number::from_f64(9999999999999998.0).unwrap()));
+        assert!(prints_with_exponent(&serde_json::Number::from_f64(1e16).unwrap()));
+        assert!(!prints_with_exponent(&serde_json::Number::from_f64(1e-5).unwrap()));
+        assert!(prints_with_exponent(&serde_json::Number::from_f64(step(1e-5, false)).unwrap()));
+        for zero in [0.0, -0.0] {
+            assert!(!prints_with_exponent(&serde_json::Number::from_f64(zero).unwrap()));
+        }
+        for n in [serde_json::Number::from(u64::MAX), serde_json::Number::from(i64::MIN)] {
+            assert!(!prints_with_exponent(&n), "{n}");
         }
     }
 
