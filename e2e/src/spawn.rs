@@ -11,6 +11,49 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use uuid::Uuid;
 
+/// The sequencer a benchmark talks to: a running one (`--url`, `--api-key`) or one it starts
+/// (`--spawn`) on a throw-away database. Every benchmark flattens it into its own arguments, so the
+/// flags mean the same in each.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Target {
+    /// Base URL of a running sequencer (ignored with --spawn).
+    #[arg(long, env = "SEQUENCER_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// An admin API key of that sequencer (it registers the agents' keys and ingests).
+    #[arg(long, env = "SEQUENCER_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Start a stateset-sequencer from this target directory (building it first when run by cargo)
+    /// on a throw-away database, and stop it afterwards.
+    #[arg(long)]
+    pub spawn: bool,
+    /// With --spawn: the sequencer binary to start instead of the one next to this program.
+    #[arg(long)]
+    pub sequencer_bin: Option<PathBuf>,
+    /// With --spawn: do not run `cargo build` for the sequencer first.
+    #[arg(long)]
+    pub no_build: bool,
+    /// With --spawn: the server where the throw-away database is created and dropped.
+    #[arg(long, env = "LOADGEN_ADMIN_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pub admin_database_url: String,
+}
+
+impl Target {
+    /// `--url` without a trailing slash.
+    pub fn base_url(&self) -> String {
+        self.url.trim_end_matches('/').to_owned()
+    }
+
+    /// `--api-key`, which a running sequencer needs.
+    pub fn api_key(&self) -> Result<String> {
+        self.api_key.clone().ok_or_else(|| anyhow!("--api-key (or SEQUENCER_API_KEY) is required"))
+    }
+
+    /// The sequencer binary to spawn ([`sequencer_binary`] with `--sequencer-bin` and `--no-build`).
+    pub fn binary(&self) -> Result<PathBuf> {
+        sequencer_binary(self.sequencer_bin.as_deref(), self.no_build)
+    }
+}
+
 /// Finds (and, under cargo, builds) the sequencer binary that sits next to this one.
 pub fn sequencer_binary(override_bin: Option<&Path>, no_build: bool) -> Result<PathBuf> {
     if let Some(bin) = override_bin {

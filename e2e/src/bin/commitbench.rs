@@ -33,22 +33,9 @@ use ves::envelope::EventBuilder;
 
 #[derive(Parser)]
 struct Args {
-    /// Base URL of a running sequencer (ignored with --spawn).
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    url: String,
-    /// An admin API key of that sequencer.
-    #[arg(long, env = "SEQUENCER_API_KEY", hide_env_values = true)]
-    api_key: Option<String>,
-    /// Start a stateset-sequencer (the one next to this program, built first under cargo) on a fresh
-    /// database of --admin-database-url, and stop it afterwards.
-    #[arg(long)]
-    spawn: bool,
-    /// With --spawn: do not run `cargo build` for the sequencer first.
-    #[arg(long)]
-    no_build: bool,
-    /// With --spawn: the server where the throw-away database is created and dropped.
-    #[arg(long, env = "LOADGEN_ADMIN_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
-    admin_database_url: String,
+    // The sequencer (`--url`/`--api-key`, or `--spawn` on a throw-away database).
+    #[command(flatten)]
+    target: e2e::spawn::Target,
     /// Print a machine-readable JSON summary on stdout.
     #[arg(long)]
     json: bool,
@@ -76,13 +63,12 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    if !args.spawn {
-        let key =
-            args.api_key.clone().ok_or_else(|| anyhow::anyhow!("--api-key (or SEQUENCER_API_KEY) is required"))?;
-        return run(&args, &args.url, &key).await;
+    if !args.target.spawn {
+        let key = args.target.api_key()?;
+        return run(&args, &args.target.base_url(), &key).await;
     }
-    let bin = e2e::spawn::sequencer_binary(None, args.no_build)?;
-    let db = e2e::spawn::ThrowawayDb::create(&args.admin_database_url).await?;
+    let bin = args.target.binary()?;
+    let db = e2e::spawn::ThrowawayDb::create(&args.target.admin_database_url).await?;
     let key = format!("ss_commitbench_{}", hex::encode(rand::random::<[u8; 16]>()));
     let result = async {
         let server = e2e::spawn::SpawnedSequencer::start(&bin, &db.url, &key, false)?;

@@ -12,7 +12,6 @@
 //! See e2e/README.md for the commands.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,28 +29,12 @@ use ves::envelope::{EventBuilder, VesEventEnvelope};
 #[derive(Parser, Debug, Clone)]
 #[command(name = "loadgen", about = "Load generator and gap checker for stateset-sequencer's signed ingest")]
 struct Args {
-    /// Base URL of a running sequencer (ignored with --spawn).
-    #[arg(long, env = "SEQUENCER_URL", default_value = "http://127.0.0.1:8080")]
-    url: String,
-    /// An admin API key of that sequencer (it registers the agents' keys and ingests).
-    #[arg(long, env = "SEQUENCER_API_KEY", hide_env_values = true)]
-    api_key: Option<String>,
-    /// Start a stateset-sequencer from this target directory (building it first when run by cargo),
-    /// on DATABASE_URL or on a fresh database of --admin-database-url, and stop it afterwards.
-    #[arg(long)]
-    spawn: bool,
-    /// With --spawn: the sequencer binary to start instead of the one next to this program.
-    #[arg(long)]
-    sequencer_bin: Option<PathBuf>,
-    /// With --spawn: do not run `cargo build` for the sequencer first.
-    #[arg(long)]
-    no_build: bool,
+    // The sequencer (`--url`/`--api-key`, or `--spawn` on DATABASE_URL or a throw-away database).
+    #[command(flatten)]
+    target: e2e::spawn::Target,
     /// With --spawn: the database to use (kept afterwards). Unset: a fresh database is created.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
-    /// With --spawn and no DATABASE_URL: the server where a throw-away database is created and dropped.
-    #[arg(long, env = "LOADGEN_ADMIN_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
-    admin_database_url: String,
     /// With --spawn: receipts unsigned (no VES_SEQUENCER_SIGNING_KEY), to measure what signing costs.
     #[arg(long)]
     unsigned_receipts: bool,
@@ -155,15 +138,15 @@ fn main() -> Result<()> {
         return calibrate(&args);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    if !args.spawn {
-        let key = args.api_key.clone().ok_or_else(|| anyhow!("--api-key (or SEQUENCER_API_KEY) is required"))?;
-        return runtime.block_on(run(&args, args.url.trim_end_matches('/').to_string(), key, None, args.cpu_pid));
+    if !args.target.spawn {
+        let key = args.target.api_key()?;
+        return runtime.block_on(run(&args, args.target.base_url(), key, None, args.cpu_pid));
     }
-    let bin = e2e::spawn::sequencer_binary(args.sequencer_bin.as_deref(), args.no_build)?;
+    let bin = args.target.binary()?;
     let (database_url, throwaway) = match &args.database_url {
         Some(url) => (url.clone(), None),
         None => {
-            let db = runtime.block_on(e2e::spawn::ThrowawayDb::create(&args.admin_database_url))?;
+            let db = runtime.block_on(e2e::spawn::ThrowawayDb::create(&args.target.admin_database_url))?;
             (db.url.clone(), Some(db))
         }
     };

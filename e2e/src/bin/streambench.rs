@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, ensure};
+use anyhow::{Context, Result, ensure};
 use clap::Parser;
 use ed25519_dalek::SigningKey;
 use hdrhistogram::Histogram;
@@ -29,21 +29,9 @@ use ves::envelope::{EventBuilder, VesEventEnvelope};
 #[derive(Parser, Debug, Clone)]
 #[command(name = "streambench", about = "Memory and first-event latency of stateset-sequencer over many streams")]
 struct Args {
-    /// Base URL of a running sequencer (ignored with --spawn).
-    #[arg(long, env = "SEQUENCER_URL", default_value = "http://127.0.0.1:8080")]
-    url: String,
-    /// An admin API key of that sequencer.
-    #[arg(long, env = "SEQUENCER_API_KEY", hide_env_values = true)]
-    api_key: Option<String>,
-    /// Start a stateset-sequencer (as loadgen --spawn) on a throw-away database, and stop it afterwards.
-    #[arg(long)]
-    spawn: bool,
-    #[arg(long)]
-    sequencer_bin: Option<std::path::PathBuf>,
-    #[arg(long)]
-    no_build: bool,
-    #[arg(long, env = "LOADGEN_ADMIN_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
-    admin_database_url: String,
+    // The sequencer (`--url`/`--api-key`, or `--spawn` on a throw-away database).
+    #[command(flatten)]
+    target: e2e::spawn::Target,
     /// New streams written by each of the two fill rounds.
     #[arg(long, default_value_t = 100_000)]
     streams: usize,
@@ -92,12 +80,12 @@ impl Writer {
 fn main() -> Result<()> {
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    if !args.spawn {
-        let key = args.api_key.clone().ok_or_else(|| anyhow!("--api-key (or SEQUENCER_API_KEY) is required"))?;
-        return runtime.block_on(run(&args, args.url.trim_end_matches('/').to_owned(), key, None));
+    if !args.target.spawn {
+        let key = args.target.api_key()?;
+        return runtime.block_on(run(&args, args.target.base_url(), key, None));
     }
-    let bin = e2e::spawn::sequencer_binary(args.sequencer_bin.as_deref(), args.no_build)?;
-    let db = runtime.block_on(e2e::spawn::ThrowawayDb::create(&args.admin_database_url))?;
+    let bin = args.target.binary()?;
+    let db = runtime.block_on(e2e::spawn::ThrowawayDb::create(&args.target.admin_database_url))?;
     let admin_key = format!("ss_streambench_{}", hex::encode(rand::random::<[u8; 16]>()));
     let result = (|| {
         let server = e2e::spawn::SpawnedSequencer::start(&bin, &db.url, &admin_key, false)?;
