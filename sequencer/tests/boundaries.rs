@@ -371,7 +371,7 @@ async fn a_refused_event_reusing_another_tenants_dead_lettered_event_id_leaves_t
     let (status, body) = admin.ingest(victim.agent_id, std::slice::from_ref(&original)).await;
     assert_eq!(status, 200, "{body}");
     let store = &server.state.store;
-    let stream_a = sequencer::store::events::StreamKey { tenant_id: victim.tenant_id, store_id: victim.store_id };
+    let stream_a = victim.stream();
     let before = store.dead_letter_in_stream(stream_a, event_id).await.unwrap().expect("the victim's dead letter");
 
     let squat = intruder.builder().event_id(event_id).payload(json!({"evil": true})).sign(&intruder.key);
@@ -381,7 +381,7 @@ async fn a_refused_event_reusing_another_tenants_dead_lettered_event_id_leaves_t
     assert_eq!(after.payload, before.payload);
     assert_eq!(after.retry_count, before.retry_count);
     assert_eq!(after.updated_at, before.updated_at);
-    let stream_b = sequencer::store::events::StreamKey { tenant_id: intruder.tenant_id, store_id: intruder.store_id };
+    let stream_b = intruder.stream();
     assert!(store.dead_letter_in_stream(stream_b, event_id).await.unwrap().is_some(), "the intruder has its own");
 
     admin.register_key(&victim).await;

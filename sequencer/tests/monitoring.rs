@@ -97,7 +97,7 @@ async fn every_metric_the_alerts_and_the_dashboard_use_is_exported() {
         .await;
     assert_eq!(body["error"]["code"], "NON_CONTIGUOUS_SEQUENCE", "{status} {body}");
     // A paused stream refuses ingest.
-    let stream = sequencer::store::events::StreamKey { tenant_id: agent.tenant_id, store_id: agent.store_id };
+    let stream = agent.stream();
     server.state.store.set_paused(stream, true, Some("test")).await.unwrap();
     let (status, body) = api.ingest(agent.agent_id, &[agent.event(5)]).await;
     assert_eq!((status, body["error"]["code"].as_str()), (503, Some("STREAM_PAUSED")), "{body}");

@@ -653,7 +653,7 @@ fn mth(leaves: &[[u8; 32]]) -> [u8; 32] {
 /// The leaf hash of each stored event's entry, computed here from the event as read back and served
 /// (`event_json`, a `Value`), not by the integrator's own encoding.
 async fn served_leaves(store: &sequencer::store::Store, agent: &Agent, n: i64) -> Vec<[u8; 32]> {
-    let stream = stream_of(agent);
+    let stream = agent.stream();
     let events = store.read_range(stream, 1, n, n).await.unwrap();
     events
         .iter()
@@ -665,11 +665,6 @@ async fn served_leaves(store: &sequencer::store::Store, agent: &Agent, n: i64) -
             h.finalize().into()
         })
         .collect()
-}
-
-/// The stream an agent writes to.
-fn stream_of(a: &Agent) -> sequencer::store::events::StreamKey {
-    sequencer::store::events::StreamKey { tenant_id: a.tenant_id, store_id: a.store_id }
 }
 
 /// The stream's leaf runs: `(first, last, transparency log leaves)`.
@@ -710,7 +705,7 @@ async fn integrate_in_rounds(server: &TestServer, agent: &Agent, leaves: &[[u8; 
     let state = &server.state;
     let store = &state.store;
     let signer = state.checkpoints.as_ref().expect("checkpoint signer");
-    let stream = stream_of(agent);
+    let stream = agent.stream();
     let mut edges = EdgeCache::default();
     let mut size = 0i64;
     let mut steps = [1i64, 254, 1, 300, 2, 255, 1, 186].into_iter().chain(std::iter::repeat(500));
@@ -826,14 +821,14 @@ async fn one_integration_batch_appends_every_streams_events_and_leaves_a_stream_
             ingest_n(&api, agent, (n - from + 1).min(100), from).await;
         }
     }
-    let all: Vec<_> = agents.iter().zip(&counts).map(|(a, &n)| (stream_of(a), n as i64, 0)).collect();
+    let all: Vec<_> = agents.iter().zip(&counts).map(|(a, &n)| (a.stream(), n as i64, 0)).collect();
     let results = integrate_streams(store, signer, None, &edges, &all, 300).await.unwrap();
     let integrated: HashMap<_, _> = results.into_iter().map(|(s, r)| (s, r.unwrap())).collect();
     for (agent, &n) in agents.iter().zip(&counts) {
         let leaves = served_leaves(store, agent, n as i64).await;
         let expect = n.min(300);
-        assert_eq!(integrated[&stream_of(agent)], expect, "stream of {n}");
-        let head = store.tlog_head(stream_of(agent)).await.unwrap().unwrap();
+        assert_eq!(integrated[&agent.stream()], expect, "stream of {n}");
+        let head = store.tlog_head(agent.stream()).await.unwrap().unwrap();
         assert_eq!((head.size, head.root), (expect as i64, mth(&leaves[..expect as usize]).to_vec()), "stream of {n}");
     }
 
@@ -846,19 +841,19 @@ async fn one_integration_batch_appends_every_streams_events_and_leaves_a_stream_
         .iter()
         .zip(&counts)
         .enumerate()
-        .map(|(i, (a, &n))| (stream_of(a), n as i64 + 10, if i == 1 { 7 } else { n.min(300) as i64 }))
+        .map(|(i, (a, &n))| (a.stream(), n as i64 + 10, if i == 1 { 7 } else { n.min(300) as i64 }))
         .collect();
     let results = integrate_streams(store, signer, None, &edges, &all, 1_000).await.unwrap();
     let integrated: HashMap<_, _> = results.into_iter().map(|(s, r)| (s, r.unwrap())).collect();
     for (i, (agent, &n)) in agents.iter().zip(&counts).enumerate() {
         let total = n as i64 + 10;
         let leaves = served_leaves(store, agent, total).await;
-        let head = store.tlog_head(stream_of(agent)).await.unwrap().unwrap();
+        let head = store.tlog_head(agent.stream()).await.unwrap().unwrap();
         if i == 1 {
-            assert_eq!(integrated[&stream_of(agent)], 0);
+            assert_eq!(integrated[&agent.stream()], 0);
             assert_eq!((head.size, head.root), (100, mth(&leaves[..100]).to_vec()));
         } else {
-            assert_eq!(integrated[&stream_of(agent)], (total - n.min(300) as i64) as u64, "stream of {n}");
+            assert_eq!(integrated[&agent.stream()], (total - n.min(300) as i64) as u64, "stream of {n}");
             assert_eq!((head.size, head.root), (total, mth(&leaves).to_vec()), "stream of {n}");
         }
     }
@@ -880,7 +875,7 @@ async fn a_stream_whose_log_write_the_database_refuses_holds_back_no_other_strea
         ingest_n(&api, agent, 30, 1).await;
     }
     // The database refuses any write of the middle stream's tree, so the batch's one statement fails.
-    let refused = stream_of(&agents[1]);
+    let refused = agents[1].stream();
     sqlx::query(
         "CREATE FUNCTION refuse_one_tree() RETURNS trigger LANGUAGE plpgsql AS $$ \
          BEGIN RAISE EXCEPTION 'refused by the test'; END $$",
@@ -895,18 +890,18 @@ async fn a_stream_whose_log_write_the_database_refuses_holds_back_no_other_strea
     );
     sqlx::query(sqlx::AssertSqlSafe(trigger)).execute(store.pool()).await.unwrap();
 
-    let all: Vec<_> = agents.iter().map(|a| (stream_of(a), 30, 0)).collect();
+    let all: Vec<_> = agents.iter().map(|a| (a.stream(), 30, 0)).collect();
     let results: HashMap<_, _> =
         integrate_streams(store, signer, None, &edges, &all, 1_000).await.unwrap().into_iter().collect();
     assert_eq!(results.len(), 3);
     for agent in &agents {
-        let head = store.tlog_head(stream_of(agent)).await.unwrap();
-        if stream_of(agent) == refused {
+        let head = store.tlog_head(agent.stream()).await.unwrap();
+        if agent.stream() == refused {
             let error = results[&refused].as_ref().expect_err("its write was refused").to_string();
             assert!(error.contains("refused by the test"), "{error}");
             assert!(head.is_none(), "nothing of the refused stream's log was written");
         } else {
-            assert_eq!(results[&stream_of(agent)].as_ref().ok(), Some(&30), "{results:?}");
+            assert_eq!(results[&agent.stream()].as_ref().ok(), Some(&30), "{results:?}");
             let leaves = served_leaves(store, agent, 30).await;
             let head = head.expect("the other streams' logs were written stream by stream");
             assert_eq!((head.size, head.root), (30, mth(&leaves).to_vec()));
@@ -915,7 +910,7 @@ async fn a_stream_whose_log_write_the_database_refuses_holds_back_no_other_strea
 
     // Once the database takes the write again, the stream catches up where it stood.
     sqlx::query("DROP TRIGGER refuse_one_tree ON tlog_trees").execute(store.pool()).await.unwrap();
-    let all: Vec<_> = agents.iter().map(|a| (stream_of(a), 30, if stream_of(a) == refused { 0 } else { 30 })).collect();
+    let all: Vec<_> = agents.iter().map(|a| (a.stream(), 30, if a.stream() == refused { 0 } else { 30 })).collect();
     let results: HashMap<_, _> =
         integrate_streams(store, signer, None, &edges, &all, 1_000).await.unwrap().into_iter().collect();
     assert_eq!(results[&refused].as_ref().ok(), Some(&30), "{results:?}");
@@ -938,9 +933,7 @@ async fn an_incremental_scan_lists_only_streams_written_since_and_a_full_scan_li
     // `done` is integrated; `quiet` was last written an hour ago.
     let signer = server.state.checkpoints.as_ref().unwrap();
     let edges = sequencer::worker::tlog::EdgeCache::default();
-    sequencer::worker::tlog::integrate_stream(store, signer, None, &edges, stream_of(&done), (3, 0), 100)
-        .await
-        .unwrap();
+    sequencer::worker::tlog::integrate_stream(store, signer, None, &edges, done.stream(), (3, 0), 100).await.unwrap();
     sqlx::query(
         "UPDATE sequence_counters SET updated_at = NOW() - INTERVAL '1 hour' WHERE tenant_id = $1 AND store_id = $2",
     )

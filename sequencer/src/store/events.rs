@@ -1010,7 +1010,7 @@ mod tests {
     }
 
     proptest! {
-        /// The allocation-free scan agrees with the printed text, across the range where serde_json
+        /// The magnitude test agrees with the printed text, across the range where serde_json
         /// switches between positional and exponent notation.
         #[test]
         fn a_float_prints_with_an_exponent_exactly_when_its_magnitude_says_so(m in -1e3f64..1e3, e in -30i32..30) {

@@ -126,6 +126,11 @@ impl Agent {
         Agent::new(Uuid::new_v4(), Uuid::new_v4())
     }
 
+    /// The stream the agent writes to.
+    pub fn stream(&self) -> sequencer::store::events::StreamKey {
+        sequencer::store::events::StreamKey { tenant_id: self.tenant_id, store_id: self.store_id }
+    }
+
     /// The golden vectors' agent.
     pub fn golden() -> Self {
         let g = golden();
