@@ -528,16 +528,15 @@ impl Sequencer {
                 &c.signing_hash,
                 &c.envelope.agent_signature.0,
             );
-            let mut row = VesEventRow {
-                envelope: c.envelope.as_ref(),
-                created_at: c.created_at,
-                signing_hash: c.signing_hash,
-                sequence_number: next,
+            let mut row = VesEventRow::new(
+                c.envelope.as_ref(),
+                c.created_at,
+                c.signing_hash,
+                next,
                 receipt_hash,
                 sequencer_signature,
                 leaf_hash,
-                tlog_leaf: None,
-            };
+            );
             if self.tlog_leaves {
                 row.tlog_leaf = crate::tlog::leaf_before_storing(&row, &at, &mut entry);
             }

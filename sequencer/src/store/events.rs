@@ -33,9 +33,40 @@ pub struct VesEventRow<'a> {
     pub receipt_hash: [u8; 32],
     pub sequencer_signature: Option<[u8; 64]>,
     pub leaf_hash: [u8; 32],
+    /// The envelope's payload as compact JSON (`serde_json::to_string`): what the `payload` column
+    /// receives and the transparency log entry holds, encoded once for both. Private, so that it is
+    /// always the envelope's payload ([`VesEventRow::new`]).
+    payload_json: Option<String>,
     /// The RFC 6962 leaf hash of the event's transparency log entry, when the log is on and the
     /// entry's bytes are known before storing (`tlog::leaf_before_storing`).
     pub tlog_leaf: Option<[u8; 32]>,
+}
+
+impl<'a> VesEventRow<'a> {
+    /// A row for `envelope` numbered `sequence_number`, its payload encoded once for the column and
+    /// the log entry; `tlog_leaf` is left for the caller.
+    pub fn new(
+        envelope: &'a ves::envelope::VesEventEnvelope,
+        created_at: DateTime<Utc>,
+        signing_hash: [u8; 32],
+        sequence_number: i64,
+        receipt_hash: [u8; 32],
+        sequencer_signature: Option<[u8; 64]>,
+        leaf_hash: [u8; 32],
+    ) -> Self {
+        let payload_json = envelope.payload.as_ref().map(|p| serde_json::to_string(p).expect("a Value serializes"));
+        VesEventRow {
+            envelope,
+            created_at,
+            signing_hash,
+            sequence_number,
+            receipt_hash,
+            sequencer_signature,
+            leaf_hash,
+            payload_json,
+            tlog_leaf: None,
+        }
+    }
 }
 
 /// What the sequencer needs to know about an event that is already stored, to tell an exact replay
@@ -166,31 +197,26 @@ pub fn event_json(e: &StoredEvent) -> Result<Value> {
     Ok(v)
 }
 
-/// The served JSON of a signed event with a plaintext payload, as a struct: serializes to exactly
-/// `serde_json::to_vec(&event_json(e))` without building the `Value` (a map per object, a string per
-/// key), which was most of the cost of encoding an entry.
+/// The served JSON of a signed event with a plaintext payload, as a struct: [`SignedEntry::write`]
+/// writes exactly `serde_json::to_vec(&event_json(e))` without building the `Value` (a map per
+/// object, a string per key), which was most of the cost of encoding an entry.
 ///
 /// NB: `Value` objects are sorted maps (serde_json without `preserve_order`), so the fields below are
-/// declared in byte order of their names and serialized exactly as the envelope's own `Serialize`
-/// does; a property test holds the two paths equal.
-#[derive(serde::Serialize)]
+/// declared, and written, in byte order of their names; a property test holds the two paths equal.
 struct SignedEntry<'a> {
     agent_key_id: u32,
-    agent_signature: ves::envelope::Sig64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_signature: &'a [u8; 64],
     base_version: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     command_id: Option<Uuid>,
     created_at: &'a str,
     entity_id: &'a str,
     entity_type: &'a str,
     event_id: Uuid,
     event_type: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    payload: Option<&'a Value>,
-    payload_cipher_hash: ves::envelope::Hex32,
+    payload: Option<EntryPayload<'a>>,
+    payload_cipher_hash: &'a [u8; 32],
     payload_kind: u32,
-    payload_plain_hash: ves::envelope::Hex32,
+    payload_plain_hash: &'a [u8; 32],
     sequence_number: i64,
     sequenced_at: &'a str,
     source_agent_id: Uuid,
@@ -199,9 +225,87 @@ struct SignedEntry<'a> {
     ves_version: u32,
 }
 
+/// An entry's payload: already encoded (the compact JSON the sequencer binds to the `payload` column,
+/// [`VesEventRow::payload_json`]), or a value read back.
+enum EntryPayload<'a> {
+    Json(&'a str),
+    Value(&'a Value),
+}
+
 impl SignedEntry<'_> {
-    fn to_vec(&self) -> Result<Vec<u8>> {
-        serde_json::to_vec(self).map_err(|err| Error::Internal(err.to_string()))
+    /// Appends the entry's compact JSON to `out`.
+    ///
+    /// NB: written by hand rather than derived because serde_json scans every string it writes for
+    /// characters to escape, through the `fmt` machinery for the hex fields (`collect_str`): the ids,
+    /// hashes, signature and time are about two thirds of an entry and never need escaping, so they are
+    /// copied. The strings an agent chose are still written by serde_json.
+    fn write(&self, out: &mut Vec<u8>) {
+        fn key(out: &mut Vec<u8>, name: &str) {
+            out.push(if out.is_empty() { b'{' } else { b',' });
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+        }
+        fn int(out: &mut Vec<u8>, name: &str, n: impl itoa::Integer) {
+            key(out, name);
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        }
+        fn text(out: &mut Vec<u8>, name: &str, s: &str) {
+            key(out, name);
+            serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
+        }
+        fn raw(out: &mut Vec<u8>, name: &str, s: &[u8]) {
+            key(out, name);
+            out.push(b'"');
+            out.extend_from_slice(s);
+            out.push(b'"');
+        }
+        fn uuid(out: &mut Vec<u8>, name: &str, id: Uuid) {
+            raw(out, name, id.hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes());
+        }
+        fn hex<const N: usize>(out: &mut Vec<u8>, name: &str, bytes: &[u8; N]) {
+            key(out, name);
+            out.extend_from_slice(b"\"0x");
+            let at = out.len();
+            out.resize(at + 2 * N, 0);
+            hex::encode_to_slice(bytes, &mut out[at..]).expect("twice the length");
+            out.push(b'"');
+        }
+        out.clear();
+        int(out, "agent_key_id", self.agent_key_id);
+        hex(out, "agent_signature", self.agent_signature);
+        if let Some(v) = self.base_version {
+            int(out, "base_version", v);
+        }
+        if let Some(id) = self.command_id {
+            uuid(out, "command_id", id);
+        }
+        text(out, "created_at", self.created_at);
+        text(out, "entity_id", self.entity_id);
+        text(out, "entity_type", self.entity_type);
+        uuid(out, "event_id", self.event_id);
+        text(out, "event_type", self.event_type);
+        match self.payload {
+            Some(EntryPayload::Json(json)) => {
+                key(out, "payload");
+                out.extend_from_slice(json.as_bytes());
+            }
+            Some(EntryPayload::Value(v)) => {
+                key(out, "payload");
+                serde_json::to_writer(&mut *out, v).expect("a Value always serializes");
+            }
+            None => {}
+        }
+        hex(out, "payload_cipher_hash", self.payload_cipher_hash);
+        int(out, "payload_kind", self.payload_kind);
+        hex(out, "payload_plain_hash", self.payload_plain_hash);
+        int(out, "sequence_number", self.sequence_number);
+        raw(out, "sequenced_at", self.sequenced_at.as_bytes());
+        uuid(out, "source_agent_id", self.source_agent_id);
+        uuid(out, "store_id", self.store_id);
+        uuid(out, "tenant_id", self.tenant_id);
+        int(out, "ves_version", self.ves_version);
+        out.push(b'}');
     }
 }
 
@@ -213,9 +317,12 @@ pub fn event_json_bytes(e: &StoredEvent) -> Result<Vec<u8>> {
         return serde_json::to_vec(&event_json(e)?).map_err(|err| Error::Internal(err.to_string()));
     }
     let sequenced_at = e.sequenced_at.to_rfc3339();
+    let signature = signature64(&e.agent_signature)?;
+    let (plain_hash, cipher_hash) = (bytes32(&e.payload_plain_hash)?, bytes32(&e.payload_cipher_hash)?);
+    let mut out = Vec::new();
     SignedEntry {
         agent_key_id: e.agent_key_id.unwrap_or(0) as u32,
-        agent_signature: ves::envelope::Sig64(signature64(&e.agent_signature)?),
+        agent_signature: &signature,
         base_version: e.base_version.map(|v| v as u64),
         command_id: e.command_id,
         created_at: e.created_at_str.as_deref().unwrap_or_default(),
@@ -223,10 +330,10 @@ pub fn event_json_bytes(e: &StoredEvent) -> Result<Vec<u8>> {
         entity_type: &e.entity_type,
         event_id: e.event_id,
         event_type: &e.event_type,
-        payload: e.payload.as_ref(),
-        payload_cipher_hash: ves::envelope::Hex32(bytes32(&e.payload_cipher_hash)?),
+        payload: e.payload.as_ref().map(EntryPayload::Value),
+        payload_cipher_hash: &cipher_hash,
         payload_kind: e.payload_kind.unwrap_or(0) as u32,
-        payload_plain_hash: ves::envelope::Hex32(bytes32(&e.payload_plain_hash)?),
+        payload_plain_hash: &plain_hash,
         sequence_number: e.sequence_number,
         sequenced_at: &sequenced_at,
         source_agent_id: e.source_agent_id,
@@ -234,7 +341,8 @@ pub fn event_json_bytes(e: &StoredEvent) -> Result<Vec<u8>> {
         tenant_id: e.tenant_id,
         ves_version: e.ves_version.unwrap_or(1) as u32,
     }
-    .to_vec()
+    .write(&mut out);
+    Ok(out)
 }
 
 /// The served JSON of a signed event about to be stored as `row` (with `sequenced_at`), byte for byte
@@ -254,7 +362,7 @@ pub fn entry_before_storing(row: &VesEventRow<'_>, sequenced_at: &str, trimmed: 
         // NB: each field as the column stores it and `StoredEvent::envelope` reads it back (the
         // integer columns are narrower than the envelope's).
         agent_key_id: i64::from(e.agent_key_id) as u32,
-        agent_signature: e.agent_signature,
+        agent_signature: &e.agent_signature.0,
         base_version: e.base_version.map(|v| v as i64 as u64),
         command_id: e.command_id,
         created_at: &e.created_at,
@@ -262,10 +370,10 @@ pub fn entry_before_storing(row: &VesEventRow<'_>, sequenced_at: &str, trimmed: 
         entity_type: &e.entity_type,
         event_id: e.event_id,
         event_type: &e.event_type,
-        payload: if trimmed { None } else { e.payload.as_ref() },
-        payload_cipher_hash: e.payload_cipher_hash,
+        payload: if trimmed { None } else { row.payload_json.as_deref().map(EntryPayload::Json) },
+        payload_cipher_hash: &e.payload_cipher_hash.0,
         payload_kind: (e.payload_kind as i16) as u32,
-        payload_plain_hash: e.payload_plain_hash,
+        payload_plain_hash: &e.payload_plain_hash.0,
         sequence_number: row.sequence_number,
         sequenced_at,
         source_agent_id: e.source_agent_id,
@@ -273,8 +381,8 @@ pub fn entry_before_storing(row: &VesEventRow<'_>, sequenced_at: &str, trimmed: 
         tenant_id: e.tenant_id,
         ves_version: (e.ves_version as i32) as u32,
     };
-    out.clear();
-    serde_json::to_writer(out, &entry).ok()
+    entry.write(out);
+    Some(())
 }
 
 /// Whether a JSON value reads back from a jsonb column as the same `Value`, so that it serializes to
@@ -426,7 +534,7 @@ struct Columns<'a> {
     source_agent: Vec<Uuid>,
     command_id: Vec<Option<Uuid>>,
     base_version: Vec<Option<i64>>,
-    payload: Vec<Option<&'a Value>>,
+    payload: Vec<Option<&'a str>>,
     ves_version: Vec<i32>,
     agent_key_id: Vec<i64>,
     created_at_str: Vec<&'a str>,
@@ -479,7 +587,7 @@ impl<'a> Columns<'a> {
             c.source_agent.push(e.source_agent_id);
             c.command_id.push(e.command_id);
             c.base_version.push(e.base_version.map(|v| v as i64));
-            c.payload.push(e.payload.as_ref());
+            c.payload.push(r.payload_json.as_deref());
             c.ves_version.push(e.ves_version as i32);
             c.agent_key_id.push(i64::from(e.agent_key_id));
             c.created_at_str.push(e.created_at.as_str());
@@ -509,11 +617,11 @@ fn insert_rows_sql(tail: &str) -> String {
            agent_key_id, created_at_str, payload_kind, payload_encrypted, payload_plain_hash, payload_cipher_hash, \
            event_signing_hash, agent_signature, receipt_hash, sequencer_id, sequencer_signature, leaf_hash) \
          SELECT $1, $2, u.seq, u.event_id, TRUE, u.entity_type, u.entity_id, u.event_type, u.created_at, $9, \
-           u.source_agent, u.command_id, u.base_version, u.payload, u.ves_version, u.agent_key_id, \
+           u.source_agent, u.command_id, u.base_version, u.payload::jsonb, u.ves_version, u.agent_key_id, \
            u.created_at_str, u.payload_kind, u.payload_encrypted, u.plain_hash, u.cipher_hash, u.signing_hash, \
            u.signature, u.receipt_hash, $24, u.sequencer_signature, u.leaf_hash \
          FROM UNNEST($3::bigint[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::timestamptz[], \
-           $10::uuid[], $11::uuid[], $12::bigint[], $13::jsonb[], $14::int[], $15::bigint[], $16::text[], \
+           $10::uuid[], $11::uuid[], $12::bigint[], $13::text[], $14::int[], $15::bigint[], $16::text[], \
            $17::smallint[], $18::jsonb[], $19::bytea[], $20::bytea[], $21::bytea[], $22::bytea[], $23::bytea[], \
            $25::bytea[], $28::bytea[]) \
            AS u(seq, event_id, entity_type, entity_id, event_type, created_at, source_agent, command_id, \
