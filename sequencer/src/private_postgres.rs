@@ -66,18 +66,24 @@ fn on_path(program: &str) -> bool {
 ///
 /// PostgreSQL refuses to run as root, so when we are root `pgtemp` runs its commands through
 /// `sudo -u postgres`. Machines without sudo get a stand-in on PATH that does the same with
-/// util-linux's `setpriv`.
-pub fn prepare_environment() -> Result<(), String> {
+/// util-linux's `setpriv`, in a temporary directory that lives as long as the returned guard: keep
+/// it until the private PostgreSQL has stopped.
+pub fn prepare_environment() -> Result<Option<tempfile::TempDir>, String> {
     if !running_as_root() || on_path("sudo") {
-        return Ok(());
+        return Ok(None);
     }
     if !on_path("setpriv") {
         return Err("running as root without sudo or setpriv: PostgreSQL cannot be started as another user; \
                     install sudo or set DATABASE_URL"
             .into());
     }
-    let dir = std::env::temp_dir().join(format!("stateset-sequencer-sudo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    // NB: removed when the guard drops; before, every start as root without sudo left its directory
+    // behind in the temporary directory.
+    let guard = tempfile::Builder::new()
+        .prefix("stateset-sequencer-sudo-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a directory in {}: {e}", std::env::temp_dir().display()))?;
+    let dir = guard.path().to_path_buf();
     let shim = dir.join("sudo");
     std::fs::write(
         &shim,
@@ -94,7 +100,7 @@ pub fn prepare_environment() -> Result<(), String> {
     let joined = std::env::join_paths(dirs).map_err(|e| e.to_string())?;
     // SAFETY: called from `main` before the async runtime or any other thread exists.
     unsafe { std::env::set_var("PATH", joined) };
-    Ok(())
+    Ok(Some(guard))
 }
 
 impl PrivatePostgres {

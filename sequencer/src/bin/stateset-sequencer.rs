@@ -18,12 +18,18 @@ fn main() -> ExitCode {
         }
     };
     sequencer::telemetry::init(config.log_format);
-    if config.database_url.is_none()
-        && let Err(e) = sequencer::private_postgres::prepare_environment()
-    {
-        eprintln!("stateset-sequencer: {e}");
-        return ExitCode::from(2);
-    }
+    // The sudo stand-in's directory, if one was made: dropped (deleted) after the server, and with it
+    // the private PostgreSQL, has stopped.
+    let _sudo_shim = match config.database_url {
+        Some(_) => None,
+        None => match sequencer::private_postgres::prepare_environment() {
+            Ok(guard) => guard,
+            Err(e) => {
+                eprintln!("stateset-sequencer: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
