@@ -252,7 +252,16 @@ impl SignedEntry<'_> {
         }
         fn text(out: &mut Vec<u8>, name: &str, s: &str) {
             key(out, name);
-            serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
+            // NB: the characters serde_json escapes are exactly the controls, `"` and `\`. An agent's
+            // type and id names almost never hold one, and copying them skips serde_json's escape scan
+            // (a table lookup and branch per byte, then its writer calls).
+            if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+                out.push(b'"');
+                out.extend_from_slice(s.as_bytes());
+                out.push(b'"');
+            } else {
+                serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
+            }
         }
         fn raw(out: &mut Vec<u8>, name: &str, s: &[u8]) {
             key(out, name);
