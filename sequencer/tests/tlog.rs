@@ -107,6 +107,15 @@ async fn every_event_is_in_its_streams_rfc_6962_log_and_off_the_shelf_verifiers_
     assert_eq!(cp.size(), 300);
     assert_eq!(cp.origin(), format!("stateset-sequencer/tlog/{}/{}", agent.tenant_id, agent.store_id));
     let root = *cp.hash();
+    // The integrator's own connections are told apart from the request pool's in pg_stat_activity.
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT application_name FROM pg_stat_activity WHERE datname = current_database() ORDER BY 1",
+    )
+    .fetch_all(server.state.store.pool())
+    .await
+    .unwrap();
+    assert!(names.iter().any(|n| n == sequencer::worker::tlog::INTEGRATOR_APPLICATION_NAME), "{names:?}");
+    assert!(names.iter().any(|n| n == "stateset-sequencer"), "{names:?}");
 
     // Every tile of the tree, fetched as any tlog-tiles client would, authenticated by tlog_tiles.
     let mut fetched = HashMap::new();

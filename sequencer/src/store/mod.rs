@@ -138,9 +138,10 @@ impl Store {
     }
 
     /// A pool of its own, of at most `max_connections`, to the same database with the same options
-    /// (and tile cache): for background work that must not queue behind requests for connections.
-    pub fn sibling(&self, max_connections: u32) -> Store {
-        let options = (*self.pool.connect_options()).clone();
+    /// (and tile cache) but its own `application_name`: for background work that must not queue behind
+    /// requests for connections.
+    pub fn sibling(&self, max_connections: u32, application_name: &str) -> Store {
+        let options = (*self.pool.connect_options()).clone().application_name(application_name);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .min_connections(0)

@@ -37,6 +37,9 @@ const CONCURRENT_BATCHES: usize = INTEGRATOR_CONNECTIONS as usize;
 /// The integrator's own database connections (beside `MAX_DB_CONNECTIONS`, on the leader only).
 pub const INTEGRATOR_CONNECTIONS: u32 = 2;
 
+/// The `application_name` of the integrator's connections.
+pub const INTEGRATOR_APPLICATION_NAME: &str = "stateset-sequencer-tlog";
+
 /// The partial edge tiles of the trees this integrator wrote last, by stream, so that the next round
 /// does not read them back: `(tree size, edge tiles cut to that size)`. Bounded by bytes; a stream
 /// whose entry is evicted or stale (another integrator moved its tree) reads its tiles again.
@@ -673,7 +676,9 @@ fn integrator_thread(
         };
         runtime.block_on(async move {
             let Some(signer) = state.checkpoints.as_ref() else { return };
-            let store = state.store.sibling(INTEGRATOR_CONNECTIONS);
+            // NB: named apart from the request pool's connections, so that `pg_stat_activity` (and a
+            // profile split by backend, `scripts/tlog-share`) tells the integrator's apart.
+            let store = state.store.sibling(INTEGRATOR_CONNECTIONS, INTEGRATOR_APPLICATION_NAME);
             let edges = EdgeCache::default();
             let mut scan = Scan::default();
             while let Some(done) = rx.recv().await {
