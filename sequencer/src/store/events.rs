@@ -238,7 +238,8 @@ impl SignedEntry<'_> {
     /// NB: written by hand rather than derived because serde_json scans every string it writes for
     /// characters to escape, through the `fmt` machinery for the hex fields (`collect_str`): the ids,
     /// hashes, signature and time are about two thirds of an entry and never need escaping, so they are
-    /// copied. The strings an agent chose are still written by serde_json.
+    /// copied. The strings an agent chose are copied when they need no escaping, else written by
+    /// serde_json.
     fn write(&self, out: &mut Vec<u8>) {
         fn key(out: &mut Vec<u8>, name: &str) {
             out.push(if out.is_empty() { b'{' } else { b',' });
@@ -250,24 +251,22 @@ impl SignedEntry<'_> {
             key(out, name);
             out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
         }
-        fn text(out: &mut Vec<u8>, name: &str, s: &str) {
-            key(out, name);
-            // NB: the characters serde_json escapes are exactly the controls, `"` and `\`. An agent's
-            // type and id names almost never hold one, and copying them skips serde_json's escape scan
-            // (a table lookup and branch per byte, then its writer calls).
-            if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-                out.push(b'"');
-                out.extend_from_slice(s.as_bytes());
-                out.push(b'"');
-            } else {
-                serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
-            }
-        }
         fn raw(out: &mut Vec<u8>, name: &str, s: &[u8]) {
             key(out, name);
             out.push(b'"');
             out.extend_from_slice(s);
             out.push(b'"');
+        }
+        fn text(out: &mut Vec<u8>, name: &str, s: &str) {
+            // NB: the characters serde_json escapes are exactly the controls, `"` and `\`. An agent's
+            // type and id names almost never hold one, and copying them skips serde_json's escape scan
+            // (a table lookup and branch per byte, then its writer calls).
+            if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+                raw(out, name, s.as_bytes());
+            } else {
+                key(out, name);
+                serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
+            }
         }
         fn uuid(out: &mut Vec<u8>, name: &str, id: Uuid) {
             raw(out, name, id.hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes());
