@@ -1,5 +1,6 @@
 //! Migration 0004 on a database that already holds events: it writes the leaf runs of the existing
-//! log (at most 1024 events a run, split at any gap), and the sequencer commits from them.
+//! log (at most 1024 events a run, split at any gap), and the sequencer commits from them. Migration
+//! 0013 keeps a run of the benchmark's size, and a partial hash tile, in their tables' own pages.
 
 mod common;
 
@@ -95,4 +96,87 @@ async fn migration_0004_writes_the_leaf_runs_of_the_events_already_stored() {
     assert_eq!(status, 200, "{c}");
     let leaves: Vec<[u8; 32]> = (1..=2500).map(|s| leaf(long, s).try_into().unwrap()).collect();
     assert_eq!(c["merkle_root"], hex::encode(ves::merkle::merkle_root(&leaves)));
+}
+
+/// Writes a leaf run of `events` events (both leaf columns filled, as with the log on) and returns the
+/// bytes of `event_leaf_runs`'s TOAST table afterwards.
+async fn toast_bytes_after_run(pool: &PgPool, first: i64, events: i64) -> i64 {
+    let leaves = vec![7u8; 32 * events as usize];
+    sqlx::query(
+        "INSERT INTO event_leaf_runs (tenant_id, store_id, first_sequence, last_sequence, leaves, tlog_leaves) \
+         VALUES ($1, $1, $2, $3, $4, $4)",
+    )
+    .bind(Uuid::nil())
+    .bind(first)
+    .bind(first + events - 1)
+    .bind(&leaves)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query_scalar("SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE oid = 'event_leaf_runs'::regclass")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn migration_0013_keeps_runs_and_partial_tiles_out_of_toast() {
+    // Before 0013, a run of 100 events goes to TOAST (the row passes about 2 KB), as does a partial
+    // tile of 100 hashes ...
+    let db = TestDb::create().await;
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    migrate_below(&pool, 13).await;
+    assert!(toast_bytes_after_run(&pool, 1, 100).await > 0, "before 0013 a 100-event run is toasted");
+    sqlx::query("INSERT INTO tlog_tiles (tenant_id, store_id, level, idx, width, data) VALUES ($1, $1, 0, 0, 100, $2)")
+        .bind(Uuid::nil())
+        .bind(vec![9u8; 3200])
+        .execute(&pool)
+        .await
+        .unwrap();
+    let tiles_toast: i64 =
+        sqlx::query_scalar("SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE oid = 'tlog_tiles'::regclass")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(tiles_toast > 0, "before 0013 a partial tile of 100 hashes is toasted");
+    pool.close().await;
+
+    // ... with it, the same run stays in the heap, and a longer one still goes out of line.
+    let db = TestDb::create().await;
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    sequencer::store::MIGRATOR.run(&pool).await.unwrap();
+    assert_eq!(toast_bytes_after_run(&pool, 1, 100).await, 0, "a 100-event run is one heap row");
+    assert_eq!(toast_bytes_after_run(&pool, 101, 126).await, 0, "up to 126 events with both leaf columns");
+    assert!(toast_bytes_after_run(&pool, 227, 200).await > 0, "a 200-event run still goes out of line");
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT tlog_leaves FROM event_leaf_runs WHERE first_sequence = 227")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 32 * 200);
+
+    // A partial hash tile of up to 252 hashes is one heap row; a full tile goes out of line.
+    let tile_toast = |idx: i64, width: i32| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO tlog_tiles (tenant_id, store_id, level, idx, width, data) VALUES ($1, $1, 0, $2, $3, $4)",
+            )
+            .bind(Uuid::nil())
+            .bind(idx)
+            .bind(width)
+            .bind(vec![9u8; 32 * width as usize])
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query_scalar::<_, i64>(
+                "SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE oid = 'tlog_tiles'::regclass",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(tile_toast(0, 100).await, 0);
+    assert_eq!(tile_toast(1, 252).await, 0, "a partial tile of 252 hashes is one heap row");
+    assert!(tile_toast(2, 256).await > 0, "a full tile is stored out of line");
 }
