@@ -98,6 +98,15 @@ async fn migration_0004_writes_the_leaf_runs_of_the_events_already_stored() {
     assert_eq!(c["merkle_root"], hex::encode(ves::merkle::merkle_root(&leaves)));
 }
 
+/// The bytes of `table`'s TOAST table.
+async fn toast_bytes(pool: &PgPool, table: &str) -> i64 {
+    sqlx::query_scalar("SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE oid = $1::regclass")
+        .bind(table)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
 /// Writes a leaf run of `events` events (both leaf columns filled, as with the log on) and returns the
 /// bytes of `event_leaf_runs`'s TOAST table afterwards.
 async fn toast_bytes_after_run(pool: &PgPool, first: i64, events: i64) -> i64 {
@@ -113,10 +122,21 @@ async fn toast_bytes_after_run(pool: &PgPool, first: i64, events: i64) -> i64 {
     .execute(pool)
     .await
     .unwrap();
-    sqlx::query_scalar("SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE oid = 'event_leaf_runs'::regclass")
-        .fetch_one(pool)
+    toast_bytes(pool, "event_leaf_runs").await
+}
+
+/// Writes a level-0 hash tile of `width` hashes and returns the bytes of `tlog_tiles`'s TOAST table
+/// afterwards.
+async fn toast_bytes_after_tile(pool: &PgPool, idx: i64, width: i32) -> i64 {
+    sqlx::query("INSERT INTO tlog_tiles (tenant_id, store_id, level, idx, width, data) VALUES ($1, $1, 0, $2, $3, $4)")
+        .bind(Uuid::nil())
+        .bind(idx)
+        .bind(width)
+        .bind(vec![9u8; 32 * width as usize])
+        .execute(pool)
         .await
-        .unwrap()
+        .unwrap();
+    toast_bytes(pool, "tlog_tiles").await
 }
 
 #[tokio::test]
@@ -127,18 +147,7 @@ async fn migration_0013_keeps_runs_and_partial_tiles_out_of_toast() {
     let pool = PgPool::connect(&db.url).await.unwrap();
     migrate_below(&pool, 13).await;
     assert!(toast_bytes_after_run(&pool, 1, 100).await > 0, "before 0013 a 100-event run is toasted");
-    sqlx::query("INSERT INTO tlog_tiles (tenant_id, store_id, level, idx, width, data) VALUES ($1, $1, 0, 0, 100, $2)")
-        .bind(Uuid::nil())
-        .bind(vec![9u8; 3200])
-        .execute(&pool)
-        .await
-        .unwrap();
-    let tiles_toast: i64 =
-        sqlx::query_scalar("SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE oid = 'tlog_tiles'::regclass")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert!(tiles_toast > 0, "before 0013 a partial tile of 100 hashes is toasted");
+    assert!(toast_bytes_after_tile(&pool, 0, 100).await > 0, "before 0013 a partial tile of 100 hashes is toasted");
     pool.close().await;
 
     // ... with it, the same run stays in the heap, and a longer one still goes out of line.
@@ -155,28 +164,7 @@ async fn migration_0013_keeps_runs_and_partial_tiles_out_of_toast() {
     assert_eq!(stored.len(), 32 * 200);
 
     // A partial hash tile of up to 252 hashes is one heap row; a full tile goes out of line.
-    let tile_toast = |idx: i64, width: i32| {
-        let pool = pool.clone();
-        async move {
-            sqlx::query(
-                "INSERT INTO tlog_tiles (tenant_id, store_id, level, idx, width, data) VALUES ($1, $1, 0, $2, $3, $4)",
-            )
-            .bind(Uuid::nil())
-            .bind(idx)
-            .bind(width)
-            .bind(vec![9u8; 32 * width as usize])
-            .execute(&pool)
-            .await
-            .unwrap();
-            sqlx::query_scalar::<_, i64>(
-                "SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE oid = 'tlog_tiles'::regclass",
-            )
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-        }
-    };
-    assert_eq!(tile_toast(0, 100).await, 0);
-    assert_eq!(tile_toast(1, 252).await, 0, "a partial tile of 252 hashes is one heap row");
-    assert!(tile_toast(2, 256).await > 0, "a full tile is stored out of line");
+    assert_eq!(toast_bytes_after_tile(&pool, 0, 100).await, 0);
+    assert_eq!(toast_bytes_after_tile(&pool, 1, 252).await, 0, "a partial tile of 252 hashes is one heap row");
+    assert!(toast_bytes_after_tile(&pool, 2, 256).await > 0, "a full tile is stored out of line");
 }
