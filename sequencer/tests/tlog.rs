@@ -115,7 +115,7 @@ async fn every_event_is_in_its_streams_rfc_6962_log_and_off_the_shelf_verifiers_
     .await
     .unwrap();
     assert!(names.iter().any(|n| n == sequencer::worker::tlog::INTEGRATOR_APPLICATION_NAME), "{names:?}");
-    assert!(names.iter().any(|n| n == "stateset-sequencer"), "{names:?}");
+    assert!(names.iter().any(|n| n == sequencer::store::APPLICATION_NAME), "{names:?}");
 
     // Every tile of the tree, fetched as any tlog-tiles client would, authenticated by tlog_tiles.
     let mut fetched = HashMap::new();

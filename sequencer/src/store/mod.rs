@@ -115,11 +115,14 @@ pub struct Store {
     tiles: Arc<tlog::TileCache>,
 }
 
+/// The `application_name` of the request pool's connections (background pools name theirs apart).
+pub const APPLICATION_NAME: &str = "stateset-sequencer";
+
 impl Store {
     /// Opens a pool. Connections are made lazily, so a database that is down at start-up shows up as
     /// `/ready` answering 503 rather than as a crash loop.
     pub fn connect_lazy(url: &str, settings: PoolSettings, waiting: Arc<AtomicI64>) -> Result<Self> {
-        let options = settings.guards.apply(connect_options(url)?.application_name("stateset-sequencer"));
+        let options = settings.guards.apply(connect_options(url)?.application_name(APPLICATION_NAME));
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .min_connections(settings.min_connections)
