@@ -30,18 +30,31 @@ fn migration_files() -> Vec<(i64, PathBuf)> {
 
 /// The previous release's migration set: every migration but the newest.
 async fn previous_release() -> (Migrator, i64) {
-    let files = migration_files();
-    let (newest, _) = files.last().cloned().unwrap();
-    let dir = std::env::temp_dir().join(format!("seq-previous-release-{}", Uuid::new_v4().simple()));
+    let (newest, _) = migration_files().last().cloned().unwrap();
+    (migrations_below(newest).await, newest)
+}
+
+/// The migration set of a binary that embeds every migration below `number`.
+async fn migrations_below(number: i64) -> Migrator {
+    let dir = std::env::temp_dir().join(format!("seq-release-below-{number}-{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
-    for (number, path) in &files {
-        if *number < newest {
-            std::fs::copy(path, dir.join(path.file_name().unwrap())).unwrap();
+    for (n, path) in migration_files() {
+        if n < number {
+            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
         }
     }
     let migrator = Migrator::new(dir.as_path()).await.unwrap();
     std::fs::remove_dir_all(dir).unwrap();
-    (migrator, newest)
+    migrator
+}
+
+/// The configuration `prepare_database_with` needs for `url`.
+fn config_for(url: &str) -> sequencer::config::Config {
+    let vars = std::collections::HashMap::from([
+        ("DATABASE_URL".to_string(), url.to_string()),
+        ("BOOTSTRAP_ADMIN_API_KEY".to_string(), sequencer::testing::ADMIN_KEY.to_string()),
+    ]);
+    sequencer::config::Config::from_map(&vars).unwrap()
 }
 
 #[tokio::test]
@@ -99,11 +112,7 @@ async fn a_binary_below_the_compatibility_floor_refuses_the_schema_and_says_why(
         .await
         .unwrap();
 
-    let vars = std::collections::HashMap::from([
-        ("DATABASE_URL".to_string(), db.url.clone()),
-        ("BOOTSTRAP_ADMIN_API_KEY".to_string(), sequencer::testing::ADMIN_KEY.to_string()),
-    ]);
-    let config = sequencer::config::Config::from_map(&vars).unwrap();
+    let config = config_for(&db.url);
     let metrics = sequencer::metrics::Metrics::new();
     let store = sequencer::server::open_store(&config, &metrics).unwrap();
     let start = Instant::now();
@@ -120,4 +129,122 @@ async fn a_binary_below_the_compatibility_floor_refuses_the_schema_and_says_why(
     // The current binary (at the floor) is fine with it.
     sequencer::server::prepare_database(&config, &store).await.expect("the current release runs at its own floor");
     pool.close().await;
+}
+
+/// Migration 0007 re-keyed dead letters by stream, so the upsert a binary of 0001-0006 records a refused
+/// event with has no index to conflict on: such a binary would serve until its first refused event, then
+/// fail the request. Migration 0014 records the floor 0007 should have raised, so it refuses to start.
+#[tokio::test]
+async fn a_binary_from_before_0007_refuses_the_schema_its_dead_letter_upsert_cannot_use() {
+    let db = TestDb::migrated().await;
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    // The statement such a binary records a dead letter with (its ON CONFLICT target), on this schema.
+    let err = sqlx::query(
+        "INSERT INTO dead_letter_events (id, event_id, tenant_id, store_id, reason, error_message, payload) \
+         VALUES ($1, $2, $3, $4, 'invalid_signature', 'refused', '{}') \
+         ON CONFLICT (event_id) DO UPDATE SET retry_count = dead_letter_events.retry_count + 1",
+    )
+    .bind(Uuid::new_v4())
+    .bind(Uuid::new_v4())
+    .bind(Uuid::new_v4())
+    .bind(Uuid::new_v4())
+    .execute(&pool)
+    .await
+    .unwrap_err();
+    let code = err.as_database_error().and_then(|e| e.code()).map(|c| c.to_string());
+    assert_eq!(code.as_deref(), Some("42P10"), "no index matches the old conflict target: {err}");
+
+    let config = config_for(&db.url);
+    let metrics = sequencer::metrics::Metrics::new();
+    let store = sequencer::server::open_store(&config, &metrics).unwrap();
+    let err = sequencer::server::prepare_database_with(&config, &store, &migrations_below(7).await)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("knows migrations up to 6") && err.contains("needs migration 7 or newer"), "{err}");
+    assert!(err.contains("dead-letter index"), "the refusal names the reason: {err}");
+    // A binary that embeds 0007 runs on it, as every later one does.
+    sequencer::server::prepare_database_with(&config, &store, &migrations_below(8).await)
+        .await
+        .expect("a binary with migration 0007 is at the floor");
+    pool.close().await;
+}
+
+/// Every statement of a migration that removes or tightens something an older binary may use, with
+/// the decision taken on it (migrations/README.md, "Expand and contract"). A migration with such a
+/// statement that is not listed here fails `every_removal_or_tightening_in_a_migration_is_decided`, so
+/// none lands without someone deciding whether the binaries before it still work.
+const DECIDED: &[(i64, Decided)] = &[
+    // idx_events_created_at: the B-tree is replaced by a BRIN index of the same name; no statement
+    // names an index in a conflict target or hint, so an older binary does not notice.
+    (4, Decided::Expand),
+    // uq_dead_letter_event_id: older binaries record a dead letter with ON CONFLICT (event_id).
+    (7, Decided::Contract),
+    // uq_*_event_id: replaced by per-tenant unique indexes of the same names; older binaries insert
+    // events with ON CONFLICT DO NOTHING, which takes any unique index.
+    (8, Decided::Expand),
+    // (0012's constraint is NOT VALID: it checks new rows only, and no older binary writes the column.)
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decided {
+    /// Older binaries keep working: the floor stays.
+    Expand,
+    /// Older binaries break: the floor must reach this migration (in it or in a later one).
+    Contract,
+}
+
+/// The statements (comments removed, lower case) of a migration file.
+fn statements(path: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let code: String = text.lines().map(|l| l.split("--").next().unwrap()).collect::<Vec<_>>().join("\n");
+    code.split(';').map(|s| s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()).collect()
+}
+
+/// Whether a statement removes or tightens something: drops, renames, type changes, NOT NULL, and
+/// constraints that check existing rows.
+fn removes_or_tightens(statement: &str) -> bool {
+    let s = statement;
+    ["drop index", "drop table", "drop column", "drop constraint", "drop function", "drop view", " rename "]
+        .iter()
+        .any(|k| s.contains(k))
+        || (s.starts_with("alter table")
+            && (s.contains("set not null")
+                || s.contains(" type ")
+                || (s.contains("add constraint") && !s.contains("not valid"))))
+}
+
+#[test]
+fn every_removal_or_tightening_in_a_migration_is_decided() {
+    let files = migration_files();
+    let floors: Vec<(i64, i64)> = files
+        .iter()
+        .flat_map(|(n, path)| {
+            statements(path).into_iter().filter_map(move |s| {
+                let raised = s.split("greatest(min_binary_version,").nth(1)?;
+                Some((*n, raised.split(')').next()?.trim().parse::<i64>().ok()?))
+            })
+        })
+        .collect();
+    let mut found = Vec::new();
+    for (n, path) in &files {
+        if statements(path).iter().any(|s| removes_or_tightens(s)) {
+            found.push(*n);
+        }
+    }
+    let decided: Vec<i64> = DECIDED.iter().map(|d| d.0).collect();
+    assert_eq!(found, decided, "migrations that remove or tighten something, against those decided in DECIDED");
+    for (n, decision) in DECIDED {
+        if *decision == Decided::Contract {
+            assert!(
+                floors.iter().any(|(at, floor)| at >= n && floor >= n),
+                "migration {n} is contracting, but no migration raises the floor to {n} (floors raised: {floors:?})"
+            );
+        }
+    }
+    // The detector itself: what it must and must not take for a removal.
+    assert!(removes_or_tightens("alter table t alter column c set not null"));
+    assert!(removes_or_tightens("alter table t add constraint c check (x > 0)"));
+    assert!(!removes_or_tightens("alter table t add constraint c check (x > 0) not valid"));
+    assert!(!removes_or_tightens("create table event_types (event_type text)"));
 }
