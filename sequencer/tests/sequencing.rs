@@ -2,11 +2,15 @@
 //! only a guess, so a stale guess (another replica wrote since, or an operator paused the stream) and a
 //! replay must each fall back to the locked path without writing anything at a wrong number.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use ed25519_dalek::SigningKey;
 use serde_json::{Value, json};
 use uuid::Uuid;
 use ves::envelope::{EventBuilder, VesEventEnvelope};
 
+use sequencer::store::APPLICATION_NAME;
 use sequencer::store::events::StreamKey;
 use sequencer::testing::{ADMIN_KEY, TestDb, TestServer};
 
@@ -140,4 +144,130 @@ async fn a_replay_in_a_group_after_the_head_is_known_answers_its_original_receip
     let (rows, head) = stored(&server.db.url, w.stream).await;
     assert_eq!(rows, vec![(1, first.event_id), (2, second.event_id)]);
     assert_eq!(head, 2);
+}
+
+/// A TCP proxy to PostgreSQL that counts the Sync messages (one per round trip: a statement's
+/// Parse/Bind/Execute, or sqlx's ping) sent on connections whose startup message names
+/// `application_name`. Only for connections without TLS.
+async fn sync_counting_proxy(target: String, application_name: &'static str, syncs: Arc<AtomicUsize>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let (target, syncs) = (target.clone(), syncs.clone());
+            tokio::spawn(async move {
+                let Ok(upstream) = tokio::net::TcpStream::connect(&target).await else { return };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut ur, mut uw) = upstream.into_split();
+                let to_server = async move {
+                    let (mut buf, mut chunk) = (Vec::new(), vec![0u8; 16 * 1024]);
+                    let (mut started, mut counted) = (false, false);
+                    loop {
+                        let n = match cr.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if uw.write_all(&chunk[..n]).await.is_err() {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        loop {
+                            // The startup message has no type byte; every later one has.
+                            let (header, len_at) = if started { (5, 1) } else { (4, 0) };
+                            if buf.len() < header {
+                                break;
+                            }
+                            let len = u32::from_be_bytes(buf[len_at..len_at + 4].try_into().unwrap()) as usize;
+                            if buf.len() < len_at + len {
+                                break;
+                            }
+                            let message: Vec<u8> = buf.drain(..len_at + len).collect();
+                            if !started {
+                                started = true;
+                                let needle = format!("application_name\0{application_name}\0");
+                                counted = message.windows(needle.len()).any(|w| w == needle.as_bytes());
+                            } else if counted && message[0] == b'S' {
+                                syncs.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                };
+                let to_client = async move {
+                    let _ = tokio::io::copy(&mut ur, &mut cw).await;
+                };
+                tokio::join!(to_server, to_client);
+            });
+        }
+    });
+    port
+}
+
+/// A busy stream's worker keeps its pool connection from group to group, so sqlx's pings on taking a
+/// connection from the pool and on returning it (a round trip each) are paid once per busy spell
+/// rather than twice per group: a group is one round trip.
+#[tokio::test]
+async fn a_busy_streams_groups_share_one_connection_and_one_round_trip_each() {
+    let db = TestDb::migrated().await;
+    let syncs = Arc::new(AtomicUsize::new(0));
+    let (user, rest) = db.url.split_once('@').unwrap();
+    let (host_port, name) = rest.split_once('/').unwrap();
+    let port = sync_counting_proxy(host_port.to_string(), APPLICATION_NAME, syncs.clone()).await;
+    let name = name.split('?').next().unwrap();
+    // NB: an empty name: the database belongs to `db`. No TLS, so that the proxy can read the messages.
+    let proxied = TestDb { url: format!("{user}@127.0.0.1:{port}/{name}?sslmode=disable"), name: String::new() };
+    // One event per group, so that every request queued below is a group of its own.
+    let server = TestServer::start_on(proxied, &[("INGEST_MAX_GROUP_EVENTS", "1"), ("TLOG_ENABLED", "false")]).await;
+    let w = Writer::new();
+    register(&server.base_url, &w).await;
+    let (status, body) = ingest(&server.base_url, &w, &[w.event(0)]).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Hold the stream's counter row, so that the next group waits inside its statement while the
+    // requests after it queue up behind it.
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM sequence_counters WHERE tenant_id = $1 AND store_id = $2 FOR UPDATE")
+        .bind(w.stream.tenant_id)
+        .bind(w.stream.store_id)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    const QUEUED: i64 = 20;
+    let requests: Vec<_> = (1..=QUEUED as u64)
+        .map(|n| {
+            let (base, event, agent_id) = (server.base_url.clone(), w.event(n), w.agent_id);
+            tokio::spawn(async move {
+                post(&base, "/api/v1/ves/events/ingest", json!({"agentId": agent_id, "events": [event]})).await
+            })
+        })
+        .collect();
+    let metrics = server.state.metrics.clone();
+    let mut waited = 0;
+    while metrics.ingest_queued_events.get() < QUEUED {
+        assert!(waited < 3_000, "the requests never all queued");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        waited += 10;
+    }
+    // The first group's statement (and the ping that took its connection) went out before this.
+    let before = syncs.load(Ordering::SeqCst);
+    let transactions = metrics.sequencing_transactions.get();
+    lock.commit().await.unwrap();
+    for request in requests {
+        let (status, body) = request.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(metrics.sequencing_transactions.get() - transactions, QUEUED as u64, "one group per request");
+    let round_trips = syncs.load(Ordering::SeqCst) - before;
+    // The other 19 groups' statements, and pings only where the connection went back to the pool
+    // (at the spell's end, or after HOLD_CONNECTION_MAX on a slow machine); taken per group, the
+    // connection would have cost three round trips a group (57).
+    assert!(
+        (QUEUED as usize - 1..=QUEUED as usize + 5).contains(&round_trips),
+        "{round_trips} round trips for {} groups",
+        QUEUED - 1
+    );
+    assert_eq!(stored(&db.url, w.stream).await.1, QUEUED + 1);
+    pool.close().await;
+    server.stop().await;
 }

@@ -21,12 +21,15 @@ use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use ed25519_dalek::{Signer, SigningKey};
 use futures::FutureExt;
 use serde::Serialize;
+use sqlx::Acquire;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnection, Postgres};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 use ves::envelope::VesEventEnvelope;
@@ -202,6 +205,43 @@ pub const KNOWN_HEADS_MAX: u64 = 100_000;
 /// A stream quiet for this long is forgotten (its remembered head is dropped).
 pub const KNOWN_HEADS_IDLE: Duration = Duration::from_secs(600);
 
+/// How long a stream's worker keeps one pool connection from group to group, however busy the stream
+/// stays, before returning it (and with it the pool's lifetime and health checks) to the pool.
+pub const HOLD_CONNECTION_MAX: Duration = Duration::from_secs(1);
+
+/// The pool connection a stream's worker keeps across the groups of one busy spell.
+///
+/// sqlx pings a connection, one round trip each, when it leaves an idle pool (`test_before_acquire`,
+/// which notices a connection that died while the database was down) and when it is returned. Taken
+/// per group, that made three round trips of every group's one statement; kept across a busy spell,
+/// the pings are paid once per spell. A connection is kept only while another caller could still get
+/// one without waiting, for at most [`HOLD_CONNECTION_MAX`], and never after its group failed.
+#[derive(Default)]
+struct HeldConnection(Option<(PoolConnection<Postgres>, Instant)>);
+
+impl HeldConnection {
+    async fn get(&mut self, store: &Store) -> Result<&mut PgConnection> {
+        if self.0.is_none() {
+            self.0 = Some((store.acquire().await?, Instant::now()));
+        }
+        Ok(&mut self.0.as_mut().expect("acquired above").0)
+    }
+
+    /// Returns the connection to the pool (where a broken one is closed).
+    fn release(&mut self) {
+        self.0 = None;
+    }
+
+    /// Keeps the connection for the next group only while that starves nobody.
+    fn release_unless_spare(&mut self, store: &Store) {
+        if self.0.as_ref().is_some_and(|(_, since)| since.elapsed() >= HOLD_CONNECTION_MAX)
+            || !store.has_spare_connection()
+        {
+            self.release();
+        }
+    }
+}
+
 /// The group-commit sequencer of this process.
 pub struct Sequencer {
     store: Store,
@@ -281,6 +321,7 @@ impl Sequencer {
     }
 
     async fn drain(self: Arc<Self>, stream: StreamKey) {
+        let mut conn = HeldConnection::default();
         loop {
             let group = self.queues.next_group(stream, self.max_group_events, |j| j.candidates.len());
             if group.is_empty() {
@@ -288,19 +329,22 @@ impl Sequencer {
             }
             let events: usize = group.iter().map(|j| j.candidates.len()).sum();
             // NB: a panic must not strand the stream's queue; it fails this group only.
-            let result = AssertUnwindSafe(self.process(group)).catch_unwind().await;
+            let result = AssertUnwindSafe(self.process(group, &mut conn)).catch_unwind().await;
             if result.is_err() {
                 tracing::error!(tenant_id = %stream.tenant_id, store_id = %stream.store_id, "sequencing group panicked");
+                // NB: the connection may be mid-statement.
+                conn.release();
             }
+            conn.release_unless_spare(&self.store);
             let left = self.queued_events.fetch_sub(events, Ordering::AcqRel) - events;
             self.metrics.ingest_queued_events.set(left as i64);
         }
     }
 
-    async fn process(&self, group: Vec<Job>) {
+    async fn process(&self, group: Vec<Job>, conn: &mut HeldConnection) {
         let stream = group[0].stream;
         let batches: Vec<&[Candidate]> = group.iter().map(|j| j.candidates.as_slice()).collect();
-        match self.sequence_group(stream, &batches).await {
+        match self.sequence_group(stream, &batches, conn).await {
             Ok((outcomes, head)) => {
                 for (job, outcomes) in group.into_iter().zip(outcomes) {
                     let _ = job.reply.send(Ok(Sequenced { outcomes, head }));
@@ -312,7 +356,7 @@ impl Sequencer {
                 tracing::warn!(error = %e, requests = group.len(), "group transaction failed; retrying requests one by one");
                 for job in group {
                     let result = self
-                        .sequence_group(stream, &[job.candidates.as_slice()])
+                        .sequence_group(stream, &[job.candidates.as_slice()], conn)
                         .await
                         .map(|(mut outcomes, head)| Sequenced { outcomes: outcomes.remove(0), head });
                     let _ = job.reply.send(result);
@@ -327,17 +371,31 @@ impl Sequencer {
     }
 
     /// Sequences a group of requests of one stream and remembers (or forgets) the stream's head.
-    async fn sequence_group(&self, stream: StreamKey, batches: &[&[Candidate]]) -> Result<GroupResult> {
-        let result = self.sequence_group_once(stream, batches).await;
+    async fn sequence_group(
+        &self,
+        stream: StreamKey,
+        batches: &[&[Candidate]],
+        conn: &mut HeldConnection,
+    ) -> Result<GroupResult> {
+        let result = self.sequence_group_once(stream, batches, conn).await;
         match &result {
             Ok((_, head)) => self.known_heads.insert(stream, *head),
-            // NB: the outcome may be unknown (the connection died around COMMIT): look next time.
-            Err(_) => self.known_heads.invalidate(&stream),
+            // NB: the outcome may be unknown (the connection died around COMMIT): look next time; and
+            // the connection goes back to the pool, which closes it if it is broken.
+            Err(_) => {
+                self.known_heads.invalidate(&stream);
+                conn.release();
+            }
         }
         result
     }
 
-    async fn sequence_group_once(&self, stream: StreamKey, batches: &[&[Candidate]]) -> Result<GroupResult> {
+    async fn sequence_group_once(
+        &self,
+        stream: StreamKey,
+        batches: &[&[Candidate]],
+        conn: &mut HeldConnection,
+    ) -> Result<GroupResult> {
         let all: Vec<&Candidate> = batches.iter().flat_map(|b| b.iter()).collect();
         let sequenced_at = Utc::now().trunc_subsecs(6);
         // A base_version must be checked against the stored versions: only the locked path reads them.
@@ -347,18 +405,34 @@ impl Sequencer {
             let fresh: Vec<Proposal> = all.iter().map(|c| proposal(c, Prior::Fresh)).collect();
             let plan = decide(Flavour::Signed, &StoreView::default(), &fresh).expect("not paused");
             if plan.iter().all(|d| *d == Decision::Accept) {
-                match self.append_at_guessed_head(stream, batches, &all, &plan, sequenced_at).await? {
+                let guessed = self.append_at_guessed_head(
+                    conn.get(&self.store).await?,
+                    stream,
+                    batches,
+                    &all,
+                    &plan,
+                    sequenced_at,
+                );
+                match guessed.await? {
                     Attempt::Done(result) => return Ok(result),
                     Attempt::Conflict => {}
                     Attempt::StaleHead => {
-                        if let Some(result) = self.append_locked(stream, batches, &all, &fresh, sequenced_at).await? {
+                        let locked = self.append_locked(
+                            conn.get(&self.store).await?,
+                            stream,
+                            batches,
+                            &all,
+                            &fresh,
+                            sequenced_at,
+                        );
+                        if let Some(result) = locked.await? {
                             return Ok(result);
                         }
                     }
                 }
             }
         }
-        self.sequence_careful(stream, batches, &all, sequenced_at).await
+        self.sequence_careful(conn.get(&self.store).await?, stream, batches, &all, sequenced_at).await
     }
 
     /// Fastest path: number the events after the head this process remembers (or, for a stream it
@@ -366,16 +440,16 @@ impl Sequencer {
     /// everything in one autocommit statement that applies only if the head is still that.
     async fn append_at_guessed_head(
         &self,
+        conn: &mut PgConnection,
         stream: StreamKey,
         batches: &[&[Candidate]],
         all: &[&Candidate],
         plan: &[Decision],
         sequenced_at: DateTime<Utc>,
     ) -> Result<Attempt> {
-        let mut conn = self.store.pool().acquire().await?;
         let (expected, exists) = match self.known_heads.get(&stream) {
             Some(head) => (head, true),
-            None => match events::peek_stream(&mut conn, stream).await? {
+            None => match events::peek_stream(conn, stream).await? {
                 // Paused: the locked path answers 503.
                 Some(s) if s.paused => return Ok(Attempt::StaleHead),
                 Some(s) => (s.head, true),
@@ -384,7 +458,7 @@ impl Sequencer {
         };
         let (rows, head) = self.rows(stream, all, plan, expected, sequenced_at);
         let appended =
-            events::append_at_head(&mut conn, stream, &rows, sequenced_at, self.signer.sequencer_id, expected, !exists)
+            events::append_at_head(conn, stream, &rows, sequenced_at, self.signer.sequencer_id, expected, !exists)
                 .await;
         match appended {
             Ok(true) => {
@@ -404,13 +478,14 @@ impl Sequencer {
     /// one is not (nothing was written).
     async fn append_locked(
         &self,
+        conn: &mut PgConnection,
         stream: StreamKey,
         batches: &[&[Candidate]],
         all: &[&Candidate],
         fresh: &[Proposal<'_>],
         sequenced_at: DateTime<Utc>,
     ) -> Result<Option<GroupResult>> {
-        let mut tx = self.store.begin().await?;
+        let mut tx = conn.begin().await?;
         let locked = events::lock_stream(&mut tx, stream).await?;
         let view = StoreView { paused: locked.paused, ..Default::default() };
         let plan = decide(Flavour::Signed, &view, fresh).map_err(|Paused| paused(stream))?;
@@ -430,12 +505,13 @@ impl Sequencer {
     /// and entities, and decide each event from that.
     async fn sequence_careful(
         &self,
+        conn: &mut PgConnection,
         stream: StreamKey,
         batches: &[&[Candidate]],
         all: &[&Candidate],
         sequenced_at: DateTime<Utc>,
     ) -> Result<GroupResult> {
-        let mut tx = self.store.begin().await?;
+        let mut tx = conn.begin().await?;
         let locked = events::lock_stream(&mut tx, stream).await?;
         let (view, existing) = if locked.paused {
             // Nothing to look up: the decision refuses the whole group.

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 
@@ -222,6 +223,18 @@ impl Store {
     pub async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
         let _waiting = WaitGuard::new(&self.waiting);
         Ok(self.pool.begin().await?)
+    }
+
+    /// A connection of its own, counting the caller as waiting until it has one.
+    pub async fn acquire(&self) -> Result<PoolConnection<Postgres>> {
+        let _waiting = WaitGuard::new(&self.waiting);
+        Ok(self.pool.acquire().await?)
+    }
+
+    /// Whether another caller could get a connection now without waiting for one to be returned: one
+    /// is idle, or the pool may still open one.
+    pub fn has_spare_connection(&self) -> bool {
+        self.pool.num_idle() > 0 || self.pool.size() < self.max_connections
     }
 
     /// One round trip to the database; used by `/ready`.
