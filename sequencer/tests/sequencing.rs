@@ -259,14 +259,11 @@ async fn a_busy_streams_groups_share_one_connection_and_one_round_trip_each() {
     }
     assert_eq!(metrics.sequencing_transactions.get() - transactions, QUEUED as u64, "one group per request");
     let round_trips = syncs.load(Ordering::SeqCst) - before;
-    // The other 19 groups' statements, and pings only where the connection went back to the pool
-    // (at the spell's end, or after HOLD_CONNECTION_MAX on a slow machine); taken per group, the
-    // connection would have cost three round trips a group (57).
-    assert!(
-        (QUEUED as usize - 1..=QUEUED as usize + 5).contains(&round_trips),
-        "{round_trips} round trips for {} groups",
-        QUEUED - 1
-    );
+    // The other 19 groups' statements, and two pings only where the connection went back to the pool
+    // and was taken again (after HOLD_CONNECTION_MAX, on a slow machine) or at the spell's end; taken
+    // per group, the connection costs three round trips a group (57 and more).
+    let groups = QUEUED as usize - 1;
+    assert!((groups..2 * groups).contains(&round_trips), "{round_trips} round trips for {groups} groups");
     assert_eq!(stored(&db.url, w.stream).await.1, QUEUED + 1);
     pool.close().await;
     server.stop().await;
