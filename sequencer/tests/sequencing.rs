@@ -14,6 +14,9 @@ use sequencer::store::APPLICATION_NAME;
 use sequencer::store::events::StreamKey;
 use sequencer::testing::{ADMIN_KEY, TestDb, TestServer};
 
+#[path = "common/proxy.rs"]
+mod proxy;
+
 struct Writer {
     stream: StreamKey,
     agent_id: Uuid,
@@ -210,12 +213,10 @@ async fn sync_counting_proxy(target: String, application_name: &'static str, syn
 async fn a_busy_streams_groups_share_one_connection_and_one_round_trip_each() {
     let db = TestDb::migrated().await;
     let syncs = Arc::new(AtomicUsize::new(0));
-    let (user, rest) = db.url.split_once('@').unwrap();
-    let (host_port, name) = rest.split_once('/').unwrap();
-    let port = sync_counting_proxy(host_port.to_string(), APPLICATION_NAME, syncs.clone()).await;
-    let name = name.split('?').next().unwrap();
+    let port = sync_counting_proxy(proxy::through(&db.url, 0).1, APPLICATION_NAME, syncs.clone()).await;
     // NB: an empty name: the database belongs to `db`. No TLS, so that the proxy can read the messages.
-    let proxied = TestDb { url: format!("{user}@127.0.0.1:{port}/{name}?sslmode=disable"), name: String::new() };
+    let url = format!("{}?sslmode=disable", proxy::through(&db.url, port).0);
+    let proxied = TestDb { url, name: String::new() };
     // One event per group, so that every request queued below is a group of its own.
     let server = TestServer::start_on(proxied, &[("INGEST_MAX_GROUP_EVENTS", "1"), ("TLOG_ENABLED", "false")]).await;
     let w = Writer::new();

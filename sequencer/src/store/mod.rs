@@ -239,9 +239,7 @@ impl Store {
 
     /// One round trip to the database; used by `/ready`.
     pub async fn ping(&self) -> Result<()> {
-        let _waiting = WaitGuard::new(&self.waiting);
-        let mut conn = self.pool.acquire().await?;
-        drop(_waiting);
+        let mut conn = self.acquire().await?;
         sqlx::query("SELECT 1").execute(&mut *conn).await?;
         Ok(())
     }
