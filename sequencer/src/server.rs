@@ -177,9 +177,7 @@ pub async fn serve(
     state: SharedState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::extract::ConnectInfo;
     use hyper_util::rt::{TokioIo, TokioTimer};
-    use tower::ServiceExt;
 
     let fd_limit = crate::limits::raise_fd_limit();
     // Leave descriptors for the database pool, the database watch, logs and child processes.
@@ -195,7 +193,7 @@ pub async fn serve(
         (Some(primary), Some(replica)) => state.reads.spawn_checks(primary, replica, state.config.db_acquire_timeout),
         _ => None,
     };
-    let app = api::router(state);
+    let app = api::service(state);
     let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let (closing, closed) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
@@ -222,10 +220,7 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = app.clone().map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            req
-        });
+        let service = app.clone();
         let mut closed = closed.clone();
         connections.spawn(async move {
             let _slot = slot;
