@@ -796,7 +796,8 @@ pub struct LegacyEventRow<'a> {
 }
 
 /// Inserts legacy events (numbered after the locked head, in order), their leaf run, and moves the
-/// stream's head to the last one, inside the caller's transaction that holds the stream's lock.
+/// stream's head to the last one, inside the caller's transaction that holds the stream's lock. The
+/// arrays are unnested in the select list, as in [`insert_rows_sql`] (which says why).
 pub async fn insert_legacy_events(
     conn: &mut PgConnection,
     stream: StreamKey,
@@ -822,12 +823,9 @@ pub async fn insert_legacy_events(
         "INSERT INTO legacy_events (tenant_id, store_id, sequence_number, event_id, signed, entity_type, entity_id, \
            event_type, created_at, sequenced_at, source_agent_id, command_id, base_version, payload, payload_hash, \
            leaf_hash) \
-         SELECT $1, $2, u.seq, u.event_id, FALSE, u.entity_type, u.entity_id, u.event_type, u.created_at, $9, \
-           u.source, u.command_id, u.base_version, u.payload, u.payload_hash, u.leaf \
-         FROM UNNEST($3::bigint[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::timestamptz[], $10::uuid[], \
-           $11::uuid[], $12::bigint[], $13::jsonb[], $14::bytea[], $15::bytea[]) \
-           AS u(seq, event_id, entity_type, entity_id, event_type, created_at, source, command_id, base_version, \
-             payload, payload_hash, leaf)",
+         SELECT $1, $2, unnest($3::bigint[]), unnest($4::uuid[]), FALSE, unnest($5::text[]), unnest($6::text[]), \
+           unnest($7::text[]), unnest($8::timestamptz[]), $9, unnest($10::uuid[]), unnest($11::uuid[]), \
+           unnest($12::bigint[]), unnest($13::jsonb[]), unnest($14::bytea[]), unnest($15::bytea[])",
     )
     .bind(stream.tenant_id)
     .bind(stream.store_id)
