@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Splits a sequencer's CPU per event into the areas of its code, from `perf script` call stacks.
 
-Reads `perf script -F comm,ip,sym` of a `perf record --call-graph dwarf` of the sequencer on stdin; the
+Reads `perf script -F comm,ip,sym,dso` of a `perf record --call-graph dwarf` of the sequencer on stdin; the
 sequencer's CPU per event (µs, from loadgen's /proc figures) is the first argument. Each sample is put in
 the FIRST area of AREAS whose pattern matches any frame of its stack (so an area named earlier owns
 everything beneath it: Ed25519 inside the request handler counts as Ed25519, not as the handler), and
@@ -16,9 +16,12 @@ import collections
 import re
 import sys
 
+# The functions that are Ed25519's (scripts/cpu-split takes its share of flat profiles with the same pattern).
+ED25519 = r"curve25519_dalek|ed25519_dalek|sha2::sha512|subtle::|ves::verify"
+
 # (area, pattern over one frame's symbol or the thread's name). Order matters: see the docstring.
 AREAS = [
-    ("Ed25519 (verify + receipt signature)", r"curve25519_dalek|ed25519_dalek|sha2::sha512|^subtle::|ves::verify"),
+    ("Ed25519 (verify + receipt signature)", ED25519),
     ("transparency log integrator thread", r"^thread:tlog-integrator$"),
     ("PostgreSQL connection I/O (sqlx, TLS)", r"^sqlx_|^rustls::|RustlsSocket"),
     ("request body JSON parse", r"serde_json::de::from_slice|ApiJson"),
@@ -58,9 +61,15 @@ def stacks(lines):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("us_per_event", type=float)
+    ap.add_argument("us_per_event", type=float, nargs="?")
     ap.add_argument("--leaves", type=int, default=0)
+    ap.add_argument("--ed25519-pattern", action="store_true", help="print the Ed25519 functions' pattern and exit")
     args = ap.parse_args()
+    if args.ed25519_pattern:
+        print(ED25519)
+        return
+    if args.us_per_event is None:
+        ap.error("us_per_event is required")
     compiled = [(name, re.compile(rx)) for name, rx in AREAS]
     total = 0
     count = collections.Counter()

@@ -1,5 +1,5 @@
 # Sourced by the benchmark scripts that measure a sequencer while loadgen drives it (allocs-per-request,
-# cpu-split). The caller sets loadgen (its binary) and kills "$lg" from its EXIT trap if it is set.
+# cpu-split, cpu-areas). The caller sets loadgen (its binary) and kills "$lg" from its EXIT trap if it is set.
 
 lg=""
 
@@ -18,4 +18,19 @@ loadgen_timed() {
   done
   pid="$(grep -aoE '\(pid [0-9]+\)' "$log" | head -1 | tr -dc 0-9)"
   [ -n "$pid" ] || { echo "loadgen named no sequencer pid" >&2; cat "$log" >&2; exit 1; }
+}
+
+# loadgen_done LOG: waits for the loadgen started by loadgen_timed (failing if it failed) and clears $lg.
+loadgen_done() {
+  wait "$lg" || { echo "loadgen failed" >&2; cat "$1" >&2; exit 1; }
+  lg=""
+}
+
+# loadgen_figures LOG: after loadgen_done, sets $cpu (loadgen's CPU/event line), $seq_us and $pg_us (the
+# sequencer's and PostgreSQL's CPU per event, µs) and $rate (events/s) from its report.
+loadgen_figures() {
+  cpu="$(grep -a 'CPU/event' "$1" | sed 's/^ *//')"
+  seq_us="$(sed -E 's/.*server ([0-9.]+) us.*/\1/' <<<"$cpu")"
+  pg_us="$(sed -E 's/.*PostgreSQL ([0-9.]+) us.*/\1/' <<<"$cpu")"
+  rate="$(grep -a 'events ' "$1" | grep -aoE '[0-9]+ events/s' | head -1 | tr -dc 0-9)"
 }
