@@ -21,6 +21,7 @@ pub mod auth;
 pub mod backup;
 pub mod checkpoint;
 pub mod commitments;
+pub mod compute;
 pub mod config;
 pub mod dead_letter;
 pub mod error;

@@ -60,6 +60,34 @@ async fn ingesting_the_golden_events_returns_the_golden_receipt_hashes() {
     }
 }
 
+/// 40 events: verified, parsed (over 16 KiB) and their receipts signed on the compute pool, not inline.
+#[tokio::test]
+async fn a_large_batch_gets_every_receipt_signed_in_order() {
+    let server = TestServer::start().await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    api.register_key(&agent).await;
+    let events: Vec<_> = (1..=40).map(|i| agent.event(i)).collect();
+    assert!(serde_json::to_vec(&events).unwrap().len() > sequencer::compute::INLINE_PARSE_MAX);
+    assert!(events.len() > sequencer::compute::INLINE_SIGN_MAX.max(sequencer::compute::INLINE_VERIFY_MAX));
+    let (status, body) = api.ingest(agent.agent_id, &events).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["eventsAccepted"], 40, "{body}");
+    for (i, (receipt, event)) in body["receipts"].as_array().unwrap().iter().zip(&events).enumerate() {
+        assert_eq!(receipt["sequenceNumber"], i + 1);
+        let want = ves::hash::receipt_hash(
+            event.tenant_id,
+            event.store_id,
+            event.event_id,
+            i as u64 + 1,
+            &event.signing_hash(),
+        );
+        assert_eq!(receipt["receiptHash"], hex::encode(want));
+        let sig: [u8; 64] = hex::decode(receipt["sequencerSignature"].as_str().unwrap()).unwrap().try_into().unwrap();
+        sequencer_public_key().verify(&want, &Signature::from_bytes(&sig)).expect("receipt signature verifies");
+    }
+}
+
 #[tokio::test]
 async fn version_two_golden_events_are_accepted_with_receipts_over_their_signing_hash() {
     let server = TestServer::start().await;
@@ -362,6 +390,13 @@ async fn bad_requests_get_a_json_4xx_and_store_nothing() {
         // A body of the wrong shape is answered naming where.
         (json!({"agentId": agent.agent_id, "events": [{"ves_version": 1}]}), 422, "at events[0]: missing field"),
         (json!({"agentId": "not-a-uuid", "events": []}), 422, "at agentId:"),
+        // Bodies over 16 KiB are parsed on the compute pool, and answered the same way.
+        (
+            json!({"agentId": agent.agent_id, "events": [{"ves_version": 1, "pad": "x".repeat(20_000)}]}),
+            422,
+            "at events[0]: missing field",
+        ),
+        (json!({"agentId": "not-a-uuid", "pad": "x".repeat(20_000), "events": []}), 422, "at agentId:"),
     ];
     for (body, status, needle) in cases {
         let (got, answer) = api.post("/api/v1/ves/events/ingest", body.clone()).await;
@@ -382,6 +417,17 @@ async fn bad_requests_get_a_json_4xx_and_store_nothing() {
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();
     assert!(body["error"]["message"].is_string());
+    let resp = reqwest::Client::new()
+        .post(server.url("/api/v1/ves/events/ingest"))
+        .header("authorization", format!("ApiKey {ADMIN_KEY}"))
+        .header("content-type", "application/json")
+        .body(format!("{{\"agentId\": \"{}\", \"pad\": \"{}\", not json", agent.agent_id, "x".repeat(20_000)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("JSON")), "{body}");
     let (_, head) = api.get(&format!("/api/v1/head?tenant_id={}&store_id={}", agent.tenant_id, agent.store_id)).await;
     assert_eq!(head["head_sequence"], 0, "nothing was stored");
 }

@@ -283,7 +283,7 @@ pub struct ApiJson<T>(pub T);
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
     S: Send + Sync,
-    T: DeserializeOwned,
+    T: DeserializeOwned + Send + 'static,
 {
     type Rejection = Error;
 
@@ -295,29 +295,37 @@ where
                 Error::BadRequest(rejection.body_text())
             }
         })?;
-        // NB: the path of a failure is tracked only once there is one: tracking it costs about a third
-        // of the parse (every event of every ingest request). The same bytes fail the same way again.
-        if let Ok(value) = serde_json::from_slice(&bytes) {
-            return Ok(ApiJson(value));
+        if bytes.len() > crate::compute::INLINE_PARSE_MAX {
+            return crate::compute::run("request body parse", move || parse_json(&bytes)).await?.map(ApiJson);
         }
-        let mut de = serde_json::Deserializer::from_slice(&bytes);
-        let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let inner = e.inner();
-            let status = if inner.is_data() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::BAD_REQUEST };
-            let path = e.path().to_string();
-            let message = if path == "." {
-                format!("Failed to deserialize the JSON body: {inner}")
-            } else {
-                format!("Failed to deserialize the JSON body at {path}: {inner}")
-            };
-            Error::UnprocessableBody { status, message }
-        })?;
-        de.end().map_err(|e| Error::UnprocessableBody {
-            status: StatusCode::BAD_REQUEST,
-            message: format!("Failed to parse the JSON body: {e}"),
-        })?;
-        Ok(ApiJson(value))
+        parse_json(&bytes).map(ApiJson)
     }
+}
+
+/// Parses a JSON request body as [`ApiJson`] does.
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    // NB: the path of a failure is tracked only once there is one: tracking it costs about a third
+    // of the parse (every event of every ingest request). The same bytes fail the same way again.
+    if let Ok(value) = serde_json::from_slice(bytes) {
+        return Ok(value);
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let inner = e.inner();
+        let status = if inner.is_data() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::BAD_REQUEST };
+        let path = e.path().to_string();
+        let message = if path == "." {
+            format!("Failed to deserialize the JSON body: {inner}")
+        } else {
+            format!("Failed to deserialize the JSON body at {path}: {inner}")
+        };
+        Error::UnprocessableBody { status, message }
+    })?;
+    de.end().map_err(|e| Error::UnprocessableBody {
+        status: StatusCode::BAD_REQUEST,
+        message: format!("Failed to parse the JSON body: {e}"),
+    })?;
+    Ok(value)
 }
 
 /// An optional JSON body: empty means `T::default()`.

@@ -30,7 +30,12 @@ fn main() -> ExitCode {
             }
         },
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // NB: Tokio reads `TOKIO_WORKER_THREADS` itself, unless a count is set here.
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        runtime.worker_threads(sequencer::compute::async_workers());
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("stateset-sequencer: cannot start the async runtime: {e}");

@@ -2,8 +2,8 @@
 //!
 //! 1. Whole-request checks (shape, scope, limits) fail the request with a 4xx and store nothing.
 //! 2. Per-event checks that need no database (version, structure, timestamps, payload and cipher
-//!    hashes), then the agent key (cached) and the Ed25519 signatures, verified in a batch on the
-//!    blocking pool. A failing event becomes a rejection inside a 200, as upstream.
+//!    hashes), then the agent key (cached) and the Ed25519 signatures (a large batch's on the compute
+//!    pool). A failing event becomes a rejection inside a 200, as upstream.
 //! 3. Rejections a fix could cure are written to the dead-letter queue before anything is answered.
 //! 4. The rest go to the stream's group-commit [`Sequencer`].
 
@@ -89,9 +89,6 @@ enum Verdict {
 fn rejected(reason: Reason, message: impl Into<String>) -> Verdict {
     Verdict::Rejected(Refusal::new(reason, message))
 }
-
-/// Batches above this size are verified on the blocking pool rather than inline.
-const INLINE_VERIFY_MAX: usize = 8;
 
 impl Ingest {
     pub fn new(
@@ -471,21 +468,20 @@ fn json_contains_nul(v: &serde_json::Value) -> bool {
 
 /// Verifies signatures, each with the verdict of `Verifier::verify` as the existing service does (and
 /// as clients re-verify); busy keys use their precomputed table, which gives the same verdict
-/// faster. Large batches run in parallel on the blocking pool so they do not stall the async workers.
+/// faster. Large batches run in parallel on the compute pool (crate::compute).
 ///
 /// NB: not ed25519-dalek's batch verification, although it is about twice as fast: a signer can craft
 /// a signature (small-order component in R) that the batch equation accepts and single verification
 /// rejects, and the log must never hold an event that a client's own check refuses.
 async fn verify_signatures(items: Vec<(usize, [u8; 32], [u8; 64], SignatureCheck)>) -> Result<Vec<(usize, bool)>> {
-    if items.len() <= INLINE_VERIFY_MAX {
+    if items.len() <= crate::compute::INLINE_VERIFY_MAX {
         return Ok(items.iter().map(|(i, h, s, k)| (*i, k.verify(s, h))).collect());
     }
-    tokio::task::spawn_blocking(move || {
+    crate::compute::run("signature verification", move || {
         use rayon::prelude::*;
         items.par_iter().map(|(i, h, s, k)| (*i, k.verify(s, h))).collect()
     })
     .await
-    .map_err(|e| Error::Internal(format!("signature verification task: {e}")))
 }
 
 #[cfg(test)]

@@ -456,7 +456,8 @@ impl Sequencer {
                 None => (0, false),
             },
         };
-        let (rows, head) = self.rows(stream, all, plan, expected, sequenced_at);
+        let (mut rows, head) = self.rows(stream, all, plan, expected, sequenced_at);
+        self.sign(&mut rows).await?;
         let appended =
             events::append_at_head(conn, stream, &rows, sequenced_at, self.signer.sequencer_id, expected, !exists)
                 .await;
@@ -489,7 +490,8 @@ impl Sequencer {
         let locked = events::lock_stream(&mut tx, stream).await?;
         let view = StoreView { paused: locked.paused, ..Default::default() };
         let plan = decide(Flavour::Signed, &view, fresh).map_err(|Paused| paused(stream))?;
-        let (rows, head) = self.rows(stream, all, &plan, locked.head, sequenced_at);
+        let (mut rows, head) = self.rows(stream, all, &plan, locked.head, sequenced_at);
+        self.sign(&mut rows).await?;
         if events::insert_ves_events(&mut tx, stream, &rows, sequenced_at, self.signer.sequencer_id, head, true).await?
         {
             tx.commit().await?;
@@ -549,7 +551,8 @@ impl Sequencer {
             })
             .collect();
 
-        let (rows, head) = self.rows(stream, all, &plan, locked.head, sequenced_at);
+        let (mut rows, head) = self.rows(stream, all, &plan, locked.head, sequenced_at);
+        self.sign(&mut rows).await?;
         if !rows.is_empty() {
             events::insert_ves_events(&mut tx, stream, &rows, sequenced_at, self.signer.sequencer_id, head, false)
                 .await?;
@@ -570,7 +573,30 @@ impl Sequencer {
         self.metrics.sequencing_transactions.inc();
     }
 
-    /// Numbers the accepted events after `head` and computes their receipts.
+    /// Signs the rows' receipts: a few inline, more on the compute pool (crate::compute).
+    async fn sign(&self, rows: &mut [VesEventRow<'_>]) -> Result<()> {
+        let Some(key) = &self.signer.key else { return Ok(()) };
+        if rows.len() <= crate::compute::INLINE_SIGN_MAX {
+            for r in rows.iter_mut() {
+                r.sequencer_signature = Some(key.sign(&r.receipt_hash).to_bytes());
+            }
+            return Ok(());
+        }
+        let hashes: Vec<[u8; 32]> = rows.iter().map(|r| r.receipt_hash).collect();
+        let key = key.clone();
+        let signatures = crate::compute::run("receipt signing", move || {
+            use rayon::prelude::*;
+            hashes.par_iter().map(|h| key.sign(h).to_bytes()).collect::<Vec<_>>()
+        })
+        .await?;
+        for (r, s) in rows.iter_mut().zip(signatures) {
+            r.sequencer_signature = Some(s);
+        }
+        Ok(())
+    }
+
+    /// Numbers the accepted events after `head` and computes their receipt hashes and leaves (the
+    /// receipts are signed by [`Self::sign`]).
     fn rows<'a>(
         &self,
         stream: StreamKey,
@@ -596,7 +622,6 @@ impl Sequencer {
                 next as u64,
                 &c.signing_hash,
             );
-            let sequencer_signature = self.signer.key.as_ref().map(|k| k.sign(&receipt_hash).to_bytes());
             let leaf_hash = ves::hash::leaf_hash(
                 stream.tenant_id,
                 stream.store_id,
@@ -610,7 +635,7 @@ impl Sequencer {
                 c.signing_hash,
                 next,
                 receipt_hash,
-                sequencer_signature,
+                None,
                 leaf_hash,
             );
             if self.tlog_leaves {
