@@ -124,7 +124,7 @@ fn every_runbook_command_works_verbatim() {
     let port_free = std::net::TcpListener::bind("127.0.0.1:8080").is_ok();
     assert!(port_free, "the runbook talks to localhost:8080; free that port to run this test");
     let work = tempdir();
-    let dir = work.as_path();
+    let dir = work.path();
     std::os::unix::fs::symlink(bin_dir().join("stateset-sequencer-admin"), dir.join("stateset-sequencer-admin"))
         .unwrap();
 
@@ -445,9 +445,8 @@ SELECT * FROM seq WHERE sequence_number != prev_seq + 1;"
     ok(dir, &[], &format!("dropdb --force {DB}"));
 }
 
-/// A fresh directory under the system temp dir (removed at the end of the test run by the OS).
-fn tempdir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("runbook-{}", Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory under the system temp dir, removed (with the backups the runbook writes into it)
+/// when the test ends, also when it fails.
+fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("runbook-").tempdir().unwrap()
 }
