@@ -456,8 +456,7 @@ impl Sequencer {
                 None => (0, false),
             },
         };
-        let (mut rows, head) = self.rows(stream, all, plan, expected, sequenced_at);
-        self.sign(&mut rows).await?;
+        let (rows, head) = self.rows(stream, all, plan, expected, sequenced_at).await?;
         let appended =
             events::append_at_head(conn, stream, &rows, sequenced_at, self.signer.sequencer_id, expected, !exists)
                 .await;
@@ -490,8 +489,7 @@ impl Sequencer {
         let locked = events::lock_stream(&mut tx, stream).await?;
         let view = StoreView { paused: locked.paused, ..Default::default() };
         let plan = decide(Flavour::Signed, &view, fresh).map_err(|Paused| paused(stream))?;
-        let (mut rows, head) = self.rows(stream, all, &plan, locked.head, sequenced_at);
-        self.sign(&mut rows).await?;
+        let (rows, head) = self.rows(stream, all, &plan, locked.head, sequenced_at).await?;
         if events::insert_ves_events(&mut tx, stream, &rows, sequenced_at, self.signer.sequencer_id, head, true).await?
         {
             tx.commit().await?;
@@ -551,8 +549,7 @@ impl Sequencer {
             })
             .collect();
 
-        let (mut rows, head) = self.rows(stream, all, &plan, locked.head, sequenced_at);
-        self.sign(&mut rows).await?;
+        let (rows, head) = self.rows(stream, all, &plan, locked.head, sequenced_at).await?;
         if !rows.is_empty() {
             events::insert_ves_events(&mut tx, stream, &rows, sequenced_at, self.signer.sequencer_id, head, false)
                 .await?;
@@ -595,16 +592,16 @@ impl Sequencer {
         Ok(())
     }
 
-    /// Numbers the accepted events after `head` and computes their receipt hashes and leaves (the
-    /// receipts are signed by [`Self::sign`]).
-    fn rows<'a>(
+    /// Numbers the accepted events after `head` and computes their receipts (signed by [`Self::sign`])
+    /// and leaves.
+    async fn rows<'a>(
         &self,
         stream: StreamKey,
         all: &[&'a Candidate],
         plan: &[Decision],
         head: i64,
         sequenced_at: DateTime<Utc>,
-    ) -> (Vec<VesEventRow<'a>>, i64) {
+    ) -> Result<(Vec<VesEventRow<'a>>, i64)> {
         let mut next = head;
         let mut rows = Vec::with_capacity(all.len());
         let at = sequenced_at.to_rfc3339();
@@ -643,7 +640,8 @@ impl Sequencer {
             }
             rows.push(row);
         }
-        (rows, next)
+        self.sign(&mut rows).await?;
+        Ok((rows, next))
     }
 
     /// Splits the group's decisions back into per-request outcomes.
