@@ -24,7 +24,7 @@ AREAS = [
     ("Ed25519 (verify + receipt signature)", ED25519),
     ("transparency log integrator thread", r"^thread:tlog-integrator$"),
     ("PostgreSQL connection I/O (sqlx, TLS)", r"^sqlx_|^rustls::|RustlsSocket"),
-    ("request body JSON parse", r"serde_json::de::from_slice|ApiJson"),
+    ("request body JSON parse", r"serde_json::de::from_slice|ApiJson|^sequencer::api::parse_json"),
     ("per-event checks (hashes, timestamps)", r"sequencer::ingest::Ingest::validate"),
     ("rows, leaves, receipts", r"sequencer::sequencing::Sequencer::rows|VesEventRow|tlog_tiles::"),
     ("response JSON", r"Serialize for sequencer::ingest::IngestResponse|axum::json::|Json<T>"),

@@ -1,5 +1,5 @@
-//! Hot paths of the sequencer: payload hashing, signing hashes, signature checks and Merkle
-//! trees. Run with `cargo bench -p stateset-ves -- --warm-up-time 1 --measurement-time 3`.
+//! Hot paths of the sequencer: reading an envelope, payload hashing, signing hashes, signature
+//! checks and Merkle trees. Run with `cargo bench -p stateset-ves -- --warm-up-time 1 --measurement-time 3`.
 
 use std::hint::black_box;
 
@@ -7,7 +7,7 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use ed25519_dalek::{Signer, SigningKey};
 use uuid::Uuid;
 use ves::hash::{self, SigningInput};
-use ves::{Hash32, merkle, verify};
+use ves::{EventBuilder, Hash32, VesEventEnvelope, merkle, verify};
 
 fn small_payload() -> serde_json::Value {
     serde_json::json!({"delta": 100, "location_bin": "A-12", "reason": "shipment_receive"})
@@ -48,6 +48,26 @@ fn signing_input() -> SigningInput<'static> {
 
 fn leaves(n: u64) -> Vec<Hash32> {
     (0..n).map(|i| hash::leaf_hash(Uuid::from_u128(1), Uuid::from_u128(2), i + 1, &[3; 32], &[4; 64])).collect()
+}
+
+/// Reading a signed envelope from JSON as the ingest endpoint does (most of it is the hex of the
+/// hashes and the signature, and the payload), with a payload like the load generator's default.
+fn envelope_parse(c: &mut Criterion) {
+    let payload = serde_json::json!({
+        "sku": "SKU-004217", "location": "WH-03/A17-05", "delta": -12, "reason": "receiving",
+        "unit_cost": {"amount": "41.17", "currency": "USD"}, "reference": "PO-00001405",
+        "counted_by": "associate-0117",
+    });
+    let event = EventBuilder::new(Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3), 1)
+        .entity("InventoryItem", "SKU-004217")
+        .event_type("InventoryAdjusted")
+        .payload(payload)
+        .sign(&SigningKey::from_bytes(&[9; 32]));
+    let json = serde_json::to_vec(&event).expect("serializes");
+    c.bench_function("envelope/parse", |b| {
+        b.iter(|| serde_json::from_slice::<VesEventEnvelope>(black_box(&json)).expect("parses"))
+    });
+    c.bench_function("envelope/serialize", |b| b.iter(|| serde_json::to_vec(black_box(&event)).expect("serializes")));
 }
 
 fn payload_hashes(c: &mut Criterion) {
@@ -96,5 +116,5 @@ fn merkle_trees(c: &mut Criterion) {
     c.bench_function("merkle_proof_lookup/10000", |b| b.iter(|| tree.proof(black_box(7_777))));
 }
 
-criterion_group!(benches, payload_hashes, signing_hash, signatures, merkle_trees);
+criterion_group!(benches, envelope_parse, payload_hashes, signing_hash, signatures, merkle_trees);
 criterion_main!(benches);
