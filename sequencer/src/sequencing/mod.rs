@@ -80,9 +80,9 @@ impl Receipt {
             event_id,
             sequence_number: sequence_number as u64,
             sequenced_at: sequenced_at.to_owned(),
-            receipt_hash: lower_hex(receipt_hash),
+            receipt_hash: hex::encode(receipt_hash),
             signature_alg: if signature.is_some() { "ed25519" } else { "none" },
-            sequencer_signature: signature.map(lower_hex).unwrap_or_default(),
+            sequencer_signature: signature.map(hex::encode).unwrap_or_default(),
             sequencer_key_version: 0,
         }
     }
@@ -97,13 +97,6 @@ impl Receipt {
             e.sequencer_signature.as_deref(),
         ))
     }
-}
-
-/// `hex::encode`, without building the string a character at a time (two per receipt).
-fn lower_hex(bytes: &[u8]) -> String {
-    let mut out = vec![0u8; bytes.len() * 2];
-    hex::encode_to_slice(bytes, &mut out).expect("twice the length");
-    String::from_utf8(out).expect("hex digits are ASCII")
 }
 
 /// What became of one candidate.
@@ -723,15 +716,5 @@ fn replicate(e: &Error) -> Error {
             Error::unavailable("DATABASE_UNAVAILABLE", "The database is unavailable; retry later", 1)
         }
         other => Error::Internal(other.to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn receipt_hex_is_hex_encode() {
-        let bytes: Vec<u8> = (0..=255).collect();
-        assert_eq!(super::lower_hex(&bytes), hex::encode(&bytes));
-        assert_eq!(super::lower_hex(&[]), "");
     }
 }
