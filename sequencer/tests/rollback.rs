@@ -184,6 +184,10 @@ const DECIDED: &[(i64, Decided)] = &[
     // events with ON CONFLICT DO NOTHING, which takes any unique index.
     (8, Decided::Expand),
     // (0012's constraint is NOT VALID: it checks new rows only, and no older binary writes the column.)
+    // uq_ves_events_sequence (0016 drops it, 0017 renames 0015's index to its name): 0015's unique
+    // index over the same columns keeps the numbers unique throughout, and no statement names either.
+    (16, Decided::Expand),
+    (17, Decided::Expand),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,4 +251,79 @@ fn every_removal_or_tightening_in_a_migration_is_decided() {
     assert!(removes_or_tightens("alter table t add constraint c check (x > 0)"));
     assert!(!removes_or_tightens("alter table t add constraint c check (x > 0) not valid"));
     assert!(!removes_or_tightens("create table event_types (event_type text)"));
+}
+
+/// The unique sequence index of `ves_events` as the schema has it: (valid, unique, definition), or
+/// `None` when there is no index of that name.
+async fn index_state(pool: &PgPool, name: &str) -> Option<(bool, bool, String)> {
+    sqlx::query_as(
+        "SELECT i.indisvalid, i.indisunique, pg_get_indexdef(i.indexrelid) FROM pg_index i \
+         JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = $1",
+    )
+    .bind(name)
+    .fetch_optional(pool)
+    .await
+    .unwrap()
+}
+
+/// Migration 0015 builds the sequence index again `CONCURRENTLY`. A build that fails leaves an INVALID
+/// index and no record of the migration; the next `migrate` must build it again, not keep the invalid
+/// one under `IF NOT EXISTS` and then drop the valid old index (0016), which would leave the log's
+/// numbers without a unique index.
+#[tokio::test]
+async fn a_failed_concurrent_index_build_is_built_again_by_the_next_migrate() {
+    let db = TestDb::create().await;
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    let store = sequencer::store::Store::from_pool(pool.clone());
+    store.migrate_with(&migrations_below(15).await).await.unwrap();
+    // What a cancelled or failed concurrent build leaves: the index, marked invalid; 0015 not recorded.
+    sqlx::raw_sql(
+        "CREATE UNIQUE INDEX CONCURRENTLY uq_ves_events_sequence_new ON ves_events (tenant_id, store_id, sequence_number)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE pg_index SET indisvalid = FALSE WHERE indexrelid = 'uq_ves_events_sequence_new'::regclass")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let report = store.migrate().await.unwrap();
+    assert_eq!(report.applied, vec![15, 16, 17], "{report:?}");
+    let (valid, unique, def) = index_state(&pool, "uq_ves_events_sequence").await.expect("the index has its name");
+    assert!(valid && unique, "{def}");
+    assert!(def.ends_with("(tenant_id, store_id, sequence_number)"), "no INCLUDE (leaf_hash) any more: {def}");
+    assert_eq!(index_state(&pool, "uq_ves_events_sequence_new").await, None);
+
+    // And it is what keeps a stream's numbers unique: the old index is gone.
+    let indexes: Vec<String> =
+        sqlx::query_scalar("SELECT indexname::text FROM pg_indexes WHERE tablename = 'ves_events' ORDER BY 1")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(indexes.iter().filter(|i| i.contains("sequence")).count(), 1, "{indexes:?}");
+    pool.close().await;
+}
+
+/// Two `migrate` runs at once (two pods migrating on start-up) both finish. Each waits for the other by
+/// polling a lock, not inside a statement: a session blocked in `pg_advisory_lock()` holds a snapshot
+/// that 0015's concurrent build waits for, while it waits for the build's session — a deadlock that
+/// PostgreSQL would resolve by cancelling one of them.
+#[tokio::test]
+async fn two_migration_runs_at_once_both_finish() {
+    let db = TestDb::create().await;
+    let stores: Vec<_> = futures::future::join_all((0..2).map(|_| PgPool::connect(&db.url)))
+        .await
+        .into_iter()
+        .map(|p| sequencer::store::Store::from_pool(p.unwrap()))
+        .collect();
+    let (a, b) = tokio::join!(stores[0].migrate(), stores[1].migrate());
+    let (a, b) = (a.expect("first run"), b.expect("second run"));
+    let mut applied = [a.applied, b.applied].concat();
+    applied.sort();
+    assert_eq!(applied, migration_files().iter().map(|f| f.0).collect::<Vec<_>>(), "each migration applied once");
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    let (valid, unique, _) = index_state(&pool, "uq_ves_events_sequence").await.unwrap();
+    assert!(valid && unique);
+    pool.close().await;
 }

@@ -185,6 +185,9 @@ impl Store {
             .await?;
         let binary_version = migrations.iter().map(|m| m.version).max().unwrap_or(0);
         check_floor(&mut conn, binary_version).await?;
+        // The lock is held until the connection closes (it is not returned to the pool).
+        lock_migrations(&mut conn).await?;
+        drop_failed_concurrent_builds(&mut conn).await?;
         let before = applied_versions(&mut conn).await?;
         let mut migrator = Migrator::with_migrations(migrations.iter().cloned().collect());
         migrator.set_ignore_missing(true);
@@ -278,6 +281,58 @@ impl std::fmt::Display for MigrationReport {
 }
 
 /// Applied migration versions, ascending (none before the first migration).
+/// Indexes that a migration builds `CONCURRENTLY` (0015). A build that fails (a cancelled statement,
+/// a lost connection, a deadlock) leaves the index behind marked INVALID, and the migration is not
+/// recorded; its `IF NOT EXISTS` would then skip the rebuild on the next run and keep the invalid index.
+const CONCURRENTLY_BUILT_INDEXES: &[&str] = &["uq_ves_events_sequence_new"];
+
+/// The advisory lock key that serialises this binary's migration runs (the ASCII of "ssseqmig").
+const MIGRATION_LOCK: i64 = 0x7373_7365_716d_6967;
+
+/// Takes [`MIGRATION_LOCK`] for the session, polling instead of waiting inside a statement.
+///
+/// NB: not sqlx's own lock (which `Migrator::run` also takes, uncontended once this one is held): a
+/// session blocked in `pg_advisory_lock()` sits in a statement with a snapshot, and `CREATE INDEX
+/// CONCURRENTLY` waits for every older snapshot to end. A second migrating pod blocked on the lock
+/// while the first builds an index would be a deadlock, which PostgreSQL resolves by cancelling one
+/// of the two, possibly the build. Polling holds no snapshot between tries.
+async fn lock_migrations(conn: &mut PgConnection) -> Result<()> {
+    let mut told = false;
+    loop {
+        let locked: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(MIGRATION_LOCK).fetch_one(&mut *conn).await?;
+        if locked {
+            return Ok(());
+        }
+        if !told {
+            tracing::info!("another migration run holds the migration lock; waiting for it to finish");
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Drops what a failed `CREATE INDEX CONCURRENTLY` of a migration left behind (see
+/// [`CONCURRENTLY_BUILT_INDEXES`]), so that the migration builds it again. Runs under
+/// [`lock_migrations`]: no other run of ours can be building the index meanwhile.
+async fn drop_failed_concurrent_builds(conn: &mut PgConnection) -> Result<()> {
+    let names: Vec<&str> = CONCURRENTLY_BUILT_INDEXES.to_vec();
+    let invalid: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+         WHERE NOT i.indisvalid AND c.relname = ANY($1) AND pg_table_is_visible(c.oid)",
+    )
+    .bind(&names)
+    .fetch_all(&mut *conn)
+    .await?;
+    for name in invalid {
+        tracing::warn!(index = %name, "dropping an index whose concurrent build failed, to build it again");
+        // NB: the name comes from CONCURRENTLY_BUILT_INDEXES, a constant; quoted all the same.
+        let sql = format!("DROP INDEX CONCURRENTLY IF EXISTS \"{}\"", name.replace('"', "\"\""));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 async fn applied_versions(conn: &mut PgConnection) -> Result<Vec<i64>> {
     let exists: bool =
         sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL").fetch_one(&mut *conn).await?;

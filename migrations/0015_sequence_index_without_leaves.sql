@@ -1,0 +1,24 @@
+-- no-transaction
+-- The unique sequence index of `ves_events`, built again without `INCLUDE (leaf_hash)` (step 1 of 3:
+-- the new index beside the old one; 0016 drops the old one, 0017 gives the new one the old name).
+--
+-- Why: 0001 put every event's 32-byte leaf in this index so that a commitment could read a range's
+-- leaves with an index-only scan. Since 0004 commitments and proofs read the leaves from
+-- `event_leaf_runs` (one row per sequencing statement); the log's own leaves are read only for events
+-- stored before runs existed and for a commitment's correction, which a heap fetch per event serves.
+-- Carrying the leaf cost every insert a wider index tuple and 84 of about 1,198 bytes per event.
+-- Measured on the log's own table (100-event statements over 64 streams in one backend,
+-- `scripts/schema-variants`, medians of seven rounds): 26.63 -> 23.93 µs of PostgreSQL's CPU per
+-- event, 1,198 -> 1,114 bytes per event; dropping the indexes one at a time (README, "The insert, in
+-- PostgreSQL") put 3.15 µs per event on this one.
+--
+-- CONCURRENTLY, so that a log of any size keeps taking writes while the index is built (a plain
+-- CREATE INDEX holds off every insert for the whole build). PostgreSQL refuses it inside a
+-- transaction: this file is one statement and runs outside one (`-- no-transaction`). A build that
+-- fails leaves an INVALID index behind; `Store::migrate_with` drops such a leftover of this name
+-- before it runs the migrations again, and IF NOT EXISTS covers a build that finished but was not
+-- recorded.
+--
+-- Expand only (migrations/README.md): an extra unique index over columns that are already unique.
+CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS uq_ves_events_sequence_new
+    ON ves_events (tenant_id, store_id, sequence_number);
