@@ -280,7 +280,6 @@ impl std::fmt::Display for MigrationReport {
     }
 }
 
-/// Applied migration versions, ascending (none before the first migration).
 /// Indexes that a migration builds `CONCURRENTLY` (0015). A build that fails (a cancelled statement,
 /// a lost connection, a deadlock) leaves the index behind marked INVALID, and the migration is not
 /// recorded; its `IF NOT EXISTS` would then skip the rebuild on the next run and keep the invalid index.
@@ -316,12 +315,11 @@ async fn lock_migrations(conn: &mut PgConnection) -> Result<()> {
 /// [`CONCURRENTLY_BUILT_INDEXES`]), so that the migration builds it again. Runs under
 /// [`lock_migrations`]: no other run of ours can be building the index meanwhile.
 async fn drop_failed_concurrent_builds(conn: &mut PgConnection) -> Result<()> {
-    let names: Vec<&str> = CONCURRENTLY_BUILT_INDEXES.to_vec();
     let invalid: Vec<String> = sqlx::query_scalar(
         "SELECT c.relname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
          WHERE NOT i.indisvalid AND c.relname = ANY($1) AND pg_table_is_visible(c.oid)",
     )
-    .bind(&names)
+    .bind(CONCURRENTLY_BUILT_INDEXES)
     .fetch_all(&mut *conn)
     .await?;
     for name in invalid {
@@ -333,6 +331,7 @@ async fn drop_failed_concurrent_builds(conn: &mut PgConnection) -> Result<()> {
     Ok(())
 }
 
+/// Applied migration versions, ascending (none before the first migration).
 async fn applied_versions(conn: &mut PgConnection) -> Result<Vec<i64>> {
     let exists: bool =
         sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL").fetch_one(&mut *conn).await?;
