@@ -8,7 +8,7 @@ everything beneath it: Ed25519 inside the request handler counts as Ed25519, not
 each area's share of the samples is multiplied by the CPU per event. `--leaves N` also prints each
 area's N commonest innermost functions.
 
-Used by scripts/cpu-areas; no dependency beyond Python 3.
+Used by scripts/cpu-areas and scripts/cpu-split; no dependency beyond Python 3.
 """
 
 import argparse
@@ -16,7 +16,7 @@ import collections
 import re
 import sys
 
-# The functions that are Ed25519's (scripts/cpu-split takes its share of flat profiles with the same pattern).
+# The functions that are Ed25519's (scripts/cpu-split takes its share with the same pattern, --ed25519-shares).
 ED25519 = r"curve25519_dalek|ed25519_dalek|sha2::sha512|subtle::|ves::verify"
 
 # (area, pattern over one frame's symbol or the thread's name). Order matters: see the docstring.
@@ -63,10 +63,23 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("us_per_event", type=float, nargs="?")
     ap.add_argument("--leaves", type=int, default=0)
-    ap.add_argument("--ed25519-pattern", action="store_true", help="print the Ed25519 functions' pattern and exit")
+    ap.add_argument(
+        "--ed25519-shares",
+        action="store_true",
+        help="print Ed25519's share of the samples (%%) counted two ways and exit: by the innermost frame only, "
+        "and by any frame of the stack (a memcpy that Ed25519 calls is Ed25519's)",
+    )
     args = ap.parse_args()
-    if args.ed25519_pattern:
-        print(ED25519)
+    if args.ed25519_shares:
+        rx = re.compile(ED25519)
+        total = leaf = stack = 0
+        for _, frames in stacks(sys.stdin):
+            total += 1
+            leaf += bool(frames) and bool(rx.search(frames[0][0]))
+            stack += any(rx.search(sym) for sym, _ in frames)
+        if total == 0:
+            sys.exit("cpu_areas: no samples")
+        print(f"{100 * leaf / total:.1f} {100 * stack / total:.1f}")
         return
     if args.us_per_event is None:
         ap.error("us_per_event is required")
