@@ -253,8 +253,8 @@ fn every_removal_or_tightening_in_a_migration_is_decided() {
     assert!(!removes_or_tightens("create table event_types (event_type text)"));
 }
 
-/// The unique sequence index of `ves_events` as the schema has it: (valid, unique, definition), or
-/// `None` when there is no index of that name.
+/// The index `name` as the schema has it: (valid, unique, definition), or `None` when there is no index
+/// of that name.
 async fn index_state(pool: &PgPool, name: &str) -> Option<(bool, bool, String)> {
     sqlx::query_as(
         "SELECT i.indisvalid, i.indisunique, pg_get_indexdef(i.indexrelid) FROM pg_index i \

@@ -168,8 +168,8 @@ impl Store {
         self.migrate_with(&MIGRATOR).await
     }
 
-    /// Applies every pending migration of `migrations` (idempotent; sqlx serialises concurrent runs
-    /// with a lock), after checking that this binary may run on the schema at all.
+    /// Applies every pending migration of `migrations` (idempotent; concurrent runs take turns under
+    /// [`lock_migrations`]), after checking that this binary may run on the schema at all.
     ///
     /// Migrations a newer release applied are ignored when the recorded compatibility floor allows
     /// it (migrations/README.md: expand/contract), so an image can be rolled back over an additive
@@ -184,9 +184,10 @@ impl Store {
             .execute(&mut *conn)
             .await?;
         let binary_version = migrations.iter().map(|m| m.version).max().unwrap_or(0);
-        check_floor(&mut conn, binary_version).await?;
-        // The lock is held until the connection closes (it is not returned to the pool).
+        // The lock is held until the connection closes (it is not returned to the pool). The floor is
+        // read under it: a run this one waited for may have raised it.
         lock_migrations(&mut conn).await?;
+        check_floor(&mut conn, binary_version).await?;
         drop_failed_concurrent_builds(&mut conn).await?;
         let before = applied_versions(&mut conn).await?;
         let mut migrator = Migrator::with_migrations(migrations.iter().cloned().collect());
