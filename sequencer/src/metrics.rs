@@ -179,6 +179,7 @@ pub struct Metrics {
     pub events_sequenced: Counter,
     pub events_replayed: Counter,
     pub sequencing_group_events: Histogram,
+    pub sequencing_statement_groups: Histogram,
     pub sequencing_transactions: Counter,
     pub ingest_overloaded: Counter,
     pub ingest_queued_events: Gauge,
@@ -256,6 +257,12 @@ impl Metrics {
             "sequencing_group_events",
             "Events sequenced per transaction (group commit size)",
             sequencing_group_events.clone(),
+        );
+        let sequencing_statement_groups = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0]);
+        registry.register(
+            "sequencing_statement_groups",
+            "Streams' groups written by one statement at a remembered head (several when they were ready together)",
+            sequencing_statement_groups.clone(),
         );
         let sequencing_transactions = Counter::default();
         registry.register(
@@ -458,6 +465,7 @@ impl Metrics {
             events_sequenced,
             events_replayed,
             sequencing_group_events,
+            sequencing_statement_groups,
             sequencing_transactions,
             ingest_overloaded,
             ingest_queued_events,

@@ -269,3 +269,219 @@ async fn a_busy_streams_groups_share_one_connection_and_one_round_trip_each() {
     pool.close().await;
     server.stop().await;
 }
+
+/// A server that remembers the heads of `writers`' streams, and whose group writer waits inside a
+/// statement on a row lock held by `lock` (another stream's counter row). Every group handed to the
+/// writer after this waits in its queue until the lock is released.
+struct BlockedWriter {
+    server: TestServer,
+    /// Another replica on the same database.
+    other: TestServer,
+    lock: sqlx::Transaction<'static, sqlx::Postgres>,
+    lock_pool: sqlx::PgPool,
+    blocked: tokio::task::JoinHandle<(u16, Value)>,
+    /// Each writer's first event, numbered 1.
+    firsts: Vec<VesEventEnvelope>,
+}
+
+async fn block_the_writer(writers: &[Writer]) -> BlockedWriter {
+    let server = TestServer::start().await;
+    let other = TestServer::start_on(TestDb { url: server.db.url.clone(), name: String::new() }, &[]).await;
+    let blocker = Writer::new();
+    let mut firsts = Vec::new();
+    for w in writers.iter().chain([&blocker]) {
+        register(&server.base_url, w).await;
+        let first = w.event(0);
+        let (status, body) = ingest(&server.base_url, w, std::slice::from_ref(&first)).await;
+        assert_eq!(status, 200, "{body}");
+        firsts.push(first);
+    }
+    let lock_pool = sqlx::PgPool::connect(&server.db.url).await.unwrap();
+    let mut lock = lock_pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM sequence_counters WHERE tenant_id = $1 AND store_id = $2 FOR UPDATE")
+        .bind(blocker.stream.tenant_id)
+        .bind(blocker.stream.store_id)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let (base, event, agent_id) = (server.base_url.clone(), blocker.event(1), blocker.agent_id);
+    let blocked = tokio::spawn(async move {
+        post(&base, "/api/v1/ves/events/ingest", json!({"agentId": agent_id, "events": [event]})).await
+    });
+    let mut waited = 0;
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+        )
+        .bind(APPLICATION_NAME)
+        .fetch_one(&lock_pool)
+        .await
+        .unwrap();
+        if waiting == 1 {
+            break;
+        }
+        assert!(waited < 5_000, "the blocked group never waited for the lock");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        waited += 10;
+    }
+    BlockedWriter { server, other, lock, lock_pool, blocked, firsts }
+}
+
+impl BlockedWriter {
+    /// Sends one request per writer and returns once all their groups wait for the blocked writer.
+    async fn queue(
+        &self,
+        requests: Vec<(&Writer, Vec<VesEventEnvelope>)>,
+    ) -> Vec<tokio::task::JoinHandle<(u16, Value)>> {
+        let n = requests.len();
+        let handles = requests
+            .into_iter()
+            .map(|(w, events)| {
+                let (base, agent_id) = (self.server.base_url.clone(), w.agent_id);
+                tokio::spawn(async move {
+                    post(&base, "/api/v1/ves/events/ingest", json!({"agentId": agent_id, "events": events})).await
+                })
+            })
+            .collect();
+        let sequencer = self.server.state.ingest.sequencer().clone();
+        let mut waited = 0;
+        while sequencer.groups_waiting() < n {
+            assert!(waited < 5_000, "only {} of {n} groups queued", sequencer.groups_waiting());
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            waited += 10;
+        }
+        handles
+    }
+
+    async fn release(self) -> (TestServer, TestServer) {
+        self.lock.commit().await.unwrap();
+        let (status, body) = self.blocked.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        self.lock_pool.close().await;
+        (self.server, self.other)
+    }
+}
+
+/// The transaction ids of the rows of these streams' events numbered `from` and later.
+async fn writers_of(url: &str, writers: &[&Writer], from: i64) -> Vec<String> {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let tenants: Vec<Uuid> = writers.iter().map(|w| w.stream.tenant_id).collect();
+    let xids = sqlx::query_scalar(
+        "SELECT DISTINCT xmin::text FROM ves_events WHERE tenant_id = ANY($1) AND sequence_number >= $2",
+    )
+    .bind(&tenants)
+    .bind(from)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    xids
+}
+
+/// Groups of several streams that become ready while a statement runs are written by one
+/// statement, each only if its stream's head is still the one it was numbered after: a stream another
+/// replica wrote meanwhile is numbered again under its lock, and a paused one takes nothing.
+#[tokio::test]
+async fn groups_of_several_streams_ready_together_are_written_by_one_statement_at_their_own_heads() {
+    let writers: Vec<Writer> = (0..6).map(|_| Writer::new()).collect();
+    let blocked = block_the_writer(&writers).await;
+    let queued = blocked.queue(writers.iter().map(|w| (w, vec![w.event(1), w.event(2)])).collect()).await;
+    // Meanwhile another replica writes stream 1, and an operator pauses stream 2.
+    let (status, body) = ingest(&blocked.other.base_url, &writers[1], &[writers[1].event(9)]).await;
+    assert_eq!(status, 200, "{body}");
+    blocked.other.state.store.set_paused(writers[2].stream, true, Some("test")).await.unwrap();
+    let (server, other) = blocked.release().await;
+
+    let mut answers = Vec::new();
+    for request in queued {
+        answers.push(request.await.unwrap());
+    }
+    for (i, (status, body)) in answers.iter().enumerate() {
+        match i {
+            2 => {
+                assert_eq!(*status, 503, "{body}");
+                assert_eq!(body["error"]["code"], "STREAM_PAUSED", "{body}");
+            }
+            1 => {
+                assert_eq!(*status, 200, "{body}");
+                assert_eq!(body["receipts"][0]["sequenceNumber"], 3, "numbered after the other replica's: {body}");
+                assert_eq!(body["receipts"][1]["sequenceNumber"], 4, "{body}");
+            }
+            _ => {
+                assert_eq!(*status, 200, "{body}");
+                assert_eq!(body["receipts"][0]["sequenceNumber"], 2, "{body}");
+                assert_eq!(body["receipts"][1]["sequenceNumber"], 3, "{body}");
+            }
+        }
+    }
+    let together: Vec<&Writer> = [0, 3, 4, 5].iter().map(|i| &writers[*i]).collect();
+    assert_eq!(writers_of(&server.db.url, &together, 2).await.len(), 1, "one statement wrote the four streams");
+    for (i, w) in writers.iter().enumerate() {
+        let (rows, head) = stored(&server.db.url, w.stream).await;
+        let want = match i {
+            1 => 4,
+            2 => 1,
+            _ => 3,
+        };
+        assert_eq!(head, want, "stream {i}");
+        let numbers: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        assert_eq!(numbers, (1..=want).collect::<Vec<_>>(), "stream {i} has no gap");
+    }
+    // Each stream's leaf run covers exactly its events.
+    let pool = sqlx::PgPool::connect(&server.db.url).await.unwrap();
+    for (i, w) in writers.iter().enumerate() {
+        let covered: Option<i64> = sqlx::query_scalar(
+            "SELECT SUM(last_sequence - first_sequence + 1)::bigint FROM event_leaf_runs \
+             WHERE tenant_id = $1 AND store_id = $2",
+        )
+        .bind(w.stream.tenant_id)
+        .bind(w.stream.store_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(covered, Some(stored(&server.db.url, w.stream).await.1), "stream {i}'s runs");
+    }
+    pool.close().await;
+    other.stop().await;
+    server.stop().await;
+}
+
+/// A replayed event in one of the groups written together fails the shared statement, which writes
+/// nothing; each group is then written alone, so the replay answers its original receipt and the
+/// others are numbered as if nothing had happened.
+#[tokio::test]
+async fn a_replay_in_one_of_the_groups_written_together_costs_the_others_nothing() {
+    let writers: Vec<Writer> = (0..4).map(|_| Writer::new()).collect();
+    let blocked = block_the_writer(&writers).await;
+    let replayed = blocked.firsts[2].clone();
+    let requests = writers
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let first = if i == 2 { replayed.clone() } else { w.event(1) };
+            (w, vec![first, w.event(2)])
+        })
+        .collect();
+    let queued = blocked.queue(requests).await;
+    let (server, other) = blocked.release().await;
+    for (i, request) in queued.into_iter().enumerate() {
+        let (status, body) = request.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        if i == 2 {
+            assert_eq!(body["eventsAccepted"], 1, "{body}");
+            assert_eq!(body["receipts"][0]["sequenceNumber"], 1, "the original receipt: {body}");
+            assert_eq!(body["receipts"][1]["sequenceNumber"], 2, "{body}");
+        } else {
+            assert_eq!(body["eventsAccepted"], 2, "{body}");
+            assert_eq!(body["receipts"][1]["sequenceNumber"], 3, "{body}");
+        }
+    }
+    for (i, w) in writers.iter().enumerate() {
+        let (rows, head) = stored(&server.db.url, w.stream).await;
+        let want = if i == 2 { 2 } else { 3 };
+        assert_eq!(head, want, "stream {i}");
+        assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), (1..=want).collect::<Vec<_>>(), "stream {i}");
+    }
+    other.stop().await;
+    server.stop().await;
+}

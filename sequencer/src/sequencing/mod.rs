@@ -7,13 +7,15 @@
 //! - [`decide`]: a pure function that decides every event of a group (new, exact replay, duplicate
 //!   id, duplicate command, version conflict, paused) from what the store returned;
 //! - the write paths, below, whose SQL is in [`crate::store::events`]: one autocommit statement at a
-//!   remembered head, or one transaction under the stream's counter row lock.
+//!   remembered head, shared with other streams' groups that became ready while the statement before
+//!   it ran ([`combine`]), or one transaction under the stream's counter row lock.
 //!
 //! The lock is held for one round of statements per group, never per event, and signatures were
 //! checked before any of this, outside any lock. Other replicas serialise on the same row lock, so
 //! numbers stay gap-free across processes. A receipt is only returned after the statement or
 //! transaction that stored its event has committed.
 
+mod combine;
 pub mod decide;
 pub mod queue;
 
@@ -40,6 +42,7 @@ use crate::reason::Refusal;
 use crate::store::Store;
 use crate::store::dead_letters::{NewDeadLetter, insert_dead_letters};
 use crate::store::events::{self, ExistingEvent, StreamKey, VesEventRow};
+use combine::{Combined, Combiner};
 use decide::{Decision, Flavour, Paused, Prior, Proposal, StoreView, decide};
 use queue::StreamQueues;
 
@@ -241,6 +244,8 @@ pub struct Sequencer {
     metrics: Arc<Metrics>,
     signer: ReceiptSigner,
     queues: StreamQueues<Job>,
+    /// Groups of streams whose head this process remembers, written several to a statement.
+    combiner: Combiner,
     /// The head each stream had when this process last committed to it. Only a guess: another replica
     /// may have moved it since, which [`events::append_at_head`] detects (and then writes nothing).
     known_heads: moka::sync::Cache<StreamKey, i64>,
@@ -264,6 +269,7 @@ impl Sequencer {
         tlog_leaves: bool,
     ) -> Arc<Self> {
         Arc::new(Sequencer {
+            combiner: Combiner::new(store.clone(), Arc::clone(&metrics), signer.sequencer_id, max_group_events),
             store,
             metrics,
             signer,
@@ -286,6 +292,12 @@ impl Sequencer {
 
     pub fn sequencer_id(&self) -> Uuid {
         self.signer.sequencer_id
+    }
+
+    /// Groups numbered at a remembered head and waiting for the writer that is busy with the
+    /// statement before them (they are then written by one statement).
+    pub fn groups_waiting(&self) -> usize {
+        self.combiner.waiting()
     }
 
     /// Sequences the candidates of one request (all of one stream), in order.
@@ -398,15 +410,14 @@ impl Sequencer {
             let fresh: Vec<Proposal> = all.iter().map(|c| proposal(c, Prior::Fresh)).collect();
             let plan = decide(Flavour::Signed, &StoreView::default(), &fresh).expect("not paused");
             if plan.iter().all(|d| *d == Decision::Accept) {
-                let guessed = self.append_at_guessed_head(
-                    conn.get(&self.store).await?,
-                    stream,
-                    batches,
-                    &all,
-                    &plan,
-                    sequenced_at,
-                );
-                match guessed.await? {
+                let guessed = match self.known_heads.get(&stream) {
+                    Some(head) => self.append_shared(conn, stream, batches, &all, &plan, head, sequenced_at).await?,
+                    None => {
+                        let conn = conn.get(&self.store).await?;
+                        self.append_at_peeked_head(conn, stream, batches, &all, &plan, sequenced_at).await?
+                    }
+                };
+                match guessed {
                     Attempt::Done(result) => return Ok(result),
                     Attempt::Conflict => {}
                     Attempt::StaleHead => {
@@ -428,10 +439,40 @@ impl Sequencer {
         self.sequence_careful(conn.get(&self.store).await?, stream, batches, &all, sequenced_at).await
     }
 
-    /// Fastest path: number the events after the head this process remembers (or, for a stream it
-    /// does not know, the head read without a lock), sign the receipts outside any lock and append
-    /// everything in one autocommit statement that applies only if the head is still that.
-    async fn append_at_guessed_head(
+    /// Fastest path: number the events after the head this process remembers, sign the receipts
+    /// outside any lock and append everything in one autocommit statement that applies only if the
+    /// head is still that, shared with other streams' groups that are ready at the same time
+    /// ([`combine`]).
+    #[allow(clippy::too_many_arguments)]
+    async fn append_shared(
+        &self,
+        conn: &mut HeldConnection,
+        stream: StreamKey,
+        batches: &[&[Candidate]],
+        all: &[&Candidate],
+        plan: &[Decision],
+        expected: i64,
+        sequenced_at: DateTime<Utc>,
+    ) -> Result<Attempt> {
+        let (rows, head) = self.rows(stream, all, plan, expected, sequenced_at).await?;
+        let id = self.signer.sequencer_id;
+        let (rows, combined) = self.combiner.append(stream, rows, sequenced_at, expected).await;
+        let appended = match combined {
+            Combined::Appended => Ok(true),
+            Combined::StaleHead => Ok(false),
+            Combined::Conflict => return Ok(Attempt::Conflict),
+            Combined::Failed(e) => Err(e),
+            Combined::Alone => {
+                let conn = conn.get(&self.store).await?;
+                events::append_at_head(conn, stream, &rows, sequenced_at, id, expected, false).await
+            }
+        };
+        self.appended(appended, batches, plan, &rows, head, sequenced_at)
+    }
+
+    /// The fast path for a stream whose head this process does not remember: read it without a lock
+    /// (or find the stream new) and append as [`Self::append_shared`] does, in a statement of its own.
+    async fn append_at_peeked_head(
         &self,
         conn: &mut PgConnection,
         stream: StreamKey,
@@ -440,23 +481,33 @@ impl Sequencer {
         plan: &[Decision],
         sequenced_at: DateTime<Utc>,
     ) -> Result<Attempt> {
-        let (expected, exists) = match self.known_heads.get(&stream) {
-            Some(head) => (head, true),
-            None => match events::peek_stream(conn, stream).await? {
-                // Paused: the locked path answers 503.
-                Some(s) if s.paused => return Ok(Attempt::StaleHead),
-                Some(s) => (s.head, true),
-                None => (0, false),
-            },
+        let (expected, exists) = match events::peek_stream(conn, stream).await? {
+            // Paused: the locked path answers 503.
+            Some(s) if s.paused => return Ok(Attempt::StaleHead),
+            Some(s) => (s.head, true),
+            None => (0, false),
         };
         let (rows, head) = self.rows(stream, all, plan, expected, sequenced_at).await?;
         let appended =
             events::append_at_head(conn, stream, &rows, sequenced_at, self.signer.sequencer_id, expected, !exists)
                 .await;
+        self.appended(appended, batches, plan, &rows, head, sequenced_at)
+    }
+
+    /// How an optimistic append at a guessed head ended.
+    fn appended(
+        &self,
+        appended: Result<bool>,
+        batches: &[&[Candidate]],
+        plan: &[Decision],
+        rows: &[VesEventRow],
+        head: i64,
+        sequenced_at: DateTime<Utc>,
+    ) -> Result<Attempt> {
         match appended {
             Ok(true) => {
                 self.count_group(rows.len(), 0);
-                let outcomes = self.outcomes(batches, plan, &rows, sequenced_at);
+                let outcomes = self.outcomes(batches, plan, rows, sequenced_at);
                 Ok(Attempt::Done((outcomes, head)))
             }
             // Another replica moved the head, or the stream is paused: lock and look.
@@ -564,7 +615,7 @@ impl Sequencer {
     }
 
     /// Signs the rows' receipts: a few inline, more on the compute pool (crate::compute).
-    async fn sign(&self, rows: &mut [VesEventRow<'_>]) -> Result<()> {
+    async fn sign(&self, rows: &mut [VesEventRow]) -> Result<()> {
         let Some(key) = &self.signer.key else { return Ok(()) };
         if rows.len() <= crate::compute::INLINE_SIGN_MAX {
             for r in rows.iter_mut() {
@@ -587,14 +638,14 @@ impl Sequencer {
 
     /// Numbers the accepted events after `head` and computes their receipts (signed by [`Self::sign`])
     /// and leaves.
-    async fn rows<'a>(
+    async fn rows(
         &self,
         stream: StreamKey,
-        all: &[&'a Candidate],
+        all: &[&Candidate],
         plan: &[Decision],
         head: i64,
         sequenced_at: DateTime<Utc>,
-    ) -> Result<(Vec<VesEventRow<'a>>, i64)> {
+    ) -> Result<(Vec<VesEventRow>, i64)> {
         let mut next = head;
         let mut rows = Vec::with_capacity(all.len());
         let at = sequenced_at.to_rfc3339();
@@ -620,7 +671,7 @@ impl Sequencer {
                 &c.envelope.agent_signature.0,
             );
             let mut row = VesEventRow::new(
-                c.envelope.as_ref(),
+                Arc::clone(&c.envelope),
                 c.created_at,
                 c.signing_hash,
                 next,
@@ -642,7 +693,7 @@ impl Sequencer {
         &self,
         batches: &[&[Candidate]],
         plan: &[Decision],
-        rows: &[VesEventRow<'_>],
+        rows: &[VesEventRow],
         sequenced_at: DateTime<Utc>,
     ) -> Vec<Vec<Outcome>> {
         // NB: a receipt is kept for a later copy of its event in the group, when there is one.

@@ -25,8 +25,10 @@ pub struct LockedStream {
 
 /// One signed event ready to be written, with its number already chosen.
 #[derive(Debug, Clone)]
-pub struct VesEventRow<'a> {
-    pub envelope: &'a ves::envelope::VesEventEnvelope,
+pub struct VesEventRow {
+    /// Shared with the request that submitted it, so that a row can be written by another stream's
+    /// worker ([`append_at_heads`]).
+    pub envelope: std::sync::Arc<ves::envelope::VesEventEnvelope>,
     pub created_at: DateTime<Utc>,
     pub signing_hash: [u8; 32],
     pub sequence_number: i64,
@@ -42,11 +44,11 @@ pub struct VesEventRow<'a> {
     pub tlog_leaf: Option<[u8; 32]>,
 }
 
-impl<'a> VesEventRow<'a> {
+impl VesEventRow {
     /// A row for `envelope` numbered `sequence_number`, its payload encoded once for the column and
     /// the log entry; `tlog_leaf` is left for the caller.
     pub fn new(
-        envelope: &'a ves::envelope::VesEventEnvelope,
+        envelope: std::sync::Arc<ves::envelope::VesEventEnvelope>,
         created_at: DateTime<Utc>,
         signing_hash: [u8; 32],
         sequence_number: i64,
@@ -361,8 +363,8 @@ pub fn event_json_bytes(e: &StoredEvent) -> Result<Vec<u8>> {
 /// The entry is written into `out` (cleared first), so that the sequencer, which does this for every
 /// event it numbers, reuses one buffer per group; `sequenced_at` is the group's time as
 /// `DateTime::to_rfc3339` prints it, made once per group.
-pub fn entry_before_storing(row: &VesEventRow<'_>, sequenced_at: &str, trimmed: bool, out: &mut Vec<u8>) -> Option<()> {
-    let e = row.envelope;
+pub fn entry_before_storing(row: &VesEventRow, sequenced_at: &str, trimmed: bool, out: &mut Vec<u8>) -> Option<()> {
+    let e = &*row.envelope;
     if e.payload_encrypted.is_some() || !e.payload.as_ref().is_none_or(survives_jsonb) {
         return None;
     }
@@ -558,8 +560,8 @@ struct Columns<'a> {
 }
 
 impl<'a> Columns<'a> {
-    fn new(rows: &'a [VesEventRow<'a>]) -> Self {
-        let n = rows.len();
+    /// The columns of `n` rows.
+    fn new(rows: impl IntoIterator<Item = &'a VesEventRow>, n: usize) -> Self {
         let mut c = Columns {
             seq: Vec::with_capacity(n),
             event_id: Vec::with_capacity(n),
@@ -585,7 +587,7 @@ impl<'a> Columns<'a> {
             leaf_hash: Vec::with_capacity(n),
         };
         for r in rows {
-            let e = r.envelope;
+            let e = &*r.envelope;
             c.seq.push(r.sequence_number);
             c.event_id.push(e.event_id);
             c.entity_type.push(e.entity_type.as_str());
@@ -658,12 +660,12 @@ async fn run_insert(
     conn: &mut PgConnection,
     sql: String,
     stream: StreamKey,
-    rows: &[VesEventRow<'_>],
+    rows: &[VesEventRow],
     sequenced_at: DateTime<Utc>,
     sequencer_id: Uuid,
     head_params: (i64, i64),
 ) -> Result<Option<i64>> {
-    let c = Columns::new(rows);
+    let c = Columns::new(rows, rows.len());
     let run: Vec<u8> = rows.iter().flat_map(|r| r.leaf_hash).collect();
     // NB: all or nothing: the integrator reads a run's events back when its log leaves are NULL.
     let tlog_run: Option<Vec<u8>> = rows.iter().map(|r| r.tlog_leaf).collect::<Option<Vec<_>>>().map(|l| l.concat());
@@ -712,7 +714,7 @@ async fn run_insert(
 pub async fn insert_ves_events(
     conn: &mut PgConnection,
     stream: StreamKey,
-    rows: &[VesEventRow<'_>],
+    rows: &[VesEventRow],
     sequenced_at: DateTime<Utc>,
     sequencer_id: Uuid,
     new_head: i64,
@@ -750,7 +752,7 @@ pub async fn insert_ves_events(
 pub async fn append_at_head(
     conn: &mut PgConnection,
     stream: StreamKey,
-    rows: &[VesEventRow<'_>],
+    rows: &[VesEventRow],
     sequenced_at: DateTime<Utc>,
     sequencer_id: Uuid,
     expected_head: i64,
@@ -776,6 +778,152 @@ pub async fn append_at_head(
     );
     let inserted = run_insert(conn, sql, stream, rows, sequenced_at, sequencer_id, (new_head, expected_head)).await?;
     Ok(inserted == Some(rows.len() as i64))
+}
+
+/// One stream's group for [`append_at_heads`]: its rows, numbered `expected_head + 1 ..`.
+pub struct HeadAppend<'a> {
+    pub stream: StreamKey,
+    pub rows: &'a [VesEventRow],
+    pub sequenced_at: DateTime<Utc>,
+    pub expected_head: i64,
+}
+
+/// [`append_at_head`] for the groups of several streams (each already with a counter row) in ONE
+/// autocommit statement: a group is written if and only if its stream's head is still the one it
+/// expects and the stream is not paused, and the others' heads do not matter to it. Returns, per
+/// group, whether it was written.
+///
+/// Why: most of what PostgreSQL spends on a statement of 100 events is paid per statement and per
+/// commit (planning the CHECK constraints, starting the executor, locking the relations, the commit's
+/// WAL flush), and under a load of many busy streams the sequencer has many groups ready at once.
+/// Measured with today's one-stream statement (README.md § Performance, "Several streams' groups in
+/// one statement"): 100-event statements cost PostgreSQL 20.9-21.9 µs per event, 400-event ones 16.6.
+///
+/// A stream's counter row is locked in (tenant, store) order before any is moved, so that two such
+/// statements from two replicas cannot deadlock on each other. A colliding row of any group (a
+/// replayed event id or command id) fails the whole statement with a unique violation, which writes
+/// nothing; the caller then writes each group alone with [`append_at_head`].
+pub async fn append_at_heads(
+    conn: &mut PgConnection,
+    groups: &[HeadAppend<'_>],
+    sequencer_id: Uuid,
+) -> Result<Vec<bool>> {
+    let n = groups.len();
+    let mut tenant = Vec::with_capacity(n);
+    let mut store = Vec::with_capacity(n);
+    let mut expected = Vec::with_capacity(n);
+    let mut new_head = Vec::with_capacity(n);
+    let mut first = Vec::with_capacity(n);
+    let mut leaves = Vec::with_capacity(n);
+    let mut tlog_leaves = Vec::with_capacity(n);
+    let mut run_at = Vec::with_capacity(n);
+    let events: usize = groups.iter().map(|g| g.rows.len()).sum();
+    let mut row_tenant = Vec::with_capacity(events);
+    let mut row_store = Vec::with_capacity(events);
+    let mut row_at = Vec::with_capacity(events);
+    for g in groups {
+        debug_assert!(!g.rows.is_empty(), "a group to append has rows");
+        tenant.push(g.stream.tenant_id);
+        store.push(g.stream.store_id);
+        expected.push(g.expected_head);
+        new_head.push(g.expected_head + g.rows.len() as i64);
+        first.push(g.rows.first().map_or(0, |r| r.sequence_number));
+        leaves.push(g.rows.iter().flat_map(|r| r.leaf_hash).collect::<Vec<u8>>());
+        // NB: all or nothing per run, as in `run_insert`.
+        tlog_leaves.push(g.rows.iter().map(|r| r.tlog_leaf).collect::<Option<Vec<_>>>().map(|l| l.concat()));
+        run_at.push(g.sequenced_at);
+        for _ in g.rows {
+            row_tenant.push(g.stream.tenant_id);
+            row_store.push(g.stream.store_id);
+            row_at.push(g.sequenced_at);
+        }
+    }
+    let c = Columns::new(groups.iter().flat_map(|g| g.rows), events);
+    let moved: Vec<(Uuid, Uuid, i64)> = sqlx::query_as(
+        "WITH want AS ( \
+           SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::bigint[]) \
+             AS w(tenant_id, store_id, expected, new_head)), \
+         locked AS ( \
+           SELECT s.tenant_id, s.store_id, w.new_head FROM sequence_counters s \
+             JOIN want w ON s.tenant_id = w.tenant_id AND s.store_id = w.store_id \
+           WHERE s.current_sequence = w.expected AND NOT s.paused \
+           ORDER BY s.tenant_id, s.store_id FOR UPDATE OF s), \
+         moved AS ( \
+           UPDATE sequence_counters s SET current_sequence = l.new_head, updated_at = NOW() FROM locked l \
+           WHERE s.tenant_id = l.tenant_id AND s.store_id = l.store_id RETURNING s.tenant_id, s.store_id), \
+         ins AS ( \
+           INSERT INTO ves_events (tenant_id, store_id, sequence_number, event_id, signed, entity_type, entity_id, \
+             event_type, created_at, sequenced_at, source_agent_id, command_id, base_version, payload, ves_version, \
+             agent_key_id, created_at_str, payload_kind, payload_encrypted, payload_plain_hash, payload_cipher_hash, \
+             event_signing_hash, agent_signature, receipt_hash, sequencer_id, sequencer_signature, leaf_hash) \
+           SELECT r.* FROM ( \
+             SELECT unnest($5::uuid[]) AS tenant_id, unnest($6::uuid[]) AS store_id, unnest($7::bigint[]), \
+               unnest($8::uuid[]), TRUE, unnest($9::text[]), unnest($10::text[]), unnest($11::text[]), \
+               unnest($12::timestamptz[]), unnest($13::timestamptz[]), unnest($14::uuid[]), unnest($15::uuid[]), \
+               unnest($16::bigint[]), unnest($17::text[])::jsonb, unnest($18::int[]), unnest($19::bigint[]), \
+               unnest($20::text[]), unnest($21::smallint[]), unnest($22::jsonb[]), unnest($23::bytea[]), \
+               unnest($24::bytea[]), unnest($25::bytea[]), unnest($26::bytea[]), unnest($27::bytea[]), $28::uuid, \
+               unnest($29::bytea[]), unnest($30::bytea[])) r \
+           WHERE (r.tenant_id, r.store_id) IN (SELECT tenant_id, store_id FROM moved) \
+           RETURNING 1), \
+         run AS ( \
+           INSERT INTO event_leaf_runs (tenant_id, store_id, first_sequence, last_sequence, leaves, tlog_leaves, \
+             sequenced_at) \
+           SELECT r.* FROM unnest($1::uuid[], $2::uuid[], $31::bigint[], $4::bigint[], $32::bytea[], $33::bytea[], \
+             $34::timestamptz[]) AS r(tenant_id, store_id, first_sequence, last_sequence, leaves, tlog_leaves, at) \
+           WHERE (r.tenant_id, r.store_id) IN (SELECT tenant_id, store_id FROM moved)) \
+         SELECT m.tenant_id, m.store_id, (SELECT COUNT(*) FROM ins) FROM moved m",
+    )
+    .bind(&tenant)
+    .bind(&store)
+    .bind(&expected)
+    .bind(&new_head)
+    .bind(&row_tenant)
+    .bind(&row_store)
+    .bind(&c.seq)
+    .bind(&c.event_id)
+    .bind(&c.entity_type)
+    .bind(&c.entity_id)
+    .bind(&c.event_type)
+    .bind(&c.created_at)
+    .bind(&row_at)
+    .bind(&c.source_agent)
+    .bind(&c.command_id)
+    .bind(&c.base_version)
+    .bind(&c.payload)
+    .bind(&c.ves_version)
+    .bind(&c.agent_key_id)
+    .bind(&c.created_at_str)
+    .bind(&c.payload_kind)
+    .bind(&c.payload_encrypted)
+    .bind(&c.plain_hash)
+    .bind(&c.cipher_hash)
+    .bind(&c.signing_hash)
+    .bind(&c.signature)
+    .bind(&c.receipt_hash)
+    .bind(sequencer_id)
+    .bind(&c.sequencer_signature)
+    .bind(&c.leaf_hash)
+    .bind(&first)
+    .bind(&leaves)
+    .bind(&tlog_leaves)
+    .bind(&run_at)
+    .fetch_all(conn)
+    .await?;
+    let written: Vec<bool> = groups
+        .iter()
+        .map(|g| moved.iter().any(|(t, s, _)| *t == g.stream.tenant_id && *s == g.stream.store_id))
+        .collect();
+    let inserted = moved.first().map_or(0, |m| m.2);
+    let expected_rows: usize = groups.iter().zip(&written).filter(|(_, w)| **w).map(|(g, _)| g.rows.len()).sum();
+    if inserted != expected_rows as i64 {
+        // The statement committed, so this cannot be undone: say so rather than answer receipts.
+        return Err(Error::Internal(format!(
+            "a shared append moved {} heads but wrote {inserted} of their {expected_rows} events",
+            moved.len()
+        )));
+    }
+    Ok(written)
 }
 
 /// One unsigned legacy event ready to be written, with its number chosen.

@@ -99,7 +99,7 @@ pub fn entry_of(e: &crate::store::events::StoredEvent) -> crate::error::Result<V
 /// The sequencer computes it as it numbers the event, so that the integrator need not read the event
 /// back (migration 0012).
 pub fn leaf_before_storing(
-    row: &crate::store::events::VesEventRow<'_>,
+    row: &crate::store::events::VesEventRow,
     sequenced_at: &str,
     scratch: &mut Vec<u8>,
 ) -> Option<[u8; 32]> {
