@@ -270,9 +270,8 @@ async fn a_busy_streams_groups_share_one_connection_and_one_round_trip_each() {
     server.stop().await;
 }
 
-/// A server that remembers the heads of `writers`' streams, and whose group writer waits inside a
-/// statement on a row lock held by `lock` (another stream's counter row). Every group handed to the
-/// writer after this waits in its queue until the lock is released.
+/// A server (configured by `vars`) that remembers the heads of `writers`' streams, and whose group
+/// writer waits inside a statement on a row lock held by `lock` (another stream's counter row).
 struct BlockedWriter {
     server: TestServer,
     /// Another replica on the same database.
@@ -284,8 +283,8 @@ struct BlockedWriter {
     firsts: Vec<VesEventEnvelope>,
 }
 
-async fn block_the_writer(writers: &[Writer]) -> BlockedWriter {
-    let server = TestServer::start().await;
+async fn block_the_writer(writers: &[Writer], vars: &[(&str, &str)]) -> BlockedWriter {
+    let server = TestServer::start_with(vars).await;
     let other = TestServer::start_on(TestDb { url: server.db.url.clone(), name: String::new() }, &[]).await;
     let blocker = Writer::new();
     let mut firsts = Vec::new();
@@ -362,6 +361,10 @@ impl BlockedWriter {
     }
 }
 
+/// A pool of two connections: one writer at most, so that the groups queued behind the blocked one
+/// stay queued until the lock is released.
+const ONE_WRITER: &[(&str, &str)] = &[("MAX_DB_CONNECTIONS", "2")];
+
 /// The transaction ids of the rows of these streams' events numbered `from` and later.
 async fn writers_of(url: &str, writers: &[&Writer], from: i64) -> Vec<String> {
     let pool = sqlx::PgPool::connect(url).await.unwrap();
@@ -384,7 +387,7 @@ async fn writers_of(url: &str, writers: &[&Writer], from: i64) -> Vec<String> {
 #[tokio::test]
 async fn groups_of_several_streams_ready_together_are_written_by_one_statement_at_their_own_heads() {
     let writers: Vec<Writer> = (0..6).map(|_| Writer::new()).collect();
-    let blocked = block_the_writer(&writers).await;
+    let blocked = block_the_writer(&writers, ONE_WRITER).await;
     let queued = blocked.queue(writers.iter().map(|w| (w, vec![w.event(1), w.event(2)])).collect()).await;
     // Meanwhile another replica writes stream 1, and an operator pauses stream 2.
     let (status, body) = ingest(&blocked.other.base_url, &writers[1], &[writers[1].event(9)]).await;
@@ -452,7 +455,7 @@ async fn groups_of_several_streams_ready_together_are_written_by_one_statement_a
 #[tokio::test]
 async fn a_replay_in_one_of_the_groups_written_together_costs_the_others_nothing() {
     let writers: Vec<Writer> = (0..4).map(|_| Writer::new()).collect();
-    let blocked = block_the_writer(&writers).await;
+    let blocked = block_the_writer(&writers, ONE_WRITER).await;
     let replayed = blocked.firsts[2].clone();
     let requests = writers
         .iter()
@@ -482,6 +485,24 @@ async fn a_replay_in_one_of_the_groups_written_together_costs_the_others_nothing
         assert_eq!(head, want, "stream {i}");
         assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), (1..=want).collect::<Vec<_>>(), "stream {i}");
     }
+    other.stop().await;
+    server.stop().await;
+}
+
+/// A statement waiting for a row lock (an operator's transaction, another replica's) holds up only its
+/// own groups: a group of another stream that has waited `STALLED_AFTER` for the busy writer starts
+/// another writer and is written while the lock is still held.
+#[tokio::test]
+async fn a_writer_stalled_on_a_lock_does_not_hold_up_other_streams() {
+    let w = Writer::new();
+    // The default pool of eight: up to four writers.
+    let blocked = block_the_writer(std::slice::from_ref(&w), &[]).await;
+    let (status, body) = ingest(&blocked.server.base_url, &w, &[w.event(1)]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["receipts"][0]["sequenceNumber"], 2, "{body}");
+    assert!(!blocked.blocked.is_finished(), "the blocked group is still waiting for its lock");
+    let (server, other) = blocked.release().await;
+    assert_eq!(stored(&server.db.url, w.stream).await.1, 2);
     other.stop().await;
     server.stop().await;
 }

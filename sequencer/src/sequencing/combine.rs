@@ -4,12 +4,13 @@
 //! writers here and waits for the answer. A writer takes every group queued when it is free (up to
 //! `INGEST_MAX_GROUP_EVENTS` events) and writes them in one statement, each only if its stream's head
 //! is still the one it was numbered after. One writer runs while it keeps up; another starts (up to
-//! half the pool's connections) only when a full statement's worth of events waits. So under a load of
+//! half the pool's connections) when a full statement's worth of events waits. So under a load of
 //! many busy streams the groups that become ready while a statement runs are written together by the
 //! next one, as PostgreSQL's own group commit flushes the commits that arrive during a flush; with one
 //! busy stream the writer finds one group at a time and writes it as before
 //! ([`events::append_at_head`]). Nothing waits on purpose: a group that finds the writer idle is
-//! written at once.
+//! written at once, and a group that has waited [`STALLED_AFTER`] for busy writers starts another (a
+//! statement waiting for a row lock must not hold up every other stream).
 //!
 //! Why writer tasks rather than the stream workers themselves: a worker whose group another worker
 //! wrote would have to give up its wait for a pool connection half-way, and sqlx closes a connection
@@ -21,6 +22,7 @@
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
@@ -33,6 +35,9 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::store::events::{self, HeadAppend, StreamKey, VesEventRow};
+
+/// How long a queued group waits for the busy writers before another one is started.
+pub const STALLED_AFTER: Duration = Duration::from_secs(1);
 
 /// What became of a group handed to the writers.
 #[derive(Debug)]
@@ -138,10 +143,32 @@ impl Combiner {
         } else {
             self.0.work.notify_one();
         }
-        answer.await.unwrap_or_else(|_| {
-            // The writer panicked while it held our group: whether it was written is unknown.
-            (Vec::new(), Combined::Failed(Error::Internal("the writer of this group stopped".into())))
-        })
+        tokio::pin!(answer);
+        loop {
+            match tokio::time::timeout(STALLED_AFTER, &mut answer).await {
+                Ok(answered) => {
+                    return answered.unwrap_or_else(|_| {
+                        // The writer panicked while it held our group: whether it was written is unknown.
+                        (Vec::new(), Combined::Failed(Error::Internal("the writer of this group stopped".into())))
+                    });
+                }
+                // Every writer is still busy (a statement waiting for a row lock, say): one more, so that
+                // one stalled statement does not hold up every other stream's groups.
+                Err(_) => {
+                    let start = {
+                        let mut q = self.0.queue();
+                        let start = q.idle == 0 && q.writers < self.0.max_writers && !q.groups.is_empty();
+                        if start {
+                            q.writers += 1;
+                        }
+                        start
+                    };
+                    if start {
+                        tokio::spawn(write_while_busy(Arc::clone(&self.0)));
+                    }
+                }
+            }
+        }
     }
 
     /// Groups numbered and waiting for a writer.
@@ -150,12 +177,22 @@ impl Combiner {
     }
 }
 
-/// One writer: takes what is queued and writes it, until nothing has come for [`HOLD_CONNECTION_MAX`].
+/// One writer: takes what is queued and writes it until the queue is empty and another writer runs,
+/// or, the last one, until nothing has come for [`HOLD_CONNECTION_MAX`].
 async fn write_while_busy(shared: Arc<Shared>) {
     let mut held = HeldConnection::default();
     loop {
         let batch = take(&shared);
         if batch.is_empty() {
+            {
+                // A writer started for a backlog leaves as soon as the backlog is gone: one writer that
+                // keeps up combines the most.
+                let mut q = shared.queue();
+                if q.writers > 1 && q.groups.is_empty() {
+                    q.writers -= 1;
+                    return;
+                }
+            }
             let wake = shared.work.notified();
             shared.queue().idle += 1;
             let woken = tokio::time::timeout(HOLD_CONNECTION_MAX, wake).await.is_ok();
