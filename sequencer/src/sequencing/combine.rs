@@ -31,7 +31,7 @@ use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
 use super::{HOLD_CONNECTION_MAX, HeldConnection, replicate};
-use crate::error::Error;
+use crate::error::{Error, database_unavailable};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::store::events::{self, HeadAppend, StreamKey, VesEventRow};
@@ -126,21 +126,14 @@ impl Combiner {
         expected_head: i64,
     ) -> (Vec<VesEventRow>, Combined) {
         let (reply, answer) = oneshot::channel();
-        let start = {
-            let mut q = self.0.queue();
+        let max_events = self.0.max_events;
+        let started = self.start_writer_if(|q| {
             q.events += rows.len();
             q.groups.push_back(Pending { stream, rows, sequenced_at, expected_head, reply });
             // Another writer only when those running cannot keep up even a statement at a time.
-            let start =
-                q.writers == 0 || (q.idle == 0 && q.writers < self.0.max_writers && q.events >= self.0.max_events);
-            if start {
-                q.writers += 1;
-            }
-            start
-        };
-        if start {
-            tokio::spawn(write_while_busy(Arc::clone(&self.0)));
-        } else {
+            q.writers == 0 || (q.idle == 0 && q.events >= max_events)
+        });
+        if !started {
             self.0.work.notify_one();
         }
         tokio::pin!(answer);
@@ -155,20 +148,27 @@ impl Combiner {
                 // Every writer is still busy (a statement waiting for a row lock, say): one more, so that
                 // one stalled statement does not hold up every other stream's groups.
                 Err(_) => {
-                    let start = {
-                        let mut q = self.0.queue();
-                        let start = q.idle == 0 && q.writers < self.0.max_writers && !q.groups.is_empty();
-                        if start {
-                            q.writers += 1;
-                        }
-                        start
-                    };
-                    if start {
-                        tokio::spawn(write_while_busy(Arc::clone(&self.0)));
-                    }
+                    self.start_writer_if(|q| q.idle == 0 && !q.groups.is_empty());
                 }
             }
         }
+    }
+
+    /// Under the queue's lock, runs `wanted` and starts a writer if it says so and fewer than the most
+    /// run. Returns whether one was started.
+    fn start_writer_if(&self, wanted: impl FnOnce(&mut Queue) -> bool) -> bool {
+        let start = {
+            let mut q = self.0.queue();
+            let start = wanted(&mut q) && q.writers < self.0.max_writers;
+            if start {
+                q.writers += 1;
+            }
+            start
+        };
+        if start {
+            tokio::spawn(write_while_busy(Arc::clone(&self.0)));
+        }
+        start
     }
 
     /// Groups numbered and waiting for a writer.
@@ -273,16 +273,10 @@ async fn write(conn: &mut PgConnection, mut batch: Vec<Pending>, sequencer_id: U
             }
             true
         }
-        Err(e) if e.is_database_unavailable() => {
-            for p in batch {
-                p.answer(Combined::Failed(replicate(&e)));
-            }
-            false
-        }
         // The server refused the statement, so nothing of it was written: each group goes alone, so that
         // only the one whose event collides (or whatever else failed) sees it.
-        Err(Error::Database(sqlx::Error::Database(e))) => {
-            if !e.is_unique_violation() {
+        Err(Error::Database(e @ sqlx::Error::Database(_))) if !database_unavailable(&e) => {
+            if !e.as_database_error().is_some_and(|d| d.is_unique_violation()) {
                 tracing::warn!(error = %e, groups = batch.len(), "shared append failed; writing its groups one by one");
             }
             for p in batch {
@@ -290,7 +284,8 @@ async fn write(conn: &mut PgConnection, mut batch: Vec<Pending>, sequencer_id: U
             }
             true
         }
-        // The connection failed (the outcome may be unknown) or the statement's answer was wrong.
+        // The database is unavailable, the connection failed (the outcome may be unknown), or the
+        // statement's answer was wrong.
         Err(e) => {
             for p in batch {
                 p.answer(Combined::Failed(replicate(&e)));

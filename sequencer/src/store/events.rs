@@ -627,19 +627,69 @@ impl<'a> Columns<'a> {
 /// row. Measured on the log's own table and indexes (100-row groups over 64 streams, in one backend,
 /// `scripts/insert-cost`): 25.4 -> 23.4 µs of PostgreSQL's CPU per event.
 fn insert_rows_sql(tail: &str) -> String {
+    format!("{INSERT_ROWS} {} {tail}", rows_select("$1", "$2", "$9"))
+}
+
+/// The head of every insert into the log, for a SELECT built by [`rows_select`].
+const INSERT_ROWS: &str = "INSERT INTO ves_events (tenant_id, store_id, sequence_number, event_id, signed, \
+    entity_type, entity_id, event_type, created_at, sequenced_at, source_agent_id, command_id, base_version, \
+    payload, ves_version, agent_key_id, created_at_str, payload_kind, payload_encrypted, payload_plain_hash, \
+    payload_cipher_hash, event_signing_hash, agent_signature, receipt_hash, sequencer_id, sequencer_signature, \
+    leaf_hash)";
+
+/// The rows' SELECT, its columns in [`INSERT_ROWS`]' order: [`Columns`] unnested from $3..$23, $25
+/// and $28, the sequencer id $24, and the rows' stream and time given as SQL (parameters $1, $2 and $9,
+/// scalars for one stream or arrays for several).
+fn rows_select(tenant: &str, store: &str, sequenced_at: &str) -> String {
     format!(
-        "INSERT INTO ves_events (tenant_id, store_id, sequence_number, event_id, signed, entity_type, entity_id, \
-           event_type, created_at, sequenced_at, source_agent_id, command_id, base_version, payload, ves_version, \
-           agent_key_id, created_at_str, payload_kind, payload_encrypted, payload_plain_hash, payload_cipher_hash, \
-           event_signing_hash, agent_signature, receipt_hash, sequencer_id, sequencer_signature, leaf_hash) \
-         SELECT $1, $2, unnest($3::bigint[]), unnest($4::uuid[]), TRUE, unnest($5::text[]), unnest($6::text[]), \
-           unnest($7::text[]), unnest($8::timestamptz[]), $9, unnest($10::uuid[]), unnest($11::uuid[]), \
-           unnest($12::bigint[]), unnest($13::text[])::jsonb, unnest($14::int[]), unnest($15::bigint[]), \
-           unnest($16::text[]), unnest($17::smallint[]), unnest($18::jsonb[]), unnest($19::bytea[]), \
-           unnest($20::bytea[]), unnest($21::bytea[]), unnest($22::bytea[]), unnest($23::bytea[]), $24, \
-           unnest($25::bytea[]), unnest($28::bytea[]) \
-         {tail}"
+        "SELECT {tenant}, {store}, unnest($3::bigint[]), unnest($4::uuid[]), TRUE, unnest($5::text[]), \
+           unnest($6::text[]), unnest($7::text[]), unnest($8::timestamptz[]), {sequenced_at}, unnest($10::uuid[]), \
+           unnest($11::uuid[]), unnest($12::bigint[]), unnest($13::text[])::jsonb, unnest($14::int[]), \
+           unnest($15::bigint[]), unnest($16::text[]), unnest($17::smallint[]), unnest($18::jsonb[]), \
+           unnest($19::bytea[]), unnest($20::bytea[]), unnest($21::bytea[]), unnest($22::bytea[]), \
+           unnest($23::bytea[]), $24::uuid, unnest($25::bytea[]), unnest($28::bytea[])"
     )
+}
+
+/// Binds the parameters of a statement built on [`rows_select`], in order: `p1`, `p2`, `p9`, `p24`
+/// (the rows' stream, time and sequencer id), `p26`, `p27` and `p29`..`p31` (the statement's own), and
+/// the [`Columns`] `c` in between. A macro because the given ones are scalars in one statement and
+/// arrays in the other.
+macro_rules! bind_rows {
+    ($query:expr, $c:expr, [$p1:expr, $p2:expr, $p9:expr, $p24:expr, $p26:expr, $p27:expr, $p29:expr, $p30:expr, $p31:expr]) => {
+        $query
+            .bind($p1)
+            .bind($p2)
+            .bind(&$c.seq)
+            .bind(&$c.event_id)
+            .bind(&$c.entity_type)
+            .bind(&$c.entity_id)
+            .bind(&$c.event_type)
+            .bind(&$c.created_at)
+            .bind($p9)
+            .bind(&$c.source_agent)
+            .bind(&$c.command_id)
+            .bind(&$c.base_version)
+            .bind(&$c.payload)
+            .bind(&$c.ves_version)
+            .bind(&$c.agent_key_id)
+            .bind(&$c.created_at_str)
+            .bind(&$c.payload_kind)
+            .bind(&$c.payload_encrypted)
+            .bind(&$c.plain_hash)
+            .bind(&$c.cipher_hash)
+            .bind(&$c.signing_hash)
+            .bind(&$c.signature)
+            .bind(&$c.receipt_hash)
+            .bind($p24)
+            .bind(&$c.sequencer_signature)
+            .bind($p26)
+            .bind($p27)
+            .bind(&$c.leaf_hash)
+            .bind($p29)
+            .bind($p30)
+            .bind($p31)
+    };
 }
 
 /// `INSERT INTO event_leaf_runs` of the rows' leaves as one run (`$29`: its first number, `$26`: its
@@ -651,6 +701,14 @@ fn insert_run_sql(condition: &str) -> String {
            sequenced_at) \
          SELECT $1, $2, $29, $26, $30, $31, $9 {condition}"
     )
+}
+
+/// The leaf run of `rows`: their leaves concatenated, and their transparency log leaves concatenated.
+fn run_leaves(rows: &[VesEventRow]) -> (Vec<u8>, Option<Vec<u8>>) {
+    let run = rows.iter().flat_map(|r| r.leaf_hash).collect();
+    // NB: all or nothing: the integrator reads a run's events back when its log leaves are NULL.
+    let tlog_run = rows.iter().map(|r| r.tlog_leaf).collect::<Option<Vec<_>>>().map(|l| l.concat());
+    (run, tlog_run)
 }
 
 /// Runs `sql` (built on [`insert_rows_sql`] and [`insert_run_sql`]) with every parameter bound; `$26`
@@ -666,42 +724,12 @@ async fn run_insert(
     head_params: (i64, i64),
 ) -> Result<Option<i64>> {
     let c = Columns::new(rows, rows.len());
-    let run: Vec<u8> = rows.iter().flat_map(|r| r.leaf_hash).collect();
-    // NB: all or nothing: the integrator reads a run's events back when its log leaves are NULL.
-    let tlog_run: Option<Vec<u8>> = rows.iter().map(|r| r.tlog_leaf).collect::<Option<Vec<_>>>().map(|l| l.concat());
+    let (run, tlog_run) = run_leaves(rows);
     let first = rows.first().map_or(0, |r| r.sequence_number);
-    Ok(sqlx::query_scalar(AssertSqlSafe(sql))
-        .bind(stream.tenant_id)
-        .bind(stream.store_id)
-        .bind(&c.seq)
-        .bind(&c.event_id)
-        .bind(&c.entity_type)
-        .bind(&c.entity_id)
-        .bind(&c.event_type)
-        .bind(&c.created_at)
-        .bind(sequenced_at)
-        .bind(&c.source_agent)
-        .bind(&c.command_id)
-        .bind(&c.base_version)
-        .bind(&c.payload)
-        .bind(&c.ves_version)
-        .bind(&c.agent_key_id)
-        .bind(&c.created_at_str)
-        .bind(&c.payload_kind)
-        .bind(&c.payload_encrypted)
-        .bind(&c.plain_hash)
-        .bind(&c.cipher_hash)
-        .bind(&c.signing_hash)
-        .bind(&c.signature)
-        .bind(&c.receipt_hash)
-        .bind(sequencer_id)
-        .bind(&c.sequencer_signature)
-        .bind(head_params.0)
-        .bind(head_params.1)
-        .bind(&c.leaf_hash)
-        .bind(first)
-        .bind(run)
-        .bind(tlog_run)
+    let query = sqlx::query_scalar(AssertSqlSafe(sql));
+    let (tenant, store) = (stream.tenant_id, stream.store_id);
+    let (new, old) = head_params;
+    Ok(bind_rows!(query, c, [tenant, store, sequenced_at, sequencer_id, new, old, first, run, tlog_run])
         .fetch_optional(conn)
         .await?)
 }
@@ -828,9 +856,9 @@ pub async fn append_at_heads(
         expected.push(g.expected_head);
         new_head.push(g.expected_head + g.rows.len() as i64);
         first.push(g.rows.first().map_or(0, |r| r.sequence_number));
-        leaves.push(g.rows.iter().flat_map(|r| r.leaf_hash).collect::<Vec<u8>>());
-        // NB: all or nothing per run, as in `run_insert`.
-        tlog_leaves.push(g.rows.iter().map(|r| r.tlog_leaf).collect::<Option<Vec<_>>>().map(|l| l.concat()));
+        let (run, tlog_run) = run_leaves(g.rows);
+        leaves.push(run);
+        tlog_leaves.push(tlog_run);
         run_at.push(g.sequenced_at);
         for _ in g.rows {
             row_tenant.push(g.stream.tenant_id);
@@ -839,9 +867,11 @@ pub async fn append_at_heads(
         }
     }
     let c = Columns::new(groups.iter().flat_map(|g| g.rows), events);
-    let moved: Vec<(Uuid, Uuid, i64)> = sqlx::query_as(
+    // NB: the rows' parameters are numbered as in the one-stream statement ([`bind_rows`]); $26, $27 and
+    // $29..$31 are per stream here, and $32..$34 name each stream and its time.
+    let sql = format!(
         "WITH want AS ( \
-           SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::bigint[]) \
+           SELECT * FROM unnest($32::uuid[], $33::uuid[], $27::bigint[], $26::bigint[]) \
              AS w(tenant_id, store_id, expected, new_head)), \
          locked AS ( \
            SELECT s.tenant_id, s.store_id, w.new_head FROM sequence_counters s \
@@ -852,61 +882,27 @@ pub async fn append_at_heads(
            UPDATE sequence_counters s SET current_sequence = l.new_head, updated_at = NOW() FROM locked l \
            WHERE s.tenant_id = l.tenant_id AND s.store_id = l.store_id RETURNING s.tenant_id, s.store_id), \
          ins AS ( \
-           INSERT INTO ves_events (tenant_id, store_id, sequence_number, event_id, signed, entity_type, entity_id, \
-             event_type, created_at, sequenced_at, source_agent_id, command_id, base_version, payload, ves_version, \
-             agent_key_id, created_at_str, payload_kind, payload_encrypted, payload_plain_hash, payload_cipher_hash, \
-             event_signing_hash, agent_signature, receipt_hash, sequencer_id, sequencer_signature, leaf_hash) \
-           SELECT r.* FROM ( \
-             SELECT unnest($5::uuid[]) AS tenant_id, unnest($6::uuid[]) AS store_id, unnest($7::bigint[]), \
-               unnest($8::uuid[]), TRUE, unnest($9::text[]), unnest($10::text[]), unnest($11::text[]), \
-               unnest($12::timestamptz[]), unnest($13::timestamptz[]), unnest($14::uuid[]), unnest($15::uuid[]), \
-               unnest($16::bigint[]), unnest($17::text[])::jsonb, unnest($18::int[]), unnest($19::bigint[]), \
-               unnest($20::text[]), unnest($21::smallint[]), unnest($22::jsonb[]), unnest($23::bytea[]), \
-               unnest($24::bytea[]), unnest($25::bytea[]), unnest($26::bytea[]), unnest($27::bytea[]), $28::uuid, \
-               unnest($29::bytea[]), unnest($30::bytea[])) r \
+           {INSERT_ROWS} SELECT r.* FROM ({}) r \
            WHERE (r.tenant_id, r.store_id) IN (SELECT tenant_id, store_id FROM moved) \
            RETURNING 1), \
          run AS ( \
            INSERT INTO event_leaf_runs (tenant_id, store_id, first_sequence, last_sequence, leaves, tlog_leaves, \
              sequenced_at) \
-           SELECT r.* FROM unnest($1::uuid[], $2::uuid[], $31::bigint[], $4::bigint[], $32::bytea[], $33::bytea[], \
-             $34::timestamptz[]) AS r(tenant_id, store_id, first_sequence, last_sequence, leaves, tlog_leaves, at) \
+           SELECT r.* FROM unnest($32::uuid[], $33::uuid[], $29::bigint[], $26::bigint[], $30::bytea[], \
+             $31::bytea[], $34::timestamptz[]) \
+             AS r(tenant_id, store_id, first_sequence, last_sequence, leaves, tlog_leaves, at) \
            WHERE (r.tenant_id, r.store_id) IN (SELECT tenant_id, store_id FROM moved)) \
          SELECT m.tenant_id, m.store_id, (SELECT COUNT(*) FROM ins) FROM moved m",
+        rows_select("unnest($1::uuid[]) AS tenant_id", "unnest($2::uuid[]) AS store_id", "unnest($9::timestamptz[])")
+    );
+    let query = sqlx::query_as(AssertSqlSafe(sql));
+    let moved: Vec<(Uuid, Uuid, i64)> = bind_rows!(
+        query,
+        c,
+        [&row_tenant, &row_store, &row_at, sequencer_id, &new_head, &expected, &first, &leaves, &tlog_leaves]
     )
     .bind(&tenant)
     .bind(&store)
-    .bind(&expected)
-    .bind(&new_head)
-    .bind(&row_tenant)
-    .bind(&row_store)
-    .bind(&c.seq)
-    .bind(&c.event_id)
-    .bind(&c.entity_type)
-    .bind(&c.entity_id)
-    .bind(&c.event_type)
-    .bind(&c.created_at)
-    .bind(&row_at)
-    .bind(&c.source_agent)
-    .bind(&c.command_id)
-    .bind(&c.base_version)
-    .bind(&c.payload)
-    .bind(&c.ves_version)
-    .bind(&c.agent_key_id)
-    .bind(&c.created_at_str)
-    .bind(&c.payload_kind)
-    .bind(&c.payload_encrypted)
-    .bind(&c.plain_hash)
-    .bind(&c.cipher_hash)
-    .bind(&c.signing_hash)
-    .bind(&c.signature)
-    .bind(&c.receipt_hash)
-    .bind(sequencer_id)
-    .bind(&c.sequencer_signature)
-    .bind(&c.leaf_hash)
-    .bind(&first)
-    .bind(&leaves)
-    .bind(&tlog_leaves)
     .bind(&run_at)
     .fetch_all(conn)
     .await?;
