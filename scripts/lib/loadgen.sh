@@ -5,11 +5,13 @@ lg=""
 
 # loadgen_timed LOG ARGS...: starts `loadgen --spawn --no-build ARGS...` in the background, its output in
 # LOG, and returns once its timed run has started (the events are signed); sets $lg (loadgen's pid) and
-# $pid (the sequencer's, which loadgen names before signing).
+# $pid (the sequencer's, which loadgen names before signing). The caller may set the array loadgen_env
+# to NAME=VALUE pairs for loadgen's environment, which the sequencer it spawns inherits.
+loadgen_env=()
 loadgen_timed() {
   local log="$1"
   shift
-  "$loadgen" --spawn --no-build "$@" >"$log" 2>&1 &
+  env ${loadgen_env[@]+"${loadgen_env[@]}"} "$loadgen" --spawn --no-build "$@" >"$log" 2>&1 &
   lg=$!
   for _ in $(seq 1 1200); do
     grep -aq "not timed" "$log" && break
