@@ -1,6 +1,7 @@
 //! Migration 0004 on a database that already holds events: it writes the leaf runs of the existing
 //! log (at most 1024 events a run, split at any gap), and the sequencer commits from them. Migration
 //! 0013 keeps a run of the benchmark's size, and a partial hash tile, in their tables' own pages.
+//! Migration 0018: a payload stored as text reads back as the same payload stored as JSONB.
 
 mod common;
 
@@ -167,4 +168,96 @@ async fn migration_0013_keeps_runs_and_partial_tiles_out_of_toast() {
     assert_eq!(toast_bytes_after_tile(&pool, 0, 100).await, 0);
     assert_eq!(toast_bytes_after_tile(&pool, 1, 252).await, 0, "a partial tile of 252 hashes is one heap row");
     assert!(toast_bytes_after_tile(&pool, 2, 256).await > 0, "a full tile is stored out of line");
+}
+
+/// The bodies of GET `paths`, as served (bytes, not parsed).
+async fn served(api: &Api, paths: &[String]) -> Vec<String> {
+    let mut bodies = Vec::new();
+    for path in paths {
+        let resp = api
+            .http
+            .get(format!("{}{path}", api.base))
+            .header("authorization", format!("ApiKey {}", api.key))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+        bodies.push(resp.text().await.unwrap());
+    }
+    bodies
+}
+
+#[tokio::test]
+async fn migration_0018_a_payload_stored_as_text_reads_back_as_the_jsonb_one() {
+    // Events with payloads whose JSONB and text forms differ (key order, spacing, number notation,
+    // escapes), stored as this release stores them: JSONB.
+    let server = TestServer::start().await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    api.register_key(&agent).await;
+    let payloads = [
+        json!({"delta": 5}),
+        json!({"price": 12.5, "tiny": 1e-7, "huge": 1.5e300, "neg": -3, "max": u64::MAX, "zero": 0.0}),
+        json!({"note": "é ☃ 😀 \"quoted\" back\\slash\ttab", "nested": {"z": [1, 2.0, null, true], "a": {}}, "list": []}),
+        json!({}),
+    ];
+    let events: Vec<_> = payloads.iter().map(|p| agent.builder().payload(p.clone()).sign(&agent.key)).collect();
+    let (status, body) = api.ingest(agent.agent_id, &events).await;
+    assert_eq!(status, 200, "{body}");
+    let q = format!("tenant_id={}&store_id={}", agent.tenant_id, agent.store_id);
+    let reads = [
+        format!("/api/v1/ves/events?{q}&from=1&limit=10"),
+        format!("/api/v1/ves/entities/InventoryItem/WIDGET-001?{q}"),
+        format!("/api/v1/events?{q}&from=1&limit=10"),
+    ];
+    let before = served(&api, &reads).await;
+
+    // The same rows as the release after 0018 writes them: the payload as the sequencer's own JSON
+    // text in `payload_text`, none in `payload`. (The log refuses updates, hence the trigger bypass.)
+    let pool = PgPool::connect(&server.db.url).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::query("SET session_replication_role = replica").execute(&mut *conn).await.unwrap();
+    for (e, p) in events.iter().zip(&payloads) {
+        let moved = sqlx::query(
+            "UPDATE ves_events SET payload_text = $1, payload = NULL WHERE tenant_id = $2 AND event_id = $3",
+        )
+        .bind(serde_json::to_string(p).unwrap())
+        .bind(agent.tenant_id)
+        .bind(e.event_id)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+        assert_eq!(moved.rows_affected(), 1);
+    }
+    sqlx::query("SET session_replication_role = origin").execute(&mut *conn).await.unwrap();
+    let as_text: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ves_events WHERE tenant_id = $1 AND payload IS NULL AND payload_text IS NOT NULL",
+    )
+    .bind(agent.tenant_id)
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(as_text, 4, "every payload is now stored as text only");
+
+    // Served byte for byte as before, and the stream verifies (signatures, payload hashes, leaves): its
+    // only findings are this test's own updates, which the log records as bypassing its triggers.
+    assert_eq!(served(&api, &reads).await, before, "a payload stored as text reads back as the JSONB one");
+    let report =
+        sequencer::verify::verify(&server.state.store, Some(agent.tenant_id), Some(agent.store_id)).await.unwrap();
+    assert_eq!(report.events_checked, 4);
+    let kinds: Vec<&str> = report.findings.iter().map(|f| f.kind).collect();
+    assert_eq!(kinds, ["log_modified"; 4], "{:?}", report.findings);
+
+    // The new constraint: a text payload only for a plaintext event, never beside a JSONB one.
+    let both = sqlx::query(
+        "UPDATE ves_events SET payload = payload_text::jsonb WHERE tenant_id = $1 AND sequence_number = 1 AND store_id = $2",
+    )
+    .bind(agent.tenant_id)
+    .bind(agent.store_id);
+    sqlx::query("SET session_replication_role = replica").execute(&mut *conn).await.unwrap();
+    let refused = both.execute(&mut *conn).await.unwrap_err();
+    assert!(refused.to_string().contains("ves_events_payload_text"), "{refused}");
+    drop(conn);
+    pool.close().await;
+    server.stop().await;
 }

@@ -289,7 +289,7 @@ async fn a_failed_concurrent_index_build_is_built_again_by_the_next_migrate() {
         .unwrap();
 
     let report = store.migrate().await.unwrap();
-    assert_eq!(report.applied, vec![15, 16, 17], "{report:?}");
+    assert!(report.applied.starts_with(&[15, 16, 17]), "{report:?}");
     let (valid, unique, def) = index_state(&pool, "uq_ves_events_sequence").await.expect("the index has its name");
     assert!(valid && unique, "{def}");
     assert!(def.ends_with("(tenant_id, store_id, sequence_number)"), "no INCLUDE (leaf_hash) any more: {def}");

@@ -432,8 +432,12 @@ fn prints_with_exponent(n: &serde_json::Number) -> bool {
     }
 }
 
+/// Every column of a stored event, as [`StoredEvent`] reads them. The payload comes from whichever of
+/// `payload` (JSONB) and `payload_text` holds it (migration 0018: a later release writes a signed
+/// event's payload as text; cast back to JSONB here, it reads exactly as if it had been stored as JSONB).
 const EVENT_COLUMNS: &str = "tenant_id, store_id, sequence_number, event_id, signed, entity_type, entity_id, \
-     event_type, created_at, sequenced_at, source_agent_id, command_id, base_version, payload, ves_version, \
+     event_type, created_at, sequenced_at, source_agent_id, command_id, base_version, \
+     COALESCE(payload, payload_text::jsonb) AS payload, ves_version, \
      agent_key_id, created_at_str, payload_kind, payload_encrypted, payload_plain_hash, payload_cipher_hash, \
      event_signing_hash, agent_signature, receipt_hash, sequencer_id, sequencer_signature, payload_hash, leaf_hash";
 
