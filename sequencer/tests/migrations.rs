@@ -174,13 +174,7 @@ async fn migration_0013_keeps_runs_and_partial_tiles_out_of_toast() {
 async fn served(api: &Api, paths: &[String]) -> Vec<String> {
     let mut bodies = Vec::new();
     for path in paths {
-        let resp = api
-            .http
-            .get(format!("{}{path}", api.base))
-            .header("authorization", format!("ApiKey {}", api.key))
-            .send()
-            .await
-            .unwrap();
+        let resp = api.request(reqwest::Method::GET, path).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 200, "{path}");
         bodies.push(resp.text().await.unwrap());
     }

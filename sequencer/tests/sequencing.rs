@@ -90,6 +90,19 @@ async fn stored(url: &str, stream: StreamKey) -> (Vec<(i64, Uuid)>, i64) {
     (rows, head)
 }
 
+/// A transaction holding `stream`'s counter row lock, as an operator's transaction or another replica's
+/// statement would: the stream's next statement waits for it until it ends.
+async fn hold_counter_row(pool: &sqlx::PgPool, stream: StreamKey) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM sequence_counters WHERE tenant_id = $1 AND store_id = $2 FOR UPDATE")
+        .bind(stream.tenant_id)
+        .bind(stream.store_id)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    lock
+}
+
 #[tokio::test]
 async fn a_head_moved_by_another_replica_is_noticed_and_nothing_is_written_at_the_stale_number() {
     let a = TestServer::start().await;
@@ -227,13 +240,7 @@ async fn a_busy_streams_groups_share_one_connection_and_one_round_trip_each() {
     // Hold the stream's counter row, so that the next group waits inside its statement while the
     // requests after it queue up behind it.
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-    let mut lock = pool.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM sequence_counters WHERE tenant_id = $1 AND store_id = $2 FOR UPDATE")
-        .bind(w.stream.tenant_id)
-        .bind(w.stream.store_id)
-        .execute(&mut *lock)
-        .await
-        .unwrap();
+    let lock = hold_counter_row(&pool, w.stream).await;
     const QUEUED: i64 = 20;
     let requests: Vec<_> = (1..=QUEUED as u64)
         .map(|n| {
@@ -296,13 +303,7 @@ async fn block_the_writer(writers: &[Writer], vars: &[(&str, &str)]) -> BlockedW
         firsts.push(first);
     }
     let lock_pool = sqlx::PgPool::connect(&server.db.url).await.unwrap();
-    let mut lock = lock_pool.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM sequence_counters WHERE tenant_id = $1 AND store_id = $2 FOR UPDATE")
-        .bind(blocker.stream.tenant_id)
-        .bind(blocker.stream.store_id)
-        .execute(&mut *lock)
-        .await
-        .unwrap();
+    let lock = hold_counter_row(&lock_pool, blocker.stream).await;
     let (base, event, agent_id) = (server.base_url.clone(), blocker.event(1), blocker.agent_id);
     let blocked = tokio::spawn(async move {
         post(&base, "/api/v1/ves/events/ingest", json!({"agentId": agent_id, "events": [event]})).await

@@ -23,13 +23,7 @@ use uuid::Uuid;
 // Client side: plain HTTP and off-the-shelf verification.
 
 async fn get_raw(api: &Api, path: &str) -> (u16, HashMap<String, String>, Vec<u8>) {
-    let resp = api
-        .http
-        .get(format!("{}{path}", api.base))
-        .header("authorization", format!("ApiKey {}", api.key))
-        .send()
-        .await
-        .unwrap();
+    let resp = api.request(reqwest::Method::GET, path).send().await.unwrap();
     let status = resp.status().as_u16();
     let headers = resp.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned())).collect();
     (status, headers, resp.bytes().await.unwrap().to_vec())

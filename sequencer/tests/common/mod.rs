@@ -43,11 +43,15 @@ impl Api {
         Api { base: self.base.clone(), key: key.to_string(), http: self.http.clone() }
     }
 
-    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .http
+    /// A request to `path` carrying this API key.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
             .request(method, format!("{}{path}", self.base))
-            .header("authorization", format!("ApiKey {}", self.key));
+            .header("authorization", format!("ApiKey {}", self.key))
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.request(method, path);
         if let Some(b) = body {
             req = req.json(&b);
         }
