@@ -31,6 +31,17 @@ pub fn payload_plain_hash(payload: &serde_json::Value) -> Hash32 {
     finish(h)
 }
 
+/// [`payload_plain_hash`], and the payload's compact JSON (`serde_json::to_string`) when its
+/// canonical form is that too ([`crate::jcs::to_vec_and_compact`]), so that a sequencer which stores
+/// the compact form does not encode the payload a second time.
+pub fn payload_plain_hash_and_json(payload: &serde_json::Value) -> (Hash32, Option<String>) {
+    let (canonical, compact) = crate::jcs::to_vec_and_compact(payload).expect(JCS_INFALLIBLE);
+    let mut h = tagged(domain::PAYLOAD_PLAIN);
+    h.put(&canonical);
+    let json = compact.then(|| String::from_utf8(canonical).expect("JCS output is UTF-8"));
+    (finish(h), json)
+}
+
 /// `SHA256("VES_PAYLOAD_PLAIN_V1" || salt(16) || JCS(payload))`: the `payload_plain_hash` an
 /// agent computes for an encrypted (kind 1) event. The sequencer never sees the salt, so it
 /// cannot check this value; it is bound into the payload AAD and the signing hash instead.
@@ -221,6 +232,20 @@ pub fn state_root(
 mod tests {
     use super::*;
     use sha2::Digest;
+
+    #[test]
+    fn the_hash_with_the_json_is_the_payload_hash_and_the_json_is_serde_jsons() {
+        for payload in [serde_json::json!({"b": [1, 2.5, "x\u{1}"], "a": {"n": null}}), serde_json::json!({"f": 100.0})]
+        {
+            let (hash, json) = payload_plain_hash_and_json(&payload);
+            assert_eq!(hash, payload_plain_hash(&payload));
+            if let Some(json) = json {
+                assert_eq!(json, serde_json::to_string(&payload).unwrap());
+            }
+        }
+        assert!(payload_plain_hash_and_json(&serde_json::json!({"b": 1, "a": "é"})).1.is_some());
+        assert!(payload_plain_hash_and_json(&serde_json::json!({"f": 100.0})).1.is_none());
+    }
 
     fn input(version: u32) -> SigningInput<'static> {
         SigningInput {

@@ -20,6 +20,33 @@ use serde_json::{Map, Value};
 
 /// Writes the canonical form of `value` to `out`.
 pub fn write<W: Write + ?Sized>(value: &Value, out: &mut W) -> io::Result<()> {
+    write_inner(value, out, &mut true)
+}
+
+/// The canonical bytes of `value`.
+pub fn to_vec(value: &Value) -> io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(128);
+    write(value, &mut out)?;
+    Ok(out)
+}
+
+/// The canonical bytes of `value`, and whether they are also its compact serde_json form
+/// (`serde_json::to_vec`) byte for byte, so that a caller who needs both encodes it once.
+///
+/// They are when every object's keys iterate in UTF-16 order already (serde_json's sorted maps do,
+/// unless a key holds a character at or above U+E000) and every number prints alike: an integer
+/// within ±2^53 (exact as a double, so ECMAScript prints its digits as `itoa` does), a float whose
+/// shortest form is the same in both (`12.5`, not `100.0` against `100` or `1e21` against `1e+21`).
+/// Strings are written by serde_json in both forms.
+pub fn to_vec_and_compact(value: &Value) -> io::Result<(Vec<u8>, bool)> {
+    let mut out = Vec::with_capacity(256);
+    let mut compact = true;
+    write_inner(value, &mut out, &mut compact)?;
+    Ok((out, compact))
+}
+
+/// [`write`], clearing `compact` where the output departs from serde_json's compact form.
+fn write_inner<W: Write + ?Sized>(value: &Value, out: &mut W, compact: &mut bool) -> io::Result<()> {
     match value {
         Value::Null => out.write_all(b"null"),
         Value::Bool(true) => out.write_all(b"true"),
@@ -30,7 +57,18 @@ pub fn write<W: Write + ?Sized>(value: &Value, out: &mut W) -> io::Result<()> {
                 .as_f64()
                 .filter(|f| f.is_finite())
                 .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "JCS numbers are finite doubles"))?;
-            out.write_all(ryu_js::Buffer::new().format_finite(f).as_bytes())
+            let mut buffer = ryu_js::Buffer::new();
+            let canonical = buffer.format_finite(f);
+            if *compact {
+                const EXACT: u64 = 1 << 53;
+                *compact = match (n.as_u64(), n.as_i64()) {
+                    (Some(u), _) => u <= EXACT,
+                    (None, Some(i)) => i.unsigned_abs() <= EXACT,
+                    // NB: serde_json writes a float with `ryu`'s shortest form.
+                    _ => ryu::Buffer::new().format_finite(f) == canonical,
+                };
+            }
+            out.write_all(canonical.as_bytes())
         }
         Value::String(s) => serde_json::to_writer(out, s).map_err(io::Error::from),
         Value::Array(items) => {
@@ -39,34 +77,29 @@ pub fn write<W: Write + ?Sized>(value: &Value, out: &mut W) -> io::Result<()> {
                 if i > 0 {
                     out.write_all(b",")?;
                 }
-                write(item, out)?;
+                write_inner(item, out, compact)?;
             }
             out.write_all(b"]")
         }
         Value::Object(map) => {
             out.write_all(b"{")?;
             if in_utf16_order(map) {
-                write_members(map.iter(), out)?;
+                write_members(map.iter(), out, compact)?;
             } else {
+                *compact = false;
                 let mut members: Vec<(&String, &Value)> = map.iter().collect();
                 members.sort_unstable_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
-                write_members(members.into_iter(), out)?;
+                write_members(members.into_iter(), out, compact)?;
             }
             out.write_all(b"}")
         }
     }
 }
 
-/// The canonical bytes of `value`.
-pub fn to_vec(value: &Value) -> io::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(128);
-    write(value, &mut out)?;
-    Ok(out)
-}
-
 fn write_members<'a, W: Write + ?Sized>(
     members: impl Iterator<Item = (&'a String, &'a Value)>,
     out: &mut W,
+    compact: &mut bool,
 ) -> io::Result<()> {
     for (i, (key, value)) in members.enumerate() {
         if i > 0 {
@@ -74,7 +107,7 @@ fn write_members<'a, W: Write + ?Sized>(
         }
         serde_json::to_writer(&mut *out, key).map_err(io::Error::from)?;
         out.write_all(b":")?;
-        write(value, out)?;
+        write_inner(value, out, compact)?;
     }
     Ok(())
 }
@@ -145,6 +178,41 @@ mod tests {
             let reference = serde_json_canonicalizer::to_vec(&v).unwrap();
             prop_assert_eq!(String::from_utf8(ours).unwrap(), String::from_utf8(reference).unwrap());
         }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn what_is_called_compact_is_serde_jsons_compact_form_byte_for_byte(v in value()) {
+            let (canonical, compact) = super::to_vec_and_compact(&v).unwrap();
+            prop_assert_eq!(&canonical, &super::to_vec(&v).unwrap());
+            if compact {
+                prop_assert_eq!(String::from_utf8(canonical).unwrap(), serde_json::to_string(&v).unwrap());
+            }
+        }
+    }
+
+    #[test]
+    fn a_payload_of_strings_integers_and_short_floats_is_compact_and_others_are_not() {
+        let compact = |v: Value| super::to_vec_and_compact(&v).unwrap().1;
+        assert!(compact(
+            json!({"sku": "W-1", "delta": -5, "cost": 12.5, "at": {"bin": "A\"7", "n": 9007199254740992u64}, "ok": true, "note": null, "tags": ["a", 0.001]})
+        ));
+        for v in [
+            json!(100.0),
+            json!(1e21),
+            json!(1e-7),
+            json!(-0.0),
+            json!(9007199254740993u64),
+            json!(-9007199254740993i64),
+            json!({"\u{e000}": 1, "😀": 2}),
+        ] {
+            let serde_form = serde_json::to_vec(&v).unwrap();
+            assert!(!compact(v.clone()) || super::to_vec(&v).unwrap() == serde_form, "{v}");
+        }
+        assert!(!compact(json!(100.0)));
+        assert!(!compact(json!(9007199254740993u64)));
+        assert!(!compact(json!({"\u{e000}": 1, "😀": 2})));
     }
 
     #[test]

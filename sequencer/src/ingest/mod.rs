@@ -250,7 +250,12 @@ impl Ingest {
             for &i in &refused {
                 let e = &envelopes[i];
                 let Some(s) = stored.iter().find(|s| s.event_id == e.event_id) else { continue };
-                let candidate = Candidate { envelope: e.clone(), signing_hash: e.signing_hash(), created_at: now };
+                let candidate = Candidate {
+                    envelope: e.clone(),
+                    signing_hash: e.signing_hash(),
+                    created_at: now,
+                    payload_json: None,
+                };
                 if is_exact_replay(s, &candidate)
                     && let Some(r) = crate::sequencing::receipt_of(s)
                 {
@@ -383,6 +388,7 @@ impl Ingest {
                 );
             }
         }
+        let mut payload_json = None;
         match e.payload_kind {
             0 => {
                 let Some(payload) = &e.payload else {
@@ -403,9 +409,11 @@ impl Ingest {
                 if json_contains_nul(payload) {
                     return schema("payload", "payload strings must not contain NUL characters".into());
                 }
-                if ves::hash::payload_plain_hash(payload) != e.payload_plain_hash.0 {
+                let (hash, json) = ves::hash::payload_plain_hash_and_json(payload);
+                if hash != e.payload_plain_hash.0 {
                     return rejected(Reason::InvalidPayloadHash, "Payload hash verification failed");
                 }
+                payload_json = json.map(Arc::from);
             }
             1 => {
                 if e.payload.is_some() {
@@ -426,7 +434,7 @@ impl Ingest {
             }
             k => return schema("payload_kind", format!("payload_kind must be 0 or 1, got {k}")),
         }
-        Verdict::Valid(Candidate { envelope: e.clone(), signing_hash: e.signing_hash(), created_at })
+        Verdict::Valid(Candidate { envelope: e.clone(), signing_hash: e.signing_hash(), created_at, payload_json })
     }
 }
 

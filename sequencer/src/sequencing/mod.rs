@@ -52,6 +52,9 @@ pub struct Candidate {
     pub envelope: Arc<VesEventEnvelope>,
     pub signing_hash: [u8; 32],
     pub created_at: DateTime<Utc>,
+    /// The payload's compact JSON when its check found it already encoded
+    /// (`ves::hash::payload_plain_hash_and_json`); the row encodes it otherwise.
+    pub payload_json: Option<Arc<str>>,
 }
 
 /// A sequencer receipt, in the wire shape of ves-wire.md §1.5.
@@ -672,6 +675,7 @@ impl Sequencer {
             );
             let mut row = VesEventRow::new(
                 Arc::clone(&c.envelope),
+                c.payload_json.clone(),
                 c.created_at,
                 c.signing_hash,
                 next,

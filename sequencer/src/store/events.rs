@@ -36,9 +36,10 @@ pub struct VesEventRow {
     pub sequencer_signature: Option<[u8; 64]>,
     pub leaf_hash: [u8; 32],
     /// The envelope's payload as compact JSON (`serde_json::to_string`): what the `payload` column
-    /// receives and the transparency log entry holds, encoded once for both. Private, so that it is
-    /// always the envelope's payload ([`VesEventRow::new`]).
-    payload_json: Option<String>,
+    /// receives and the transparency log entry holds, encoded once for both (or taken from the
+    /// payload hash's check, which encodes it). Private, so that it is always the envelope's payload
+    /// ([`VesEventRow::new`]).
+    payload_json: Option<std::sync::Arc<str>>,
     /// The RFC 6962 leaf hash of the event's transparency log entry, when the log is on and the
     /// entry's bytes are known before storing (`tlog::leaf_before_storing`).
     pub tlog_leaf: Option<[u8; 32]>,
@@ -46,9 +47,12 @@ pub struct VesEventRow {
 
 impl VesEventRow {
     /// A row for `envelope` numbered `sequence_number`, its payload encoded once for the column and
-    /// the log entry; `tlog_leaf` is left for the caller.
+    /// the log entry (`payload_json`, when the caller has it: the payload's compact JSON); `tlog_leaf`
+    /// is left for the caller.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         envelope: std::sync::Arc<ves::envelope::VesEventEnvelope>,
+        payload_json: Option<std::sync::Arc<str>>,
         created_at: DateTime<Utc>,
         signing_hash: [u8; 32],
         sequence_number: i64,
@@ -56,7 +60,17 @@ impl VesEventRow {
         sequencer_signature: Option<[u8; 64]>,
         leaf_hash: [u8; 32],
     ) -> Self {
-        let payload_json = envelope.payload.as_ref().map(|p| serde_json::to_string(p).expect("a Value serializes"));
+        let payload_json = envelope.payload.as_ref().map(|p| match payload_json {
+            Some(json) => {
+                debug_assert_eq!(
+                    *json,
+                    serde_json::to_string(p).expect("a Value serializes"),
+                    "the payload's own JSON"
+                );
+                json
+            }
+            None => serde_json::to_string(p).expect("a Value serializes").into(),
+        });
         VesEventRow {
             envelope,
             created_at,
