@@ -16,7 +16,9 @@ pub async fn ingest_ves(
 ) -> Result<Response> {
     let _timer = Timer::start(&state.metrics.ingest_latency);
     let response = state.ingest.ingest(&caller, req).await.inspect_err(|e| state.metrics.ingest_failed(e))?;
-    Ok(axum::Json(response).into_response())
+    // NB: what `axum::Json` answers, with the body written by `IngestResponse::to_json`.
+    let json = [(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"))];
+    Ok((json, response.to_json()).into_response())
 }
 
 /// `POST /api/v1/events/ingest`: the legacy unsigned ingest, into the same streams.

@@ -60,6 +60,87 @@ pub struct IngestResponse {
     pub receipts: Vec<Receipt>,
 }
 
+impl IngestResponse {
+    /// The answer's JSON, the bytes `serde_json::to_vec` gives.
+    ///
+    /// NB: written by hand for the receipts (every accepted event has one): serde_json scans each string
+    /// it writes for characters to escape, and a receipt is ids, a time, hex and a name that never need
+    /// escaping (`scripts/cpu-areas` on 64 streams x 100: the answer's JSON 0.6 µs per event, most of it
+    /// that scan). A string that would need escaping is written by serde_json; the rest of the answer is.
+    pub fn to_json(&self) -> Vec<u8> {
+        fn key(out: &mut Vec<u8>, first: bool, name: &str) {
+            out.push(if first { b'{' } else { b',' });
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+        }
+        fn int(out: &mut Vec<u8>, n: impl itoa::Integer) {
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        }
+        fn text(out: &mut Vec<u8>, s: &str) {
+            if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+                out.push(b'"');
+                out.extend_from_slice(s.as_bytes());
+                out.push(b'"');
+            } else {
+                serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
+            }
+        }
+        fn uuid(out: &mut Vec<u8>, id: Uuid) {
+            text(out, id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+        }
+        let mut out = Vec::with_capacity(160 + 330 * self.receipts.len());
+        key(&mut out, true, "batchId");
+        uuid(&mut out, self.batch_id);
+        key(&mut out, false, "eventsAccepted");
+        int(&mut out, self.events_accepted);
+        key(&mut out, false, "eventsRejected");
+        int(&mut out, self.events_rejected);
+        for (name, n) in [("sequenceStart", self.sequence_start), ("sequenceEnd", self.sequence_end)] {
+            key(&mut out, false, name);
+            match n {
+                Some(n) => int(&mut out, n),
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        key(&mut out, false, "headSequence");
+        int(&mut out, self.head_sequence);
+        if !self.rejections.is_empty() {
+            key(&mut out, false, "rejections");
+            serde_json::to_writer(&mut out, &self.rejections).expect("writing to a Vec cannot fail");
+        }
+        if !self.receipts.is_empty() {
+            key(&mut out, false, "receipts");
+            out.push(b'[');
+            for (i, r) in self.receipts.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                key(&mut out, true, "sequencerId");
+                uuid(&mut out, r.sequencer_id);
+                key(&mut out, false, "eventId");
+                uuid(&mut out, r.event_id);
+                key(&mut out, false, "sequenceNumber");
+                int(&mut out, r.sequence_number);
+                key(&mut out, false, "sequencedAt");
+                text(&mut out, &r.sequenced_at);
+                key(&mut out, false, "receiptHash");
+                text(&mut out, &r.receipt_hash);
+                key(&mut out, false, "signatureAlg");
+                text(&mut out, r.signature_alg);
+                key(&mut out, false, "sequencerSignature");
+                text(&mut out, &r.sequencer_signature);
+                key(&mut out, false, "sequencerKeyVersion");
+                int(&mut out, r.sequencer_key_version);
+                out.push(b'}');
+            }
+            out.push(b']');
+        }
+        out.push(b'}');
+        out
+    }
+}
+
 /// Limits that apply to a request as a whole.
 #[derive(Debug, Clone, Copy)]
 pub struct IngestLimits {
@@ -495,8 +576,11 @@ async fn verify_signatures(items: Vec<(usize, [u8; 32], [u8; 64], SignatureCheck
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+    use uuid::Uuid;
 
-    use super::json_len;
+    use super::{IngestResponse, Rejection, json_len};
+    use crate::reason::Reason;
+    use crate::sequencing::Receipt;
 
     #[test]
     fn a_payload_is_measured_as_its_compact_json() {
@@ -504,6 +588,50 @@ mod tests {
             [json!(null), json!({"a": [1, 2.5, "é\u{0}\"x"], "b": {"c": -0.0, "d": 1e300}}), json!("x".repeat(5000))]
         {
             assert_eq!(json_len(&v), serde_json::to_vec(&v).unwrap().len(), "{v}");
+        }
+    }
+
+    fn receipt(n: u64, text: &str) -> Receipt {
+        Receipt {
+            sequencer_id: Uuid::from_u128(u128::from(n) << 64 | 0xabc),
+            event_id: Uuid::from_u128(u128::MAX - u128::from(n)),
+            sequence_number: n,
+            sequenced_at: format!("2026-12-05T16:00:00.{n:06}+00:00{text}"),
+            receipt_hash: hex::encode([n as u8; 32]),
+            signature_alg: if n.is_multiple_of(2) { "ed25519" } else { "none" },
+            sequencer_signature: if n.is_multiple_of(2) { hex::encode([7u8; 64]) } else { text.to_owned() },
+            sequencer_key_version: n as u32,
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_answer_written_by_hand_is_serde_jsons_byte_for_byte(
+            text in "\\PC{0,6}|[\"\\\\\u{0}-\u{1f}\u{7f}é😀]{0,4}",
+            receipts in 0u64..4,
+            rejections in 0usize..3,
+            start in proptest::option::of(0u64..u64::MAX),
+        ) {
+            let response = IngestResponse {
+                batch_id: Uuid::from_u128(42),
+                events_accepted: receipts as u32,
+                events_rejected: rejections as u32,
+                sequence_start: start,
+                sequence_end: start.map(|s| s.saturating_add(receipts)),
+                head_sequence: u64::MAX - receipts,
+                rejections: (0..rejections)
+                    .map(|i| Rejection {
+                        event_id: Uuid::from_u128(i as u128),
+                        reason: if i == 0 { Reason::InvalidPayloadHash } else { Reason::SchemaValidation(Some(text.clone())) },
+                        message: text.repeat(i + 1),
+                    })
+                    .collect(),
+                receipts: (0..receipts).map(|n| receipt(n, &text)).collect(),
+            };
+            proptest::prop_assert_eq!(
+                String::from_utf8(response.to_json()).unwrap(),
+                serde_json::to_string(&response).unwrap()
+            );
         }
     }
 }
