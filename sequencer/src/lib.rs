@@ -27,6 +27,7 @@ pub mod dead_letter;
 pub mod error;
 pub mod fuzzing;
 pub mod ingest;
+pub mod json_out;
 pub mod limits;
 pub mod metrics;
 pub mod policy;

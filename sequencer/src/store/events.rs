@@ -7,6 +7,7 @@ use sqlx::{FromRow, PgConnection};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::json_out::Object;
 use crate::store::Store;
 
 /// A stream: the unit of sequencing.
@@ -249,87 +250,40 @@ enum EntryPayload<'a> {
 }
 
 impl SignedEntry<'_> {
-    /// Appends the entry's compact JSON to `out`.
-    ///
-    /// NB: written by hand rather than derived because serde_json scans every string it writes for
-    /// characters to escape, through the `fmt` machinery for the hex fields (`collect_str`): the ids,
-    /// hashes, signature and time are about two thirds of an entry and never need escaping, so they are
-    /// copied. The strings an agent chose are copied when they need no escaping, else written by
-    /// serde_json.
+    /// Writes the entry's compact JSON into `out` (cleared first), by hand ([`crate::json_out`]).
     fn write(&self, out: &mut Vec<u8>) {
-        fn key(out: &mut Vec<u8>, name: &str) {
-            out.push(if out.is_empty() { b'{' } else { b',' });
-            out.push(b'"');
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\":");
-        }
-        fn int(out: &mut Vec<u8>, name: &str, n: impl itoa::Integer) {
-            key(out, name);
-            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-        }
-        fn raw(out: &mut Vec<u8>, name: &str, s: &[u8]) {
-            key(out, name);
-            out.push(b'"');
-            out.extend_from_slice(s);
-            out.push(b'"');
-        }
-        fn text(out: &mut Vec<u8>, name: &str, s: &str) {
-            // NB: the characters serde_json escapes are exactly the controls, `"` and `\`. An agent's
-            // type and id names almost never hold one, and copying them skips serde_json's escape scan
-            // (a table lookup and branch per byte, then its writer calls).
-            if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-                raw(out, name, s.as_bytes());
-            } else {
-                key(out, name);
-                serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
-            }
-        }
-        fn uuid(out: &mut Vec<u8>, name: &str, id: Uuid) {
-            raw(out, name, id.hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes());
-        }
-        fn hex<const N: usize>(out: &mut Vec<u8>, name: &str, bytes: &[u8; N]) {
-            key(out, name);
-            out.extend_from_slice(b"\"0x");
-            let at = out.len();
-            out.resize(at + 2 * N, 0);
-            hex::encode_to_slice(bytes, &mut out[at..]).expect("twice the length");
-            out.push(b'"');
-        }
         out.clear();
-        int(out, "agent_key_id", self.agent_key_id);
-        hex(out, "agent_signature", self.agent_signature);
+        let mut o = Object::start(out);
+        o.int("agent_key_id", self.agent_key_id);
+        o.hex("agent_signature", self.agent_signature);
         if let Some(v) = self.base_version {
-            int(out, "base_version", v);
+            o.int("base_version", v);
         }
         if let Some(id) = self.command_id {
-            uuid(out, "command_id", id);
+            o.uuid("command_id", id);
         }
-        text(out, "created_at", self.created_at);
-        text(out, "entity_id", self.entity_id);
-        text(out, "entity_type", self.entity_type);
-        uuid(out, "event_id", self.event_id);
-        text(out, "event_type", self.event_type);
+        o.text("created_at", self.created_at);
+        o.text("entity_id", self.entity_id);
+        o.text("entity_type", self.entity_type);
+        o.uuid("event_id", self.event_id);
+        o.text("event_type", self.event_type);
         match self.payload {
-            Some(EntryPayload::Json(json)) => {
-                key(out, "payload");
-                out.extend_from_slice(json.as_bytes());
-            }
+            Some(EntryPayload::Json(json)) => o.key("payload").extend_from_slice(json.as_bytes()),
             Some(EntryPayload::Value(v)) => {
-                key(out, "payload");
-                serde_json::to_writer(&mut *out, v).expect("a Value always serializes");
+                serde_json::to_writer(o.key("payload"), v).expect("a Value always serializes");
             }
             None => {}
         }
-        hex(out, "payload_cipher_hash", self.payload_cipher_hash);
-        int(out, "payload_kind", self.payload_kind);
-        hex(out, "payload_plain_hash", self.payload_plain_hash);
-        int(out, "sequence_number", self.sequence_number);
-        raw(out, "sequenced_at", self.sequenced_at.as_bytes());
-        uuid(out, "source_agent_id", self.source_agent_id);
-        uuid(out, "store_id", self.store_id);
-        uuid(out, "tenant_id", self.tenant_id);
-        int(out, "ves_version", self.ves_version);
-        out.push(b'}');
+        o.hex("payload_cipher_hash", self.payload_cipher_hash);
+        o.int("payload_kind", self.payload_kind);
+        o.hex("payload_plain_hash", self.payload_plain_hash);
+        o.int("sequence_number", self.sequence_number);
+        o.text("sequenced_at", self.sequenced_at);
+        o.uuid("source_agent_id", self.source_agent_id);
+        o.uuid("store_id", self.store_id);
+        o.uuid("tenant_id", self.tenant_id);
+        o.int("ves_version", self.ves_version);
+        o.end();
     }
 }
 
