@@ -26,7 +26,7 @@ CREATE TABLE x_arr AS
 SELECT array_agg(sequence_number ORDER BY sequence_number) seq, array_agg(event_id) event_id,
   array_agg(entity_type::text) entity_type, array_agg(entity_id::text) entity_id, array_agg(event_type::text) event_type,
   array_agg(created_at) created_at, array_agg(source_agent_id) source_agent, array_agg(command_id) command_id,
-  array_agg(base_version) base_version, array_agg(payload::text) payload, array_agg(ves_version) ves_version,
+  array_agg(base_version) base_version, array_agg(COALESCE(payload_text, payload::text)) payload, array_agg(ves_version) ves_version,
   array_agg(agent_key_id) agent_key_id, array_agg(created_at_str) created_at_str, array_agg(payload_kind) payload_kind,
   array_agg(payload_encrypted) payload_encrypted, array_agg(payload_plain_hash) plain_hash,
   array_agg(payload_cipher_hash) cipher_hash, array_agg(event_signing_hash) signing_hash, array_agg(agent_signature) signature,

@@ -129,7 +129,8 @@ async fn a_backup_verifies_against_saved_checkpoints_and_a_damaged_one_names_the
         &pool,
         &format!(
             "DELETE FROM events WHERE tenant_id = '{}' AND sequence_number = 3; \
-             UPDATE events SET payload = '{{\"delta\": 99}}' WHERE tenant_id = '{}' AND sequence_number = 2",
+             UPDATE events SET payload = NULL, payload_text = '{{\"delta\": 99}}' \
+             WHERE tenant_id = '{}' AND sequence_number = 2",
             b.tenant_id, a.tenant_id
         ),
     )

@@ -1,7 +1,7 @@
 //! Migration 0004 on a database that already holds events: it writes the leaf runs of the existing
 //! log (at most 1024 events a run, split at any gap), and the sequencer commits from them. Migration
 //! 0013 keeps a run of the benchmark's size, and a partial hash tile, in their tables' own pages.
-//! Migration 0018: a payload stored as text reads back as the same payload stored as JSONB.
+//! Migrations 0018 and 0019: a payload stored as text reads back as the same payload stored as JSONB.
 
 mod common;
 
@@ -182,9 +182,9 @@ async fn served(api: &Api, paths: &[String]) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn migration_0018_a_payload_stored_as_text_reads_back_as_the_jsonb_one() {
+async fn migrations_0018_and_0019_a_payload_stored_as_text_reads_back_as_the_jsonb_one() {
     // Events with payloads whose JSONB and text forms differ (key order, spacing, number notation,
-    // escapes), stored as this release stores them: JSONB.
+    // escapes), stored as this release stores them (0019): the sequencer's compact JSON as text.
     let server = TestServer::start().await;
     let api = Api::admin(&server);
     let agent = Agent::random();
@@ -198,53 +198,53 @@ async fn migration_0018_a_payload_stored_as_text_reads_back_as_the_jsonb_one() {
     let events: Vec<_> = payloads.iter().map(|p| agent.builder().payload(p.clone()).sign(&agent.key)).collect();
     let (status, body) = api.ingest(agent.agent_id, &events).await;
     assert_eq!(status, 200, "{body}");
+    let pool = PgPool::connect(&server.db.url).await.unwrap();
+    let stored: Vec<(Option<serde_json::Value>, Option<String>)> = sqlx::query_as(
+        "SELECT payload, payload_text FROM ves_events WHERE tenant_id = $1 AND store_id = $2 ORDER BY sequence_number",
+    )
+    .bind(agent.tenant_id)
+    .bind(agent.store_id)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let expected: Vec<_> = payloads.iter().map(|p| (None, Some(serde_json::to_string(p).unwrap()))).collect();
+    assert_eq!(stored, expected, "each payload is stored as its compact JSON text, and not as JSONB");
     let q = format!("tenant_id={}&store_id={}", agent.tenant_id, agent.store_id);
     let reads = [
         format!("/api/v1/ves/events?{q}&from=1&limit=10"),
         format!("/api/v1/ves/entities/InventoryItem/WIDGET-001?{q}"),
         format!("/api/v1/events?{q}&from=1&limit=10"),
     ];
-    let before = served(&api, &reads).await;
+    let as_text = served(&api, &reads).await;
 
-    // The same rows as the release after 0018 writes them: the payload as the sequencer's own JSON
-    // text in `payload_text`, none in `payload`. (The log refuses updates, hence the trigger bypass.)
-    let pool = PgPool::connect(&server.db.url).await.unwrap();
+    // The same rows as every release before 0019 wrote them: the payload as JSONB, none as text. (The
+    // log refuses updates, hence the trigger bypass.)
     let mut conn = pool.acquire().await.unwrap();
     sqlx::query("SET session_replication_role = replica").execute(&mut *conn).await.unwrap();
-    for (e, p) in events.iter().zip(&payloads) {
-        let moved = sqlx::query(
-            "UPDATE ves_events SET payload_text = $1, payload = NULL WHERE tenant_id = $2 AND event_id = $3",
-        )
-        .bind(serde_json::to_string(p).unwrap())
-        .bind(agent.tenant_id)
-        .bind(e.event_id)
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-        assert_eq!(moved.rows_affected(), 1);
-    }
-    sqlx::query("SET session_replication_role = origin").execute(&mut *conn).await.unwrap();
-    let as_text: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM ves_events WHERE tenant_id = $1 AND payload IS NULL AND payload_text IS NOT NULL",
+    let moved = sqlx::query(
+        "UPDATE ves_events SET payload = payload_text::jsonb, payload_text = NULL \
+         WHERE tenant_id = $1 AND store_id = $2",
     )
     .bind(agent.tenant_id)
-    .fetch_one(&mut *conn)
+    .bind(agent.store_id)
+    .execute(&mut *conn)
     .await
     .unwrap();
-    assert_eq!(as_text, 4, "every payload is now stored as text only");
+    assert_eq!(moved.rows_affected(), 4);
+    sqlx::query("SET session_replication_role = origin").execute(&mut *conn).await.unwrap();
 
-    // Served byte for byte as before, and the stream verifies (signatures, payload hashes, leaves): its
+    // Served byte for byte the same, and the stream verifies (signatures, payload hashes, leaves): its
     // only findings are this test's own updates, which the log records as bypassing its triggers.
-    assert_eq!(served(&api, &reads).await, before, "a payload stored as text reads back as the JSONB one");
+    assert_eq!(served(&api, &reads).await, as_text, "a payload stored as text reads back as the JSONB one");
     let report =
         sequencer::verify::verify(&server.state.store, Some(agent.tenant_id), Some(agent.store_id)).await.unwrap();
     assert_eq!(report.events_checked, 4);
     let kinds: Vec<&str> = report.findings.iter().map(|f| f.kind).collect();
     assert_eq!(kinds, ["log_modified"; 4], "{:?}", report.findings);
 
-    // The new constraint: a text payload only for a plaintext event, never beside a JSONB one.
+    // The constraint of 0018: a text payload only for a plaintext event, never beside a JSONB one.
     let both = sqlx::query(
-        "UPDATE ves_events SET payload = payload_text::jsonb WHERE tenant_id = $1 AND sequence_number = 1 AND store_id = $2",
+        "UPDATE ves_events SET payload_text = payload::text WHERE tenant_id = $1 AND sequence_number = 1 AND store_id = $2",
     )
     .bind(agent.tenant_id)
     .bind(agent.store_id);

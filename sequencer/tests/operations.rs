@@ -180,7 +180,8 @@ async fn verification_finds_gaps_tampering_and_commitments_that_no_longer_match(
 
     // Tamper with one payload and delete another row, behind the sequencer's back.
     let edit = format!(
-        "UPDATE events SET payload = '{{\"delta\": 1000}}' WHERE tenant_id = '{}' AND store_id = '{}' AND sequence_number = 2",
+        "UPDATE events SET payload = NULL, payload_text = '{{\"delta\": 1000}}' \
+         WHERE tenant_id = '{}' AND store_id = '{}' AND sequence_number = 2",
         agent.tenant_id, agent.store_id
     );
     tamper(server.state.store.pool(), &format!("{edit}; {}", delete_event_sql(&agent, 4))).await;

@@ -136,8 +136,11 @@ async fn a_binary_below_the_compatibility_floor_refuses_the_schema_and_says_why(
 /// fail the request. Migration 0014 records the floor 0007 should have raised, so it refuses to start.
 #[tokio::test]
 async fn a_binary_from_before_0007_refuses_the_schema_its_dead_letter_upsert_cannot_use() {
-    let db = TestDb::migrated().await;
+    // The schema as the release with 0018 left it: 0019 raises the floor further, for its own reason
+    // (`a_binary_from_before_0018_refuses_the_schema_that_stores_payloads_as_text`).
+    let db = TestDb::create().await;
     let pool = PgPool::connect(&db.url).await.unwrap();
+    migrations_below(19).await.run(&pool).await.unwrap();
     // The statement such a binary records a dead letter with (its ON CONFLICT target), on this schema.
     let err = sqlx::query(
         "INSERT INTO dead_letter_events (id, event_id, tenant_id, store_id, reason, error_message, payload) \
@@ -168,6 +171,26 @@ async fn a_binary_from_before_0007_refuses_the_schema_its_dead_letter_upsert_can
         .await
         .expect("a binary with migration 0007 is at the floor");
     pool.close().await;
+}
+
+/// Migration 0019 stores a signed event's payload in `payload_text`, which a binary from before 0018
+/// does not read (it would serve such events without their payload and verify them as altered), and
+/// raises the floor to 18: such a binary refuses to start, and the release with 0018 still runs.
+#[tokio::test]
+async fn a_binary_from_before_0018_refuses_the_schema_that_stores_payloads_as_text() {
+    let db = TestDb::migrated().await;
+    let config = config_for(&db.url);
+    let metrics = sequencer::metrics::Metrics::new();
+    let store = sequencer::server::open_store(&config, &metrics).unwrap();
+    let err = sequencer::server::prepare_database_with(&config, &store, &migrations_below(18).await)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("knows migrations up to 17") && err.contains("needs migration 18 or newer"), "{err}");
+    assert!(err.contains("payload_text"), "the refusal names the reason: {err}");
+    sequencer::server::prepare_database_with(&config, &store, &migrations_below(19).await)
+        .await
+        .expect("a binary with migration 0018 reads payloads from either column and is at the floor");
 }
 
 /// Every statement of a migration that removes or tightens something an older binary may use, with

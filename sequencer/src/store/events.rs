@@ -36,7 +36,7 @@ pub struct VesEventRow {
     pub receipt_hash: [u8; 32],
     pub sequencer_signature: Option<[u8; 64]>,
     pub leaf_hash: [u8; 32],
-    /// The envelope's payload as compact JSON (`serde_json::to_string`): what the `payload` column
+    /// The envelope's payload as compact JSON (`serde_json::to_string`): what the `payload_text` column
     /// receives and the transparency log entry holds, encoded once for both (or taken from the
     /// payload hash's check, which encodes it). Private, so that it is always the envelope's payload
     /// ([`VesEventRow::new`]).
@@ -242,7 +242,7 @@ struct SignedEntry<'a> {
     ves_version: u32,
 }
 
-/// An entry's payload: already encoded (the compact JSON the sequencer binds to the `payload` column,
+/// An entry's payload: already encoded (the compact JSON the sequencer binds to the `payload_text` column,
 /// [`VesEventRow::payload_json`]), or a value read back.
 enum EntryPayload<'a> {
     Json(&'a str),
@@ -401,8 +401,10 @@ fn prints_with_exponent(n: &serde_json::Number) -> bool {
 }
 
 /// Every column of a stored event, as [`StoredEvent`] reads them. The payload comes from whichever of
-/// `payload` (JSONB) and `payload_text` holds it (migration 0018: a later release writes a signed
-/// event's payload as text; cast back to JSONB here, it reads exactly as if it had been stored as JSONB).
+/// `payload` (JSONB: rows written before migration 0019, legacy events) and `payload_text` (a signed
+/// event's plaintext payload since 0019) holds it; cast back to JSONB here, a payload stored as text
+/// reads exactly as if it had been stored as JSONB, so every read serves the same bytes either way.
+/// (The cast is PostgreSQL's JSONB parse, moved from every insert to the reads that return payloads.)
 const EVENT_COLUMNS: &str = "tenant_id, store_id, sequence_number, event_id, signed, entity_type, entity_id, \
      event_type, created_at, sequenced_at, source_agent_id, command_id, base_version, \
      COALESCE(payload, payload_text::jsonb) AS payload, ves_version, \
@@ -602,10 +604,12 @@ fn insert_rows_sql(tail: &str) -> String {
     format!("{INSERT_ROWS} {} {tail}", rows_select("$1", "$2", "$9"))
 }
 
-/// The head of every insert into the log, for a SELECT built by [`rows_select`].
+/// The head of every insert into the log, for a SELECT built by [`rows_select`]. A plaintext payload
+/// goes into `payload_text` as the sequencer's compact JSON, not into the JSONB `payload` (migration
+/// 0019: PostgreSQL no longer parses it on insert; readers cast it back, [`EVENT_COLUMNS`]).
 const INSERT_ROWS: &str = "INSERT INTO ves_events (tenant_id, store_id, sequence_number, event_id, signed, \
     entity_type, entity_id, event_type, created_at, sequenced_at, source_agent_id, command_id, base_version, \
-    payload, ves_version, agent_key_id, created_at_str, payload_kind, payload_encrypted, payload_plain_hash, \
+    payload_text, ves_version, agent_key_id, created_at_str, payload_kind, payload_encrypted, payload_plain_hash, \
     payload_cipher_hash, event_signing_hash, agent_signature, receipt_hash, sequencer_id, sequencer_signature, \
     leaf_hash)";
 
@@ -616,7 +620,7 @@ fn rows_select(tenant: &str, store: &str, sequenced_at: &str) -> String {
     format!(
         "SELECT {tenant}, {store}, unnest($3::bigint[]), unnest($4::uuid[]), TRUE, unnest($5::text[]), \
            unnest($6::text[]), unnest($7::text[]), unnest($8::timestamptz[]), {sequenced_at}, unnest($10::uuid[]), \
-           unnest($11::uuid[]), unnest($12::bigint[]), unnest($13::text[])::jsonb, unnest($14::int[]), \
+           unnest($11::uuid[]), unnest($12::bigint[]), unnest($13::text[]), unnest($14::int[]), \
            unnest($15::bigint[]), unnest($16::text[]), unnest($17::smallint[]), unnest($18::jsonb[]), \
            unnest($19::bytea[]), unnest($20::bytea[]), unnest($21::bytea[]), unnest($22::bytea[]), \
            unnest($23::bytea[]), $24::uuid, unnest($25::bytea[]), unnest($28::bytea[])"
