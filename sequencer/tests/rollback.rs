@@ -157,19 +157,9 @@ async fn a_binary_from_before_0007_refuses_the_schema_its_dead_letter_upsert_can
     let code = err.as_database_error().and_then(|e| e.code()).map(|c| c.to_string());
     assert_eq!(code.as_deref(), Some("42P10"), "no index matches the old conflict target: {err}");
 
-    let config = config_for(&db.url);
-    let metrics = sequencer::metrics::Metrics::new();
-    let store = sequencer::server::open_store(&config, &metrics).unwrap();
-    let err = sequencer::server::prepare_database_with(&config, &store, &migrations_below(7).await)
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("knows migrations up to 6") && err.contains("needs migration 7 or newer"), "{err}");
-    assert!(err.contains("dead-letter index"), "the refusal names the reason: {err}");
     // A binary that embeds 0007 runs on it, as every later one does.
-    sequencer::server::prepare_database_with(&config, &store, &migrations_below(8).await)
-        .await
-        .expect("a binary with migration 0007 is at the floor");
+    let err = refusal_below_floor(&db.url, 7).await;
+    assert!(err.contains("dead-letter index"), "the refusal names the reason: {err}");
     pool.close().await;
 }
 
@@ -179,18 +169,27 @@ async fn a_binary_from_before_0007_refuses_the_schema_its_dead_letter_upsert_can
 #[tokio::test]
 async fn a_binary_from_before_0018_refuses_the_schema_that_stores_payloads_as_text() {
     let db = TestDb::migrated().await;
-    let config = config_for(&db.url);
+    // A binary with migration 0018 reads payloads from either column and is at the floor.
+    let err = refusal_below_floor(&db.url, 18).await;
+    assert!(err.contains("payload_text"), "the refusal names the reason: {err}");
+}
+
+/// The refusal of a binary that embeds the migrations below `floor` on the schema at `url` (it must
+/// name what it knows and what it needs), after checking that a binary that embeds `floor` runs there.
+async fn refusal_below_floor(url: &str, floor: i64) -> String {
+    let config = config_for(url);
     let metrics = sequencer::metrics::Metrics::new();
     let store = sequencer::server::open_store(&config, &metrics).unwrap();
-    let err = sequencer::server::prepare_database_with(&config, &store, &migrations_below(18).await)
+    let err = sequencer::server::prepare_database_with(&config, &store, &migrations_below(floor).await)
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("knows migrations up to 17") && err.contains("needs migration 18 or newer"), "{err}");
-    assert!(err.contains("payload_text"), "the refusal names the reason: {err}");
-    sequencer::server::prepare_database_with(&config, &store, &migrations_below(19).await)
+    let (knows, needs) = (format!("knows migrations up to {}", floor - 1), format!("needs migration {floor} or newer"));
+    assert!(err.contains(&knows) && err.contains(&needs), "{err}");
+    sequencer::server::prepare_database_with(&config, &store, &migrations_below(floor + 1).await)
         .await
-        .expect("a binary with migration 0018 reads payloads from either column and is at the floor");
+        .unwrap_or_else(|e| panic!("a binary with migration {floor} is at the floor: {e}"));
+    err
 }
 
 /// Every statement of a migration that removes or tightens something an older binary may use, with
