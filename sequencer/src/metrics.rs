@@ -194,6 +194,11 @@ pub struct Metrics {
     pub cache_misses: Family<CacheLabels, Counter>,
     pub cache_size: Family<CacheLabels, Gauge>,
     pub dead_letter_events: Gauge,
+    /// Bytes of the log's indexes whose keys are random within a stream (sampled): see
+    /// [`crate::store::maintenance::IndexPressure`].
+    pub log_random_key_index_bytes: Gauge,
+    /// PostgreSQL's `shared_buffers` in bytes (sampled).
+    pub database_shared_buffers_bytes: Gauge,
     pub dead_letters_written: Counter,
     pub ratelimit_rejected: Family<ScopeLabels, Counter>,
     pub ingest_paused_rejections: Counter,
@@ -311,6 +316,18 @@ impl Metrics {
             "dead_letter_events",
             "Pending entries in the dead-letter queue (sampled)",
             dead_letter_events.clone(),
+        );
+        let log_random_key_index_bytes = Gauge::default();
+        registry.register(
+            "log_random_key_index_bytes",
+            "Bytes of the log's indexes whose keys are random within a stream, the event id's and the entity's (sampled)",
+            log_random_key_index_bytes.clone(),
+        );
+        let database_shared_buffers_bytes = Gauge::default();
+        registry.register(
+            "database_shared_buffers_bytes",
+            "PostgreSQL's shared_buffers, in bytes (sampled)",
+            database_shared_buffers_bytes.clone(),
         );
         let dead_letters_written = Counter::default();
         registry.register(
@@ -480,6 +497,8 @@ impl Metrics {
             cache_misses,
             cache_size,
             dead_letter_events,
+            log_random_key_index_bytes,
+            database_shared_buffers_bytes,
             dead_letters_written,
             ratelimit_rejected,
             ingest_paused_rejections,

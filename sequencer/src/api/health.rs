@@ -86,6 +86,10 @@ pub async fn metrics(State(state): State<SharedState>) -> Response {
     if let Ok(Ok(depth)) = tokio::time::timeout(Duration::from_millis(500), state.store.dead_letter_depth()).await {
         m.dead_letter_events.set(depth);
     }
+    if let Ok(Ok(pressure)) = tokio::time::timeout(Duration::from_millis(500), state.store.index_pressure()).await {
+        m.log_random_key_index_bytes.set(pressure.random_key_index_bytes);
+        m.database_shared_buffers_bytes.set(pressure.shared_buffers_bytes);
+    }
     state.reads.export_metrics(m);
     if let Some(anchor) = &state.anchor {
         anchor.export_metrics(m);

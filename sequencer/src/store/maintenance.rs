@@ -63,6 +63,20 @@ pub struct WorkerStatus {
     pub age_seconds: f64,
 }
 
+/// The log's indexes whose keys are random within a stream, against the buffers PostgreSQL has for them.
+///
+/// The event id's index (agents choose random ids) and the entity's (each event goes to the end of its
+/// own entity's entries) take a key from anywhere in their range with nearly every event. Once they
+/// outgrow `shared_buffers`, ingest into streams that keep growing slows down as the log grows (README,
+/// § Storage, "PostgreSQL settings for a large log"); the alert `SequencerLogIndexesOutgrowSharedBuffers`
+/// compares the two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromRow)]
+pub struct IndexPressure {
+    /// Both indexes, every partition of the log (`ves_events` and `legacy_events`).
+    pub random_key_index_bytes: i64,
+    pub shared_buffers_bytes: i64,
+}
+
 /// What the leader publishes.
 #[derive(Debug, Clone)]
 pub struct WorkerReport<'a> {
@@ -135,6 +149,20 @@ impl Store {
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// The sizes [`IndexPressure`] compares: `pg_relation_size` of each index file, so it reads no table.
+    pub async fn index_pressure(&self) -> Result<IndexPressure> {
+        Ok(sqlx::query_as(
+            "SELECT ((SELECT COALESCE(SUM(pg_relation_size(relid)), 0) \
+                        FROM pg_partition_tree(to_regclass('idx_events_entity')) WHERE isleaf) \
+                     + COALESCE(pg_relation_size(to_regclass('uq_ves_events_event_id')), 0) \
+                     + COALESCE(pg_relation_size(to_regclass('uq_legacy_events_event_id')), 0))::bigint \
+                       AS random_key_index_bytes, \
+                    pg_size_bytes(current_setting('shared_buffers')) AS shared_buffers_bytes",
+        )
+        .fetch_one(self.pool())
+        .await?)
     }
 
     /// The leader's last report, if any leader ever published one.
