@@ -157,7 +157,7 @@ async fn a_binary_from_before_0007_refuses_the_schema_its_dead_letter_upsert_can
     let code = err.as_database_error().and_then(|e| e.code()).map(|c| c.to_string());
     assert_eq!(code.as_deref(), Some("42P10"), "no index matches the old conflict target: {err}");
 
-    // A binary that embeds 0007 runs on it, as every later one does.
+    // A binary from before 0007 refuses the schema and says why; one that embeds 0007 runs on it.
     let err = refusal_below_floor(&db.url, 7).await;
     assert!(err.contains("dead-letter index"), "the refusal names the reason: {err}");
     pool.close().await;
