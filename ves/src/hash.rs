@@ -36,10 +36,17 @@ pub fn payload_plain_hash(payload: &serde_json::Value) -> Hash32 {
 /// the compact form does not encode the payload a second time.
 pub fn payload_plain_hash_and_json(payload: &serde_json::Value) -> (Hash32, Option<String>) {
     let (canonical, compact) = crate::jcs::to_vec_and_compact(payload).expect(JCS_INFALLIBLE);
-    let mut h = tagged(domain::PAYLOAD_PLAIN);
-    h.put(&canonical);
+    let hash = payload_plain_hash_of_jcs(&canonical);
     let json = compact.then(|| String::from_utf8(canonical).expect("JCS output is UTF-8"));
-    (finish(h), json)
+    (hash, json)
+}
+
+/// [`payload_plain_hash`] of a payload whose JCS bytes the caller already holds (from
+/// [`crate::jcs::to_vec_and_compact`], say, which also tells whether they are the compact JSON).
+pub fn payload_plain_hash_of_jcs(canonical: &[u8]) -> Hash32 {
+    let mut h = tagged(domain::PAYLOAD_PLAIN);
+    h.put(canonical);
+    finish(h)
 }
 
 /// `SHA256("VES_PAYLOAD_PLAIN_V1" || salt(16) || JCS(payload))`: the `payload_plain_hash` an
@@ -239,6 +246,7 @@ mod tests {
         {
             let (hash, json) = payload_plain_hash_and_json(&payload);
             assert_eq!(hash, payload_plain_hash(&payload));
+            assert_eq!(payload_plain_hash_of_jcs(&jcs(&payload)), hash);
             if let Some(json) = json {
                 assert_eq!(json, serde_json::to_string(&payload).unwrap());
             }

@@ -158,7 +158,11 @@ impl Ingest {
     }
 
     /// Checks that fail the whole request (ves-wire.md §1.5 handler order).
-    fn check_request(&self, caller: &Caller, req: &IngestRequest) -> Result<StreamKey> {
+    ///
+    /// Returns the stream and, for each event with a plaintext payload, the payload's canonical JSON:
+    /// the size check measures the payload by it and [`Self::validate`] hashes it, so that each payload
+    /// is encoded once, not once to be measured and again to be hashed.
+    fn check_request(&self, caller: &Caller, req: &IngestRequest) -> Result<(StreamKey, Vec<Option<Canonical>>)> {
         let first = req.events.first().ok_or_else(|| Error::BadRequest("events must not be empty".into()))?;
         let stream = StreamKey { tenant_id: first.tenant_id, store_id: first.store_id };
         if req.events.iter().any(|e| e.tenant_id != stream.tenant_id || e.store_id != stream.store_id) {
@@ -175,14 +179,17 @@ impl Ingest {
         if n > max {
             return Err(Error::PayloadTooLarge(format!("Batch exceeds max_events_per_batch ({n} > {max})")));
         }
+        let mut canonical = Vec::with_capacity(n);
         for e in &req.events {
             check_len("entity_type", &e.entity_type, 128)?;
             check_len("entity_id", &e.entity_id, 512)?;
             check_len("event_type", &e.event_type, 256)?;
-            let size = match (&e.payload, &e.payload_encrypted) {
-                (Some(p), _) => json_len(p),
-                (None, Some(p)) => json_len(p),
-                (None, None) => 0,
+            let plain = e.payload.as_ref().map(Canonical::of);
+            let size = match (&e.payload, &plain, &e.payload_encrypted) {
+                (Some(_), Some(c), _) if c.compact => c.bytes.len(),
+                (Some(p), _, _) => json_len(p),
+                (None, _, Some(p)) => json_len(p),
+                (None, _, None) => 0,
             };
             let max = self.limits.max_event_payload_size;
             if size > max {
@@ -191,24 +198,26 @@ impl Ingest {
                     e.event_id
                 )));
             }
+            canonical.push(plain);
         }
-        Ok(stream)
+        Ok((stream, canonical))
     }
 
     /// Ingests a batch of signed events of one stream.
     pub async fn ingest(&self, caller: &Caller, req: IngestRequest) -> Result<IngestResponse> {
-        let stream = self.check_request(caller, &req)?;
+        let (stream, canonical) = self.check_request(caller, &req)?;
         let envelopes: Vec<Arc<VesEventEnvelope>> = req.events.into_iter().map(Arc::new).collect();
 
         // Per-event checks that need no database.
         let mut seen_ids = HashSet::new();
         let mut verdicts: Vec<Verdict> = envelopes
             .iter()
-            .map(|e| {
+            .zip(canonical)
+            .map(|(e, canonical)| {
                 if !seen_ids.insert(e.event_id) {
                     return rejected(Reason::DuplicateEventId, format!("Event {} duplicated in batch", e.event_id));
                 }
-                self.validate(e)
+                self.validate(e, canonical)
             })
             .collect();
 
@@ -380,8 +389,9 @@ impl Ingest {
         Ok(response)
     }
 
-    /// The per-event checks of ves-wire.md §3.1 pass 2 that need neither a key nor the database.
-    fn validate(&self, e: &Arc<VesEventEnvelope>) -> Verdict {
+    /// The per-event checks of ves-wire.md §3.1 pass 2 that need neither a key nor the database;
+    /// `canonical` is the plaintext payload's, from [`Self::check_request`].
+    fn validate(&self, e: &Arc<VesEventEnvelope>, canonical: Option<Canonical>) -> Verdict {
         let schema = |field: &str, message: String| rejected(Reason::SchemaValidation(Some(field.into())), message);
         match e.ves_version {
             1 if self.limits.require_signed_execution_controls => {
@@ -433,7 +443,7 @@ impl Ingest {
         let mut payload_json = None;
         match e.payload_kind {
             0 => {
-                let Some(payload) = &e.payload else {
+                let (Some(payload), Some(canonical)) = (&e.payload, canonical) else {
                     return schema("payload", "payload is required when payload_kind is 0".into());
                 };
                 if e.payload_encrypted.is_some() {
@@ -451,11 +461,10 @@ impl Ingest {
                 if json_contains_nul(payload) {
                     return schema("payload", "payload strings must not contain NUL characters".into());
                 }
-                let (hash, json) = ves::hash::payload_plain_hash_and_json(payload);
-                if hash != e.payload_plain_hash.0 {
+                if ves::hash::payload_plain_hash_of_jcs(&canonical.bytes) != e.payload_plain_hash.0 {
                     return rejected(Reason::InvalidPayloadHash, "Payload hash verification failed");
                 }
-                payload_json = json.map(Arc::from);
+                payload_json = canonical.into_compact_json();
             }
             1 => {
                 if e.payload.is_some() {
@@ -477,6 +486,26 @@ impl Ingest {
             k => return schema("payload_kind", format!("payload_kind must be 0 or 1, got {k}")),
         }
         Verdict::Valid(Candidate { envelope: e.clone(), signing_hash: e.signing_hash(), created_at, payload_json })
+    }
+}
+
+/// A plaintext payload's RFC 8785 bytes, and whether they are also its compact JSON
+/// (`serde_json::to_vec`), which the row stores ([`ves::jcs::to_vec_and_compact`]).
+struct Canonical {
+    bytes: Vec<u8>,
+    compact: bool,
+}
+
+impl Canonical {
+    fn of(payload: &serde_json::Value) -> Self {
+        // NB: JCS fails only on a non-finite number, which a `serde_json::Value` cannot hold.
+        let (bytes, compact) = ves::jcs::to_vec_and_compact(payload).expect("JCS of a serde_json::Value cannot fail");
+        Canonical { bytes, compact }
+    }
+
+    /// The payload's compact JSON, when the canonical bytes are that too.
+    fn into_compact_json(self) -> Option<Arc<str>> {
+        self.compact.then(|| Arc::from(String::from_utf8(self.bytes).expect("JCS output is UTF-8")))
     }
 }
 
@@ -539,7 +568,7 @@ mod tests {
     use serde_json::json;
     use uuid::Uuid;
 
-    use super::{IngestResponse, Rejection, json_len};
+    use super::{Canonical, IngestResponse, Rejection, json_len};
     use crate::reason::Reason;
     use crate::sequencing::Receipt;
 
@@ -550,6 +579,22 @@ mod tests {
         {
             assert_eq!(json_len(&v), serde_json::to_vec(&v).unwrap().len(), "{v}");
         }
+    }
+
+    #[test]
+    fn canonical_bytes_stand_for_the_compact_json_only_when_they_are_it() {
+        // Sorted keys and exact integers: the canonical bytes are the compact JSON, and measure it.
+        let same = json!({"a": 1, "b": [true, "x\u{1}"], "c": {"d": null}});
+        let c = Canonical::of(&same);
+        assert!(c.compact);
+        assert_eq!(c.bytes, serde_json::to_vec(&same).unwrap());
+        assert_eq!(c.into_compact_json().as_deref(), Some(serde_json::to_string(&same).unwrap().as_str()));
+        // `100.0` is `100` in JCS: not the compact JSON, so the size check measures the payload itself.
+        let other = json!({"f": 100.0});
+        let c = Canonical::of(&other);
+        assert!(!c.compact);
+        assert_ne!(c.bytes.len(), json_len(&other));
+        assert!(c.into_compact_json().is_none());
     }
 
     fn receipt(n: u64, text: &str) -> Receipt {
