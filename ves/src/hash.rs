@@ -31,22 +31,44 @@ pub fn payload_plain_hash(payload: &serde_json::Value) -> Hash32 {
     finish(h)
 }
 
-/// [`payload_plain_hash`], and the payload's compact JSON (`serde_json::to_string`) when its
-/// canonical form is that too ([`crate::jcs::to_vec_and_compact`]), so that a sequencer which stores
-/// the compact form does not encode the payload a second time.
-pub fn payload_plain_hash_and_json(payload: &serde_json::Value) -> (Hash32, Option<String>) {
-    let (canonical, compact) = crate::jcs::to_vec_and_compact(payload).expect(JCS_INFALLIBLE);
-    let hash = payload_plain_hash_of_jcs(&canonical);
-    let json = compact.then(|| String::from_utf8(canonical).expect("JCS output is UTF-8"));
-    (hash, json)
+/// A plaintext payload's JCS bytes, encoded once for everything a sequencer does with them: measure the
+/// payload, check its [`payload_plain_hash`], and store its compact JSON (`serde_json::to_string`), which
+/// the canonical bytes are too when every key iterates in UTF-16 order and every number prints alike
+/// ([`crate::jcs::to_vec_and_compact`]).
+#[derive(Debug, Clone)]
+pub struct CanonicalPayload {
+    bytes: Vec<u8>,
+    compact: bool,
 }
 
-/// [`payload_plain_hash`] of a payload whose JCS bytes the caller already holds (from
-/// [`crate::jcs::to_vec_and_compact`], say, which also tells whether they are the compact JSON).
-pub fn payload_plain_hash_of_jcs(canonical: &[u8]) -> Hash32 {
-    let mut h = tagged(domain::PAYLOAD_PLAIN);
-    h.put(canonical);
-    finish(h)
+impl CanonicalPayload {
+    /// Encodes `payload` once.
+    pub fn of(payload: &serde_json::Value) -> Self {
+        let (bytes, compact) = crate::jcs::to_vec_and_compact(payload).expect(JCS_INFALLIBLE);
+        CanonicalPayload { bytes, compact }
+    }
+
+    /// The JCS bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The length of the payload's compact JSON, when the canonical bytes are that too.
+    pub fn compact_len(&self) -> Option<usize> {
+        self.compact.then_some(self.bytes.len())
+    }
+
+    /// The payload's [`payload_plain_hash`].
+    pub fn plain_hash(&self) -> Hash32 {
+        let mut h = tagged(domain::PAYLOAD_PLAIN);
+        h.put(&self.bytes);
+        finish(h)
+    }
+
+    /// The payload's compact JSON, when the canonical bytes are that too.
+    pub fn into_compact_json(self) -> Option<String> {
+        self.compact.then(|| String::from_utf8(self.bytes).expect("JCS output is UTF-8"))
+    }
 }
 
 /// `SHA256("VES_PAYLOAD_PLAIN_V1" || salt(16) || JCS(payload))`: the `payload_plain_hash` an
@@ -241,18 +263,21 @@ mod tests {
     use sha2::Digest;
 
     #[test]
-    fn the_hash_with_the_json_is_the_payload_hash_and_the_json_is_serde_jsons() {
+    fn the_canonical_payload_hashes_as_the_payload_and_its_json_is_serde_jsons() {
         for payload in [serde_json::json!({"b": [1, 2.5, "x\u{1}"], "a": {"n": null}}), serde_json::json!({"f": 100.0})]
         {
-            let (hash, json) = payload_plain_hash_and_json(&payload);
-            assert_eq!(hash, payload_plain_hash(&payload));
-            assert_eq!(payload_plain_hash_of_jcs(&jcs(&payload)), hash);
-            if let Some(json) = json {
+            let canonical = CanonicalPayload::of(&payload);
+            assert_eq!(canonical.plain_hash(), payload_plain_hash(&payload));
+            assert_eq!(canonical.as_bytes(), jcs(&payload));
+            if let Some(len) = canonical.compact_len() {
+                assert_eq!(len, serde_json::to_vec(&payload).unwrap().len());
+            }
+            if let Some(json) = canonical.into_compact_json() {
                 assert_eq!(json, serde_json::to_string(&payload).unwrap());
             }
         }
-        assert!(payload_plain_hash_and_json(&serde_json::json!({"b": 1, "a": "é"})).1.is_some());
-        assert!(payload_plain_hash_and_json(&serde_json::json!({"f": 100.0})).1.is_none());
+        assert!(CanonicalPayload::of(&serde_json::json!({"b": 1, "a": "é"})).into_compact_json().is_some());
+        assert!(CanonicalPayload::of(&serde_json::json!({"f": 100.0})).into_compact_json().is_none());
     }
 
     fn input(version: u32) -> SigningInput<'static> {

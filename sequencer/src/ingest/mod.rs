@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use ves::envelope::VesEventEnvelope;
+use ves::hash::CanonicalPayload;
 
 use crate::auth::Caller;
 use crate::error::{Error, Result};
@@ -162,7 +163,11 @@ impl Ingest {
     /// Returns the stream and, for each event with a plaintext payload, the payload's canonical JSON:
     /// the size check measures the payload by it and [`Self::validate`] hashes it, so that each payload
     /// is encoded once, not once to be measured and again to be hashed.
-    fn check_request(&self, caller: &Caller, req: &IngestRequest) -> Result<(StreamKey, Vec<Option<Canonical>>)> {
+    fn check_request(
+        &self,
+        caller: &Caller,
+        req: &IngestRequest,
+    ) -> Result<(StreamKey, Vec<Option<CanonicalPayload>>)> {
         let first = req.events.first().ok_or_else(|| Error::BadRequest("events must not be empty".into()))?;
         let stream = StreamKey { tenant_id: first.tenant_id, store_id: first.store_id };
         if req.events.iter().any(|e| e.tenant_id != stream.tenant_id || e.store_id != stream.store_id) {
@@ -184,12 +189,13 @@ impl Ingest {
             check_len("entity_type", &e.entity_type, 128)?;
             check_len("entity_id", &e.entity_id, 512)?;
             check_len("event_type", &e.event_type, 256)?;
-            let plain = e.payload.as_ref().map(Canonical::of);
-            let size = match (&e.payload, &plain, &e.payload_encrypted) {
-                (Some(_), Some(c), _) if c.compact => c.bytes.len(),
-                (Some(p), _, _) => json_len(p),
-                (None, _, Some(p)) => json_len(p),
-                (None, _, None) => 0,
+            let plain = e.payload.as_ref().map(CanonicalPayload::of);
+            let size = match (plain.as_ref().and_then(CanonicalPayload::compact_len), &e.payload, &e.payload_encrypted)
+            {
+                (Some(len), _, _) => len,
+                (None, Some(p), _) => json_len(p),
+                (None, None, Some(p)) => json_len(p),
+                (None, None, None) => 0,
             };
             let max = self.limits.max_event_payload_size;
             if size > max {
@@ -391,7 +397,7 @@ impl Ingest {
 
     /// The per-event checks of ves-wire.md §3.1 pass 2 that need neither a key nor the database;
     /// `canonical` is the plaintext payload's, from [`Self::check_request`].
-    fn validate(&self, e: &Arc<VesEventEnvelope>, canonical: Option<Canonical>) -> Verdict {
+    fn validate(&self, e: &Arc<VesEventEnvelope>, canonical: Option<CanonicalPayload>) -> Verdict {
         let schema = |field: &str, message: String| rejected(Reason::SchemaValidation(Some(field.into())), message);
         match e.ves_version {
             1 if self.limits.require_signed_execution_controls => {
@@ -461,10 +467,10 @@ impl Ingest {
                 if json_contains_nul(payload) {
                     return schema("payload", "payload strings must not contain NUL characters".into());
                 }
-                if ves::hash::payload_plain_hash_of_jcs(&canonical.bytes) != e.payload_plain_hash.0 {
+                if canonical.plain_hash() != e.payload_plain_hash.0 {
                     return rejected(Reason::InvalidPayloadHash, "Payload hash verification failed");
                 }
-                payload_json = canonical.into_compact_json();
+                payload_json = canonical.into_compact_json().map(Arc::from);
             }
             1 => {
                 if e.payload.is_some() {
@@ -486,26 +492,6 @@ impl Ingest {
             k => return schema("payload_kind", format!("payload_kind must be 0 or 1, got {k}")),
         }
         Verdict::Valid(Candidate { envelope: e.clone(), signing_hash: e.signing_hash(), created_at, payload_json })
-    }
-}
-
-/// A plaintext payload's RFC 8785 bytes, and whether they are also its compact JSON
-/// (`serde_json::to_vec`), which the row stores ([`ves::jcs::to_vec_and_compact`]).
-struct Canonical {
-    bytes: Vec<u8>,
-    compact: bool,
-}
-
-impl Canonical {
-    fn of(payload: &serde_json::Value) -> Self {
-        // NB: JCS fails only on a non-finite number, which a `serde_json::Value` cannot hold.
-        let (bytes, compact) = ves::jcs::to_vec_and_compact(payload).expect("JCS of a serde_json::Value cannot fail");
-        Canonical { bytes, compact }
-    }
-
-    /// The payload's compact JSON, when the canonical bytes are that too.
-    fn into_compact_json(self) -> Option<Arc<str>> {
-        self.compact.then(|| Arc::from(String::from_utf8(self.bytes).expect("JCS output is UTF-8")))
     }
 }
 
@@ -568,7 +554,7 @@ mod tests {
     use serde_json::json;
     use uuid::Uuid;
 
-    use super::{Canonical, IngestResponse, Rejection, json_len};
+    use super::{CanonicalPayload, IngestResponse, Rejection, json_len};
     use crate::reason::Reason;
     use crate::sequencing::Receipt;
 
@@ -585,15 +571,15 @@ mod tests {
     fn canonical_bytes_stand_for_the_compact_json_only_when_they_are_it() {
         // Sorted keys and exact integers: the canonical bytes are the compact JSON, and measure it.
         let same = json!({"a": 1, "b": [true, "x\u{1}"], "c": {"d": null}});
-        let c = Canonical::of(&same);
-        assert!(c.compact);
-        assert_eq!(c.bytes, serde_json::to_vec(&same).unwrap());
+        let c = CanonicalPayload::of(&same);
+        assert_eq!(c.compact_len(), Some(serde_json::to_vec(&same).unwrap().len()));
+        assert_eq!(c.as_bytes(), serde_json::to_vec(&same).unwrap());
         assert_eq!(c.into_compact_json().as_deref(), Some(serde_json::to_string(&same).unwrap().as_str()));
         // `100.0` is `100` in JCS: not the compact JSON, so the size check measures the payload itself.
         let other = json!({"f": 100.0});
-        let c = Canonical::of(&other);
-        assert!(!c.compact);
-        assert_ne!(c.bytes.len(), json_len(&other));
+        let c = CanonicalPayload::of(&other);
+        assert!(c.compact_len().is_none());
+        assert_ne!(c.as_bytes().len(), json_len(&other));
         assert!(c.into_compact_json().is_none());
     }
 

@@ -53,7 +53,7 @@ pub struct Candidate {
     pub signing_hash: [u8; 32],
     pub created_at: DateTime<Utc>,
     /// The payload's compact JSON when its check found it already encoded
-    /// (`ves::hash::payload_plain_hash_and_json`); the row encodes it otherwise.
+    /// (`ves::hash::CanonicalPayload`); the row encodes it otherwise.
     pub payload_json: Option<Arc<str>>,
 }
 
