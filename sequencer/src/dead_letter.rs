@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 use uuid::Uuid;
-use ves::envelope::VesEventEnvelope;
+use ves::envelope::{RawPayload, VesEventEnvelope};
 
 use crate::auth::Caller;
 use crate::error::{Error, Result};
@@ -63,7 +63,7 @@ pub async fn retry(store: &Store, ingest: &Ingest, letter: &DeadLetter) -> Resul
     if letter.source != "ves" {
         return Err(Error::BadRequest(format!("dead letters from the {} ingest cannot be replayed", letter.source)));
     }
-    let envelope: VesEventEnvelope = match serde_json::from_value(letter.payload.clone()) {
+    let envelope: VesEventEnvelope<RawPayload> = match serde_json::from_value(letter.payload.clone()) {
         Ok(e) => e,
         Err(e) => {
             let reason = Reason::SchemaValidation(Some("payload".into()));

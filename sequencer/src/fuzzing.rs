@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use serde::Deserialize;
-use ves::{Hex32, PayloadEncrypted, Sig64, VesEventEnvelope};
+use ves::{Hex32, PayloadEncrypted, RawPayload, Sig64, VesEventEnvelope};
 
 /// The ingest body as the API reads it.
 #[derive(Deserialize)]
@@ -14,7 +14,7 @@ use ves::{Hex32, PayloadEncrypted, Sig64, VesEventEnvelope};
 struct IngestBody {
     #[allow(dead_code)]
     agent_id: uuid::Uuid,
-    events: Vec<VesEventEnvelope>,
+    events: Vec<VesEventEnvelope<RawPayload>>,
 }
 
 /// `POST /api/v1/ves/events/ingest` bodies: JSON, envelopes, their hashes and signature checks, the
@@ -30,8 +30,20 @@ pub fn ingest_envelope(data: &[u8]) {
             encrypted(p);
         }
         if let Some(payload) = &event.payload {
-            let _ = ves::hash::payload_plain_hash(payload);
+            raw_payload(payload);
         }
+    }
+}
+
+/// A payload as ingest reads it: a text taken as its own canonical form is the canonical and the
+/// compact form of its parse.
+fn raw_payload(payload: &RawPayload) {
+    let Ok(value) = payload.to_value() else { return };
+    let hash = ves::hash::payload_plain_hash(&value);
+    if let Some(taken) = ves::hash::CanonicalPayload::of_canonical_text(payload.get()) {
+        assert_eq!(taken.as_bytes(), ves::hash::jcs(&value), "taken as canonical: {}", payload.get());
+        assert_eq!(taken.plain_hash(), hash);
+        assert_eq!(serde_json::to_string(&value).unwrap(), payload.get(), "taken as compact");
     }
 }
 

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use uuid::Uuid;
-use ves::envelope::VesEventEnvelope;
+use ves::envelope::{RawPayload, VesEventEnvelope};
 
 /// The reason written into an ingest rejection (and the `sequencer_events_rejected_total` label) when
 /// an event breaks its agent's policy.
@@ -70,7 +70,7 @@ impl PolicyCache {
         &self,
         tenant_id: Uuid,
         agent_id: Uuid,
-        events: &[Arc<VesEventEnvelope>],
+        events: &[Arc<VesEventEnvelope<RawPayload>>],
     ) -> crate::error::Result<Vec<(usize, Violation)>> {
         let policy = match self.cache.get(&(tenant_id, agent_id)).await {
             Some(p) => p,
@@ -99,7 +99,7 @@ pub fn matches_any(rules: &[String], value: &str) -> bool {
 
 impl AgentPolicy {
     /// The first rule this event breaks, if any.
-    pub fn check(&self, event: &VesEventEnvelope) -> Result<(), Violation> {
+    pub fn check(&self, event: &VesEventEnvelope<RawPayload>) -> Result<(), Violation> {
         if !self.enabled {
             return Ok(());
         }
@@ -114,7 +114,12 @@ impl AgentPolicy {
         }
         if let Some(limit) = self.max_payload_bytes {
             let size = match (&event.payload, &event.payload_encrypted) {
-                (Some(p), _) => serde_json::to_vec(p).map(|v| v.len()).unwrap_or(usize::MAX),
+                // NB: the length of the payload's compact JSON, as it is stored: its text when that is
+                // canonical, which is compact too.
+                (Some(p), _) if ves::jcs::is_canonical(p.get()) => p.get().len(),
+                (Some(p), _) => {
+                    p.to_value().and_then(|v| serde_json::to_vec(&v)).map(|v| v.len()).unwrap_or(usize::MAX)
+                }
                 (None, Some(p)) => serde_json::to_vec(p).map(|v| v.len()).unwrap_or(usize::MAX),
                 (None, None) => 0,
             };
@@ -162,7 +167,12 @@ mod tests {
         }
     }
 
-    fn event(entity: &str, event_type: &str, base: Option<u64>, payload: serde_json::Value) -> VesEventEnvelope {
+    fn event(
+        entity: &str,
+        event_type: &str,
+        base: Option<u64>,
+        payload: serde_json::Value,
+    ) -> VesEventEnvelope<RawPayload> {
         let mut b = EventBuilder::new(Uuid::nil(), Uuid::nil(), Uuid::nil(), 1)
             .entity(entity, "E-1")
             .event_type(event_type)
@@ -170,7 +180,7 @@ mod tests {
         if let Some(v) = base {
             b = b.base_version(v);
         }
-        b.sign(&SigningKey::from_bytes(&[1; 32]))
+        b.sign(&SigningKey::from_bytes(&[1; 32])).map_payload(|p| RawPayload::from_value(&p))
     }
 
     #[test]

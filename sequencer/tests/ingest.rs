@@ -461,3 +461,109 @@ async fn entity_history_returns_the_entitys_events_in_order() {
     let (_, body) = api.get(&format!("/api/v1/ves/head?{q}")).await;
     assert_eq!(body["head_sequence"], 5);
 }
+
+/// Posts `events` (each an envelope whose `payload` member is replaced by the raw text given with it)
+/// as written here, not re-encoded: a client in another language sends its own formatting.
+async fn ingest_raw(api: &Api, agent: &Agent, events: &[(VesEventEnvelope, &str)]) -> (u16, Value) {
+    let events: Vec<String> = events
+        .iter()
+        .map(|(e, payload)| {
+            let mut without = serde_json::to_value(e).unwrap();
+            without.as_object_mut().unwrap().remove("payload");
+            let text = serde_json::to_string(&without).unwrap();
+            format!("{},\"payload\":{payload}}}", &text[..text.len() - 1])
+        })
+        .collect();
+    let body = format!("{{\"agentId\":\"{}\",\"events\":[{}]}}", agent.agent_id, events.join(","));
+    let resp = api.request(reqwest::Method::POST, "/api/v1/ves/events/ingest").body(body).send().await.unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_payload_is_hashed_as_its_canonical_form_and_stored_as_its_compact_json_however_it_was_written() {
+    let server = TestServer::start().await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    api.register_key(&agent).await;
+    // As sent: canonical already (taken as it is), and two that are not (whitespace and keys out of
+    // order, as a JavaScript or Python client writes them; `1.0`, `1e2`, `0.000001` and an escaped `/`).
+    let texts = [
+        r#"{"a":[1,2.5,"é"],"b":{"c":null,"d":true}}"#,
+        "{ \"sku\" : \"A-1\",\n  \"delta\": -3, \"at\": {\"z\": 1, \"bin\": \"B/7\"} }",
+        r#"{"f":1.0,"g":1e2,"h":"a\/b","i":0.000001}"#,
+    ];
+    let events: Vec<(VesEventEnvelope, &str)> = texts
+        .iter()
+        .enumerate()
+        .map(|(n, text)| {
+            let parsed: Value = serde_json::from_str(text).unwrap();
+            (
+                agent
+                    .builder()
+                    .entity("Item", format!("I-{n}"))
+                    .event_type("Adjusted")
+                    .payload(parsed)
+                    .sign(&agent.key),
+                *text,
+            )
+        })
+        .collect();
+    let (status, body) = ingest_raw(&api, &agent, &events).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["eventsAccepted"], 3, "{body}");
+    let stored: Vec<String> = sqlx::query_scalar(
+        "SELECT payload_text FROM ves_events WHERE tenant_id = $1 AND store_id = $2 ORDER BY sequence_number",
+    )
+    .bind(agent.tenant_id)
+    .bind(agent.store_id)
+    .fetch_all(server.state.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(stored.len(), 3);
+    for (text, (envelope, sent)) in stored.iter().zip(&events) {
+        let parsed: Value = serde_json::from_str(sent).unwrap();
+        assert_eq!(*text, serde_json::to_string(&parsed).unwrap(), "stored as the compact JSON of {sent}");
+        assert_eq!(Some(&parsed), envelope.payload.as_ref());
+    }
+    assert_eq!(stored[0], texts[0], "a canonical payload is stored as it was sent");
+    // Served as before, and still verifying.
+    let (status, body) = api
+        .get(&format!("/api/v1/ves/events?tenant_id={}&store_id={}&from=1&limit=10", agent.tenant_id, agent.store_id))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for (served, (envelope, _)) in body["events"].as_array().unwrap().iter().zip(&events) {
+        let read: VesEventEnvelope = serde_json::from_value(served.clone()).unwrap();
+        assert_eq!(read.payload, envelope.payload);
+        assert!(read.verify_signature(&agent.key.verifying_key()));
+    }
+}
+
+#[tokio::test]
+async fn a_payload_nested_deeper_than_a_request_may_be_is_a_400_and_stores_nothing() {
+    let server = TestServer::start().await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    api.register_key(&agent).await;
+    let event = agent.event(1);
+    // 124 levels parse within a request (serde_json's 128 less the body, `events` and the event);
+    // one more never did, whether the text is canonical or not.
+    let fits = format!("{}{}", "[".repeat(124), "]".repeat(124));
+    for (levels, text) in
+        [(125, format!("[{fits}]")), (125, format!("[ {fits}]")), (5000, "[".repeat(5000) + &"]".repeat(5000))]
+    {
+        let (status, body) = ingest_raw(&api, &agent, &[(event.clone(), &text)]).await;
+        assert_eq!(status, 400, "{levels} levels: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("events[0].payload") && message.contains("recursion limit exceeded"), "{body}");
+    }
+    let (status, body) = api
+        .get(&format!("/api/v1/ves/events?tenant_id={}&store_id={}&from=1&limit=10", agent.tenant_id, agent.store_id))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["count"], 0, "{body}");
+    // At 124 levels the payload is read (and here refused for its hash, as the event was signed over
+    // another payload): the limit is the request's, not lower.
+    let (status, body) = ingest_raw(&api, &agent, &[(event, &fits)]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rejections"][0]["reason"], "invalid_payload_hash", "{body}");
+}

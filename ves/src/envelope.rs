@@ -21,8 +21,13 @@ use crate::{Hash32, ZERO_HASH, verify};
 ///
 /// Input fields the server assigns (`sequence_number`, `sequenced_at`) and fields this crate
 /// does not interpret (`agent_signature_bundle`) are ignored when deserializing.
+///
+/// `P` is how the plaintext payload is held: a `serde_json::Value` (the default, what clients build),
+/// or a [`RawPayload`], the JSON text as it arrived, which is what a server that only hashes and
+/// stores the payload reads it as.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct VesEventEnvelope {
+#[serde(bound(deserialize = "P: Deserialize<'de>"))]
+pub struct VesEventEnvelope<P = serde_json::Value> {
     /// Signing layout version: 1 (ves-wire §2.4) or 2 (SPEC §2).
     pub ves_version: u32,
     /// Globally unique event id.
@@ -47,7 +52,7 @@ pub struct VesEventEnvelope {
     pub payload_kind: u32,
     /// The plaintext payload (kind 0). JSON `null` reads as absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payload: Option<serde_json::Value>,
+    pub payload: Option<P>,
     /// The encrypted payload (kind 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload_encrypted: Option<PayloadEncrypted>,
@@ -68,7 +73,7 @@ pub struct VesEventEnvelope {
     pub base_version: Option<u64>,
 }
 
-impl VesEventEnvelope {
+impl<P> VesEventEnvelope<P> {
     /// The signed fields, borrowed.
     pub fn signing_input(&self) -> SigningInput<'_> {
         SigningInput {
@@ -104,6 +109,65 @@ impl VesEventEnvelope {
     /// Whether `agent_signature` is a valid signature of the signing hash under `key`.
     pub fn verify_signature(&self, key: &VerifyingKey) -> bool {
         verify::verify_one(&self.agent_signature.0, &self.signing_hash(), key)
+    }
+
+    /// The same envelope with its payload held as `f` makes it (e.g. [`RawPayload::from_value`]).
+    pub fn map_payload<Q>(self, f: impl FnOnce(P) -> Q) -> VesEventEnvelope<Q> {
+        VesEventEnvelope {
+            ves_version: self.ves_version,
+            event_id: self.event_id,
+            tenant_id: self.tenant_id,
+            store_id: self.store_id,
+            source_agent_id: self.source_agent_id,
+            agent_key_id: self.agent_key_id,
+            entity_type: self.entity_type,
+            entity_id: self.entity_id,
+            event_type: self.event_type,
+            created_at: self.created_at,
+            payload_kind: self.payload_kind,
+            payload: self.payload.map(f),
+            payload_encrypted: self.payload_encrypted,
+            payload_plain_hash: self.payload_plain_hash,
+            payload_cipher_hash: self.payload_cipher_hash,
+            agent_signature: self.agent_signature,
+            agent_signature_scheme: self.agent_signature_scheme,
+            command_id: self.command_id,
+            base_version: self.base_version,
+        }
+    }
+}
+
+/// A plaintext payload as its JSON text, checked to be JSON but not parsed into a tree.
+///
+/// The sequencer reads every payload this way: most payloads are already in their canonical form
+/// (RFC 8785, [`crate::jcs::is_canonical`]), and then the text itself is what is hashed, stored and
+/// served, with no `Value` to build, walk and drop. Any other payload is parsed ([`Self::to_value`]).
+#[derive(Serialize, Deserialize, Clone, Debug)]
+#[serde(transparent)]
+pub struct RawPayload(Box<serde_json::value::RawValue>);
+
+impl RawPayload {
+    /// The payload's JSON text, exactly as it arrived (within the request, without surrounding
+    /// whitespace).
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The payload parsed, as a `VesEventEnvelope<Value>` holds it. The text is valid JSON, but may
+    /// nest deeper than serde_json parses (128 levels), which is the one way this fails.
+    pub fn to_value(&self) -> serde_json::Result<serde_json::Value> {
+        serde_json::from_str(self.get())
+    }
+
+    /// The text of `value`'s compact JSON.
+    pub fn from_value(value: &serde_json::Value) -> Self {
+        RawPayload(serde_json::value::to_raw_value(value).expect("a Value serializes"))
+    }
+}
+
+impl PartialEq for RawPayload {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
     }
 }
 

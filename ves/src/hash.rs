@@ -48,6 +48,12 @@ impl CanonicalPayload {
         CanonicalPayload { bytes, compact }
     }
 
+    /// The payload whose JSON text is `text`, when that text is already canonical and compact
+    /// ([`crate::jcs::is_canonical`]): taken as it is, with nothing parsed or encoded.
+    pub fn of_canonical_text(text: &str) -> Option<Self> {
+        crate::jcs::is_canonical(text).then(|| CanonicalPayload { bytes: text.as_bytes().to_vec(), compact: true })
+    }
+
     /// The JCS bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
@@ -277,6 +283,13 @@ mod tests {
             }
         }
         assert!(CanonicalPayload::of(&serde_json::json!({"b": 1, "a": "é"})).into_compact_json().is_some());
+        // A text that is its canonical form is taken as it is, and hashes as its parse does.
+        let text = r#"{"a":"é","b":[1,2.5]}"#;
+        let taken = CanonicalPayload::of_canonical_text(text).expect("canonical");
+        let parsed: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(taken.plain_hash(), payload_plain_hash(&parsed));
+        assert_eq!(taken.into_compact_json().as_deref(), Some(text));
+        assert!(CanonicalPayload::of_canonical_text(r#"{"b":1,"a":2}"#).is_none());
         assert!(CanonicalPayload::of(&serde_json::json!({"f": 100.0})).into_compact_json().is_none());
     }
 

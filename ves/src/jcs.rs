@@ -125,6 +125,189 @@ fn in_utf16_order(map: &Map<String, Value>) -> bool {
     true
 }
 
+/// Whether `text`, a JSON text, is byte for byte its own canonical form (RFC 8785) and serde_json's
+/// compact form of its parse, so that it can be hashed, stored and served as it is, without building a
+/// `Value` (the sequencer reads every payload this way: `envelope::RawPayload`). One pass, no
+/// allocation.
+///
+/// `false` means "not known to be": the caller parses the text and canonicalises the `Value`. Besides
+/// every text that is not canonical (whitespace, keys out of order or repeated, `1.0`, `-0`, `\/`,
+/// `\u0041`, an integer beyond ±2^53, ...), it declines some that are, which are rare in payloads and
+/// which the parse handles: a number with an exponent, a key with an escape or a character at or above
+/// U+E000 (where UTF-8 and UTF-16 orders part), a string holding U+0000, and nesting deeper than
+/// [`MAX_CANONICAL_NESTING`].
+pub fn is_canonical(text: &str) -> bool {
+    let mut scan = Scan { bytes: text.as_bytes(), at: 0 };
+    scan.value(0) && scan.at == scan.bytes.len()
+}
+
+/// The deepest nesting of arrays and objects [`is_canonical`] scans: what serde_json parses of a value
+/// within an ingest request (its 128 levels less the request's own three: the body, `events`, the
+/// event).
+pub const MAX_CANONICAL_NESTING: usize = 124;
+
+/// [`is_canonical`]'s cursor.
+struct Scan<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Scan<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn eat(&mut self, byte: u8) -> bool {
+        let found = self.peek() == Some(byte);
+        self.at += usize::from(found);
+        found
+    }
+
+    fn value(&mut self, depth: usize) -> bool {
+        match self.peek() {
+            Some(b'{') => depth < MAX_CANONICAL_NESTING && self.object(depth + 1),
+            Some(b'[') => depth < MAX_CANONICAL_NESTING && self.array(depth + 1),
+            Some(b'"') => self.string().is_some(),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            _ => false,
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> bool {
+        let found = self.bytes[self.at..].starts_with(word);
+        self.at += word.len();
+        found
+    }
+
+    fn array(&mut self, depth: usize) -> bool {
+        self.at += 1;
+        if self.eat(b']') {
+            return true;
+        }
+        loop {
+            if !self.value(depth) {
+                return false;
+            }
+            if self.eat(b']') {
+                return true;
+            }
+            if !self.eat(b',') {
+                return false;
+            }
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> bool {
+        self.at += 1;
+        if self.eat(b'}') {
+            return true;
+        }
+        let mut previous: Option<&[u8]> = None;
+        loop {
+            // A key must be plain (no escape, nothing at or above U+E000: lead bytes 0xEE and up) for
+            // its bytes to order as its UTF-16 code units do, and strictly after the one before.
+            if self.peek() != Some(b'"') {
+                return false;
+            }
+            let Some((key, plain)) = self.string() else { return false };
+            if !plain || key.iter().any(|&b| b >= 0xEE) || previous.is_some_and(|p| p >= key) {
+                return false;
+            }
+            previous = Some(key);
+            if !self.eat(b':') || !self.value(depth) {
+                return false;
+            }
+            if self.eat(b'}') {
+                return true;
+            }
+            if !self.eat(b',') {
+                return false;
+            }
+        }
+    }
+
+    /// A string (the cursor on its opening quote) whose escapes are the ones both forms write;
+    /// returns its bytes between the quotes and whether it had no escape at all.
+    fn string(&mut self) -> Option<(&'a [u8], bool)> {
+        let bytes = self.bytes;
+        let start = self.at + 1;
+        let mut at = start;
+        let mut plain = true;
+        loop {
+            match *bytes.get(at)? {
+                b'"' => {
+                    self.at = at + 1;
+                    return Some((&bytes[start..at], plain));
+                }
+                b'\\' => {
+                    plain = false;
+                    match *bytes.get(at + 1)? {
+                        b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't' => at += 2,
+                        b'u' => {
+                            // `\u00xx`, lowercase, for a control character without a short form.
+                            let hex = bytes.get(at + 2..at + 6)?;
+                            let lower = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
+                            if !hex.iter().all(lower) || &hex[..2] != b"00" {
+                                return None;
+                            }
+                            let code = u8::from_str_radix(std::str::from_utf8(&hex[2..]).ok()?, 16).ok()?;
+                            if code == 0 || code >= 0x20 || matches!(code, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) {
+                                return None;
+                            }
+                            at += 6;
+                        }
+                        _ => return None,
+                    }
+                }
+                0..=0x1f => return None,
+                _ => at += 1,
+            }
+        }
+    }
+
+    /// A number both forms print as written: an integer within ±2^53 other than `-0`, or a float
+    /// without an exponent that is its own shortest form in ryu and in ECMAScript.
+    fn number(&mut self) -> bool {
+        let bytes = self.bytes;
+        let start = self.at;
+        let mut at = start + usize::from(bytes[start] == b'-');
+        let digits = |at: &mut usize| {
+            let from = *at;
+            while bytes.get(*at).is_some_and(u8::is_ascii_digit) {
+                *at += 1;
+            }
+            *at - from
+        };
+        let integer = digits(&mut at);
+        if integer == 0 || (integer > 1 && bytes[at - integer] == b'0') {
+            return false;
+        }
+        let fraction = bytes.get(at) == Some(&b'.');
+        if fraction {
+            at += 1;
+            if digits(&mut at) == 0 {
+                return false;
+            }
+        }
+        if matches!(bytes.get(at), Some(b'e' | b'E')) {
+            return false;
+        }
+        self.at = at;
+        let token = &bytes[start..at];
+        let Ok(token) = std::str::from_utf8(token) else { return false };
+        if !fraction {
+            const EXACT: u64 = 1 << 53;
+            let magnitude = token.trim_start_matches('-');
+            return token != "-0" && magnitude.len() <= 16 && magnitude.parse::<u64>().is_ok_and(|m| m <= EXACT);
+        }
+        let Ok(f) = token.parse::<f64>() else { return false };
+        f.is_finite() && ryu_js::Buffer::new().format_finite(f) == token && ryu::Buffer::new().format_finite(f) == token
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -190,6 +373,91 @@ mod tests {
                 prop_assert_eq!(String::from_utf8(canonical).unwrap(), serde_json::to_string(&v).unwrap());
             }
         }
+    }
+
+    /// JSON texts of `v` in the forms a client may send: compact, canonical, pretty.
+    fn texts(v: &Value) -> Vec<String> {
+        vec![
+            serde_json::to_string(v).unwrap(),
+            String::from_utf8(super::to_vec(v).unwrap()).unwrap(),
+            serde_json::to_string_pretty(v).unwrap(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        #[test]
+        fn a_text_called_canonical_is_its_canonical_and_its_compact_form(v in value(), cut in 0usize..64) {
+            let mut candidates = texts(&v);
+            // And texts that are not JSON values at all: a prefix and the text with one byte removed.
+            let compact = candidates[0].clone();
+            let at = cut.min(compact.len());
+            if compact.is_char_boundary(at) {
+                candidates.push(compact[..at].to_owned());
+                let mut without = compact.clone();
+                if at < without.len() && without.is_char_boundary(at + 1) {
+                    without.remove(at);
+                    candidates.push(without);
+                }
+            }
+            for text in candidates {
+                if super::is_canonical(&text) {
+                    let parsed: Value = serde_json::from_str(&text)
+                        .map_err(|e| TestCaseError::fail(format!("{text:?} called canonical, not JSON: {e}")))?;
+                    prop_assert_eq!(&String::from_utf8(super::to_vec(&parsed).unwrap()).unwrap(), &text);
+                    prop_assert_eq!(&serde_json::to_string(&parsed).unwrap(), &text);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn payloads_of_plain_keys_strings_integers_and_short_floats_are_taken_as_they_are() {
+        for v in [
+            json!({"counted_by": "agent-7", "delta": -8, "lot": {"expires": "2027-03-01", "id": "LOT-3"}, "note": "x",
+                   "reason": "cycle_count", "sku": "SKU-00003", "unit_cost": 12.78, "warehouse": "WH-EAST-2"}),
+            json!({"a": [1, 2.5, "x\u{1}\"\\\n", null, true, false, {}, []], "b": 9007199254740992u64, "é": "😀\u{e000}"}),
+            json!([]),
+            json!("plain"),
+            json!(-9007199254740992i64),
+            json!(0.001),
+        ] {
+            let text = serde_json::to_string(&v).unwrap();
+            assert!(super::is_canonical(&text), "{text}");
+        }
+        for text in [
+            "{\"b\":1,\"a\":2}",
+            "{\"a\":1,\"a\":2}",
+            "{ \"a\":1}",
+            "[1,2] ",
+            "1.0",
+            "-0",
+            "-0.0",
+            "1e3",
+            "1E3",
+            "0.000001",
+            "9007199254740993",
+            "12345678901234567890",
+            "01",
+            "\"\\/\"",
+            "\"\\u0041\"",
+            "\"\\u001F\"",
+            "\"\\u0000\"",
+            "\"\\u000a\"",
+            "{\"\\n\":1}",
+            "{\"\u{e000}\":1}",
+            "{\"😀\":1}",
+            "tru",
+            "[1,]",
+            "",
+        ] {
+            assert!(!super::is_canonical(text), "{text}");
+        }
+        let n = super::MAX_CANONICAL_NESTING;
+        let deep = format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(super::is_canonical(&deep));
+        let deeper = format!("{}{}", "[".repeat(n + 1), "]".repeat(n + 1));
+        assert!(!super::is_canonical(&deeper));
     }
 
     #[test]

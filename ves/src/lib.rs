@@ -26,7 +26,7 @@ mod encode;
 mod node_lanes;
 
 pub use cipher::{CipherError, PayloadEncrypted};
-pub use envelope::{EventBuilder, Hex32, Sig64, VesEventEnvelope};
+pub use envelope::{EventBuilder, Hex32, RawPayload, Sig64, VesEventEnvelope};
 pub use hash::SigningInput;
 pub use merkle::MerkleTree;
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
-use ves::envelope::VesEventEnvelope;
+use ves::envelope::{RawPayload, VesEventEnvelope};
 use ves::hash::CanonicalPayload;
 
 use crate::auth::Caller;
@@ -35,7 +35,93 @@ use crate::store::events::StreamKey;
 #[serde(rename_all = "camelCase")]
 pub struct IngestRequest {
     pub agent_id: Uuid,
-    pub events: Vec<VesEventEnvelope>,
+    pub events: Vec<IngestEnvelope>,
+}
+
+/// An event as ingest reads it: its plaintext payload kept as the JSON text it arrived as, which is
+/// hashed, stored and served as it is when it is already canonical (nearly every payload), so no
+/// `serde_json::Value` is built for it ([`CheckedPayload::of`]).
+pub type IngestEnvelope = VesEventEnvelope<RawPayload>;
+
+/// What the per-event checks and the row need of a plaintext payload, worked out once by the
+/// whole-request check (which measures the payload by it).
+#[derive(Debug)]
+pub struct CheckedPayload {
+    /// Its JCS bytes, which the payload hash covers.
+    canonical: CanonicalPayload,
+    /// Its compact JSON (`serde_json::to_string` of its parse): the `payload_text` column's value and
+    /// the transparency log entry's payload.
+    compact: Arc<str>,
+    /// Whether a string of it holds U+0000, which PostgreSQL's text cannot.
+    contains_nul: bool,
+    /// [`crate::store::events::survives_jsonb`] of it.
+    survives_jsonb: bool,
+}
+
+impl CheckedPayload {
+    /// `payload` (that of event `index` of the request) checked: taken as it is when its text is
+    /// already canonical; otherwise parsed once, within the nesting the whole request's parse used to
+    /// allow, for everything else.
+    fn of(payload: &RawPayload, index: usize) -> Result<Self> {
+        let text = payload.get();
+        if let Some(canonical) = CanonicalPayload::of_canonical_text(text) {
+            // NB: a canonical text writes U+0000 as `\u0000`, which `is_canonical` declines, and holds no
+            // float in exponent form or negative zero, which are what does not survive jsonb.
+            return Ok(CheckedPayload {
+                canonical,
+                compact: Arc::from(text),
+                contains_nul: false,
+                survives_jsonb: true,
+            });
+        }
+        let too_deep = || Error::UnprocessableBody {
+            status: axum::http::StatusCode::BAD_REQUEST,
+            message: format!(
+                "Failed to deserialize the JSON body at events[{index}].payload: recursion limit exceeded"
+            ),
+        };
+        if nesting(text) > ves::jcs::MAX_CANONICAL_NESTING {
+            return Err(too_deep());
+        }
+        let value = payload.to_value().map_err(|_| too_deep())?;
+        let canonical = CanonicalPayload::of(&value);
+        let compact: Arc<str> = match canonical.compact_len() {
+            Some(_) => Arc::from(std::str::from_utf8(canonical.as_bytes()).expect("JCS output is UTF-8")),
+            None => Arc::from(serde_json::to_string(&value).expect("a Value serializes")),
+        };
+        Ok(CheckedPayload {
+            canonical,
+            compact,
+            contains_nul: json_contains_nul(&value),
+            survives_jsonb: crate::store::events::survives_jsonb(&value),
+        })
+    }
+}
+
+/// The deepest nesting of arrays and objects in a JSON text, counted without recursion.
+fn nesting(text: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in text.as_bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// One refused event, keys snake_case as upstream (`reason` as its wire string).
@@ -160,14 +246,10 @@ impl Ingest {
 
     /// Checks that fail the whole request (ves-wire.md §1.5 handler order).
     ///
-    /// Returns the stream and, for each event with a plaintext payload, the payload's canonical JSON:
-    /// the size check measures the payload by it and [`Self::validate`] hashes it, so that each payload
-    /// is encoded once, not once to be measured and again to be hashed.
-    fn check_request(
-        &self,
-        caller: &Caller,
-        req: &IngestRequest,
-    ) -> Result<(StreamKey, Vec<Option<CanonicalPayload>>)> {
+    /// Returns the stream and, for each event with a plaintext payload, the payload checked
+    /// ([`CheckedPayload`]): the size check measures the payload by it and [`Self::validate`] hashes it,
+    /// so that each payload is worked on once.
+    fn check_request(&self, caller: &Caller, req: &IngestRequest) -> Result<(StreamKey, Vec<Option<CheckedPayload>>)> {
         let first = req.events.first().ok_or_else(|| Error::BadRequest("events must not be empty".into()))?;
         let stream = StreamKey { tenant_id: first.tenant_id, store_id: first.store_id };
         if req.events.iter().any(|e| e.tenant_id != stream.tenant_id || e.store_id != stream.store_id) {
@@ -185,17 +267,15 @@ impl Ingest {
             return Err(Error::PayloadTooLarge(format!("Batch exceeds max_events_per_batch ({n} > {max})")));
         }
         let mut canonical = Vec::with_capacity(n);
-        for e in &req.events {
+        for (i, e) in req.events.iter().enumerate() {
             check_len("entity_type", &e.entity_type, 128)?;
             check_len("entity_id", &e.entity_id, 512)?;
             check_len("event_type", &e.event_type, 256)?;
-            let plain = e.payload.as_ref().map(CanonicalPayload::of);
-            let size = match (plain.as_ref().and_then(CanonicalPayload::compact_len), &e.payload, &e.payload_encrypted)
-            {
-                (Some(len), _, _) => len,
-                (None, Some(p), _) => json_len(p),
-                (None, None, Some(p)) => json_len(p),
-                (None, None, None) => 0,
+            let plain = e.payload.as_ref().map(|p| CheckedPayload::of(p, i)).transpose()?;
+            let size = match (&plain, &e.payload_encrypted) {
+                (Some(p), _) => p.compact.len(),
+                (None, Some(p)) => json_len(p),
+                (None, None) => 0,
             };
             let max = self.limits.max_event_payload_size;
             if size > max {
@@ -212,7 +292,7 @@ impl Ingest {
     /// Ingests a batch of signed events of one stream.
     pub async fn ingest(&self, caller: &Caller, req: IngestRequest) -> Result<IngestResponse> {
         let (stream, canonical) = self.check_request(caller, &req)?;
-        let envelopes: Vec<Arc<VesEventEnvelope>> = req.events.into_iter().map(Arc::new).collect();
+        let envelopes: Vec<Arc<IngestEnvelope>> = req.events.into_iter().map(Arc::new).collect();
 
         // Per-event checks that need no database.
         let mut seen_ids = HashSet::new();
@@ -312,6 +392,7 @@ impl Ingest {
                     signing_hash: e.signing_hash(),
                     created_at: now,
                     payload_json: None,
+                    payload_survives_jsonb: false,
                 };
                 if is_exact_replay(s, &candidate)
                     && let Some(r) = crate::sequencing::receipt_of(s)
@@ -396,8 +477,8 @@ impl Ingest {
     }
 
     /// The per-event checks of ves-wire.md §3.1 pass 2 that need neither a key nor the database;
-    /// `canonical` is the plaintext payload's, from [`Self::check_request`].
-    fn validate(&self, e: &Arc<VesEventEnvelope>, canonical: Option<CanonicalPayload>) -> Verdict {
+    /// `checked` is the plaintext payload's, from [`Self::check_request`].
+    fn validate(&self, e: &Arc<IngestEnvelope>, checked: Option<CheckedPayload>) -> Verdict {
         let schema = |field: &str, message: String| rejected(Reason::SchemaValidation(Some(field.into())), message);
         match e.ves_version {
             1 if self.limits.require_signed_execution_controls => {
@@ -446,10 +527,10 @@ impl Ingest {
                 );
             }
         }
-        let mut payload_json = None;
+        let (mut payload_json, mut payload_survives_jsonb) = (None, false);
         match e.payload_kind {
             0 => {
-                let (Some(payload), Some(canonical)) = (&e.payload, canonical) else {
+                let Some(checked) = checked else {
                     return schema("payload", "payload is required when payload_kind is 0".into());
                 };
                 if e.payload_encrypted.is_some() {
@@ -464,13 +545,14 @@ impl Ingest {
                         "payload_cipher_hash must be zero when payload_kind is 0".into(),
                     );
                 }
-                if json_contains_nul(payload) {
+                if checked.contains_nul {
                     return schema("payload", "payload strings must not contain NUL characters".into());
                 }
-                if canonical.plain_hash() != e.payload_plain_hash.0 {
+                if checked.canonical.plain_hash() != e.payload_plain_hash.0 {
                     return rejected(Reason::InvalidPayloadHash, "Payload hash verification failed");
                 }
-                payload_json = canonical.into_compact_json().map(Arc::from);
+                payload_json = Some(checked.compact);
+                payload_survives_jsonb = checked.survives_jsonb;
             }
             1 => {
                 if e.payload.is_some() {
@@ -491,7 +573,13 @@ impl Ingest {
             }
             k => return schema("payload_kind", format!("payload_kind must be 0 or 1, got {k}")),
         }
-        Verdict::Valid(Candidate { envelope: e.clone(), signing_hash: e.signing_hash(), created_at, payload_json })
+        Verdict::Valid(Candidate {
+            envelope: e.clone(),
+            signing_hash: e.signing_hash(),
+            created_at,
+            payload_json,
+            payload_survives_jsonb,
+        })
     }
 }
 

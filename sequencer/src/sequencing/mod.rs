@@ -34,7 +34,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnection, Postgres};
 use tokio::sync::oneshot;
 use uuid::Uuid;
-use ves::envelope::VesEventEnvelope;
+use ves::envelope::{RawPayload, VesEventEnvelope};
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -49,12 +49,14 @@ use queue::StreamQueues;
 /// An event that passed every check that needs no lock.
 #[derive(Debug, Clone)]
 pub struct Candidate {
-    pub envelope: Arc<VesEventEnvelope>,
+    pub envelope: Arc<VesEventEnvelope<RawPayload>>,
     pub signing_hash: [u8; 32],
     pub created_at: DateTime<Utc>,
-    /// The payload's compact JSON when its check found it already encoded
-    /// (`ves::hash::CanonicalPayload`); the row encodes it otherwise.
+    /// The plaintext payload's compact JSON, from its check (`crate::ingest::CheckedPayload`); the row
+    /// encodes it when this is `None`.
     pub payload_json: Option<Arc<str>>,
+    /// Whether the plaintext payload reads back from jsonb as it is (`store::events::survives_jsonb`).
+    pub payload_survives_jsonb: bool,
 }
 
 /// A sequencer receipt, in the wire shape of ves-wire.md §1.5.
@@ -172,7 +174,7 @@ fn proposal(c: &Candidate, prior: Prior) -> Proposal<'_> {
 }
 
 /// The dead-letter record of a refused signed event.
-pub fn dead_letter_of(e: &VesEventEnvelope, refusal: &Refusal) -> NewDeadLetter {
+pub fn dead_letter_of(e: &VesEventEnvelope<RawPayload>, refusal: &Refusal) -> NewDeadLetter {
     NewDeadLetter {
         event_id: e.event_id,
         tenant_id: e.tenant_id,
@@ -676,6 +678,7 @@ impl Sequencer {
             let mut row = VesEventRow::new(
                 Arc::clone(&c.envelope),
                 c.payload_json.clone(),
+                c.payload_survives_jsonb,
                 c.created_at,
                 c.signing_hash,
                 next,

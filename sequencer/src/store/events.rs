@@ -29,18 +29,21 @@ pub struct LockedStream {
 pub struct VesEventRow {
     /// Shared with the request that submitted it, so that a row can be written by another stream's
     /// worker ([`append_at_heads`]).
-    pub envelope: std::sync::Arc<ves::envelope::VesEventEnvelope>,
+    pub envelope: std::sync::Arc<ves::envelope::VesEventEnvelope<ves::RawPayload>>,
     pub created_at: DateTime<Utc>,
     pub signing_hash: [u8; 32],
     pub sequence_number: i64,
     pub receipt_hash: [u8; 32],
     pub sequencer_signature: Option<[u8; 64]>,
     pub leaf_hash: [u8; 32],
-    /// The envelope's payload as compact JSON (`serde_json::to_string`): what the `payload_text` column
-    /// receives and the transparency log entry holds, encoded once for both (or taken from the
-    /// payload hash's check, which encodes it). Private, so that it is always the envelope's payload
-    /// ([`VesEventRow::new`]).
+    /// The envelope's payload as compact JSON (`serde_json::to_string` of its parse): what the
+    /// `payload_text` column receives and the transparency log entry holds, taken from the payload's
+    /// check (which, for a canonical payload, is its text as sent). Private, so that it is always the
+    /// envelope's payload ([`VesEventRow::new`]).
     payload_json: Option<std::sync::Arc<str>>,
+    /// Whether the payload reads back from jsonb as it is ([`survives_jsonb`]); the log entry is
+    /// hashed at sequencing only then.
+    payload_survives_jsonb: bool,
     /// The RFC 6962 leaf hash of the event's transparency log entry, when the log is on and the
     /// entry's bytes are known before storing (`tlog::leaf_before_storing`).
     pub tlog_leaf: Option<[u8; 32]>,
@@ -48,12 +51,13 @@ pub struct VesEventRow {
 
 impl VesEventRow {
     /// A row for `envelope` numbered `sequence_number`, its payload encoded once for the column and
-    /// the log entry (`payload_json`, when the caller has it: the payload's compact JSON); `tlog_leaf`
-    /// is left for the caller.
+    /// the log entry (`payload_json` and `survives_jsonb`, when the caller has them from the payload's
+    /// check; worked out here otherwise); `tlog_leaf` is left for the caller.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        envelope: std::sync::Arc<ves::envelope::VesEventEnvelope>,
+        envelope: std::sync::Arc<ves::envelope::VesEventEnvelope<ves::RawPayload>>,
         payload_json: Option<std::sync::Arc<str>>,
+        payload_survives: bool,
         created_at: DateTime<Utc>,
         signing_hash: [u8; 32],
         sequence_number: i64,
@@ -61,16 +65,27 @@ impl VesEventRow {
         sequencer_signature: Option<[u8; 64]>,
         leaf_hash: [u8; 32],
     ) -> Self {
+        let mut payload_survives_jsonb = payload_survives;
         let payload_json = envelope.payload.as_ref().map(|p| match payload_json {
             Some(json) => {
                 debug_assert_eq!(
                     *json,
-                    serde_json::to_string(p).expect("a Value serializes"),
+                    serde_json::to_string(&p.to_value().expect("a checked payload parses"))
+                        .expect("a Value serializes"),
                     "the payload's own JSON"
+                );
+                debug_assert_eq!(
+                    payload_survives,
+                    survives_jsonb(&p.to_value().expect("a checked payload parses")),
+                    "whether the payload survives jsonb"
                 );
                 json
             }
-            None => serde_json::to_string(p).expect("a Value serializes").into(),
+            None => {
+                let value = p.to_value().expect("a checked payload parses");
+                payload_survives_jsonb = survives_jsonb(&value);
+                serde_json::to_string(&value).expect("a Value serializes").into()
+            }
         });
         VesEventRow {
             envelope,
@@ -81,6 +96,7 @@ impl VesEventRow {
             sequencer_signature,
             leaf_hash,
             payload_json,
+            payload_survives_jsonb,
             tlog_leaf: None,
         }
     }
@@ -333,7 +349,7 @@ pub fn event_json_bytes(e: &StoredEvent) -> Result<Vec<u8>> {
 /// `DateTime::to_rfc3339` prints it, made once per group.
 pub fn entry_before_storing(row: &VesEventRow, sequenced_at: &str, trimmed: bool, out: &mut Vec<u8>) -> Option<()> {
     let e = &*row.envelope;
-    if e.payload_encrypted.is_some() || !e.payload.as_ref().is_none_or(survives_jsonb) {
+    if e.payload_encrypted.is_some() || (e.payload.is_some() && !row.payload_survives_jsonb) {
         return None;
     }
     let entry = SignedEntry {
