@@ -539,7 +539,7 @@ async fn a_payload_is_hashed_as_its_canonical_form_and_stored_as_its_compact_jso
 }
 
 #[tokio::test]
-async fn a_payload_nested_deeper_than_a_request_may_be_is_a_400_and_stores_nothing() {
+async fn a_payload_nested_deeper_or_with_numbers_larger_than_a_request_may_hold_is_a_400_and_stores_nothing() {
     let server = TestServer::start().await;
     let api = Api::admin(&server);
     let agent = Agent::random();
@@ -561,6 +561,14 @@ async fn a_payload_nested_deeper_than_a_request_may_be_is_a_400_and_stores_nothi
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["count"], 0, "{body}");
+    // A number beyond a double's range and a lone surrogate were refused by the request's parse, and
+    // still are.
+    for (text, expected) in [(r#"{"a":[1,-1e400]}"#, "number out of range"), (r#"["\ud800"]"#, "hex escape")] {
+        let (status, body) = ingest_raw(&api, &agent, &[(event.clone(), text)]).await;
+        assert_eq!(status, 400, "{text}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("events[0].payload") && message.contains(expected), "{text}: {body}");
+    }
     // At 124 levels the payload is read (and here refused for its hash, as the event was signed over
     // another payload): the limit is the request's, not lower.
     let (status, body) = ingest_raw(&api, &agent, &[(event, &fits)]).await;

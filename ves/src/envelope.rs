@@ -153,8 +153,9 @@ impl RawPayload {
         self.0.get()
     }
 
-    /// The payload parsed, as a `VesEventEnvelope<Value>` holds it. The text is valid JSON, but may
-    /// nest deeper than serde_json parses (128 levels), which is the one way this fails.
+    /// The payload parsed, as a `VesEventEnvelope<Value>` holds it. The text's syntax is valid JSON,
+    /// but it may hold what serde_json does not parse into a `Value`: a number beyond a double's range
+    /// (`1e400`) or nesting deeper than 128 levels.
     pub fn to_value(&self) -> serde_json::Result<serde_json::Value> {
         serde_json::from_str(self.get())
     }

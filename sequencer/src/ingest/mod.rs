@@ -74,16 +74,17 @@ impl CheckedPayload {
                 survives_jsonb: true,
             });
         }
-        let too_deep = || Error::UnprocessableBody {
+        // NB: the request's parse checked this text's syntax only (serde_json's `RawValue`); what the
+        // parse of a `Value` refuses besides (a number beyond a double's range, too deep a nesting) is
+        // refused here as the whole request's parse used to refuse it: a 400 naming the payload.
+        let unreadable = |detail: &dyn std::fmt::Display| Error::UnprocessableBody {
             status: axum::http::StatusCode::BAD_REQUEST,
-            message: format!(
-                "Failed to deserialize the JSON body at events[{index}].payload: recursion limit exceeded"
-            ),
+            message: format!("Failed to deserialize the JSON body at events[{index}].payload: {detail}"),
         };
         if nesting(text) > ves::jcs::MAX_CANONICAL_NESTING {
-            return Err(too_deep());
+            return Err(unreadable(&"recursion limit exceeded"));
         }
-        let value = payload.to_value().map_err(|_| too_deep())?;
+        let value = payload.to_value().map_err(|e| unreadable(&e))?;
         let canonical = CanonicalPayload::of(&value);
         let compact: Arc<str> = match canonical.compact_len() {
             Some(_) => Arc::from(std::str::from_utf8(canonical.as_bytes()).expect("JCS output is UTF-8")),
