@@ -65,12 +65,13 @@ impl PolicyCache {
     }
 
     /// The events (by index) that break their agent's policy, and how. All events of an ingest request
-    /// come from one agent of one tenant.
-    pub async fn violations(
+    /// come from one agent of one tenant; each comes with its index and, when the caller has worked it
+    /// out, its payload's size as [`AgentPolicy::check`] measures it.
+    pub async fn violations<'a>(
         &self,
         tenant_id: Uuid,
         agent_id: Uuid,
-        events: &[Arc<VesEventEnvelope<RawPayload>>],
+        events: impl IntoIterator<Item = (usize, &'a VesEventEnvelope<RawPayload>, Option<usize>)>,
     ) -> crate::error::Result<Vec<(usize, Violation)>> {
         let policy = match self.cache.get(&(tenant_id, agent_id)).await {
             Some(p) => p,
@@ -81,7 +82,7 @@ impl PolicyCache {
             }
         };
         let Some(policy) = policy.filter(|p| p.enabled) else { return Ok(Vec::new()) };
-        Ok(events.iter().enumerate().filter_map(|(i, e)| policy.check(e).err().map(|v| (i, v))).collect())
+        Ok(events.into_iter().filter_map(|(i, e, size)| policy.check(e, size).err().map(|v| (i, v))).collect())
     }
 
     /// Forgets an agent's cached policy (after a change through this process).
@@ -98,8 +99,10 @@ pub fn matches_any(rules: &[String], value: &str) -> bool {
 }
 
 impl AgentPolicy {
-    /// The first rule this event breaks, if any.
-    pub fn check(&self, event: &VesEventEnvelope<RawPayload>) -> Result<(), Violation> {
+    /// The first rule this event breaks, if any. `payload_size` is the length of the plaintext payload's
+    /// compact JSON when the caller already has it (ingest's payload check); it is worked out here
+    /// otherwise, and only when the policy limits the size.
+    pub fn check(&self, event: &VesEventEnvelope<RawPayload>, payload_size: Option<usize>) -> Result<(), Violation> {
         if !self.enabled {
             return Ok(());
         }
@@ -114,6 +117,7 @@ impl AgentPolicy {
         }
         if let Some(limit) = self.max_payload_bytes {
             let size = match (&event.payload, &event.payload_encrypted) {
+                (Some(_), _) if let Some(size) = payload_size => size,
                 // NB: the length of the payload's compact JSON, as it is stored: its text when that is
                 // canonical, which is compact too.
                 (Some(p), _) if ves::jcs::is_canonical(p.get()) => p.get().len(),
@@ -194,18 +198,30 @@ mod tests {
     #[test]
     fn each_rule_of_a_policy_refuses_with_upstreams_message() {
         let p = policy();
-        assert_eq!(p.check(&event("order", "order.created", None, json!({}))), Ok(()));
-        assert_eq!(p.check(&event("order", "order.shipped", Some(1), json!({}))), Ok(()));
-        let v = p.check(&event("order", "refund.issued", Some(1), json!({}))).unwrap_err();
+        assert_eq!(p.check(&event("order", "order.created", None, json!({})), None), Ok(()));
+        assert_eq!(p.check(&event("order", "order.shipped", Some(1), json!({})), None), Ok(()));
+        let v = p.check(&event("order", "refund.issued", Some(1), json!({})), None).unwrap_err();
         assert_eq!(v.message(), "event type is not allowed for this agent: refund.issued");
-        let v = p.check(&event("customer", "order.created", None, json!({}))).unwrap_err();
+        let v = p.check(&event("customer", "order.created", None, json!({})), None).unwrap_err();
         assert_eq!(v.message(), "entity type is not allowed for this agent: customer");
-        let v = p.check(&event("order", "order.shipped", None, json!({}))).unwrap_err();
+        let v = p.check(&event("order", "order.shipped", None, json!({})), None).unwrap_err();
         assert_eq!(v, Violation::BaseVersionRequired);
-        let v = p.check(&event("order", "order.created", None, json!({"pad": "x".repeat(100)}))).unwrap_err();
+        let v = p.check(&event("order", "order.created", None, json!({"pad": "x".repeat(100)})), None).unwrap_err();
         assert_eq!(v.message(), "payload exceeds this agent's 64 byte policy limit");
         let disabled = AgentPolicy { enabled: false, ..policy() };
-        assert_eq!(disabled.check(&event("customer", "refund.issued", None, json!({}))), Ok(()));
+        assert_eq!(disabled.check(&event("customer", "refund.issued", None, json!({})), None), Ok(()));
+    }
+
+    #[test]
+    fn a_payload_size_the_caller_measured_is_the_one_judged() {
+        let p = policy();
+        // 64 bytes of compact JSON: {"pad":"…"} is 10 bytes around the string.
+        let at_limit = event("order", "order.created", None, json!({"pad": "x".repeat(54)}));
+        assert_eq!(p.check(&at_limit, None), Ok(()));
+        assert_eq!(p.check(&at_limit, Some(64)), Ok(()));
+        assert_eq!(p.check(&at_limit, Some(65)), Err(Violation::PayloadTooLarge { limit: 64 }));
+        let over = event("order", "order.created", None, json!({"pad": "x".repeat(55)}));
+        assert_eq!(p.check(&over, None), Err(Violation::PayloadTooLarge { limit: 64 }));
     }
 
     #[test]

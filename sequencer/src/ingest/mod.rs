@@ -353,13 +353,15 @@ impl Ingest {
                     rejected(Reason::InvalidSignature, "Agent signature verification failed: VerificationFailed");
             }
         }
-        // The agent's policy, judged only on events whose signature proved they are the agent's.
-        for (i, violation) in
-            self.policies.violations(stream.tenant_id, envelopes[0].source_agent_id, &envelopes).await?
-        {
-            if matches!(verdicts[i], Verdict::Valid(_)) {
-                verdicts[i] = rejected(Reason::AgentPolicyViolation, violation.message());
-            }
+        // The agent's policy, judged only on events whose signature proved they are the agent's, with
+        // the payload's size their check has measured (its compact JSON).
+        let judged = verdicts.iter().enumerate().filter_map(|(i, v)| match v {
+            Verdict::Valid(c) => Some((i, &*c.envelope, c.payload_json.as_ref().map(|json| json.len()))),
+            Verdict::Rejected(_) => None,
+        });
+        let violations = self.policies.violations(stream.tenant_id, envelopes[0].source_agent_id, judged).await?;
+        for (i, violation) in violations {
+            verdicts[i] = rejected(Reason::AgentPolicyViolation, violation.message());
         }
 
         // A command id may appear once per batch.
