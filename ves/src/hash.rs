@@ -31,6 +31,17 @@ pub fn payload_plain_hash(payload: &serde_json::Value) -> Hash32 {
     finish(h)
 }
 
+/// The [`payload_plain_hash`] of the payload whose JSON text is `text`, when that text is already its
+/// canonical (and compact) form ([`crate::jcs::is_canonical`]): hashed as it is, with nothing parsed,
+/// encoded or copied. `None` for any other text.
+pub fn payload_plain_hash_of_canonical_text(text: &str) -> Option<Hash32> {
+    crate::jcs::is_canonical(text).then(|| {
+        let mut h = tagged(domain::PAYLOAD_PLAIN);
+        h.put(text.as_bytes());
+        finish(h)
+    })
+}
+
 /// A plaintext payload's JCS bytes, encoded once for everything a sequencer does with them: measure the
 /// payload, check its [`payload_plain_hash`], and store its compact JSON (`serde_json::to_string`), which
 /// the canonical bytes are too when every key iterates in UTF-16 order and every number prints alike
@@ -46,12 +57,6 @@ impl CanonicalPayload {
     pub fn of(payload: &serde_json::Value) -> Self {
         let (bytes, compact) = crate::jcs::to_vec_and_compact(payload).expect(JCS_INFALLIBLE);
         CanonicalPayload { bytes, compact }
-    }
-
-    /// The payload whose JSON text is `text`, when that text is already canonical and compact
-    /// ([`crate::jcs::is_canonical`]): taken as it is, with nothing parsed or encoded.
-    pub fn of_canonical_text(text: &str) -> Option<Self> {
-        crate::jcs::is_canonical(text).then(|| CanonicalPayload { bytes: text.as_bytes().to_vec(), compact: true })
     }
 
     /// The JCS bytes.
@@ -285,11 +290,10 @@ mod tests {
         assert!(CanonicalPayload::of(&serde_json::json!({"b": 1, "a": "é"})).into_compact_json().is_some());
         // A text that is its canonical form is taken as it is, and hashes as its parse does.
         let text = r#"{"a":"é","b":[1,2.5]}"#;
-        let taken = CanonicalPayload::of_canonical_text(text).expect("canonical");
         let parsed: serde_json::Value = serde_json::from_str(text).unwrap();
-        assert_eq!(taken.plain_hash(), payload_plain_hash(&parsed));
-        assert_eq!(taken.into_compact_json().as_deref(), Some(text));
-        assert!(CanonicalPayload::of_canonical_text(r#"{"b":1,"a":2}"#).is_none());
+        assert_eq!(payload_plain_hash_of_canonical_text(text), Some(payload_plain_hash(&parsed)));
+        assert_eq!(CanonicalPayload::of(&parsed).into_compact_json().as_deref(), Some(text));
+        assert_eq!(payload_plain_hash_of_canonical_text(r#"{"b":1,"a":2}"#), None);
         assert!(CanonicalPayload::of(&serde_json::json!({"f": 100.0})).into_compact_json().is_none());
     }
 

@@ -47,8 +47,8 @@ pub type IngestEnvelope = VesEventEnvelope<RawPayload>;
 /// whole-request check (which measures the payload by it).
 #[derive(Debug)]
 pub struct CheckedPayload {
-    /// Its JCS bytes, which the payload hash covers.
-    canonical: CanonicalPayload,
+    /// Its `payload_plain_hash` (over its JCS bytes).
+    plain_hash: ves::Hash32,
     /// Its compact JSON (`serde_json::to_string` of its parse): the `payload_text` column's value and
     /// the transparency log entry's payload.
     compact: Arc<str>,
@@ -64,11 +64,11 @@ impl CheckedPayload {
     /// allow, for everything else.
     fn of(payload: &RawPayload, index: usize) -> Result<Self> {
         let text = payload.get();
-        if let Some(canonical) = CanonicalPayload::of_canonical_text(text) {
+        if let Some(plain_hash) = ves::hash::payload_plain_hash_of_canonical_text(text) {
             // NB: a canonical text writes U+0000 as `\u0000`, which `is_canonical` declines, and holds no
             // float in exponent form or negative zero, which are what does not survive jsonb.
             return Ok(CheckedPayload {
-                canonical,
+                plain_hash,
                 compact: Arc::from(text),
                 contains_nul: false,
                 survives_jsonb: true,
@@ -86,12 +86,13 @@ impl CheckedPayload {
         }
         let value = payload.to_value().map_err(|e| unreadable(&e))?;
         let canonical = CanonicalPayload::of(&value);
-        let compact: Arc<str> = match canonical.compact_len() {
-            Some(_) => Arc::from(std::str::from_utf8(canonical.as_bytes()).expect("JCS output is UTF-8")),
+        let plain_hash = canonical.plain_hash();
+        let compact: Arc<str> = match canonical.into_compact_json() {
+            Some(json) => Arc::from(json),
             None => Arc::from(serde_json::to_string(&value).expect("a Value serializes")),
         };
         Ok(CheckedPayload {
-            canonical,
+            plain_hash,
             compact,
             contains_nul: json_contains_nul(&value),
             survives_jsonb: crate::store::events::survives_jsonb(&value),
@@ -551,7 +552,7 @@ impl Ingest {
                 if checked.contains_nul {
                     return schema("payload", "payload strings must not contain NUL characters".into());
                 }
-                if checked.canonical.plain_hash() != e.payload_plain_hash.0 {
+                if checked.plain_hash != e.payload_plain_hash.0 {
                     return rejected(Reason::InvalidPayloadHash, "Payload hash verification failed");
                 }
                 payload_json = Some(checked.compact);
