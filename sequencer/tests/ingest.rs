@@ -575,3 +575,65 @@ async fn a_payload_nested_deeper_or_with_numbers_larger_than_a_request_may_hold_
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["rejections"][0]["reason"], "invalid_payload_hash", "{body}");
 }
+
+/// Since migration 0020 a row's receipt hash and a plaintext event's cipher hash may be NULL (0021's
+/// writers leave them so): every read derives them, so a receipt, a replay's answer, a served event and
+/// `verify` are what they were when both were stored.
+#[tokio::test]
+async fn receipt_and_cipher_hashes_not_stored_are_derived_on_every_read() {
+    let server = TestServer::start().await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    api.register_key(&agent).await;
+    let events: Vec<VesEventEnvelope> = (1..=3).map(|n| agent.event(n)).collect();
+    let (status, first) = api.ingest(agent.agent_id, &events).await;
+    assert_eq!(status, 200, "{first}");
+    let pool = server.state.store.pool();
+    // Rows as the writers before 0021 left them: stored, and no longer.
+    tamper(
+        pool,
+        &format!(
+            "UPDATE ves_events SET receipt_hash = NULL, payload_cipher_hash = NULL \
+             WHERE tenant_id = '{}' AND store_id = '{}' AND sequence_number <= 2",
+            agent.tenant_id, agent.store_id
+        ),
+    )
+    .await;
+    let stored: Vec<(Option<Vec<u8>>, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT receipt_hash, {} FROM ves_events WHERE tenant_id = $1 AND store_id = $2 ORDER BY sequence_number",
+        sequencer::store::events::RECEIPT_HASH
+    )))
+    .bind(agent.tenant_id)
+    .bind(agent.store_id)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(stored.iter().filter(|(column, _)| column.is_none()).count(), 2);
+    for ((_, derived), (n, e)) in stored.iter().zip((1u64..).zip(&events)) {
+        let want = ves::hash::receipt_hash(agent.tenant_id, agent.store_id, e.event_id, n, &e.signing_hash());
+        assert_eq!(derived[..], want[..], "SQL derives the receipt hash as the sequencer computes it");
+    }
+
+    // A replay answers the original receipts, byte for byte.
+    let (status, again) = api.ingest(agent.agent_id, &events).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["eventsAccepted"], 0, "{again}");
+    assert_eq!(again["receipts"], first["receipts"], "{again}");
+    // The served events are the envelopes as signed, their cipher hash the zeros they were signed with.
+    let (status, body) = api
+        .get(&format!("/api/v1/ves/events?tenant_id={}&store_id={}&from=1&limit=10", agent.tenant_id, agent.store_id))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for (served, sent) in body["events"].as_array().unwrap().iter().zip(&events) {
+        assert_eq!(served["payload_cipher_hash"], serde_json::to_value(sent).unwrap()["payload_cipher_hash"]);
+        let read: VesEventEnvelope = serde_json::from_value(served.clone()).unwrap();
+        assert!(read.verify_signature(&agent.key.verifying_key()));
+    }
+    // `verify` finds the UPDATE above (it bypassed the append-only triggers), and no hash that disagrees.
+    let (_, report) =
+        api.post("/api/v1/admin/verify", json!({"tenantId": agent.tenant_id, "storeId": agent.store_id})).await;
+    assert_eq!(report["eventsChecked"], 3, "{report}");
+    let findings = report["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 2, "{report}");
+    assert!(findings.iter().all(|f| f["kind"] == "log_modified"), "{report}");
+}

@@ -415,20 +415,51 @@ fn prints_with_exponent(n: &serde_json::Number) -> bool {
     }
 }
 
+/// A row's receipt hash: stored, or (NULL since migration 0020) derived from the row by
+/// `ves_receipt_hash`, which computes `ves::hash::receipt_hash` in SQL. NULL for a legacy event, which
+/// has no signing hash.
+macro_rules! receipt_hash_sql {
+    () => {
+        "COALESCE(receipt_hash, ves_receipt_hash(tenant_id, store_id, event_id, sequence_number, event_signing_hash))"
+    };
+}
+
+/// A row's cipher hash: stored, or (NULL since migration 0020) 32 zero bytes for a plaintext signed event,
+/// as the wire format fixes it. NULL for a legacy event.
+macro_rules! cipher_hash_sql {
+    () => {
+        "COALESCE(payload_cipher_hash, CASE WHEN payload_kind = 0 THEN \
+         decode('0000000000000000000000000000000000000000000000000000000000000000', 'hex') END)"
+    };
+}
+
+/// The SQL of a row's receipt hash ([`receipt_hash_sql`]), for statements elsewhere that read it.
+pub const RECEIPT_HASH: &str = receipt_hash_sql!();
+
 /// Every column of a stored event, as [`StoredEvent`] reads them. The payload comes from whichever of
 /// `payload` (JSONB: rows written before migration 0019, legacy events) and `payload_text` (a signed
 /// event's plaintext payload since 0019) holds it; cast back to JSONB here, a payload stored as text
 /// reads exactly as if it had been stored as JSONB, so every read serves the same bytes either way.
 /// (The cast is PostgreSQL's JSONB parse, moved from every insert to the reads that return payloads.)
-const EVENT_COLUMNS: &str = "tenant_id, store_id, sequence_number, event_id, signed, entity_type, entity_id, \
+/// The receipt hash and a plaintext event's cipher hash come from their columns or, where those are
+/// NULL (migration 0020), are derived (`receipt_hash_sql`, `cipher_hash_sql`).
+const EVENT_COLUMNS: &str = concat!(
+    "tenant_id, store_id, sequence_number, event_id, signed, entity_type, entity_id, \
      event_type, created_at, sequenced_at, source_agent_id, command_id, base_version, \
      COALESCE(payload, payload_text::jsonb) AS payload, ves_version, \
-     agent_key_id, created_at_str, payload_kind, payload_encrypted, payload_plain_hash, payload_cipher_hash, \
-     event_signing_hash, agent_signature, receipt_hash, sequencer_id, sequencer_signature, payload_hash, leaf_hash";
+     agent_key_id, created_at_str, payload_kind, payload_encrypted, payload_plain_hash, ",
+    cipher_hash_sql!(),
+    " AS payload_cipher_hash, event_signing_hash, agent_signature, ",
+    receipt_hash_sql!(),
+    " AS receipt_hash, sequencer_id, sequencer_signature, payload_hash, leaf_hash"
+);
 
-const EXISTING_COLUMNS: &str = "event_id, tenant_id, store_id, signed, sequence_number, sequenced_at, command_id, \
-     base_version, payload_encrypted, event_signing_hash, agent_signature, receipt_hash, sequencer_id, \
-     sequencer_signature";
+const EXISTING_COLUMNS: &str = concat!(
+    "event_id, tenant_id, store_id, signed, sequence_number, sequenced_at, command_id, \
+     base_version, payload_encrypted, event_signing_hash, agent_signature, ",
+    receipt_hash_sql!(),
+    " AS receipt_hash, sequencer_id, sequencer_signature"
+);
 
 /// Takes the stream's counter row lock (creating the row on first use) and returns its head.
 ///
