@@ -16,10 +16,12 @@ async fn check_streams(pool: &sqlx::PgPool, receipts: &[(Uuid, Uuid, Value)]) {
         by_stream.entry((*t, *s)).or_default().push(r);
     }
     for ((tenant, store), receipts) in by_stream {
-        let rows: Vec<(i64, Uuid, Vec<u8>)> = sqlx::query_as(
-            "SELECT sequence_number, event_id, receipt_hash FROM events \
+        // NB: the receipt hash as every read takes it: stored, or derived from the row (migration 0020).
+        let rows: Vec<(i64, Uuid, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT sequence_number, event_id, {} FROM events \
              WHERE tenant_id = $1 AND store_id = $2 ORDER BY sequence_number",
-        )
+            sequencer::store::events::RECEIPT_HASH
+        )))
         .bind(tenant)
         .bind(store)
         .fetch_all(pool)

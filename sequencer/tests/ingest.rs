@@ -576,11 +576,11 @@ async fn a_payload_nested_deeper_or_with_numbers_larger_than_a_request_may_hold_
     assert_eq!(body["rejections"][0]["reason"], "invalid_payload_hash", "{body}");
 }
 
-/// Since migration 0020 a row's receipt hash and a plaintext event's cipher hash may be NULL (0021's
-/// writers leave them so): every read derives them, so a receipt, a replay's answer, a served event and
-/// `verify` are what they were when both were stored.
+/// Since migration 0021 a signed event's row holds no receipt hash, nor a plaintext payload's cipher hash
+/// (zero): every read derives them (0020), so receipts, a replay's answer, a served event and `verify`
+/// are what they were when both were stored. A row written before 0021 stores them, and its own are read.
 #[tokio::test]
-async fn receipt_and_cipher_hashes_not_stored_are_derived_on_every_read() {
+async fn receipt_and_cipher_hashes_are_derived_on_every_read_not_stored() {
     let server = TestServer::start().await;
     let api = Api::admin(&server);
     let agent = Agent::random();
@@ -589,18 +589,11 @@ async fn receipt_and_cipher_hashes_not_stored_are_derived_on_every_read() {
     let (status, first) = api.ingest(agent.agent_id, &events).await;
     assert_eq!(status, 200, "{first}");
     let pool = server.state.store.pool();
-    // Rows as the writers before 0021 left them: stored, and no longer.
-    tamper(
-        pool,
-        &format!(
-            "UPDATE ves_events SET receipt_hash = NULL, payload_cipher_hash = NULL \
-             WHERE tenant_id = '{}' AND store_id = '{}' AND sequence_number <= 2",
-            agent.tenant_id, agent.store_id
-        ),
-    )
-    .await;
-    let stored: Vec<(Option<Vec<u8>>, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT receipt_hash, {} FROM ves_events WHERE tenant_id = $1 AND store_id = $2 ORDER BY sequence_number",
+    // (receipt_hash, payload_cipher_hash, the receipt hash as read)
+    type Hashes = (Option<Vec<u8>>, Option<Vec<u8>>, Vec<u8>);
+    let stored: Vec<Hashes> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT receipt_hash, payload_cipher_hash, {} FROM ves_events WHERE tenant_id = $1 AND store_id = $2 \
+         ORDER BY sequence_number",
         sequencer::store::events::RECEIPT_HASH
     )))
     .bind(agent.tenant_id)
@@ -608,10 +601,14 @@ async fn receipt_and_cipher_hashes_not_stored_are_derived_on_every_read() {
     .fetch_all(pool)
     .await
     .unwrap();
-    assert_eq!(stored.iter().filter(|(column, _)| column.is_none()).count(), 2);
-    for ((_, derived), (n, e)) in stored.iter().zip((1u64..).zip(&events)) {
+    assert_eq!(stored.len(), 3);
+    for (((receipt, cipher, derived), (n, e)), answered) in
+        stored.iter().zip((1u64..).zip(&events)).zip(first["receipts"].as_array().unwrap())
+    {
+        assert_eq!((receipt, cipher), (&None, &None), "neither is stored");
         let want = ves::hash::receipt_hash(agent.tenant_id, agent.store_id, e.event_id, n, &e.signing_hash());
         assert_eq!(derived[..], want[..], "SQL derives the receipt hash as the sequencer computes it");
+        assert_eq!(answered["receiptHash"], hex::encode(want), "{answered}");
     }
 
     // A replay answers the original receipts, byte for byte.
@@ -629,11 +626,29 @@ async fn receipt_and_cipher_hashes_not_stored_are_derived_on_every_read() {
         let read: VesEventEnvelope = serde_json::from_value(served.clone()).unwrap();
         assert!(read.verify_signature(&agent.key.verifying_key()));
     }
-    // `verify` finds the UPDATE above (it bypassed the append-only triggers), and no hash that disagrees.
-    let (_, report) =
-        api.post("/api/v1/admin/verify", json!({"tenantId": agent.tenant_id, "storeId": agent.store_id})).await;
-    assert_eq!(report["eventsChecked"], 3, "{report}");
-    let findings = report["findings"].as_array().unwrap();
-    assert_eq!(findings.len(), 2, "{report}");
-    assert!(findings.iter().all(|f| f["kind"] == "log_modified"), "{report}");
+    let verify = || api.post("/api/v1/admin/verify", json!({"tenantId": agent.tenant_id, "storeId": agent.store_id}));
+    let (_, report) = verify().await;
+    assert_eq!(report["ok"], true, "{report}");
+
+    // A stored receipt hash is the one read: a wrong one in row 1 (the append-only trigger bypassed, which
+    // `verify` reports too) is found as a hash that does not match its recomputation.
+    tamper(
+        pool,
+        &format!(
+            "UPDATE ves_events SET receipt_hash = decode(repeat('00', 32), 'hex') \
+             WHERE tenant_id = '{}' AND store_id = '{}' AND sequence_number = 1",
+            agent.tenant_id, agent.store_id
+        ),
+    )
+    .await;
+    let (_, report) = verify().await;
+    let mut kinds: Vec<(&str, i64)> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["kind"].as_str().unwrap(), f["sequenceNumber"].as_i64().unwrap()))
+        .collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, vec![("bad_hash", 1), ("log_modified", 1)], "{report}");
+    assert!(report.to_string().contains("stored receipt_hash does not match"), "{report}");
 }

@@ -168,10 +168,25 @@ async fn a_binary_from_before_0007_refuses_the_schema_its_dead_letter_upsert_can
 /// raises the floor to 18: such a binary refuses to start, and the release with 0018 still runs.
 #[tokio::test]
 async fn a_binary_from_before_0018_refuses_the_schema_that_stores_payloads_as_text() {
-    let db = TestDb::migrated().await;
+    // The schema as the release with 0020 left it: 0021 raises the floor further, for its own reason
+    // (`a_binary_from_before_0020_refuses_the_schema_that_stores_no_receipt_hashes`).
+    let db = TestDb::create().await;
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    migrations_below(21).await.run(&pool).await.unwrap();
     // A binary with migration 0018 reads payloads from either column and is at the floor.
     let err = refusal_below_floor(&db.url, 18).await;
     assert!(err.contains("payload_text"), "the refusal names the reason: {err}");
+    pool.close().await;
+}
+
+/// Migration 0021 stores signed events without their receipt hash and a plaintext payload's cipher hash,
+/// which a binary from before 0020 reads as they are (NULL), and raises the floor to 20: such a binary
+/// refuses to start, and the release with 0020, which derives both, still runs.
+#[tokio::test]
+async fn a_binary_from_before_0020_refuses_the_schema_that_stores_no_receipt_hashes() {
+    let db = TestDb::migrated().await;
+    let err = refusal_below_floor(&db.url, 20).await;
+    assert!(err.contains("receipt hash"), "the refusal names the reason: {err}");
 }
 
 /// The refusal of a binary that embeds the migrations below `floor` on the schema at `url` (it must

@@ -571,10 +571,10 @@ struct Columns<'a> {
     payload_kind: Vec<i16>,
     payload_encrypted: Vec<Option<Value>>,
     plain_hash: Vec<&'a [u8]>,
-    cipher_hash: Vec<&'a [u8]>,
+    /// NULL for a plaintext payload (its cipher hash is zero: migration 0021).
+    cipher_hash: Vec<Option<&'a [u8]>>,
     signing_hash: Vec<&'a [u8]>,
     signature: Vec<&'a [u8]>,
-    receipt_hash: Vec<&'a [u8]>,
     sequencer_signature: Vec<Option<&'a [u8]>>,
     leaf_hash: Vec<&'a [u8]>,
 }
@@ -602,7 +602,6 @@ impl<'a> Columns<'a> {
             cipher_hash: Vec::with_capacity(n),
             signing_hash: Vec::with_capacity(n),
             signature: Vec::with_capacity(n),
-            receipt_hash: Vec::with_capacity(n),
             sequencer_signature: Vec::with_capacity(n),
             leaf_hash: Vec::with_capacity(n),
         };
@@ -626,10 +625,11 @@ impl<'a> Columns<'a> {
                 e.payload_encrypted.as_ref().map(|p| serde_json::to_value(p).expect("encrypted payload serialises")),
             );
             c.plain_hash.push(&e.payload_plain_hash.0);
-            c.cipher_hash.push(&e.payload_cipher_hash.0);
+            // NB: a plaintext payload's cipher hash is zero (ingest refuses any other), and readers derive
+            // it; so is the receipt hash, which is not written at all (migration 0021).
+            c.cipher_hash.push((e.payload_kind != 0).then_some(&e.payload_cipher_hash.0[..]));
             c.signing_hash.push(&r.signing_hash);
             c.signature.push(&e.agent_signature.0);
-            c.receipt_hash.push(&r.receipt_hash);
             c.sequencer_signature.push(r.sequencer_signature.as_ref().map(|s| &s[..]));
             c.leaf_hash.push(&r.leaf_hash);
         }
@@ -637,8 +637,8 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// `INSERT INTO ves_events ... SELECT ..., unnest(...), ...` over [`Columns`] bound as $3..$25 and $28
-/// ($1, $2: the stream; $9: sequenced_at; $24: sequencer id), followed by `tail` (a WHERE or ON
+/// `INSERT INTO ves_events ... SELECT ..., unnest(...), ...` over [`Columns`] bound as $3..$24 and $27
+/// ($1, $2: the stream; $9: sequenced_at; $23: sequencer id), followed by `tail` (a WHERE or ON
 /// CONFLICT clause).
 ///
 /// NB: the arrays are unnested in the select list, not in `FROM UNNEST(a, b, ...)`. Both walk the
@@ -652,15 +652,16 @@ fn insert_rows_sql(tail: &str) -> String {
 
 /// The head of every insert into the log, for a SELECT built by [`rows_select`]. A plaintext payload
 /// goes into `payload_text` as the sequencer's compact JSON, not into the JSONB `payload` (migration
-/// 0019: PostgreSQL no longer parses it on insert; readers cast it back, [`EVENT_COLUMNS`]).
+/// 0019: PostgreSQL no longer parses it on insert; readers cast it back, [`EVENT_COLUMNS`]). The
+/// receipt hash is not written, nor a plaintext payload's cipher hash (migration 0021): readers derive
+/// both.
 const INSERT_ROWS: &str = "INSERT INTO ves_events (tenant_id, store_id, sequence_number, event_id, signed, \
     entity_type, entity_id, event_type, created_at, sequenced_at, source_agent_id, command_id, base_version, \
     payload_text, ves_version, agent_key_id, created_at_str, payload_kind, payload_encrypted, payload_plain_hash, \
-    payload_cipher_hash, event_signing_hash, agent_signature, receipt_hash, sequencer_id, sequencer_signature, \
-    leaf_hash)";
+    payload_cipher_hash, event_signing_hash, agent_signature, sequencer_id, sequencer_signature, leaf_hash)";
 
-/// The rows' SELECT, its columns in [`INSERT_ROWS`]' order: [`Columns`] unnested from $3..$23, $25
-/// and $28, the sequencer id $24, and the rows' stream and time given as SQL (parameters $1, $2 and $9,
+/// The rows' SELECT, its columns in [`INSERT_ROWS`]' order: [`Columns`] unnested from $3..$22, $24
+/// and $27, the sequencer id $23, and the rows' stream and time given as SQL (parameters $1, $2 and $9,
 /// scalars for one stream or arrays for several).
 fn rows_select(tenant: &str, store: &str, sequenced_at: &str) -> String {
     format!(
@@ -669,16 +670,16 @@ fn rows_select(tenant: &str, store: &str, sequenced_at: &str) -> String {
            unnest($11::uuid[]), unnest($12::bigint[]), unnest($13::text[]), unnest($14::int[]), \
            unnest($15::bigint[]), unnest($16::text[]), unnest($17::smallint[]), unnest($18::jsonb[]), \
            unnest($19::bytea[]), unnest($20::bytea[]), unnest($21::bytea[]), unnest($22::bytea[]), \
-           unnest($23::bytea[]), $24::uuid, unnest($25::bytea[]), unnest($28::bytea[])"
+           $23::uuid, unnest($24::bytea[]), unnest($27::bytea[])"
     )
 }
 
-/// Binds the parameters of a statement built on [`rows_select`], in order: `p1`, `p2`, `p9`, `p24`
-/// (the rows' stream, time and sequencer id), `p26`, `p27` and `p29`..`p31` (the statement's own), and
+/// Binds the parameters of a statement built on [`rows_select`], in order: `p1`, `p2`, `p9`, `p23`
+/// (the rows' stream, time and sequencer id), `p25`, `p26` and `p28`..`p30` (the statement's own), and
 /// the [`Columns`] `c` in between. A macro because the given ones are scalars in one statement and
 /// arrays in the other.
 macro_rules! bind_rows {
-    ($query:expr, $c:expr, [$p1:expr, $p2:expr, $p9:expr, $p24:expr, $p26:expr, $p27:expr, $p29:expr, $p30:expr, $p31:expr]) => {
+    ($query:expr, $c:expr, [$p1:expr, $p2:expr, $p9:expr, $p23:expr, $p25:expr, $p26:expr, $p28:expr, $p29:expr, $p30:expr]) => {
         $query
             .bind($p1)
             .bind($p2)
@@ -702,26 +703,25 @@ macro_rules! bind_rows {
             .bind(&$c.cipher_hash)
             .bind(&$c.signing_hash)
             .bind(&$c.signature)
-            .bind(&$c.receipt_hash)
-            .bind($p24)
+            .bind($p23)
             .bind(&$c.sequencer_signature)
+            .bind($p25)
             .bind($p26)
-            .bind($p27)
             .bind(&$c.leaf_hash)
+            .bind($p28)
             .bind($p29)
             .bind($p30)
-            .bind($p31)
     };
 }
 
-/// `INSERT INTO event_leaf_runs` of the rows' leaves as one run (`$29`: its first number, `$26`: its
-/// last, `$30`: the leaves concatenated, `$31`: their transparency log leaves concatenated or NULL,
+/// `INSERT INTO event_leaf_runs` of the rows' leaves as one run (`$28`: its first number, `$25`: its
+/// last, `$29`: the leaves concatenated, `$30`: their transparency log leaves concatenated or NULL,
 /// `$9`: when they were numbered), followed by `condition`.
 fn insert_run_sql(condition: &str) -> String {
     format!(
         "INSERT INTO event_leaf_runs (tenant_id, store_id, first_sequence, last_sequence, leaves, tlog_leaves, \
            sequenced_at) \
-         SELECT $1, $2, $29, $26, $30, $31, $9 {condition}"
+         SELECT $1, $2, $28, $25, $29, $30, $9 {condition}"
     )
 }
 
@@ -733,8 +733,8 @@ fn run_leaves(rows: &[VesEventRow]) -> (Vec<u8>, Option<Vec<u8>>) {
     (run, tlog_run)
 }
 
-/// Runs `sql` (built on [`insert_rows_sql`] and [`insert_run_sql`]) with every parameter bound; `$26`
-/// and `$27` are `head_params`. Returns the single scalar the statement selects, if any row.
+/// Runs `sql` (built on [`insert_rows_sql`] and [`insert_run_sql`]) with every parameter bound; `$25`
+/// and `$26` are `head_params`. Returns the single scalar the statement selects, if any row.
 #[allow(clippy::too_many_arguments)]
 async fn run_insert(
     conn: &mut PgConnection,
@@ -776,11 +776,11 @@ pub async fn insert_ves_events(
     let sql = format!(
         "WITH ins AS ({} RETURNING 1), \
          run AS ({}) \
-         UPDATE sequence_counters SET current_sequence = $26, updated_at = NOW() \
-         WHERE tenant_id = $1 AND store_id = $2 AND (SELECT COUNT(*) FROM ins) = $27 \
+         UPDATE sequence_counters SET current_sequence = $25, updated_at = NOW() \
+         WHERE tenant_id = $1 AND store_id = $2 AND (SELECT COUNT(*) FROM ins) = $26 \
          RETURNING current_sequence",
         insert_rows_sql(conflict),
-        insert_run_sql("WHERE (SELECT COUNT(*) FROM ins) = $27")
+        insert_run_sql("WHERE (SELECT COUNT(*) FROM ins) = $26")
     );
     let updated =
         run_insert(conn, sql, stream, rows, sequenced_at, sequencer_id, (new_head, rows.len() as i64)).await?;
@@ -811,12 +811,12 @@ pub async fn append_at_head(
     let new_head = expected_head + rows.len() as i64;
     debug_assert!(!create || expected_head == 0);
     let move_head = if create {
-        "INSERT INTO sequence_counters AS s (tenant_id, store_id, current_sequence) VALUES ($1, $2, $26) \
-         ON CONFLICT (tenant_id, store_id) DO UPDATE SET current_sequence = $26, updated_at = NOW() \
-         WHERE s.current_sequence = $27 AND NOT s.paused"
+        "INSERT INTO sequence_counters AS s (tenant_id, store_id, current_sequence) VALUES ($1, $2, $25) \
+         ON CONFLICT (tenant_id, store_id) DO UPDATE SET current_sequence = $25, updated_at = NOW() \
+         WHERE s.current_sequence = $26 AND NOT s.paused"
     } else {
-        "UPDATE sequence_counters SET current_sequence = $26, updated_at = NOW() \
-         WHERE tenant_id = $1 AND store_id = $2 AND current_sequence = $27 AND NOT paused"
+        "UPDATE sequence_counters SET current_sequence = $25, updated_at = NOW() \
+         WHERE tenant_id = $1 AND store_id = $2 AND current_sequence = $26 AND NOT paused"
     };
     let sql = format!(
         "WITH moved AS ({move_head} RETURNING 1), \
@@ -889,11 +889,11 @@ pub async fn append_at_heads(
         }
     }
     let c = Columns::new(groups.iter().flat_map(|g| g.rows), events);
-    // NB: the rows' parameters are numbered as in the one-stream statement ([`bind_rows`]); $26, $27 and
-    // $29..$31 are per stream here, and $32..$34 name each stream and its time.
+    // NB: the rows' parameters are numbered as in the one-stream statement ([`bind_rows`]); $25, $26 and
+    // $28..$30 are per stream here, and $31..$33 name each stream and its time.
     let sql = format!(
         "WITH want AS ( \
-           SELECT * FROM unnest($32::uuid[], $33::uuid[], $27::bigint[], $26::bigint[]) \
+           SELECT * FROM unnest($31::uuid[], $32::uuid[], $26::bigint[], $25::bigint[]) \
              AS w(tenant_id, store_id, expected, new_head)), \
          locked AS ( \
            SELECT s.tenant_id, s.store_id, w.new_head FROM sequence_counters s \
@@ -910,8 +910,8 @@ pub async fn append_at_heads(
          run AS ( \
            INSERT INTO event_leaf_runs (tenant_id, store_id, first_sequence, last_sequence, leaves, tlog_leaves, \
              sequenced_at) \
-           SELECT r.* FROM unnest($32::uuid[], $33::uuid[], $29::bigint[], $26::bigint[], $30::bytea[], \
-             $31::bytea[], $34::timestamptz[]) \
+           SELECT r.* FROM unnest($31::uuid[], $32::uuid[], $28::bigint[], $25::bigint[], $29::bytea[], \
+             $30::bytea[], $33::timestamptz[]) \
              AS r(tenant_id, store_id, first_sequence, last_sequence, leaves, tlog_leaves, at) \
            WHERE (r.tenant_id, r.store_id) IN (SELECT tenant_id, store_id FROM moved)) \
          SELECT m.tenant_id, m.store_id, (SELECT COUNT(*) FROM ins) FROM moved m",
