@@ -35,11 +35,14 @@ pub fn payload_plain_hash(payload: &serde_json::Value) -> Hash32 {
 /// canonical (and compact) form ([`crate::jcs::is_canonical`]): hashed as it is, with nothing parsed,
 /// encoded or copied. `None` for any other text.
 pub fn payload_plain_hash_of_canonical_text(text: &str) -> Option<Hash32> {
-    crate::jcs::is_canonical(text).then(|| {
-        let mut h = tagged(domain::PAYLOAD_PLAIN);
-        h.put(text.as_bytes());
-        finish(h)
-    })
+    crate::jcs::is_canonical(text).then(|| plain_hash_of_jcs(text.as_bytes()))
+}
+
+/// [`payload_plain_hash`] over a payload's JCS bytes, already encoded.
+fn plain_hash_of_jcs(jcs: &[u8]) -> Hash32 {
+    let mut h = tagged(domain::PAYLOAD_PLAIN);
+    h.put(jcs);
+    finish(h)
 }
 
 /// A plaintext payload's JCS bytes, encoded once for everything a sequencer does with them: measure the
@@ -71,9 +74,7 @@ impl CanonicalPayload {
 
     /// The payload's [`payload_plain_hash`].
     pub fn plain_hash(&self) -> Hash32 {
-        let mut h = tagged(domain::PAYLOAD_PLAIN);
-        h.put(&self.bytes);
-        finish(h)
+        plain_hash_of_jcs(&self.bytes)
     }
 
     /// The payload's compact JSON, when the canonical bytes are that too.

@@ -428,8 +428,7 @@ macro_rules! receipt_hash_sql {
 /// as the wire format fixes it. NULL for a legacy event.
 macro_rules! cipher_hash_sql {
     () => {
-        "COALESCE(payload_cipher_hash, CASE WHEN payload_kind = 0 THEN \
-         decode('0000000000000000000000000000000000000000000000000000000000000000', 'hex') END)"
+        "COALESCE(payload_cipher_hash, CASE WHEN payload_kind = 0 THEN decode(repeat('00', 32), 'hex') END)"
     };
 }
 
