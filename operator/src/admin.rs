@@ -485,9 +485,10 @@ fn quote_body(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    //! The client against a small local stub of the admin API (axum on an ephemeral port).
-    //! TODO(sequencer admin endpoints): also run these against a real sequencer process once its
-    //! admin endpoints land.
+    //! The client against a small local stub of the admin API (axum on an ephemeral port): the exact
+    //! requests each call sends, and answers a real sequencer does not readily give (sections missing,
+    //! an error page, no answer at all). The same calls against a real sequencer are in
+    //! `tests/admin_client_against_sequencer.rs`.
 
     use std::sync::{Arc, Mutex};
 
