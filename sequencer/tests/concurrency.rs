@@ -16,11 +16,11 @@ async fn check_streams(pool: &sqlx::PgPool, receipts: &[(Uuid, Uuid, Value)]) {
         by_stream.entry((*t, *s)).or_default().push(r);
     }
     for ((tenant, store), receipts) in by_stream {
-        // NB: the receipt hash as every read takes it: stored, or derived from the row (migration 0020).
+        // NB: the receipt hash stored, or derived in SQL (`RECEIPT_HASH_SQL`).
         let rows: Vec<(i64, Uuid, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT sequence_number, event_id, {} FROM events \
              WHERE tenant_id = $1 AND store_id = $2 ORDER BY sequence_number",
-            sequencer::store::events::RECEIPT_HASH
+            RECEIPT_HASH_SQL
         )))
         .bind(tenant)
         .bind(store)

@@ -577,8 +577,10 @@ async fn a_payload_nested_deeper_or_with_numbers_larger_than_a_request_may_hold_
 }
 
 /// Since migration 0021 a signed event's row holds no receipt hash, nor a plaintext payload's cipher hash
-/// (zero): every read derives them (0020), so receipts, a replay's answer, a served event and `verify`
-/// are what they were when both were stored. A row written before 0021 stores them, and its own are read.
+/// (zero): the sequencer derives the receipt hash where it answers one, and every read the cipher hash,
+/// so receipts, a replay's answer, a served event and `verify` are what they were when both were stored,
+/// and `ves_receipt_hash()` (0020) computes the same hash in SQL. A row written before 0021 stores them,
+/// and its own are read.
 #[tokio::test]
 async fn receipt_and_cipher_hashes_are_derived_on_every_read_not_stored() {
     let server = TestServer::start().await;
@@ -589,12 +591,12 @@ async fn receipt_and_cipher_hashes_are_derived_on_every_read_not_stored() {
     let (status, first) = api.ingest(agent.agent_id, &events).await;
     assert_eq!(status, 200, "{first}");
     let pool = server.state.store.pool();
-    // (receipt_hash, payload_cipher_hash, the receipt hash as read)
+    // (receipt_hash, payload_cipher_hash, the receipt hash stored or derived in SQL)
     type Hashes = (Option<Vec<u8>>, Option<Vec<u8>>, Vec<u8>);
     let stored: Vec<Hashes> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT receipt_hash, payload_cipher_hash, {} FROM ves_events WHERE tenant_id = $1 AND store_id = $2 \
          ORDER BY sequence_number",
-        sequencer::store::events::RECEIPT_HASH
+        RECEIPT_HASH_SQL
     )))
     .bind(agent.tenant_id)
     .bind(agent.store_id)

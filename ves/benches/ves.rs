@@ -83,6 +83,11 @@ fn signing_hash(c: &mut Criterion) {
     c.bench_function("event_signing_hash/v1", |b| b.iter(|| hash::event_signing_hash(black_box(&input))));
     let v2 = SigningInput { ves_version: 2, command_id: Some(Uuid::from_u128(6)), base_version: Some(3), ..input };
     c.bench_function("event_signing_hash/v2", |b| b.iter(|| hash::event_signing_hash(black_box(&v2))));
+    // What the sequencer spends deriving a receipt hash it no longer stores (migration 0021).
+    let (ids, signing) = ([Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3)], [7u8; 32]);
+    c.bench_function("receipt_hash", |b| {
+        b.iter(|| hash::receipt_hash(black_box(ids[0]), ids[1], ids[2], black_box(42), &signing))
+    });
 }
 
 fn signatures(c: &mut Criterion) {

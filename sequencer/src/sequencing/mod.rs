@@ -101,7 +101,7 @@ impl Receipt {
             e.event_id,
             e.sequence_number,
             &e.sequenced_at.to_rfc3339(),
-            e.receipt_hash.as_deref()?,
+            &e.receipt_hash()?,
             e.sequencer_signature.as_deref(),
         ))
     }

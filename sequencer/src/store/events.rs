@@ -116,9 +116,34 @@ pub struct ExistingEvent {
     pub payload_encrypted: Option<Value>,
     pub event_signing_hash: Option<Vec<u8>>,
     pub agent_signature: Option<Vec<u8>>,
-    pub receipt_hash: Option<Vec<u8>>,
+    /// The receipt hash as a release before migration 0021 stored it; NULL since. Read it through
+    /// [`ExistingEvent::receipt_hash`].
+    #[sqlx(rename = "receipt_hash")]
+    pub stored_receipt_hash: Option<Vec<u8>>,
     pub sequencer_id: Option<Uuid>,
     pub sequencer_signature: Option<Vec<u8>>,
+}
+
+impl ExistingEvent {
+    /// The event's receipt hash (ves-wire §2.5): the stored one, or derived from the row as the sequencer
+    /// computed it when it answered the first receipt. None for a legacy event, which has no signing hash.
+    ///
+    /// Derived here, not in SQL: a SHA-256 per row is cheaper in the sequencer, which scales out, than in
+    /// PostgreSQL, which does not (about 0.9 µs per row there, `scripts/derived-hash-cost`).
+    pub fn receipt_hash(&self) -> Option<Vec<u8>> {
+        if let Some(stored) = &self.stored_receipt_hash {
+            return Some(stored.clone());
+        }
+        let signing_hash = <[u8; 32]>::try_from(self.event_signing_hash.as_deref()?).ok()?;
+        let receipt = ves::hash::receipt_hash(
+            self.tenant_id,
+            self.store_id,
+            self.event_id,
+            self.sequence_number as u64,
+            &signing_hash,
+        );
+        Some(receipt.to_vec())
+    }
 }
 
 /// A stored event as read back from the log.
@@ -147,7 +172,10 @@ pub struct StoredEvent {
     pub payload_cipher_hash: Option<Vec<u8>>,
     pub event_signing_hash: Option<Vec<u8>>,
     pub agent_signature: Option<Vec<u8>>,
-    pub receipt_hash: Option<Vec<u8>>,
+    /// The receipt hash as a release before migration 0021 stored it; NULL since, when it is derived
+    /// wherever a receipt is answered ([`ExistingEvent::receipt_hash`]).
+    #[sqlx(rename = "receipt_hash")]
+    pub stored_receipt_hash: Option<Vec<u8>>,
     pub sequencer_id: Option<Uuid>,
     pub sequencer_signature: Option<Vec<u8>>,
     pub payload_hash: Option<Vec<u8>>,
@@ -415,15 +443,6 @@ fn prints_with_exponent(n: &serde_json::Number) -> bool {
     }
 }
 
-/// A row's receipt hash: stored, or (NULL since migration 0020) derived from the row by
-/// `ves_receipt_hash`, which computes `ves::hash::receipt_hash` in SQL. NULL for a legacy event, which
-/// has no signing hash.
-macro_rules! receipt_hash_sql {
-    () => {
-        "COALESCE(receipt_hash, ves_receipt_hash(tenant_id, store_id, event_id, sequence_number, event_signing_hash))"
-    };
-}
-
 /// A row's cipher hash: stored, or (NULL since migration 0020) 32 zero bytes for a plaintext signed event,
 /// as the wire format fixes it. NULL for a legacy event.
 macro_rules! cipher_hash_sql {
@@ -432,33 +451,28 @@ macro_rules! cipher_hash_sql {
     };
 }
 
-/// The SQL of a row's receipt hash ([`receipt_hash_sql`]), for statements elsewhere that read it.
-pub const RECEIPT_HASH: &str = receipt_hash_sql!();
-
 /// Every column of a stored event, as [`StoredEvent`] reads them. The payload comes from whichever of
 /// `payload` (JSONB: rows written before migration 0019, legacy events) and `payload_text` (a signed
 /// event's plaintext payload since 0019) holds it; cast back to JSONB here, a payload stored as text
 /// reads exactly as if it had been stored as JSONB, so every read serves the same bytes either way.
 /// (The cast is PostgreSQL's JSONB parse, moved from every insert to the reads that return payloads.)
-/// The receipt hash and a plaintext event's cipher hash come from their columns or, where those are
-/// NULL (migration 0020), are derived (`receipt_hash_sql`, `cipher_hash_sql`).
+/// A plaintext event's cipher hash comes from its column or, where that is NULL (migration 0021), is
+/// derived (`cipher_hash_sql`). The receipt hash is read as stored (NULL since 0021): no page serves it,
+/// `verify` checks a stored one, and [`ExistingEvent::receipt_hash`] derives it where a receipt is
+/// answered.
 const EVENT_COLUMNS: &str = concat!(
     "tenant_id, store_id, sequence_number, event_id, signed, entity_type, entity_id, \
      event_type, created_at, sequenced_at, source_agent_id, command_id, base_version, \
      COALESCE(payload, payload_text::jsonb) AS payload, ves_version, \
      agent_key_id, created_at_str, payload_kind, payload_encrypted, payload_plain_hash, ",
     cipher_hash_sql!(),
-    " AS payload_cipher_hash, event_signing_hash, agent_signature, ",
-    receipt_hash_sql!(),
-    " AS receipt_hash, sequencer_id, sequencer_signature, payload_hash, leaf_hash"
+    " AS payload_cipher_hash, event_signing_hash, agent_signature, receipt_hash, sequencer_id, \
+     sequencer_signature, payload_hash, leaf_hash"
 );
 
-const EXISTING_COLUMNS: &str = concat!(
-    "event_id, tenant_id, store_id, signed, sequence_number, sequenced_at, command_id, \
-     base_version, payload_encrypted, event_signing_hash, agent_signature, ",
-    receipt_hash_sql!(),
-    " AS receipt_hash, sequencer_id, sequencer_signature"
-);
+const EXISTING_COLUMNS: &str = "event_id, tenant_id, store_id, signed, sequence_number, sequenced_at, command_id, \
+     base_version, payload_encrypted, event_signing_hash, agent_signature, receipt_hash, sequencer_id, \
+     sequencer_signature";
 
 /// Takes the stream's counter row lock (creating the row on first use) and returns its head.
 ///
@@ -1280,7 +1294,7 @@ mod tests {
                 payload_cipher_hash: Some(hashes.1.to_vec()),
                 event_signing_hash: None,
                 agent_signature: Some(hashes.2),
-                receipt_hash: None,
+                stored_receipt_hash: None,
                 sequencer_id: None,
                 sequencer_signature: None,
                 payload_hash: None,
@@ -1306,6 +1320,36 @@ mod tests {
             let n = serde_json::Number::from_f64(f).unwrap();
             prop_assert_eq!(prints_with_exponent(&n), n.to_string().contains(['e', 'E']), "{}", n);
         }
+    }
+
+    /// A stored receipt hash (a row from before migration 0021) is the one answered; without one it is
+    /// derived as the sequencer computes it; a legacy event, with no signing hash, has none.
+    #[test]
+    fn a_receipt_hash_is_the_stored_one_else_derived_from_the_row() {
+        let (tenant_id, store_id, event_id) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        let mut e = ExistingEvent {
+            event_id,
+            tenant_id,
+            store_id,
+            signed: true,
+            sequence_number: 42,
+            sequenced_at: Utc.timestamp_micros(1).unwrap(),
+            command_id: None,
+            base_version: None,
+            payload_encrypted: None,
+            event_signing_hash: Some(vec![9; 32]),
+            agent_signature: Some(vec![0; 64]),
+            stored_receipt_hash: None,
+            sequencer_id: None,
+            sequencer_signature: None,
+        };
+        let derived = ves::hash::receipt_hash(tenant_id, store_id, event_id, 42, &[9; 32]);
+        assert_eq!(e.receipt_hash(), Some(derived.to_vec()));
+        e.stored_receipt_hash = Some(vec![5; 32]);
+        assert_eq!(e.receipt_hash(), Some(vec![5; 32]), "a stored hash is answered as stored");
+        e.stored_receipt_hash = None;
+        e.event_signing_hash = None;
+        assert_eq!(e.receipt_hash(), None, "a legacy event has no receipt hash");
     }
 
     /// The doubles on each side of both boundaries, and the numbers that are not floats.

@@ -247,6 +247,13 @@ impl Drop for SequencerProcess {
     }
 }
 
+/// A row's receipt hash in SQL: stored (before migration 0021), or derived by `ves_receipt_hash()`
+/// (0020), the SQL twin of `ves::hash::receipt_hash`. The sequencer derives it in Rust
+/// (`ExistingEvent::receipt_hash`); tests that hold answered receipts against the log use this one, so
+/// they also hold the two formulas equal.
+pub const RECEIPT_HASH_SQL: &str =
+    "COALESCE(receipt_hash, ves_receipt_hash(tenant_id, store_id, event_id, sequence_number, event_signing_hash))";
+
 /// Runs `statements` as a superuser bypassing the log's append-only triggers, to simulate damage done
 /// behind the sequencer's back (a deleted or edited row).
 pub async fn tamper(pool: &sqlx::PgPool, statements: &str) {

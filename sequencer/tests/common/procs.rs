@@ -48,11 +48,11 @@ pub async fn ingest(
 
 /// A stream's stored events as (sequence number, event id, receipt hash hex), in order.
 pub async fn stored(pool: &sqlx::PgPool, tenant_id: Uuid, store_id: Uuid) -> Vec<(i64, Uuid, String)> {
-    // NB: the receipt hash as every read takes it: stored, or derived from the row (migration 0020).
+    // NB: the receipt hash stored, or derived in SQL (`RECEIPT_HASH_SQL`).
     let rows: Vec<(i64, Uuid, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT sequence_number, event_id, {} FROM events \
          WHERE tenant_id = $1 AND store_id = $2 ORDER BY sequence_number",
-        sequencer::store::events::RECEIPT_HASH
+        crate::common::RECEIPT_HASH_SQL
     )))
     .bind(tenant_id)
     .bind(store_id)
