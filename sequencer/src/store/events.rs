@@ -443,32 +443,22 @@ fn prints_with_exponent(n: &serde_json::Number) -> bool {
     }
 }
 
-/// A row's cipher hash: stored, or (NULL since migration 0020) 32 zero bytes for a plaintext signed event,
-/// as the wire format fixes it. NULL for a legacy event.
-macro_rules! cipher_hash_sql {
-    () => {
-        "COALESCE(payload_cipher_hash, CASE WHEN payload_kind = 0 THEN decode(repeat('00', 32), 'hex') END)"
-    };
-}
-
 /// Every column of a stored event, as [`StoredEvent`] reads them. The payload comes from whichever of
 /// `payload` (JSONB: rows written before migration 0019, legacy events) and `payload_text` (a signed
 /// event's plaintext payload since 0019) holds it; cast back to JSONB here, a payload stored as text
 /// reads exactly as if it had been stored as JSONB, so every read serves the same bytes either way.
 /// (The cast is PostgreSQL's JSONB parse, moved from every insert to the reads that return payloads.)
-/// A plaintext event's cipher hash comes from its column or, where that is NULL (migration 0021), is
-/// derived (`cipher_hash_sql`). The receipt hash is read as stored (NULL since 0021): no page serves it,
+/// A row's cipher hash comes from its column or, where that is NULL (since migration 0021), is the 32 zero
+/// bytes the wire format fixes for a plaintext signed event (NULL for a legacy event). The receipt hash is read as stored (NULL since 0021): no page serves it,
 /// `verify` checks a stored one, and [`ExistingEvent::receipt_hash`] derives it where a receipt is
 /// answered.
-const EVENT_COLUMNS: &str = concat!(
-    "tenant_id, store_id, sequence_number, event_id, signed, entity_type, entity_id, \
+const EVENT_COLUMNS: &str = "tenant_id, store_id, sequence_number, event_id, signed, entity_type, entity_id, \
      event_type, created_at, sequenced_at, source_agent_id, command_id, base_version, \
      COALESCE(payload, payload_text::jsonb) AS payload, ves_version, \
-     agent_key_id, created_at_str, payload_kind, payload_encrypted, payload_plain_hash, ",
-    cipher_hash_sql!(),
-    " AS payload_cipher_hash, event_signing_hash, agent_signature, receipt_hash, sequencer_id, \
-     sequencer_signature, payload_hash, leaf_hash"
-);
+     agent_key_id, created_at_str, payload_kind, payload_encrypted, payload_plain_hash, \
+     COALESCE(payload_cipher_hash, CASE WHEN payload_kind = 0 THEN decode(repeat('00', 32), 'hex') END) \
+       AS payload_cipher_hash, \
+     event_signing_hash, agent_signature, receipt_hash, sequencer_id, sequencer_signature, payload_hash, leaf_hash";
 
 const EXISTING_COLUMNS: &str = "event_id, tenant_id, store_id, signed, sequence_number, sequenced_at, command_id, \
      base_version, payload_encrypted, event_signing_hash, agent_signature, receipt_hash, sequencer_id, \
@@ -638,8 +628,8 @@ impl<'a> Columns<'a> {
                 e.payload_encrypted.as_ref().map(|p| serde_json::to_value(p).expect("encrypted payload serialises")),
             );
             c.plain_hash.push(&e.payload_plain_hash.0);
-            // NB: a plaintext payload's cipher hash is zero (ingest refuses any other), and readers derive
-            // it; so is the receipt hash, which is not written at all (migration 0021).
+            // NB: a plaintext payload's cipher hash is zero (ingest refuses any other), which readers put
+            // back; the receipt hash is not written at all (migration 0021).
             c.cipher_hash.push((e.payload_kind != 0).then_some(&e.payload_cipher_hash.0[..]));
             c.signing_hash.push(&r.signing_hash);
             c.signature.push(&e.agent_signature.0);
@@ -666,8 +656,9 @@ fn insert_rows_sql(tail: &str) -> String {
 /// The head of every insert into the log, for a SELECT built by [`rows_select`]. A plaintext payload
 /// goes into `payload_text` as the sequencer's compact JSON, not into the JSONB `payload` (migration
 /// 0019: PostgreSQL no longer parses it on insert; readers cast it back, [`EVENT_COLUMNS`]). The
-/// receipt hash is not written, nor a plaintext payload's cipher hash (migration 0021): readers derive
-/// both.
+/// receipt hash is not written, nor a plaintext payload's cipher hash (migration 0021): readers put the
+/// zero cipher hash back, and the receipt hash is derived where one is answered
+/// ([`ExistingEvent::receipt_hash`]).
 const INSERT_ROWS: &str = "INSERT INTO ves_events (tenant_id, store_id, sequence_number, event_id, signed, \
     entity_type, entity_id, event_type, created_at, sequenced_at, source_agent_id, command_id, base_version, \
     payload_text, ves_version, agent_key_id, created_at_str, payload_kind, payload_encrypted, payload_plain_hash, \
