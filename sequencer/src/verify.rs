@@ -13,7 +13,9 @@
 //!   append-only triggers bypassed (`session_replication_role = replica`), as recorded by the
 //!   database;
 //! - `leaf_run_mismatch`: a leaf run (the per-transaction copy of the leaves that commitments read,
-//!   and of the transparency log leaves the integrator reads) differs from the leaves the events give.
+//!   and of the transparency log leaves the integrator reads) differs from the leaves the events give;
+//! - `version_mark_mismatch`: an entity's version mark (migration 0022, what `base_version` checks count
+//!   from) differs from the number of the entity's events up to the mark's position.
 
 use std::collections::HashMap;
 
@@ -191,6 +193,12 @@ async fn verify_stream(store: &Store, stream: StreamKey, head: i64, report: &mut
     // The transparency log leaf of each event's entry, as the integrator would compute it reading the
     // event back (`None` when the event cannot be encoded; the log then cannot hold it either).
     let mut log_leaves: LogLeaves = HashMap::new();
+    // Each marked entity's events up to its mark's position, counted as the scan passes them: by entity
+    // type, then id, (version, at sequence, counted).
+    let mut marks: HashMap<String, HashMap<String, (i64, i64, i64)>> = HashMap::new();
+    for (entity_type, entity_id, version, at) in crate::store::events::version_marks(&mut conn, stream).await? {
+        marks.entry(entity_type).or_default().insert(entity_id, (version, at, 0));
+    }
     let mut expected = 1i64;
     let mut after = (0i64, Uuid::nil());
     loop {
@@ -221,6 +229,12 @@ async fn verify_stream(store: &Store, stream: StreamKey, head: i64, report: &mut
             }
             if let Some(leaf) = check_event(stream, e, report) {
                 leaves.insert(seq, leaf);
+            }
+            if let Some((_, at, counted)) =
+                marks.get_mut(e.entity_type.as_str()).and_then(|ids| ids.get_mut(e.entity_id.as_str()))
+                && seq <= *at
+            {
+                *counted += 1;
             }
             log_leaves.insert(seq, crate::tlog::entry_of(e).ok().map(|entry| crate::tlog::leaf_hash(&entry).0));
             if e.signed {
@@ -271,6 +285,20 @@ async fn verify_stream(store: &Store, stream: StreamKey, head: i64, report: &mut
             seq,
             format!("{operation} at {at} bypassed the log's append-only triggers"),
         ));
+    }
+    for (entity_type, ids) in marks {
+        for (entity_id, (version, at, counted)) in ids {
+            if counted != version {
+                report.findings.push(finding(
+                    stream,
+                    "version_mark_mismatch",
+                    Some(at),
+                    format!(
+                        "entity {entity_type}/{entity_id} has {counted} events up to {at}, its version mark says {version}"
+                    ),
+                ));
+            }
+        }
     }
     check_leaf_runs(&mut conn, stream, (&leaves, &log_leaves), report).await?;
     let commitments = store.list_commitments(stream, ListFilter::default(), i64::MAX).await?;

@@ -190,6 +190,103 @@ async fn base_version_is_optimistic_concurrency_per_entity_and_conflicts_are_dea
     assert_eq!(body["eventsAccepted"], 1, "{body}");
 }
 
+/// A version is counted from the entity's mark (migration 0022) plus the events since. The mark moves only
+/// once a check counts `VERSION_MARK_AFTER` events past it, stays true through events written without a
+/// check (as the previous release writes them all), and is dropped when the log is damaged.
+#[tokio::test]
+async fn entity_versions_count_from_a_mark_that_stays_true_and_is_dropped_with_damage() {
+    use sequencer::store::events::VERSION_MARK_AFTER;
+    let server = TestServer::start().await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    api.register_key(&agent).await;
+    let pool = server.state.store.pool();
+    let mark = || async {
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT version, at_sequence FROM entity_version_marks \
+             WHERE tenant_id = $1 AND store_id = $2 AND entity_type = 'InventoryItem' AND entity_id = 'WIDGET-001'",
+        )
+        .bind(agent.tenant_id)
+        .bind(agent.store_id)
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+    };
+    let checked = |base: i64| agent.builder().base_version(base as u64).payload(json!({"v": base})).sign(&agent.key);
+    let other = || agent.builder().entity("InventoryItem", "OTHER").payload(json!({})).sign(&agent.key);
+    let accept = |events: Vec<VesEventEnvelope>| {
+        let api = &api;
+        async move {
+            let n = events.len();
+            let (status, body) = api.ingest(agent.agent_id, &events).await;
+            assert_eq!((status, body["eventsAccepted"].as_u64()), (200, Some(n as u64)), "{body}");
+        }
+    };
+
+    // Events without base_version are never checked, so they leave no mark.
+    let plain = VERSION_MARK_AFTER + 8;
+    accept((0..plain as u64).flat_map(|n| [agent.event(n), other()]).collect()).await;
+    assert_eq!(mark().await, None);
+    // The first check counts them all, and marks the version at the stream's head.
+    accept(vec![checked(plain)]).await;
+    let head = 2 * plain;
+    assert_eq!(mark().await, Some((plain, head)), "the other entity's events are not counted");
+    // Fewer than VERSION_MARK_AFTER past the mark: checks count from it and leave it where it is.
+    accept((0..5).map(|n| agent.event(100 + n)).collect()).await;
+    accept(vec![checked(plain + 6)]).await;
+    assert_eq!(mark().await, Some((plain, head)));
+    let (_, body) = api.ingest(agent.agent_id, &[checked(plain)]).await;
+    assert_eq!(
+        body["rejections"][0]["reason"],
+        format!("version_conflict: expected {plain}, actual {}", plain + 7),
+        "{body}"
+    );
+    // Enough past it, and the check moves it.
+    let more = VERSION_MARK_AFTER as u64;
+    accept((0..more).map(|n| agent.event(200 + n)).collect()).await;
+    let version = plain + 7 + VERSION_MARK_AFTER;
+    accept(vec![checked(version)]).await;
+    let head = head + 1 + 5 + 1 + VERSION_MARK_AFTER;
+    assert_eq!(mark().await, Some((version, head)));
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM events WHERE tenant_id = $1 AND store_id = $2 AND entity_id = 'WIDGET-001' \
+         AND sequence_number <= $3",
+    )
+    .bind(agent.tenant_id)
+    .bind(agent.store_id)
+    .bind(head)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, version, "the mark is what the log holds up to its position");
+    // `verify` holds every mark against the log.
+    let verify = || sequencer::verify::verify(&server.state.store, Some(agent.tenant_id), Some(agent.store_id));
+    assert!(verify().await.unwrap().findings.is_empty());
+    sqlx::query("UPDATE entity_version_marks SET version = version + 1 WHERE tenant_id = $1 AND store_id = $2")
+        .bind(agent.tenant_id)
+        .bind(agent.store_id)
+        .execute(pool)
+        .await
+        .unwrap();
+    let findings = verify().await.unwrap().findings;
+    assert_eq!(
+        findings.iter().map(|f| (f.kind, f.sequence_number)).collect::<Vec<_>>(),
+        [("version_mark_mismatch", Some(head))],
+        "{findings:?}"
+    );
+
+    // An event of the entity removed behind the sequencer's back: the damage drops the stream's mark, and
+    // the version is counted from the log again.
+    tamper(pool, &delete_event_sql(&agent, 1)).await;
+    assert_eq!(mark().await, None);
+    let (_, body) = api.ingest(agent.agent_id, &[checked(version + 1)]).await;
+    assert_eq!(
+        body["rejections"][0]["reason"],
+        format!("version_conflict: expected {}, actual {version}", version + 1),
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn fixable_rejections_are_dead_lettered_with_their_full_envelope() {
     let server = TestServer::start().await;

@@ -196,7 +196,7 @@ pub async fn ingest(
                 .into_iter()
                 .filter_map(|e| e.command_id)
                 .collect(),
-            versions: events::entity_versions(&mut tx, stream, &entities)
+            versions: events::entity_versions(&mut tx, stream, locked.head, &entities)
                 .await?
                 .into_iter()
                 .map(|(t, i, v)| ((t, i), v))

@@ -577,7 +577,7 @@ impl Sequencer {
                 .collect::<HashSet<_>>()
                 .into_iter()
                 .collect();
-            let versions = events::entity_versions(&mut tx, stream, &entities).await?;
+            let versions = events::entity_versions(&mut tx, stream, locked.head, &entities).await?;
             let view = StoreView {
                 paused: false,
                 commands: by_command.iter().filter_map(|e| e.command_id).collect(),
