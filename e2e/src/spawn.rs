@@ -127,6 +127,37 @@ impl ThrowawayDb {
     }
 }
 
+/// Runs `f` against a sequencer started from `target`'s binary on `database_url`, or on a throw-away
+/// database (dropped afterwards) when that is `None`, and stops the sequencer when `f` returns. `f` gets
+/// the sequencer, its binary and its database URL.
+pub fn with_spawned<T>(
+    runtime: &tokio::runtime::Runtime,
+    target: &Target,
+    database_url: Option<&str>,
+    admin_key: &str,
+    unsigned: bool,
+    f: impl FnOnce(&SpawnedSequencer, &Path, &str) -> Result<T>,
+) -> Result<T> {
+    let bin = target.binary()?;
+    let (url, throwaway) = match database_url {
+        Some(url) => (url.to_owned(), None),
+        None => {
+            let db = runtime.block_on(ThrowawayDb::create(&target.admin_database_url))?;
+            (db.url.clone(), Some(db))
+        }
+    };
+    let result = (|| {
+        let server = SpawnedSequencer::start(&bin, &url, admin_key, unsigned)?;
+        let result = f(&server, &bin, &url);
+        server.stop().context("stopping the sequencer")?;
+        result
+    })();
+    if let Some(db) = throwaway {
+        runtime.block_on(db.drop_db());
+    }
+    result
+}
+
 /// A `stateset-sequencer` child process.
 pub struct SpawnedSequencer {
     pub child: Child,

@@ -142,27 +142,19 @@ fn main() -> Result<()> {
         let key = args.target.api_key()?;
         return runtime.block_on(run(&args, args.target.base_url(), key, None, args.cpu_pid));
     }
-    let bin = args.target.binary()?;
-    let (database_url, throwaway) = match &args.database_url {
-        Some(url) => (url.clone(), None),
-        None => {
-            let db = runtime.block_on(e2e::spawn::ThrowawayDb::create(&args.target.admin_database_url))?;
-            (db.url.clone(), Some(db))
-        }
-    };
     let admin_key = format!("ss_loadgen_{}", hex::encode(rand::random::<[u8; 16]>()));
-    let result = (|| {
-        let server = e2e::spawn::SpawnedSequencer::start(&bin, &database_url, &admin_key, args.unsigned_receipts)?;
-        let info = format!("{} (pid {})", bin.display(), server.child.id());
-        let pid = Some(server.child.id());
-        let result = runtime.block_on(run(&args, server.base_url.clone(), admin_key.clone(), Some(info), pid));
-        server.stop().context("stopping the sequencer")?;
-        result
-    })();
-    if let Some(db) = throwaway {
-        runtime.block_on(db.drop_db());
-    }
-    result
+    e2e::spawn::with_spawned(
+        &runtime,
+        &args.target,
+        args.database_url.as_deref(),
+        &admin_key,
+        args.unsigned_receipts,
+        |server, bin, _| {
+            let info = format!("{} (pid {})", bin.display(), server.child.id());
+            let pid = Some(server.child.id());
+            runtime.block_on(run(&args, server.base_url.clone(), admin_key.clone(), Some(info), pid))
+        },
+    )
 }
 
 async fn run(args: &Args, base: String, key: String, spawned: Option<String>, server_pid: Option<u32>) -> Result<()> {

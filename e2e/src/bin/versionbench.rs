@@ -95,25 +95,15 @@ fn main() -> Result<()> {
         let key = args.target.api_key()?;
         return runtime.block_on(run(&args, args.target.base_url(), key, args.database_url.as_deref()));
     }
-    let bin = args.target.binary()?;
-    let (database_url, throwaway) = match &args.database_url {
-        Some(url) => (url.clone(), None),
-        None => {
-            let db = runtime.block_on(e2e::spawn::ThrowawayDb::create(&args.target.admin_database_url))?;
-            (db.url.clone(), Some(db))
-        }
-    };
     let admin_key = format!("ss_versionbench_{}", hex::encode(rand::random::<[u8; 16]>()));
-    let result = (|| {
-        let server = e2e::spawn::SpawnedSequencer::start(&bin, &database_url, &admin_key, false)?;
-        let result = runtime.block_on(run(&args, server.base_url.clone(), admin_key.clone(), Some(&database_url)));
-        server.stop().context("stopping the sequencer")?;
-        result
-    })();
-    if let Some(db) = throwaway {
-        runtime.block_on(db.drop_db());
-    }
-    result
+    e2e::spawn::with_spawned(
+        &runtime,
+        &args.target,
+        args.database_url.as_deref(),
+        &admin_key,
+        false,
+        |server, _, url| runtime.block_on(run(&args, server.base_url.clone(), admin_key.clone(), Some(url))),
+    )
 }
 
 async fn run(args: &Args, base: String, key: String, database_url: Option<&str>) -> Result<()> {
