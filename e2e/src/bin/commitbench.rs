@@ -90,14 +90,7 @@ async fn run(args: &Args, url: &str, api_key: &str) -> Result<()> {
     let tenant = Uuid::new_v4();
     let agent = Uuid::new_v4();
     let key = SigningKey::from_bytes(&rand::thread_rng().r#gen());
-    let resp = post(
-        "/api/v1/agents/keys",
-        json!({"tenantId": tenant, "agentId": agent, "keyId": 1, "publicKey": hex::encode(key.verifying_key().to_bytes())}),
-    )
-    .await?;
-    if !resp.status().is_success() {
-        bail!("registering the agent key failed: {}", resp.text().await?);
-    }
+    e2e::register_agent_key(&http, url, api_key, tenant, agent, &key.verifying_key()).await?;
     let stores: Vec<Uuid> = (0..args.streams + args.warmup).map(|_| Uuid::new_v4()).collect();
     eprintln!(
         "ingesting {} events into each of {} streams ({} of them to warm up), {} per request...",

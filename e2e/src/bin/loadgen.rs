@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Result, anyhow, bail, ensure};
 use bytes::Bytes;
 use clap::Parser;
 use ed25519_dalek::SigningKey;
@@ -173,24 +173,7 @@ async fn run(args: &Args, base: String, key: String, spawned: Option<String>, se
             .collect()
     };
     for a in &agents {
-        let response = admin
-            .post(format!("{base}/api/v1/agents/keys"))
-            .header("authorization", format!("ApiKey {key}"))
-            .json(&json!({
-                "tenantId": a.tenant_id,
-                "agentId": a.agent_id,
-                "keyId": 1,
-                "publicKey": format!("0x{}", hex::encode(a.key.verifying_key().to_bytes())),
-            }))
-            .send()
-            .await
-            .context("registering an agent key")?;
-        let status = response.status();
-        ensure!(
-            status.is_success(),
-            "registering an agent key: {status} {}",
-            response.text().await.unwrap_or_default()
-        );
+        e2e::register_agent_key(&admin, &base, &key, a.tenant_id, a.agent_id, &a.key.verifying_key()).await?;
     }
 
     let timed_requests = planned_requests(args);

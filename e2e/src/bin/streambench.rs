@@ -202,16 +202,7 @@ async fn run(args: &Args, base: String, key: String, spawned: Option<(u32, Strin
         agent_id: Uuid::new_v4(),
         key: SigningKey::from_bytes(&rand::random::<[u8; 32]>()),
     });
-    let response = http
-        .post(format!("{base}/api/v1/agents/keys"))
-        .header("authorization", format!("ApiKey {key}"))
-        .json(&json!({
-            "tenantId": w.tenant_id, "agentId": w.agent_id, "keyId": 1,
-            "publicKey": format!("0x{}", hex::encode(w.key.verifying_key().to_bytes())),
-        }))
-        .send()
-        .await?;
-    ensure!(response.status().is_success(), "registering the agent key: {}", response.status());
+    e2e::register_agent_key(&http, &base, &key, w.tenant_id, w.agent_id, &w.key.verifying_key()).await?;
 
     let mut report = json!({"streams_per_round": args.streams, "events_per_stream": args.events_per_stream});
     let (new, existing) = probe(&http, &base, &key, &w, args.probes).await?;

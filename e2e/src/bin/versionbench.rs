@@ -118,20 +118,7 @@ async fn run(args: &Args, base: String, key: String, database_url: Option<&str>)
         signing,
         version: 0,
     };
-    let response = w
-        .http
-        .post(format!("{}/api/v1/agents/keys", w.base))
-        .header("authorization", format!("ApiKey {}", w.key))
-        .json(&json!({
-            "tenantId": w.tenant_id,
-            "agentId": w.agent_id,
-            "keyId": 1,
-            "publicKey": format!("0x{}", hex::encode(w.signing.verifying_key().to_bytes())),
-        }))
-        .send()
-        .await
-        .context("registering an agent key")?;
-    ensure!(response.status().is_success(), "registering an agent key: {}", response.text().await?);
+    e2e::register_agent_key(&w.http, &w.base, &w.key, w.tenant_id, w.agent_id, &w.signing.verifying_key()).await?;
 
     let mut report = Vec::new();
     for &size in &args.sizes {

@@ -449,9 +449,9 @@ fn prints_with_exponent(n: &serde_json::Number) -> bool {
 /// reads exactly as if it had been stored as JSONB, so every read serves the same bytes either way.
 /// (The cast is PostgreSQL's JSONB parse, moved from every insert to the reads that return payloads.)
 /// A row's cipher hash comes from its column or, where that is NULL (since migration 0021), is the 32 zero
-/// bytes the wire format fixes for a plaintext signed event (NULL for a legacy event). The receipt hash is read as stored (NULL since 0021): no page serves it,
-/// `verify` checks a stored one, and [`ExistingEvent::receipt_hash`] derives it where a receipt is
-/// answered.
+/// bytes the wire format fixes for a plaintext signed event (NULL for a legacy event). The receipt hash
+/// is read as stored (NULL since 0021): no page serves it, `verify` checks a stored one, and
+/// [`ExistingEvent::receipt_hash`] derives it where a receipt is answered.
 const EVENT_COLUMNS: &str = "tenant_id, store_id, sequence_number, event_id, signed, entity_type, entity_id, \
      event_type, created_at, sequenced_at, source_agent_id, command_id, base_version, \
      COALESCE(payload, payload_text::jsonb) AS payload, ves_version, \
