@@ -39,6 +39,16 @@ impl Writer {
             .payload(json!({"n": n}))
             .sign(&self.key)
     }
+
+    /// An event of `entity` that checks it is at `base_version` (optimistic concurrency).
+    fn checked(&self, entity: &str, base_version: u64) -> VesEventEnvelope {
+        EventBuilder::new(self.stream.tenant_id, self.stream.store_id, self.agent_id, 1)
+            .entity("InventoryItem", entity)
+            .event_type("Adjusted")
+            .base_version(base_version)
+            .payload(json!({"entity": entity, "base": base_version}))
+            .sign(&self.key)
+    }
 }
 
 async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
@@ -275,6 +285,126 @@ async fn a_busy_streams_groups_share_one_connection_and_one_round_trip_each() {
     assert_eq!(stored(&db.url, w.stream).await.1, QUEUED + 1);
     pool.close().await;
     server.stop().await;
+}
+
+/// Events that check their entity's version (`base_version`, which newer clients send on nearly every
+/// event) are written at a remembered head by one statement that counts the versions too, not by a
+/// transaction of six round trips.
+#[tokio::test]
+async fn a_group_that_checks_versions_is_one_round_trip_at_a_known_head() {
+    let db = TestDb::migrated().await;
+    let syncs = Arc::new(AtomicUsize::new(0));
+    let port = sync_counting_proxy(proxy::through(&db.url, 0).1, APPLICATION_NAME, syncs.clone()).await;
+    // NB: an empty name: the database belongs to `db`. No TLS, so that the proxy can read the messages.
+    let url = format!("{}?sslmode=disable", proxy::through(&db.url, port).0);
+    let proxied = TestDb { url, name: String::new() };
+    let server = TestServer::start_on(proxied, &[("INGEST_MAX_GROUP_EVENTS", "1"), ("TLOG_ENABLED", "false")]).await;
+    let w = Writer::new();
+    register(&server.base_url, &w).await;
+    let (status, body) = ingest(&server.base_url, &w, &[w.event(0)]).await;
+    assert_eq!(status, 200, "{body}");
+
+    // As in the test above: the first group waits inside its statement, the others queue behind it.
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let lock = hold_counter_row(&pool, w.stream).await;
+    const QUEUED: i64 = 20;
+    let requests: Vec<_> = (1..=QUEUED as u64)
+        .map(|n| {
+            // Each request its own entity, so that the order they queue in does not matter.
+            let (base, event, agent_id) = (server.base_url.clone(), w.checked(&format!("ITEM-{n}"), 0), w.agent_id);
+            tokio::spawn(async move {
+                post(&base, "/api/v1/ves/events/ingest", json!({"agentId": agent_id, "events": [event]})).await
+            })
+        })
+        .collect();
+    let metrics = server.state.metrics.clone();
+    let mut waited = 0;
+    while metrics.ingest_queued_events.get() < QUEUED {
+        assert!(waited < 3_000, "the requests never all queued");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        waited += 10;
+    }
+    let before = syncs.load(Ordering::SeqCst);
+    lock.commit().await.unwrap();
+    for request in requests {
+        let (status, body) = request.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["eventsAccepted"], 1, "{body}");
+    }
+    let round_trips = syncs.load(Ordering::SeqCst) - before;
+    // Under the lock each group would take four statements (lock, ids, versions, insert): 76 and more.
+    let groups = QUEUED as usize - 1;
+    assert!((groups..2 * groups).contains(&round_trips), "{round_trips} round trips for {groups} groups");
+    assert_eq!(stored(&db.url, w.stream).await.1, QUEUED + 1);
+    pool.close().await;
+    server.stop().await;
+}
+
+/// Two replicas check the same entity's version at the same head, each in its one statement, while a
+/// transaction holds the stream's counter row: one is written, and the other, whose counted version
+/// became stale when the first committed, writes nothing and is refused under the lock with the actual
+/// version. A version that is wrong at a head that is right is refused the same way.
+#[tokio::test]
+async fn a_version_checked_at_a_head_that_moves_before_the_statement_locks_it_is_refused() {
+    let a = TestServer::start().await;
+    let b = TestServer::start_on(TestDb { url: a.db.url.clone(), name: String::new() }, &[]).await;
+    let w = Writer::new();
+    register(&a.base_url, &w).await;
+    let (status, body) = ingest(&a.base_url, &w, &[w.checked("SKU-1", 0), w.checked("SKU-1", 1)]).await;
+    assert_eq!((status, body["eventsAccepted"].as_u64()), (200, Some(2)), "{body}");
+
+    let pool = sqlx::PgPool::connect(&a.db.url).await.unwrap();
+    let lock = hold_counter_row(&pool, w.stream).await;
+    let send = |base: &str, event: VesEventEnvelope| {
+        let (base, agent_id) = (base.to_owned(), w.agent_id);
+        tokio::spawn(async move {
+            post(&base, "/api/v1/ves/events/ingest", json!({"agentId": agent_id, "events": [event]})).await
+        })
+    };
+    // `a` remembers the head; `b` reads it without a lock. Both count version 2, then wait for the lock.
+    let (from_a, from_b) = (w.checked("SKU-1", 2), w.checked("SKU-1", 2));
+    let requests = [send(&a.base_url, from_a.clone()), send(&b.base_url, from_b.clone())];
+    let mut waited = 0;
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+        )
+        .bind(APPLICATION_NAME)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if waiting == 2 {
+            break;
+        }
+        assert!(waited < 5_000, "the two statements never both waited for the lock");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        waited += 10;
+    }
+    lock.commit().await.unwrap();
+    let mut answers = Vec::new();
+    for request in requests {
+        let (status, body) = request.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        answers.push(body);
+    }
+    let accepted: Vec<u64> = answers.iter().map(|b| b["eventsAccepted"].as_u64().unwrap()).collect();
+    assert_eq!(accepted.iter().sum::<u64>(), 1, "exactly one of the two is written: {answers:?}");
+    let refused = &answers[accepted.iter().position(|n| *n == 0).unwrap()];
+    assert_eq!(refused["rejections"][0]["reason"], "version_conflict: expected 2, actual 3", "{refused}");
+    let written = if accepted[0] == 1 { from_a.event_id } else { from_b.event_id };
+
+    // A remembered head that is right, with a version that is not.
+    let (status, body) = ingest(&a.base_url, &w, &[w.checked("SKU-1", 2)]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rejections"][0]["reason"], "version_conflict: expected 2, actual 3", "{body}");
+    let (status, body) = ingest(&a.base_url, &w, &[w.checked("SKU-1", 3)]).await;
+    assert_eq!((status, body["receipts"][0]["sequenceNumber"].as_u64()), (200, Some(4)), "{body}");
+
+    let (rows, head) = stored(&a.db.url, w.stream).await;
+    assert_eq!(head, 4);
+    assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4], "gap-free, nothing written twice");
+    assert_eq!(rows[2].1, written);
+    pool.close().await;
 }
 
 /// A server (configured by `vars`) that remembers the heads of `writers`' streams, and whose group

@@ -245,7 +245,8 @@ async fn write(conn: &mut PgConnection, mut batch: Vec<Pending>, sequencer_id: U
     if batch.len() == 1 {
         let p = batch.pop().expect("one group");
         let appended =
-            events::append_at_head(conn, p.stream, &p.rows, p.sequenced_at, sequencer_id, p.expected_head, false).await;
+            events::append_at_head(conn, p.stream, &p.rows, p.sequenced_at, sequencer_id, p.expected_head, false, None)
+                .await;
         let (combined, keep) = match appended {
             Ok(true) => (Combined::Appended, true),
             Ok(false) => (Combined::StaleHead, true),

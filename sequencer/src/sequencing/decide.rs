@@ -176,5 +176,29 @@ fn check_version<'a>(p: &Proposal<'a>, versions: &mut HashMap<(&'a str, &'a str)
     }
 }
 
+/// The version each entity that the proposals check (`base_version`) must be at for every one of them
+/// to be accepted: an entity's proposal with `base_version` b after k of the entity's proposals implies
+/// b - k. `None` when the proposals' own checks disagree (or imply a negative version), so that one is
+/// refused whatever the store holds; empty when none checks a version. The fast path writes a group
+/// only where the store's versions are these (`store::events::append_at_head`).
+pub fn implied_versions(proposals: &[Proposal<'_>]) -> Option<HashMap<(String, String), i64>> {
+    if proposals.iter().all(|p| p.base_version.is_none()) {
+        return Some(HashMap::new());
+    }
+    let mut before: HashMap<(&str, &str), i64> = HashMap::new();
+    let mut implied: HashMap<(String, String), i64> = HashMap::new();
+    for p in proposals {
+        let k = before.entry((p.entity_type, p.entity_id)).or_insert(0);
+        if let Some(b) = p.base_version {
+            let v = i64::try_from(b).ok()?.checked_sub(*k).filter(|v| *v >= 0)?;
+            if *implied.entry((p.entity_type.to_owned(), p.entity_id.to_owned())).or_insert(v) != v {
+                return None;
+            }
+        }
+        *k += 1;
+    }
+    Some(implied)
+}
+
 #[cfg(test)]
 mod tests;

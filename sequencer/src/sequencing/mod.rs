@@ -8,7 +8,8 @@
 //!   id, duplicate command, version conflict, paused) from what the store returned;
 //! - the write paths, below, whose SQL is in [`crate::store::events`]: one autocommit statement at a
 //!   remembered head, shared with other streams' groups that became ready while the statement before
-//!   it ran ([`combine`]), or one transaction under the stream's counter row lock.
+//!   it ran ([`combine`]) unless it checks versions, or one transaction under the stream's counter row
+//!   lock.
 //!
 //! The lock is held for one round of statements per group, never per event, and signatures were
 //! checked before any of this, outside any lock. Other replicas serialise on the same row lock, so
@@ -41,9 +42,9 @@ use crate::metrics::Metrics;
 use crate::reason::Refusal;
 use crate::store::Store;
 use crate::store::dead_letters::{NewDeadLetter, insert_dead_letters};
-use crate::store::events::{self, ExistingEvent, StreamKey, VesEventRow};
+use crate::store::events::{self, ExistingEvent, StreamKey, VersionChecks, VesEventRow};
 use combine::{Combined, Combiner};
-use decide::{Decision, Flavour, Paused, Prior, Proposal, StoreView, decide};
+use decide::{Decision, Flavour, Paused, Prior, Proposal, StoreView, decide, implied_versions};
 use queue::StreamQueues;
 
 /// An event that passed every check that needs no lock.
@@ -408,23 +409,32 @@ impl Sequencer {
     ) -> Result<GroupResult> {
         let all: Vec<&Candidate> = batches.iter().flat_map(|b| b.iter()).collect();
         let sequenced_at = Utc::now().trunc_subsecs(6);
-        // A base_version must be checked against the stored versions: only the locked path reads them.
-        if !all.iter().any(|c| c.envelope.base_version.is_some()) {
-            // Optimistic: assume the store holds none of the ids and commands (the unique indexes tell
-            // if it does). A repeat inside the group goes straight to the careful path.
-            let fresh: Vec<Proposal> = all.iter().map(|c| proposal(c, Prior::Fresh)).collect();
-            let plan = decide(Flavour::Signed, &StoreView::default(), &fresh).expect("not paused");
+        // Optimistic: assume the store holds none of the ids and commands (the unique indexes tell if it
+        // does) and, where the group checks versions, that its entities are at the versions its
+        // base_versions imply (the statement counts them before it writes). A group that could not be
+        // written whole even then goes straight to the careful path.
+        let fresh: Vec<Proposal> = all.iter().map(|c| proposal(c, Prior::Fresh)).collect();
+        if let Some(implied) = implied_versions(&fresh) {
+            let checks = (!implied.is_empty()).then(|| VersionChecks::new(implied.clone()));
+            let view = StoreView { versions: implied, ..Default::default() };
+            let plan = decide(Flavour::Signed, &view, &fresh).expect("not paused");
             if plan.iter().all(|d| *d == Decision::Accept) {
                 let guessed = match self.known_heads.get(&stream) {
-                    Some(head) => self.append_shared(conn, stream, batches, &all, &plan, head, sequenced_at).await?,
+                    Some(head) => {
+                        self.append_shared(conn, stream, batches, &all, &plan, head, sequenced_at, checks.as_ref())
+                            .await?
+                    }
                     None => {
                         let conn = conn.get(&self.store).await?;
-                        self.append_at_peeked_head(conn, stream, batches, &all, &plan, sequenced_at).await?
+                        self.append_at_peeked_head(conn, stream, batches, &all, &plan, sequenced_at, checks.as_ref())
+                            .await?
                     }
                 };
                 match guessed {
                     Attempt::Done(result) => return Ok(result),
                     Attempt::Conflict => {}
+                    // The versions must be read under the lock: the careful path does.
+                    Attempt::StaleHead if checks.is_some() => {}
                     Attempt::StaleHead => {
                         let locked = self.append_locked(
                             conn.get(&self.store).await?,
@@ -448,6 +458,8 @@ impl Sequencer {
     /// outside any lock and append everything in one autocommit statement that applies only if the
     /// head is still that, shared with other streams' groups that are ready at the same time
     /// ([`combine`]).
+    ///
+    /// A group with `checks` is written alone, by a statement that also counts its entities' versions.
     #[allow(clippy::too_many_arguments)]
     async fn append_shared(
         &self,
@@ -458,9 +470,15 @@ impl Sequencer {
         plan: &[Decision],
         expected: i64,
         sequenced_at: DateTime<Utc>,
+        checks: Option<&VersionChecks>,
     ) -> Result<Attempt> {
         let (rows, head) = self.rows(stream, all, plan, expected, sequenced_at).await?;
         let id = self.signer.sequencer_id;
+        if checks.is_some() {
+            let conn = conn.get(&self.store).await?;
+            let appended = events::append_at_head(conn, stream, &rows, sequenced_at, id, expected, false, checks).await;
+            return self.appended(appended, batches, plan, &rows, head, sequenced_at);
+        }
         let (rows, combined) = self.combiner.append(stream, rows, sequenced_at, expected).await;
         let appended = match combined {
             Combined::Appended => Ok(true),
@@ -469,7 +487,7 @@ impl Sequencer {
             Combined::Failed(e) => Err(e),
             Combined::Alone => {
                 let conn = conn.get(&self.store).await?;
-                events::append_at_head(conn, stream, &rows, sequenced_at, id, expected, false).await
+                events::append_at_head(conn, stream, &rows, sequenced_at, id, expected, false, None).await
             }
         };
         self.appended(appended, batches, plan, &rows, head, sequenced_at)
@@ -477,6 +495,7 @@ impl Sequencer {
 
     /// The fast path for a stream whose head this process does not remember: read it without a lock
     /// (or find the stream new) and append as [`Self::append_shared`] does, in a statement of its own.
+    #[allow(clippy::too_many_arguments)]
     async fn append_at_peeked_head(
         &self,
         conn: &mut PgConnection,
@@ -485,6 +504,7 @@ impl Sequencer {
         all: &[&Candidate],
         plan: &[Decision],
         sequenced_at: DateTime<Utc>,
+        checks: Option<&VersionChecks>,
     ) -> Result<Attempt> {
         let (expected, exists) = match events::peek_stream(conn, stream).await? {
             // Paused: the locked path answers 503.
@@ -492,10 +512,16 @@ impl Sequencer {
             Some(s) => (s.head, true),
             None => (0, false),
         };
+        // A new stream's entities are all at version 0: a group that says otherwise is decided under the
+        // lock (where another writer may have created the stream meanwhile).
+        let checks = match checks {
+            Some(k) if !exists && !k.all_new() => return Ok(Attempt::StaleHead),
+            Some(_) if !exists => None,
+            checks => checks,
+        };
         let (rows, head) = self.rows(stream, all, plan, expected, sequenced_at).await?;
-        let appended =
-            events::append_at_head(conn, stream, &rows, sequenced_at, self.signer.sequencer_id, expected, !exists)
-                .await;
+        let id = self.signer.sequencer_id;
+        let appended = events::append_at_head(conn, stream, &rows, sequenced_at, id, expected, !exists, checks).await;
         self.appended(appended, batches, plan, &rows, head, sequenced_at)
     }
 
@@ -746,7 +772,8 @@ impl Sequencer {
 /// How an optimistic append ended.
 enum Attempt {
     Done(GroupResult),
-    /// The head was not the one guessed (or the stream is paused): nothing was written.
+    /// The head was not the one guessed, the stream is paused, or an entity the group checks was not
+    /// at the version its `base_version` implies: nothing was written.
     StaleHead,
     /// An id or command is already stored: nothing was written.
     Conflict,

@@ -555,31 +555,77 @@ pub async fn entity_versions(
         return Ok(Vec::new());
     }
     let (types, ids): (Vec<&str>, Vec<&str>) = entities.iter().map(|(t, i)| (t.as_str(), i.as_str())).unzip();
-    Ok(sqlx::query_as(
-        "WITH counted AS ( \
-           SELECT q.entity_type, q.entity_id, COALESCE(m.version, 0) + tail.n AS version, tail.n AS past_mark \
-             FROM UNNEST($3::text[], $4::text[]) AS q(entity_type, entity_id) \
-             LEFT JOIN entity_version_marks m \
-               ON m.tenant_id = $1 AND m.store_id = $2 AND m.entity_type = q.entity_type AND m.entity_id = q.entity_id \
-            CROSS JOIN LATERAL ( \
-              SELECT COUNT(*) AS n FROM events e \
-               WHERE e.tenant_id = $1 AND e.store_id = $2 AND e.entity_type = q.entity_type \
-                 AND e.entity_id = q.entity_id AND e.sequence_number > COALESCE(m.at_sequence, 0)) tail), \
-         marked AS ( \
-           INSERT INTO entity_version_marks (tenant_id, store_id, entity_type, entity_id, version, at_sequence) \
-           SELECT $1, $2, entity_type, entity_id, version, $5 FROM counted WHERE past_mark >= $6 \
-           ON CONFLICT (tenant_id, store_id, entity_type, entity_id) \
-           DO UPDATE SET version = EXCLUDED.version, at_sequence = EXCLUDED.at_sequence) \
+    let sql = format!(
+        "WITH counted AS ({}), \
+         marked AS ({}) \
          SELECT entity_type, entity_id, version FROM counted",
+        counted_versions("UNNEST($3::text[], $4::text[]) AS q(entity_type, entity_id)", "$5"),
+        mark_versions("$5", "$6", "")
+    );
+    Ok(sqlx::query_as(AssertSqlSafe(sql))
+        .bind(stream.tenant_id)
+        .bind(stream.store_id)
+        .bind(types)
+        .bind(ids)
+        .bind(head)
+        .bind(VERSION_MARK_AFTER)
+        .fetch_all(conn)
+        .await?)
+}
+
+/// The SELECT of the `counted` CTE: for each entity of `entities` (a FROM item `q` with `entity_type`
+/// and `entity_id`) of the stream $1/$2 whose head is `head`, its `version` (its mark plus the events
+/// after it) and `past_mark` (those events); `q`'s other columns are kept.
+fn counted_versions(entities: &str, head: &str) -> String {
+    format!(
+        "SELECT q.*, COALESCE(m.version, 0) + tail.n AS version, tail.n AS past_mark \
+           FROM {entities} \
+           LEFT JOIN entity_version_marks m \
+             ON m.tenant_id = $1 AND m.store_id = $2 AND m.entity_type = q.entity_type AND m.entity_id = q.entity_id \
+          CROSS JOIN LATERAL ( \
+            SELECT COUNT(*) AS n FROM events e \
+             WHERE e.tenant_id = $1 AND e.store_id = $2 AND e.entity_type = q.entity_type \
+               AND e.entity_id = q.entity_id AND e.sequence_number > COALESCE(m.at_sequence, 0) \
+               AND e.sequence_number <= {head}) tail"
     )
-    .bind(stream.tenant_id)
-    .bind(stream.store_id)
-    .bind(types)
-    .bind(ids)
-    .bind(head)
-    .bind(VERSION_MARK_AFTER)
-    .fetch_all(conn)
-    .await?)
+}
+
+/// The upsert that moves the mark of every entity of `counted` whose count reached `after` to `head`
+/// (`condition`: more of the WHERE clause, starting with AND).
+fn mark_versions(head: &str, after: &str, condition: &str) -> String {
+    format!(
+        "INSERT INTO entity_version_marks (tenant_id, store_id, entity_type, entity_id, version, at_sequence) \
+         SELECT $1, $2, entity_type, entity_id, version, {head} FROM counted WHERE past_mark >= {after} {condition} \
+         ON CONFLICT (tenant_id, store_id, entity_type, entity_id) \
+         DO UPDATE SET version = EXCLUDED.version, at_sequence = EXCLUDED.at_sequence"
+    )
+}
+
+/// The version (number of stored events) each of a group's entities must be at for every
+/// `base_version` of the group to hold with every event of it accepted: what [`append_at_head`]
+/// checks before it writes the group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VersionChecks {
+    entity_type: Vec<String>,
+    entity_id: Vec<String>,
+    version: Vec<i64>,
+}
+
+impl VersionChecks {
+    pub fn new(versions: impl IntoIterator<Item = ((String, String), i64)>) -> Self {
+        let mut checks = VersionChecks::default();
+        for ((t, i), v) in versions {
+            checks.entity_type.push(t);
+            checks.entity_id.push(i);
+            checks.version.push(v);
+        }
+        checks
+    }
+
+    /// Whether every entity must still be at version 0 (as every entity of a stream without events is).
+    pub fn all_new(&self) -> bool {
+        self.version.iter().all(|v| *v == 0)
+    }
 }
 
 /// The stream's version marks (migration 0022), as (entity type, entity id, version, at sequence), for
@@ -777,7 +823,8 @@ fn run_leaves(rows: &[VesEventRow]) -> (Vec<u8>, Option<Vec<u8>>) {
 }
 
 /// Runs `sql` (built on [`insert_rows_sql`] and [`insert_run_sql`]) with every parameter bound; `$25`
-/// and `$26` are `head_params`. Returns the single scalar the statement selects, if any row.
+/// and `$26` are `head_params`, and `checks`, if any, are `$31`..`$33` (entity types, ids and versions)
+/// with [`VERSION_MARK_AFTER`] as `$34`. Returns the single scalar the statement selects, if any row.
 #[allow(clippy::too_many_arguments)]
 async fn run_insert(
     conn: &mut PgConnection,
@@ -787,6 +834,7 @@ async fn run_insert(
     sequenced_at: DateTime<Utc>,
     sequencer_id: Uuid,
     head_params: (i64, i64),
+    checks: Option<&VersionChecks>,
 ) -> Result<Option<i64>> {
     let c = Columns::new(rows, rows.len());
     let (run, tlog_run) = run_leaves(rows);
@@ -794,9 +842,12 @@ async fn run_insert(
     let query = sqlx::query_scalar(AssertSqlSafe(sql));
     let (tenant, store) = (stream.tenant_id, stream.store_id);
     let (new, old) = head_params;
-    Ok(bind_rows!(query, c, [tenant, store, sequenced_at, sequencer_id, new, old, first, run, tlog_run])
-        .fetch_optional(conn)
-        .await?)
+    let query = bind_rows!(query, c, [tenant, store, sequenced_at, sequencer_id, new, old, first, run, tlog_run]);
+    let query = match checks {
+        Some(k) => query.bind(&k.entity_type).bind(&k.entity_id).bind(&k.version).bind(VERSION_MARK_AFTER),
+        None => query,
+    };
+    Ok(query.fetch_optional(conn).await?)
 }
 
 /// Inserts signed events and moves the stream's head to `new_head`, in one statement.
@@ -826,15 +877,15 @@ pub async fn insert_ves_events(
         insert_run_sql("WHERE (SELECT COUNT(*) FROM ins) = $26")
     );
     let updated =
-        run_insert(conn, sql, stream, rows, sequenced_at, sequencer_id, (new_head, rows.len() as i64)).await?;
+        run_insert(conn, sql, stream, rows, sequenced_at, sequencer_id, (new_head, rows.len() as i64), None).await?;
     Ok(updated.is_some())
 }
 
 /// Appends signed events numbered `expected_head + 1 ..` (in `rows`) in ONE autocommit statement, if
-/// and only if the stream's head is still `expected_head` and the stream is not paused. Returns
-/// whether it did (`false`: nothing was written). With `create` (a stream without a counter row,
-/// `expected_head` 0) the statement also creates the row, or, if another writer created it
-/// meanwhile, applies only if that row is still at head 0 and not paused.
+/// and only if the stream's head is still `expected_head`, the stream is not paused and every entity
+/// of `checks` is at its version. Returns whether it did (`false`: nothing was written). With `create`
+/// (a stream without a counter row, `expected_head` 0) the statement also creates the row, or, if
+/// another writer created it meanwhile, applies only if that row is still at head 0 and not paused.
 ///
 /// This is group commit's fast path when the sequencer already knows the head (it wrote it last): one
 /// round trip instead of BEGIN, lock, insert, COMMIT, and the counter row is locked only for the
@@ -842,6 +893,14 @@ pub async fn insert_ves_events(
 /// commits (READ COMMITTED re-evaluation), and the INSERT runs only if the UPDATE matched, so a stale
 /// guess writes nothing. A colliding row (a replayed event id or command id) fails the whole statement
 /// with a unique violation, which also writes nothing. Its answer comes after the commit.
+///
+/// The versions are counted as [`entity_versions`] counts them, from the statement's snapshot, and
+/// moved marks are written only with the group. Every writer moves the head in the transaction that
+/// writes events, so a head still at `expected_head` when the UPDATE locks it means the snapshot held
+/// every event of the stream: the counts are the versions the group is written on. `checks` must be
+/// `None` with `create`: a stream at head 0 has no events, so each of its entities is at version 0
+/// ([`VersionChecks::all_new`], for the caller).
+#[allow(clippy::too_many_arguments)]
 pub async fn append_at_head(
     conn: &mut PgConnection,
     stream: StreamKey,
@@ -850,26 +909,46 @@ pub async fn append_at_head(
     sequencer_id: Uuid,
     expected_head: i64,
     create: bool,
+    checks: Option<&VersionChecks>,
 ) -> Result<bool> {
     let new_head = expected_head + rows.len() as i64;
     debug_assert!(!create || expected_head == 0);
+    debug_assert!(!create || checks.is_none(), "a new stream's entities are all at version 0");
+    let (counted, versions_hold, marked) = match checks {
+        Some(_) => (
+            format!(
+                "counted AS ({}), ",
+                counted_versions(
+                    "UNNEST($31::text[], $32::text[], $33::bigint[]) AS q(entity_type, entity_id, want)",
+                    "$26"
+                )
+            ),
+            " AND NOT EXISTS (SELECT 1 FROM counted WHERE version <> want)",
+            format!(", marked AS ({})", mark_versions("$26", "$34", "AND EXISTS (SELECT 1 FROM moved)")),
+        ),
+        None => (String::new(), "", String::new()),
+    };
     let move_head = if create {
         "INSERT INTO sequence_counters AS s (tenant_id, store_id, current_sequence) VALUES ($1, $2, $25) \
          ON CONFLICT (tenant_id, store_id) DO UPDATE SET current_sequence = $25, updated_at = NOW() \
          WHERE s.current_sequence = $26 AND NOT s.paused"
+            .to_owned()
     } else {
-        "UPDATE sequence_counters SET current_sequence = $25, updated_at = NOW() \
-         WHERE tenant_id = $1 AND store_id = $2 AND current_sequence = $26 AND NOT paused"
+        format!(
+            "UPDATE sequence_counters SET current_sequence = $25, updated_at = NOW() \
+             WHERE tenant_id = $1 AND store_id = $2 AND current_sequence = $26 AND NOT paused{versions_hold}"
+        )
     };
     let sql = format!(
-        "WITH moved AS ({move_head} RETURNING 1), \
+        "WITH {counted}moved AS ({move_head} RETURNING 1), \
          ins AS ({} RETURNING 1), \
-         run AS ({}) \
+         run AS ({}){marked} \
          SELECT COUNT(*) FROM ins",
         insert_rows_sql("WHERE EXISTS (SELECT 1 FROM moved)"),
         insert_run_sql("WHERE EXISTS (SELECT 1 FROM moved)")
     );
-    let inserted = run_insert(conn, sql, stream, rows, sequenced_at, sequencer_id, (new_head, expected_head)).await?;
+    let inserted =
+        run_insert(conn, sql, stream, rows, sequenced_at, sequencer_id, (new_head, expected_head), checks).await?;
     Ok(inserted == Some(rows.len() as i64))
 }
 

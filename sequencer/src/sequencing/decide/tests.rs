@@ -305,6 +305,27 @@ proptest! {
         }
     }
 
+    /// The fast path assumes every event new and its entities at the versions the group implies, and
+    /// writes the group only if the store's versions are those: it must write exactly the groups that
+    /// the careful path, reading the versions, would accept whole.
+    #[test]
+    fn the_implied_versions_are_the_only_store_versions_that_accept_a_fresh_group_whole(case in case()) {
+        let (mut proposals, mut view, _) = run(&case);
+        for p in &mut proposals {
+            p.prior = Prior::Fresh;
+        }
+        view.commands.clear();
+        let careful = decide(Flavour::Signed, &view, &proposals).expect("not paused");
+        let whole = careful.iter().all(|d| *d == Decision::Accept);
+        let fast = implied_versions(&proposals).is_some_and(|implied| {
+            let assumed = StoreView { versions: implied.clone(), ..StoreView::default() };
+            let stored = |k: &(String, String)| view.versions.get(k).copied().unwrap_or(0);
+            decide(Flavour::Signed, &assumed, &proposals).expect("not paused").iter().all(|d| *d == Decision::Accept)
+                && implied.iter().all(|(k, v)| stored(k) == *v)
+        });
+        prop_assert_eq!(fast, whole, "{:?}", careful);
+    }
+
     #[test]
     fn a_repeat_in_the_group_points_at_its_accepted_first_copy(case in case()) {
         let (proposals, _, decisions) = run(&case);
