@@ -287,6 +287,52 @@ async fn entity_versions_count_from_a_mark_that_stays_true_and_is_dropped_with_d
     );
 }
 
+/// A version is counted through the entity index, never by walking the stream's events, also on a
+/// database without statistics (a new one, before autovacuum analyses it): there PostgreSQL chose the
+/// sequence index for a plain range on the sequence number and read every event of the stream since the
+/// mark, for every entity checked.
+#[tokio::test]
+async fn a_version_is_counted_through_the_entity_index_without_statistics() {
+    use sequencer::store::events::{StreamKey, entity_versions};
+    let server = TestServer::start().await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    api.register_key(&agent).await;
+    const EVENTS: u64 = 1_000;
+    let events: Vec<VesEventEnvelope> = (0..EVENTS)
+        .map(|n| {
+            agent
+                .builder()
+                .entity("InventoryItem", &format!("SKU-{}", n % 50))
+                .payload(json!({"n": n}))
+                .sign(&agent.key)
+        })
+        .collect();
+    for chunk in events.chunks(250) {
+        let (status, body) = api.ingest(agent.agent_id, chunk).await;
+        assert_eq!((status, body["eventsAccepted"].as_u64()), (200, Some(chunk.len() as u64)), "{body}");
+    }
+    let stream = StreamKey { tenant_id: agent.tenant_id, store_id: agent.store_id };
+    let mut tx = server.state.store.pool().begin().await.unwrap();
+    let entities: Vec<(String, String)> =
+        ["SKU-7", "SKU-8"].iter().map(|e| ("InventoryItem".into(), (*e).into())).collect();
+    let versions = entity_versions(&mut tx, stream, EVENTS as i64, &entities).await.unwrap();
+    assert_eq!(versions.iter().map(|v| v.2).collect::<Vec<_>>(), [20, 20], "{versions:?}");
+    // This transaction's own reads of each index of the log.
+    let read: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT c.relname::text, pg_stat_get_xact_tuples_returned(c.oid) FROM pg_index i \
+         JOIN pg_class c ON c.oid = i.indexrelid \
+         WHERE i.indrelid = 'ves_events'::regclass AND pg_stat_get_xact_tuples_returned(c.oid) > 0",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(read.len(), 1, "one index read: {read:?}");
+    assert!(read[0].0.contains("entity"), "{read:?}");
+    assert_eq!(read[0].1, 40, "the two entities' own entries: {read:?}");
+    tx.rollback().await.unwrap();
+}
+
 #[tokio::test]
 async fn fixable_rejections_are_dead_lettered_with_their_full_envelope() {
     let server = TestServer::start().await;

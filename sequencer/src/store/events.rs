@@ -576,17 +576,32 @@ pub async fn entity_versions(
 /// The SELECT of the `counted` CTE: for each entity of `entities` (a FROM item `q` with `entity_type`
 /// and `entity_id`) of the stream $1/$2 whose head is `head`, its `version` (its mark plus the events
 /// after it) and `past_mark` (those events); `q`'s other columns are kept.
+///
+/// NB: both lookups are written so that only the one good plan exists, with or without statistics
+/// (a new database has none until autovacuum analyses it, and CI machines run without autovacuum).
+/// The mark is looked up per entity (a LATERAL subquery, kept from being flattened into a join by
+/// `LIMIT 1`): as a join, PostgreSQL without statistics read every mark of the stream into a hash
+/// table. The events after the mark are bounded by a row comparison on `(entity_id, sequence_number)`,
+/// which only the entity index can take as an index condition: with a plain range on
+/// `sequence_number`, PostgreSQL without statistics counted through the sequence index, reading
+/// every event of the stream since the mark (`loadgen --base-version`, 32 clients on one stream:
+/// 1.1 ms per entity at 5,000 events, and PostgreSQL at 2 ms of CPU per event by 30,000; through the
+/// entity index, 0.15 ms).
 fn counted_versions(entities: &str, head: &str) -> String {
     format!(
         "SELECT q.*, COALESCE(m.version, 0) + tail.n AS version, tail.n AS past_mark \
            FROM {entities} \
-           LEFT JOIN entity_version_marks m \
-             ON m.tenant_id = $1 AND m.store_id = $2 AND m.entity_type = q.entity_type AND m.entity_id = q.entity_id \
+           LEFT JOIN LATERAL ( \
+             SELECT version, at_sequence FROM entity_version_marks m \
+              WHERE m.tenant_id = $1 AND m.store_id = $2 AND m.entity_type = q.entity_type \
+                AND m.entity_id = q.entity_id \
+              LIMIT 1) m ON TRUE \
           CROSS JOIN LATERAL ( \
             SELECT COUNT(*) AS n FROM events e \
              WHERE e.tenant_id = $1 AND e.store_id = $2 AND e.entity_type = q.entity_type \
-               AND e.entity_id = q.entity_id AND e.sequence_number > COALESCE(m.at_sequence, 0) \
-               AND e.sequence_number <= {head}) tail"
+               AND e.entity_id = q.entity_id \
+               AND (e.entity_id, e.sequence_number) > (q.entity_id, COALESCE(m.at_sequence, 0)) \
+               AND (e.entity_id, e.sequence_number) <= (q.entity_id, {head})) tail"
     )
 }
 
