@@ -71,6 +71,13 @@ struct Args {
     /// PostgreSQL's, the load generator's and the machine's. With --spawn it is the spawned sequencer.
     #[arg(long)]
     cpu_pid: Option<u32>,
+    /// Every event carries `base_version`, as newer clients send it on nearly every event
+    /// (`requireBaseVersion`). Each client writes entities of its own (about 10,000 per stream over
+    /// all clients) and is dealt every `--clients`th request in turn instead of taking the next from a
+    /// shared queue, so it sends its entities' events in order and every check holds; a rejected event
+    /// would put its entity's later checks out of step.
+    #[arg(long)]
+    base_version: bool,
     /// Skip the gap and receipt check after the run.
     #[arg(long)]
     no_check: bool,
@@ -180,7 +187,8 @@ async fn run(args: &Args, base: String, key: String, spawned: Option<String>, se
     let warmup_requests = args.clients * args.warmup;
     let total_requests = warmup_requests + timed_requests;
     let sign_start = Instant::now();
-    let requests = Arc::new(prepare(&agents, total_requests, args.batch, args.payload_bytes));
+    let owners = args.base_version.then_some(Owners { clients: args.clients, warmup: args.warmup });
+    let requests = Arc::new(prepare(&agents, total_requests, args.batch, args.payload_bytes, owners));
     eprintln!(
         "loadgen: signed {} events in {} requests in {:.1} s (not timed); {} warm-up requests per client",
         total_requests * args.batch,
@@ -214,15 +222,20 @@ async fn run(args: &Args, base: String, key: String, spawned: Option<String>, se
     let cpu0 = e2e::cpu::Sample::take(server_pid);
     let t0 = Instant::now();
     let deadline = args.duration.map(|d| t0 + Duration::from_secs_f64(d));
-    let tasks = conns.into_iter().map(|mut conn| {
+    let tasks = conns.into_iter().enumerate().map(|(c, mut conn)| {
         let (requests, fates, next) = (requests.clone(), fates.clone(), next.clone());
         let rate = args.rate;
+        let dealt = owners.map(|o| o.clients);
         tokio::spawn(async move {
             let mut latency = new_histogram();
             let mut service = new_histogram();
             let mut local: Vec<(usize, Fate)> = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
+            for k in 0.. {
+                let i = match dealt {
+                    // Every `clients`th request, in order (`Owners`).
+                    Some(clients) => warmup_requests + c + k * clients,
+                    None => next.fetch_add(1, Ordering::Relaxed),
+                };
                 if i >= requests.len() {
                     break;
                 }
@@ -283,10 +296,11 @@ async fn run(args: &Args, base: String, key: String, spawned: Option<String>, se
     let mode = if args.rate > 0.0 { format!("fixed rate {} req/s", args.rate) } else { "as fast as possible".into() };
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     eprintln!(
-        "loadgen: {} clients, {} stream(s), {} event(s)/request, {mode}, {secs:.2} s{}",
+        "loadgen: {} clients, {} stream(s), {} event(s)/request{}, {mode}, {secs:.2} s{}",
         args.clients,
         args.streams,
         args.batch,
+        if args.base_version { " with base_version" } else { "" },
         if exhausted { " (pre-signed pool exhausted before --duration)" } else { "" }
     );
     eprintln!("  requests   {sent_requests} sent, {ok_requests} answered 200   {:.0} req/s", ok_requests as f64 / secs);
@@ -359,6 +373,7 @@ async fn run(args: &Args, base: String, key: String, spawned: Option<String>, se
             "batch": args.batch,
             "rate": args.rate,
             "payload_bytes": args.payload_bytes,
+            "base_version": args.base_version,
             "elapsed_s": secs,
             "requests_sent": sent_requests,
             "requests_ok": ok_requests,
@@ -399,8 +414,8 @@ fn calibrate(args: &Args) -> Result<()> {
     use std::hint::black_box;
     let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
     let agent = StreamAgent { tenant_id: Uuid::new_v4(), store_id: Uuid::new_v4(), agent_id: Uuid::new_v4(), key };
-    let one = prepare(std::slice::from_ref(&agent), 1, 1, args.payload_bytes).remove(0);
-    let hundred = prepare(std::slice::from_ref(&agent), 1, 100, args.payload_bytes).remove(0);
+    let one = prepare(std::slice::from_ref(&agent), 1, 1, args.payload_bytes, None).remove(0);
+    let hundred = prepare(std::slice::from_ref(&agent), 1, 100, args.payload_bytes, None).remove(0);
     #[derive(Deserialize)]
     struct Body {
         events: Vec<VesEventEnvelope>,
@@ -598,7 +613,50 @@ async fn send(conn: &mut Conn, body: &Bytes) -> (Fate, Instant) {
 }
 
 /// Signs `n` requests of `batch` events, round-robin over the streams, on every core.
-fn prepare(agents: &[StreamAgent], n: usize, batch: usize, payload_bytes: usize) -> Vec<Prepared> {
+/// Which client sends each request, with `--base-version`: the warm-up's `warmup` requests per client
+/// in blocks, then the timed requests dealt in turn.
+#[derive(Debug, Clone, Copy)]
+struct Owners {
+    clients: usize,
+    warmup: usize,
+}
+
+impl Owners {
+    fn of(&self, request: usize) -> usize {
+        let warmup_requests = self.clients * self.warmup;
+        if request < warmup_requests { request / self.warmup } else { (request - warmup_requests) % self.clients }
+    }
+}
+
+/// Signs `n` requests of `batch` events, dealt round-robin over the streams. Each event is an inventory
+/// adjustment of one of 10,000 SKUs per stream; with `owners`, each client's own SKUs, each event with
+/// its entity's `base_version` (the events of the entity before it, in the order its client sends them).
+fn prepare(
+    agents: &[StreamAgent],
+    n: usize,
+    batch: usize,
+    payload_bytes: usize,
+    owners: Option<Owners>,
+) -> Vec<Prepared> {
+    const SKUS: u64 = 10_000;
+    // (SKU, base_version) of every event, in one pass: a client sends its requests in index order.
+    let entities: Vec<(String, Option<u64>)> = match owners {
+        None => (0..(n * batch) as u64).map(|e| (format!("SKU-{:05}", e % SKUS), None)).collect(),
+        Some(o) => {
+            let per_client = (SKUS / o.clients as u64).max(1);
+            let mut versions: HashMap<(usize, usize, u64), u64> = HashMap::new();
+            (0..n * batch)
+                .map(|e| {
+                    let (i, stream) = (e / batch, (e / batch) % agents.len());
+                    let (owner, k) = (o.of(i), e as u64 % per_client);
+                    let version = versions.entry((stream, owner, k)).or_insert(0);
+                    *version += 1;
+                    (format!("SKU-{owner:03}-{k:05}"), Some(*version - 1))
+                })
+                .collect()
+        }
+    };
+    let entities = &entities;
     let threads = std::thread::available_parallelism().map(|p| p.get()).unwrap_or(1);
     let chunk = n.div_ceil(threads).max(1);
     std::thread::scope(|s| {
@@ -613,13 +671,17 @@ fn prepare(agents: &[StreamAgent], n: usize, batch: usize, payload_bytes: usize)
                             let events: Vec<VesEventEnvelope> = (0..batch)
                                 .map(|j| {
                                     let n = (i * batch + j) as u64;
-                                    let sku = format!("SKU-{:05}", n % 10_000);
-                                    let payload = inventory_adjustment(n, &sku, payload_bytes);
-                                    EventBuilder::new(a.tenant_id, a.store_id, a.agent_id, 1)
-                                        .entity("InventoryItem", sku)
+                                    let (sku, base_version) = &entities[n as usize];
+                                    let payload = inventory_adjustment(n, sku, payload_bytes);
+                                    let event = EventBuilder::new(a.tenant_id, a.store_id, a.agent_id, 1)
+                                        .entity("InventoryItem", sku.clone())
                                         .event_type("InventoryAdjusted")
-                                        .payload(payload)
-                                        .sign(&a.key)
+                                        .payload(payload);
+                                    match base_version {
+                                        Some(v) => event.base_version(*v),
+                                        None => event,
+                                    }
+                                    .sign(&a.key)
                                 })
                                 .collect();
                             let body = serde_json::to_vec(&IngestBody { agent_id: a.agent_id, events: &events })
