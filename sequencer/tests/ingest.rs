@@ -287,50 +287,77 @@ async fn entity_versions_count_from_a_mark_that_stays_true_and_is_dropped_with_d
     );
 }
 
-/// A version is counted through the entity index, never by walking the stream's events, also on a
-/// database without statistics (a new one, before autovacuum analyses it): there PostgreSQL chose the
-/// sequence index for a plain range on the sequence number and read every event of the stream since the
-/// mark, for every entity checked.
+/// A version is counted through the entity index from the entity's mark, never by walking the stream's
+/// events or the entity's older entries, also on a database without statistics (a new one, before
+/// autovacuum analyses it). There PostgreSQL chose the sequence index for a plain range on the sequence
+/// number, and read every event of the stream since the mark for every entity checked; and with the
+/// entity id's equality beside the range, it started the entity index's scan at the entity's first entry.
 #[tokio::test]
-async fn a_version_is_counted_through_the_entity_index_without_statistics() {
+async fn a_version_is_counted_through_the_entity_index_from_its_mark_without_statistics() {
     use sequencer::store::events::{StreamKey, entity_versions};
     let server = TestServer::start().await;
     let api = Api::admin(&server);
     let agent = Agent::random();
     api.register_key(&agent).await;
-    const EVENTS: u64 = 1_000;
-    let events: Vec<VesEventEnvelope> = (0..EVENTS)
-        .map(|n| {
-            agent
-                .builder()
-                .entity("InventoryItem", &format!("SKU-{}", n % 50))
-                .payload(json!({"n": n}))
-                .sign(&agent.key)
-        })
-        .collect();
-    for chunk in events.chunks(250) {
-        let (status, body) = api.ingest(agent.agent_id, chunk).await;
-        assert_eq!((status, body["eventsAccepted"].as_u64()), (200, Some(chunk.len() as u64)), "{body}");
+    let send = |entity: fn(u64) -> String, from: u64, n: u64| {
+        let (api, agent) = (&api, &agent);
+        async move {
+            let events: Vec<VesEventEnvelope> = (from..from + n)
+                .map(|i| agent.builder().entity("InventoryItem", &entity(i)).payload(json!({"n": i})).sign(&agent.key))
+                .collect();
+            for chunk in events.chunks(250) {
+                let (status, body) = api.ingest(agent.agent_id, chunk).await;
+                assert_eq!((status, body["eventsAccepted"].as_u64()), (200, Some(chunk.len() as u64)), "{body}");
+            }
+        }
+    };
+    /// This transaction's own reads of the indexes of the log that returned entries: entries returned
+    /// and blocks fetched (with the metapage that planning reads).
+    async fn reads(tx: &mut sqlx::PgConnection) -> Vec<(String, i64, i64)> {
+        sqlx::query_as(
+            "SELECT c.relname::text, pg_stat_get_xact_tuples_returned(c.oid), pg_stat_get_xact_blocks_fetched(c.oid) \
+             FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             WHERE i.indrelid = 'ves_events'::regclass AND pg_stat_get_xact_tuples_returned(c.oid) > 0",
+        )
+        .fetch_all(tx)
+        .await
+        .unwrap()
+    }
+    // NB: a connection of its own: a backend's counts of earlier transactions may not be flushed yet.
+    async fn own(url: &str) -> sqlx::PgConnection {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await.unwrap();
+        sqlx::raw_sql("BEGIN").execute(&mut conn).await.unwrap();
+        conn
     }
     let stream = StreamKey { tenant_id: agent.tenant_id, store_id: agent.store_id };
-    let mut tx = server.state.store.pool().begin().await.unwrap();
-    let entities: Vec<(String, String)> =
-        ["SKU-7", "SKU-8"].iter().map(|e| ("InventoryItem".into(), (*e).into())).collect();
-    let versions = entity_versions(&mut tx, stream, EVENTS as i64, &entities).await.unwrap();
+    let entity = |id: &str| vec![("InventoryItem".to_owned(), id.to_owned())];
+
+    // 1,000 events over 50 entities: the two entities' own entries, and nothing of the others.
+    send(|i| format!("SKU-{}", i % 50), 0, 1_000).await;
+    let mut tx = own(&server.db.url).await;
+    let two = [entity("SKU-7"), entity("SKU-8")].concat();
+    let versions = entity_versions(&mut tx, stream, 1_000, &two).await.unwrap();
     assert_eq!(versions.iter().map(|v| v.2).collect::<Vec<_>>(), [20, 20], "{versions:?}");
-    // This transaction's own reads of each index of the log.
-    let read: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT c.relname::text, pg_stat_get_xact_tuples_returned(c.oid) FROM pg_index i \
-         JOIN pg_class c ON c.oid = i.indexrelid \
-         WHERE i.indrelid = 'ves_events'::regclass AND pg_stat_get_xact_tuples_returned(c.oid) > 0",
-    )
-    .fetch_all(&mut *tx)
-    .await
-    .unwrap();
+    let read = reads(&mut tx).await;
     assert_eq!(read.len(), 1, "one index read: {read:?}");
     assert!(read[0].0.contains("entity"), "{read:?}");
     assert_eq!(read[0].1, 40, "the two entities' own entries: {read:?}");
-    tx.rollback().await.unwrap();
+    sqlx::raw_sql("ROLLBACK").execute(&mut tx).await.unwrap();
+
+    // An entity of 2,000 entries (several pages of the index) whose mark is at the head: a check after 10
+    // more events reads those 10 entries, on one or two leaf pages below the root.
+    send(|_| "SKU-HOT".to_owned(), 1_000, 2_000).await;
+    let mut tx = own(&server.db.url).await;
+    assert_eq!(entity_versions(&mut tx, stream, 3_000, &entity("SKU-HOT")).await.unwrap()[0].2, 2_000);
+    sqlx::raw_sql("COMMIT").execute(&mut tx).await.unwrap();
+    send(|_| "SKU-HOT".to_owned(), 3_000, 10).await;
+    let mut tx = own(&server.db.url).await;
+    assert_eq!(entity_versions(&mut tx, stream, 3_010, &entity("SKU-HOT")).await.unwrap()[0].2, 2_010);
+    let read = reads(&mut tx).await;
+    assert_eq!(read.len(), 1, "one index read: {read:?}");
+    assert_eq!(read[0].1, 10, "the entries after the mark: {read:?}");
+    assert!(read[0].2 <= 5, "the scan starts at the mark, not at the entity's first entry: {read:?}");
+    sqlx::raw_sql("ROLLBACK").execute(&mut tx).await.unwrap();
 }
 
 #[tokio::test]
