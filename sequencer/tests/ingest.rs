@@ -295,7 +295,8 @@ async fn entity_versions_count_from_a_mark_that_stays_true_and_is_dropped_with_d
 #[tokio::test]
 async fn a_version_is_counted_through_the_entity_index_from_its_mark_without_statistics() {
     use sequencer::store::events::{StreamKey, entity_versions};
-    let server = TestServer::start().await;
+    // NB: no worker, whose leader would analyse the log once it holds a megabyte.
+    let server = TestServer::start_with(&[("WORKER_ENABLED", "false")]).await;
     let api = Api::admin(&server);
     let agent = Agent::random();
     api.register_key(&agent).await;
@@ -303,7 +304,7 @@ async fn a_version_is_counted_through_the_entity_index_from_its_mark_without_sta
         let (api, agent) = (&api, &agent);
         async move {
             let events: Vec<VesEventEnvelope> = (from..from + n)
-                .map(|i| agent.builder().entity("InventoryItem", &entity(i)).payload(json!({"n": i})).sign(&agent.key))
+                .map(|i| agent.builder().entity("InventoryItem", entity(i)).payload(json!({"n": i})).sign(&agent.key))
                 .collect();
             for chunk in events.chunks(250) {
                 let (status, body) = api.ingest(agent.agent_id, chunk).await;
@@ -358,6 +359,40 @@ async fn a_version_is_counted_through_the_entity_index_from_its_mark_without_sta
     assert_eq!(read[0].1, 10, "the entries after the mark: {read:?}");
     assert!(read[0].2 <= 5, "the scan starts at the mark, not at the entity's first entry: {read:?}");
     sqlx::raw_sql("ROLLBACK").execute(&mut tx).await.unwrap();
+}
+
+/// A partition of the log that PostgreSQL has no statistics for is analysed once it holds enough to
+/// matter, and only then; the worker leader asks every few seconds (`FIRST_ANALYZE_BYTES`).
+#[tokio::test]
+async fn a_log_without_statistics_is_analysed_once_it_holds_enough() {
+    let server = TestServer::start().await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    api.register_key(&agent).await;
+    let events: Vec<VesEventEnvelope> = (0..150).map(|n| agent.event(n)).collect();
+    let (status, body) = api.ingest(agent.agent_id, &events).await;
+    assert_eq!((status, body["eventsAccepted"].as_u64()), (200, Some(150)), "{body}");
+    let store = &server.state.store;
+    let stats = || async {
+        sqlx::query_as::<_, (f32, i64)>(
+            "SELECT reltuples, pg_relation_size(oid) FROM pg_class WHERE relname = 'ves_events'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+    };
+    let (tuples, bytes) = stats().await;
+    assert!(tuples < 0.0, "never analysed yet: {tuples}");
+    assert_eq!(store.analyze_log_if_never_analysed(bytes + 1, &[]).await.unwrap(), Vec::<&str>::new(), "too small");
+    assert_eq!(store.analyze_log_if_never_analysed(bytes, &["ves_events"]).await.unwrap(), Vec::<&str>::new());
+    assert_eq!(store.analyze_log_if_never_analysed(bytes, &[]).await.unwrap(), ["ves_events"]);
+    assert_eq!(stats().await.0, 150.0, "analysed");
+    assert_eq!(
+        store.analyze_log_if_never_analysed(0, &[]).await.unwrap(),
+        ["legacy_events"],
+        "only the other, empty one"
+    );
+    assert_eq!(store.analyze_log_if_never_analysed(0, &[]).await.unwrap(), Vec::<&str>::new(), "both have statistics");
 }
 
 #[tokio::test]

@@ -9,7 +9,9 @@
 //!
 //! The leader publishes its anchoring view (breaker state) to `worker_status` every
 //! [`STATUS_INTERVAL`], so that any replica's admin status reports the leader's breaker, and says
-//! the report is stale when it is older than [`STATUS_STALE_AFTER`].
+//! the report is stale when it is older than [`STATUS_STALE_AFTER`]. On the same tick it analyses, once,
+//! a partition of the log that PostgreSQL has no statistics for yet
+//! ([`crate::store::Store::analyze_log_if_never_analysed`] says why).
 
 pub mod tlog;
 
@@ -28,7 +30,7 @@ use tokio::time::{Instant, MissedTickBehavior, interval, interval_at};
 use crate::error::Error;
 use crate::state::SharedState;
 use crate::store::events::StreamKey;
-use crate::store::maintenance::{WorkerReport, WorkerStatus};
+use crate::store::maintenance::{FIRST_ANALYZE_BYTES, LOG_PARTITIONS, WorkerReport, WorkerStatus};
 
 /// How often the leader publishes its anchoring view.
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(5);
@@ -163,12 +165,25 @@ async fn publish_status(state: SharedState, leader_pid: Arc<AtomicI32>) {
     let mut tick = interval(STATUS_INTERVAL);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut since: Option<(i32, DateTime<Utc>)> = None;
+    // The log partitions this process analysed (or tried to) because they had no statistics yet.
+    let mut analysed: Vec<&'static str> = Vec::new();
     loop {
         tick.tick().await;
         let pid = leader_pid.load(Ordering::Relaxed);
         if pid == 0 {
             since = None;
             continue;
+        }
+        if analysed.len() < LOG_PARTITIONS.len() {
+            match state.store.analyze_log_if_never_analysed(FIRST_ANALYZE_BYTES, &analysed).await {
+                Ok(tables) => {
+                    for table in tables {
+                        tracing::info!(table, "analysed a log partition that had no statistics yet");
+                        analysed.push(table);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "analysing the log failed"),
+            }
         }
         let leader_since = match since {
             Some((p, at)) if p == pid => at,
