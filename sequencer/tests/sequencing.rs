@@ -100,6 +100,26 @@ async fn stored(url: &str, stream: StreamKey) -> (Vec<(i64, Uuid)>, i64) {
     (rows, head)
 }
 
+/// Returns once `n` of the sequencer's statements wait for a lock (polled every 10 ms, for 5 s at most).
+async fn wait_for_lock_waiters(pool: &sqlx::PgPool, n: i64) {
+    let mut waited = 0;
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+        )
+        .bind(APPLICATION_NAME)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if waiting == n {
+            return;
+        }
+        assert!(waited < 5_000, "{waiting} statements wait for a lock, never {n}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        waited += 10;
+    }
+}
+
 /// A transaction holding `stream`'s counter row lock, as an operator's transaction or another replica's
 /// statement would: the stream's next statement waits for it until it ends.
 async fn hold_counter_row(pool: &sqlx::PgPool, stream: StreamKey) -> sqlx::Transaction<'static, sqlx::Postgres> {
@@ -229,11 +249,12 @@ async fn sync_counting_proxy(target: String, application_name: &'static str, syn
     port
 }
 
-/// A busy stream's worker keeps its pool connection from group to group, so sqlx's pings on taking a
-/// connection from the pool and on returning it (a round trip each) are paid once per busy spell
-/// rather than twice per group: a group is one round trip.
-#[tokio::test]
-async fn a_busy_streams_groups_share_one_connection_and_one_round_trip_each() {
+/// The round trips (Sync messages) of `QUEUED` - 1 groups of one event each, made by `event(w, n)` for
+/// n in 2..=QUEUED, written one after another by a stream's worker: every request queues behind the
+/// first, whose group waits inside its statement for the stream's counter row (held here) until all
+/// have queued. Returns them with the number of groups.
+const QUEUED: i64 = 20;
+async fn round_trips_of_queued_groups(event: fn(&Writer, u64) -> VesEventEnvelope) -> (usize, usize) {
     let db = TestDb::migrated().await;
     let syncs = Arc::new(AtomicUsize::new(0));
     let port = sync_counting_proxy(proxy::through(&db.url, 0).1, APPLICATION_NAME, syncs.clone()).await;
@@ -247,14 +268,11 @@ async fn a_busy_streams_groups_share_one_connection_and_one_round_trip_each() {
     let (status, body) = ingest(&server.base_url, &w, &[w.event(0)]).await;
     assert_eq!(status, 200, "{body}");
 
-    // Hold the stream's counter row, so that the next group waits inside its statement while the
-    // requests after it queue up behind it.
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     let lock = hold_counter_row(&pool, w.stream).await;
-    const QUEUED: i64 = 20;
     let requests: Vec<_> = (1..=QUEUED as u64)
         .map(|n| {
-            let (base, event, agent_id) = (server.base_url.clone(), w.event(n), w.agent_id);
+            let (base, event, agent_id) = (server.base_url.clone(), event(&w, n), w.agent_id);
             tokio::spawn(async move {
                 post(&base, "/api/v1/ves/events/ingest", json!({"agentId": agent_id, "events": [event]})).await
             })
@@ -273,18 +291,26 @@ async fn a_busy_streams_groups_share_one_connection_and_one_round_trip_each() {
     lock.commit().await.unwrap();
     for request in requests {
         let (status, body) = request.await.unwrap();
-        assert_eq!(status, 200, "{body}");
+        assert_eq!((status, body["eventsAccepted"].as_u64()), (200, Some(1)), "{body}");
     }
     assert_eq!(metrics.sequencing_transactions.get() - transactions, QUEUED as u64, "one group per request");
     let round_trips = syncs.load(Ordering::SeqCst) - before;
-    // The other 19 groups' statements, and two pings only where the connection went back to the pool
-    // and was taken again (after HOLD_CONNECTION_MAX, on a slow machine) or at the spell's end; taken
-    // per group, the connection costs three round trips a group (57 and more).
-    let groups = QUEUED as usize - 1;
-    assert!((groups..2 * groups).contains(&round_trips), "{round_trips} round trips for {groups} groups");
     assert_eq!(stored(&db.url, w.stream).await.1, QUEUED + 1);
     pool.close().await;
     server.stop().await;
+    (round_trips, QUEUED as usize - 1)
+}
+
+/// A busy stream's worker keeps its pool connection from group to group, so sqlx's pings on taking a
+/// connection from the pool and on returning it (a round trip each) are paid once per busy spell
+/// rather than twice per group: a group is one round trip.
+#[tokio::test]
+async fn a_busy_streams_groups_share_one_connection_and_one_round_trip_each() {
+    let (round_trips, groups) = round_trips_of_queued_groups(Writer::event).await;
+    // The other groups' statements, and two pings only where the connection went back to the pool and
+    // was taken again (after HOLD_CONNECTION_MAX, on a slow machine) or at the spell's end; taken per
+    // group, the connection costs three round trips a group (57 and more).
+    assert!((groups..2 * groups).contains(&round_trips), "{round_trips} round trips for {groups} groups");
 }
 
 /// Events that check their entity's version (`base_version`, which newer clients send on nearly every
@@ -292,52 +318,10 @@ async fn a_busy_streams_groups_share_one_connection_and_one_round_trip_each() {
 /// transaction of six round trips.
 #[tokio::test]
 async fn a_group_that_checks_versions_is_one_round_trip_at_a_known_head() {
-    let db = TestDb::migrated().await;
-    let syncs = Arc::new(AtomicUsize::new(0));
-    let port = sync_counting_proxy(proxy::through(&db.url, 0).1, APPLICATION_NAME, syncs.clone()).await;
-    // NB: an empty name: the database belongs to `db`. No TLS, so that the proxy can read the messages.
-    let url = format!("{}?sslmode=disable", proxy::through(&db.url, port).0);
-    let proxied = TestDb { url, name: String::new() };
-    let server = TestServer::start_on(proxied, &[("INGEST_MAX_GROUP_EVENTS", "1"), ("TLOG_ENABLED", "false")]).await;
-    let w = Writer::new();
-    register(&server.base_url, &w).await;
-    let (status, body) = ingest(&server.base_url, &w, &[w.event(0)]).await;
-    assert_eq!(status, 200, "{body}");
-
-    // As in the test above: the first group waits inside its statement, the others queue behind it.
-    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-    let lock = hold_counter_row(&pool, w.stream).await;
-    const QUEUED: i64 = 20;
-    let requests: Vec<_> = (1..=QUEUED as u64)
-        .map(|n| {
-            // Each request its own entity, so that the order they queue in does not matter.
-            let (base, event, agent_id) = (server.base_url.clone(), w.checked(&format!("ITEM-{n}"), 0), w.agent_id);
-            tokio::spawn(async move {
-                post(&base, "/api/v1/ves/events/ingest", json!({"agentId": agent_id, "events": [event]})).await
-            })
-        })
-        .collect();
-    let metrics = server.state.metrics.clone();
-    let mut waited = 0;
-    while metrics.ingest_queued_events.get() < QUEUED {
-        assert!(waited < 3_000, "the requests never all queued");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        waited += 10;
-    }
-    let before = syncs.load(Ordering::SeqCst);
-    lock.commit().await.unwrap();
-    for request in requests {
-        let (status, body) = request.await.unwrap();
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(body["eventsAccepted"], 1, "{body}");
-    }
-    let round_trips = syncs.load(Ordering::SeqCst) - before;
-    // Under the lock each group would take four statements (lock, ids, versions, insert): 76 and more.
-    let groups = QUEUED as usize - 1;
+    // Each request its own entity, so that the order they queue in does not matter.
+    let (round_trips, groups) = round_trips_of_queued_groups(|w, n| w.checked(&format!("ITEM-{n}"), 0)).await;
+    // Under the lock each group would take four statements (lock, ids, versions, insert): 86 were counted.
     assert!((groups..2 * groups).contains(&round_trips), "{round_trips} round trips for {groups} groups");
-    assert_eq!(stored(&db.url, w.stream).await.1, QUEUED + 1);
-    pool.close().await;
-    server.stop().await;
 }
 
 /// Two replicas check the same entity's version at the same head, each in its one statement, while a
@@ -364,22 +348,7 @@ async fn a_version_checked_at_a_head_that_moves_before_the_statement_locks_it_is
     // `a` remembers the head; `b` reads it without a lock. Both count version 2, then wait for the lock.
     let (from_a, from_b) = (w.checked("SKU-1", 2), w.checked("SKU-1", 2));
     let requests = [send(&a.base_url, from_a.clone()), send(&b.base_url, from_b.clone())];
-    let mut waited = 0;
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
-        )
-        .bind(APPLICATION_NAME)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        if waiting == 2 {
-            break;
-        }
-        assert!(waited < 5_000, "the two statements never both waited for the lock");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        waited += 10;
-    }
+    wait_for_lock_waiters(&pool, 2).await;
     lock.commit().await.unwrap();
     let mut answers = Vec::new();
     for request in requests {
@@ -438,22 +407,7 @@ async fn block_the_writer(writers: &[Writer], vars: &[(&str, &str)]) -> BlockedW
     let blocked = tokio::spawn(async move {
         post(&base, "/api/v1/ves/events/ingest", json!({"agentId": agent_id, "events": [event]})).await
     });
-    let mut waited = 0;
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
-        )
-        .bind(APPLICATION_NAME)
-        .fetch_one(&lock_pool)
-        .await
-        .unwrap();
-        if waiting == 1 {
-            break;
-        }
-        assert!(waited < 5_000, "the blocked group never waited for the lock");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        waited += 10;
-    }
+    wait_for_lock_waiters(&lock_pool, 1).await;
     BlockedWriter { server, other, lock, lock_pool, blocked, firsts }
 }
 
