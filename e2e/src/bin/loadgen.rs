@@ -630,7 +630,6 @@ async fn send(conn: &mut Conn, body: &Bytes) -> (Fate, Instant) {
     (fate, done)
 }
 
-/// Signs `n` requests of `batch` events, round-robin over the streams, on every core.
 /// Which client sends each request, with `--base-version`: the warm-up's `warmup` requests per client
 /// in blocks, then the timed requests dealt in turn.
 #[derive(Debug, Clone, Copy)]
@@ -646,9 +645,9 @@ impl Owners {
     }
 }
 
-/// Signs `n` requests of `batch` events, dealt round-robin over the streams. Each event is an inventory
-/// adjustment of one of 10,000 SKUs per stream; with `owners`, each client's own SKUs, each event with
-/// its entity's `base_version` (the events of the entity before it, in the order its client sends them).
+/// Signs `n` requests of `batch` events, dealt round-robin over the streams, on every core. Each event is
+/// an inventory adjustment of one of 10,000 SKUs per stream; with `owners`, of its client's own SKUs and
+/// with its entity's `base_version` (the entity's events before it, in the order its client sends them).
 fn prepare(
     agents: &[StreamAgent],
     n: usize,
