@@ -390,16 +390,21 @@ struct BlockedWriter {
 }
 
 async fn block_the_writer(writers: &[Writer], vars: &[(&str, &str)]) -> BlockedWriter {
+    block_the_writer_after(writers, vars, 1).await
+}
+
+/// [`block_the_writer`], once each writer's stream holds `events` events (`event(0)` and on).
+async fn block_the_writer_after(writers: &[Writer], vars: &[(&str, &str)], events: u64) -> BlockedWriter {
     let server = TestServer::start_with(vars).await;
     let other = TestServer::start_on(TestDb { url: server.db.url.clone(), name: String::new() }, &[]).await;
     let blocker = Writer::new();
     let mut firsts = Vec::new();
     for w in writers.iter().chain([&blocker]) {
         register(&server.base_url, w).await;
-        let first = w.event(0);
-        let (status, body) = ingest(&server.base_url, w, std::slice::from_ref(&first)).await;
+        let stored: Vec<VesEventEnvelope> = (0..events).map(|n| w.event(n)).collect();
+        let (status, body) = ingest(&server.base_url, w, &stored).await;
         assert_eq!(status, 200, "{body}");
-        firsts.push(first);
+        firsts.push(stored[0].clone());
     }
     let lock_pool = sqlx::PgPool::connect(&server.db.url).await.unwrap();
     let lock = hold_counter_row(&lock_pool, blocker.stream).await;
@@ -569,6 +574,95 @@ async fn a_replay_in_one_of_the_groups_written_together_costs_the_others_nothing
         let want = if i == 2 { 2 } else { 3 };
         assert_eq!(head, want, "stream {i}");
         assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), (1..=want).collect::<Vec<_>>(), "stream {i}");
+    }
+    other.stop().await;
+    server.stop().await;
+}
+
+/// Groups that check their entities' versions (newer clients' events) are written together with other
+/// streams' groups, each only if its versions hold at the head it expects; the statement moves the
+/// marks of the entities it counted far enough. A group whose version is stale, and one whose head
+/// moved, cost the others nothing: the first is refused with the actual version, the second numbered
+/// again under its lock.
+#[tokio::test]
+async fn groups_that_check_versions_are_written_together_each_only_if_its_versions_hold() {
+    let writers: Vec<Writer> = (0..5).map(|_| Writer::new()).collect();
+    // SKU-1 at version 33 in each stream, without a mark: the next check counts 33 and moves it.
+    let blocked = block_the_writer_after(&writers, ONE_WRITER, 33).await;
+    let requests = writers
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let events = match i {
+                2 => vec![w.checked("SKU-1", 5)],
+                4 => vec![w.event(33), w.event(34)],
+                _ => vec![w.checked("SKU-1", 33), w.checked("SKU-1", 34)],
+            };
+            (w, events)
+        })
+        .collect();
+    let queued = blocked.queue(requests).await;
+    // Meanwhile another replica writes another entity of stream 1.
+    let (status, body) = ingest(&blocked.other.base_url, &writers[1], &[writers[1].checked("SKU-9", 0)]).await;
+    assert_eq!(status, 200, "{body}");
+    let (server, other) = blocked.release().await;
+
+    for (i, request) in queued.into_iter().enumerate() {
+        let (status, body) = request.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        match i {
+            2 => {
+                assert_eq!(body["eventsAccepted"], 0, "{body}");
+                assert_eq!(body["rejections"][0]["reason"], "version_conflict: expected 5, actual 33", "{body}");
+            }
+            1 => {
+                let numbers = [&body["receipts"][0]["sequenceNumber"], &body["receipts"][1]["sequenceNumber"]];
+                assert_eq!(numbers, [35, 36], "numbered after the other replica's: {body}");
+            }
+            _ => {
+                let numbers = [&body["receipts"][0]["sequenceNumber"], &body["receipts"][1]["sequenceNumber"]];
+                assert_eq!(numbers, [34, 35], "{body}");
+            }
+        }
+    }
+    let together: Vec<&Writer> = [0, 3, 4].iter().map(|i| &writers[*i]).collect();
+    assert_eq!(writers_of(&server.db.url, &together, 34).await.len(), 1, "one statement wrote the three streams");
+    let pool = sqlx::PgPool::connect(&server.db.url).await.unwrap();
+    for (i, w) in writers.iter().enumerate() {
+        let want = match i {
+            1 => 36,
+            2 => 33,
+            _ => 35,
+        };
+        let (rows, head) = stored(&server.db.url, w.stream).await;
+        assert_eq!(head, want, "stream {i}");
+        assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), (1..=want).collect::<Vec<_>>(), "stream {i}");
+        let marks: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT entity_id, version, at_sequence FROM entity_version_marks \
+             WHERE tenant_id = $1 AND store_id = $2 ORDER BY entity_id",
+        )
+        .bind(w.stream.tenant_id)
+        .bind(w.stream.store_id)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let want_marks: Vec<(String, i64, i64)> = match i {
+            // Counted under the lock at head 34 (after SKU-9's event); refused at head 33, still counted.
+            1 => vec![("SKU-1".into(), 33, 34)],
+            2 => vec![("SKU-1".into(), 33, 33)],
+            // Never checked.
+            4 => vec![],
+            // Counted by the shared statement at the head its group expected.
+            _ => vec![("SKU-1".into(), 33, 33)],
+        };
+        assert_eq!(marks, want_marks, "stream {i}'s marks");
+    }
+    pool.close().await;
+    // The moved marks count on: each stream's SKU-1 at its version, checked from its mark.
+    for (i, w) in writers.iter().enumerate() {
+        let version = if i == 2 { 33 } else { 35 };
+        let (status, body) = ingest(&server.base_url, w, &[w.checked("SKU-1", version)]).await;
+        assert_eq!((status, body["eventsAccepted"].as_u64()), (200, Some(1)), "stream {i}: {body}");
     }
     other.stop().await;
     server.stop().await;

@@ -34,7 +34,7 @@ use super::{HOLD_CONNECTION_MAX, HeldConnection, replicate};
 use crate::error::{Error, database_unavailable};
 use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::store::events::{self, HeadAppend, StreamKey, VesEventRow};
+use crate::store::events::{self, HeadAppend, StreamKey, VersionChecks, VesEventRow};
 
 /// How long a queued group waits for the busy writers before another one is started.
 pub const STALLED_AFTER: Duration = Duration::from_secs(1);
@@ -44,7 +44,8 @@ pub const STALLED_AFTER: Duration = Duration::from_secs(1);
 pub enum Combined {
     /// Written: the stream's head was the one expected.
     Appended,
-    /// Not written: the head had moved or the stream is paused.
+    /// Not written: the head had moved, the stream is paused, or an entity the group checks was not at
+    /// its version.
     StaleHead,
     /// Not written: one of its events' ids or commands is already stored.
     Conflict,
@@ -60,6 +61,7 @@ struct Pending {
     rows: Vec<VesEventRow>,
     sequenced_at: DateTime<Utc>,
     expected_head: i64,
+    checks: Option<VersionChecks>,
     reply: oneshot::Sender<(Vec<VesEventRow>, Combined)>,
 }
 
@@ -116,20 +118,22 @@ impl Combiner {
     }
 
     /// Writes `rows` (numbered `expected_head + 1 ..`, of a stream that has a counter row) if the
-    /// stream's head is still `expected_head`, together with whatever other streams' groups are
-    /// queued when a writer is free. Gives the rows back with the outcome.
+    /// stream's head is still `expected_head` and each entity of `checks` is at its version there,
+    /// together with whatever other streams' groups are queued when a writer is free. Gives the rows
+    /// back with the outcome.
     pub async fn append(
         &self,
         stream: StreamKey,
         rows: Vec<VesEventRow>,
         sequenced_at: DateTime<Utc>,
         expected_head: i64,
+        checks: Option<VersionChecks>,
     ) -> (Vec<VesEventRow>, Combined) {
         let (reply, answer) = oneshot::channel();
         let max_events = self.0.max_events;
         let started = self.start_writer_if(|q| {
             q.events += rows.len();
-            q.groups.push_back(Pending { stream, rows, sequenced_at, expected_head, reply });
+            q.groups.push_back(Pending { stream, rows, sequenced_at, expected_head, checks, reply });
             // Another writer only when those running cannot keep up even a statement at a time.
             q.writers == 0 || (q.idle == 0 && q.events >= max_events)
         });
@@ -244,9 +248,9 @@ fn take(shared: &Shared) -> Vec<Pending> {
 async fn write(conn: &mut PgConnection, mut batch: Vec<Pending>, sequencer_id: Uuid) -> bool {
     if batch.len() == 1 {
         let p = batch.pop().expect("one group");
+        let (stream, rows, at, head) = (p.stream, &p.rows, p.sequenced_at, p.expected_head);
         let appended =
-            events::append_at_head(conn, p.stream, &p.rows, p.sequenced_at, sequencer_id, p.expected_head, false, None)
-                .await;
+            events::append_at_head(conn, stream, rows, at, sequencer_id, head, false, p.checks.as_ref()).await;
         let (combined, keep) = match appended {
             Ok(true) => (Combined::Appended, true),
             Ok(false) => (Combined::StaleHead, true),
@@ -263,6 +267,7 @@ async fn write(conn: &mut PgConnection, mut batch: Vec<Pending>, sequencer_id: U
             rows: &p.rows,
             sequenced_at: p.sequenced_at,
             expected_head: p.expected_head,
+            checks: p.checks.as_ref(),
         })
         .collect();
     let written = events::append_at_heads(conn, &groups, sequencer_id).await;

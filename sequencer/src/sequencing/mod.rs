@@ -8,8 +8,7 @@
 //!   id, duplicate command, version conflict, paused) from what the store returned;
 //! - the write paths, below, whose SQL is in [`crate::store::events`]: one autocommit statement at a
 //!   remembered head, shared with other streams' groups that became ready while the statement before
-//!   it ran ([`combine`]) unless it checks versions, or one transaction under the stream's counter row
-//!   lock.
+//!   it ran ([`combine`]), or one transaction under the stream's counter row lock.
 //!
 //! The lock is held for one round of statements per group, never per event, and signatures were
 //! checked before any of this, outside any lock. Other replicas serialise on the same row lock, so
@@ -456,10 +455,8 @@ impl Sequencer {
 
     /// Fastest path: number the events after the head this process remembers, sign the receipts
     /// outside any lock and append everything in one autocommit statement that applies only if the
-    /// head is still that, shared with other streams' groups that are ready at the same time
-    /// ([`combine`]).
-    ///
-    /// A group with `checks` is written alone, by a statement that also counts its entities' versions.
+    /// head is still that (and the entities of `checks` are at their versions there), shared with other
+    /// streams' groups that are ready at the same time ([`combine`]).
     #[allow(clippy::too_many_arguments)]
     async fn append_shared(
         &self,
@@ -474,12 +471,7 @@ impl Sequencer {
     ) -> Result<Attempt> {
         let (rows, head) = self.rows(stream, all, plan, expected, sequenced_at).await?;
         let id = self.signer.sequencer_id;
-        if checks.is_some() {
-            let conn = conn.get(&self.store).await?;
-            let appended = events::append_at_head(conn, stream, &rows, sequenced_at, id, expected, false, checks).await;
-            return self.appended(appended, batches, plan, &rows, head, sequenced_at);
-        }
-        let (rows, combined) = self.combiner.append(stream, rows, sequenced_at, expected).await;
+        let (rows, combined) = self.combiner.append(stream, rows, sequenced_at, expected, checks.cloned()).await;
         let appended = match combined {
             Combined::Appended => Ok(true),
             Combined::StaleHead => Ok(false),
@@ -487,7 +479,7 @@ impl Sequencer {
             Combined::Failed(e) => Err(e),
             Combined::Alone => {
                 let conn = conn.get(&self.store).await?;
-                events::append_at_head(conn, stream, &rows, sequenced_at, id, expected, false, None).await
+                events::append_at_head(conn, stream, &rows, sequenced_at, id, expected, false, checks).await
             }
         };
         self.appended(appended, batches, plan, &rows, head, sequenced_at)

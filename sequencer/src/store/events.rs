@@ -559,8 +559,8 @@ pub async fn entity_versions(
         "WITH counted AS ({}), \
          marked AS ({}) \
          SELECT entity_type, entity_id, version FROM counted",
-        counted_versions("UNNEST($3::text[], $4::text[]) AS q(entity_type, entity_id)", "$5"),
-        mark_versions("$5", "$6", "")
+        counted_versions("UNNEST($3::text[], $4::text[]) AS q(entity_type, entity_id)", ONE_STREAM, "$5"),
+        mark_versions(ONE_STREAM, "$5", "$6", "")
     );
     Ok(sqlx::query_as(AssertSqlSafe(sql))
         .bind(stream.tenant_id)
@@ -573,9 +573,13 @@ pub async fn entity_versions(
         .await?)
 }
 
+/// The stream of a statement about one: its tenant and store are `$1` and `$2`.
+const ONE_STREAM: (&str, &str) = ("$1", "$2");
+
 /// The SELECT of the `counted` CTE: for each entity of `entities` (a FROM item `q` with `entity_type`
-/// and `entity_id`) of the stream $1/$2 whose head is `head`, its `version` (its mark plus the events
-/// after it) and `past_mark` (those events); `q`'s other columns are kept.
+/// and `entity_id`) of the stream `stream` (tenant and store, as SQL expressions) whose head is `head`,
+/// its `version` (its mark plus the events after it) and `past_mark` (those events); `q`'s other
+/// columns are kept.
 ///
 /// NB: both lookups are written so that the plan PostgreSQL finds is the good one, with or without
 /// statistics, and the count starts at the mark (measured with `EXPLAIN (ANALYZE, BUFFERS)`, generic and
@@ -596,18 +600,18 @@ pub async fn entity_versions(
 ///   1,077 buffers and 11 ms for an entity of 10^5 events, where 34 buffers and 0.2 ms with both.
 /// - Without any statistics the sequence index can still look cheapest; the worker leader analyses a
 ///   log that has none ([`crate::store::Store::analyze_log_if_never_analysed`]).
-fn counted_versions(entities: &str, head: &str) -> String {
+fn counted_versions(entities: &str, (tenant, store): (&str, &str), head: &str) -> String {
     format!(
         "SELECT q.*, COALESCE(m.version, 0) + tail.n AS version, tail.n AS past_mark \
            FROM {entities} \
            LEFT JOIN LATERAL ( \
              SELECT version, at_sequence FROM entity_version_marks m \
-              WHERE m.tenant_id = $1 AND m.store_id = $2 AND m.entity_type = q.entity_type \
+              WHERE m.tenant_id = {tenant} AND m.store_id = {store} AND m.entity_type = q.entity_type \
                 AND m.entity_id = q.entity_id \
               LIMIT 1) m ON TRUE \
           CROSS JOIN LATERAL ( \
             SELECT COUNT(*) AS n FROM events e \
-             WHERE e.tenant_id = $1 AND e.store_id = $2 AND e.entity_type = q.entity_type \
+             WHERE e.tenant_id = {tenant} AND e.store_id = {store} AND e.entity_type = q.entity_type \
                AND e.entity_id = q.entity_id \
                AND e.sequence_number > COALESCE(m.at_sequence, 0) AND e.sequence_number <= {head} \
                AND (e.entity_id, e.sequence_number) > (q.entity_id, COALESCE(m.at_sequence, 0)) \
@@ -615,12 +619,14 @@ fn counted_versions(entities: &str, head: &str) -> String {
     )
 }
 
-/// The upsert that moves the mark of every entity of `counted` whose count reached `after` to `head`
-/// (`condition`: more of the WHERE clause, starting with AND).
-fn mark_versions(head: &str, after: &str, condition: &str) -> String {
+/// The upsert that moves the mark of every entity of `counted` (of the stream `stream`, as in
+/// [`counted_versions`]) whose count reached `after` to `head` (`condition`: more of the WHERE clause,
+/// starting with AND).
+fn mark_versions((tenant, store): (&str, &str), head: &str, after: &str, condition: &str) -> String {
     format!(
         "INSERT INTO entity_version_marks (tenant_id, store_id, entity_type, entity_id, version, at_sequence) \
-         SELECT $1, $2, entity_type, entity_id, version, {head} FROM counted WHERE past_mark >= {after} {condition} \
+         SELECT {tenant}, {store}, entity_type, entity_id, version, {head} FROM counted \
+          WHERE past_mark >= {after} {condition} \
          ON CONFLICT (tenant_id, store_id, entity_type, entity_id) \
          DO UPDATE SET version = EXCLUDED.version, at_sequence = EXCLUDED.at_sequence"
     )
@@ -945,11 +951,12 @@ pub async fn append_at_head(
                 "counted AS ({}), ",
                 counted_versions(
                     "UNNEST($31::text[], $32::text[], $33::bigint[]) AS q(entity_type, entity_id, want)",
+                    ONE_STREAM,
                     "$26"
                 )
             ),
             " AND NOT EXISTS (SELECT 1 FROM counted WHERE version <> want)",
-            format!(", marked AS ({})", mark_versions("$26", "$34", "AND EXISTS (SELECT 1 FROM moved)")),
+            format!(", marked AS ({})", mark_versions(ONE_STREAM, "$26", "$34", "AND EXISTS (SELECT 1 FROM moved)")),
         ),
         None => (String::new(), "", String::new()),
     };
@@ -977,12 +984,14 @@ pub async fn append_at_head(
     Ok(inserted == Some(rows.len() as i64))
 }
 
-/// One stream's group for [`append_at_heads`]: its rows, numbered `expected_head + 1 ..`.
+/// One stream's group for [`append_at_heads`]: its rows, numbered `expected_head + 1 ..`, written only
+/// if each entity of `checks` is at its version.
 pub struct HeadAppend<'a> {
     pub stream: StreamKey,
     pub rows: &'a [VesEventRow],
     pub sequenced_at: DateTime<Utc>,
     pub expected_head: i64,
+    pub checks: Option<&'a VersionChecks>,
 }
 
 /// [`append_at_head`] for the groups of several streams (each already with a counter row) in ONE
@@ -995,6 +1004,10 @@ pub struct HeadAppend<'a> {
 /// WAL flush), and under a load of many busy streams the sequencer has many groups ready at once.
 /// Measured with today's one-stream statement (README.md § Performance, "Several streams' groups in
 /// one statement"): 100-event statements cost PostgreSQL 20.9-21.9 µs per event, 400-event ones 16.6.
+///
+/// The versions a group checks are counted and its marks moved as [`append_at_head`] does, per stream at
+/// the head the group expects: a group whose versions do not hold is not written (`false`), like one
+/// whose head moved, and costs the others nothing.
 ///
 /// A stream's counter row is locked in (tenant, store) order before any is moved, so that two such
 /// statements from two replicas cannot deadlock on each other. A colliding row of any group (a
@@ -1036,16 +1049,43 @@ pub async fn append_at_heads(
         }
     }
     let c = Columns::new(groups.iter().flat_map(|g| g.rows), events);
+    let checks = SharedChecks::of(groups);
     // NB: the rows' parameters are numbered as in the one-stream statement ([`bind_rows`]); $25, $26 and
-    // $28..$30 are per stream here, and $31..$33 name each stream and its time.
+    // $28..$30 are per stream here, $31..$33 name each stream and its time, and $34..$40 are the
+    // checks, if any ([`SharedChecks`]).
+    let (counted, versions_hold, marked) = match &checks {
+        Some(_) => (
+            format!(
+                "counted AS ({}), ",
+                counted_versions(
+                    "UNNEST($34::uuid[], $35::uuid[], $36::text[], $37::text[], $38::bigint[], $39::bigint[]) \
+                       AS q(tenant_id, store_id, entity_type, entity_id, want, head)",
+                    ("q.tenant_id", "q.store_id"),
+                    "q.head"
+                )
+            ),
+            " AND NOT EXISTS (SELECT 1 FROM counted c \
+               WHERE c.tenant_id = s.tenant_id AND c.store_id = s.store_id AND c.version <> c.want)",
+            format!(
+                ", marked AS ({})",
+                mark_versions(
+                    ("tenant_id", "store_id"),
+                    "head",
+                    "$40",
+                    "AND (tenant_id, store_id) IN (SELECT tenant_id, store_id FROM moved)"
+                )
+            ),
+        ),
+        None => (String::new(), "", String::new()),
+    };
     let sql = format!(
-        "WITH want AS ( \
+        "WITH {counted}want AS ( \
            SELECT * FROM unnest($31::uuid[], $32::uuid[], $26::bigint[], $25::bigint[]) \
              AS w(tenant_id, store_id, expected, new_head)), \
          locked AS ( \
            SELECT s.tenant_id, s.store_id, w.new_head FROM sequence_counters s \
              JOIN want w ON s.tenant_id = w.tenant_id AND s.store_id = w.store_id \
-           WHERE s.current_sequence = w.expected AND NOT s.paused \
+           WHERE s.current_sequence = w.expected AND NOT s.paused{versions_hold} \
            ORDER BY s.tenant_id, s.store_id FOR UPDATE OF s), \
          moved AS ( \
            UPDATE sequence_counters s SET current_sequence = l.new_head, updated_at = NOW() FROM locked l \
@@ -1060,21 +1100,31 @@ pub async fn append_at_heads(
            SELECT r.* FROM unnest($31::uuid[], $32::uuid[], $28::bigint[], $25::bigint[], $29::bytea[], \
              $30::bytea[], $33::timestamptz[]) \
              AS r(tenant_id, store_id, first_sequence, last_sequence, leaves, tlog_leaves, at) \
-           WHERE (r.tenant_id, r.store_id) IN (SELECT tenant_id, store_id FROM moved)) \
+           WHERE (r.tenant_id, r.store_id) IN (SELECT tenant_id, store_id FROM moved)){marked} \
          SELECT m.tenant_id, m.store_id, (SELECT COUNT(*) FROM ins) FROM moved m",
         rows_select("unnest($1::uuid[]) AS tenant_id", "unnest($2::uuid[]) AS store_id", "unnest($9::timestamptz[])")
     );
     let query = sqlx::query_as(AssertSqlSafe(sql));
-    let moved: Vec<(Uuid, Uuid, i64)> = bind_rows!(
+    let query = bind_rows!(
         query,
         c,
         [&row_tenant, &row_store, &row_at, sequencer_id, &new_head, &expected, &first, &leaves, &tlog_leaves]
     )
     .bind(&tenant)
     .bind(&store)
-    .bind(&run_at)
-    .fetch_all(conn)
-    .await?;
+    .bind(&run_at);
+    let query = match &checks {
+        Some(k) => query
+            .bind(&k.tenant_id)
+            .bind(&k.store_id)
+            .bind(&k.entity_type)
+            .bind(&k.entity_id)
+            .bind(&k.version)
+            .bind(&k.head)
+            .bind(VERSION_MARK_AFTER),
+        None => query,
+    };
+    let moved: Vec<(Uuid, Uuid, i64)> = query.fetch_all(conn).await?;
     let written: Vec<bool> = groups
         .iter()
         .map(|g| moved.iter().any(|(t, s, _)| *t == g.stream.tenant_id && *s == g.stream.store_id))
@@ -1089,6 +1139,47 @@ pub async fn append_at_heads(
         )));
     }
     Ok(written)
+}
+
+/// The checks of the groups of [`append_at_heads`], an entity a row: its stream, its version, and the
+/// head its group expects (where it is counted).
+struct SharedChecks<'a> {
+    tenant_id: Vec<Uuid>,
+    store_id: Vec<Uuid>,
+    entity_type: Vec<&'a str>,
+    entity_id: Vec<&'a str>,
+    version: Vec<i64>,
+    head: Vec<i64>,
+}
+
+impl<'a> SharedChecks<'a> {
+    /// `None` when no group checks a version (the statement is then the one without them).
+    fn of(groups: &[HeadAppend<'a>]) -> Option<Self> {
+        let n: usize = groups.iter().filter_map(|g| g.checks).map(|k| k.version.len()).sum();
+        if n == 0 {
+            return None;
+        }
+        let mut all = SharedChecks {
+            tenant_id: Vec::with_capacity(n),
+            store_id: Vec::with_capacity(n),
+            entity_type: Vec::with_capacity(n),
+            entity_id: Vec::with_capacity(n),
+            version: Vec::with_capacity(n),
+            head: Vec::with_capacity(n),
+        };
+        for g in groups {
+            let Some(k) = g.checks else { continue };
+            for ((t, i), v) in k.entity_type.iter().zip(&k.entity_id).zip(&k.version) {
+                all.tenant_id.push(g.stream.tenant_id);
+                all.store_id.push(g.stream.store_id);
+                all.entity_type.push(t);
+                all.entity_id.push(i);
+                all.version.push(*v);
+                all.head.push(g.expected_head);
+            }
+        }
+        Some(all)
+    }
 }
 
 /// One unsigned legacy event ready to be written, with its number chosen.
