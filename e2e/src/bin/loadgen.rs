@@ -79,6 +79,11 @@ struct Args {
     /// would put its entity's later checks out of step.
     #[arg(long)]
     base_version: bool,
+    /// With --spawn: do not analyse the log after the warm-up; its statistics are left to the
+    /// sequencer's worker leader (which analyses a log that has none) and autovacuum, as on a new
+    /// database.
+    #[arg(long)]
+    no_analyze: bool,
     /// Skip the gap and receipt check after the run.
     #[arg(long)]
     no_check: bool,
@@ -165,7 +170,7 @@ fn main() -> Result<()> {
     )
 }
 
-/// `database_url`: the spawned sequencer's database, analysed after the warm-up.
+/// `database_url`: the spawned sequencer's database, analysed after the warm-up unless `--no-analyze`.
 async fn run(
     args: &Args,
     base: String,
@@ -233,7 +238,7 @@ async fn run(
     // after the log holds a megabyte: inside the timed run, where that one ANALYZE (of a sample of up
     // to 30,000 rows, about 0.2 s of PostgreSQL's CPU) would read as 3-4 µs per event of a 60,000-event
     // run.
-    if let Some(url) = database_url {
+    if let (false, Some(url)) = (args.no_analyze, database_url) {
         let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await?;
         sqlx::raw_sql("ANALYZE events").execute(&mut conn).await?;
         eprintln!("loadgen: analysed the log after the warm-up");

@@ -90,13 +90,22 @@ pub struct WorkerReport<'a> {
 /// The log's partitions, which [`Store::analyze_log_if_never_analysed`] looks at.
 pub const LOG_PARTITIONS: &[&str] = &["ves_events", "legacy_events"];
 
+/// What [`Store::analyze_log_if_never_analysed`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirstAnalyse {
+    /// The partitions it analysed.
+    pub analysed: Vec<&'static str>,
+    /// The partitions (not skipped) still without statistics: too small yet.
+    pub waiting: usize,
+}
+
 /// How much a log partition holds before a first `ANALYZE` of it is worth running (about 1,500 events).
 pub const FIRST_ANALYZE_BYTES: i64 = 1 << 20;
 
 impl Store {
     /// Analyses each partition of the log ([`LOG_PARTITIONS`], except those in `skip`) that PostgreSQL has
     /// never analysed nor vacuumed (`pg_class.reltuples` stays -1 until then) once it holds `min_bytes`,
-    /// and returns their names.
+    /// and says which it analysed and how many others still have no statistics.
     ///
     /// Why: without any statistics PostgreSQL takes `tenant_id = .. AND store_id = ..` for a single row,
     /// and plans the count of an entity's events since its version mark
@@ -108,21 +117,27 @@ impl Store {
     /// with statistics that say the stream is all of the table, the sequence index is no longer a cheap
     /// guess, however stale they become, and autovacuum keeps them from then on. A partition this user
     /// does not own is skipped by PostgreSQL with a warning (the caller tries each partition once).
-    pub async fn analyze_log_if_never_analysed(&self, min_bytes: i64, skip: &[&str]) -> Result<Vec<&'static str>> {
-        let never: Vec<String> = sqlx::query_scalar(
-            "SELECT relname::text FROM pg_class \
-             WHERE relname = ANY($1) AND relkind = 'r' AND reltuples < 0 AND pg_relation_size(oid) >= $2",
+    pub async fn analyze_log_if_never_analysed(&self, min_bytes: i64, skip: &[&str]) -> Result<FirstAnalyse> {
+        let never: Vec<(String, bool)> = sqlx::query_as(
+            "SELECT relname::text, pg_relation_size(oid) >= $2 FROM pg_class \
+             WHERE relname = ANY($1) AND relkind = 'r' AND reltuples < 0",
         )
         .bind(LOG_PARTITIONS)
         .bind(min_bytes)
         .fetch_all(self.pool())
         .await?;
-        let mut analysed = Vec::new();
-        for table in LOG_PARTITIONS.iter().filter(|t| never.iter().any(|n| n == *t) && !skip.contains(t)) {
-            sqlx::raw_sql(AssertSqlSafe(format!("ANALYZE {table}"))).execute(self.pool()).await?;
-            analysed.push(*table);
+        let mut first = FirstAnalyse { analysed: Vec::new(), waiting: 0 };
+        for table in LOG_PARTITIONS.iter().filter(|t| !skip.contains(t)) {
+            match never.iter().find(|(n, _)| n == *table) {
+                Some((_, true)) => {
+                    sqlx::raw_sql(AssertSqlSafe(format!("ANALYZE {table}"))).execute(self.pool()).await?;
+                    first.analysed.push(*table);
+                }
+                Some((_, false)) => first.waiting += 1,
+                None => {}
+            }
         }
-        Ok(analysed)
+        Ok(first)
     }
 
     /// `VACUUM ANALYZE` of each table, one statement each (VACUUM cannot run in a transaction).

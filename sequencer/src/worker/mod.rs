@@ -9,8 +9,8 @@
 //!
 //! The leader publishes its anchoring view (breaker state) to `worker_status` every
 //! [`STATUS_INTERVAL`], so that any replica's admin status reports the leader's breaker, and says
-//! the report is stale when it is older than [`STATUS_STALE_AFTER`]. On the same tick it analyses, once,
-//! a partition of the log that PostgreSQL has no statistics for yet
+//! the report is stale when it is older than [`STATUS_STALE_AFTER`]. Every [`FIRST_ANALYZE_CHECK`]
+//! it analyses, once, a partition of the log that PostgreSQL has no statistics for yet
 //! ([`crate::store::Store::analyze_log_if_never_analysed`] says why).
 
 pub mod tlog;
@@ -30,10 +30,14 @@ use tokio::time::{Instant, MissedTickBehavior, interval, interval_at};
 use crate::error::Error;
 use crate::state::SharedState;
 use crate::store::events::StreamKey;
-use crate::store::maintenance::{FIRST_ANALYZE_BYTES, LOG_PARTITIONS, WorkerReport, WorkerStatus};
+use crate::store::maintenance::{FIRST_ANALYZE_BYTES, WorkerReport, WorkerStatus};
 
 /// How often the leader publishes its anchoring view.
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the leader looks for a log partition without statistics, until each has them: a new
+/// database's first seconds of checked events run on a poor plan until then (README.md § Performance,
+/// "Newer clients' load").
+pub const FIRST_ANALYZE_CHECK: Duration = Duration::from_secs(1);
 /// A leader report older than this is stale: no replica leads (or the leader cannot write).
 pub const STATUS_STALE_AFTER: Duration = Duration::from_secs(30);
 
@@ -64,6 +68,7 @@ pub fn spawn(state: SharedState) -> Background {
         // The backend pid of the leadership connection while this replica leads, else 0.
         let leader_pid = Arc::new(AtomicI32::new(0));
         tasks.push(tokio::spawn(publish_status(state.clone(), leader_pid.clone())));
+        tasks.push(tokio::spawn(analyse_new_log(state.clone(), leader_pid.clone())));
         tasks.push(tokio::spawn(lead(state, leader_pid)));
     }
     Background { tasks }
@@ -165,25 +170,12 @@ async fn publish_status(state: SharedState, leader_pid: Arc<AtomicI32>) {
     let mut tick = interval(STATUS_INTERVAL);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut since: Option<(i32, DateTime<Utc>)> = None;
-    // The log partitions this process analysed (or tried to) because they had no statistics yet.
-    let mut analysed: Vec<&'static str> = Vec::new();
     loop {
         tick.tick().await;
         let pid = leader_pid.load(Ordering::Relaxed);
         if pid == 0 {
             since = None;
             continue;
-        }
-        if analysed.len() < LOG_PARTITIONS.len() {
-            match state.store.analyze_log_if_never_analysed(FIRST_ANALYZE_BYTES, &analysed).await {
-                Ok(tables) => {
-                    for table in tables {
-                        tracing::info!(table, "analysed a log partition that had no statistics yet");
-                        analysed.push(table);
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "analysing the log failed"),
-            }
         }
         let leader_since = match since {
             Some((p, at)) if p == pid => at,
@@ -201,6 +193,34 @@ async fn publish_status(state: SharedState, leader_pid: Arc<AtomicI32>) {
             Ok(true) => {}
             Ok(false) => tracing::debug!("not publishing the worker status: the leadership lock is not held"),
             Err(e) => tracing::warn!(error = %e, "publishing the worker status failed"),
+        }
+    }
+}
+
+/// While this replica leads, analyses each log partition that has no statistics once it holds
+/// [`FIRST_ANALYZE_BYTES`], looking every [`FIRST_ANALYZE_CHECK`] (one catalog query) until every
+/// partition has statistics or was analysed by this process.
+async fn analyse_new_log(state: SharedState, leader_pid: Arc<AtomicI32>) {
+    let mut tick = interval(FIRST_ANALYZE_CHECK);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The log partitions this process analysed (or tried to) because they had no statistics yet.
+    let mut analysed: Vec<&'static str> = Vec::new();
+    loop {
+        tick.tick().await;
+        if leader_pid.load(Ordering::Relaxed) == 0 {
+            continue;
+        }
+        match state.store.analyze_log_if_never_analysed(FIRST_ANALYZE_BYTES, &analysed).await {
+            Ok(first) => {
+                for table in first.analysed {
+                    tracing::info!(table, "analysed a log partition that had no statistics yet");
+                    analysed.push(table);
+                }
+                if first.waiting == 0 {
+                    return;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "analysing the log failed"),
         }
     }
 }
