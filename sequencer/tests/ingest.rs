@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
-use sequencer::store::maintenance::FirstAnalyse;
+use sequencer::store::maintenance::{FIRST_ANALYZE_BYTES, FirstAnalyse};
 use serde_json::{Value, json};
 use uuid::Uuid;
 use ves::envelope::VesEventEnvelope;
@@ -395,6 +395,41 @@ async fn a_log_without_statistics_is_analysed_once_it_holds_enough() {
         "only the other, empty one"
     );
     assert_eq!(store.analyze_log_if_never_analysed(0, &[]).await.unwrap(), first(&[], 0), "both have statistics");
+}
+
+/// The worker leader notices a log without statistics while events arrive, and analyses it within
+/// seconds of its holding a megabyte, not at autovacuum's next pass (or never, where it is off).
+#[tokio::test]
+async fn the_worker_leader_analyses_a_new_log_once_it_holds_a_megabyte() {
+    let server = TestServer::start().await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    api.register_key(&agent).await;
+    let pool = server.state.store.pool();
+    let stats = || async {
+        sqlx::query_as::<_, (f32, i64)>(
+            "SELECT reltuples, pg_relation_size(oid) FROM pg_class WHERE relname = 'ves_events'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    };
+    let mut sent = 0;
+    while stats().await.1 < FIRST_ANALYZE_BYTES {
+        assert!(sent < 20_000, "{sent} events and the log is still under a megabyte");
+        let events: Vec<VesEventEnvelope> = (sent..sent + 500).map(|n| agent.event(n)).collect();
+        let (status, body) = api.ingest(agent.agent_id, &events).await;
+        assert_eq!((status, body["eventsAccepted"].as_u64()), (200, Some(500)), "{body}");
+        sent += 500;
+    }
+    // NB: polled every 50 ms, for ten seconds at most (the leader looks every second).
+    let mut waited = 0;
+    while stats().await.0 < 0.0 {
+        assert!(waited < 10_000, "the log has no statistics {waited} ms after it reached a megabyte");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        waited += 50;
+    }
+    assert!(stats().await.0 >= 1_000.0, "analysed with its events: {:?}", stats().await);
 }
 
 #[tokio::test]

@@ -38,6 +38,8 @@ pub const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 /// database's first seconds of checked events run on a poor plan until then (README.md § Performance,
 /// "Newer clients' load").
 pub const FIRST_ANALYZE_CHECK: Duration = Duration::from_secs(1);
+/// How often it looks while this replica sequences nothing.
+pub const FIRST_ANALYZE_IDLE_CHECK: Duration = Duration::from_secs(60);
 /// A leader report older than this is stale: no replica leads (or the leader cannot write).
 pub const STATUS_STALE_AFTER: Duration = Duration::from_secs(30);
 
@@ -198,18 +200,26 @@ async fn publish_status(state: SharedState, leader_pid: Arc<AtomicI32>) {
 }
 
 /// While this replica leads, analyses each log partition that has no statistics once it holds
-/// [`FIRST_ANALYZE_BYTES`], looking every [`FIRST_ANALYZE_CHECK`] (one catalog query) until every
-/// partition has statistics or was analysed by this process.
+/// [`FIRST_ANALYZE_BYTES`], until every partition has statistics or was analysed by this process. It
+/// looks (one catalog query) every [`FIRST_ANALYZE_CHECK`] while this process sequences events, and
+/// every [`FIRST_ANALYZE_IDLE_CHECK`] otherwise (other replicas' events): a database that never takes
+/// legacy events keeps `legacy_events` without statistics for good.
 async fn analyse_new_log(state: SharedState, leader_pid: Arc<AtomicI32>) {
     let mut tick = interval(FIRST_ANALYZE_CHECK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // The log partitions this process analysed (or tried to) because they had no statistics yet.
     let mut analysed: Vec<&'static str> = Vec::new();
+    let mut looked: Option<(u64, Instant)> = None;
     loop {
         tick.tick().await;
         if leader_pid.load(Ordering::Relaxed) == 0 {
             continue;
         }
+        let sequenced = state.metrics.events_sequenced.get();
+        if looked.is_some_and(|(n, at)| n == sequenced && at.elapsed() < FIRST_ANALYZE_IDLE_CHECK) {
+            continue;
+        }
+        looked = Some((sequenced, Instant::now()));
         match state.store.analyze_log_if_never_analysed(FIRST_ANALYZE_BYTES, &analysed).await {
             Ok(first) => {
                 for table in first.analysed {
