@@ -374,14 +374,7 @@ async fn a_log_without_statistics_is_analysed_once_it_holds_enough() {
     let (status, body) = api.ingest(agent.agent_id, &events).await;
     assert_eq!((status, body["eventsAccepted"].as_u64()), (200, Some(150)), "{body}");
     let store = &server.state.store;
-    let stats = || async {
-        sqlx::query_as::<_, (f32, i64)>(
-            "SELECT reltuples, pg_relation_size(oid) FROM pg_class WHERE relname = 'ves_events'",
-        )
-        .fetch_one(store.pool())
-        .await
-        .unwrap()
-    };
+    let stats = || log_statistics(store.pool());
     let (tuples, bytes) = stats().await;
     assert!(tuples < 0.0, "never analysed yet: {tuples}");
     let first = |analysed: &[&'static str], waiting| FirstAnalyse { analysed: analysed.to_vec(), waiting };
@@ -397,6 +390,14 @@ async fn a_log_without_statistics_is_analysed_once_it_holds_enough() {
     assert_eq!(store.analyze_log_if_never_analysed(0, &[]).await.unwrap(), first(&[], 0), "both have statistics");
 }
 
+/// `ves_events`' rows as PostgreSQL's statistics have them (-1: never analysed) and its size in bytes.
+async fn log_statistics(pool: &sqlx::PgPool) -> (f32, i64) {
+    sqlx::query_as("SELECT reltuples, pg_relation_size(oid) FROM pg_class WHERE relname = 'ves_events'")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
 /// The worker leader notices a log without statistics while events arrive, and analyses it within
 /// seconds of its holding a megabyte, not at autovacuum's next pass (or never, where it is off).
 #[tokio::test]
@@ -405,15 +406,7 @@ async fn the_worker_leader_analyses_a_new_log_once_it_holds_a_megabyte() {
     let api = Api::admin(&server);
     let agent = Agent::random();
     api.register_key(&agent).await;
-    let pool = server.state.store.pool();
-    let stats = || async {
-        sqlx::query_as::<_, (f32, i64)>(
-            "SELECT reltuples, pg_relation_size(oid) FROM pg_class WHERE relname = 'ves_events'",
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap()
-    };
+    let stats = || log_statistics(server.state.store.pool());
     let mut sent = 0;
     while stats().await.1 < FIRST_ANALYZE_BYTES {
         assert!(sent < 20_000, "{sent} events and the log is still under a megabyte");
