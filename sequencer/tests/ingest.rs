@@ -363,7 +363,8 @@ async fn a_version_is_counted_through_the_entity_index_from_its_mark_without_sta
 }
 
 /// A partition of the log that PostgreSQL has no statistics for is analysed once it holds enough to
-/// matter, and only then; the worker leader asks every few seconds (`FIRST_ANALYZE_BYTES`).
+/// matter (`FIRST_ANALYZE_BYTES`), and only then; the worker leader asks every second while events
+/// arrive.
 #[tokio::test]
 async fn a_log_without_statistics_is_analysed_once_it_holds_enough() {
     let server = TestServer::start().await;

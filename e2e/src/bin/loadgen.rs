@@ -234,10 +234,9 @@ async fn run(
     // NB: as autovacuum would soon after a new table's first rows (its threshold is 50 rows plus 10%).
     // Until then PostgreSQL plans the version count without statistics, and a generic plan made while
     // the log was nearly empty can count through the sequence index (README.md § Storage). And a log
-    // without statistics is analysed once by the sequencer's worker leader, on its next 5-second tick
-    // after the log holds a megabyte: inside the timed run, where that one ANALYZE (of a sample of up
-    // to 30,000 rows, about 0.2 s of PostgreSQL's CPU) would read as 3-4 µs per event of a 60,000-event
-    // run.
+    // without statistics is analysed once by the sequencer's worker leader, within a second of the log
+    // holding a megabyte: inside the timed run, where that one ANALYZE (of a sample of up to 30,000
+    // rows, about 0.2 s of PostgreSQL's CPU) would read as 3-4 µs per event of a 60,000-event run.
     if let (false, Some(url)) = (args.no_analyze, database_url) {
         let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await?;
         sqlx::raw_sql("ANALYZE events").execute(&mut conn).await?;
