@@ -72,6 +72,12 @@ impl Error {
         matches!(self, Error::Database(e) if database_unavailable(e))
     }
 
+    /// True when a statement named a table the schema does not have (42P01: a binary ahead of its
+    /// migrations).
+    pub fn is_undefined_table(&self) -> bool {
+        matches!(self, Error::Database(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01"))
+    }
+
     fn parts(&self) -> (StatusCode, &'static str, u32, String, Option<u64>) {
         use StatusCode as S;
         match self {

@@ -139,6 +139,21 @@ pub async fn prepare_database_with(config: &Config, store: &Store, migrations: &
         let hash = hash_api_key(key.expose_secret());
         (|| store.upsert_bootstrap_key(&hash)).retry(retry).notify(notify).await?;
     }
+    if let Some(key) = &config.sequencer_signing_key {
+        // Before this process signs anything, so that `verify` and clients can check every receipt it signs.
+        let public = key.verifying_key().to_bytes();
+        let recorded =
+            (|| store.record_receipt_key(config.sequencer_id, &public)).retry(retry).when(|e| !e.is_undefined_table());
+        match recorded.notify(notify).await {
+            Ok(()) => {}
+            // A schema migrated only up to a release before 0023 (DB_MIGRATE_ON_STARTUP=false, the migration
+            // not run yet): this process's receipts are then counted as unchecked by `verify`, not refused.
+            Err(e) if e.is_undefined_table() => {
+                tracing::warn!("the receipt key is not recorded: the schema has no receipt_keys table (migration 0023)")
+            }
+            Err(e) => return Err(e),
+        }
+    }
     if config.auth_mode == AuthMode::Required && config.bootstrap_admin_api_key.is_none() && config.jwt.is_none() {
         let any = (|| store.any_active_api_key()).retry(retry).notify(notify).await?;
         if !any {

@@ -7,6 +7,10 @@
 //! - `duplicate`: a number is stored twice;
 //! - `bad_hash`: a stored hash (payload, signing, leaf, receipt) differs from its recomputation;
 //! - `bad_signature`: the agent signature does not verify against the agent's registered key;
+//! - `bad_receipt_signature`: the stored sequencer signature does not verify, over the event's receipt
+//!   hash, against any receipt key its sequencer recorded (migration 0023). An event whose sequencer id
+//!   has no key on record (sequenced by a release before 0023, or with no receipt key) is counted in
+//!   `receiptSignaturesUnchecked`, not reported;
 //! - `commitment_mismatch`: a commitment's Merkle root, state root or chain link differs from what the
 //!   events give;
 //! - `log_modified`: a row of the log was deleted or updated (or the log truncated) with its
@@ -18,6 +22,7 @@
 //!   from) differs from the number of the entity's events up to the mark's position.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use ed25519_dalek::VerifyingKey;
 use serde::Serialize;
@@ -50,6 +55,10 @@ pub struct Report {
     pub streams_checked: u64,
     pub events_checked: u64,
     pub commitments_checked: u64,
+    /// Stored sequencer signatures checked against their sequencer's recorded receipt keys.
+    pub receipt_signatures_checked: u64,
+    /// Stored sequencer signatures whose sequencer recorded no key (sequenced before migration 0023).
+    pub receipt_signatures_unchecked: u64,
     pub findings: Vec<Finding>,
 }
 
@@ -75,9 +84,10 @@ pub async fn verify_streams_with(
     mut progress: impl FnMut(&Report),
 ) -> Result<Report> {
     let mut report = Report::default();
+    let mut receipt_keys = ReceiptKeys::default();
     for s in streams {
         let stream = StreamKey { tenant_id: s.tenant_id, store_id: s.store_id };
-        verify_stream(store, stream, s.head, &mut report).await?;
+        verify_stream(store, stream, s.head, &mut receipt_keys, &mut report).await?;
         report.streams_checked += 1;
         report.findings.truncate(MAX_FINDINGS);
         report.ok = report.findings.is_empty();
@@ -185,7 +195,33 @@ fn finding(stream: StreamKey, kind: &'static str, seq: Option<i64>, detail: Stri
     }
 }
 
-async fn verify_stream(store: &Store, stream: StreamKey, head: i64, report: &mut Report) -> Result<()> {
+/// The receipt keys each sequencer id recorded, read once per id and verification run.
+#[derive(Default)]
+struct ReceiptKeys(HashMap<Uuid, Arc<[VerifyingKey]>>);
+
+impl ReceiptKeys {
+    async fn of(&mut self, store: &Store, sequencer_id: Uuid) -> Result<Arc<[VerifyingKey]>> {
+        if let Some(keys) = self.0.get(&sequencer_id) {
+            return Ok(keys.clone());
+        }
+        let keys: Arc<[VerifyingKey]> = store
+            .receipt_keys_of(sequencer_id)
+            .await?
+            .iter()
+            .filter_map(|k| VerifyingKey::from_bytes(k).ok())
+            .collect();
+        self.0.insert(sequencer_id, keys.clone());
+        Ok(keys)
+    }
+}
+
+async fn verify_stream(
+    store: &Store,
+    stream: StreamKey,
+    head: i64,
+    receipt_keys: &mut ReceiptKeys,
+    report: &mut Report,
+) -> Result<()> {
     let mut conn = store.pool().acquire().await?;
     let mut keys: HashMap<(Uuid, i64), Option<VerifyingKey>> = HashMap::new();
     // Recomputed leaves by sequence number, for the commitment checks.
@@ -206,6 +242,7 @@ async fn verify_stream(store: &Store, stream: StreamKey, head: i64, report: &mut
         let Some(last) = rows.last() else { break };
         after = (last.sequence_number, last.event_id);
         let mut to_verify = Vec::new();
+        let mut receipts = Vec::new();
         for e in &rows {
             report.events_checked += 1;
             let seq = e.sequence_number;
@@ -237,6 +274,33 @@ async fn verify_stream(store: &Store, stream: StreamKey, head: i64, report: &mut
                 *counted += 1;
             }
             log_leaves.insert(seq, crate::tlog::entry_of(e).ok().map(|entry| crate::tlog::leaf_hash(&entry).0));
+            let envelope = if e.signed { e.envelope().ok() } else { None };
+            let signing_hash = envelope.as_ref().map(|env| env.signing_hash());
+            if let (Some(signature), Some(signing_hash)) = (e.sequencer_signature.as_deref(), signing_hash) {
+                let keys = match e.sequencer_id {
+                    Some(id) => receipt_keys.of(store, id).await?,
+                    None => Arc::from([]),
+                };
+                match <[u8; 64]>::try_from(signature) {
+                    _ if keys.is_empty() => report.receipt_signatures_unchecked += 1,
+                    Ok(signature) => {
+                        let receipt = ves::hash::receipt_hash(
+                            stream.tenant_id,
+                            stream.store_id,
+                            e.event_id,
+                            seq as u64,
+                            &signing_hash,
+                        );
+                        receipts.push((seq, receipt, signature, keys));
+                    }
+                    Err(_) => report.findings.push(finding(
+                        stream,
+                        "bad_receipt_signature",
+                        Some(seq),
+                        "the stored sequencer signature is not 64 bytes".into(),
+                    )),
+                }
+            }
             if e.signed {
                 let agent_key = (e.source_agent_id, e.agent_key_id.unwrap_or(-1));
                 if let std::collections::hash_map::Entry::Vacant(slot) = keys.entry(agent_key) {
@@ -247,8 +311,8 @@ async fn verify_stream(store: &Store, stream: StreamKey, head: i64, report: &mut
                         .and_then(|b| VerifyingKey::from_bytes(&b).ok());
                     slot.insert(key);
                 }
-                match (keys[&agent_key], e.envelope()) {
-                    (Some(key), Ok(env)) => to_verify.push((seq, env.signing_hash(), env.agent_signature.0, key)),
+                match (keys[&agent_key], &envelope, signing_hash) {
+                    (Some(key), Some(env), Some(hash)) => to_verify.push((seq, hash, env.agent_signature.0, key)),
                     _ => report.findings.push(finding(
                         stream,
                         "bad_signature",
@@ -258,16 +322,19 @@ async fn verify_stream(store: &Store, stream: StreamKey, head: i64, report: &mut
                 }
             }
         }
-        // NB: one by one, as clients verify (batch verification can accept what single verification refuses).
-        for (seq, hash, signature, key) in &to_verify {
-            if !ves::verify::verify_one(signature, hash, key) {
-                report.findings.push(finding(
-                    stream,
-                    "bad_signature",
-                    Some(*seq),
-                    "agent signature does not verify".into(),
-                ));
-            }
+        report.receipt_signatures_checked += receipts.len() as u64;
+        let (bad_agent, bad_receipt) =
+            crate::compute::run("verification", move || bad_signatures(&to_verify, &receipts)).await?;
+        for seq in bad_agent {
+            report.findings.push(finding(stream, "bad_signature", Some(seq), "agent signature does not verify".into()));
+        }
+        for seq in bad_receipt {
+            report.findings.push(finding(
+                stream,
+                "bad_receipt_signature",
+                Some(seq),
+                "the stored sequencer signature does not verify under any receipt key its sequencer recorded".into(),
+            ));
         }
     }
     if expected <= head {
@@ -304,6 +371,31 @@ async fn verify_stream(store: &Store, stream: StreamKey, head: i64, report: &mut
     let commitments = store.list_commitments(stream, ListFilter::default(), i64::MAX).await?;
     check_commitments(stream, &commitments, &leaves, report);
     Ok(())
+}
+
+/// An agent signature to check: (sequence number, signing hash, signature, the agent's key).
+type AgentSignature = (i64, [u8; 32], [u8; 64], VerifyingKey);
+
+/// A sequencer signature to check: (sequence number, receipt hash, signature, its sequencer's keys).
+type ReceiptSignature = (i64, [u8; 32], [u8; 64], Arc<[VerifyingKey]>);
+
+/// The sequence numbers whose agent signature, and whose sequencer signature, do not verify; in order.
+/// On rayon's pool, where a chunk's signatures are checked in parallel without holding an async worker.
+///
+/// NB: one by one, as clients verify (batch verification can accept what single verification refuses).
+fn bad_signatures(agents: &[AgentSignature], receipts: &[ReceiptSignature]) -> (Vec<i64>, Vec<i64>) {
+    use rayon::prelude::*;
+    let bad_agent = agents
+        .par_iter()
+        .filter(|(_, hash, signature, key)| !ves::verify::verify_one(signature, hash, key))
+        .map(|(seq, ..)| *seq)
+        .collect();
+    let bad_receipt = receipts
+        .par_iter()
+        .filter(|(_, hash, signature, keys)| !keys.iter().any(|key| ves::verify::verify_one(signature, hash, key)))
+        .map(|(seq, ..)| *seq)
+        .collect();
+    (bad_agent, bad_receipt)
 }
 
 /// Each event's recomputed transparency log leaf, by number (`None`: the event cannot be encoded).

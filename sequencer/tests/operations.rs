@@ -204,6 +204,83 @@ async fn verification_finds_gaps_tampering_and_commitments_that_no_longer_match(
     assert!(stdout.contains("gap") && stdout.contains("FAILED"), "{stdout}");
 }
 
+/// Receipts stay verifiable across a rotation of the receipt key: each process records its key before it
+/// signs (migration 0023), `GET /api/v1/ves/sequencer` lists every key receipts were signed with, and
+/// `verify` checks each stored sequencer signature against its sequencer's keys. A forged signature is a
+/// finding; one whose sequencer recorded no key (a release before 0023) is counted, not reported.
+#[tokio::test]
+async fn receipts_signed_before_a_key_rotation_are_still_verified() {
+    use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
+    let old_key =
+        SigningKey::from_bytes(&hex::decode(sequencer::testing::SEQUENCER_SEED_HEX).unwrap().try_into().unwrap());
+    let new_key = SigningKey::from_bytes(&[7u8; 32]);
+    let server = TestServer::start().await;
+    let admin = Api::admin(&server);
+    let agent = Agent::random();
+    admin.register_key(&agent).await;
+    let (_, before) = admin.ingest(agent.agent_id, &(1..=3).map(|i| agent.event(i)).collect::<Vec<_>>()).await;
+    let first_process = server.state.ingest.sequencer().sequencer_id();
+    let db = server.stop().await;
+
+    let server = TestServer::start_on(db, &[("VES_SEQUENCER_SIGNING_KEY", &hex::encode(new_key.to_bytes()))]).await;
+    let admin = Api::admin(&server);
+    let (_, after) = admin.ingest(agent.agent_id, &(4..=6).map(|i| agent.event(i)).collect::<Vec<_>>()).await;
+    let (status, info) = admin.get("/api/v1/ves/sequencer").await;
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(info["public_key"], hex::encode(new_key.verifying_key().to_bytes()));
+    let listed: Vec<&str> =
+        info["receipt_keys"].as_array().unwrap().iter().map(|k| k["public_key"].as_str().unwrap()).collect();
+    let (old_public, new_public) =
+        (hex::encode(old_key.verifying_key().to_bytes()), hex::encode(new_key.verifying_key().to_bytes()));
+    assert_eq!(listed, [old_public.as_str(), new_public.as_str()], "the oldest first: {info}");
+
+    // A client holding a receipt from before the rotation verifies it with a listed key, not the current one.
+    let verifies = |receipt: &serde_json::Value, public: &str| {
+        let key = VerifyingKey::from_bytes(&hex::decode(public).unwrap().try_into().unwrap()).unwrap();
+        let hash = hex::decode(receipt["receiptHash"].as_str().unwrap()).unwrap();
+        let signature: [u8; 64] =
+            hex::decode(receipt["sequencerSignature"].as_str().unwrap()).unwrap().try_into().unwrap();
+        key.verify(&hash, &ed25519_dalek::Signature::from_bytes(&signature)).is_ok()
+    };
+    let old_receipt = &before["receipts"][0];
+    assert!(verifies(old_receipt, listed[0]) && !verifies(old_receipt, listed[1]), "{before}");
+    assert!(verifies(&after["receipts"][0], listed[1]), "{after}");
+
+    let body = json!({"tenantId": agent.tenant_id, "storeId": agent.store_id});
+    let (status, report) = admin.post("/api/v1/admin/verify", body.clone()).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!((&report["receiptSignaturesChecked"], &report["receiptSignaturesUnchecked"]), (&json!(6), &json!(0)));
+
+    // Event 5's signature replaced by one over its own receipt hash under a key no process recorded; the
+    // first process's key record removed, as if a release before 0023 had sequenced events 1-3.
+    let receipt_hash = hex::decode(after["receipts"][1]["receiptHash"].as_str().unwrap()).unwrap();
+    let forged = SigningKey::from_bytes(&[9u8; 32]).sign(&receipt_hash).to_bytes();
+    let forge = format!(
+        "UPDATE events SET sequencer_signature = '\\x{}' WHERE tenant_id = '{}' AND store_id = '{}' AND sequence_number = 5",
+        hex::encode(forged),
+        agent.tenant_id,
+        agent.store_id
+    );
+    tamper(
+        server.state.store.pool(),
+        &format!("{forge}; DELETE FROM receipt_keys WHERE sequencer_id = '{first_process}'"),
+    )
+    .await;
+    let (_, report) = admin.post("/api/v1/admin/verify", body).await;
+    assert_eq!(report["ok"], false);
+    let findings: Vec<(&str, i64)> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["kind"].as_str().unwrap(), f["sequenceNumber"].as_i64().unwrap_or(0)))
+        .collect();
+    assert!(findings.contains(&("bad_receipt_signature", 5)), "{report}");
+    assert!(findings.iter().all(|(kind, _)| ["bad_receipt_signature", "log_modified"].contains(kind)), "{report}");
+    assert_eq!(findings.iter().filter(|(kind, _)| *kind == "bad_receipt_signature").count(), 1, "{report}");
+    assert_eq!((&report["receiptSignaturesChecked"], &report["receiptSignaturesUnchecked"]), (&json!(3), &json!(3)));
+}
+
 #[tokio::test]
 async fn admin_status_reports_what_the_operator_reads() {
     let server = TestServer::start().await;

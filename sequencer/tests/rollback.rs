@@ -364,3 +364,36 @@ async fn two_migration_runs_at_once_both_finish() {
     assert!(valid && unique);
     pool.close().await;
 }
+
+/// Expand, as the operator rolls it out: a process of this release may start before migration 0023 ran
+/// (`DB_MIGRATE_ON_STARTUP=false`, the migration Job not done yet). It serves without recording its
+/// receipt key, and once the schema is migrated `verify` counts the receipts it signed as unchecked, not
+/// as findings; a process started after the migration records its key and its receipts are checked.
+#[tokio::test]
+async fn receipts_signed_before_the_receipt_keys_table_existed_are_counted_not_reported() {
+    let db = TestDb::create().await;
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    let store = sequencer::store::Store::from_pool(pool.clone());
+    store.migrate_with(&migrations_below(23).await).await.unwrap();
+    let server = TestServer::start_on(db, &[("WORKER_ENABLED", "false")]).await;
+    let api = Api::admin(&server);
+    let agent = Agent::random();
+    api.register_key(&agent).await;
+    let (status, body) = api.ingest(agent.agent_id, &[agent.event(1), agent.event(2)]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["receipts"][1]["signatureAlg"], "ed25519", "{body}");
+    let db = server.stop().await;
+
+    store.migrate_with(&sequencer::store::MIGRATOR).await.unwrap();
+    let server = TestServer::start_on(db, &[("WORKER_ENABLED", "false")]).await;
+    let api = Api::admin(&server);
+    let (status, body) = api.ingest(agent.agent_id, &[agent.event(3)]).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, report) =
+        api.post("/api/v1/admin/verify", json!({"tenantId": agent.tenant_id, "storeId": agent.store_id})).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!((&report["receiptSignaturesChecked"], &report["receiptSignaturesUnchecked"]), (&json!(1), &json!(2)));
+    pool.close().await;
+    server.stop().await;
+}

@@ -44,17 +44,21 @@ pub async fn ingest_legacy(
     Ok(axum::Json(response).into_response())
 }
 
-/// The id and public key that sign receipts, so clients can verify them, and the signed-note
-/// verifier key of the stream checkpoints (`<checkpoint_origin>/<tenant_id>/<store_id>`).
-pub async fn sequencer_info(State(state): State<SharedState>, _caller: Auth) -> Response {
+/// The id and public key that sign receipts, so clients can verify them, every public key receipts were
+/// signed with since the deployment recorded them (migration 0023: a receipt or checkpoint signed before a
+/// key rotation verifies under one of them), and the signed-note verifier key of the stream checkpoints
+/// (`<checkpoint_origin>/<tenant_id>/<store_id>`).
+pub async fn sequencer_info(State(state): State<SharedState>, _caller: Auth) -> Result<Response> {
     let sequencer = state.ingest.sequencer();
-    axum::Json(json!({
+    let receipt_keys = state.reads.read(|store| async move { store.receipt_keys().await }).await?;
+    Ok(axum::Json(json!({
         "sequencer_id": sequencer.sequencer_id(),
         "signature_alg": if sequencer.public_key().is_some() { "ed25519" } else { "none" },
         "public_key": sequencer.public_key().map(hex::encode),
+        "receipt_keys": receipt_keys,
         "checkpoint_origin": state.config.checkpoint_origin,
         "checkpoint_verifier_key": state.checkpoints.as_ref().map(|c| c.verifier_key()),
         "version": crate::VERSION,
     }))
-    .into_response()
+    .into_response())
 }

@@ -148,6 +148,7 @@ const SEQUENCER: F = &[
     ("sequencer_id", Uuid, true),
     ("signature_alg", Str, true),
     ("public_key", Any, true),
+    ("receipt_keys", Array, true),
     ("checkpoint_origin", Str, true),
     ("checkpoint_verifier_key", Any, true),
     ("version", Str, true),
@@ -289,6 +290,8 @@ const REPORT: F = &[
     ("streamsChecked", Int, true),
     ("eventsChecked", Int, true),
     ("commitmentsChecked", Int, true),
+    ("receiptSignaturesChecked", Int, true),
+    ("receiptSignaturesUnchecked", Int, true),
     ("findings", Array, true),
 ];
 const JOB: F = &[

@@ -203,6 +203,57 @@ impl Store {
     }
 }
 
+/// A public key that receipts were signed with (migration 0023), and when a process first and last
+/// started with it.
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct ReceiptKey {
+    #[serde(serialize_with = "plain_hex")]
+    pub public_key: Vec<u8>,
+    pub first_started_at: DateTime<Utc>,
+    pub last_started_at: DateTime<Utc>,
+}
+
+fn plain_hex<S: serde::Serializer>(bytes: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&hex::encode(bytes))
+}
+
+impl Store {
+    /// Records that the process `sequencer_id` signs receipts with `public_key`. Called at start-up,
+    /// before the process signs anything, so that every receipt it signs has its key on record.
+    pub async fn record_receipt_key(&self, sequencer_id: Uuid, public_key: &[u8; 32]) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO receipt_keys (sequencer_id, public_key) VALUES ($1, $2) \
+             ON CONFLICT (sequencer_id, public_key) DO UPDATE SET last_started_at = NOW()",
+        )
+        .bind(sequencer_id)
+        .bind(&public_key[..])
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The distinct public keys on record, the oldest first.
+    pub async fn receipt_keys(&self) -> Result<Vec<ReceiptKey>> {
+        Ok(sqlx::query_as(
+            "SELECT public_key, MIN(first_started_at) AS first_started_at, MAX(last_started_at) AS last_started_at \
+             FROM receipt_keys GROUP BY public_key ORDER BY 2, 1",
+        )
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// The public keys the process `sequencer_id` recorded (none for a process of a release before 0023).
+    pub async fn receipt_keys_of(&self, sequencer_id: Uuid) -> Result<Vec<[u8; 32]>> {
+        let keys: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT public_key FROM receipt_keys WHERE sequencer_id = $1 ORDER BY last_started_at DESC",
+        )
+        .bind(sequencer_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(keys.into_iter().filter_map(|k| <[u8; 32]>::try_from(k.as_slice()).ok()).collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
