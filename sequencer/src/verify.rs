@@ -27,6 +27,7 @@ use std::sync::Arc;
 use ed25519_dalek::VerifyingKey;
 use serde::Serialize;
 use uuid::Uuid;
+use ves::envelope::VesEventEnvelope;
 
 use crate::error::Result;
 use crate::store::Store;
@@ -264,7 +265,10 @@ async fn verify_stream(
                 }
                 expected = seq + 1;
             }
-            if let Some(leaf) = check_event(stream, e, report) {
+            // The envelope and its signing hash, once per event: the hashes, the agent signature and the
+            // receipt signature are all checked from them.
+            let envelope = if e.signed { e.envelope().ok().map(|env| (env.signing_hash(), env)) } else { None };
+            if let Some(leaf) = check_event(stream, e, envelope.as_ref(), report) {
                 leaves.insert(seq, leaf);
             }
             if let Some((_, at, counted)) =
@@ -274,9 +278,7 @@ async fn verify_stream(
                 *counted += 1;
             }
             log_leaves.insert(seq, crate::tlog::entry_of(e).ok().map(|entry| crate::tlog::leaf_hash(&entry).0));
-            let envelope = if e.signed { e.envelope().ok() } else { None };
-            let signing_hash = envelope.as_ref().map(|env| env.signing_hash());
-            if let (Some(signature), Some(signing_hash)) = (e.sequencer_signature.as_deref(), signing_hash) {
+            if let (Some(signature), Some((signing_hash, _))) = (e.sequencer_signature.as_deref(), &envelope) {
                 let keys = match e.sequencer_id {
                     Some(id) => receipt_keys.of(store, id).await?,
                     None => Arc::from([]),
@@ -289,7 +291,7 @@ async fn verify_stream(
                             stream.store_id,
                             e.event_id,
                             seq as u64,
-                            &signing_hash,
+                            signing_hash,
                         );
                         receipts.push((seq, receipt, signature, keys));
                     }
@@ -311,8 +313,8 @@ async fn verify_stream(
                         .and_then(|b| VerifyingKey::from_bytes(&b).ok());
                     slot.insert(key);
                 }
-                match (keys[&agent_key], &envelope, signing_hash) {
-                    (Some(key), Some(env), Some(hash)) => to_verify.push((seq, hash, env.agent_signature.0, key)),
+                match (keys[&agent_key], &envelope) {
+                    (Some(key), Some((hash, env))) => to_verify.push((seq, *hash, env.agent_signature.0, key)),
                     _ => report.findings.push(finding(
                         stream,
                         "bad_signature",
@@ -465,8 +467,14 @@ fn run_mismatch(
     Some((seq, format!("the leaf run starting at {first} holds a {singular} that the event {seq} does not give")))
 }
 
-/// Recomputes an event's hashes; returns its recomputed leaf.
-fn check_event(stream: StreamKey, e: &StoredEvent, report: &mut Report) -> Option<[u8; 32]> {
+/// Recomputes an event's hashes; returns its recomputed leaf. `signed`: a signed event's signing hash and
+/// envelope (`None` where the stored columns do not make one).
+fn check_event(
+    stream: StreamKey,
+    e: &StoredEvent,
+    signed: Option<&([u8; 32], VesEventEnvelope)>,
+    report: &mut Report,
+) -> Option<[u8; 32]> {
     let seq = e.sequence_number;
     let mut bad = |what: &str| {
         report.findings.push(finding(
@@ -488,11 +496,10 @@ fn check_event(stream: StreamKey, e: &StoredEvent, report: &mut Report) -> Optio
         }
         return Some(leaf);
     }
-    let Ok(env) = e.envelope() else {
+    let Some((signing_hash, env)) = signed else {
         bad("envelope");
         return None;
     };
-    let signing_hash = env.signing_hash();
     if e.event_signing_hash.as_deref() != Some(&signing_hash[..]) {
         bad("event_signing_hash");
     }
@@ -503,7 +510,7 @@ fn check_event(stream: StreamKey, e: &StoredEvent, report: &mut Report) -> Optio
         bad("payload_plain_hash");
     }
     let leaf =
-        ves::hash::leaf_hash(stream.tenant_id, stream.store_id, seq as u64, &signing_hash, &env.agent_signature.0);
+        ves::hash::leaf_hash(stream.tenant_id, stream.store_id, seq as u64, signing_hash, &env.agent_signature.0);
     if e.leaf_hash.as_deref() != Some(&leaf[..]) {
         bad("leaf_hash");
     }
@@ -511,7 +518,7 @@ fn check_event(stream: StreamKey, e: &StoredEvent, report: &mut Report) -> Optio
     // from the columns checked above wherever a receipt is answered).
     if let Some(stored) = &e.stored_receipt_hash
         && stored[..]
-            != ves::hash::receipt_hash(stream.tenant_id, stream.store_id, e.event_id, seq as u64, &signing_hash)
+            != ves::hash::receipt_hash(stream.tenant_id, stream.store_id, e.event_id, seq as u64, signing_hash)
     {
         bad("receipt_hash");
     }

@@ -351,12 +351,7 @@ async fn a_row_removed_behind_the_sequencers_back_fails_the_next_commitment() {
     assert!(message.contains("non-contiguous sequence") && message.contains("expected 5"), "{body}");
     let (_, report) =
         api.post("/api/v1/admin/verify", json!({"tenantId": agent.tenant_id, "storeId": agent.store_id})).await;
-    let kinds: Vec<(&str, i64)> = report["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| (f["kind"].as_str().unwrap(), f["sequenceNumber"].as_i64().unwrap_or(0)))
-        .collect();
+    let kinds = findings(&report);
     assert!(kinds.contains(&("gap", 5)) && kinds.contains(&("log_modified", 5)), "{report}");
     // Another stream is untouched and still commits from its runs.
     let other = Agent::random();

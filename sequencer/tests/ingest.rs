@@ -880,12 +880,7 @@ async fn receipt_and_cipher_hashes_are_derived_on_every_read_not_stored() {
     )
     .await;
     let (_, report) = verify().await;
-    let mut kinds: Vec<(&str, i64)> = report["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| (f["kind"].as_str().unwrap(), f["sequenceNumber"].as_i64().unwrap()))
-        .collect();
+    let mut kinds = findings(&report);
     kinds.sort_unstable();
     assert_eq!(kinds, vec![("bad_hash", 1), ("log_modified", 1)], "{report}");
     assert!(report.to_string().contains("stored receipt_hash does not match"), "{report}");

@@ -207,14 +207,10 @@ impl Store {
 /// started with it.
 #[derive(Debug, Clone, FromRow, Serialize)]
 pub struct ReceiptKey {
-    #[serde(serialize_with = "plain_hex")]
-    pub public_key: Vec<u8>,
+    /// Hex, as `GET /api/v1/ves/sequencer` shows the current `public_key`.
+    pub public_key: String,
     pub first_started_at: DateTime<Utc>,
     pub last_started_at: DateTime<Utc>,
-}
-
-fn plain_hex<S: serde::Serializer>(bytes: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(&hex::encode(bytes))
 }
 
 impl Store {
@@ -235,7 +231,8 @@ impl Store {
     /// The distinct public keys on record, the oldest first.
     pub async fn receipt_keys(&self) -> Result<Vec<ReceiptKey>> {
         Ok(sqlx::query_as(
-            "SELECT public_key, MIN(first_started_at) AS first_started_at, MAX(last_started_at) AS last_started_at \
+            "SELECT encode(public_key, 'hex') AS public_key, MIN(first_started_at) AS first_started_at, \
+               MAX(last_started_at) AS last_started_at \
              FROM receipt_keys GROUP BY public_key ORDER BY 2, 1",
         )
         .fetch_all(self.pool())

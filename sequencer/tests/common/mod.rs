@@ -273,3 +273,13 @@ pub fn delete_event_sql(agent: &Agent, seq: i64) -> String {
         agent.tenant_id, agent.store_id
     )
 }
+
+/// A verification report's findings as (kind, sequence number; 0 for a finding about no one event).
+pub fn findings(report: &Value) -> Vec<(&str, i64)> {
+    report["findings"]
+        .as_array()
+        .expect("a report lists its findings")
+        .iter()
+        .map(|f| (f["kind"].as_str().expect("a finding has a kind"), f["sequenceNumber"].as_i64().unwrap_or(0)))
+        .collect()
+}
