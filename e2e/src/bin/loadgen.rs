@@ -45,6 +45,12 @@ struct Args {
     /// Streams (tenant_id, store_id), each with its own agent; requests go round-robin over them.
     #[arg(long, default_value_t = 1)]
     streams: usize,
+    /// Write into this existing stream (`TENANT/STORE`; repeat for several) instead of new ones: a
+    /// stream that keeps growing, as a production stream does, where new streams start an empty part
+    /// of every index. Each gets a new agent; their number replaces --streams, and the check reads each
+    /// from its head before the run.
+    #[arg(long = "into-stream", value_name = "TENANT/STORE", conflicts_with_all = ["streams", "base_version"])]
+    into_streams: Vec<String>,
     /// Events per request.
     #[arg(long, default_value_t = 1)]
     batch: usize,
@@ -102,6 +108,20 @@ struct StreamAgent {
     store_id: Uuid,
     agent_id: Uuid,
     key: SigningKey,
+    /// The stream's first sequence number this run can write: 1, or after the head of a stream it
+    /// writes into (`--into-stream`).
+    from: u64,
+}
+
+/// `TENANT/STORE` of `--into-stream`.
+fn parse_stream(s: &str) -> Result<(Uuid, Uuid)> {
+    let (tenant, store) = s.split_once('/').ok_or_else(|| anyhow!("--into-stream {s}: expected TENANT/STORE"))?;
+    Ok((tenant.parse()?, store.parse()?))
+}
+
+#[derive(Deserialize)]
+struct Head {
+    head_sequence: u64,
 }
 
 /// A request, signed and serialised before timing.
@@ -144,7 +164,10 @@ struct IngestBody<'a> {
 }
 
 fn main() -> Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if !args.into_streams.is_empty() {
+        args.streams = args.into_streams.len();
+    }
     ensure!(args.clients >= 1 && args.streams >= 1 && args.batch >= 1, "--clients, --streams and --batch must be >= 1");
     ensure!(args.rate >= 0.0, "--rate must not be negative");
     if args.calibrate {
@@ -182,17 +205,30 @@ async fn run(
     let machine = machine_description();
     eprintln!("loadgen: sequencer at {base}{}", spawned.as_ref().map(|s| format!(" [{s}]")).unwrap_or_default());
     let admin = reqwest::Client::new();
-    let agents: Vec<StreamAgent> = {
+    let streams: Vec<(Uuid, Uuid)> = if args.into_streams.is_empty() {
         let tenant_id = Uuid::new_v4();
-        (0..args.streams)
-            .map(|_| StreamAgent {
-                tenant_id,
-                store_id: Uuid::new_v4(),
-                agent_id: Uuid::new_v4(),
-                key: SigningKey::from_bytes(&rand::random::<[u8; 32]>()),
-            })
-            .collect()
+        (0..args.streams).map(|_| (tenant_id, Uuid::new_v4())).collect()
+    } else {
+        args.into_streams.iter().map(|s| parse_stream(s)).collect::<Result<_>>()?
     };
+    let mut agents = Vec::with_capacity(streams.len());
+    for (tenant_id, store_id) in streams {
+        let from = if args.into_streams.is_empty() {
+            1
+        } else {
+            let head: Head = admin
+                .get(format!("{base}/api/v1/ves/head?tenant_id={tenant_id}&store_id={store_id}"))
+                .header("authorization", format!("ApiKey {key}"))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            head.head_sequence + 1
+        };
+        let signing = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+        agents.push(StreamAgent { tenant_id, store_id, agent_id: Uuid::new_v4(), key: signing, from });
+    }
     for a in &agents {
         e2e::register_agent_key(&admin, &base, &key, a.tenant_id, a.agent_id, &a.key.verifying_key()).await?;
     }
@@ -372,10 +408,11 @@ async fn run(
         let started = Instant::now();
         let report = check_streams(&base, &key, &agents, &requests, &fates).await?;
         eprintln!(
-            "  check      {} stream(s) gap-free, {} events stored as 1..N, {} receipts matched, {} stored without a \
+            "  check      {} stream(s) gap-free, {} events stored as {}..N, {} receipts matched, {} stored without a \
              receipt (unknown outcome), in {:.1} s",
             agents.len(),
             report.stored,
+            if args.into_streams.is_empty() { "1" } else { "head+1" },
             report.receipts,
             report.unreceipted,
             started.elapsed().as_secs_f64()
@@ -396,6 +433,8 @@ async fn run(
             "machine": machine,
             "clients": args.clients,
             "streams": args.streams,
+            // As `--into-stream` takes them, so that a later run can write into the same streams.
+            "stream_ids": agents.iter().map(|a| format!("{}/{}", a.tenant_id, a.store_id)).collect::<Vec<_>>(),
             "batch": args.batch,
             "rate": args.rate,
             "payload_bytes": args.payload_bytes,
@@ -439,7 +478,8 @@ fn per_call(n: u32, mut f: impl FnMut(u32)) -> f64 {
 fn calibrate(args: &Args) -> Result<()> {
     use std::hint::black_box;
     let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-    let agent = StreamAgent { tenant_id: Uuid::new_v4(), store_id: Uuid::new_v4(), agent_id: Uuid::new_v4(), key };
+    let agent =
+        StreamAgent { tenant_id: Uuid::new_v4(), store_id: Uuid::new_v4(), agent_id: Uuid::new_v4(), key, from: 1 };
     let one = prepare(std::slice::from_ref(&agent), 1, 1, args.payload_bytes, None).remove(0);
     let hundred = prepare(std::slice::from_ref(&agent), 1, 100, args.payload_bytes, None).remove(0);
     #[derive(Deserialize)]
@@ -764,8 +804,9 @@ struct PageEvent {
     sequence_number: u64,
 }
 
-/// Reads every stream back through the API: 1..head with no gap or duplicate, every receipt at its
-/// number, and nothing stored from a request that was definitely refused.
+/// Reads every stream back through the API from where this run began (1, or after the head of a stream
+/// it wrote into) to its head, with no gap or duplicate, every receipt at its number, and nothing stored
+/// from a request that was definitely refused.
 async fn check_streams(
     base: &str,
     key: &str,
@@ -797,7 +838,7 @@ async fn check_streams(
     let checks = agents.iter().enumerate().map(|(s, a)| {
         let (http, receipts, sent) = (&http, &receipts[s], &sent[s]);
         async move {
-            let mut expected = 1u64;
+            let mut expected = a.from;
             let mut head = None;
             let mut unreceipted = 0u64;
             loop {
@@ -837,12 +878,13 @@ async fn check_streams(
                     break;
                 }
             }
-            let stored = expected - 1;
+            let last = expected - 1;
             ensure!(
-                receipts.keys().all(|&n| n >= 1 && n <= stored),
-                "stream {s}: a receipt's number is beyond the stored head {stored}"
+                receipts.keys().all(|&n| n >= a.from && n <= last),
+                "stream {s}: a receipt's number is outside what this run stored, {} to {last}",
+                a.from
             );
-            Ok::<_, anyhow::Error>((stored, unreceipted))
+            Ok::<_, anyhow::Error>((last + 1 - a.from, unreceipted))
         }
     });
     let mut report = CheckReport { stored: 0, receipts: receipt_count, unreceipted: 0 };
