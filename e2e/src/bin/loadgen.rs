@@ -124,6 +124,11 @@ struct Head {
     head_sequence: u64,
 }
 
+/// GET `url` with the API key `key`; its JSON body, or an error for any status but 2xx.
+async fn get_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: &str, key: &str) -> Result<T> {
+    Ok(http.get(url).header("authorization", format!("ApiKey {key}")).send().await?.error_for_status()?.json().await?)
+}
+
 /// A request, signed and serialised before timing.
 struct Prepared {
     stream: usize,
@@ -216,15 +221,8 @@ async fn run(
         let from = if args.into_streams.is_empty() {
             1
         } else {
-            let head: Head = admin
-                .get(format!("{base}/api/v1/ves/head?tenant_id={tenant_id}&store_id={store_id}"))
-                .header("authorization", format!("ApiKey {key}"))
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
-            head.head_sequence + 1
+            let url = format!("{base}/api/v1/ves/head?tenant_id={tenant_id}&store_id={store_id}");
+            get_json::<Head>(&admin, &url, &key).await?.head_sequence + 1
         };
         let signing = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
         agents.push(StreamAgent { tenant_id, store_id, agent_id: Uuid::new_v4(), key: signing, from });
@@ -842,17 +840,11 @@ async fn check_streams(
             let mut head = None;
             let mut unreceipted = 0u64;
             loop {
-                let page: Page = http
-                    .get(format!(
-                        "{base}/api/v1/ves/events?tenant_id={}&store_id={}&from={expected}&limit=1000",
-                        a.tenant_id, a.store_id
-                    ))
-                    .header("authorization", format!("ApiKey {key}"))
-                    .send()
-                    .await?
-                    .error_for_status()?
-                    .json()
-                    .await?;
+                let url = format!(
+                    "{base}/api/v1/ves/events?tenant_id={}&store_id={}&from={expected}&limit=1000",
+                    a.tenant_id, a.store_id
+                );
+                let page: Page = get_json(http, &url, key).await?;
                 let head = *head.get_or_insert(page.head_sequence);
                 for e in &page.events {
                     ensure!(
