@@ -94,4 +94,5 @@ async fn a_second_run_writes_into_the_first_runs_streams_and_checks_only_its_own
             .expect_err("a malformed --into-stream");
     assert!(refused.contains("expected TENANT/STORE"), "{refused}");
     drop(sequencer);
+    db.drop_db().await;
 }
