@@ -1451,12 +1451,12 @@ impl Store {
             .fetch_all(self.pool())
             .await?;
         let total: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT COUNT(*) FROM events WHERE {ENTITY_ROWS}")))
-        .bind(stream.tenant_id)
-        .bind(stream.store_id)
-        .bind(entity_type)
-        .bind(entity_id)
-        .fetch_one(self.pool())
-        .await?;
+            .bind(stream.tenant_id)
+            .bind(stream.store_id)
+            .bind(entity_type)
+            .bind(entity_id)
+            .fetch_one(self.pool())
+            .await?;
         Ok((events, total))
     }
 }
