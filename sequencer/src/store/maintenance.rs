@@ -206,8 +206,8 @@ impl Store {
     /// The sizes [`IndexPressure`] compares: `pg_relation_size` of each index file, so it reads no table.
     pub async fn index_pressure(&self) -> Result<IndexPressure> {
         Ok(sqlx::query_as(
-            "SELECT (COALESCE(pg_relation_size(to_regclass('idx_ves_events_entity_key')), 0) \
-                     + COALESCE(pg_relation_size(to_regclass('idx_legacy_events_entity_key')), 0) \
+            "SELECT ((SELECT COALESCE(SUM(pg_relation_size(relid)), 0) \
+                        FROM pg_partition_tree(to_regclass('idx_events_entity')) WHERE isleaf) \
                      + COALESCE(pg_relation_size(to_regclass('uq_ves_events_event_id')), 0) \
                      + COALESCE(pg_relation_size(to_regclass('uq_legacy_events_event_id')), 0))::bigint \
                        AS random_key_index_bytes, \
