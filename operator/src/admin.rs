@@ -343,9 +343,13 @@ impl AdminClient {
         &self,
         tenant_id: &str,
         store_id: &str,
+        receipt_keys: Option<&[String]>,
         timeout: Duration,
     ) -> Result<VerifyResponse, AdminError> {
-        let body = serde_json::json!({ "tenantId": tenant_id, "storeId": store_id });
+        let mut body = serde_json::json!({ "tenantId": tenant_id, "storeId": store_id });
+        if let Some(keys) = receipt_keys {
+            body["receiptKeys"] = serde_json::json!(keys);
+        }
         self.call(reqwest::Method::POST, "/api/v1/admin/verify", Some(&body), timeout).await
     }
 
@@ -633,7 +637,7 @@ mod tests {
                 }),
             )
             .with_state(seen.clone());
-        let answer = client(&serve(router).await).verify_stream("t", "s", T).await.unwrap();
+        let answer = client(&serve(router).await).verify_stream("t", "s", None, T).await.unwrap();
 
         assert!(!answer.ok);
         assert_eq!(answer.findings[0].sequence_number, Some(4));

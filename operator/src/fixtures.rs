@@ -165,7 +165,8 @@ impl SequencerAction {
     pub fn verify_stream(mut self) -> Self {
         self.metadata.name = Some("verify".into());
         self.spec.anchor_retry = None;
-        self.spec.verify_stream = Some(VerifyStream { tenant_id: TENANT_ID.into(), store_id: STORE_ID.into() });
+        self.spec.verify_stream =
+            Some(VerifyStream { tenant_id: TENANT_ID.into(), store_id: STORE_ID.into(), receipt_keys: None });
         self
     }
 

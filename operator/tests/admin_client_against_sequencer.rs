@@ -75,10 +75,22 @@ async fn every_action_call_works_against_a_real_sequencer() {
     assert_eq!(replay.results[0].outcome, "sequenced");
     assert_eq!(replay.results[0].sequence_number, Some(1));
 
-    // VerifyStream.
-    let report = admin.verify_stream(&tenant.to_string(), &store.to_string(), T).await.unwrap();
+    // VerifyStream, against the recorded receipt keys, the genuine key pinned, and a stranger's pinned.
+    let (tenant_id, store_id) = (tenant.to_string(), store.to_string());
+    let report = admin.verify_stream(&tenant_id, &store_id, None, T).await.unwrap();
     assert!(report.ok, "{report:?}");
     assert_eq!(report.events_checked, 1);
+    let genuine = hex::encode(
+        SigningKey::from_bytes(&hex::decode(sequencer::testing::SEQUENCER_SEED_HEX).unwrap().try_into().unwrap())
+            .verifying_key()
+            .to_bytes(),
+    );
+    let report = admin.verify_stream(&tenant_id, &store_id, Some(&[genuine]), T).await.unwrap();
+    assert!(report.ok, "{report:?}");
+    let stranger = hex::encode(SigningKey::from_bytes(&[8u8; 32]).verifying_key().to_bytes());
+    let report = admin.verify_stream(&tenant_id, &store_id, Some(&[stranger]), T).await.unwrap();
+    assert!(!report.ok, "{report:?}");
+    assert_eq!(report.findings[0].kind, "bad_receipt_signature", "{report:?}");
 
     // AnchorRetry.
     let commitment: serde_json::Value = http

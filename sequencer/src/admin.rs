@@ -135,13 +135,14 @@ pub async fn verify(
     store: &Store,
     tenant_id: Option<Uuid>,
     store_id: Option<Uuid>,
+    trust: &crate::verify::ReceiptKeyTrust,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     // Progress goes to stderr as the streams are checked (stdout keeps only the report).
     let streams = store.streams(tenant_id, store_id, i64::MAX).await?;
     let total = streams.len();
     let mut last = std::time::Instant::now();
-    let report = crate::verify::verify_streams_with(store, streams, |r| {
+    let report = crate::verify::verify_streams_with(store, streams, trust, |r| {
         if last.elapsed() >= std::time::Duration::from_secs(1) || r.streams_checked as usize == total {
             last = std::time::Instant::now();
             eprintln!(
@@ -168,10 +169,12 @@ pub async fn verify(
             report.commitments_checked,
             report.findings.len()
         );
-        if report.receipt_signatures_unchecked > 0 {
+        if report.receipt_keys_pinned {
+            println!("{} receipt signatures checked against the pinned keys", report.receipt_signatures_checked);
+        } else if report.receipt_signatures_unchecked > 0 {
             println!(
                 "{} receipt signatures checked; {} not checked: their sequencer recorded no receipt key \
-                 (sequenced by a release before migration 0023)",
+                 (sequenced by a release before migration 0023; pin the keys with --receipt-key to check them)",
                 report.receipt_signatures_checked, report.receipt_signatures_unchecked
             );
         }

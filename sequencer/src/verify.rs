@@ -10,7 +10,10 @@
 //! - `bad_receipt_signature`: the stored sequencer signature does not verify, over the event's receipt
 //!   hash, against any receipt key its sequencer recorded (migration 0023). An event whose sequencer id
 //!   has no key on record (sequenced by a release before 0023, or with no receipt key) is counted in
-//!   `receiptSignaturesUnchecked`, not reported;
+//!   `receiptSignaturesUnchecked`, not reported. With keys pinned ([`ReceiptKeyTrust::Pinned`]: keys the
+//!   verifier holds from outside the database) every stored sequencer signature must verify under one of
+//!   those, whatever the database recorded: a key added to `receipt_keys` by someone who can write to the
+//!   database vouches for nothing;
 //! - `commitment_mismatch`: a commitment's Merkle root, state root or chain link differs from what the
 //!   events give;
 //! - `log_modified`: a row of the log was deleted or updated (or the log truncated) with its
@@ -59,7 +62,11 @@ pub struct Report {
     /// Stored sequencer signatures checked against their sequencer's recorded receipt keys.
     pub receipt_signatures_checked: u64,
     /// Stored sequencer signatures whose sequencer recorded no key (sequenced before migration 0023).
+    /// Always 0 with pinned keys.
     pub receipt_signatures_unchecked: u64,
+    /// Whether sequencer signatures were checked against pinned keys instead of the recorded ones.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub receipt_keys_pinned: bool,
     pub findings: Vec<Finding>,
 }
 
@@ -67,14 +74,48 @@ pub struct Report {
 const MAX_FINDINGS: usize = 1000;
 const CHUNK: i64 = 5000;
 
+/// Which keys a stored sequencer signature must verify under.
+#[derive(Debug, Clone, Default)]
+pub enum ReceiptKeyTrust {
+    /// Any key the event's sequencer recorded in `receipt_keys` (migration 0023). This trusts the
+    /// database: whoever can write to it can also record a key.
+    #[default]
+    Recorded,
+    /// Only these keys, held by the verifier (from `GET /api/v1/ves/sequencer` when it was trusted, or
+    /// from the seed's owner); the database's record is not read.
+    Pinned(Arc<[VerifyingKey]>),
+}
+
+impl ReceiptKeyTrust {
+    /// Pinned keys from their hex encoding (`public_key` of `GET /api/v1/ves/sequencer`, with or
+    /// without `0x`); none given is [`ReceiptKeyTrust::Recorded`].
+    pub fn from_hex<S: AsRef<str>>(keys: &[S]) -> std::result::Result<Self, String> {
+        if keys.is_empty() {
+            return Ok(Self::Recorded);
+        }
+        let keys = keys
+            .iter()
+            .map(|k| {
+                let k = k.as_ref().trim();
+                let bytes = hex::decode(k.strip_prefix("0x").unwrap_or(k))
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .ok_or_else(|| format!("receipt key {k:?} is not 32 bytes of hex"))?;
+                VerifyingKey::from_bytes(&bytes).map_err(|_| format!("receipt key {k:?} is not an Ed25519 public key"))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Self::Pinned(keys.into()))
+    }
+}
+
 /// Verifies one stream, or every stream of a tenant, or everything.
 pub async fn verify(store: &Store, tenant_id: Option<Uuid>, store_id: Option<Uuid>) -> Result<Report> {
-    verify_streams(store, store.streams(tenant_id, store_id, i64::MAX).await?).await
+    verify_streams(store, store.streams(tenant_id, store_id, i64::MAX).await?, &ReceiptKeyTrust::Recorded).await
 }
 
 /// Verifies the streams given.
-pub async fn verify_streams(store: &Store, streams: Vec<StreamStatus>) -> Result<Report> {
-    verify_streams_with(store, streams, |_| {}).await
+pub async fn verify_streams(store: &Store, streams: Vec<StreamStatus>, trust: &ReceiptKeyTrust) -> Result<Report> {
+    verify_streams_with(store, streams, trust, |_| {}).await
 }
 
 /// Verifies the streams given, handing the report so far to `progress` after each stream (the
@@ -82,10 +123,11 @@ pub async fn verify_streams(store: &Store, streams: Vec<StreamStatus>) -> Result
 pub async fn verify_streams_with(
     store: &Store,
     streams: Vec<StreamStatus>,
+    trust: &ReceiptKeyTrust,
     mut progress: impl FnMut(&Report),
 ) -> Result<Report> {
-    let mut report = Report::default();
-    let mut receipt_keys = ReceiptKeys::default();
+    let mut report = Report { receipt_keys_pinned: matches!(trust, ReceiptKeyTrust::Pinned(_)), ..Report::default() };
+    let mut receipt_keys = ReceiptKeys { trust: trust.clone(), recorded: HashMap::new() };
     for s in streams {
         let stream = StreamKey { tenant_id: s.tenant_id, store_id: s.store_id };
         verify_stream(store, stream, s.head, &mut receipt_keys, &mut report).await?;
@@ -132,12 +174,22 @@ pub struct VerifyJobs {
 
 impl VerifyJobs {
     /// Starts verifying `streams` in the background; returns the job as it starts.
-    pub fn start(&self, store: Store, streams: Vec<StreamStatus>, scope: crate::store::scope::Scope) -> VerifyJob {
+    pub fn start(
+        &self,
+        store: Store,
+        streams: Vec<StreamStatus>,
+        trust: ReceiptKeyTrust,
+        scope: crate::store::scope::Scope,
+    ) -> VerifyJob {
         let job = VerifyJob {
             id: Uuid::new_v4(),
             state: "running",
             streams_total: streams.len() as u64,
-            report: Report { ok: true, ..Report::default() },
+            report: Report {
+                ok: true,
+                receipt_keys_pinned: matches!(trust, ReceiptKeyTrust::Pinned(_)),
+                ..Report::default()
+            },
             error: None,
             started_at: chrono::Utc::now(),
             finished_at: None,
@@ -161,7 +213,7 @@ impl VerifyJobs {
             }
         };
         tokio::spawn(async move {
-            let result = verify_streams_with(&store, streams, |r| update(&|j| j.report = r.clone())).await;
+            let result = verify_streams_with(&store, streams, &trust, |r| update(&|j| j.report = r.clone())).await;
             update(&|j| {
                 j.finished_at = Some(chrono::Utc::now());
                 match &result {
@@ -196,13 +248,22 @@ fn finding(stream: StreamKey, kind: &'static str, seq: Option<i64>, detail: Stri
     }
 }
 
-/// The receipt keys each sequencer id recorded, read once per id and verification run.
-#[derive(Default)]
-struct ReceiptKeys(HashMap<Uuid, Arc<[VerifyingKey]>>);
+/// The keys a sequencer's signatures are checked against: the pinned ones, or those each sequencer id
+/// recorded, read once per id and verification run.
+struct ReceiptKeys {
+    trust: ReceiptKeyTrust,
+    recorded: HashMap<Uuid, Arc<[VerifyingKey]>>,
+}
 
 impl ReceiptKeys {
-    async fn of(&mut self, store: &Store, sequencer_id: Uuid) -> Result<Arc<[VerifyingKey]>> {
-        if let Some(keys) = self.0.get(&sequencer_id) {
+    /// The keys for an event signed by `sequencer_id` (none recorded: empty, the signature unchecked).
+    async fn of(&mut self, store: &Store, sequencer_id: Option<Uuid>) -> Result<Arc<[VerifyingKey]>> {
+        let sequencer_id = match (&self.trust, sequencer_id) {
+            (ReceiptKeyTrust::Pinned(keys), _) => return Ok(keys.clone()),
+            (ReceiptKeyTrust::Recorded, None) => return Ok(Arc::from([])),
+            (ReceiptKeyTrust::Recorded, Some(id)) => id,
+        };
+        if let Some(keys) = self.recorded.get(&sequencer_id) {
             return Ok(keys.clone());
         }
         let keys: Arc<[VerifyingKey]> = store
@@ -211,7 +272,7 @@ impl ReceiptKeys {
             .iter()
             .filter_map(|k| VerifyingKey::from_bytes(k).ok())
             .collect();
-        self.0.insert(sequencer_id, keys.clone());
+        self.recorded.insert(sequencer_id, keys.clone());
         Ok(keys)
     }
 }
@@ -279,10 +340,7 @@ async fn verify_stream(
             }
             log_leaves.insert(seq, crate::tlog::entry_of(e).ok().map(|entry| crate::tlog::leaf_hash(&entry).0));
             if let (Some(signature), Some((signing_hash, _))) = (e.sequencer_signature.as_deref(), &envelope) {
-                let keys = match e.sequencer_id {
-                    Some(id) => receipt_keys.of(store, id).await?,
-                    None => Arc::from([]),
-                };
+                let keys = receipt_keys.of(store, e.sequencer_id).await?;
                 match <[u8; 64]>::try_from(signature) {
                     _ if keys.is_empty() => report.receipt_signatures_unchecked += 1,
                     Ok(signature) => {
@@ -331,12 +389,15 @@ async fn verify_stream(
             report.findings.push(finding(stream, "bad_signature", Some(seq), "agent signature does not verify".into()));
         }
         for seq in bad_receipt {
-            report.findings.push(finding(
-                stream,
-                "bad_receipt_signature",
-                Some(seq),
-                "the stored sequencer signature does not verify under any receipt key its sequencer recorded".into(),
-            ));
+            let detail = match receipt_keys.trust {
+                ReceiptKeyTrust::Pinned(_) => {
+                    "the stored sequencer signature does not verify under any pinned receipt key"
+                }
+                ReceiptKeyTrust::Recorded => {
+                    "the stored sequencer signature does not verify under any receipt key its sequencer recorded"
+                }
+            };
+            report.findings.push(finding(stream, "bad_receipt_signature", Some(seq), detail.into()));
         }
     }
     if expected <= head {

@@ -275,6 +275,108 @@ async fn receipts_signed_before_a_key_rotation_are_still_verified() {
     assert_eq!((&report["receiptSignaturesChecked"], &report["receiptSignaturesUnchecked"]), (&json!(3), &json!(3)));
 }
 
+/// `receipt_keys` vouches only for what the database says: whoever can rewrite a signature can also
+/// record the key that made it, and `verify` against the recorded keys then finds nothing. Keys pinned
+/// by the verifier (`receiptKeys`, `--receipt-key`) are the only ones a signature may verify under, and
+/// they also check events whose sequencer recorded none.
+#[tokio::test]
+async fn pinned_receipt_keys_catch_a_forgery_whose_key_was_recorded_too() {
+    use ed25519_dalek::{Signer, SigningKey};
+    let server = TestServer::start().await;
+    let admin = Api::admin(&server);
+    let agent = Agent::random();
+    admin.register_key(&agent).await;
+    let (_, ingested) = admin.ingest(agent.agent_id, &(1..=3).map(|i| agent.event(i)).collect::<Vec<_>>()).await;
+    let (_, info) = admin.get("/api/v1/ves/sequencer").await;
+    let genuine = info["public_key"].as_str().unwrap().to_owned();
+    let stream = json!({"tenantId": agent.tenant_id, "storeId": agent.store_id});
+    let pinned = |keys: &[&str]| {
+        let mut body = stream.clone();
+        body["receiptKeys"] = json!(keys);
+        body
+    };
+
+    let (status, report) = admin.post("/api/v1/admin/verify", pinned(&[&format!("0x{genuine}")])).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["receiptKeysPinned"], true, "{report}");
+    assert_eq!((&report["receiptSignaturesChecked"], &report["receiptSignaturesUnchecked"]), (&json!(3), &json!(0)));
+
+    // Event 2 re-signed under a forger's key, and that key recorded for the sequencer that signed it.
+    let forger = SigningKey::from_bytes(&[11u8; 32]);
+    let receipt_hash = hex::decode(ingested["receipts"][1]["receiptHash"].as_str().unwrap()).unwrap();
+    let sequencer_id = server.state.ingest.sequencer().sequencer_id();
+    tamper(
+        server.state.store.pool(),
+        &format!(
+            "UPDATE events SET sequencer_signature = '\\x{}' WHERE tenant_id = '{}' AND store_id = '{}' \
+             AND sequence_number = 2; INSERT INTO receipt_keys (sequencer_id, public_key) VALUES ('{sequencer_id}', '\\x{}')",
+            hex::encode(forger.sign(&receipt_hash).to_bytes()),
+            agent.tenant_id,
+            agent.store_id,
+            hex::encode(forger.verifying_key().to_bytes()),
+        ),
+    )
+    .await;
+    // (The update itself is recorded as damage; the signature is what this test is about.)
+    let (_, report) = admin.post("/api/v1/admin/verify", stream.clone()).await;
+    assert_eq!(findings(&report), [("log_modified", 2)], "the recorded keys vouch for the forged signature: {report}");
+    assert_eq!(report.get("receiptKeysPinned"), None, "{report}");
+    let (_, report) = admin.post("/api/v1/admin/verify", pinned(&[&genuine])).await;
+    assert_eq!(findings(&report), [("bad_receipt_signature", 2), ("log_modified", 2)], "{report}");
+    assert!(report["findings"][0]["detail"].as_str().unwrap().contains("pinned"), "{report}");
+
+    // With no key on record (a release before 0023), the recorded keys check nothing; pinned ones still do.
+    tamper(server.state.store.pool(), &format!("DELETE FROM receipt_keys WHERE sequencer_id = '{sequencer_id}'")).await;
+    let (_, report) = admin.post("/api/v1/admin/verify", stream.clone()).await;
+    assert_eq!(findings(&report), [("log_modified", 2)], "{report}");
+    assert_eq!(report["receiptSignaturesUnchecked"], 3, "{report}");
+    let (_, job) = admin.post("/api/v1/admin/verify/jobs", pinned(&[&genuine])).await;
+    let job = admin.finished_verify_job(job["id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(findings(&job["report"]), [("bad_receipt_signature", 2), ("log_modified", 2)], "{job}");
+    assert_eq!(job["report"]["receiptSignaturesChecked"], 3, "{job}");
+
+    // The CLI pins the same way.
+    let cli = |keys: &[&str]| {
+        let mut args = vec!["verify".to_owned(), "--store-id".into(), agent.store_id.to_string()];
+        for k in keys {
+            args.extend(["--receipt-key".to_owned(), (*k).to_owned()]);
+        }
+        Command::new(env!("CARGO_BIN_EXE_stateset-sequencer-admin"))
+            .args(args)
+            .env("DATABASE_URL", &server.db.url)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&[&genuine]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("bad_receipt_signature")
+            && stdout.contains("3 receipt signatures checked against the pinned keys"),
+        "{stdout}"
+    );
+    let out = cli(&[&genuine, &hex::encode(forger.verifying_key().to_bytes())]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("bad_receipt_signature") && stdout.contains("log_modified"),
+        "pinning the forger's key too: {stdout}"
+    );
+
+    // Keys that are not keys are a clear 400 (and a clear CLI error), not a verification with none pinned.
+    for bad in [json!(["abcd"]), json!([genuine.replace(&genuine[..2], "zz")]), json!("not a list")] {
+        let mut body = stream.clone();
+        body["receiptKeys"] = bad.clone();
+        let (status, error) = admin.post("/api/v1/admin/verify", body).await;
+        assert_eq!(status, 400, "{bad}: {error}");
+        assert_eq!(error["error"]["code"], "INVALID_FIELD_VALUE", "{error}");
+    }
+    let out = cli(&["abcd"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not 32 bytes of hex"), "{out:?}");
+}
+
 #[tokio::test]
 async fn admin_status_reports_what_the_operator_reads() {
     let server = TestServer::start().await;

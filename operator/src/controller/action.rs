@@ -297,9 +297,10 @@ async fn call(client: &AdminClient, operation: &Operation<'_>, timeout: Duration
             };
             client.replay_dead_letters(&selector, timeout).await.map(action_state::replay_outcome)
         }
-        Operation::VerifyStream(v) => {
-            client.verify_stream(&v.tenant_id, &v.store_id, timeout).await.map(action_state::verify_outcome)
-        }
+        Operation::VerifyStream(v) => client
+            .verify_stream(&v.tenant_id, &v.store_id, v.receipt_keys.as_deref(), timeout)
+            .await
+            .map(action_state::verify_outcome),
         Operation::PauseStream(p) => client
             .pause_stream(&p.tenant_id, &p.store_id, p.reason.as_deref(), timeout)
             .await
@@ -481,6 +482,23 @@ pub(crate) mod reconcile_tests {
             .await;
         let action = SequencerAction::test().verify_stream();
         reconcile_in(action.clone(), Scenario::ActionRunsToSuccess(action), Some(url)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_stream_verification_passes_its_pinned_receipt_keys_on() {
+        let stub = AdminStub::default();
+        let url = stub
+            .start(vec![(
+                "/api/v1/admin/verify",
+                200,
+                json!({"ok": true, "streamsChecked": 1, "eventsChecked": 10, "findings": [], "receiptKeysPinned": true}),
+            )])
+            .await;
+        let key = "ab".repeat(32);
+        let mut action = SequencerAction::test().verify_stream();
+        action.spec.verify_stream.as_mut().unwrap().receipt_keys = Some(vec![key.clone()]);
+        reconcile_in(action.clone(), Scenario::ActionRunsToSuccess(action), Some(url)).await.unwrap();
+        assert_eq!(stub.requests()[0].2, json!({"tenantId": TENANT_ID, "storeId": STORE_ID, "receiptKeys": [key]}));
     }
 
     #[tokio::test]

@@ -163,7 +163,22 @@ pub struct VerifyStream {
     /// Store UUID of the stream.
     #[schemars(pattern(UUID_PATTERN), length(max = 36))]
     pub store_id: String,
+
+    /// Receipt public keys (hex, as `public_key` of `GET /api/v1/ves/sequencer`) the stream's sequencer
+    /// signatures must verify under, instead of the keys the database recorded: keys kept outside the
+    /// database catch a signature forged by someone who could also record the forger's key. List the keys
+    /// before and after a rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 64),
+        inner(pattern(RECEIPT_KEY_PATTERN), length(max = 66)),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    pub receipt_keys: Option<Vec<String>>,
 }
+
+/// An Ed25519 public key in hex, optionally `0x`-prefixed.
+const RECEIPT_KEY_PATTERN: &str = "^(0x)?[0-9a-fA-F]{64}$";
 
 /// Stop ingestion of one stream.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]

@@ -209,6 +209,11 @@ fn every_operation_alone_is_accepted_and_the_spec_names_it() {
         ("DeadLetterPurge", serde_json::json!({"deadLetterPurge": {"status": "resolved", "storeId": UUID}})),
         ("VacuumAnalyze", serde_json::json!({"vacuumAnalyze": {"tables": ["events", "ves_events"]}})),
         ("TerminateIdleConnections", serde_json::json!({"terminateIdleConnections": {"idleLongerThanSeconds": 600}})),
+        ("VerifyStream", serde_json::json!({"verifyStream": {"tenantId": UUID, "storeId": UUID}})),
+        (
+            "VerifyStream",
+            serde_json::json!({"verifyStream": {"tenantId": UUID, "storeId": UUID, "receiptKeys": ["ab".repeat(32)]}}),
+        ),
     ];
     for (kind, spec) in operations {
         let action = action(spec);

@@ -224,25 +224,43 @@ pub struct VerifyBody {
     tenant_id: Option<Uuid>,
     #[serde(alias = "store_id")]
     store_id: Option<Uuid>,
+    /// Pinned receipt keys (hex): the sequencer signatures must verify under one of these, not under
+    /// the keys the database recorded.
+    #[serde(default, alias = "receipt_keys")]
+    receipt_keys: Vec<String>,
 }
 
-/// `POST /api/v1/admin/verify` `{"tenantId"?, "storeId"?}`: gaps, duplicates, stored hashes and
-/// signatures, commitments. `ok: false` with findings when anything is wrong.
+/// More pinned receipt keys than a deployment could have rotated through is a mistake, not a request.
+const MAX_PINNED_RECEIPT_KEYS: usize = 64;
+
+impl VerifyBody {
+    fn trust(&self) -> Result<crate::verify::ReceiptKeyTrust> {
+        if self.receipt_keys.len() > MAX_PINNED_RECEIPT_KEYS {
+            return Err(Error::BadRequest(format!("receiptKeys: at most {MAX_PINNED_RECEIPT_KEYS} keys")));
+        }
+        crate::verify::ReceiptKeyTrust::from_hex(&self.receipt_keys)
+            .map_err(|e| Error::BadRequest(format!("receiptKeys: {e}")))
+    }
+}
+
+/// `POST /api/v1/admin/verify` `{"tenantId"?, "storeId"?, "receiptKeys"?}`: gaps, duplicates, stored
+/// hashes and signatures, commitments. `ok: false` with findings when anything is wrong.
 pub async fn verify(State(state): State<SharedState>, caller: Auth, body: axum::body::Bytes) -> Result<Response> {
     caller.require_admin()?;
     let body: VerifyBody = super::optional_json(&body)?;
+    let trust = &body.trust()?;
     let caller = &caller;
     let report = state
         .reads
         .read(|store| async move {
             let streams = scoped_streams(&store, caller, body.tenant_id, body.store_id).await?;
-            crate::verify::verify_streams(&store, streams).await
+            crate::verify::verify_streams(&store, streams, trust).await
         })
         .await?;
     Ok(axum::Json(report).into_response())
 }
 
-/// `POST /api/v1/admin/verify/jobs` `{"tenantId"?, "storeId"?}` → 202 with the job (`id`, `state`,
+/// `POST /api/v1/admin/verify/jobs` `{"tenantId"?, "storeId"?, "receiptKeys"?}` → 202 with the job (`id`, `state`,
 /// `streamsTotal`, `report` so far): verifies in the background, for scopes too large for one request.
 pub async fn start_verify_job(
     State(state): State<SharedState>,
@@ -251,6 +269,7 @@ pub async fn start_verify_job(
 ) -> Result<Response> {
     caller.require_admin()?;
     let body: VerifyBody = super::optional_json(&body)?;
+    let trust = body.trust()?;
     // NB: the job reads one database throughout, the replica when it is in use now.
     let store = state.reads.store();
     let streams = scoped_streams(&store, &caller, body.tenant_id, body.store_id).await?;
@@ -259,7 +278,7 @@ pub async fn start_verify_job(
         tenant_id: own.tenant_id.or(body.tenant_id),
         store_ids: body.store_id.map(|s| vec![s]).or(own.store_ids),
     };
-    let job = state.verify_jobs.start(store, streams, scope);
+    let job = state.verify_jobs.start(store, streams, trust, scope);
     Ok((axum::http::StatusCode::ACCEPTED, axum::Json(job)).into_response())
 }
 

@@ -285,6 +285,7 @@ const DELETED_LETTER: F = &[("id", Uuid, true), ("deleted", Bool, true)];
 const PURGED: F = &[("deleted", Int, true), ("status", Str, true)];
 const VACUUMED: F = &[("tables", Array, true), ("durationMs", Int, true)];
 const TERMINATED: F = &[("terminated", Int, true), ("connections", Array, true)];
+const VERIFY_BODY: F = &[("tenantId", Uuid, false), ("storeId", Uuid, false), ("receiptKeys", Array, false)];
 const REPORT: F = &[
     ("ok", Bool, true),
     ("streamsChecked", Int, true),
@@ -292,6 +293,7 @@ const REPORT: F = &[
     ("commitmentsChecked", Int, true),
     ("receiptSignaturesChecked", Int, true),
     ("receiptSignaturesUnchecked", Int, true),
+    ("receiptKeysPinned", Bool, false),
     ("findings", Array, true),
 ];
 const JOB: F = &[
@@ -426,9 +428,9 @@ const OPERATIONS: &[Op] = &[
     op!(Post, "/api/v1/admin/maintenance/terminate-idle-connections", "Terminate long-idle database sessions",
         auth: true, query: NONE, body: Some(&[("idleLongerThanSeconds", Int, true)]), Fields(TERMINATED)),
     op!(Post, "/api/v1/admin/verify", "Check the log, leaf runs and commitments", auth: true, query: NONE,
-        body: Some(&[("tenantId", Uuid, false), ("storeId", Uuid, false)]), Fields(REPORT)),
+        body: Some(VERIFY_BODY), Fields(REPORT)),
     op!(Post, "/api/v1/admin/verify/jobs", "Start a verification in the background", auth: true, query: NONE,
-        body: Some(&[("tenantId", Uuid, false), ("storeId", Uuid, false)]), FieldsAt("202", JOB)),
+        body: Some(VERIFY_BODY), FieldsAt("202", JOB)),
     op!(Get, "/api/v1/admin/verify/jobs/{id}", "A background verification's progress and findings", auth: true,
         query: NONE, body: None, Fields(JOB)),
     op!(Post, "/api/v1/admin/streams/{tenant_id}/{store_id}/pause", "Pause a stream's ingest", auth: true,

@@ -38,6 +38,10 @@ enum Command {
         tenant_id: Option<Uuid>,
         #[arg(long)]
         store_id: Option<Uuid>,
+        /// Check sequencer signatures against this receipt public key (hex; repeat for keys before and
+        /// after a rotation) instead of the keys the database recorded.
+        #[arg(long = "receipt-key", value_name = "HEX")]
+        receipt_keys: Vec<String>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -297,7 +301,10 @@ fn main() -> ExitCode {
         let store = admin::connect(&cli.database_url).await?;
         match cli.command {
             Command::Migrate { .. } => unreachable!("handled above"),
-            Command::Verify { tenant_id, store_id, json } => admin::verify(&store, tenant_id, store_id, json).await,
+            Command::Verify { tenant_id, store_id, receipt_keys, json } => {
+                let trust = sequencer::verify::ReceiptKeyTrust::from_hex(&receipt_keys).map_err(anyhow::Error::msg)?;
+                admin::verify(&store, tenant_id, store_id, &trust, json).await
+            }
             Command::DeadLetters(DeadLettersCommand::List { tenant_id, store_id, reason, status, limit }) => {
                 admin::list_dead_letters(&store, tenant_id, store_id, reason, status, limit).await
             }

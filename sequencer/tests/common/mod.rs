@@ -75,6 +75,20 @@ impl Api {
         self.send(reqwest::Method::DELETE, path, None).await
     }
 
+    /// A background verification once it has stopped running (polled; fails after 30 s).
+    pub async fn finished_verify_job(&self, id: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, job) = self.get(&format!("/api/v1/admin/verify/jobs/{id}")).await;
+            assert_eq!(status, 200, "{job}");
+            if job["state"] != "running" {
+                return job;
+            }
+            assert!(std::time::Instant::now() < deadline, "the job did not finish: {job}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Mints an API key and returns it.
     pub async fn mint_key(&self, tenant_id: Uuid, store_ids: &[Uuid], permissions: &[&str]) -> String {
         let (status, body) = self
