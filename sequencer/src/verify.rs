@@ -90,22 +90,24 @@ impl ReceiptKeyTrust {
     /// Pinned keys from their hex encoding (`public_key` of `GET /api/v1/ves/sequencer`, with or
     /// without `0x`); none given is [`ReceiptKeyTrust::Recorded`].
     pub fn from_hex<S: AsRef<str>>(keys: &[S]) -> std::result::Result<Self, String> {
-        if keys.is_empty() {
-            return Ok(Self::Recorded);
-        }
-        let keys = keys
-            .iter()
-            .map(|k| {
-                let k = k.as_ref().trim();
-                let bytes = hex::decode(k.strip_prefix("0x").unwrap_or(k))
-                    .ok()
-                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                    .ok_or_else(|| format!("receipt key {k:?} is not 32 bytes of hex"))?;
-                VerifyingKey::from_bytes(&bytes).map_err(|_| format!("receipt key {k:?} is not an Ed25519 public key"))
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(Self::Pinned(keys.into()))
+        let keys = keys.iter().map(|k| parse_receipt_key(k.as_ref())).collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Self::pinned(keys))
     }
+
+    /// These keys pinned; none is [`ReceiptKeyTrust::Recorded`].
+    pub fn pinned(keys: Vec<VerifyingKey>) -> Self {
+        if keys.is_empty() { Self::Recorded } else { Self::Pinned(keys.into()) }
+    }
+}
+
+/// A receipt public key from hex (with or without `0x`).
+pub fn parse_receipt_key(key: &str) -> std::result::Result<VerifyingKey, String> {
+    let key = key.trim();
+    let bytes = hex::decode(key.strip_prefix("0x").unwrap_or(key))
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| format!("receipt key {key:?} is not 32 bytes of hex"))?;
+    VerifyingKey::from_bytes(&bytes).map_err(|_| format!("receipt key {key:?} is not an Ed25519 public key"))
 }
 
 /// Verifies one stream, or every stream of a tenant, or everything.

@@ -373,7 +373,7 @@ async fn pinned_receipt_keys_catch_a_forgery_whose_key_was_recorded_too() {
         assert_eq!(error["error"]["code"], "INVALID_FIELD_VALUE", "{error}");
     }
     let out = cli(&["abcd"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a usage error, before the database is read");
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not 32 bytes of hex"), "{out:?}");
 }
 

@@ -40,8 +40,8 @@ enum Command {
         store_id: Option<Uuid>,
         /// Check sequencer signatures against this receipt public key (hex; repeat for keys before and
         /// after a rotation) instead of the keys the database recorded.
-        #[arg(long = "receipt-key", value_name = "HEX")]
-        receipt_keys: Vec<String>,
+        #[arg(long = "receipt-key", value_name = "HEX", value_parser = sequencer::verify::parse_receipt_key)]
+        receipt_keys: Vec<ed25519_dalek::VerifyingKey>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -302,7 +302,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Migrate { .. } => unreachable!("handled above"),
             Command::Verify { tenant_id, store_id, receipt_keys, json } => {
-                let trust = sequencer::verify::ReceiptKeyTrust::from_hex(&receipt_keys).map_err(anyhow::Error::msg)?;
+                let trust = sequencer::verify::ReceiptKeyTrust::pinned(receipt_keys);
                 admin::verify(&store, tenant_id, store_id, &trust, json).await
             }
             Command::DeadLetters(DeadLettersCommand::List { tenant_id, store_id, reason, status, limit }) => {
