@@ -1463,6 +1463,17 @@ mod tests {
 
     use super::*;
 
+    /// `scripts/derived-hash-cost` times the page of events as this module reads it, from a copy of
+    /// [`EVENT_COLUMNS`] (a shell script cannot import it): the copy must stay the same columns.
+    #[test]
+    fn the_derived_hash_cost_script_reads_the_page_columns_of_today() {
+        let script = include_str!("../../../scripts/derived-hash-cost");
+        let copy =
+            script.split("page_columns=\"").nth(1).and_then(|rest| rest.split('"').next()).expect("page_columns=");
+        let words = |sql: &str| sql.replace("\\\n", " ").split_whitespace().collect::<Vec<_>>().join(" ");
+        assert_eq!(words(copy), words(&EVENT_COLUMNS.replace(" AS payload_cipher_hash", "")));
+    }
+
     fn json_value() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
