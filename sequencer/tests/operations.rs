@@ -365,7 +365,14 @@ async fn pinned_receipt_keys_catch_a_forgery_whose_key_was_recorded_too() {
     );
 
     // Keys that are not keys are a clear 400 (and a clear CLI error), not a verification with none pinned.
-    for bad in [json!(["abcd"]), json!([genuine.replace(&genuine[..2], "zz")]), json!("not a list")] {
+    let too_many = vec![genuine.clone(); 65];
+    for bad in [
+        json!(["abcd"]),
+        json!([genuine.replace(&genuine[..2], "zz")]),
+        json!("not a list"),
+        json!([]),
+        json!(too_many),
+    ] {
         let mut body = stream.clone();
         body["receiptKeys"] = bad.clone();
         let (status, error) = admin.post("/api/v1/admin/verify", body).await;

@@ -227,7 +227,7 @@ pub struct VerifyBody {
     /// Pinned receipt keys (hex): the sequencer signatures must verify under one of these, not under
     /// the keys the database recorded.
     #[serde(default, alias = "receipt_keys")]
-    receipt_keys: Vec<String>,
+    receipt_keys: Option<Vec<String>>,
 }
 
 /// More pinned receipt keys than a deployment could have rotated through is a mistake, not a request.
@@ -235,11 +235,15 @@ const MAX_PINNED_RECEIPT_KEYS: usize = 64;
 
 impl VerifyBody {
     fn trust(&self) -> Result<crate::verify::ReceiptKeyTrust> {
-        if self.receipt_keys.len() > MAX_PINNED_RECEIPT_KEYS {
-            return Err(Error::BadRequest(format!("receiptKeys: at most {MAX_PINNED_RECEIPT_KEYS} keys")));
+        let Some(keys) = &self.receipt_keys else { return Ok(crate::verify::ReceiptKeyTrust::Recorded) };
+        if keys.is_empty() || keys.len() > MAX_PINNED_RECEIPT_KEYS {
+            // NB: an empty list is read neither as "pin nothing" (every signature a finding) nor silently
+            // as "not pinned": the caller meant something, and says which by leaving the field out.
+            return Err(Error::BadRequest(format!(
+                "receiptKeys: give 1 to {MAX_PINNED_RECEIPT_KEYS} keys, or leave it out to use the recorded ones"
+            )));
         }
-        crate::verify::ReceiptKeyTrust::from_hex(&self.receipt_keys)
-            .map_err(|e| Error::BadRequest(format!("receiptKeys: {e}")))
+        crate::verify::ReceiptKeyTrust::from_hex(keys).map_err(|e| Error::BadRequest(format!("receiptKeys: {e}")))
     }
 }
 
