@@ -59,7 +59,8 @@ pub struct Report {
     pub streams_checked: u64,
     pub events_checked: u64,
     pub commitments_checked: u64,
-    /// Stored sequencer signatures checked against their sequencer's recorded receipt keys.
+    /// Stored sequencer signatures checked, against their sequencer's recorded receipt keys or the
+    /// pinned ones.
     pub receipt_signatures_checked: u64,
     /// Stored sequencer signatures whose sequencer recorded no key (sequenced before migration 0023).
     /// Always 0 with pinned keys.
@@ -68,6 +69,13 @@ pub struct Report {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub receipt_keys_pinned: bool,
     pub findings: Vec<Finding>,
+}
+
+impl Report {
+    /// An empty report of a verification that checks sequencer signatures as `trust` says.
+    fn checking(trust: &ReceiptKeyTrust) -> Self {
+        Report { receipt_keys_pinned: matches!(trust, ReceiptKeyTrust::Pinned(_)), ..Report::default() }
+    }
 }
 
 /// Findings past this many are counted but not listed.
@@ -103,11 +111,10 @@ impl ReceiptKeyTrust {
 /// A receipt public key from hex (with or without `0x`).
 pub fn parse_receipt_key(key: &str) -> std::result::Result<VerifyingKey, String> {
     let key = key.trim();
-    let bytes = hex::decode(key.strip_prefix("0x").unwrap_or(key))
-        .ok()
-        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .ok_or_else(|| format!("receipt key {key:?} is not 32 bytes of hex"))?;
-    VerifyingKey::from_bytes(&bytes).map_err(|_| format!("receipt key {key:?} is not an Ed25519 public key"))
+    ves::verify::public_key_from_hex(key).map_err(|e| match e {
+        ves::verify::PublicKeyHexError::NotAKey => format!("receipt key {key:?} is not an Ed25519 public key"),
+        _ => format!("receipt key {key:?} is not 32 bytes of hex"),
+    })
 }
 
 /// Verifies one stream, or every stream of a tenant, or everything.
@@ -128,7 +135,7 @@ pub async fn verify_streams_with(
     trust: &ReceiptKeyTrust,
     mut progress: impl FnMut(&Report),
 ) -> Result<Report> {
-    let mut report = Report { receipt_keys_pinned: matches!(trust, ReceiptKeyTrust::Pinned(_)), ..Report::default() };
+    let mut report = Report::checking(trust);
     let mut receipt_keys = ReceiptKeys { trust: trust.clone(), recorded: HashMap::new() };
     for s in streams {
         let stream = StreamKey { tenant_id: s.tenant_id, store_id: s.store_id };
@@ -187,11 +194,7 @@ impl VerifyJobs {
             id: Uuid::new_v4(),
             state: "running",
             streams_total: streams.len() as u64,
-            report: Report {
-                ok: true,
-                receipt_keys_pinned: matches!(trust, ReceiptKeyTrust::Pinned(_)),
-                ..Report::default()
-            },
+            report: Report { ok: true, ..Report::checking(&trust) },
             error: None,
             started_at: chrono::Utc::now(),
             finished_at: None,

@@ -12,6 +12,26 @@ use sha2::{Digest, Sha512};
 
 use crate::Hash32;
 
+/// Why a text is not an Ed25519 public key in hex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublicKeyHexError {
+    /// Not hex digits.
+    NotHex,
+    /// Hex, but not 32 bytes.
+    NotThirtyTwoBytes,
+    /// 32 bytes that are not a point of the curve.
+    NotAKey,
+}
+
+/// An Ed25519 public key from its hex encoding, with or without a `0x` (or `0X`) prefix: how agent keys
+/// are registered and how `GET /api/v1/ves/sequencer` shows the receipt keys.
+pub fn public_key_from_hex(value: &str) -> Result<VerifyingKey, PublicKeyHexError> {
+    let digits = value.strip_prefix("0x").or_else(|| value.strip_prefix("0X")).unwrap_or(value);
+    let bytes = const_hex::decode(digits).map_err(|_| PublicKeyHexError::NotHex)?;
+    let bytes: [u8; 32] = bytes.try_into().map_err(|_| PublicKeyHexError::NotThirtyTwoBytes)?;
+    VerifyingKey::from_bytes(&bytes).map_err(|_| PublicKeyHexError::NotAKey)
+}
+
 /// Whether `sig` is a valid Ed25519 signature of the 32 bytes `msg` under `key`.
 pub fn verify_one(sig: &[u8; 64], msg: &Hash32, key: &VerifyingKey) -> bool {
     key.verify(msg, &Signature::from_bytes(sig)).is_ok()

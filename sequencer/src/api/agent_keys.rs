@@ -25,12 +25,13 @@ pub struct RegisterKey {
 }
 
 fn parse_public_key(value: &str) -> Result<[u8; 32]> {
-    let hex_part = value.strip_prefix("0x").or_else(|| value.strip_prefix("0X")).unwrap_or(value);
-    let bytes = hex::decode(hex_part).map_err(|_| Error::BadRequest("publicKey must be hex".into()))?;
-    let key: [u8; 32] = bytes.try_into().map_err(|_| Error::BadRequest("Public key must be 32 bytes".into()))?;
-    ed25519_dalek::VerifyingKey::from_bytes(&key)
-        .map_err(|_| Error::BadRequest("publicKey is not a valid Ed25519 public key".into()))?;
-    Ok(key)
+    use ves::verify::PublicKeyHexError as E;
+    let message = |e| match e {
+        E::NotHex => "publicKey must be hex",
+        E::NotThirtyTwoBytes => "Public key must be 32 bytes",
+        E::NotAKey => "publicKey is not a valid Ed25519 public key",
+    };
+    ves::verify::public_key_from_hex(value).map(|k| k.to_bytes()).map_err(|e| Error::BadRequest(message(e).into()))
 }
 
 fn parse_time(field: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>> {
