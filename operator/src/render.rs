@@ -174,6 +174,8 @@ mod tests {
         if let Err(errors) = validate_cel(&object) {
             panic!("{path}: rejected by the CRD's CEL rules: {errors:?}");
         }
+        let errors = crate::crd::schema_errors(&object);
+        assert!(errors.is_empty(), "{path}: rejected by the CRD's schema: {errors}");
     }
 
     #[test]

@@ -177,8 +177,9 @@ pub struct VerifyStream {
     pub receipt_keys: Option<Vec<String>>,
 }
 
-/// An Ed25519 public key in hex, optionally `0x`-prefixed.
-const RECEIPT_KEY_PATTERN: &str = "^(0x)?[0-9a-fA-F]{64}$";
+/// An Ed25519 public key in hex, optionally `0x`- or `0X`-prefixed, as the sequencer parses one
+/// (`ves::verify::public_key_from_hex`).
+const RECEIPT_KEY_PATTERN: &str = "^(0[xX])?[0-9a-fA-F]{64}$";
 
 /// Stop ingestion of one stream.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]

@@ -96,5 +96,32 @@ pub struct LocalObjectReference {
     pub name: String,
 }
 
+/// What the API server's schema validation says of `object` before any CEL rule runs: the errors of
+/// its CRD's openAPIV3Schema (types, patterns, lengths, item counts, enums, required fields), each as
+/// "<path>: <error>", or "" if none.
+///
+/// The schema is OpenAPI 3.0's subset of JSON Schema draft 4, so a draft 4 validator reads it. It does
+/// not know the Kubernetes keywords (`nullable`, `x-kubernetes-*`): like the API server, which prunes
+/// a null it does not allow before validating, the object's nulls are left out first, and a repeated
+/// item of a `list-type: set` list is not caught here (the e2e suite's real API server catches it).
+#[cfg(test)]
+pub(crate) fn schema_errors<K: kube::CustomResourceExt + serde::Serialize>(object: &K) -> String {
+    use serde_json::Value;
+    fn without_nulls(v: Value) -> Value {
+        match v {
+            Value::Object(o) => {
+                Value::Object(o.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, without_nulls(v))).collect())
+            }
+            Value::Array(a) => Value::Array(a.into_iter().map(without_nulls).collect()),
+            v => v,
+        }
+    }
+    let crd = K::crd();
+    let schema = serde_json::to_value(&crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema).unwrap();
+    let validator = jsonschema::draft4::new(&schema).expect("the CRD's schema is JSON Schema draft 4");
+    let instance = without_nulls(serde_json::to_value(object).unwrap());
+    validator.iter_errors(&instance).map(|e| format!("{}: {e}", e.instance_path())).collect::<Vec<_>>().join("; ")
+}
+
 #[cfg(test)]
 mod tests;

@@ -130,6 +130,7 @@ fn rejection<K: CustomResourceExt + serde::Serialize>(object: &K) -> String {
 #[test]
 fn a_complete_sequencer_passes_every_cel_rule() {
     assert_eq!(rejection(&sequencer(serde_json::json!({}))), "");
+    assert_eq!(schema_errors(&sequencer(serde_json::json!({}))), "");
     let anchored = sequencer(serde_json::json!({"anchoring": {
         "enabled": true,
         "rpcUrlSecret": {"name": "l2", "key": "url"},
@@ -138,6 +139,7 @@ fn a_complete_sequencer_passes_every_cel_rule() {
         "registryAddress": "0x5FbDB2315678afecb367f032d93F642f64180aa3"
     }}));
     assert_eq!(rejection(&anchored), "");
+    assert_eq!(schema_errors(&anchored), "");
 }
 
 #[test]
@@ -218,11 +220,37 @@ fn every_operation_alone_is_accepted_and_the_spec_names_it() {
     for (kind, spec) in operations {
         let action = action(spec);
         assert_eq!(rejection(&action), "", "{kind}");
+        assert_eq!(schema_errors(&action), "", "{kind}");
         assert_eq!(action.spec.operation().unwrap().kind(), kind);
     }
     let two = action(serde_json::json!({"vacuumAnalyze": {}, "resumeStream": {"tenantId": UUID, "storeId": UUID}}));
     assert!(rejection(&two).contains("set exactly one operation"));
     assert!(two.spec.operation().is_err());
+}
+
+#[test]
+fn pinned_receipt_keys_are_one_to_sixty_four_hex_ed25519_keys() {
+    let verify = |keys: Value| {
+        action(serde_json::json!({"verifyStream": {"tenantId": UUID, "storeId": UUID, "receiptKeys": keys}}))
+    };
+    let key = "3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29";
+    let errors = |keys: Value| schema_errors(&verify(keys));
+    assert_eq!(errors(serde_json::json!([key, format!("0X{}", key.to_uppercase())])), "");
+    // Distinct: the API server also refuses a repeated item of the set, which this check does not see.
+    let many = |n: usize| serde_json::json!((0..n).map(|i| format!("{i:064x}")).collect::<Vec<_>>());
+    assert_eq!(errors(many(64)), "", "64 is the most");
+    for (keys, at) in [
+        (serde_json::json!([]), "/spec/verifyStream/receiptKeys: "),
+        (many(65), "/spec/verifyStream/receiptKeys: "),
+        (serde_json::json!([key, "zz"]), "/spec/verifyStream/receiptKeys/1: "),
+        (serde_json::json!([&key[2..]]), "/spec/verifyStream/receiptKeys/0: "),
+        (serde_json::json!([format!("{key}00")]), "/spec/verifyStream/receiptKeys/0: "),
+    ] {
+        let errors = errors(keys.clone());
+        assert!(errors.starts_with(at) && !errors.contains("; "), "{keys}: {errors}");
+    }
+    let stranger = action(serde_json::json!({"verifyStream": {"tenantId": "tenant-1", "storeId": UUID}}));
+    assert!(schema_errors(&stranger).starts_with("/spec/verifyStream/tenantId: "), "{}", schema_errors(&stranger));
 }
 
 #[test]
