@@ -433,6 +433,28 @@ async fn the_api_server_rejects_invalid_resources_with_the_crds_cel_messages() {
     let edit = json!({"spec": {"anchorRetry": {"batchId": "1b5f8a32-7c1e-4d52-9a61-3f0e8c2b7d41"}}});
     let error = actions.patch("retry", &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap_err();
     assert!(error.to_string().contains("spec is immutable"), "{error}");
+
+    // Pinned receipt keys: the schema's item count and pattern, and the set's uniqueness, which only
+    // the API server checks (operator/src/crd/tests.rs checks the rest without one).
+    let key = "3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29";
+    let verify = |keys: serde_json::Value| -> SequencerAction {
+        serde_json::from_value(json!({
+            "apiVersion": "sequencer.stateset.io/v1alpha1", "kind": "SequencerAction",
+            "metadata": {"name": "verify"},
+            "spec": {"sequencerRef": {"name": "ledger"},
+                     "verifyStream": {"tenantId": tenant, "storeId": tenant, "receiptKeys": keys}}
+        }))
+        .unwrap()
+    };
+    actions.create(&dry_run, &verify(json!([key, format!("0x{key}")]))).await.unwrap();
+    for (keys, message) in [
+        (json!([]), "should have at least 1 items"),
+        (json!(["zz"]), "should match"),
+        (json!([key, key]), "Duplicate value"),
+    ] {
+        let error = actions.create(&dry_run, &verify(keys.clone())).await.unwrap_err();
+        assert!(error.to_string().contains(message), "{keys}: {error}");
+    }
 }
 
 #[tokio::test]
