@@ -1,9 +1,11 @@
 -- An entity's history kept as a chain instead of the entity index, emulated on a database of today's
--- schema (issue 15, item 3; README § Performance, "An entity's chain instead of its index"). Not a
--- migration: `scripts/bench-growth-ab` runs it on both of its databases with AB_SETUP=<this file>, to
--- measure what ingest into growing streams would cost with it. Nothing here is read by the sequencer,
--- which still counts versions and reads history through the entity index; the index is dropped only
--- to take its writes out of the measurement (entity history and `base_version` checks then scan).
+-- schema (issue 15, item 3). What it measured is in README § Performance, "Whose index the growing
+-- streams pay for": the trigger cost more than the index it replaces, and growing streams did not gain.
+-- Not a migration: `scripts/bench-growth-ab` runs it on both of its databases with AB_SETUP=<this
+-- file>, to measure what ingest into growing streams would cost with it. Nothing here is read by the
+-- sequencer, which still counts versions and reads history through the entity index; the index is
+-- dropped only to take its writes out of the measurement (entity history and `base_version` checks
+-- then scan).
 -- Never run it on a database you keep.
 --
 -- The design: an event no longer goes into an index keyed by its entity, whose pages written per event
