@@ -96,6 +96,13 @@ pub struct LocalObjectReference {
     pub name: String,
 }
 
+/// The openAPIV3Schema of `K`'s CRD, as JSON.
+#[cfg(test)]
+pub(crate) fn schema_of<K: kube::CustomResourceExt>() -> serde_json::Value {
+    serde_json::to_value(K::crd().spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap())
+        .unwrap()
+}
+
 /// What the API server's schema validation says of `object` before any CEL rule runs: the errors of
 /// its CRD's openAPIV3Schema (types, patterns, lengths, item counts, enums, required fields), each as
 /// "<path>: <error>", or "" if none.
@@ -116,9 +123,7 @@ pub(crate) fn schema_errors<K: kube::CustomResourceExt + serde::Serialize>(objec
             v => v,
         }
     }
-    let crd = K::crd();
-    let schema = serde_json::to_value(&crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema).unwrap();
-    let validator = jsonschema::draft4::new(&schema).expect("the CRD's schema is JSON Schema draft 4");
+    let validator = jsonschema::draft4::new(&schema_of::<K>()).expect("the CRD's schema is JSON Schema draft 4");
     let instance = without_nulls(serde_json::to_value(object).unwrap());
     validator.iter_errors(&instance).map(|e| format!("{}: {e}", e.instance_path())).collect::<Vec<_>>().join("; ")
 }

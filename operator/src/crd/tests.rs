@@ -46,11 +46,6 @@ fn sequencers_print_ready_replicas_version_and_age() {
     assert_eq!(columns, vec!["Ready", "Replicas", "Available", "Version", "Age"]);
 }
 
-fn schema_of<K: CustomResourceExt>() -> Value {
-    serde_json::to_value(K::crd().spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap())
-        .unwrap()
-}
-
 /// Paths of schema properties without a description.
 fn undocumented(schema: &Value, path: &str, out: &mut Vec<String>) {
     if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
