@@ -5,7 +5,8 @@
 -- log-structured design writes small recent tables and merges, which costs more than nothing, so this
 -- is the most it could gain). The load generator never repeats an id nor sends `base_version`, so ingest
 -- takes the same path as with the indexes; replays, version checks and entity history would scan.
--- What it measured is in README § Performance, "The most the log-structured design could gain".
+-- What it measured is in README § Performance, "The event id's index is the decline, and what
+-- would keep it flat".
 -- Never run it on a database you keep.
 DROP INDEX IF EXISTS uq_ves_events_event_id;
 DROP INDEX IF EXISTS idx_events_entity;
