@@ -136,7 +136,7 @@ pub struct Config {
 }
 
 /// The leader-elected background worker (`COMMIT_INTERVAL_MS`, `COMMIT_MAX_EVENTS`,
-/// `ANCHOR_INTERVAL_SECS`, `ANCHOR_BATCH_SIZE`, `WORKER_ENABLED`).
+/// `ANCHOR_INTERVAL_SECS`, `ANCHOR_BATCH_SIZE`, `EVENT_ID_EPOCH_EVENTS`, `WORKER_ENABLED`).
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerConfig {
     pub enabled: bool,
@@ -148,6 +148,9 @@ pub struct WorkerConfig {
     pub anchor_interval: Duration,
     /// The most commitments anchored per round.
     pub anchor_batch_size: i64,
+    /// How many events the log takes before the leader closes the current event id epoch
+    /// (`EVENT_ID_EPOCH_EVENTS`, `store::epochs`).
+    pub event_id_epoch_events: i64,
 }
 
 /// When reads go to the replica (`READ_REPLICA_MAX_LAG_MS`, `READ_REPLICA_CHECK_INTERVAL_MS`).
@@ -414,6 +417,7 @@ impl Config {
             commit_max_events: env.positive("COMMIT_MAX_EVENTS", 1024i64)?,
             anchor_interval: Duration::from_millis(env.positive("ANCHOR_INTERVAL_SECS", 60u64)? * 1000),
             anchor_batch_size: env.positive("ANCHOR_BATCH_SIZE", 10i64)?,
+            event_id_epoch_events: env.positive("EVENT_ID_EPOCH_EVENTS", crate::store::epochs::DEFAULT_EPOCH_EVENTS)?,
         };
         let worker = match env.raw("ANCHOR_INTERVAL_MS") {
             Some(_) => WorkerConfig {

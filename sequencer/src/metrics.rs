@@ -183,6 +183,8 @@ pub struct Metrics {
     pub sequencing_transactions: Counter,
     pub ingest_overloaded: Counter,
     pub ingest_queued_events: Gauge,
+    pub event_id_epoch: Gauge,
+    pub event_id_filter_bytes: Gauge,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_latency: Family<RouteLabels, Histogram>,
     pub db_pool_size: Gauge,
@@ -286,6 +288,18 @@ impl Metrics {
             "ingest_queued_events",
             "Events waiting for a sequencing transaction in this process",
             ingest_queued_events.clone(),
+        );
+        let event_id_epoch = Gauge::default();
+        registry.register(
+            "event_id_epoch",
+            "The current event id epoch as this process last saw it (migration 0024)",
+            event_id_epoch.clone(),
+        );
+        let event_id_filter_bytes = Gauge::default();
+        registry.register(
+            "event_id_filter_bytes",
+            "Memory held by this process's filters of closed event id epochs",
+            event_id_filter_bytes.clone(),
         );
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests by method, route and status", http_requests.clone());
@@ -486,6 +500,8 @@ impl Metrics {
             sequencing_transactions,
             ingest_overloaded,
             ingest_queued_events,
+            event_id_epoch,
+            event_id_filter_bytes,
             http_requests,
             http_latency,
             db_pool_size,

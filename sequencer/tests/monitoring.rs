@@ -127,7 +127,9 @@ async fn every_metric_the_alerts_and_the_dashboard_use_is_exported() {
     assert_eq!(sample(&exposition, "sequencer_ready_failures_total{reason=\"unreachable\"}"), Some(0.0));
 
     // The sizes SequencerLogIndexesOutgrowSharedBuffers compares: the server's shared_buffers, and the
-    // log partitions' indexes on the event id and on the entity, found here by their definitions.
+    // log partitions' indexes whose keys are random, found here by their definitions: the entity's, and
+    // the event id's of legacy events (the signed events' is keyed by epoch since migration 0024, so its
+    // new keys go into one small region, and it is not counted).
     let pool = server.state.store.pool();
     let buffers: i64 =
         sqlx::query_scalar("SELECT pg_size_bytes(current_setting('shared_buffers'))").fetch_one(pool).await.unwrap();
@@ -141,8 +143,8 @@ async fn every_metric_the_alerts_and_the_dashboard_use_is_exported() {
     .fetch_one(pool)
     .await
     .unwrap();
-    // Four indexes (two per partition), each at least its metapage.
-    assert!(random_key >= 4 * 8192, "{random_key}");
+    // Three indexes, each at least its metapage.
+    assert!(random_key >= 3 * 8192, "{random_key}");
     assert_eq!(sample(&exposition, "sequencer_log_random_key_index_bytes"), Some(random_key as f64));
     server.stop().await;
 }

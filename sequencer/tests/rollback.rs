@@ -184,9 +184,37 @@ async fn a_binary_from_before_0018_refuses_the_schema_that_stores_payloads_as_te
 /// refuses to start, and the release with 0020, which derives both, still runs.
 #[tokio::test]
 async fn a_binary_from_before_0020_refuses_the_schema_that_stores_no_receipt_hashes() {
-    let db = TestDb::migrated().await;
+    // The schema as the release with 0023 left it: 0024 raises the floor further, for its own reason
+    // (`a_binary_from_before_0024_refuses_the_schema_whose_event_ids_are_unique_by_epoch`).
+    let db = TestDb::create().await;
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    migrations_below(24).await.run(&pool).await.unwrap();
     let err = refusal_below_floor(&db.url, 20).await;
     assert!(err.contains("receipt hash"), "the refusal names the reason: {err}");
+    pool.close().await;
+}
+
+/// Migration 0024 makes event ids unique per epoch and drops the default of `ves_events.id_epoch`: a
+/// binary from before it, which writes no epoch and checks no closed epoch, cannot insert a signed event
+/// (so it cannot duplicate an id of a closed epoch), and refuses to start; the release with 0024 runs.
+#[tokio::test]
+async fn a_binary_from_before_0024_refuses_the_schema_whose_event_ids_are_unique_by_epoch() {
+    let db = TestDb::migrated().await;
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    // The insert such a binary makes, without the column.
+    let err = sqlx::query(
+        "INSERT INTO ves_events (tenant_id, store_id, sequence_number, event_id, signed) \
+         VALUES ($1, $1, 1, $1, TRUE)",
+    )
+    .bind(Uuid::new_v4())
+    .execute(&pool)
+    .await
+    .unwrap_err();
+    let code = err.as_database_error().and_then(|e| e.code()).map(|c| c.to_string());
+    assert_eq!(code.as_deref(), Some("23502"), "no epoch, no insert: {err}");
+    let err = refusal_below_floor(&db.url, 24).await;
+    assert!(err.contains("epoch"), "the refusal names the reason: {err}");
+    pool.close().await;
 }
 
 /// The refusal of a binary that embeds the migrations below `floor` on the schema at `url` (it must
@@ -225,6 +253,13 @@ const DECIDED: &[(i64, Decided)] = &[
     // index over the same columns keeps the numbers unique throughout, and no statement names either.
     (16, Decided::Expand),
     (17, Decided::Expand),
+    // ves_events.id_epoch loses its default: a binary from before 0024 writes no epoch, so its inserts
+    // of signed events fail (rather than put an id into an epoch whose filter is built); 0024 raises the
+    // floor to 24.
+    (24, Decided::Contract),
+    // uq_ves_events_event_id: every binary at or above the floor 0024 raised looks ids up by epoch
+    // (0025's index), and no statement names this index.
+    (26, Decided::Expand),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,9 +281,18 @@ fn statements(path: &std::path::Path) -> Vec<String> {
 /// constraints that check existing rows.
 fn removes_or_tightens(statement: &str) -> bool {
     let s = statement;
-    ["drop index", "drop table", "drop column", "drop constraint", "drop function", "drop view", " rename "]
-        .iter()
-        .any(|k| s.contains(k))
+    [
+        "drop index",
+        "drop table",
+        "drop column",
+        "drop constraint",
+        "drop function",
+        "drop view",
+        "drop default",
+        " rename ",
+    ]
+    .iter()
+    .any(|k| s.contains(k))
         || (s.starts_with("alter table")
             && (s.contains("set not null")
                 || s.contains(" type ")
@@ -285,6 +329,7 @@ fn every_removal_or_tightening_in_a_migration_is_decided() {
     }
     // The detector itself: what it must and must not take for a removal.
     assert!(removes_or_tightens("alter table t alter column c set not null"));
+    assert!(removes_or_tightens("alter table t alter column c drop default"));
     assert!(removes_or_tightens("alter table t add constraint c check (x > 0)"));
     assert!(!removes_or_tightens("alter table t add constraint c check (x > 0) not valid"));
     assert!(!removes_or_tightens("create table event_types (event_type text)"));
@@ -363,37 +408,4 @@ async fn two_migration_runs_at_once_both_finish() {
     let (valid, unique, _) = index_state(&pool, "uq_ves_events_sequence").await.unwrap();
     assert!(valid && unique);
     pool.close().await;
-}
-
-/// Expand, as the operator rolls it out: a process of this release may start before migration 0023 ran
-/// (`DB_MIGRATE_ON_STARTUP=false`, the migration Job not done yet). It serves without recording its
-/// receipt key, and once the schema is migrated `verify` counts the receipts it signed as unchecked, not
-/// as findings; a process started after the migration records its key and its receipts are checked.
-#[tokio::test]
-async fn receipts_signed_before_the_receipt_keys_table_existed_are_counted_not_reported() {
-    let db = TestDb::create().await;
-    let pool = PgPool::connect(&db.url).await.unwrap();
-    let store = sequencer::store::Store::from_pool(pool.clone());
-    store.migrate_with(&migrations_below(23).await).await.unwrap();
-    let server = TestServer::start_on(db, &[("WORKER_ENABLED", "false")]).await;
-    let api = Api::admin(&server);
-    let agent = Agent::random();
-    api.register_key(&agent).await;
-    let (status, body) = api.ingest(agent.agent_id, &[agent.event(1), agent.event(2)]).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["receipts"][1]["signatureAlg"], "ed25519", "{body}");
-    let db = server.stop().await;
-
-    store.migrate_with(&sequencer::store::MIGRATOR).await.unwrap();
-    let server = TestServer::start_on(db, &[("WORKER_ENABLED", "false")]).await;
-    let api = Api::admin(&server);
-    let (status, body) = api.ingest(agent.agent_id, &[agent.event(3)]).await;
-    assert_eq!(status, 200, "{body}");
-    let (status, report) =
-        api.post("/api/v1/admin/verify", json!({"tenantId": agent.tenant_id, "storeId": agent.store_id})).await;
-    assert_eq!(status, 200, "{report}");
-    assert_eq!(report["ok"], true, "{report}");
-    assert_eq!((&report["receiptSignaturesChecked"], &report["receiptSignaturesUnchecked"]), (&json!(1), &json!(2)));
-    pool.close().await;
-    server.stop().await;
 }

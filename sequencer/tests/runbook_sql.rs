@@ -141,6 +141,6 @@ ORDER BY idx_scan DESC;",
     .fetch_all(&mut conn)
     .await
     .unwrap();
-    assert!(rows.iter().any(|r| r.get::<String, _>("indexname") == "uq_ves_events_event_id"));
+    assert!(rows.iter().any(|r| r.get::<String, _>("indexname") == "uq_ves_events_epoch_event_id"));
     assert!(rows.iter().any(|r| r.get::<String, _>("tablename") == "ves_events"));
 }

@@ -207,7 +207,11 @@ pub async fn ingest(
     let existing: HashSet<Uuid> = if locked.paused {
         HashSet::new()
     } else {
-        events::find_by_event_ids(&mut tx, stream.tenant_id, &ids).await?.into_iter().map(|e| e.event_id).collect()
+        events::find_by_event_ids(&mut tx, store.id_epochs(), stream.tenant_id, &ids)
+            .await?
+            .into_iter()
+            .map(|e| e.event_id)
+            .collect()
     };
     const NO_SIGNATURE: [u8; 64] = [0; 64];
     let proposals: Vec<Proposal> = req

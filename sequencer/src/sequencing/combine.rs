@@ -44,8 +44,8 @@ pub const STALLED_AFTER: Duration = Duration::from_secs(1);
 pub enum Combined {
     /// Written: the stream's head was the one expected.
     Appended,
-    /// Not written: the head had moved, the stream is paused, or an entity the group checks was not at
-    /// its version.
+    /// Not written: the head had moved, the stream is paused, an entity the group checks was not at
+    /// its version, or the id epoch had moved.
     StaleHead,
     /// Not written: one of its events' ids or commands is already stored.
     Conflict,
@@ -62,6 +62,7 @@ struct Pending {
     sequenced_at: DateTime<Utc>,
     expected_head: i64,
     checks: Option<VersionChecks>,
+    epoch: i32,
     reply: oneshot::Sender<(Vec<VesEventRow>, Combined)>,
 }
 
@@ -118,9 +119,9 @@ impl Combiner {
     }
 
     /// Writes `rows` (numbered `expected_head + 1 ..`, of a stream that has a counter row) if the
-    /// stream's head is still `expected_head` and each entity of `checks` is at its version there,
-    /// together with whatever other streams' groups are queued when a writer is free. Gives the rows
-    /// back with the outcome.
+    /// stream's head is still `expected_head`, each entity of `checks` is at its version there and
+    /// the current id epoch is still `epoch`, together with whatever other streams' groups are queued
+    /// when a writer is free. Gives the rows back with the outcome.
     pub async fn append(
         &self,
         stream: StreamKey,
@@ -128,12 +129,13 @@ impl Combiner {
         sequenced_at: DateTime<Utc>,
         expected_head: i64,
         checks: Option<VersionChecks>,
+        epoch: i32,
     ) -> (Vec<VesEventRow>, Combined) {
         let (reply, answer) = oneshot::channel();
         let max_events = self.0.max_events;
         let started = self.start_writer_if(|q| {
             q.events += rows.len();
-            q.groups.push_back(Pending { stream, rows, sequenced_at, expected_head, checks, reply });
+            q.groups.push_back(Pending { stream, rows, sequenced_at, expected_head, checks, epoch, reply });
             // Another writer only when those running cannot keep up even a statement at a time.
             q.writers == 0 || (q.idle == 0 && q.events >= max_events)
         });
@@ -250,7 +252,7 @@ async fn write(conn: &mut PgConnection, mut batch: Vec<Pending>, sequencer_id: U
         let p = batch.pop().expect("one group");
         let (stream, rows, at, head) = (p.stream, &p.rows, p.sequenced_at, p.expected_head);
         let appended =
-            events::append_at_head(conn, stream, rows, at, sequencer_id, head, false, p.checks.as_ref()).await;
+            events::append_at_head(conn, stream, rows, at, sequencer_id, head, false, p.checks.as_ref(), p.epoch).await;
         let (combined, keep) = match appended {
             Ok(true) => (Combined::Appended, true),
             Ok(false) => (Combined::StaleHead, true),
@@ -268,6 +270,7 @@ async fn write(conn: &mut PgConnection, mut batch: Vec<Pending>, sequencer_id: U
             sequenced_at: p.sequenced_at,
             expected_head: p.expected_head,
             checks: p.checks.as_ref(),
+            epoch: p.epoch,
         })
         .collect();
     let written = events::append_at_heads(conn, &groups, sequencer_id).await;

@@ -41,6 +41,7 @@ use crate::metrics::Metrics;
 use crate::reason::Refusal;
 use crate::store::Store;
 use crate::store::dead_letters::{NewDeadLetter, insert_dead_letters};
+use crate::store::epochs::{self, Screen};
 use crate::store::events::{self, ExistingEvent, StreamKey, VersionChecks, VesEventRow};
 use combine::{Combined, Combiner};
 use decide::{Decision, Flavour, Paused, Prior, Proposal, StoreView, decide, implied_versions};
@@ -413,19 +414,24 @@ impl Sequencer {
         // base_versions imply (the statement counts them before it writes). A group that could not be
         // written whole even then goes straight to the careful path.
         let fresh: Vec<Proposal> = all.iter().map(|c| proposal(c, Prior::Fresh)).collect();
-        if let Some(implied) = implied_versions(&fresh) {
+        let ids: Vec<Uuid> = all.iter().map(|c| c.envelope.event_id).collect();
+        if let Some(epoch) = self.screen(conn, stream.tenant_id, &ids).await?
+            && let Some(implied) = implied_versions(&fresh)
+        {
             let checks = (!implied.is_empty()).then(|| VersionChecks::new(implied.clone()));
             let view = StoreView { versions: implied, ..Default::default() };
             let plan = decide(Flavour::Signed, &view, &fresh).expect("not paused");
             if plan.iter().all(|d| *d == Decision::Accept) {
                 let guessed = match self.known_heads.get(&stream) {
                     Some(head) => {
-                        self.append_shared(conn, stream, batches, &all, &plan, head, sequenced_at, checks.as_ref())
+                        let at = (head, epoch);
+                        self.append_shared(conn, stream, batches, &all, &plan, at, sequenced_at, checks.as_ref())
                             .await?
                     }
                     None => {
                         let conn = conn.get(&self.store).await?;
-                        self.append_at_peeked_head(conn, stream, batches, &all, &plan, sequenced_at, checks.as_ref())
+                        let checks = checks.as_ref();
+                        self.append_at_peeked_head(conn, stream, batches, &all, &plan, epoch, sequenced_at, checks)
                             .await?
                     }
                 };
@@ -442,6 +448,7 @@ impl Sequencer {
                             &all,
                             &fresh,
                             sequenced_at,
+                            epoch,
                         );
                         if let Some(result) = locked.await? {
                             return Ok(result);
@@ -453,10 +460,24 @@ impl Sequencer {
         self.sequence_careful(conn.get(&self.store).await?, stream, batches, &all, sequenced_at).await
     }
 
+    /// The id epoch a group of the tenant may be written into without looking its ids up under the
+    /// locks: `None` when one of them is stored in a closed epoch (`store::epochs`: each id a closed
+    /// epoch's filter cannot rule out, and every id in a closed epoch without a filter here yet, is
+    /// looked up there first).
+    async fn screen(&self, conn: &mut HeldConnection, tenant_id: Uuid, ids: &[Uuid]) -> Result<Option<i32>> {
+        let Screen { epoch, maybe } = self.store.id_epochs().screen(tenant_id, ids);
+        if maybe.is_empty() {
+            return Ok(Some(epoch));
+        }
+        let conn = conn.get(&self.store).await?;
+        Ok((!epochs::any_stored(conn, tenant_id, &maybe).await?).then_some(epoch))
+    }
+
     /// Fastest path: number the events after the head this process remembers, sign the receipts
     /// outside any lock and append everything in one autocommit statement that applies only if the
-    /// head is still that (and the entities of `checks` are at their versions there), shared with other
-    /// streams' groups that are ready at the same time ([`combine`]).
+    /// head is still that (and the entities of `checks` are at their versions there, and the id epoch
+    /// is still the screened one), shared with other streams' groups that are ready at the same time
+    /// ([`combine`]). `at`: the remembered head and the screened epoch.
     #[allow(clippy::too_many_arguments)]
     async fn append_shared(
         &self,
@@ -465,13 +486,13 @@ impl Sequencer {
         batches: &[&[Candidate]],
         all: &[&Candidate],
         plan: &[Decision],
-        expected: i64,
+        (expected, epoch): (i64, i32),
         sequenced_at: DateTime<Utc>,
         checks: Option<&VersionChecks>,
     ) -> Result<Attempt> {
         let (rows, head) = self.rows(stream, all, plan, expected, sequenced_at).await?;
         let id = self.signer.sequencer_id;
-        let (rows, combined) = self.combiner.append(stream, rows, sequenced_at, expected, checks.cloned()).await;
+        let (rows, combined) = self.combiner.append(stream, rows, sequenced_at, expected, checks.cloned(), epoch).await;
         let appended = match combined {
             Combined::Appended => Ok(true),
             Combined::StaleHead => Ok(false),
@@ -479,7 +500,7 @@ impl Sequencer {
             Combined::Failed(e) => Err(e),
             Combined::Alone => {
                 let conn = conn.get(&self.store).await?;
-                events::append_at_head(conn, stream, &rows, sequenced_at, id, expected, false, checks).await
+                events::append_at_head(conn, stream, &rows, sequenced_at, id, expected, false, checks, epoch).await
             }
         };
         self.appended(appended, batches, plan, &rows, head, sequenced_at)
@@ -495,6 +516,7 @@ impl Sequencer {
         batches: &[&[Candidate]],
         all: &[&Candidate],
         plan: &[Decision],
+        epoch: i32,
         sequenced_at: DateTime<Utc>,
         checks: Option<&VersionChecks>,
     ) -> Result<Attempt> {
@@ -513,7 +535,8 @@ impl Sequencer {
         };
         let (rows, head) = self.rows(stream, all, plan, expected, sequenced_at).await?;
         let id = self.signer.sequencer_id;
-        let appended = events::append_at_head(conn, stream, &rows, sequenced_at, id, expected, !exists, checks).await;
+        let appended =
+            events::append_at_head(conn, stream, &rows, sequenced_at, id, expected, !exists, checks, epoch).await;
         self.appended(appended, batches, plan, &rows, head, sequenced_at)
     }
 
@@ -542,7 +565,8 @@ impl Sequencer {
     }
 
     /// Under the stream's lock, still assuming every event is new; `None` when the unique indexes say
-    /// one is not (nothing was written).
+    /// one is not, or the id epoch is no longer the screened `epoch` (nothing was written).
+    #[allow(clippy::too_many_arguments)]
     async fn append_locked(
         &self,
         conn: &mut PgConnection,
@@ -551,14 +575,21 @@ impl Sequencer {
         all: &[&Candidate],
         fresh: &[Proposal<'_>],
         sequenced_at: DateTime<Utc>,
+        epoch: i32,
     ) -> Result<Option<GroupResult>> {
         let mut tx = conn.begin().await?;
+        let current = epochs::lock_current(&mut tx).await?;
+        if current != epoch {
+            self.store.id_epochs().observe(current);
+            tx.rollback().await?;
+            return Ok(None);
+        }
         let locked = events::lock_stream(&mut tx, stream).await?;
         let view = StoreView { paused: locked.paused, ..Default::default() };
         let plan = decide(Flavour::Signed, &view, fresh).map_err(|Paused| paused(stream))?;
         let (rows, head) = self.rows(stream, all, &plan, locked.head, sequenced_at).await?;
-        if events::insert_ves_events(&mut tx, stream, &rows, sequenced_at, self.signer.sequencer_id, head, true).await?
-        {
+        let id = self.signer.sequencer_id;
+        if events::insert_ves_events(&mut tx, stream, &rows, sequenced_at, id, head, true, epoch).await? {
             tx.commit().await?;
             self.count_group(rows.len(), 0);
             let outcomes = self.outcomes(batches, &plan, &rows, sequenced_at);
@@ -568,8 +599,8 @@ impl Sequencer {
         Ok(None)
     }
 
-    /// Careful path: under the stream's lock, read what the store holds for the group's ids, commands
-    /// and entities, and decide each event from that.
+    /// Careful path: under the stream's lock (and the id epoch's share lock, taken first), read what
+    /// the store holds for the group's ids, commands and entities, and decide each event from that.
     async fn sequence_careful(
         &self,
         conn: &mut PgConnection,
@@ -579,13 +610,16 @@ impl Sequencer {
         sequenced_at: DateTime<Utc>,
     ) -> Result<GroupResult> {
         let mut tx = conn.begin().await?;
+        let epoch = epochs::lock_current(&mut tx).await?;
+        self.store.id_epochs().observe(epoch);
         let locked = events::lock_stream(&mut tx, stream).await?;
         let (view, existing) = if locked.paused {
             // Nothing to look up: the decision refuses the whole group.
             (StoreView { paused: true, ..Default::default() }, Vec::new())
         } else {
             let event_ids: Vec<Uuid> = all.iter().map(|c| c.envelope.event_id).collect();
-            let existing = events::find_by_event_ids(&mut tx, stream.tenant_id, &event_ids).await?;
+            let existing =
+                events::find_by_event_ids(&mut tx, self.store.id_epochs(), stream.tenant_id, &event_ids).await?;
             let command_ids: Vec<Uuid> = all.iter().filter_map(|c| c.envelope.command_id).collect();
             let by_command = events::find_by_command_ids(&mut tx, stream, &command_ids).await?;
             let entities: Vec<(String, String)> = all
@@ -618,8 +652,8 @@ impl Sequencer {
 
         let (rows, head) = self.rows(stream, all, &plan, locked.head, sequenced_at).await?;
         if !rows.is_empty() {
-            events::insert_ves_events(&mut tx, stream, &rows, sequenced_at, self.signer.sequencer_id, head, false)
-                .await?;
+            let id = self.signer.sequencer_id;
+            events::insert_ves_events(&mut tx, stream, &rows, sequenced_at, id, head, false, epoch).await?;
         }
         insert_dead_letters(&mut tx, &dead_letters).await?;
         tx.commit().await?;

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::json_out::Object;
-use crate::store::Store;
+use crate::store::{Store, epochs};
 
 /// A stream: the unit of sequencing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -500,16 +500,30 @@ pub async fn peek_stream(conn: &mut PgConnection, stream: StreamKey) -> Result<O
 
 /// Events of the tenant (any of its streams) with one of these ids. Event ids are unique per tenant
 /// (migration 0008): another tenant's events are never looked at, so their ids are as good as fresh.
+/// A signed event is looked for only in the id epochs `epochs` cannot rule out ([`epochs::IdEpochs::lookup`]).
 pub async fn find_by_event_ids(
     conn: &mut PgConnection,
+    epochs: &epochs::IdEpochs,
     tenant_id: Uuid,
     event_ids: &[Uuid],
 ) -> Result<Vec<ExistingEvent>> {
     if event_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = format!("SELECT {EXISTING_COLUMNS} FROM events WHERE tenant_id = $1 AND event_id = ANY($2)");
-    Ok(sqlx::query_as(AssertSqlSafe(sql)).bind(tenant_id).bind(event_ids).fetch_all(conn).await?)
+    let (maybe, first) = epochs.lookup(tenant_id, event_ids);
+    let sql = format!(
+        "SELECT {EXISTING_COLUMNS} FROM ves_events WHERE {} AND tenant_id = $1 AND event_id = ANY($2) \
+         UNION ALL \
+         SELECT {EXISTING_COLUMNS} FROM legacy_events WHERE tenant_id = $1 AND event_id = ANY($2)",
+        epochs::epochs_condition("$3", "$4")
+    );
+    Ok(sqlx::query_as(AssertSqlSafe(sql))
+        .bind(tenant_id)
+        .bind(event_ids)
+        .bind(maybe)
+        .bind(first)
+        .fetch_all(conn)
+        .await?)
 }
 
 /// Events of the stream carrying one of these command ids.
@@ -769,8 +783,8 @@ impl<'a> Columns<'a> {
 /// into a tuplestore and reads it back; in the select list each element goes straight into the new
 /// row. Measured on the log's own table and indexes (100-row groups over 64 streams, in one backend,
 /// `scripts/insert-cost`): 25.4 -> 23.4 µs of PostgreSQL's CPU per event.
-fn insert_rows_sql(tail: &str) -> String {
-    format!("{INSERT_ROWS} {} {tail}", rows_select("$1", "$2", "$9"))
+fn insert_rows_sql(epoch: &str, tail: &str) -> String {
+    format!("{INSERT_ROWS} {} {tail}", rows_select("$1", "$2", "$9", epoch))
 }
 
 /// The head of every insert into the log, for a SELECT built by [`rows_select`]. A plaintext payload
@@ -782,19 +796,19 @@ fn insert_rows_sql(tail: &str) -> String {
 const INSERT_ROWS: &str = "INSERT INTO ves_events (tenant_id, store_id, sequence_number, event_id, signed, \
     entity_type, entity_id, event_type, created_at, sequenced_at, source_agent_id, command_id, base_version, \
     payload_text, ves_version, agent_key_id, created_at_str, payload_kind, payload_encrypted, payload_plain_hash, \
-    payload_cipher_hash, event_signing_hash, agent_signature, sequencer_id, sequencer_signature, leaf_hash)";
+    payload_cipher_hash, event_signing_hash, agent_signature, sequencer_id, sequencer_signature, leaf_hash, id_epoch)";
 
 /// The rows' SELECT, its columns in [`INSERT_ROWS`]' order: [`Columns`] unnested from $3..$22, $24
-/// and $27, the sequencer id $23, and the rows' stream and time given as SQL (parameters $1, $2 and $9,
-/// scalars for one stream or arrays for several).
-fn rows_select(tenant: &str, store: &str, sequenced_at: &str) -> String {
+/// and $27, the sequencer id $23, and the rows' stream, time and id epoch given as SQL (parameters $1,
+/// $2, $9 and one numbered after the statement's others, scalars for one stream or arrays for several).
+fn rows_select(tenant: &str, store: &str, sequenced_at: &str, epoch: &str) -> String {
     format!(
         "SELECT {tenant}, {store}, unnest($3::bigint[]), unnest($4::uuid[]), TRUE, unnest($5::text[]), \
            unnest($6::text[]), unnest($7::text[]), unnest($8::timestamptz[]), {sequenced_at}, unnest($10::uuid[]), \
            unnest($11::uuid[]), unnest($12::bigint[]), unnest($13::text[]), unnest($14::int[]), \
            unnest($15::bigint[]), unnest($16::text[]), unnest($17::smallint[]), unnest($18::jsonb[]), \
            unnest($19::bytea[]), unnest($20::bytea[]), unnest($21::bytea[]), unnest($22::bytea[]), \
-           $23::uuid, unnest($24::bytea[]), unnest($27::bytea[])"
+           $23::uuid, unnest($24::bytea[]), unnest($27::bytea[]), {epoch}"
     )
 }
 
@@ -857,9 +871,16 @@ fn run_leaves(rows: &[VesEventRow]) -> (Vec<u8>, Option<Vec<u8>>) {
     (run, tlog_run)
 }
 
+/// The parameter of the rows' id epoch in a statement built on [`insert_rows_sql`]: the one after the
+/// checks' (`$31`..`$34`), if it has them ([`run_insert`]).
+fn epoch_param(checks: bool) -> &'static str {
+    if checks { "$35::int" } else { "$31::int" }
+}
+
 /// Runs `sql` (built on [`insert_rows_sql`] and [`insert_run_sql`]) with every parameter bound; `$25`
-/// and `$26` are `head_params`, and `checks`, if any, are `$31`..`$33` (entity types, ids and versions)
-/// with [`VERSION_MARK_AFTER`] as `$34`. Returns the single scalar the statement selects, if any row.
+/// and `$26` are `head_params`, `checks`, if any, are `$31`..`$33` (entity types, ids and versions)
+/// with [`VERSION_MARK_AFTER`] as `$34`, and `epoch` is the parameter after them ([`epoch_param`]).
+/// Returns the single scalar the statement selects, if any row.
 #[allow(clippy::too_many_arguments)]
 async fn run_insert(
     conn: &mut PgConnection,
@@ -870,6 +891,7 @@ async fn run_insert(
     sequencer_id: Uuid,
     head_params: (i64, i64),
     checks: Option<&VersionChecks>,
+    epoch: i32,
 ) -> Result<Option<i64>> {
     let c = Columns::new(rows, rows.len());
     let (run, tlog_run) = run_leaves(rows);
@@ -882,14 +904,18 @@ async fn run_insert(
         Some(k) => query.bind(&k.entity_type).bind(&k.entity_id).bind(&k.version).bind(VERSION_MARK_AFTER),
         None => query,
     };
-    Ok(query.fetch_optional(conn).await?)
+    Ok(query.bind(epoch).fetch_optional(conn).await?)
 }
 
-/// Inserts signed events and moves the stream's head to `new_head`, in one statement.
+/// Inserts signed events into the id epoch `epoch` and moves the stream's head to `new_head`, in one
+/// statement. The caller's transaction holds the epoch row's share lock, taken before the stream's
+/// counter row ([`epochs::lock_current`]), and `epoch` is the one it read.
 ///
-/// With `on_conflict_do_nothing`, rows that collide with a stored event (same id, command or number)
-/// are skipped and the head is left alone: the function then returns `false` and the caller must roll
-/// back and take the careful path. Otherwise any collision is an error.
+/// With `on_conflict_do_nothing`, rows that collide with a stored event of the epoch (same id) or of
+/// the stream (same command or number) are skipped and the head is left alone: the function then
+/// returns `false` and the caller must roll back and take the careful path. Otherwise any collision is
+/// an error. An id of a closed epoch is the caller's to rule out ([`epochs::IdEpochs::screen`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn insert_ves_events(
     conn: &mut PgConnection,
     stream: StreamKey,
@@ -898,6 +924,7 @@ pub async fn insert_ves_events(
     sequencer_id: Uuid,
     new_head: i64,
     on_conflict_do_nothing: bool,
+    epoch: i32,
 ) -> Result<bool> {
     let conflict = if on_conflict_do_nothing { "ON CONFLICT DO NOTHING" } else { "" };
     // NB: the data-modifying CTE always runs to completion; the UPDATE moves the head only when every
@@ -908,17 +935,20 @@ pub async fn insert_ves_events(
          UPDATE sequence_counters SET current_sequence = $25, updated_at = NOW() \
          WHERE tenant_id = $1 AND store_id = $2 AND (SELECT COUNT(*) FROM ins) = $26 \
          RETURNING current_sequence",
-        insert_rows_sql(conflict),
+        insert_rows_sql(epoch_param(false), conflict),
         insert_run_sql("WHERE (SELECT COUNT(*) FROM ins) = $26")
     );
-    let updated =
-        run_insert(conn, sql, stream, rows, sequenced_at, sequencer_id, (new_head, rows.len() as i64), None).await?;
+    let heads = (new_head, rows.len() as i64);
+    let updated = run_insert(conn, sql, stream, rows, sequenced_at, sequencer_id, heads, None, epoch).await?;
     Ok(updated.is_some())
 }
 
 /// Appends signed events numbered `expected_head + 1 ..` (in `rows`) in ONE autocommit statement, if
-/// and only if the stream's head is still `expected_head`, the stream is not paused and every entity
-/// of `checks` is at its version. Returns whether it did (`false`: nothing was written). With `create`
+/// and only if the stream's head is still `expected_head`, the stream is not paused, every entity
+/// of `checks` is at its version and the current id epoch is still `epoch`, the one whose closed
+/// predecessors the caller screened the ids against ([`epochs::IdEpochs::screen`]; the statement reads
+/// it under the share lock, [`epochs::LOCKED_EPOCH_CTE`], before it locks the counter row). Returns
+/// whether it did (`false`: nothing was written). With `create`
 /// (a stream without a counter row, `expected_head` 0) the statement also creates the row, or, if
 /// another writer created it meanwhile, applies only if that row is still at head 0 and not paused.
 ///
@@ -945,8 +975,10 @@ pub async fn append_at_head(
     expected_head: i64,
     create: bool,
     checks: Option<&VersionChecks>,
+    epoch: i32,
 ) -> Result<bool> {
     let new_head = expected_head + rows.len() as i64;
+    let epoch_param = epoch_param(checks.is_some());
     debug_assert!(!create || expected_head == 0);
     debug_assert!(!create || checks.is_none(), "a new stream's entities are all at version 0");
     let (counted, versions_hold, marked) = match checks {
@@ -964,44 +996,52 @@ pub async fn append_at_head(
         ),
         None => (String::new(), "", String::new()),
     };
+    // NB: the epoch's comparison has no column of the scanned row, so it is a one-time filter, checked
+    // (and the epoch row share-locked) before the counter row is.
     let move_head = if create {
-        "INSERT INTO sequence_counters AS s (tenant_id, store_id, current_sequence) VALUES ($1, $2, $25) \
-         ON CONFLICT (tenant_id, store_id) DO UPDATE SET current_sequence = $25, updated_at = NOW() \
-         WHERE s.current_sequence = $26 AND NOT s.paused"
-            .to_owned()
+        format!(
+            "INSERT INTO sequence_counters AS s (tenant_id, store_id, current_sequence) \
+             SELECT $1, $2, $25 WHERE (SELECT current FROM ep) = {epoch_param} \
+             ON CONFLICT (tenant_id, store_id) DO UPDATE SET current_sequence = $25, updated_at = NOW() \
+             WHERE s.current_sequence = $26 AND NOT s.paused"
+        )
     } else {
         format!(
             "UPDATE sequence_counters SET current_sequence = $25, updated_at = NOW() \
-             WHERE tenant_id = $1 AND store_id = $2 AND current_sequence = $26 AND NOT paused{versions_hold}"
+             WHERE (SELECT current FROM ep) = {epoch_param} \
+               AND tenant_id = $1 AND store_id = $2 AND current_sequence = $26 AND NOT paused{versions_hold}"
         )
     };
     let sql = format!(
-        "WITH {counted}moved AS ({move_head} RETURNING 1), \
+        "WITH {}, {counted}moved AS ({move_head} RETURNING 1), \
          ins AS ({} RETURNING 1), \
          run AS ({}){marked} \
          SELECT COUNT(*) FROM ins",
-        insert_rows_sql("WHERE EXISTS (SELECT 1 FROM moved)"),
+        epochs::LOCKED_EPOCH_CTE,
+        insert_rows_sql(epoch_param, "WHERE EXISTS (SELECT 1 FROM moved)"),
         insert_run_sql("WHERE EXISTS (SELECT 1 FROM moved)")
     );
-    let inserted =
-        run_insert(conn, sql, stream, rows, sequenced_at, sequencer_id, (new_head, expected_head), checks).await?;
+    let heads = (new_head, expected_head);
+    let inserted = run_insert(conn, sql, stream, rows, sequenced_at, sequencer_id, heads, checks, epoch).await?;
     Ok(inserted == Some(rows.len() as i64))
 }
 
 /// One stream's group for [`append_at_heads`]: its rows, numbered `expected_head + 1 ..`, written only
-/// if each entity of `checks` is at its version.
+/// if each entity of `checks` is at its version and the current id epoch is still `epoch`.
 pub struct HeadAppend<'a> {
     pub stream: StreamKey,
     pub rows: &'a [VesEventRow],
     pub sequenced_at: DateTime<Utc>,
     pub expected_head: i64,
     pub checks: Option<&'a VersionChecks>,
+    pub epoch: i32,
 }
 
 /// [`append_at_head`] for the groups of several streams (each already with a counter row) in ONE
 /// autocommit statement: a group is written if and only if its stream's head is still the one it
-/// expects and the stream is not paused, and the others' heads do not matter to it. Returns, per
-/// group, whether it was written.
+/// expects, the stream is not paused and the current id epoch is the group's (read under the share lock
+/// before any counter row is locked, as [`append_at_head`] does), and the others' heads do not matter
+/// to it. Returns, per group, whether it was written.
 ///
 /// Why: most of what PostgreSQL spends on a statement of 100 events is paid per statement and per
 /// commit (planning the CHECK constraints, starting the executor, locking the relations, the commit's
@@ -1031,10 +1071,12 @@ pub async fn append_at_heads(
     let mut leaves = Vec::with_capacity(n);
     let mut tlog_leaves = Vec::with_capacity(n);
     let mut run_at = Vec::with_capacity(n);
+    let mut epoch = Vec::with_capacity(n);
     let events: usize = groups.iter().map(|g| g.rows.len()).sum();
     let mut row_tenant = Vec::with_capacity(events);
     let mut row_store = Vec::with_capacity(events);
     let mut row_at = Vec::with_capacity(events);
+    let mut row_epoch = Vec::with_capacity(events);
     for g in groups {
         debug_assert!(!g.rows.is_empty(), "a group to append has rows");
         tenant.push(g.stream.tenant_id);
@@ -1046,17 +1088,19 @@ pub async fn append_at_heads(
         leaves.push(run);
         tlog_leaves.push(tlog_run);
         run_at.push(g.sequenced_at);
+        epoch.push(g.epoch);
         for _ in g.rows {
             row_tenant.push(g.stream.tenant_id);
             row_store.push(g.stream.store_id);
             row_at.push(g.sequenced_at);
+            row_epoch.push(g.epoch);
         }
     }
     let c = Columns::new(groups.iter().flat_map(|g| g.rows), events);
     let checks = SharedChecks::of(groups);
     // NB: the rows' parameters are numbered as in the one-stream statement ([`bind_rows`]); $25, $26 and
-    // $28..$30 are per stream here, $31..$33 name each stream and its time, and $34..$40 are the
-    // checks, if any ([`SharedChecks`]).
+    // $28..$30 are per stream here, $31..$33 name each stream and its time, $34..$40 are the checks, if
+    // any ([`SharedChecks`]), and the two after them each group's id epoch and each row's.
     let (counted, versions_hold, marked) = match &checks {
         Some(_) => (
             format!(
@@ -1082,14 +1126,17 @@ pub async fn append_at_heads(
         ),
         None => (String::new(), "", String::new()),
     };
+    let (group_epochs, row_epochs) = if checks.is_some() { ("$41", "$42") } else { ("$34", "$35") };
+    // NB: the epoch's comparison is checked (and the epoch row share-locked) before LockRows locks a
+    // counter row that passed it.
     let sql = format!(
-        "WITH {counted}want AS ( \
-           SELECT * FROM unnest($31::uuid[], $32::uuid[], $26::bigint[], $25::bigint[]) \
-             AS w(tenant_id, store_id, expected, new_head)), \
+        "WITH {}, {counted}want AS ( \
+           SELECT * FROM unnest($31::uuid[], $32::uuid[], $26::bigint[], $25::bigint[], {group_epochs}::int[]) \
+             AS w(tenant_id, store_id, expected, new_head, epoch)), \
          locked AS ( \
            SELECT s.tenant_id, s.store_id, w.new_head FROM sequence_counters s \
              JOIN want w ON s.tenant_id = w.tenant_id AND s.store_id = w.store_id \
-           WHERE s.current_sequence = w.expected AND NOT s.paused{versions_hold} \
+           WHERE w.epoch = (SELECT current FROM ep) AND s.current_sequence = w.expected AND NOT s.paused{versions_hold} \
            ORDER BY s.tenant_id, s.store_id FOR UPDATE OF s), \
          moved AS ( \
            UPDATE sequence_counters s SET current_sequence = l.new_head, updated_at = NOW() FROM locked l \
@@ -1106,7 +1153,13 @@ pub async fn append_at_heads(
              AS r(tenant_id, store_id, first_sequence, last_sequence, leaves, tlog_leaves, at) \
            WHERE (r.tenant_id, r.store_id) IN (SELECT tenant_id, store_id FROM moved)){marked} \
          SELECT m.tenant_id, m.store_id, (SELECT COUNT(*) FROM ins) FROM moved m",
-        rows_select("unnest($1::uuid[]) AS tenant_id", "unnest($2::uuid[]) AS store_id", "unnest($9::timestamptz[])")
+        epochs::LOCKED_EPOCH_CTE,
+        rows_select(
+            "unnest($1::uuid[]) AS tenant_id",
+            "unnest($2::uuid[]) AS store_id",
+            "unnest($9::timestamptz[])",
+            &format!("unnest({row_epochs}::int[])")
+        )
     );
     let query = sqlx::query_as(AssertSqlSafe(sql));
     let query = bind_rows!(
@@ -1128,7 +1181,7 @@ pub async fn append_at_heads(
             .bind(VERSION_MARK_AFTER),
         None => query,
     };
-    let moved: Vec<(Uuid, Uuid, i64)> = query.fetch_all(conn).await?;
+    let moved: Vec<(Uuid, Uuid, i64)> = query.bind(&epoch).bind(&row_epoch).fetch_all(conn).await?;
     let written: Vec<bool> = groups
         .iter()
         .map(|g| moved.iter().any(|(t, s, _)| *t == g.stream.tenant_id && *s == g.stream.store_id))
@@ -1384,7 +1437,7 @@ impl Store {
     /// Events of the tenant with one of these ids, outside any lock.
     pub async fn find_by_event_ids(&self, tenant_id: Uuid, event_ids: &[Uuid]) -> Result<Vec<ExistingEvent>> {
         let mut conn = self.pool().acquire().await?;
-        find_by_event_ids(&mut conn, tenant_id, event_ids).await
+        find_by_event_ids(&mut conn, self.id_epochs(), tenant_id, event_ids).await
     }
 
     /// Events `from..=to` of a stream, in order. Fails with [`Error::SequenceGap`] when a number in

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod commitments;
 pub mod cursors;
 pub mod dead_letters;
+pub mod epochs;
 pub mod events;
 pub mod keys;
 pub mod maintenance;
@@ -114,6 +115,8 @@ pub struct Store {
     waiting: Arc<AtomicI64>,
     max_connections: u32,
     tiles: Arc<tlog::TileCache>,
+    /// The filters of closed event id epochs ([`epochs`]), shared by the pools of one process.
+    epochs: Arc<epochs::IdEpochs>,
 }
 
 /// The `application_name` of the request pool's connections (background pools name theirs apart).
@@ -132,13 +135,25 @@ impl Store {
             // pool recovers by itself once the database is back.
             .test_before_acquire(true)
             .connect_lazy_with(options);
-        Ok(Store { pool, waiting, max_connections: settings.max_connections, tiles: new_tile_cache() })
+        Ok(Store {
+            pool,
+            waiting,
+            max_connections: settings.max_connections,
+            tiles: new_tile_cache(),
+            epochs: Default::default(),
+        })
     }
 
     /// Wraps an existing pool (tests, admin CLI).
     pub fn from_pool(pool: PgPool) -> Self {
         let max_connections = pool.options().get_max_connections();
-        Store { pool, waiting: Arc::new(AtomicI64::new(0)), max_connections, tiles: new_tile_cache() }
+        Store {
+            pool,
+            waiting: Arc::new(AtomicI64::new(0)),
+            max_connections,
+            tiles: new_tile_cache(),
+            epochs: Default::default(),
+        }
     }
 
     /// A pool of its own, of at most `max_connections`, to the same database with the same options
@@ -152,7 +167,13 @@ impl Store {
             .acquire_timeout(self.pool.options().get_acquire_timeout())
             .test_before_acquire(true)
             .connect_lazy_with(options);
-        Store { pool, waiting: Arc::new(AtomicI64::new(0)), max_connections, tiles: self.tiles.clone() }
+        Store {
+            pool,
+            waiting: Arc::new(AtomicI64::new(0)),
+            max_connections,
+            tiles: self.tiles.clone(),
+            epochs: self.epochs.clone(),
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -284,7 +305,7 @@ impl std::fmt::Display for MigrationReport {
 /// Indexes that a migration builds `CONCURRENTLY` (0015). A build that fails (a cancelled statement,
 /// a lost connection, a deadlock) leaves the index behind marked INVALID, and the migration is not
 /// recorded; its `IF NOT EXISTS` would then skip the rebuild on the next run and keep the invalid index.
-const CONCURRENTLY_BUILT_INDEXES: &[&str] = &["uq_ves_events_sequence_new"];
+const CONCURRENTLY_BUILT_INDEXES: &[&str] = &["uq_ves_events_sequence_new", "uq_ves_events_epoch_event_id"];
 
 /// The advisory lock key that serialises this binary's migration runs (the ASCII of "ssseqmig").
 const MIGRATION_LOCK: i64 = 0x7373_7365_716d_6967;

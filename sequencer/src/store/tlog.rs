@@ -349,15 +349,24 @@ impl Store {
     }
 
     /// The sequence number of an event of this stream.
+    /// A signed event is looked for only in the id epochs this process cannot rule out
+    /// ([`crate::store::epochs::IdEpochs::lookup`]).
     pub async fn tlog_sequence_of_event(&self, stream: StreamKey, event_id: Uuid) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar(
-            "SELECT sequence_number FROM events WHERE event_id = $3 AND tenant_id = $1 AND store_id = $2",
-        )
-        .bind(stream.tenant_id)
-        .bind(stream.store_id)
-        .bind(event_id)
-        .fetch_optional(self.pool())
-        .await?)
+        let (maybe, first) = self.id_epochs().lookup(stream.tenant_id, &[event_id]);
+        let sql = format!(
+            "SELECT sequence_number FROM ves_events WHERE {} AND tenant_id = $1 AND event_id = $3 AND store_id = $2 \
+             UNION ALL \
+             SELECT sequence_number FROM legacy_events WHERE event_id = $3 AND tenant_id = $1 AND store_id = $2",
+            crate::store::epochs::epochs_condition("$4", "$5")
+        );
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(stream.tenant_id)
+            .bind(stream.store_id)
+            .bind(event_id)
+            .bind(maybe)
+            .bind(first)
+            .fetch_optional(self.pool())
+            .await?)
     }
 
     /// Records a checkpoint about to be sent to witnesses.

@@ -40,6 +40,9 @@ pub const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 pub const FIRST_ANALYZE_CHECK: Duration = Duration::from_secs(1);
 /// How often it looks while this replica sequences nothing.
 pub const FIRST_ANALYZE_IDLE_CHECK: Duration = Duration::from_secs(60);
+/// How often every replica looks for closed event id epochs it has no filter of, and the leader whether
+/// the current one is full.
+pub const ID_EPOCH_CHECK: Duration = Duration::from_secs(5);
 /// A leader report older than this is stale: no replica leads (or the leader cannot write).
 pub const STATUS_STALE_AFTER: Duration = Duration::from_secs(30);
 
@@ -63,17 +66,44 @@ impl Background {
 /// Starts the background tasks of a replica.
 pub fn spawn(state: SharedState) -> Background {
     let mut tasks = vec![tokio::spawn(housekeeping(state.clone()))];
+    // The backend pid of the leadership connection while this replica leads, else 0.
+    let leader_pid = Arc::new(AtomicI32::new(0));
+    tasks.push(tokio::spawn(id_epochs(state.clone(), leader_pid.clone())));
     if state.config.worker.enabled {
         if state.config.tlog.enabled && state.checkpoints.is_some() {
             tasks.push(tokio::spawn(tlog::run(state.clone())));
         }
-        // The backend pid of the leadership connection while this replica leads, else 0.
-        let leader_pid = Arc::new(AtomicI32::new(0));
         tasks.push(tokio::spawn(publish_status(state.clone(), leader_pid.clone())));
         tasks.push(tokio::spawn(analyse_new_log(state.clone(), leader_pid.clone())));
         tasks.push(tokio::spawn(lead(state, leader_pid)));
     }
     Background { tasks }
+}
+
+/// Every replica keeps a filter of each closed event id epoch (`store::epochs`): it builds them at start
+/// and whenever it sees an epoch closed. The worker leader also closes the current epoch once the log has
+/// grown by `EVENT_ID_EPOCH_EVENTS` (with the worker disabled everywhere, the epoch never closes and the
+/// event id index grows as one region, as before migration 0024).
+async fn id_epochs(state: SharedState, leader_pid: Arc<AtomicI32>) {
+    let mut tick = interval(ID_EPOCH_CHECK);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let epochs = state.store.id_epochs();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = epochs.unfiltered() => {}
+        }
+        if leader_pid.load(Ordering::Relaxed) != 0
+            && let Err(e) = state.store.advance_event_id_epoch(state.config.worker.event_id_epoch_events).await
+        {
+            tracing::warn!(error = %e, "closing the event id epoch failed; the next check tries again");
+        }
+        if let Err(e) = state.store.refresh_id_epochs().await {
+            tracing::warn!(error = %e, "building the filters of closed event id epochs failed; retrying");
+        }
+        state.metrics.event_id_epoch.set(i64::from(epochs.current()));
+        state.metrics.event_id_filter_bytes.set(epochs.filter_bytes() as i64);
+    }
 }
 
 async fn housekeeping(state: SharedState) {
