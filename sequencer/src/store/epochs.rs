@@ -86,7 +86,9 @@ fn key(tenant_id: Uuid, event_id: Uuid) -> u64 {
         x ^ (x >> 33)
     }
     let (t, e) = (tenant_id.as_u128(), event_id.as_u128());
-    [(t >> 64) as u64, t as u64, (e >> 64) as u64, e as u64].into_iter().fold(0x9e37_79b9_7f4a_7c15, |h, half| fmix64(h ^ half))
+    [(t >> 64) as u64, t as u64, (e >> 64) as u64, e as u64]
+        .into_iter()
+        .fold(0x9e37_79b9_7f4a_7c15, |h, half| fmix64(h ^ half))
 }
 
 /// The format of a stored filter (`event_id_epoch_filters.format`): [`key`]'s keys in a `BinaryFuse8`,
