@@ -40,8 +40,9 @@ CREATE TABLE event_id_epochs (
 INSERT INTO event_id_epochs DEFAULT VALUES;
 
 -- Each closed epoch's filter, as the first process to build it stored it, so that a process starting
--- on a large log reads about 1.13 bytes per id instead of every id (`store::epochs`). `format` 1: a
--- binary fuse filter (xorf's `BinaryFuse8`: its 20-byte descriptor, then its fingerprints) of the
+-- on a large log reads about 2.26 bytes per id instead of every id (`store::epochs`). `format` 1: a
+-- binary fuse filter (xorf's `BinaryFuse16`: its 20-byte descriptor, then its 16-bit fingerprints,
+-- little-endian) of the
 -- (tenant, id) pairs' 64-bit keys; `filter` is NULL for an epoch without ids.
 CREATE TABLE event_id_epoch_filters (
     epoch    INTEGER     PRIMARY KEY,

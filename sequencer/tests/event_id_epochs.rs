@@ -222,15 +222,17 @@ async fn an_epoch_closes_only_after_its_writers_commit_and_later_writers_wait_fo
 
 /// Replays and new events from several streams at once while epochs close as fast as the log grows: every
 /// id is stored once, every replay answers its original number, and the advances really raced the writes.
+/// More streams than pool connections: a stream's worker that looks ids up in a closed epoch must not
+/// keep a connection while its group waits for a writer that needs one.
 #[tokio::test]
 async fn replays_racing_epoch_advances_never_store_an_id_twice() {
     use std::collections::HashMap;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    const STREAMS: usize = 6;
+    const STREAMS: usize = 12;
     const ROUNDS: u64 = 12;
     const NEW: u64 = 4;
-    let server = TestServer::start_with(&[("EVENT_ID_EPOCH_EVENTS", "1000000000")]).await;
+    let server = TestServer::start_with(&[("EVENT_ID_EPOCH_EVENTS", "1000000000"), ("MAX_DB_CONNECTIONS", "4")]).await;
     let api = Api::admin(&server);
     let base = Agent::random();
     api.register_key(&base).await;

@@ -464,13 +464,21 @@ impl Sequencer {
     /// locks: `None` when one of them is stored in a closed epoch (`store::epochs`: each id a closed
     /// epoch's filter cannot rule out, and every id in a closed epoch without a filter here yet, is
     /// looked up there first).
+    ///
+    /// NB: the lookup takes a pool connection for itself unless the worker holds one already: a worker
+    /// must not keep one while its group waits for a writer of the combiner, which needs one too
+    /// ([`combine`]); with every worker holding one, the writers would wait for the pool until it timed
+    /// out.
     async fn screen(&self, conn: &mut HeldConnection, tenant_id: Uuid, ids: &[Uuid]) -> Result<Option<i32>> {
         let Screen { epoch, maybe } = self.store.id_epochs().screen(tenant_id, ids);
         if maybe.is_empty() {
             return Ok(Some(epoch));
         }
-        let conn = conn.get(&self.store).await?;
-        Ok((!epochs::any_stored(conn, tenant_id, &maybe).await?).then_some(epoch))
+        let stored = match conn.0.as_mut() {
+            Some((held, _)) => epochs::any_stored(held, tenant_id, &maybe).await?,
+            None => epochs::any_stored(&mut *self.store.acquire().await?, tenant_id, &maybe).await?,
+        };
+        Ok((!stored).then_some(epoch))
     }
 
     /// Fastest path: number the events after the head this process remembers, sign the receipts
