@@ -271,14 +271,28 @@ impl Store {
     }
 
     /// Builds the filter of the closed epoch `epoch` from its ids, and stores it if `store`.
+    ///
+    /// NB: read by a bitmap heap scan, which visits each of the epoch's heap pages once, in order. The
+    /// planner's choice, an index-only scan, fetches a heap row per id where the visibility map is not
+    /// set (an epoch just closed, where autovacuum has not been yet), in the index's random order:
+    /// measured on a log of 1.5 × 10^7 events, 2.7 µs and 0.65 buffer reads per id against 0.55 µs and
+    /// 0.09 this way, and the buffers it churns are the ones ingest needs.
     async fn build_id_filter(&self, epoch: i32, store: bool) -> Result<Option<BinaryFuse16>> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::raw_sql(
+            "SET LOCAL enable_indexscan = off; SET LOCAL enable_indexonlyscan = off; \
+             SET LOCAL enable_seqscan = off; SET LOCAL jit = off",
+        )
+        .execute(&mut *tx)
+        .await?;
         let mut keys: Vec<u64> =
             sqlx::query_as::<_, (Uuid, Uuid)>("SELECT tenant_id, event_id FROM ves_events WHERE id_epoch = $1")
                 .bind(epoch)
-                .fetch(self.pool())
+                .fetch(&mut *tx)
                 .map_ok(|(t, e)| key(t, e))
                 .try_collect()
                 .await?;
+        tx.commit().await?;
         keys.sort_unstable();
         keys.dedup();
         let filter = if keys.is_empty() {
