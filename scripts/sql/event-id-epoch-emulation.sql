@@ -18,15 +18,8 @@
 -- sealing are not here. The entity index is built again if an earlier setup
 -- (scripts/sql/without-random-key-indexes.sql) dropped it: built in bulk it is denser than one grown by
 -- inserts.
--- For the schema before migration 0024, which made the event id's index epoch-keyed for real: on a later
--- schema it stops here.
-DO $$
-BEGIN
-    IF to_regclass('event_id_epochs') IS NOT NULL THEN
-        RAISE EXCEPTION 'this setup is for the schema before migration 0024 (event ids by epoch)';
-    END IF;
-END
-$$;
+-- For the schema before migration 0024 only.
+\ir guards/before-0024.sql
 ALTER TABLE events ADD COLUMN IF NOT EXISTS id_epoch INTEGER NOT NULL DEFAULT 0;
 DO $$
 BEGIN

@@ -8,14 +8,7 @@
 -- What it measured is in README § Performance, "The event id's index is the decline, and what
 -- would keep it flat".
 -- Never run it on a database you keep.
--- For the schema before migration 0024, which made the event id's index epoch-keyed for real: on a later
--- schema it stops here.
-DO $$
-BEGIN
-    IF to_regclass('event_id_epochs') IS NOT NULL THEN
-        RAISE EXCEPTION 'this setup is for the schema before migration 0024 (event ids by epoch)';
-    END IF;
-END
-$$;
+-- For the schema before migration 0024 only.
+\ir guards/before-0024.sql
 DROP INDEX IF EXISTS uq_ves_events_event_id;
 DROP INDEX IF EXISTS idx_events_entity;
