@@ -58,7 +58,10 @@ pub fn build_state(config: Config, store: Store, metrics: Arc<Metrics>) -> Resul
         .clone()
         .map(|key| crate::checkpoint::CheckpointSigner::new(&config.checkpoint_origin, key));
     let max_inflight_body_bytes = config.max_inflight_body_bytes.max(config.max_body_size_bytes);
-    let reads = ReadRouter::new(store.clone(), open_read_store(&config)?, config.read_replica, &metrics);
+    // NB: the replica's lookups by event id use this process's filters of closed epochs: a closed
+    // epoch never changes, so they hold for the replica's copy of it too.
+    let replica = open_read_store(&config)?.map(|r| r.with_id_epochs_of(&store));
+    let reads = ReadRouter::new(store.clone(), replica, config.read_replica, &metrics);
     Ok(Arc::new(AppState {
         config,
         store,
