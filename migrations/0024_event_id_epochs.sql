@@ -25,6 +25,11 @@
 -- request fails; nothing is written) rather than duplicate an id of a closed epoch. The floor rises to
 -- 24. `legacy_events` keeps the default 0: its own unique index (tenant_id, event_id) is unchanged.
 -- The column is added with a constant default, which PostgreSQL records without rewriting the table.
+-- Its ALTER TABLE takes the log's ACCESS EXCLUSIVE lock for a moment, but waits for every reader before
+-- it (a long `verify`, a `pg_dump`) with ingest queued behind it: as 0018 does, it gives up after 10 s and
+-- the migration fails (nothing is applied; the migration Job or the next start-up runs it again).
+SET LOCAL lock_timeout = '10s';
+
 ALTER TABLE events ADD COLUMN id_epoch INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE ves_events ALTER COLUMN id_epoch DROP DEFAULT;
 
