@@ -23,26 +23,10 @@ K8S_VERSIONS=${K8S_VERSIONS:-"1.33.0 1.37.0"}
 log() { printf '==> %s\n' "$*"; }
 fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
 
-# The two PyPI tools go into a virtualenv under the tools directory (as scripts/install-schemathesis
-# does): a distribution's own Python refuses packages installed beside its own (PEP 668), and a fresh
-# machine has nothing else. PYTHON names another interpreter that already has them or may take them.
-TOOLS="${STATESET_TOOLS_DIR:-$HOME/.cache/stateset-sequencer/tools}"
-if [ -z "${PYTHON:-}" ]; then
-  VENV="$TOOLS/operator-checks-venv"
-  if [ ! -x "$VENV/bin/python" ]; then
-    mkdir -p "$TOOLS"
-    python3 -m venv "$VENV"
-  fi
-  PYTHON="$VENV/bin/python"
-fi
-if ! "$PYTHON" -c 'import helm_sdkpy' 2>/dev/null; then
-  log "installing helm-sdkpy"
-  "$PYTHON" -m pip install --quiet --disable-pip-version-check --ignore-requires-python helm-sdkpy
-fi
-if ! "$PYTHON" -c 'import kubernetes_validate' 2>/dev/null; then
-  log "installing kubernetes-validate"
-  "$PYTHON" -m pip install --quiet --disable-pip-version-check kubernetes-validate
-fi
+# shellcheck source=scripts/lib/python-tools.sh
+. scripts/lib/python-tools.sh
+pip_tool helm_sdkpy helm-sdkpy --ignore-requires-python
+pip_tool kubernetes_validate kubernetes-validate
 # Its command, from the interpreter it was installed for.
 kubernetes-validate() { "$(dirname "$("$PYTHON" -c 'import sys; print(sys.executable)')")/kubernetes-validate" "$@"; }
 
