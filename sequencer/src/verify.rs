@@ -5,6 +5,9 @@
 //! Findings:
 //! - `gap`: a number between 1 and the head is missing;
 //! - `duplicate`: a number is stored twice;
+//! - `duplicate_event_id`: a signed event's id is stored more than once in its tenant, in different id
+//!   epochs (migration 0024: the database's index keeps an id unique only within its epoch; the
+//!   sequencer's filters keep it unique across them, and this checks that from the index);
 //! - `bad_hash`: a stored hash (payload, signing, leaf, receipt) differs from its recomputation;
 //! - `bad_signature`: the agent signature does not verify against the agent's registered key;
 //! - `bad_receipt_signature`: the stored sequencer signature does not verify, over the event's receipt
@@ -137,9 +140,16 @@ pub async fn verify_streams_with(
 ) -> Result<Report> {
     let mut report = Report::checking(trust);
     let mut receipt_keys = ReceiptKeys { trust: trust.clone(), recorded: HashMap::new() };
+    // The ids stored in more than one epoch, by tenant: read once per tenant, for all its streams.
+    let mut reused_ids: HashMap<Uuid, HashMap<Uuid, Vec<i32>>> = HashMap::new();
     for s in streams {
         let stream = StreamKey { tenant_id: s.tenant_id, store_id: s.store_id };
-        verify_stream(store, stream, s.head, &mut receipt_keys, &mut report).await?;
+        if let std::collections::hash_map::Entry::Vacant(slot) = reused_ids.entry(s.tenant_id) {
+            let mut conn = store.pool().acquire().await?;
+            slot.insert(crate::store::epochs::ids_in_several_epochs(&mut conn, s.tenant_id).await?);
+        }
+        let checks = StreamChecks { receipt_keys: &mut receipt_keys, reused_ids: &reused_ids[&s.tenant_id] };
+        verify_stream(store, stream, s.head, checks, &mut report).await?;
         report.streams_checked += 1;
         report.findings.truncate(MAX_FINDINGS);
         report.ok = report.findings.is_empty();
@@ -282,11 +292,18 @@ impl ReceiptKeys {
     }
 }
 
+/// What a stream's checks share with the other streams of a run.
+struct StreamChecks<'a> {
+    receipt_keys: &'a mut ReceiptKeys,
+    /// The stream's tenant's ids stored in more than one epoch ([`crate::store::epochs::ids_in_several_epochs`]).
+    reused_ids: &'a HashMap<Uuid, Vec<i32>>,
+}
+
 async fn verify_stream(
     store: &Store,
     stream: StreamKey,
     head: i64,
-    receipt_keys: &mut ReceiptKeys,
+    StreamChecks { receipt_keys, reused_ids }: StreamChecks<'_>,
     report: &mut Report,
 ) -> Result<()> {
     let mut conn = store.pool().acquire().await?;
@@ -365,6 +382,18 @@ async fn verify_stream(
                         "the stored sequencer signature is not 64 bytes".into(),
                     )),
                 }
+            }
+            if let Some(epochs) = reused_ids.get(&e.event_id).filter(|_| e.signed) {
+                report.findings.push(finding(
+                    stream,
+                    "duplicate_event_id",
+                    Some(seq),
+                    format!(
+                        "event id {} is stored {} times in the tenant (id epochs {epochs:?})",
+                        e.event_id,
+                        epochs.len()
+                    ),
+                ));
             }
             if e.signed {
                 let agent_key = (e.source_agent_id, e.agent_key_id.unwrap_or(-1));

@@ -91,7 +91,12 @@ async fn an_id_of_a_closed_epoch_is_answered_as_a_replay_or_refused_as_a_reuse()
 
 /// A row of `agent`'s stream numbered `sequence`, with placeholder hashes (the database checks lengths).
 fn row(agent: &Agent, n: u64, sequence: i64) -> VesEventRow {
-    let envelope = Arc::new(agent.event(n).map_payload(|p| RawPayload::from_value(&p)));
+    row_with_id(agent, Uuid::new_v4(), n, sequence)
+}
+
+/// [`row`] under `event_id`.
+fn row_with_id(agent: &Agent, event_id: Uuid, n: u64, sequence: i64) -> VesEventRow {
+    let envelope = Arc::new(with_id(agent, event_id, n).map_payload(|p| RawPayload::from_value(&p)));
     VesEventRow::new(envelope, None, false, Utc::now(), [1; 32], sequence, [2; 32], Some([3; 64]), [4; 32])
 }
 
@@ -139,6 +144,40 @@ async fn a_write_screened_against_an_epoch_that_has_closed_writes_nothing() {
         assert_eq!(epochs_of, want);
     }
     drop(conn);
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn verify_reports_an_id_stored_in_two_epochs_of_a_tenant() {
+    let db = TestDb::create().await;
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    let store = Store::from_pool(pool.clone());
+    store.migrate().await.unwrap();
+    let (a, b) = (Agent::random(), Agent::random());
+    let (reused, once) = (Uuid::new_v4(), Uuid::new_v4());
+    let at = Utc::now();
+    let mut conn = pool.acquire().await.unwrap();
+    let rows = [row_with_id(&a, reused, 1, 1), row_with_id(&a, once, 2, 2)];
+    assert!(events::append_at_head(&mut conn, a.stream(), &rows, at, Uuid::new_v4(), 0, true, None, 0).await.unwrap());
+    assert_eq!(store.advance_event_id_epoch(1).await.unwrap(), Some(1));
+    // What the sequencer's screen would have refused (a write's own statement checks only the epoch):
+    // the id again in the same tenant, in the new epoch; and in another tenant, which may use it.
+    let again = [row_with_id(&a, reused, 3, 3)];
+    assert!(
+        events::append_at_head(&mut conn, a.stream(), &again, at, Uuid::new_v4(), 2, false, None, 1).await.unwrap()
+    );
+    let other = [row_with_id(&b, reused, 1, 1)];
+    assert!(events::append_at_head(&mut conn, b.stream(), &other, at, Uuid::new_v4(), 0, true, None, 1).await.unwrap());
+    drop(conn);
+
+    let duplicates = |report: &sequencer::verify::Report| -> Vec<(Uuid, Option<i64>)> {
+        let found = report.findings.iter().filter(|f| f.kind == "duplicate_event_id");
+        found.map(|f| (f.tenant_id, f.sequence_number)).collect()
+    };
+    let report = sequencer::verify::verify(&store, Some(a.tenant_id), None).await.unwrap();
+    assert_eq!(duplicates(&report), [(a.tenant_id, Some(1)), (a.tenant_id, Some(3))], "{:?}", report.findings);
+    let report = sequencer::verify::verify(&store, Some(b.tenant_id), None).await.unwrap();
+    assert_eq!(duplicates(&report), [], "{:?}", report.findings);
     pool.close().await;
 }
 
