@@ -181,6 +181,84 @@ async fn verify_reports_an_id_stored_in_two_epochs_of_a_tenant() {
     pool.close().await;
 }
 
+/// Adds `n` copies of the stream's first event to the tenant `tenant_id` (one new stream), as fast
+/// as SQL can: the planner's view of the log is what matters here, not the rows' contents.
+async fn copies(pool: &PgPool, from: StreamKey, tenant_id: Uuid, n: i64) {
+    let columns: Vec<String> = sqlx::query_scalar(
+        "SELECT column_name::text FROM information_schema.columns \
+          WHERE table_name = 'ves_events' AND is_generated = 'NEVER' ORDER BY ordinal_position",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let values: Vec<String> = columns
+        .iter()
+        .map(|c| match c.as_str() {
+            "tenant_id" | "store_id" => "$3".into(),
+            "event_id" => "gen_random_uuid()".into(),
+            "sequence_number" => "g".into(),
+            c => format!("v.{c}"),
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO ves_events ({}) SELECT {} FROM ves_events v, generate_series(1, $4::bigint) g \
+          WHERE v.tenant_id = $1 AND v.store_id = $2 AND v.sequence_number = 1",
+        columns.join(", "),
+        values.join(", ")
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(from.tenant_id)
+        .bind(from.store_id)
+        .bind(tenant_id)
+        .bind(n)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_probe_for_a_tenant_the_statistics_do_not_know_reads_only_its_ids() {
+    let db = TestDb::create().await;
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    let store = Store::from_pool(pool.clone());
+    store.migrate().await.unwrap();
+    let a = Agent::random();
+    let mut conn = pool.acquire().await.unwrap();
+    assert!(
+        events::append_at_head(&mut conn, a.stream(), &[row(&a, 1, 1)], Utc::now(), Uuid::new_v4(), 0, true, None, 0)
+            .await
+            .unwrap()
+    );
+    drop(conn);
+    // A large tenant the statistics know all about, then a new one they do not.
+    let (known, new) = (Uuid::new_v4(), Uuid::new_v4());
+    copies(&pool, a.stream(), known, 50_000).await;
+    sqlx::query("ANALYZE ves_events").execute(&pool).await.unwrap();
+    copies(&pool, a.stream(), new, 50_000).await;
+
+    let mut conn = pool.acquire().await.unwrap();
+    for tenant in [known, new] {
+        let plan: serde_json::Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN (FORMAT JSON, ANALYZE, BUFFERS) {}",
+            epochs::ANY_STORED
+        )))
+        .bind(vec![tenant; 2])
+        .bind(vec![0, 0])
+        .bind(vec![Uuid::new_v4(), Uuid::new_v4()])
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        let blocks = |p: &serde_json::Value| {
+            p["Shared Hit Blocks"].as_i64().unwrap() + p["Shared Read Blocks"].as_i64().unwrap()
+        };
+        // Two descents of a small index: a handful of blocks. A scan of the tenant's rows reads thousands.
+        assert!(blocks(&plan[0]["Plan"]) < 50, "{tenant}: {plan:#}");
+    }
+    assert!(!epochs::any_stored(&mut conn, new, &[(0, Uuid::new_v4())]).await.unwrap());
+    drop(conn);
+    pool.close().await;
+}
+
 /// Returns once `n` statements of the database wait for a lock and `query` is one of them (polled every
 /// 10 ms, for 5 s at most).
 async fn wait_for_waiters(pool: &PgPool, n: i64, query: &str) {

@@ -511,14 +511,17 @@ pub async fn find_by_event_ids(
         return Ok(Vec::new());
     }
     let (maybe, first) = epochs.lookup(tenant_id, event_ids);
+    // NB: the tenant as a column of the ids (`store::epochs`: "Lookups take the tenant as a column").
     let sql = format!(
-        "SELECT {EXISTING_COLUMNS} FROM ves_events WHERE {} AND tenant_id = $1 AND event_id = ANY($2) \
+        "SELECT {EXISTING_COLUMNS} FROM ves_events WHERE {} \
+            AND (tenant_id, event_id) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[])) \
          UNION ALL \
-         SELECT {EXISTING_COLUMNS} FROM legacy_events WHERE tenant_id = $1 AND event_id = ANY($2)",
+         SELECT {EXISTING_COLUMNS} FROM legacy_events \
+          WHERE (tenant_id, event_id) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))",
         epochs::epochs_condition("$3", "$4")
     );
     Ok(sqlx::query_as(AssertSqlSafe(sql))
-        .bind(tenant_id)
+        .bind(vec![tenant_id; event_ids.len()])
         .bind(event_ids)
         .bind(maybe)
         .bind(first)

@@ -353,16 +353,19 @@ impl Store {
     /// ([`crate::store::epochs::IdEpochs::lookup`]).
     pub async fn tlog_sequence_of_event(&self, stream: StreamKey, event_id: Uuid) -> Result<Option<i64>> {
         let (maybe, first) = self.id_epochs().lookup(stream.tenant_id, &[event_id]);
+        // NB: the stream as a column (`store::epochs`: "Lookups take the tenant as a column").
         let sql = format!(
-            "SELECT sequence_number FROM ves_events WHERE {} AND tenant_id = $1 AND event_id = $3 AND store_id = $2 \
+            "SELECT sequence_number FROM ves_events WHERE {} \
+                AND (tenant_id, store_id, event_id) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[])) \
              UNION ALL \
-             SELECT sequence_number FROM legacy_events WHERE event_id = $3 AND tenant_id = $1 AND store_id = $2",
+             SELECT sequence_number FROM legacy_events \
+              WHERE (tenant_id, store_id, event_id) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[]))",
             crate::store::epochs::epochs_condition("$4", "$5")
         );
         Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .bind(stream.tenant_id)
-            .bind(stream.store_id)
-            .bind(event_id)
+            .bind(vec![stream.tenant_id])
+            .bind(vec![stream.store_id])
+            .bind(vec![event_id])
             .bind(maybe)
             .bind(first)
             .fetch_optional(self.pool())
