@@ -383,19 +383,19 @@ async fn verify_stream(
                     )),
                 }
             }
-            if let Some(epochs) = reused_ids.get(&e.event_id).filter(|_| e.signed) {
-                report.findings.push(finding(
-                    stream,
-                    "duplicate_event_id",
-                    Some(seq),
-                    format!(
-                        "event id {} is stored {} times in the tenant (id epochs {epochs:?})",
-                        e.event_id,
-                        epochs.len()
-                    ),
-                ));
-            }
             if e.signed {
+                if let Some(epochs) = reused_ids.get(&e.event_id) {
+                    report.findings.push(finding(
+                        stream,
+                        "duplicate_event_id",
+                        Some(seq),
+                        format!(
+                            "event id {} is stored {} times in the tenant (id epochs {epochs:?})",
+                            e.event_id,
+                            epochs.len()
+                        ),
+                    ));
+                }
                 let agent_key = (e.source_agent_id, e.agent_key_id.unwrap_or(-1));
                 if let std::collections::hash_map::Entry::Vacant(slot) = keys.entry(agent_key) {
                     let key = store

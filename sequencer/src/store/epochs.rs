@@ -32,7 +32,7 @@
 //! beside the large tenants that fill the most-common-values list, has about none. For such a tenant the
 //! planner took any index that leads with `tenant_id` for as good as the epoch-keyed one, and chose one
 //! of those: each lookup read all of the tenant's rows so far, heap pages included. Through the
-//! sequencer on a log of 1.4 × 10^7 events, the 64-new-stream load (a new tenant) read 23 heap blocks per
+//! sequencer on a log of 1.6 × 10^7 events, the 64-new-stream load (a new tenant) read 23 heap blocks per
 //! event against 1.3 on an empty database, PostgreSQL spent 43-48 µs of CPU per event against 20, and the
 //! probe of [`any_stored`] was the active statement in two samples of three (`scripts/profile-growth-pg`;
 //! README § Performance, "A lookup planned for a tenant the statistics do not know"). As a column the
@@ -247,7 +247,7 @@ pub async fn any_stored(conn: &mut PgConnection, tenant_id: Uuid, pairs: &[(i32,
 /// up to the current one when it starts. `verify` asks this once per tenant. It reads the epoch-keyed
 /// index, not the filters: the filters are what kept the ids unique across epochs, and a check must not
 /// trust what it checks. Each epoch's part of the tenant is one range of the index, in id order, so the
-/// statement is one pass over the tenant's ids (0.8 s for 10^6 ids in 16 epochs, on two cores), where a
+/// statement is one pass over the tenant's ids (1.5-2 s for 10^6 ids in 16 epochs, on two cores), where a
 /// lookup of each id in every epoch costs a descent per id and epoch (116 s for the same ids).
 pub async fn ids_in_several_epochs(conn: &mut PgConnection, tenant_id: Uuid) -> Result<HashMap<Uuid, Vec<i32>>> {
     let current: i32 = sqlx::query_scalar("SELECT current FROM event_id_epochs").fetch_one(&mut *conn).await?;
