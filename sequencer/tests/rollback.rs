@@ -199,8 +199,11 @@ async fn a_binary_from_before_0020_refuses_the_schema_that_stores_no_receipt_has
 /// (so it cannot duplicate an id of a closed epoch), and refuses to start; the release with 0024 runs.
 #[tokio::test]
 async fn a_binary_from_before_0024_refuses_the_schema_whose_event_ids_are_unique_by_epoch() {
-    let db = TestDb::migrated().await;
+    // The schema as the release with 0026 left it: 0027 raises the floor further, for its own reason
+    // (`a_binary_from_before_0027_refuses_the_schema_whose_entity_index_is_keyed_by_epoch`).
+    let db = TestDb::create().await;
     let pool = PgPool::connect(&db.url).await.unwrap();
+    migrations_below(27).await.run(&pool).await.unwrap();
     // The insert such a binary makes, without the column.
     let err = sqlx::query(
         "INSERT INTO ves_events (tenant_id, store_id, sequence_number, event_id, signed) \
@@ -214,6 +217,26 @@ async fn a_binary_from_before_0024_refuses_the_schema_whose_event_ids_are_unique
     assert_eq!(code.as_deref(), Some("23502"), "no epoch, no insert: {err}");
     let err = refusal_below_floor(&db.url, 24).await;
     assert!(err.contains("epoch"), "the refusal names the reason: {err}");
+    pool.close().await;
+}
+
+/// Migrations 0027-0030 key the entity index of signed events by id epoch and drop the index of the
+/// whole log by entity: a binary from before them would read a stream's whole history for every entity
+/// it looks up or counts, and refuses to start; the release with 0027 runs.
+#[tokio::test]
+async fn a_binary_from_before_0027_refuses_the_schema_whose_entity_index_is_keyed_by_epoch() {
+    let db = TestDb::migrated().await;
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    assert_eq!(index_state(&pool, "idx_events_entity").await, None, "0030 dropped the whole log's entity index");
+    for (name, key) in [
+        ("idx_ves_events_entity", "(tenant_id, store_id, id_epoch, entity_type, entity_id, sequence_number)"),
+        ("idx_legacy_events_entity", "(tenant_id, store_id, entity_type, entity_id, sequence_number)"),
+    ] {
+        let (valid, unique, definition) = index_state(&pool, name).await.unwrap_or_else(|| panic!("{name} exists"));
+        assert!(valid && !unique && definition.ends_with(key), "{name}: {definition}");
+    }
+    let err = refusal_below_floor(&db.url, 27).await;
+    assert!(err.contains("by id epoch"), "the refusal names the reason: {err}");
     pool.close().await;
 }
 
@@ -260,6 +283,9 @@ const DECIDED: &[(i64, Decided)] = &[
     // uq_ves_events_event_id: every binary at or above the floor 0024 raised looks ids up by epoch
     // (0025's index), and no statement names this index.
     (26, Decided::Expand),
+    // idx_events_entity: every binary at or above the floor 0027 raised reads entities through 0028's
+    // and 0029's indexes, and no statement names this one.
+    (30, Decided::Expand),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -549,6 +549,49 @@ pub async fn find_by_command_ids(
         .await?)
 }
 
+/// Every event of one entity of a stream (tenant `$1`, store `$2`, entity type `$3`, id `$4`), as a
+/// UNION ALL of branches each of which an index returns in sequence order: the legacy events
+/// (`idx_legacy_events_entity`), then the signed events of each id epoch up to `epoch`, and those of any
+/// later one (`idx_ves_events_entity`, keyed by epoch after the stream since migration 0028). For a
+/// `page` (`$5` skipped, `$6` at most), each branch is its first `$5 + $6` events in sequence order.
+///
+/// Why one branch per epoch: PostgreSQL 15 cannot skip through the epochs of an index that leads with
+/// them, and a range of epochs reads every event of the stream in them. An equality per epoch is one
+/// descent of the index each. Why each branch of a page ordered and limited: PostgreSQL cannot pull a
+/// branch with a WHERE clause up into the parent's append (`is_safe_append_member`), so it plans each
+/// branch on its own: without an order it sorted every event of the entity for a page of three, and
+/// with an order but no limit it chose, for an entity that is much of its epoch, the cheapest way to
+/// read all of it, then sorted it. Ordered and limited, each branch reads the entity index from its
+/// start and PostgreSQL merges them in order (`Merge Append`)
+/// (`a_page_of_an_entity_spread_over_epochs_reads_only_its_own_events`). `epoch` is this process's view
+/// of the current epoch; the last branch keeps the answer whole when the log has moved past it (its
+/// events, normally none, are then sorted).
+fn entity_events(epoch: i32, page: bool) -> String {
+    let entity = "entity_type = $3 AND entity_id = $4";
+    let order = if page { " ORDER BY sequence_number LIMIT $5 + $6" } else { "" };
+    let epoch = epoch.max(0);
+    let mut sql = format!("(SELECT * FROM legacy_events WHERE tenant_id = $1 AND store_id = $2 AND {entity}{order})");
+    let signed = |epochs: &str| {
+        format!(
+            " UNION ALL (SELECT * FROM ves_events WHERE tenant_id = $1 AND store_id = $2 AND {epochs} AND {entity}{order})"
+        )
+    };
+    for e in 0..=epoch {
+        sql.push_str(&signed(&format!("id_epoch = {e}")));
+    }
+    sql.push_str(&signed(&format!("id_epoch > {epoch}")));
+    sql
+}
+
+/// The statement of a page of an entity's history ([`Store::entity_history`]) for a process whose view of
+/// the current id epoch is `epoch`: [`entity_events`] in sequence order, `$5` skipped, `$6` at most.
+pub fn entity_page_sql(epoch: i32) -> String {
+    format!(
+        "SELECT {EVENT_COLUMNS} FROM ({}) events ORDER BY sequence_number OFFSET $5 LIMIT $6",
+        entity_events(epoch, true)
+    )
+}
+
 /// How many events past an entity's version mark a check counts before it writes a newer mark
 /// (migration 0022): a check counts fewer than this plus the events since the last one, and an entity
 /// whose versions are rarely checked is rarely written for.
@@ -617,11 +660,29 @@ const ONE_STREAM: (&str, &str) = ("$1", "$2");
 ///   1,077 buffers and 11 ms for an entity of 10^5 events, where 34 buffers and 0.2 ms with both.
 /// - Without any statistics the sequence index can still look cheapest; the worker leader analyses a
 ///   log that has none ([`crate::store::Store::analyze_log_if_never_analysed`]).
+/// - Since migration 0028 the entity index of signed events leads with the id epoch after the stream
+///   (`idx_ves_events_entity`), so they are counted epoch by epoch, each count one descent of the index
+///   with the bounds above: from the epoch of the stream's last signed event at or before the mark (a
+///   stream's epochs never go down as its numbers go up, so no event after the mark is in an earlier
+///   one) to the current epoch. An entity without a mark is counted in every epoch, one descent per
+///   `EVENT_ID_EPOCH_EVENTS` events of the log. Legacy events are counted as before, through their own
+///   entity index (`idx_legacy_events_entity`, migration 0029).
+/// - `OFFSET 0` keeps the sum from being pulled up into the select list, where each of its two uses
+///   would count again (twice the entries, in `a_version_is_counted_through_the_entity_index_from_its_mark_without_statistics`).
 /// - In the statement shared by several streams ([`append_at_heads`]) the stream is each entity's own
 ///   column rather than a parameter; `loadgen --streams 64 --base-version`, with statistics and without
 ///   (`--no-analyze`), ran faster and with less of PostgreSQL's CPU per event than with the statement of
 ///   one stream per group.
 fn counted_versions(entities: &str, (tenant, store): (&str, &str), head: &str) -> String {
+    let after_mark = |e: &str| {
+        format!(
+            "{e}.entity_type = q.entity_type AND {e}.entity_id = q.entity_id \
+               AND {e}.sequence_number > COALESCE(m.at_sequence, 0) AND {e}.sequence_number <= {head} \
+               AND ({e}.entity_id, {e}.sequence_number) > (q.entity_id, COALESCE(m.at_sequence, 0)) \
+               AND ({e}.entity_id, {e}.sequence_number) <= (q.entity_id, {head})"
+        )
+    };
+    let (legacy, signed) = (after_mark("l"), after_mark("e"));
     format!(
         "SELECT q.*, COALESCE(m.version, 0) + tail.n AS version, tail.n AS past_mark \
            FROM {entities} \
@@ -631,12 +692,18 @@ fn counted_versions(entities: &str, (tenant, store): (&str, &str), head: &str) -
                 AND m.entity_id = q.entity_id \
               LIMIT 1) m ON TRUE \
           CROSS JOIN LATERAL ( \
-            SELECT COUNT(*) AS n FROM events e \
-             WHERE e.tenant_id = {tenant} AND e.store_id = {store} AND e.entity_type = q.entity_type \
-               AND e.entity_id = q.entity_id \
-               AND e.sequence_number > COALESCE(m.at_sequence, 0) AND e.sequence_number <= {head} \
-               AND (e.entity_id, e.sequence_number) > (q.entity_id, COALESCE(m.at_sequence, 0)) \
-               AND (e.entity_id, e.sequence_number) <= (q.entity_id, {head})) tail"
+            SELECT (SELECT COUNT(*) FROM legacy_events l \
+                     WHERE l.tenant_id = {tenant} AND l.store_id = {store} AND {legacy}) \
+                 + (SELECT COALESCE(SUM(( \
+                      SELECT COUNT(*) FROM ves_events e \
+                       WHERE e.tenant_id = {tenant} AND e.store_id = {store} AND e.id_epoch = ep.k AND {signed})), 0) \
+                      FROM generate_series( \
+                        COALESCE((SELECT v.id_epoch FROM ves_events v \
+                                   WHERE v.tenant_id = {tenant} AND v.store_id = {store} \
+                                     AND v.sequence_number <= m.at_sequence \
+                                   ORDER BY v.sequence_number DESC LIMIT 1), 0), \
+                        (SELECT current FROM event_id_epochs)) AS ep(k))::bigint AS n \
+            OFFSET 0) tail"
     )
 }
 
@@ -1478,6 +1545,9 @@ impl Store {
     }
 
     /// An entity's history, oldest first: `limit` events after skipping `offset`, plus the total.
+    ///
+    /// Both statements read [`entity_events`]: the page merges its branches in sequence order and reads
+    /// `offset + limit` events, plus one entry of each epoch's branch.
     pub async fn entity_history(
         &self,
         stream: StreamKey,
@@ -1486,11 +1556,8 @@ impl Store {
         offset: i64,
         limit: i64,
     ) -> Result<(Vec<StoredEvent>, i64)> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 AND store_id = $2 \
-             AND entity_type = $3 AND entity_id = $4 ORDER BY sequence_number OFFSET $5 LIMIT $6"
-        );
-        let events = sqlx::query_as(AssertSqlSafe(sql))
+        let epoch = self.id_epochs().current();
+        let events = sqlx::query_as(AssertSqlSafe(entity_page_sql(epoch)))
             .bind(stream.tenant_id)
             .bind(stream.store_id)
             .bind(entity_type)
@@ -1499,15 +1566,14 @@ impl Store {
             .bind(limit)
             .fetch_all(self.pool())
             .await?;
-        let total: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM events WHERE tenant_id = $1 AND store_id = $2 AND entity_type = $3 AND entity_id = $4",
-        )
-        .bind(stream.tenant_id)
-        .bind(stream.store_id)
-        .bind(entity_type)
-        .bind(entity_id)
-        .fetch_one(self.pool())
-        .await?;
+        let total: i64 =
+            sqlx::query_scalar(AssertSqlSafe(format!("SELECT COUNT(*) FROM ({}) events", entity_events(epoch, false))))
+                .bind(stream.tenant_id)
+                .bind(stream.store_id)
+                .bind(entity_type)
+                .bind(entity_id)
+                .fetch_one(self.pool())
+                .await?;
         Ok((events, total))
     }
 }

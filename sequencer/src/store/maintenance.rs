@@ -65,13 +65,14 @@ pub struct WorkerStatus {
 
 /// The log's indexes whose keys are random within a stream, against the buffers PostgreSQL has for them.
 ///
-/// The entity's index (each event goes to the end of its own entity's entries) and the event id's of
-/// legacy events (agents choose random ids) take a key from anywhere in their range with nearly every
-/// event. Once they outgrow `shared_buffers`, ingest into streams that keep growing slows down as the log
-/// grows (README, § Storage, "PostgreSQL settings for a large log"); the alert
-/// `SequencerLogIndexesOutgrowSharedBuffers` compares the two. The signed events' event id index is keyed
-/// by epoch since migration 0024 (`store::epochs`): its new keys go into the current epoch's region, so
-/// it is not counted (the old index's name still is, for a schema before 0026).
+/// The legacy events' entity index (each event goes to the end of its own entity's entries) and event id
+/// index (agents choose random ids) take a key from anywhere in their range with nearly every event. Once
+/// they outgrow `shared_buffers`, ingest into streams that keep growing slows down as the log grows
+/// (README, § Storage, "PostgreSQL settings for a large log"); the alert
+/// `SequencerLogIndexesOutgrowSharedBuffers` compares the two. The signed events' indexes of event ids
+/// and of entities are keyed by epoch since migrations 0024 and 0028 (`store::epochs`): their new keys go
+/// into the current epoch's region, so they are not counted (the old indexes' names still are, for a
+/// schema before 0026 or 0030).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, FromRow)]
 pub struct IndexPressure {
     /// Those indexes, every partition of the log (`ves_events` and `legacy_events`).
@@ -210,6 +211,7 @@ impl Store {
         Ok(sqlx::query_as(
             "SELECT ((SELECT COALESCE(SUM(pg_relation_size(relid)), 0) \
                         FROM pg_partition_tree(to_regclass('idx_events_entity')) WHERE isleaf) \
+                     + COALESCE(pg_relation_size(to_regclass('idx_legacy_events_entity')), 0) \
                      + COALESCE(pg_relation_size(to_regclass('uq_ves_events_event_id')), 0) \
                      + COALESCE(pg_relation_size(to_regclass('uq_legacy_events_event_id')), 0))::bigint \
                        AS random_key_index_bytes, \

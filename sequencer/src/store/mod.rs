@@ -305,7 +305,12 @@ impl std::fmt::Display for MigrationReport {
 /// Indexes that a migration builds `CONCURRENTLY` (0015). A build that fails (a cancelled statement,
 /// a lost connection, a deadlock) leaves the index behind marked INVALID, and the migration is not
 /// recorded; its `IF NOT EXISTS` would then skip the rebuild on the next run and keep the invalid index.
-const CONCURRENTLY_BUILT_INDEXES: &[&str] = &["uq_ves_events_sequence_new", "uq_ves_events_epoch_event_id"];
+const CONCURRENTLY_BUILT_INDEXES: &[&str] = &[
+    "uq_ves_events_sequence_new",
+    "uq_ves_events_epoch_event_id",
+    "idx_ves_events_entity",
+    "idx_legacy_events_entity",
+];
 
 /// The advisory lock key that serialises this binary's migration runs (the ASCII of "ssseqmig").
 const MIGRATION_LOCK: i64 = 0x7373_7365_716d_6967;
