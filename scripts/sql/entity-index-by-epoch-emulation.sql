@@ -8,8 +8,10 @@
 -- entity history and counts versions with the old key's queries, which the load generator's ingest never
 -- runs (it sends no `base_version`). What it measured is in README § Performance, "The entity index
 -- keyed by epoch, emulated".
+-- Migrations 0027-0030 built it for real: this file is for the schema of 0024-0026 only.
 -- Never run it on a database you keep.
 \ir guards/since-0024.sql
+\ir guards/before-0030.sql
 SET maintenance_work_mem = '1GB';
 DROP INDEX IF EXISTS idx_events_entity;
 CREATE INDEX idx_events_entity_epoch ON events (tenant_id, store_id, id_epoch, entity_type, entity_id, sequence_number);

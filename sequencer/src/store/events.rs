@@ -662,11 +662,12 @@ const ONE_STREAM: (&str, &str) = ("$1", "$2");
 ///   log that has none ([`crate::store::Store::analyze_log_if_never_analysed`]).
 /// - Since migration 0028 the entity index of signed events leads with the id epoch after the stream
 ///   (`idx_ves_events_entity`), so they are counted epoch by epoch, each count one descent of the index
-///   with the bounds above: from the epoch of the stream's last signed event at or before the mark (a
-///   stream's epochs never go down as its numbers go up, so no event after the mark is in an earlier
-///   one) to the current epoch. An entity without a mark is counted in every epoch, one descent per
-///   `EVENT_ID_EPOCH_EVENTS` events of the log. Legacy events are counted as before, through their own
-///   entity index (`idx_legacy_events_entity`, migration 0029).
+///   with the bounds above: from the epoch of the stream's last signed event at or before the mark, or
+///   without a mark of its first signed event (a stream's epochs never go down as its numbers go up, so
+///   no event after either is in an earlier one), to the current epoch. So an entity without a mark in a
+///   stream as old as the log is counted in every epoch: one descent per `EVENT_ID_EPOCH_EVENTS` events
+///   of the log. Legacy events are counted as before, through their own entity index
+///   (`idx_legacy_events_entity`, migration 0029).
 /// - `OFFSET 0` keeps the sum from being pulled up into the select list, where each of its two uses
 ///   would count again (twice the entries, in `a_version_is_counted_through_the_entity_index_from_its_mark_without_statistics`).
 /// - In the statement shared by several streams ([`append_at_heads`]) the stream is each entity's own
@@ -701,7 +702,10 @@ fn counted_versions(entities: &str, (tenant, store): (&str, &str), head: &str) -
                         COALESCE((SELECT v.id_epoch FROM ves_events v \
                                    WHERE v.tenant_id = {tenant} AND v.store_id = {store} \
                                      AND v.sequence_number <= m.at_sequence \
-                                   ORDER BY v.sequence_number DESC LIMIT 1), 0), \
+                                   ORDER BY v.sequence_number DESC LIMIT 1), \
+                                 (SELECT v.id_epoch FROM ves_events v \
+                                   WHERE v.tenant_id = {tenant} AND v.store_id = {store} \
+                                   ORDER BY v.sequence_number LIMIT 1), 0), \
                         (SELECT current FROM event_id_epochs)) AS ep(k))::bigint AS n \
             OFFSET 0) tail"
     )
