@@ -334,7 +334,7 @@ impl Metrics {
         let log_random_key_index_bytes = Gauge::default();
         registry.register(
             "log_random_key_index_bytes",
-            "Bytes of the log's indexes whose keys are random within a stream, the event id's and the entity's (sampled)",
+            "Bytes of the log's indexes whose keys are random within a stream, the legacy events' event id and entity indexes (sampled)",
             log_random_key_index_bytes.clone(),
         );
         let database_shared_buffers_bytes = Gauge::default();
