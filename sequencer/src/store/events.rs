@@ -573,10 +573,15 @@ const ONE_ENTITY: &str = "tenant_id = $1 AND store_id = $2 AND entity_type = $3 
 /// statement is the same at every size, and costs one descent of the index per epoch to run
 /// (`a_page_of_an_entity_spread_over_epochs_reads_only_its_own_events`).
 ///
-/// NB: the events are not ordered here. Asked for them in order, PostgreSQL 15 can read the sequence
-/// index in order only with the page's numbers as a filter, not as its condition, and on a log of 285,000
-/// events (one epoch) it chose that: every event of the stream for each page, 25-30 ms a page where it
-/// takes 0.1 ms (the benchmark's entity page p99 39 ms at level 0).
+/// NB: each event is looked up by its number alone, one lookup per number of the page (the LATERAL
+/// join, kept from being flattened by `LIMIT 1`), and not in order. Statistics taken while the log was
+/// small (a server without autovacuum keeps those of the benchmark's empty database) make a stream look
+/// a handful of rows, and PostgreSQL then took the page's numbers as a filter of a scan of the whole
+/// stream: asked for the events in order (the sequence index read in order can take an array of numbers
+/// only as a filter), or as `sequence_number = ANY(...)` (through any index that leads with the stream).
+/// That read every event of the stream for each page: 25-50 ms a page where it takes 1-3 ms (the
+/// benchmark's entity page p99 39 and 64 ms at level 0). One number at a time, the unique sequence index
+/// answers each in one row whatever the statistics say; the caller sorts the page.
 pub fn entity_page_sql() -> String {
     format!(
         "WITH page AS ( \
@@ -587,8 +592,9 @@ pub fn entity_page_sql() -> String {
              CROSS JOIN LATERAL (SELECT sequence_number FROM ves_events WHERE {ONE_ENTITY} AND id_epoch = ep.k \
                ORDER BY sequence_number LIMIT $5 + $6) s) \
            ORDER BY sequence_number OFFSET $5 LIMIT $6) \
-         SELECT {EVENT_COLUMNS} FROM events \
-          WHERE tenant_id = $1 AND store_id = $2 AND sequence_number = ANY(ARRAY(SELECT sequence_number FROM page))"
+         SELECT e.* FROM page CROSS JOIN LATERAL ( \
+           SELECT {EVENT_COLUMNS} FROM events \
+            WHERE tenant_id = $1 AND store_id = $2 AND sequence_number = page.sequence_number LIMIT 1) e"
     )
 }
 
