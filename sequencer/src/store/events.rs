@@ -1,5 +1,7 @@
 //! The event log: sequencing writes (under the stream's counter row lock) and reads.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::AssertSqlSafe;
@@ -582,9 +584,10 @@ const ONE_ENTITY: &str = "tenant_id = $1 AND store_id = $2 AND entity_type = $3 
 /// That read every event of the stream for each page: 25-50 ms a page where it takes 1-3 ms (the
 /// benchmark's entity page p99 39 and 64 ms at level 0). One number at a time, the unique sequence index
 /// answers each in one row whatever the statistics say; the caller sorts the page.
-pub fn entity_page_sql() -> String {
-    format!(
-        "WITH page AS ( \
+pub fn entity_page_sql() -> &'static str {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH page AS ( \
            (SELECT sequence_number FROM legacy_events WHERE {ONE_ENTITY} \
              ORDER BY sequence_number LIMIT $5 + $6) \
            UNION ALL \
@@ -595,17 +598,22 @@ pub fn entity_page_sql() -> String {
          SELECT e.* FROM page CROSS JOIN LATERAL ( \
            SELECT {EVENT_COLUMNS} FROM events \
             WHERE tenant_id = $1 AND store_id = $2 AND sequence_number = page.sequence_number LIMIT 1) e"
-    )
+        )
+    });
+    &SQL
 }
 
 /// The statement of how many events an entity has ([`Store::entity_history`]'s total): its legacy events
 /// and its signed events of each epoch, counted from the entity indexes.
-fn entity_total_sql() -> String {
-    format!(
-        "SELECT (SELECT COUNT(*) FROM legacy_events WHERE {ONE_ENTITY}) \
+fn entity_total_sql() -> &'static str {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT (SELECT COUNT(*) FROM legacy_events WHERE {ONE_ENTITY}) \
               + (SELECT COALESCE(SUM(c.n), 0) FROM {EVERY_EPOCH} \
                   CROSS JOIN LATERAL (SELECT COUNT(*) AS n FROM ves_events WHERE {ONE_ENTITY} AND id_epoch = ep.k) c)::bigint"
-    )
+        )
+    });
+    &SQL
 }
 
 /// How many events past an entity's version mark a check counts before it writes a newer mark
