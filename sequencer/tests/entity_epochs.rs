@@ -136,8 +136,10 @@ async fn an_entity_spread_over_epochs_and_legacy_events_reads_in_order_and_count
 }
 
 /// A page of an entity's history reads the page's own events, also when the entity has thousands in
-/// several epochs and is all of its epochs: the first entries of each epoch from the entity index (one
-/// descent each), then the page's events by sequence number, never every event of the entity.
+/// several epochs and is all of its epochs: the first entries of each epoch of its stream from the
+/// entity index (one descent each, none for the log's epochs before the stream began or after it went
+/// quiet), then the page's events by sequence number, never every event of the entity. Its total is
+/// counted in the same epochs.
 ///
 /// With statistics of all of it. (Without any statistics, or with those of the table when it held one
 /// event, PostgreSQL took the sequence index for each epoch's first entries here: 2,647 and 3,331 blocks
@@ -168,6 +170,8 @@ async fn a_page_of_an_entity_spread_over_epochs_reads_only_its_own_events() {
     };
     let mut conn = pool.acquire().await.unwrap();
     let stream = agent.stream();
+    // The stream begins in epoch 2 of the log and goes quiet in epoch 6, while the log goes on to 9.
+    sqlx::query("UPDATE event_id_epochs SET current = 2").execute(&pool).await.unwrap();
     assert!(
         sequencer::store::events::append_at_head(
             &mut conn,
@@ -178,12 +182,12 @@ async fn a_page_of_an_entity_spread_over_epochs_reads_only_its_own_events() {
             0,
             true,
             None,
-            0
+            2
         )
         .await
         .unwrap()
     );
-    // 20,000 more events of the entity, 5,000 to an epoch (1..=4, the epoch row moved to 4 below, as the
+    // 20,000 more events of the entity, 5,000 to an epoch (3..=6, the epoch row moved on below, as the
     // leader would have), as fast as SQL can write them.
     let columns: Vec<String> = sqlx::query_scalar(
         "SELECT column_name::text FROM information_schema.columns \
@@ -197,7 +201,7 @@ async fn a_page_of_an_entity_spread_over_epochs_reads_only_its_own_events() {
         .map(|c| match c.as_str() {
             "event_id" => "gen_random_uuid()".into(),
             "sequence_number" => "g + 1".into(),
-            "id_epoch" => "1 + (g - 1) / 5000".into(),
+            "id_epoch" => "3 + (g - 1) / 5000".into(),
             c => format!("v.{c}"),
         })
         .collect();
@@ -214,7 +218,7 @@ async fn a_page_of_an_entity_spread_over_epochs_reads_only_its_own_events() {
     .unwrap();
     let heap_blocks: i64 =
         sqlx::query_scalar("SELECT pg_relation_size('ves_events') / 8192").fetch_one(&pool).await.unwrap();
-    sqlx::query("UPDATE event_id_epochs SET current = 4").execute(&pool).await.unwrap();
+    sqlx::query("UPDATE event_id_epochs SET current = 9").execute(&pool).await.unwrap();
     sqlx::query("ANALYZE ves_events").execute(&pool).await.unwrap();
     // As the sequencer runs it: a prepared statement, whose first five runs are planned for their values
     // and the rest by a generic plan.
@@ -241,8 +245,11 @@ async fn a_page_of_an_entity_spread_over_epochs_reads_only_its_own_events() {
             // entity's events, or reading the stream for the page's numbers, reads every block of the
             // table. (A page deep into this entity, which is all of its epochs, reads them whole, as the
             // events it skips are most of them anyway.)
+            // One descent of the entity index for each epoch of the stream (2..=6), none for the log's
+            // epochs before or after it.
             if offset == 0 {
                 assert!(blocks < 60, "run {run}: {blocks} blocks of {heap_blocks}\n{plan:#}");
+                assert_eq!(descents(&plan), 5, "run {run}\n{plan:#}");
             }
             let page: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                 "SELECT sequence_number FROM ({page_sql}) page ORDER BY 1"
@@ -259,6 +266,52 @@ async fn a_page_of_an_entity_spread_over_epochs_reads_only_its_own_events() {
             assert_eq!(page, [first, first + 1, first + 2]);
         }
     }
+    // The total the same way: every event of the entity (20,001), counted in the stream's five epochs.
+    let total_sql = sequencer::store::events::entity_total_sql();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PREPARE total(uuid, uuid, text, text) AS {total_sql}")))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let entity = format!("'{}', '{}', '{}', '{}'", stream.tenant_id, stream.store_id, ENTITY.0, ENTITY.1);
+    for run in 0..7 {
+        let plan: Value =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN (FORMAT JSON, ANALYZE) EXECUTE total({entity})")))
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+        assert_eq!(epochs_read(&plan), 5, "run {run}\n{plan:#}");
+        let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXECUTE total({entity})")))
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(total, 20_001);
+    }
     drop(conn);
     pool.close().await;
+}
+
+/// The sum over a plan's nodes (`EXPLAIN (FORMAT JSON, ANALYZE)`) of `count` of each.
+fn sum_nodes(plan: &Value, count: fn(&Value) -> u64) -> u64 {
+    fn walk(node: &Value, count: fn(&Value) -> u64) -> u64 {
+        count(node) + node["Plans"].as_array().map_or(0, |children| children.iter().map(|c| walk(c, count)).sum())
+    }
+    walk(&plan[0]["Plan"], count)
+}
+
+/// How many times a plan descended the entity index of signed events: the loops of its scans of
+/// `idx_ves_events_entity`.
+fn descents(plan: &Value) -> u64 {
+    sum_nodes(plan, |node| match node["Index Name"].as_str() {
+        Some("idx_ves_events_entity") => node["Actual Loops"].as_u64().unwrap(),
+        _ => 0,
+    })
+}
+
+/// How many epochs a plan read: the rows of its `generate_series`. (The count of an entity that is every
+/// event of its epochs, as here, may read them through another index than the entity's.)
+fn epochs_read(plan: &Value) -> u64 {
+    sum_nodes(plan, |node| match node["Function Name"].as_str() {
+        Some("generate_series") => node["Actual Rows"].as_u64().unwrap(),
+        _ => 0,
+    })
 }
