@@ -266,6 +266,26 @@ async fn a_page_of_an_entity_spread_over_epochs_reads_only_its_own_events() {
             assert_eq!(page, [first, first + 1, first + 2]);
         }
     }
+    // First pages alone, as most readers ask: the statement runs its generic plan after five, not one
+    // planned afresh for every page (`entity_page_sql`'s NB).
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "PREPARE first_page(uuid, uuid, text, text, bigint, bigint) AS {page_sql}"
+    )))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    for _ in 0..10 {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("EXECUTE first_page({})", args(0))))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    let plans: (i64, i64) =
+        sqlx::query_as("SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE name = 'first_page'")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    assert_eq!(plans, (5, 5), "(generic, custom) plans of ten first pages");
     // The total the same way: every event of the entity (20,001), counted in the stream's five epochs.
     let total_sql = sequencer::store::events::entity_total_sql();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PREPARE total(uuid, uuid, text, text) AS {total_sql}")))
