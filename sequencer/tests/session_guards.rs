@@ -30,9 +30,13 @@ async fn a_stuck_counter_lock_gives_a_json_503_within_the_lock_timeout_and_loses
 
     // The guards are set on the server's pooled connections.
     let mut conn = server.state.store.pool().acquire().await.unwrap();
-    for (setting, want) in
-        [("lock_timeout", "500ms"), ("statement_timeout", "20s"), ("idle_in_transaction_session_timeout", "30s")]
-    {
+    // And no statement of theirs is compiled by LLVM (`store::connect_options`).
+    for (setting, want) in [
+        ("lock_timeout", "500ms"),
+        ("statement_timeout", "20s"),
+        ("idle_in_transaction_session_timeout", "30s"),
+        ("jit", "off"),
+    ] {
         let got: String =
             sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {setting}"))).fetch_one(&mut *conn).await.unwrap();
         assert_eq!(got, want, "{setting} on a pooled connection");

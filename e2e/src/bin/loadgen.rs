@@ -48,8 +48,10 @@ struct Args {
     /// Write into this existing stream (`TENANT/STORE`; repeat for several) instead of new ones: a
     /// stream that keeps growing, as a production stream does, where new streams start an empty part
     /// of every index. Each gets a new agent; their number replaces --streams, and the check reads each
-    /// from its head before the run.
-    #[arg(long = "into-stream", value_name = "TENANT/STORE", conflicts_with_all = ["streams", "base_version"])]
+    /// from its head before the run. With --base-version, the run's entities are named for the run, so
+    /// that each starts at version 0 in a stream that already holds events: every check counts an entity
+    /// without a version mark across the stream's epochs, the check's costliest case.
+    #[arg(long = "into-stream", value_name = "TENANT/STORE", conflicts_with = "streams")]
     into_streams: Vec<String>,
     /// Events per request.
     #[arg(long, default_value_t = 1)]
@@ -235,8 +237,16 @@ async fn run(
     let warmup_requests = args.clients * args.warmup;
     let total_requests = warmup_requests + timed_requests;
     let sign_start = Instant::now();
-    let owners = args.base_version.then_some(Owners { clients: args.clients, warmup: args.warmup });
-    let requests = Arc::new(prepare(&agents, total_requests, args.batch, args.payload_bytes, owners));
+    let owners = args.base_version.then(|| Owners {
+        clients: args.clients,
+        warmup: args.warmup,
+        prefix: if args.into_streams.is_empty() {
+            "SKU-".into()
+        } else {
+            format!("SKU-{:08x}-", rand::random::<u32>())
+        },
+    });
+    let requests = Arc::new(prepare(&agents, total_requests, args.batch, args.payload_bytes, owners.clone()));
     eprintln!(
         "loadgen: signed {} events in {} requests in {:.1} s (not timed); {} warm-up requests per client",
         total_requests * args.batch,
@@ -285,7 +295,7 @@ async fn run(
     let tasks = conns.into_iter().enumerate().map(|(c, mut conn)| {
         let (requests, fates, next) = (requests.clone(), fates.clone(), next.clone());
         let rate = args.rate;
-        let dealt = owners.map(|o| o.clients);
+        let dealt = owners.as_ref().map(|o| o.clients);
         tokio::spawn(async move {
             let mut latency = new_histogram();
             let mut service = new_histogram();
@@ -678,10 +688,13 @@ async fn send(conn: &mut Conn, body: &Bytes) -> (Fate, Instant) {
 
 /// Which client sends each request, with `--base-version`: the warm-up's `warmup` requests per client
 /// in blocks, then the timed requests dealt in turn.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Owners {
     clients: usize,
     warmup: usize,
+    /// What every entity id starts with: `SKU-`, and a tag of the run where the streams already hold
+    /// events (`--into-stream`).
+    prefix: String,
 }
 
 impl Owners {
@@ -714,7 +727,7 @@ fn prepare(
                     let (owner, k) = (o.of(i), e as u64 % per_client);
                     let version = versions.entry((stream, owner, k)).or_insert(0);
                     *version += 1;
-                    (format!("SKU-{owner:03}-{k:05}"), Some(*version - 1))
+                    (format!("{}{owner:03}-{k:05}", o.prefix), Some(*version - 1))
                 })
                 .collect()
         }
