@@ -44,9 +44,9 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 /// epoch pass it: PostgreSQL cannot tell how many rows `generate_series` between two looked-up epochs
 /// gives and guesses 1,000. A checked group of 100 events then cost 840,000 (16.8 million for a
 /// statement shared by 20 streams' groups), and each run compiled 113 functions in about 590 ms to run
-/// for about 1 ms: `loadgen --spawn --streams 64 --batch 100 --base-version` fell to 2,786 events/s,
-/// PostgreSQL at 628 µs of CPU per event (`auto_explain`), where it ran 25,000 with 23 µs before those
-/// statements (migration 0028).
+/// for about 1 ms (`auto_explain`): `loadgen --spawn --streams 64 --batch 100 --base-version` ran at
+/// 2,786 events/s with PostgreSQL at 628 µs of CPU per event, and with JIT off at 18,814 with 29 µs on
+/// the same machine. Those statements came with migration 0028.
 pub fn connect_options(url: &str) -> std::result::Result<PgConnectOptions, sqlx::Error> {
     if let Ok(mode) = std::env::var("PGSSLMODE")
         && mode.parse::<sqlx::postgres::PgSslMode>().is_err()
