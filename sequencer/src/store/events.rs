@@ -551,23 +551,34 @@ pub async fn find_by_command_ids(
         .await?)
 }
 
+/// The epoch of the stream's (tenant and store, as SQL expressions) first signed event (`end` `ASC`) or
+/// last (`DESC`), as a scalar subquery: one lookup at that end of the stream in the sequence index, null
+/// for a stream without one.
+fn stream_end_epoch((tenant, store): (&str, &str), end: &str) -> String {
+    format!(
+        "(SELECT v.id_epoch FROM ves_events v WHERE v.tenant_id = {tenant} AND v.store_id = {store} \
+           ORDER BY v.sequence_number {end} LIMIT 1)"
+    )
+}
+
 /// The epochs of a statement that reads an entity of one stream (tenant `$1`, store `$2`) epoch by epoch:
 /// from the epoch of the stream's first signed event to that of its last, as the statement's snapshot
-/// has them (two lookups of the sequence index, at either end of the stream), and none for a stream
-/// without one (`generate_series` of nulls). A stream's epochs never go down as its numbers go up (a
-/// writer reads the epoch under the epoch row's share lock before it takes the stream's counter row, and
-/// the epoch cannot move until it commits), so every signed event of the stream the snapshot sees is in
-/// one of them.
+/// has them, and none for a stream without one (`generate_series` of nulls). A stream's epochs never go
+/// down as its numbers go up (a writer reads the epoch under the epoch row's share lock before it takes
+/// the stream's counter row, and the epoch cannot move until it commits), so every signed event of the
+/// stream the snapshot sees is in one of them.
 ///
 /// NB: not every epoch of the log (`0` to `event_id_epochs.current`, as before): a stream pays for the
 /// epochs it was written in, not for the log's age. The benchmark's hot stream, filled last, was written
 /// in two of the ten epochs of a log of 10^7 events and descended all ten. A stream as old as the log and
 /// still written to still pays one descent per epoch of the log.
-const STREAM_EPOCHS: &str = "generate_series( \
-       (SELECT v.id_epoch FROM ves_events v WHERE v.tenant_id = $1 AND v.store_id = $2 \
-         ORDER BY v.sequence_number LIMIT 1), \
-       (SELECT v.id_epoch FROM ves_events v WHERE v.tenant_id = $1 AND v.store_id = $2 \
-         ORDER BY v.sequence_number DESC LIMIT 1)) AS ep(k)";
+fn stream_epochs() -> String {
+    format!(
+        "generate_series({}, {}) AS ep(k)",
+        stream_end_epoch(ONE_STREAM, "ASC"),
+        stream_end_epoch(ONE_STREAM, "DESC")
+    )
+}
 
 /// The entity of a statement about one: tenant `$1`, store `$2`, entity type `$3`, id `$4`.
 const ONE_ENTITY: &str = "tenant_id = $1 AND store_id = $2 AND entity_type = $3 AND entity_id = $4";
@@ -607,12 +618,13 @@ const ONE_ENTITY: &str = "tenant_id = $1 AND store_id = $2 AND entity_type = $3 
 /// (`psql`, `PREPARE` and `EXECUTE`; the plan test checks that it goes generic).
 pub fn entity_page_sql() -> &'static str {
     static SQL: LazyLock<String> = LazyLock::new(|| {
+        let stream_epochs = stream_epochs();
         format!(
             "WITH page AS ( \
            (SELECT sequence_number FROM legacy_events WHERE {ONE_ENTITY} \
              ORDER BY sequence_number LIMIT (SELECT $5 + $6)) \
            UNION ALL \
-           (SELECT s.sequence_number FROM {STREAM_EPOCHS} \
+           (SELECT s.sequence_number FROM {stream_epochs} \
              CROSS JOIN LATERAL (SELECT sequence_number FROM ves_events WHERE {ONE_ENTITY} AND id_epoch = ep.k \
                ORDER BY sequence_number LIMIT (SELECT $5 + $6)) s) \
            ORDER BY sequence_number OFFSET (SELECT $5) LIMIT (SELECT $6)) \
@@ -628,9 +640,10 @@ pub fn entity_page_sql() -> &'static str {
 /// and its signed events of each epoch, counted from the entity indexes.
 pub fn entity_total_sql() -> &'static str {
     static SQL: LazyLock<String> = LazyLock::new(|| {
+        let stream_epochs = stream_epochs();
         format!(
             "SELECT (SELECT COUNT(*) FROM legacy_events WHERE {ONE_ENTITY}) \
-              + (SELECT COALESCE(SUM(c.n), 0) FROM {STREAM_EPOCHS} \
+              + (SELECT COALESCE(SUM(c.n), 0) FROM {stream_epochs} \
                   CROSS JOIN LATERAL (SELECT COUNT(*) AS n FROM ves_events WHERE {ONE_ENTITY} AND id_epoch = ep.k) c)::bigint"
         )
     });
@@ -729,6 +742,7 @@ fn counted_versions(entities: &str, (tenant, store): (&str, &str), head: &str) -
         )
     };
     let (legacy, signed) = (after_mark("l"), after_mark("e"));
+    let first_epoch = stream_end_epoch((tenant, store), "ASC");
     format!(
         "SELECT q.*, COALESCE(m.version, 0) + tail.n AS version, tail.n AS past_mark \
            FROM {entities} \
@@ -748,9 +762,7 @@ fn counted_versions(entities: &str, (tenant, store): (&str, &str), head: &str) -
                                    WHERE v.tenant_id = {tenant} AND v.store_id = {store} \
                                      AND v.sequence_number <= m.at_sequence \
                                    ORDER BY v.sequence_number DESC LIMIT 1), \
-                                 (SELECT v.id_epoch FROM ves_events v \
-                                   WHERE v.tenant_id = {tenant} AND v.store_id = {store} \
-                                   ORDER BY v.sequence_number LIMIT 1), 0), \
+                                 {first_epoch}, 0), \
                         (SELECT current FROM event_id_epochs)) AS ep(k))::bigint AS n \
             OFFSET 0) tail"
     )
